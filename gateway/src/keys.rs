@@ -1,0 +1,253 @@
+//! Key material: the master key that wraps data keys, data keys themselves, and the
+//! audit signing key.
+//!
+//! It owns generating, storing (mode 0600), loading and wrapping keys. It must not log or
+//! format key bytes: every key type has a redacting `Debug`, and key bytes are zeroized on
+//! drop.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use zeroize::{Zeroize, Zeroizing};
+
+/// Environment variable that may hold the master key (64 hex characters) instead of a file.
+pub const MASTER_KEY_ENV: &str = "SLUICE_MASTER_KEY";
+
+/// Fills `bytes` from the operating system's CSPRNG.
+pub fn random_bytes(bytes: &mut [u8]) -> anyhow::Result<()> {
+    SystemRandom::new().fill(bytes).map_err(|_| anyhow::anyhow!("the system random number generator failed"))
+}
+
+/// A 256-bit AES key, zeroized on drop.
+#[derive(Clone)]
+pub struct AeadKey(Zeroizing<[u8; 32]>);
+
+impl AeadKey {
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        random_bytes(key.as_mut())?;
+        Ok(Self(key))
+    }
+
+    pub fn from_hex(text: &str) -> anyhow::Result<Self> {
+        let mut decoded = Zeroizing::new(hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("key is not hexadecimal"))?);
+        if decoded.len() != 32 {
+            bail!("key must be 32 bytes (64 hex characters), got {} bytes", decoded.len());
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&decoded);
+        decoded.zeroize();
+        Ok(Self(key))
+    }
+
+    fn cipher(&self) -> LessSafeKey {
+        // Cannot fail: the length is fixed at 32 bytes, AES-256's key size.
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.as_ref()).expect("32-byte AES-256 key"))
+    }
+
+    /// Seals `plaintext` in place with `nonce`; the caller guarantees the nonce is unique
+    /// under this key.
+    pub fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], buffer: &mut Vec<u8>) -> anyhow::Result<()> {
+        self.cipher()
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buffer)
+            .map_err(|_| anyhow::anyhow!("encryption failed"))
+    }
+
+    /// Opens `buffer` in place and truncates it to the plaintext; fails if a single bit
+    /// of ciphertext, tag, nonce or associated data differs.
+    pub fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], buffer: &mut Vec<u8>) -> Result<(), AuthenticationFailed> {
+        let plaintext_len = self
+            .cipher()
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buffer)
+            .map_err(|_| AuthenticationFailed)?
+            .len();
+        buffer.truncate(plaintext_len);
+        Ok(())
+    }
+
+    /// Wraps `data_key` under this (master) key with a random nonce, bound to `context`.
+    pub fn wrap(&self, data_key: &AeadKey, context: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let mut buffer = data_key.0.to_vec();
+        self.seal(nonce, context, &mut buffer)?;
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend_from_slice(&buffer);
+        buffer.zeroize();
+        Ok(wrapped)
+    }
+
+    pub fn unwrap_key(&self, wrapped: &[u8], context: &[u8]) -> Result<AeadKey, AuthenticationFailed> {
+        if wrapped.len() != NONCE_LEN + 32 + AES_256_GCM.tag_len() {
+            return Err(AuthenticationFailed);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
+        let mut buffer = Zeroizing::new(wrapped[NONCE_LEN..].to_vec());
+        self.open(nonce, context, &mut buffer)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&buffer);
+        Ok(AeadKey(key))
+    }
+
+    /// Test support: the raw bytes, to scan a data directory for leaked key material.
+    pub fn expose_for_tests(&self) -> [u8; 32] {
+        *self.0
+    }
+}
+
+impl fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AeadKey(redacted)")
+    }
+}
+
+/// Decryption or unwrapping failed authentication: wrong key, or tampered bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("authentication failed: wrong key or tampered ciphertext")]
+pub struct AuthenticationFailed;
+
+/// Creates `path` with mode 0600 and writes `contents`; refuses to overwrite.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a secret file, refusing one that others can read.
+pub fn read_secret_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mode = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!("{} is readable by other users (mode {:o}); run `chmod 600` on it", path.display(), mode & 0o777);
+    }
+    Ok(Zeroizing::new(fs::read(path).with_context(|| format!("reading {}", path.display()))?))
+}
+
+/// Loads the master key from [`MASTER_KEY_ENV`] if set, else from `path`.
+pub fn load_master_key(path: &Path) -> anyhow::Result<AeadKey> {
+    if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+        let text = Zeroizing::new(text);
+        return AeadKey::from_hex(&text).with_context(|| format!("reading the master key from ${MASTER_KEY_ENV}"));
+    }
+    let bytes = read_secret_file(path)?;
+    let text = std::str::from_utf8(&bytes).context("master key file is not text")?;
+    AeadKey::from_hex(text).with_context(|| format!("reading the master key from {}", path.display()))
+}
+
+/// Creates a new master key file (0600).
+pub fn create_master_key(path: &Path) -> anyhow::Result<()> {
+    let key = AeadKey::generate()?;
+    let text = Zeroizing::new(hex::encode(key.0.as_ref()) + "\n");
+    write_secret_file(path, text.as_bytes())
+}
+
+/// The Ed25519 key that signs audit checkpoints.
+pub struct SigningKey(Ed25519KeyPair);
+
+impl SigningKey {
+    pub fn create(path: &Path) -> anyhow::Result<()> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("generating the audit signing key failed"))?;
+        write_secret_file(path, pkcs8.as_ref())
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = read_secret_file(path)?;
+        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
+            .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
+        Ok(Self(pair))
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(self.0.sign(message).as_ref());
+        signature
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(self.0.public_key().as_ref());
+        PublicKey(bytes)
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey(public {})", self.public_key())
+    }
+}
+
+/// An Ed25519 public key; `Display` is standard base64, the form regulators store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .context("public key is not base64")?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, self.0).verify(message, signature).is_ok()
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_keys_are_bound_to_their_context_and_master() {
+        let master = AeadKey::generate().expect("key");
+        let data = AeadKey::generate().expect("key");
+        let wrapped = master.wrap(&data, b"dataset 1 version 1").expect("wrap");
+        let unwrapped = master.unwrap_key(&wrapped, b"dataset 1 version 1").expect("unwrap");
+        assert_eq!(unwrapped.expose_for_tests(), data.expose_for_tests());
+        assert!(master.unwrap_key(&wrapped, b"dataset 2 version 1").is_err());
+        assert!(AeadKey::generate().expect("key").unwrap_key(&wrapped, b"dataset 1 version 1").is_err());
+        let mut flipped = wrapped.clone();
+        flipped[20] ^= 1;
+        assert!(master.unwrap_key(&flipped, b"dataset 1 version 1").is_err());
+        assert_eq!(format!("{master:?}"), "AeadKey(redacted)");
+    }
+
+    #[test]
+    fn secret_files_are_private_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.key");
+        create_master_key(&path).expect("create");
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        load_master_key(&path).expect("load");
+        assert!(create_master_key(&path).is_err(), "must not overwrite");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = load_master_key(&path).expect_err("world-readable");
+        assert!(error.to_string().contains("readable by other users"), "{error}");
+    }
+}

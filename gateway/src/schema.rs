@@ -1,0 +1,213 @@
+//! Dataset schemas: columns, types, bounds, domains and classification levels (分级分类).
+//!
+//! It owns parsing and validating a schema file and parsing one CSV field by its column's
+//! rules. It must not store or encrypt anything. Error messages may name a column and a
+//! line, never the offending value: a value from a dataset is data.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use sluice_sandbox::ColumnType;
+
+/// Level 4 ("core") columns can never be granted to a scenario.
+pub const MAX_GRANTABLE_LEVEL: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSchema {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    /// 1 public, 2 internal, 3 sensitive, 4 core (never grantable).
+    pub classification: u8,
+    #[serde(default)]
+    pub nullable: bool,
+    #[serde(default)]
+    pub lower: Option<f64>,
+    #[serde(default)]
+    pub upper: Option<f64>,
+    /// The declared domain of a category column; codes are indexes into it.
+    #[serde(default)]
+    pub domain: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A validated schema; `source` is kept because the schema hash covers its exact text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSchema {
+    pub source: String,
+    pub name: String,
+    pub description: String,
+    pub columns: Vec<ColumnSchema>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// ABI 1 supports one row per person only; the field documents it in the file.
+    privacy_unit: PrivacyUnit,
+    columns: Vec<ColumnSchema>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum PrivacyUnit {
+    RowPerPerson,
+}
+
+impl DatasetSchema {
+    pub fn from_toml(source: &str) -> Result<Self, String> {
+        let file: SchemaFile = toml::from_str(source).map_err(|error| error.message().to_owned())?;
+        if file.columns.is_empty() {
+            return Err("a schema needs at least one column".into());
+        }
+        let mut names = HashSet::new();
+        for column in &file.columns {
+            validate_column(column)?;
+            if !names.insert(column.name.as_str()) {
+                return Err(format!("column `{}` is declared twice", column.name));
+            }
+        }
+        Ok(Self { source: source.to_owned(), name: file.name, description: file.description, columns: file.columns })
+    }
+
+    /// blake3 of the exact schema text; bound into every chunk's associated data.
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::Hasher::new_derive_key("sluice 2026 dataset schema v1").update(self.source.as_bytes()).finalize().as_bytes()
+    }
+
+    pub fn column(&self, name: &str) -> Option<(usize, &ColumnSchema)> {
+        self.columns.iter().enumerate().find(|(_, column)| column.name == name)
+    }
+}
+
+fn validate_column(column: &ColumnSchema) -> Result<(), String> {
+    let name = &column.name;
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(format!("column name `{name}` must be 1 to 64 characters of a-z, 0-9 or `_`"));
+    }
+    if !(1..=4).contains(&column.classification) {
+        return Err(format!("column `{name}`: classification must be 1 (public) to 4 (core)"));
+    }
+    match column.column_type {
+        ColumnType::Category => {
+            if column.domain.is_empty() || column.domain.len() > 10_000 {
+                return Err(format!("column `{name}`: a category needs a domain of 1 to 10,000 values"));
+            }
+            if column.domain.iter().collect::<HashSet<_>>().len() != column.domain.len() {
+                return Err(format!("column `{name}`: the domain lists a value twice"));
+            }
+        }
+        _ if !column.domain.is_empty() => return Err(format!("column `{name}`: only a category has a domain")),
+        _ => {}
+    }
+    if let (Some(lower), Some(upper)) = (column.lower, column.upper)
+        && !(lower.is_finite() && upper.is_finite() && lower <= upper)
+    {
+        return Err(format!("column `{name}`: bounds must be finite with lower <= upper"));
+    }
+    Ok(())
+}
+
+/// One parsed field: the 8-byte value the guest will see, or null.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field {
+    Null,
+    F64(f64),
+    I64(i64),
+}
+
+impl ColumnSchema {
+    /// Parses one CSV field. The error says what rule failed, not what the value was.
+    pub fn parse_field(&self, text: &str) -> Result<Field, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return if self.nullable { Ok(Field::Null) } else { Err("is empty but the column is not nullable".into()) };
+        }
+        match self.column_type {
+            ColumnType::F64 => {
+                let value: f64 = text.parse().map_err(|_| "is not a number".to_owned())?;
+                if !value.is_finite() {
+                    return Err("is not a finite number".into());
+                }
+                self.check_bounds(value)?;
+                Ok(Field::F64(value))
+            }
+            ColumnType::I64 => {
+                let value: i64 = text.parse().map_err(|_| "is not an integer".to_owned())?;
+                self.check_bounds(value as f64)?;
+                Ok(Field::I64(value))
+            }
+            ColumnType::Category => match self.domain.iter().position(|member| member == text) {
+                Some(code) => Ok(Field::I64(code as i64)),
+                None => Err("is not in the column's declared domain".into()),
+            },
+            ColumnType::Bool => match text {
+                "true" | "1" => Ok(Field::I64(1)),
+                "false" | "0" => Ok(Field::I64(0)),
+                _ => Err("is not a boolean (true, false, 1 or 0)".into()),
+            },
+        }
+    }
+
+    fn check_bounds(&self, value: f64) -> Result<(), String> {
+        if self.lower.is_some_and(|lower| value < lower) || self.upper.is_some_and(|upper| value > upper) {
+            return Err("is outside the column's declared bounds".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"
+name = "t"
+privacy_unit = "row_per_person"
+[[columns]]
+name = "age"
+type = "f64"
+classification = 2
+lower = 0.0
+upper = 40.0
+[[columns]]
+name = "district"
+type = "category"
+classification = 1
+nullable = true
+domain = ["a", "b"]
+"#;
+
+    #[test]
+    fn fields_parse_by_column_rules() {
+        let schema = DatasetSchema::from_toml(SCHEMA).expect("valid");
+        let age = &schema.columns[0];
+        let district = &schema.columns[1];
+        assert_eq!(age.parse_field(" 3.5 "), Ok(Field::F64(3.5)));
+        assert!(age.parse_field("41").expect_err("out of bounds").contains("bounds"));
+        assert!(age.parse_field("NaN").is_err());
+        assert!(age.parse_field("").expect_err("not nullable").contains("not nullable"));
+        assert_eq!(district.parse_field("b"), Ok(Field::I64(1)));
+        assert_eq!(district.parse_field(""), Ok(Field::Null));
+        let error = district.parse_field("secret-value").expect_err("not in domain");
+        assert!(!error.contains("secret-value"), "errors must not echo data: {error}");
+    }
+
+    #[test]
+    fn schemas_are_validated() {
+        let check = |source: &str, expected: &str| {
+            let error = DatasetSchema::from_toml(source).expect_err("invalid");
+            assert!(error.contains(expected), "{error}");
+        };
+        check(&SCHEMA.replace("classification = 2", "classification = 5"), "classification must be");
+        check(&SCHEMA.replace("domain = [\"a\", \"b\"]", "domain = [\"a\", \"a\"]"), "twice");
+        check(&SCHEMA.replace("name = \"district\"", "name = \"age\""), "declared twice");
+        check(&SCHEMA.replace("row_per_person", "household"), "unknown variant");
+        check(&SCHEMA.replace("upper = 40.0", "upper = -1.0"), "lower <= upper");
+    }
+}

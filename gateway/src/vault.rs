@@ -1,0 +1,424 @@
+//! The data vault: columnar chunks sealed with AES-256-GCM, one data key per dataset
+//! version, wrapped by the master key.
+//!
+//! It owns ingest (CSV → validated columns → sealed chunks on disk) and reading a version
+//! back as batches for the sandbox. Plaintext exists only in memory and is never written:
+//! only sealed chunks reach the blob directory. It must not decide who may read; callers
+//! have been authorised by the policy gate first.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ring::aead::NONCE_LEN;
+use sluice_sandbox::abi::BATCH_ROWS;
+use sluice_sandbox::{Batch, Column, ColumnType, ColumnValues};
+use zeroize::Zeroize;
+
+use crate::keys::AeadKey;
+use crate::schema::{DatasetSchema, Field};
+
+/// Rows per sealed chunk: 65,536 rows of a few columns is a few MiB, small enough to
+/// decrypt one at a time and large enough that per-chunk overhead is negligible.
+pub const CHUNK_ROWS: usize = 65_536;
+/// How many row errors an ingest reports before it stops looking.
+const MAX_REPORTED_ERRORS: usize = 10;
+const CHUNK_MAGIC: &[u8; 4] = b"SLC1";
+
+/// Identifies what a chunk belongs to; all of it goes into the chunk's associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkContext {
+    pub dataset_id: i64,
+    pub version: i64,
+    pub schema_hash: [u8; 32],
+}
+
+impl ChunkContext {
+    fn aad(&self, index: u64, last: bool) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(64);
+        aad.extend_from_slice(b"sluice chunk v1");
+        aad.extend_from_slice(&self.dataset_id.to_le_bytes());
+        aad.extend_from_slice(&self.version.to_le_bytes());
+        aad.extend_from_slice(&self.schema_hash);
+        aad.extend_from_slice(&index.to_le_bytes());
+        aad.push(u8::from(last));
+        aad
+    }
+
+    /// The context a data key is wrapped under.
+    pub fn key_context(&self) -> Vec<u8> {
+        let mut context = b"sluice data key v1".to_vec();
+        context.extend_from_slice(&self.dataset_id.to_le_bytes());
+        context.extend_from_slice(&self.version.to_le_bytes());
+        context
+    }
+}
+
+/// A chunk's nonce is its index: each version has a fresh key, so an index is never
+/// used twice under one key.
+fn chunk_nonce(index: u64) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[4..].copy_from_slice(&index.to_be_bytes());
+    nonce
+}
+
+/// Column-major buffers for up to [`CHUNK_ROWS`] rows.
+#[derive(Debug, Default)]
+pub struct ColumnarRows {
+    pub rows: usize,
+    /// Per column: the 8-byte values (nulls hold 0) and validity flags.
+    pub values: Vec<Vec<u64>>,
+    pub valid: Vec<Vec<bool>>,
+}
+
+impl ColumnarRows {
+    fn new(columns: usize) -> Self {
+        Self { rows: 0, values: vec![Vec::new(); columns], valid: vec![Vec::new(); columns] }
+    }
+
+    fn push(&mut self, fields: &[Field]) {
+        for (column, field) in fields.iter().enumerate() {
+            let (word, present) = match *field {
+                Field::Null => (0, false),
+                Field::F64(value) => (value.to_bits(), true),
+                Field::I64(value) => (value as u64, true),
+            };
+            self.values[column].push(word);
+            self.valid[column].push(present);
+        }
+        self.rows += 1;
+    }
+
+    /// Plaintext encoding: magic, rows (u32), columns (u16), then per column a validity
+    /// byte per row followed by the 8-byte little-endian values.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(10 + self.values.len() * self.rows * 9);
+        bytes.extend_from_slice(CHUNK_MAGIC);
+        bytes.extend_from_slice(&(self.rows as u32).to_le_bytes());
+        bytes.extend_from_slice(&(self.values.len() as u16).to_le_bytes());
+        for (values, valid) in self.values.iter().zip(&self.valid) {
+            bytes.extend(valid.iter().map(|present| u8::from(*present)));
+            for value in values {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8], expected_columns: usize) -> anyhow::Result<Self> {
+        let header_ok = bytes.len() >= 10 && &bytes[..4] == CHUNK_MAGIC;
+        if !header_ok {
+            bail!("chunk header is malformed");
+        }
+        let rows = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+        let columns = u16::from_le_bytes(bytes[8..10].try_into().expect("2 bytes")) as usize;
+        if columns != expected_columns || bytes.len() != 10 + columns * rows * 9 {
+            bail!("chunk shape does not match the schema");
+        }
+        let mut decoded = Self::new(columns);
+        decoded.rows = rows;
+        for (column, part) in bytes[10..].chunks_exact(rows * 9).enumerate().take(columns) {
+            decoded.valid[column] = part[..rows].iter().map(|byte| *byte == 1).collect();
+            decoded.values[column] =
+                part[rows..].chunks_exact(8).map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes"))).collect();
+        }
+        Ok(decoded)
+    }
+}
+
+/// Where a version's sealed chunks live.
+pub fn version_dir(blob_root: &Path, dataset_id: i64, version: i64) -> PathBuf {
+    blob_root.join(format!("dataset-{dataset_id}")).join(format!("v{version}"))
+}
+
+fn chunk_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:08}.chunk"))
+}
+
+/// What an ingest stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    pub rows: u64,
+    pub chunks: u64,
+    /// The data key wrapped by the master key; the only copy of the key that persists.
+    pub wrapped_key: Vec<u8>,
+}
+
+/// A row the schema refused: 1-based line number (the header is line 1) and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub column: String,
+    pub problem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the CSV is invalid: {0}")]
+    Csv(String),
+    #[error("{} invalid row(s); first: line {}, column `{}` {}", .0.len(), .0[0].line, .0[0].column, .0[0].problem)]
+    InvalidRows(Vec<RowError>),
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
+/// Validates every row of `csv` against `schema`, seals it into chunks under a fresh data
+/// key and writes them to a staging directory that is renamed into place only when the
+/// whole file was valid. On any error nothing is left behind.
+pub fn ingest(
+    csv: impl Read,
+    schema: &DatasetSchema,
+    context: ChunkContext,
+    master: &AeadKey,
+    blob_root: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<IngestReport, IngestError> {
+    let final_dir = version_dir(blob_root, context.dataset_id, context.version);
+    let staging = final_dir.with_extension("partial");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+    }
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let outcome = seal_all(csv, schema, context, &staging, &mut progress);
+    let (rows, chunks, data_key) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+    };
+    let wrapped_key = master.wrap(&data_key, &context.key_context())?;
+    fs::rename(&staging, &final_dir).with_context(|| format!("moving chunks into {}", final_dir.display()))?;
+    Ok(IngestReport { rows, chunks, wrapped_key })
+}
+
+fn seal_all(
+    csv: impl Read,
+    schema: &DatasetSchema,
+    context: ChunkContext,
+    dir: &Path,
+    progress: &mut impl FnMut(u64),
+) -> Result<(u64, u64, AeadKey), IngestError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(csv);
+    let positions = header_positions(&mut reader, schema)?;
+    let data_key = AeadKey::generate()?;
+    let mut errors = Vec::new();
+    let mut pending = ColumnarRows::new(schema.columns.len());
+    let mut rows = 0u64;
+    let mut chunks = 0u64;
+    let mut fields = vec![Field::Null; schema.columns.len()];
+    let mut record = csv::StringRecord::new();
+    let mut line = 1u64;
+    while reader.read_record(&mut record).map_err(|error| IngestError::Csv(csv_problem(&error)))? {
+        line += 1;
+        if let Err(error) = parse_record(&record, schema, &positions, line, &mut fields) {
+            errors.push(error);
+            if errors.len() >= MAX_REPORTED_ERRORS {
+                break;
+            }
+            continue;
+        }
+        if !errors.is_empty() {
+            continue; // keep counting errors, but store nothing from an invalid file
+        }
+        pending.push(&fields);
+        rows += 1;
+        if pending.rows == CHUNK_ROWS {
+            // A full chunk is sealed as not-last; the true last chunk is sealed at the end.
+            seal_chunk(&pending, &data_key, context, chunks, false, dir)?;
+            chunks += 1;
+            pending = ColumnarRows::new(schema.columns.len());
+            progress(rows);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(IngestError::InvalidRows(errors));
+    }
+    // Always seal a final (possibly empty) chunk flagged last, so truncation is detectable.
+    seal_chunk(&pending, &data_key, context, chunks, true, dir)?;
+    chunks += 1;
+    progress(rows);
+    Ok((rows, chunks, data_key))
+}
+
+fn csv_problem(error: &csv::Error) -> String {
+    match error.position() {
+        Some(position) => format!("malformed CSV near line {}", position.line()),
+        None => "malformed CSV".into(),
+    }
+}
+
+fn header_positions<R: Read>(reader: &mut csv::Reader<R>, schema: &DatasetSchema) -> Result<Vec<usize>, IngestError> {
+    let headers = reader.headers().map_err(|error| IngestError::Csv(csv_problem(&error)))?.clone();
+    if headers.len() != schema.columns.len() {
+        return Err(IngestError::Csv(format!(
+            "the header has {} columns, the schema declares {}",
+            headers.len(),
+            schema.columns.len()
+        )));
+    }
+    schema
+        .columns
+        .iter()
+        .map(|column| {
+            headers
+                .iter()
+                .position(|header| header.trim() == column.name)
+                .ok_or_else(|| IngestError::Csv(format!("the header has no column `{}`", column.name)))
+        })
+        .collect()
+}
+
+fn parse_record(
+    record: &csv::StringRecord,
+    schema: &DatasetSchema,
+    positions: &[usize],
+    line: u64,
+    fields: &mut [Field],
+) -> Result<(), RowError> {
+    for ((column, position), field) in schema.columns.iter().zip(positions).zip(fields.iter_mut()) {
+        let text = record.get(*position).ok_or_else(|| RowError {
+            line,
+            column: column.name.clone(),
+            problem: "is missing".into(),
+        })?;
+        *field = column
+            .parse_field(text)
+            .map_err(|problem| RowError { line, column: column.name.clone(), problem })?;
+    }
+    Ok(())
+}
+
+fn seal_chunk(
+    rows: &ColumnarRows,
+    key: &AeadKey,
+    context: ChunkContext,
+    index: u64,
+    last: bool,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut buffer = rows.encode();
+    key.seal(chunk_nonce(index), &context.aad(index, last), &mut buffer)?;
+    let path = chunk_path(dir, index);
+    fs::write(&path, &buffer).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a version back, chunk by chunk, as sandbox batches of the requested columns.
+/// Only one decrypted chunk is in memory at a time.
+pub struct VersionReader {
+    dir: PathBuf,
+    key: AeadKey,
+    context: ChunkContext,
+    chunk_count: u64,
+    schema_columns: usize,
+    /// (schema index, type) of each requested column, in the requested order.
+    selected: Vec<(usize, ColumnType)>,
+    next_chunk: u64,
+    current: Option<ColumnarRows>,
+    offset: usize,
+}
+
+impl std::fmt::Debug for VersionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionReader").field("dir", &self.dir).field("chunk_count", &self.chunk_count).finish_non_exhaustive()
+    }
+}
+
+impl VersionReader {
+    pub fn open(
+        blob_root: &Path,
+        context: ChunkContext,
+        chunk_count: u64,
+        key: AeadKey,
+        schema: &DatasetSchema,
+        columns: &[String],
+    ) -> anyhow::Result<Self> {
+        let selected = columns
+            .iter()
+            .map(|name| {
+                schema
+                    .column(name)
+                    .map(|(index, column)| (index, column.column_type))
+                    .with_context(|| format!("column `{name}` is not in the dataset"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            dir: version_dir(blob_root, context.dataset_id, context.version),
+            key,
+            context,
+            chunk_count,
+            schema_columns: schema.columns.len(),
+            selected,
+            next_chunk: 0,
+            current: None,
+            offset: 0,
+        })
+    }
+
+    fn load_next_chunk(&mut self) -> anyhow::Result<Option<ColumnarRows>> {
+        if self.next_chunk == self.chunk_count {
+            return Ok(None);
+        }
+        let index = self.next_chunk;
+        let path = chunk_path(&self.dir, index);
+        let mut buffer = fs::read(&path).with_context(|| format!("chunk {index} of the dataset is missing"))?;
+        let last = index + 1 == self.chunk_count;
+        self.key
+            .open(chunk_nonce(index), &self.context.aad(index, last), &mut buffer)
+            .map_err(|_| anyhow::anyhow!("chunk {index} failed authentication: it was altered, moved or truncated"))?;
+        let decoded = ColumnarRows::decode(&buffer, self.schema_columns);
+        buffer.zeroize();
+        self.next_chunk += 1;
+        Ok(Some(decoded?))
+    }
+
+    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+        loop {
+            if let Some(chunk) = &self.current
+                && self.offset < chunk.rows
+            {
+                let end = (self.offset + BATCH_ROWS).min(chunk.rows);
+                let batch = batch_of(chunk, &self.selected, self.offset..end);
+                self.offset = end;
+                return Ok(Some(batch));
+            }
+            self.offset = 0;
+            match self.load_next_chunk()? {
+                Some(chunk) => self.current = Some(chunk),
+                None => {
+                    self.current = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn batch_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)], range: std::ops::Range<usize>) -> Batch {
+    let columns = selected
+        .iter()
+        .map(|&(index, column_type)| {
+            let words = &chunk.values[index][range.clone()];
+            let values = match column_type {
+                ColumnType::F64 => ColumnValues::F64(words.iter().map(|word| f64::from_bits(*word)).collect()),
+                ColumnType::I64 | ColumnType::Category | ColumnType::Bool => {
+                    ColumnValues::I64(words.iter().map(|word| *word as i64).collect())
+                }
+            };
+            Column { values, valid: chunk.valid[index][range.clone()].to_vec() }
+        })
+        .collect();
+    Batch { rows: range.len(), columns }
+}
+
+impl Iterator for VersionReader {
+    type Item = anyhow::Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! Denials: the reason an action was refused, with a stable code and a plain message.
+//!
+//! It owns the vocabulary of refusals shared by the HTTP API, the CLI and the audit log.
+//! A message must name the rule, never a data value or a secret.
+
+use std::fmt;
+
+/// Why the gate said no. Each reason has a stable code used by the API and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialReason {
+    WrongRole,
+    LicenceMissing,
+    LicenceExpired,
+    AuthorisationMissing,
+    AuthorisationNotYours,
+    AuthorisationRevoked,
+    AuthorisationOutsideWindow,
+    ModelNotApproved,
+    ModelNotForAuthorisation,
+    ModelDigestMismatch,
+    ColumnNotAuthorised,
+    BudgetExhausted,
+    DatasetBudgetExhausted,
+    SelfReview,
+    WrongReviewer,
+    NotPending,
+    InvalidRequest,
+}
+
+impl DenialReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            DenialReason::WrongRole => "wrong_role",
+            DenialReason::LicenceMissing => "licence_missing",
+            DenialReason::LicenceExpired => "licence_expired",
+            DenialReason::AuthorisationMissing => "authorisation_missing",
+            DenialReason::AuthorisationNotYours => "authorisation_not_yours",
+            DenialReason::AuthorisationRevoked => "authorisation_revoked",
+            DenialReason::AuthorisationOutsideWindow => "authorisation_outside_window",
+            DenialReason::ModelNotApproved => "model_not_approved",
+            DenialReason::ModelNotForAuthorisation => "model_not_for_authorisation",
+            DenialReason::ModelDigestMismatch => "model_digest_mismatch",
+            DenialReason::ColumnNotAuthorised => "column_not_authorised",
+            DenialReason::BudgetExhausted => "budget_exhausted",
+            DenialReason::DatasetBudgetExhausted => "dataset_budget_exhausted",
+            DenialReason::SelfReview => "self_review",
+            DenialReason::WrongReviewer => "wrong_reviewer",
+            DenialReason::NotPending => "not_pending",
+            DenialReason::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+/// A refusal: the reason and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: DenialReason,
+    pub message: String,
+}
+
+impl Denial {
+    pub fn new(reason: DenialReason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.code(), self.message)
+    }
+}
+
+impl std::error::Error for Denial {}

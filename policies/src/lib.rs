@@ -1,0 +1,29 @@
+//! The Sluice policy gate: pure decisions about who may do what, and the DP release.
+//!
+//! Every function here takes the facts and the current time as arguments and returns a
+//! decision with a reason; nothing here reads a clock, a file, a database or a global.
+//! The gateway gathers the facts, calls the gate, and records the decision in the audit
+//! log. Default deny: every check names the fact that allows the action, and anything
+//! else is a [`Denial`]. The one effect is randomness: [`release`] draws its noise from
+//! opendp, which takes it from the operating system through OpenSSL.
+//!
+//! ```
+//! use sluice_policies::{Action, Role, permits};
+//! assert!(permits(Role::Operator, Action::RunModel).is_ok());
+//! assert!(permits(Role::Regulator, Action::RunModel).is_err());
+//! ```
+
+mod budget;
+mod decision;
+mod procedure;
+mod release;
+mod roles;
+
+pub use budget::{Epsilon, PrivacyBudget};
+pub use decision::{Denial, DenialReason};
+pub use procedure::{
+    ApplicationFacts, ApplicationState, AuthorisationFacts, Licence, ModelFacts, ModelState, Principal, RunFacts,
+    RunPermit, authorise_run, check_licence, review_application, review_model,
+};
+pub use release::{AggregateKind, OutputRule, ReleaseError, ReleasedValue, release};
+pub use roles::{Action, ReviewerKind, Role, permits};

@@ -1,0 +1,265 @@
+//! The seed 002 procedure as pure checks: licences, the two demand reviews, model review
+//! and the decision to run.
+//!
+//! It owns the stateful rules (who reviews what, in which order, validity windows, digest
+//! binding, column scope, budget). Facts and the current time come in as arguments; it
+//! must not read a clock or a store, and it returns the next state rather than writing it.
+
+use time::OffsetDateTime;
+
+use crate::budget::{Epsilon, PrivacyBudget};
+use crate::decision::{Denial, DenialReason};
+use crate::roles::{ReviewerKind, Role};
+
+/// An operator's licence (持牌): number and validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Licence {
+    pub number: String,
+    pub valid_from: OffsetDateTime,
+    pub valid_until: OffsetDateTime,
+}
+
+/// The acting principal, as the gateway authenticated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: i64,
+    pub role: Role,
+    pub organisation: String,
+    pub reviewer_kind: Option<ReviewerKind>,
+    pub licence: Option<Licence>,
+}
+
+/// An operator may act only while its licence is valid.
+pub fn check_licence(operator: &Principal, now: OffsetDateTime) -> Result<(), Denial> {
+    let Some(licence) = &operator.licence else {
+        return Err(Denial::new(DenialReason::LicenceMissing, "the operator holds no licence"));
+    };
+    if now < licence.valid_from || now >= licence.valid_until {
+        return Err(Denial::new(
+            DenialReason::LicenceExpired,
+            format!("licence {} is not valid at this time", licence.number),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplicationState {
+    /// Waiting for the data bureau.
+    Submitted,
+    /// The bureau approved; waiting for the providing department.
+    BureauApproved,
+    Approved,
+    Rejected,
+}
+
+impl ApplicationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationState::Submitted => "submitted",
+            ApplicationState::BureauApproved => "bureau_approved",
+            ApplicationState::Approved => "approved",
+            ApplicationState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        use ApplicationState::*;
+        [Submitted, BureauApproved, Approved, Rejected].into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// What the gate needs to know about a scenario application under review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationFacts {
+    pub state: ApplicationState,
+    pub operator_id: i64,
+    pub operator_organisation: String,
+    /// The organisation (department) that provides the dataset applied for.
+    pub provider_organisation: String,
+    /// Who approved at the bureau stage, once it has.
+    pub bureau_reviewer_id: Option<i64>,
+}
+
+/// One demand, one review (一需求一审核): the data bureau first, then the providing
+/// department, by two different people, neither from the applying organisation.
+/// Returns the application's next state.
+pub fn review_application(
+    application: &ApplicationFacts,
+    reviewer: &Principal,
+    approve: bool,
+) -> Result<ApplicationState, Denial> {
+    if reviewer.role != Role::Reviewer {
+        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review applications"));
+    }
+    if reviewer.id == application.operator_id || reviewer.organisation == application.operator_organisation {
+        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews an application from their own organisation"));
+    }
+    let next = match application.state {
+        ApplicationState::Submitted => {
+            if reviewer.reviewer_kind != Some(ReviewerKind::DataBureau) {
+                return Err(Denial::new(DenialReason::WrongReviewer, "the data bureau reviews an application first"));
+            }
+            ApplicationState::BureauApproved
+        }
+        ApplicationState::BureauApproved => {
+            if reviewer.reviewer_kind != Some(ReviewerKind::ProvidingDepartment)
+                || reviewer.organisation != application.provider_organisation
+            {
+                return Err(Denial::new(
+                    DenialReason::WrongReviewer,
+                    "the second review is by the department that provides the data",
+                ));
+            }
+            if application.bureau_reviewer_id == Some(reviewer.id) {
+                return Err(Denial::new(DenialReason::WrongReviewer, "the two reviews need two different reviewers"));
+            }
+            ApplicationState::Approved
+        }
+        ApplicationState::Approved | ApplicationState::Rejected => {
+            return Err(Denial::new(
+                DenialReason::NotPending,
+                format!("the application is {}, not awaiting review", application.state.as_str()),
+            ));
+        }
+    };
+    Ok(if approve { next } else { ApplicationState::Rejected })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Submitted,
+    Approved,
+    Rejected,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Submitted => "submitted",
+            ModelState::Approved => "approved",
+            ModelState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        use ModelState::*;
+        [Submitted, Approved, Rejected].into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// A model submission: bound to its digest and to the authorisation it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFacts {
+    pub state: ModelState,
+    pub submitter_id: i64,
+    pub submitter_organisation: String,
+    pub authorisation_id: i64,
+    /// The digest the review approved (module + manifest).
+    pub approved_digest: String,
+}
+
+/// One model, one review (一模型一审定): a reviewer from outside the submitting
+/// organisation decides on a pending submission.
+pub fn review_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Denial> {
+    if reviewer.role != Role::Reviewer {
+        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review models"));
+    }
+    if reviewer.id == model.submitter_id || reviewer.organisation == model.submitter_organisation {
+        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews a model from their own organisation"));
+    }
+    if model.state != ModelState::Submitted {
+        return Err(Denial::new(
+            DenialReason::NotPending,
+            format!("the model is {}, not awaiting review", model.state.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// One scenario, one authorisation (一场景一授权).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorisationFacts {
+    pub id: i64,
+    pub operator_id: i64,
+    pub columns: Vec<String>,
+    pub valid_from: OffsetDateTime,
+    pub valid_until: OffsetDateTime,
+    pub revoked: bool,
+    pub budget: PrivacyBudget,
+}
+
+/// Everything the gate needs to decide a run.
+#[derive(Debug, Clone)]
+pub struct RunFacts<'a> {
+    pub operator: &'a Principal,
+    pub authorisation: Option<&'a AuthorisationFacts>,
+    pub model: &'a ModelFacts,
+    /// The digest of the bytes about to run, computed now from what is stored.
+    pub digest_to_run: &'a str,
+    pub columns_read: &'a [String],
+    pub epsilon: Epsilon,
+    pub dataset_budget: PrivacyBudget,
+}
+
+/// The gate's yes: the charges to make, in the same transaction as the release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPermit {
+    pub epsilon: Epsilon,
+    pub authorisation_budget_after: PrivacyBudget,
+    pub dataset_budget_after: PrivacyBudget,
+}
+
+/// Decides whether a run may start. Checks run from the actor outwards, so the reason
+/// names the first rule that fails.
+pub fn authorise_run(facts: &RunFacts<'_>, now: OffsetDateTime) -> Result<RunPermit, Denial> {
+    check_licence(facts.operator, now)?;
+    let Some(authorisation) = facts.authorisation else {
+        return Err(Denial::new(DenialReason::AuthorisationMissing, "no authorisation covers this run"));
+    };
+    if authorisation.operator_id != facts.operator.id {
+        return Err(Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator"));
+    }
+    if authorisation.revoked {
+        return Err(Denial::new(DenialReason::AuthorisationRevoked, "the authorisation has been revoked"));
+    }
+    if now < authorisation.valid_from || now >= authorisation.valid_until {
+        return Err(Denial::new(
+            DenialReason::AuthorisationOutsideWindow,
+            "the authorisation is not valid at this time (expired or not yet started)",
+        ));
+    }
+    check_model(facts, authorisation)?;
+    if let Some(column) = facts.columns_read.iter().find(|column| !authorisation.columns.contains(column)) {
+        return Err(Denial::new(
+            DenialReason::ColumnNotAuthorised,
+            format!("column `{column}` is not granted by the authorisation"),
+        ));
+    }
+    let authorisation_budget_after = authorisation.budget.charge(facts.epsilon, DenialReason::BudgetExhausted)?;
+    let dataset_budget_after = facts.dataset_budget.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
+    Ok(RunPermit { epsilon: facts.epsilon, authorisation_budget_after, dataset_budget_after })
+}
+
+fn check_model(facts: &RunFacts<'_>, authorisation: &AuthorisationFacts) -> Result<(), Denial> {
+    let model = facts.model;
+    if model.state != ModelState::Approved {
+        return Err(Denial::new(
+            DenialReason::ModelNotApproved,
+            format!("the model is {}, only an approved model may run", model.state.as_str()),
+        ));
+    }
+    if model.authorisation_id != authorisation.id {
+        return Err(Denial::new(DenialReason::ModelNotForAuthorisation, "the model was approved for another authorisation"));
+    }
+    if model.approved_digest != facts.digest_to_run {
+        return Err(Denial::new(
+            DenialReason::ModelDigestMismatch,
+            "the model's bytes differ from the ones reviewed; a changed model needs a new review",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

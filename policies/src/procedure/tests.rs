@@ -1,0 +1,177 @@
+//! Table-driven tests of the procedure: each case changes one fact of a valid baseline
+//! and names the reason it must be denied with.
+
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use super::*;
+
+const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+fn operator() -> Principal {
+    Principal {
+        id: 1,
+        role: Role::Operator,
+        organisation: "Qianbei Data Co.".into(),
+        reviewer_kind: None,
+        licence: Some(Licence {
+            number: "ZY-2026-001".into(),
+            valid_from: NOW - Duration::days(30),
+            valid_until: NOW + Duration::days(300),
+        }),
+    }
+}
+
+fn reviewer(id: i64, kind: ReviewerKind, organisation: &str) -> Principal {
+    Principal { id, role: Role::Reviewer, organisation: organisation.into(), reviewer_kind: Some(kind), licence: None }
+}
+
+fn budget(total: f64, spent: f64) -> PrivacyBudget {
+    let spent = if spent == 0.0 { Epsilon::ZERO } else { Epsilon::from_f64(spent).expect("valid") };
+    PrivacyBudget::new(Epsilon::from_f64(total).expect("valid"), spent).expect("valid")
+}
+
+struct Case {
+    operator: Principal,
+    authorisation: Option<AuthorisationFacts>,
+    model: ModelFacts,
+    digest: String,
+    columns: Vec<String>,
+    epsilon: f64,
+    dataset_budget: PrivacyBudget,
+}
+
+fn baseline() -> Case {
+    Case {
+        operator: operator(),
+        authorisation: Some(AuthorisationFacts {
+            id: 7,
+            operator_id: 1,
+            columns: vec!["vehicle_age_years".into(), "accidents_5y".into()],
+            valid_from: NOW - Duration::days(1),
+            valid_until: NOW + Duration::days(90),
+            revoked: false,
+            budget: budget(1.0, 0.0),
+        }),
+        model: ModelFacts {
+            state: ModelState::Approved,
+            submitter_id: 1,
+            submitter_organisation: "Qianbei Data Co.".into(),
+            authorisation_id: 7,
+            approved_digest: "ab".repeat(32),
+        },
+        digest: "ab".repeat(32),
+        columns: vec!["accidents_5y".into()],
+        epsilon: 0.5,
+        dataset_budget: budget(10.0, 0.0),
+    }
+}
+
+fn decide(case: &Case) -> Result<RunPermit, Denial> {
+    let facts = RunFacts {
+        operator: &case.operator,
+        authorisation: case.authorisation.as_ref(),
+        model: &case.model,
+        digest_to_run: &case.digest,
+        columns_read: &case.columns,
+        epsilon: Epsilon::from_f64(case.epsilon).expect("valid"),
+        dataset_budget: case.dataset_budget,
+    };
+    authorise_run(&facts, NOW)
+}
+
+fn check(change: impl FnOnce(&mut Case), expected: Option<DenialReason>) {
+    let mut case = baseline();
+    change(&mut case);
+    match (decide(&case), expected) {
+        (Ok(_), None) => {}
+        (Err(denial), Some(reason)) => assert_eq!(denial.reason, reason, "{denial}"),
+        (outcome, expected) => panic!("expected {expected:?}, got {outcome:?}"),
+    }
+}
+
+fn authorisation(case: &mut Case) -> &mut AuthorisationFacts {
+    case.authorisation.as_mut().expect("baseline has one")
+}
+
+#[test]
+fn run_decisions() {
+    use DenialReason::*;
+    check(|_| {}, None);
+    check(|case| case.operator.licence = None, Some(LicenceMissing));
+    check(
+        |case| case.operator.licence.as_mut().expect("set").valid_until = NOW - Duration::seconds(1),
+        Some(LicenceExpired),
+    );
+    check(|case| case.operator.licence.as_mut().expect("set").valid_from = NOW + Duration::days(1), Some(LicenceExpired));
+    check(|case| case.authorisation = None, Some(AuthorisationMissing));
+    check(|case| authorisation(case).operator_id = 2, Some(AuthorisationNotYours));
+    check(|case| authorisation(case).revoked = true, Some(AuthorisationRevoked));
+    check(|case| authorisation(case).valid_until = NOW, Some(AuthorisationOutsideWindow));
+    check(|case| authorisation(case).valid_from = NOW + Duration::hours(1), Some(AuthorisationOutsideWindow));
+    check(|case| case.model.state = ModelState::Submitted, Some(ModelNotApproved));
+    check(|case| case.model.state = ModelState::Rejected, Some(ModelNotApproved));
+    check(|case| case.model.authorisation_id = 8, Some(ModelNotForAuthorisation));
+    check(|case| case.digest = "ac".repeat(32), Some(ModelDigestMismatch));
+    check(|case| case.columns.push("insured_value_cny".into()), Some(ColumnNotAuthorised));
+    check(|case| authorisation(case).budget = budget(1.0, 0.6), Some(BudgetExhausted));
+    check(|case| authorisation(case).budget = budget(1.0, 0.5), None);
+    check(|case| case.dataset_budget = budget(10.0, 9.9), Some(DatasetBudgetExhausted));
+}
+
+#[test]
+fn permit_carries_the_budgets_after_the_charge() {
+    let permit = decide(&baseline()).expect("allowed");
+    assert_eq!(permit.authorisation_budget_after.remaining(), Epsilon::from_f64(0.5).expect("valid"));
+    assert_eq!(permit.dataset_budget_after.spent(), Epsilon::from_f64(0.5).expect("valid"));
+}
+
+fn application(state: ApplicationState) -> ApplicationFacts {
+    ApplicationFacts {
+        state,
+        operator_id: 1,
+        operator_organisation: "Qianbei Data Co.".into(),
+        provider_organisation: "Zunyi Public Security Traffic Police".into(),
+        bureau_reviewer_id: (state == ApplicationState::BureauApproved).then_some(10),
+    }
+}
+
+#[test]
+fn application_reviews_follow_the_two_stage_procedure() {
+    use ApplicationState::*;
+    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Traffic Police");
+    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
+
+    assert_eq!(review_application(&application(Submitted), &bureau, true), Ok(BureauApproved));
+    assert_eq!(review_application(&application(Submitted), &bureau, false), Ok(Rejected));
+    assert_eq!(review_application(&application(BureauApproved), &department, true), Ok(Approved));
+
+    let reason = |facts: &ApplicationFacts, who: &Principal| {
+        review_application(facts, who, true).expect_err("denied").reason
+    };
+    assert_eq!(reason(&application(Submitted), &department), DenialReason::WrongReviewer);
+    assert_eq!(reason(&application(BureauApproved), &bureau), DenialReason::WrongReviewer);
+    assert_eq!(reason(&application(BureauApproved), &other_department), DenialReason::WrongReviewer);
+    assert_eq!(reason(&application(Approved), &department), DenialReason::NotPending);
+    assert_eq!(reason(&application(Rejected), &bureau), DenialReason::NotPending);
+    assert_eq!(reason(&application(Submitted), &operator()), DenialReason::WrongRole);
+    let colleague = reviewer(13, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    assert_eq!(reason(&application(Submitted), &colleague), DenialReason::SelfReview);
+    // The department reviewer cannot also have been the bureau reviewer.
+    let mut same_person = application(BureauApproved);
+    same_person.bureau_reviewer_id = Some(11);
+    assert_eq!(reason(&same_person, &department), DenialReason::WrongReviewer);
+}
+
+#[test]
+fn model_review_refuses_self_review_and_settled_models() {
+    let model = baseline().model;
+    let pending = ModelFacts { state: ModelState::Submitted, ..model.clone() };
+    let outsider = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    assert_eq!(review_model(&pending, &outsider), Ok(()));
+    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    assert_eq!(review_model(&pending, &colleague).expect_err("denied").reason, DenialReason::SelfReview);
+    assert_eq!(review_model(&pending, &operator()).expect_err("denied").reason, DenialReason::WrongRole);
+    assert_eq!(review_model(&model, &outsider).expect_err("denied").reason, DenialReason::NotPending);
+}

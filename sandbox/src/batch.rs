@@ -1,0 +1,98 @@
+//! Rows going into a model and the raw per-row values coming out of it.
+//!
+//! It owns the in-memory shapes only. Raw outputs must never be serialised or logged:
+//! [`ModelOutputs`] has no `Serialize` and a redacted `Debug`, and its values are reachable
+//! only by the policy gate's release code through the gateway.
+
+use std::fmt;
+
+/// One column of a batch: its values and which of them are present.
+#[derive(Clone, PartialEq)]
+pub struct Column {
+    pub values: ColumnValues,
+    /// `true` where the value is present; a null's slot in `values` holds 0.
+    pub valid: Vec<bool>,
+}
+
+/// Column values as the guest receives them (8 bytes each).
+#[derive(Clone, PartialEq)]
+pub enum ColumnValues {
+    F64(Vec<f64>),
+    /// Integers, category codes and booleans (0 or 1).
+    I64(Vec<i64>),
+}
+
+impl fmt::Debug for ColumnValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnValues::F64(values) => write!(f, "F64(× {}, redacted)", values.len()),
+            ColumnValues::I64(values) => write!(f, "I64(× {}, redacted)", values.len()),
+        }
+    }
+}
+
+impl ColumnValues {
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnValues::F64(values) => values.len(),
+            ColumnValues::I64(values) => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// Plaintext rows must not reach a log by accident, so Debug shows only shapes.
+impl fmt::Debug for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.values {
+            ColumnValues::F64(_) => "f64",
+            ColumnValues::I64(_) => "i64",
+        };
+        write!(f, "Column({kind} × {}, redacted)", self.values.len())
+    }
+}
+
+/// Up to [`crate::abi::BATCH_ROWS`] rows, columnar, in the manifest's input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub rows: usize,
+    pub columns: Vec<Column>,
+}
+
+/// Raw per-row model outputs, one vector per manifest output. Deliberately not
+/// `Serialize`: the only way out of Sluice is a differentially private release.
+pub struct ModelOutputs {
+    rows: usize,
+    columns: Vec<Vec<f64>>,
+}
+
+impl ModelOutputs {
+    pub(crate) fn new(outputs: usize) -> Self {
+        Self { rows: 0, columns: vec![Vec::new(); outputs] }
+    }
+
+    pub(crate) fn push_row(&mut self, row: impl Iterator<Item = f64>) {
+        for (column, value) in self.columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The per-row values of output `index`, already validated as finite.
+    pub fn column(&self, index: usize) -> &[f64] {
+        &self.columns[index]
+    }
+}
+
+impl fmt::Debug for ModelOutputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModelOutputs({} rows × {} outputs, redacted)", self.rows, self.columns.len())
+    }
+}

@@ -1,0 +1,314 @@
+//! The model manifest: what a model reads and what it outputs, hashed with the module.
+//!
+//! It owns parsing and validating the manifest and computing the [`ModelDigest`] that a
+//! review approval binds to. It must not check the manifest against a dataset or an
+//! authorisation: that is the gateway's and the policy gate's job.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::abi::ABI_VERSION;
+use crate::error::SandboxError;
+
+/// Most input columns a manifest may declare.
+pub const MAX_INPUTS: usize = 64;
+/// Most outputs a manifest may declare.
+pub const MAX_OUTPUTS: usize = 32;
+
+/// The declared type of an input column, as the guest receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// 8-byte IEEE float.
+    F64,
+    /// 8-byte signed integer.
+    I64,
+    /// A category code (i64) indexing the column's declared domain.
+    Category,
+    /// 0 or 1, as an i64.
+    Bool,
+}
+
+impl ColumnType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::F64 => "f64",
+            ColumnType::I64 => "i64",
+            ColumnType::Category => "category",
+            ColumnType::Bool => "bool",
+        }
+    }
+}
+
+/// How the host aggregates one output's per-row values before adding noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Per-row value is clamped to [0, 1]; the release is a noisy count of rows.
+    Count,
+    /// Per-row value is clamped to [lower, upper]; the release is a noisy sum.
+    Sum,
+    /// Per-row value is clamped to [lower, upper]; the release is a noisy mean.
+    Mean,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub kind: OutputKind,
+    /// Lower clamp bound of a per-row value (`count` uses 0).
+    #[serde(default)]
+    pub lower: Option<f64>,
+    /// Upper clamp bound of a per-row value (`count` uses 1).
+    #[serde(default)]
+    pub upper: Option<f64>,
+    /// The share of the run's privacy loss this output spends.
+    pub epsilon: f64,
+}
+
+impl OutputSpec {
+    /// The clamp bounds of this output's per-row values.
+    pub fn bounds(&self) -> (f64, f64) {
+        match self.kind {
+            OutputKind::Count => (0.0, 1.0),
+            OutputKind::Sum | OutputKind::Mean => {
+                (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN))
+            }
+        }
+    }
+}
+
+/// A validated manifest. Construct with [`Manifest::from_toml`]; the source text is kept
+/// because the digest covers the exact bytes that were reviewed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    source: String,
+    parsed: ManifestFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    abi_version: u32,
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: String,
+    inputs: Vec<InputColumn>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Manifest {
+    pub fn from_toml(source: &str) -> Result<Self, SandboxError> {
+        let parsed: ManifestFile = toml::from_str(source)
+            .map_err(|error| SandboxError::ManifestInvalid(error.message().to_owned()))?;
+        validate(&parsed).map_err(SandboxError::ManifestInvalid)?;
+        Ok(Self { source: source.to_owned(), parsed })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn name(&self) -> &str {
+        &self.parsed.name
+    }
+    pub fn version(&self) -> &str {
+        &self.parsed.version
+    }
+    pub fn description(&self) -> &str {
+        &self.parsed.description
+    }
+    pub fn inputs(&self) -> &[InputColumn] {
+        &self.parsed.inputs
+    }
+    pub fn outputs(&self) -> &[OutputSpec] {
+        &self.parsed.outputs
+    }
+    /// The privacy loss one run of this model spends: the sum of its outputs' shares.
+    pub fn epsilon_per_run(&self) -> f64 {
+        self.parsed.outputs.iter().map(|output| output.epsilon).sum()
+    }
+}
+
+fn validate(manifest: &ManifestFile) -> Result<(), String> {
+    if manifest.abi_version != ABI_VERSION {
+        return Err(format!(
+            "abi_version {} is not supported (this host implements {ABI_VERSION})",
+            manifest.abi_version
+        ));
+    }
+    check_name("model name", &manifest.name)?;
+    if manifest.version.trim().is_empty() {
+        return Err("version must not be empty".into());
+    }
+    if manifest.inputs.len() > MAX_INPUTS {
+        return Err(format!("{} inputs declared, at most {MAX_INPUTS}", manifest.inputs.len()));
+    }
+    if manifest.outputs.is_empty() || manifest.outputs.len() > MAX_OUTPUTS {
+        return Err(format!("{} outputs declared, need 1 to {MAX_OUTPUTS}", manifest.outputs.len()));
+    }
+    let mut seen = HashSet::new();
+    for input in &manifest.inputs {
+        check_name("input name", &input.name)?;
+        if !seen.insert(input.name.as_str()) {
+            return Err(format!("input `{}` is declared twice", input.name));
+        }
+    }
+    let mut seen = HashSet::new();
+    for output in &manifest.outputs {
+        check_output(output)?;
+        if !seen.insert(output.name.as_str()) {
+            return Err(format!("output `{}` is declared twice", output.name));
+        }
+    }
+    Ok(())
+}
+
+fn check_output(output: &OutputSpec) -> Result<(), String> {
+    check_name("output name", &output.name)?;
+    let name = &output.name;
+    if !(output.epsilon.is_finite() && output.epsilon > 0.0) {
+        return Err(format!("output `{name}`: epsilon must be a finite number above 0"));
+    }
+    match output.kind {
+        OutputKind::Count => {
+            if output.lower.is_some() || output.upper.is_some() {
+                return Err(format!("output `{name}`: a count has fixed bounds [0, 1]; remove lower/upper"));
+            }
+        }
+        OutputKind::Sum | OutputKind::Mean => {
+            let (Some(lower), Some(upper)) = (output.lower, output.upper) else {
+                return Err(format!("output `{name}`: a sum or mean needs lower and upper bounds"));
+            };
+            if !(lower.is_finite() && upper.is_finite() && lower < upper) {
+                return Err(format!("output `{name}`: bounds must be finite with lower < upper"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!("{what} `{name}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"))
+    }
+}
+
+/// The blake3 digest of a module and its manifest together. A review approval binds to
+/// it, so changing one byte of either makes a different model that needs a new review.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelDigest([u8; 32]);
+
+impl ModelDigest {
+    pub fn of(module: &[u8], manifest: &Manifest) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key("sluice 2026 model digest v1");
+        // Length prefixes keep (module, manifest) pairs unambiguous.
+        hasher.update(&(module.len() as u64).to_le_bytes());
+        hasher.update(module);
+        let manifest = manifest.source().as_bytes();
+        hasher.update(&(manifest.len() as u64).to_le_bytes());
+        hasher.update(manifest);
+        Self(*hasher.finalize().as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ModelDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ModelDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModelDigest({self})")
+    }
+}
+
+impl FromStr for ModelDigest {
+    type Err = SandboxError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || SandboxError::DigestInvalid(text.chars().take(80).collect());
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+abi_version = 1
+name = "m"
+version = "1"
+inputs = [{ name = "a", type = "f64" }]
+outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "sum", lower = 0.0, upper = 2.0, epsilon = 0.25 }]
+"#;
+
+    fn check(source: &str, expected_error: Option<&str>) {
+        match (Manifest::from_toml(source), expected_error) {
+            (Ok(_), None) => {}
+            (Err(error), Some(expected)) => assert!(error.to_string().contains(expected), "{error}"),
+            (outcome, expected) => panic!("expected {expected:?}, got {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn manifests_are_validated() {
+        check(GOOD, None);
+        check(&GOOD.replace("abi_version = 1", "abi_version = 2"), Some("abi_version 2"));
+        check(&GOOD.replace("epsilon = 0.5", "epsilon = -1.0"), Some("epsilon must be"));
+        check(&GOOD.replace("epsilon = 0.5", "epsilon = nan"), Some("epsilon must be"));
+        check(&GOOD.replace("lower = 0.0", "lower = 3.0"), Some("lower < upper"));
+        check(&GOOD.replace("upper = 2.0", "upper = inf"), Some("finite"));
+        check(&GOOD.replace("lower = 0.0, ", ""), Some("needs lower and upper"));
+        check(&GOOD.replace("name = \"s\"", "name = \"c\""), Some("declared twice"));
+        check(&GOOD.replace("name = \"a\"", "name = \"A b\""), Some("must be 1 to 64"));
+        check(&GOOD.replace("type = \"f64\"", "type = \"string\""), Some("unknown variant"));
+        check(&format!("{GOOD}\nextra = 1"), Some("unknown field"));
+    }
+
+    #[test]
+    fn digest_changes_with_any_byte_and_round_trips() {
+        let manifest = Manifest::from_toml(GOOD).expect("valid");
+        let digest = ModelDigest::of(b"module", &manifest);
+        assert_ne!(digest, ModelDigest::of(b"modulf", &manifest));
+        let other = Manifest::from_toml(&GOOD.replace("0.25", "0.26")).expect("valid");
+        assert_ne!(digest, ModelDigest::of(b"module", &other));
+        assert_eq!(digest.to_string().parse::<ModelDigest>().expect("parses"), digest);
+        assert!("zz".parse::<ModelDigest>().is_err());
+        assert!("é".repeat(32).parse::<ModelDigest>().is_err());
+        assert_eq!(manifest.epsilon_per_run(), 0.75);
+    }
+}
