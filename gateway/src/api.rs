@@ -1,0 +1,216 @@
+//! The HTTP API: routes, authentication from the `Authorization: Bearer` header, and
+//! JSON errors with a stable code.
+//!
+//! It owns translating HTTP to service calls and back. It must not make decisions or
+//! touch storage directly; a 5xx answer is generic, and its detail goes to the log.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ServiceError;
+use crate::service::{App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, new_request_id};
+
+/// Largest request body: a CSV upload (larger datasets use `sluice dataset ingest`).
+const MAX_BODY_BYTES: usize = 512 << 20;
+
+/// The router over `app`, separate from serving so tests drive it directly.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/principals", post(create_principal))
+        .route("/v1/catalogue", get(catalogue))
+        .route("/v1/datasets", post(register_dataset))
+        .route("/v1/datasets/{id}/data", put(ingest))
+        .route("/v1/applications", post(submit_application))
+        .route("/v1/applications/{id}", get(application))
+        .route("/v1/applications/{id}/reviews", post(review_application))
+        .route("/v1/models", post(submit_model))
+        .route("/v1/models/{id}/reviews", post(review_model))
+        .route("/v1/runs", post(run))
+        .route("/v1/runs/{id}", get(run_result))
+        .route("/v1/authorisations/{id}/budget", get(budget))
+        .route("/v1/audit/export", get(export_audit))
+        .route("/v1/audit/public-key", get(public_key))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// An error as the API answers it: `{"error": {"code", "message"}, "request_id"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    error: ServiceError,
+    request_id: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        let message = match &self.error {
+            ServiceError::Internal(detail) => {
+                tracing::error!(request_id = %self.request_id, error = %format!("{detail:#}"), "internal error");
+                "internal error; the request id identifies it in the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({ "error": { "code": self.error.code(), "message": message }, "request_id": self.request_id });
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Request ids from the client are kept if well-formed, so logs on both sides match.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug)]
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<Arc<App>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let request_id = request_id(&parts.headers);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match app.authenticate(token, &request_id).await {
+            Ok(caller) => Ok(Authenticated(caller)),
+            Err(error) => Err(ApiError { error, request_id }),
+        }
+    }
+}
+
+trait WithRequest<T> {
+    fn for_caller(self, caller: &Caller) -> ApiResult<T>;
+}
+
+impl<T> WithRequest<T> for Result<T, ServiceError> {
+    fn for_caller(self, caller: &Caller) -> ApiResult<T> {
+        self.map_err(|error| ApiError { error, request_id: caller.request_id.clone() })
+    }
+}
+
+/// JSON bodies are parsed here, so a malformed body is a 400 with our error shape.
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes, caller: &Caller) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|error| ServiceError::invalid(format!("request body: {error}")))
+        .for_caller(caller)
+}
+
+async fn create_principal(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+    let request: NewPrincipalRequest = parse_json(&body, &caller)?;
+    let created = app.create_principal(&caller, request).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn catalogue(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    let entries = app.catalogue(&caller).await.for_caller(&caller)?;
+    Ok(Json(json!({ "datasets": entries })).into_response())
+}
+
+async fn register_dataset(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+    let request: NewDataset = parse_json(&body, &caller)?;
+    let id = app.register_dataset(&caller, request).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn ingest(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>, body: Bytes) -> ApiResult<Response> {
+    let summary = app.ingest(&caller, id, body.to_vec()).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(summary)).into_response())
+}
+
+async fn submit_application(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+    let request: NewApplication = parse_json(&body, &caller)?;
+    let view = app.submit_application(&caller, request).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn application(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+    Ok(Json(app.application(&caller, id).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewRequest {
+    approve: bool,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn review_application(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let review: ReviewRequest = parse_json(&body, &caller)?;
+    let outcome = app.review_application(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?;
+    Ok(Json(outcome).into_response())
+}
+
+async fn submit_model(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+    let request: NewModel = parse_json(&body, &caller)?;
+    let view = app.submit_model(&caller, request).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn review_model(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let review: ReviewRequest = parse_json(&body, &caller)?;
+    Ok(Json(app.review_model(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    authorisation_id: i64,
+    model_id: i64,
+}
+
+async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+    let request: RunRequest = parse_json(&body, &caller)?;
+    let view = app.run(&caller, request.authorisation_id, request.model_id).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn run_result(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+    Ok(Json(app.run_result(&caller, id).await.for_caller(&caller)?).into_response())
+}
+
+async fn budget(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+    Ok(Json(app.budget(&caller, id).await.for_caller(&caller)?).into_response())
+}
+
+async fn export_audit(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    let text = app.export_audit(&caller).await.for_caller(&caller)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+/// The checkpoint-signing public key, for regulators to pin out of band.
+async fn public_key(State(app): State<Arc<App>>) -> Response {
+    Json(json!({ "public_key": app.public_key().to_string(), "origin": crate::audit::ORIGIN })).into_response()
+}

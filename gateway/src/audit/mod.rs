@@ -1,0 +1,115 @@
+//! The audit log's content: entries, their canonical encoding, the Merkle tree over them
+//! and signed checkpoints.
+//!
+//! It owns what an entry says and how it is hashed. It must not hold personal data,
+//! secrets or raw results: entries carry ids, roles, actions, digests, ε and outcomes,
+//! and the constructors take no free-form data values. Persistence is `store`'s job, in
+//! the same transaction as the change an entry records.
+
+mod checkpoint;
+mod merkle;
+mod verify;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use checkpoint::Checkpoint;
+pub use merkle::{leaf_hash, merkle_root};
+pub use verify::{EXPORT_FORMAT, ExportHeader, VerifyError, VerifySummary, verify_export};
+
+/// Version of the canonical entry encoding.
+pub const ENTRY_VERSION: u32 = 1;
+/// The log's origin line in checkpoints.
+pub const ORIGIN: &str = "sluice.audit/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// The action happened.
+    Ok,
+    /// The policy gate or authentication refused it.
+    Denied,
+    /// It was allowed but failed (a model trap, invalid input).
+    Failed,
+}
+
+/// What to record, before the store gives it a sequence number and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub actor_id: Option<i64>,
+    pub role: String,
+    pub action: String,
+    pub object: String,
+    pub outcome: AuditOutcome,
+    pub reason: String,
+    pub request_id: String,
+    pub details: BTreeMap<String, String>,
+}
+
+impl AuditEvent {
+    pub fn new(action: &str, object: impl Into<String>, outcome: AuditOutcome) -> Self {
+        Self {
+            actor_id: None,
+            role: "anonymous".into(),
+            action: action.into(),
+            object: object.into(),
+            outcome,
+            reason: String::new(),
+            request_id: String::new(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    pub fn detail(mut self, key: &str, value: impl ToString) -> Self {
+        self.details.insert(key.into(), value.to_string());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+}
+
+/// One log entry. Field order is the canonical order; `details` is sorted by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub v: u32,
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub request_id: String,
+    pub actor_id: Option<i64>,
+    pub role: String,
+    pub action: String,
+    pub object: String,
+    pub outcome: AuditOutcome,
+    pub reason: String,
+    pub details: BTreeMap<String, String>,
+}
+
+impl AuditEntry {
+    pub fn from_event(event: AuditEvent, seq: u64, time: String) -> Self {
+        Self {
+            v: ENTRY_VERSION,
+            seq,
+            time,
+            request_id: event.request_id,
+            actor_id: event.actor_id,
+            role: event.role,
+            action: event.action,
+            object: event.object,
+            outcome: event.outcome,
+            reason: event.reason,
+            details: event.details,
+        }
+    }
+
+    /// The canonical encoding: compact JSON, fields in declaration order, details sorted.
+    /// The leaf hash covers exactly these bytes.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).expect("an entry of strings and integers always serialises")
+    }
+}

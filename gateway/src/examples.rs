@@ -1,0 +1,134 @@
+//! The example artefacts `sluice demo` and the README walkthrough use: the vehicle-risk
+//! model (built from `examples/models/vehicle-risk` by `build.rs`), its manifest, the
+//! vehicles schema, and a deterministic generator for the synthetic vehicles dataset.
+//!
+//! It must not be used for anything but examples and tests: the data is synthetic.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The vehicle-risk model, compiled for wasm32-unknown-unknown from this repository.
+pub const VEHICLE_RISK_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vehicle_risk.wasm"));
+pub const VEHICLE_RISK_MANIFEST: &str = include_str!("../../examples/models/vehicle-risk/manifest.toml");
+pub const VEHICLES_SCHEMA: &str = include_str!("../../examples/data/vehicles.schema.toml");
+/// Rows and seed of the shipped `examples/data/vehicles.csv`.
+pub const VEHICLES_ROWS: usize = 100_000;
+pub const VEHICLES_SEED: u64 = 2026;
+
+const DISTRICTS: [(&str, u32); 14] = [
+    ("honghuagang", 22),
+    ("huichuan", 18),
+    ("bozhou", 14),
+    ("tongzi", 6),
+    ("suiyang", 4),
+    ("zhengan", 4),
+    ("daozhen", 3),
+    ("wuchuan", 3),
+    ("fenggang", 3),
+    ("meitan", 4),
+    ("yuqing", 3),
+    ("xishui", 5),
+    ("chishui", 3),
+    ("renhuai", 8),
+];
+const VEHICLE_TYPES: [(&str, u32); 6] =
+    [("passenger_car", 55), ("suv", 22), ("light_truck", 10), ("heavy_truck", 4), ("bus", 2), ("motorcycle", 7)];
+
+/// SplitMix64: small, fast and fully determined by its seed. Not for secrets.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn weighted<'a>(&mut self, choices: &[(&'a str, u32)]) -> &'a str {
+        let total: u32 = choices.iter().map(|(_, weight)| weight).sum();
+        let mut pick = (self.unit() * total as f64) as u32;
+        for (name, weight) in choices {
+            if pick < *weight {
+                return name;
+            }
+            pick -= weight;
+        }
+        choices[choices.len() - 1].0
+    }
+
+    /// Poisson by inversion; fine for the small means used here.
+    fn poisson(&mut self, mean: f64, cap: i64) -> i64 {
+        let (mut count, mut probability, mut cumulative) = (0, (-mean).exp(), (-mean).exp());
+        let target = self.unit();
+        while target > cumulative && count < cap {
+            count += 1;
+            probability *= mean / count as f64;
+            cumulative += probability;
+        }
+        count
+    }
+}
+
+/// The synthetic vehicles dataset as CSV, identical for the same rows and seed.
+pub fn vehicles_csv(rows: usize, seed: u64) -> String {
+    let mut random = SplitMix64(seed);
+    let mut csv = String::with_capacity(rows * 56);
+    csv.push_str("district,vehicle_type,vehicle_age_years,commercial_use,violations_12m,accidents_5y,insured_value_cny\n");
+    for _ in 0..rows {
+        let district = random.weighted(&DISTRICTS);
+        let vehicle_type = random.weighted(&VEHICLE_TYPES);
+        let commercial = random.unit() < if matches!(vehicle_type, "bus" | "heavy_truck" | "light_truck") { 0.7 } else { 0.08 };
+        // Ages skew young: the fleet grew fast over the last decade.
+        let age = (-(1.0 - random.unit()).ln() * 6.0).min(30.0);
+        let exposure = if commercial { 2.2 } else { 1.0 };
+        let violations = random.poisson(0.9 * exposure, 60);
+        let accidents = random.poisson((0.12 + 0.01 * age + 0.04 * violations as f64) * exposure, 20);
+        let base_value = match vehicle_type {
+            "heavy_truck" => 420_000.0,
+            "bus" => 650_000.0,
+            "light_truck" => 120_000.0,
+            "suv" => 210_000.0,
+            "motorcycle" => 12_000.0,
+            _ => 150_000.0,
+        };
+        let insured = random.unit() >= 0.04;
+        let value = base_value * (0.5 + random.unit()) * 0.9f64.powf(age);
+        let _ = write!(
+            csv,
+            "{district},{vehicle_type},{age:.1},{commercial},{violations},{accidents},",
+        );
+        if insured {
+            let _ = write!(csv, "{:.0}", value.clamp(0.0, 3_000_000.0));
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// Writes the example files a user needs for the walkthrough into `dir`.
+pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let csv = vehicles_csv(VEHICLES_ROWS, VEHICLES_SEED);
+    let files: [(&str, &[u8]); 4] = [
+        ("vehicles.csv", csv.as_bytes()),
+        ("vehicles.schema.toml", VEHICLES_SCHEMA.as_bytes()),
+        ("vehicle-risk.wasm", VEHICLE_RISK_WASM),
+        ("vehicle-risk.manifest.toml", VEHICLE_RISK_MANIFEST.as_bytes()),
+    ];
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}

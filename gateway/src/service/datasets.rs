@@ -1,0 +1,229 @@
+//! Dataset operations: registration, ingest into the vault, and the catalogue (一本账).
+//!
+//! It must not return rows: the catalogue is metadata only, whoever asks.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sluice_policies::{Action, Epsilon};
+
+use super::{App, Caller};
+use crate::audit::AuditOutcome;
+use crate::error::{ServiceError, ServiceResult};
+use crate::schema::DatasetSchema;
+use crate::store::{Store, VersionRow, format_time};
+use crate::vault::{self, ChunkContext, IngestError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDataset {
+    /// The schema file's text (TOML); its `name` names the dataset.
+    pub schema: String,
+    /// The dataset's lifetime privacy budget across every scenario.
+    pub epsilon_total: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestSummary {
+    pub dataset_id: i64,
+    pub version: i64,
+    pub rows: u64,
+    pub chunks: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: &'static str,
+    pub classification: u8,
+    pub nullable: bool,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub domain: Vec<String>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueVersion {
+    pub version: i64,
+    pub rows: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueAuthorisation {
+    pub authorisation_id: i64,
+    pub operator_organisation: String,
+    pub purpose: String,
+    pub valid_until: String,
+    pub revoked: bool,
+}
+
+/// One dataset as the catalogue lists it: metadata, never rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueEntry {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub provider: String,
+    pub schema_hash: String,
+    pub columns: Vec<CatalogueColumn>,
+    pub versions: Vec<CatalogueVersion>,
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
+    pub authorisations: Vec<CatalogueAuthorisation>,
+}
+
+impl App {
+    pub async fn register_dataset(&self, caller: &Caller, request: NewDataset) -> ServiceResult<i64> {
+        let action = Action::RegisterDataset;
+        self.guard(caller, action, "dataset:new").await?;
+        let schema = DatasetSchema::from_toml(&request.schema).map_err(|error| ServiceError::invalid(format!("schema: {error}")))?;
+        let epsilon_total = Epsilon::from_f64(request.epsilon_total).map_err(|denial| ServiceError::invalid(denial.message))?;
+        if self.store.dataset_name_taken(&schema.name).await? {
+            return Err(ServiceError::Conflict(format!("a dataset named `{}` already exists", schema.name)));
+        }
+        let schema_hash = hex::encode(schema.hash());
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = Store::insert_dataset(
+            &mut tx,
+            &schema.name,
+            caller.principal.id,
+            &schema.description,
+            &schema.source,
+            &schema_hash,
+            epsilon_total.units() as i64,
+            now,
+        )
+        .await?;
+        let event = Self::event(caller, action.as_str(), format!("dataset:{id}"), AuditOutcome::Ok)
+            .detail("schema_hash", &schema_hash)
+            .detail("epsilon_total", epsilon_total);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the dataset")?;
+        Ok(id)
+    }
+
+    /// Validates and encrypts `csv` as the dataset's next version. The whole file must be
+    /// valid; on any error nothing is stored and the failure is audited.
+    pub async fn ingest(&self, caller: &Caller, dataset_id: i64, csv: Vec<u8>) -> ServiceResult<IngestSummary> {
+        let action = "dataset.ingest";
+        let object = format!("dataset:{dataset_id}");
+        self.guard(caller, Action::RegisterDataset, &object).await?;
+        let Some(dataset) = self.store.dataset(dataset_id).await? else {
+            return Err(self.not_found(caller, action, "dataset", dataset_id).await);
+        };
+        if dataset.provider_id != caller.principal.id {
+            let denial = sluice_policies::Denial::new(
+                sluice_policies::DenialReason::WrongRole,
+                "only the provider that registered a dataset may add data to it",
+            );
+            return Err(self.deny(caller, action, object, denial).await);
+        }
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        // One ingest at a time: the version number is bound into every chunk's associated
+        // data before the version row exists, so two ingests must not pick the same one.
+        // The database write lock is taken only at the end, so ingest never blocks audit.
+        let _ingest_guard = self.ingest_lock.lock().await;
+        let version = self.store.next_version(dataset_id).await?;
+        let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
+        let master = self.master.clone();
+        let blobs = self.data_dir.blobs();
+        let outcome = tokio::task::spawn_blocking(move || {
+            vault::ingest(csv.as_slice(), &schema, context, &master, &blobs, |_| {})
+        })
+        .await
+        .context("the ingest task panicked")?;
+        let report = match outcome {
+            Ok(report) => report,
+            Err(error) => {
+                let reason = match &error {
+                    IngestError::Csv(_) => "csv_invalid",
+                    IngestError::InvalidRows(_) => "rows_invalid",
+                    IngestError::Storage(_) => "storage_failed",
+                };
+                let event = Self::event(caller, action, &object, AuditOutcome::Failed).reason(reason);
+                self.record(event).await?;
+                return Err(match error {
+                    IngestError::Storage(error) => ServiceError::Internal(error),
+                    other => ServiceError::invalid(other.to_string()),
+                });
+            }
+        };
+        let now = self.now();
+        let row = VersionRow {
+            dataset_id,
+            version,
+            row_count: report.rows as i64,
+            chunk_count: report.chunks as i64,
+            wrapped_key: report.wrapped_key,
+            created_at: format_time(now),
+        };
+        let mut tx = self.store.begin().await?;
+        Store::insert_version(&mut tx, &row).await?;
+        let event = Self::event(caller, action, &object, AuditOutcome::Ok)
+            .detail("version", version)
+            .detail("rows", report.rows)
+            .detail("chunks", report.chunks);
+        Store::append_audit(&mut tx, event, now).await?;
+        if let Err(error) = tx.commit().await {
+            // The chunks are useless without the wrapped key that was just rolled back.
+            let _ = std::fs::remove_dir_all(vault::version_dir(&self.data_dir.blobs(), dataset_id, version));
+            return Err(anyhow::Error::from(error).context("committing the dataset version").into());
+        }
+        Ok(IngestSummary { dataset_id, version, rows: report.rows, chunks: report.chunks })
+    }
+
+    pub async fn catalogue(&self, caller: &Caller) -> ServiceResult<Vec<CatalogueEntry>> {
+        self.guard(caller, Action::ReadCatalogue, "catalogue").await?;
+        let mut entries = Vec::new();
+        for dataset in self.store.datasets().await? {
+            let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+            let provider = self.principal(dataset.provider_id).await?;
+            let versions = self.store.versions(dataset.id).await?;
+            let mut authorisations = Vec::new();
+            for authorisation in self.store.authorisations_for_dataset(dataset.id).await? {
+                let operator = self.principal(authorisation.operator_id).await?;
+                authorisations.push(CatalogueAuthorisation {
+                    authorisation_id: authorisation.id,
+                    operator_organisation: operator.organisation,
+                    purpose: authorisation.purpose,
+                    valid_until: authorisation.valid_until,
+                    revoked: authorisation.revoked_at.is_some(),
+                });
+            }
+            entries.push(CatalogueEntry {
+                id: dataset.id,
+                name: dataset.name,
+                description: dataset.description,
+                provider: provider.organisation,
+                schema_hash: dataset.schema_hash,
+                columns: schema.columns.iter().map(catalogue_column).collect(),
+                versions: versions
+                    .iter()
+                    .map(|version| CatalogueVersion { version: version.version, rows: version.row_count, created_at: version.created_at.clone() })
+                    .collect(),
+                epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
+                epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
+                authorisations,
+            });
+        }
+        let event = Self::event(caller, Action::ReadCatalogue.as_str(), "catalogue", AuditOutcome::Ok).detail("datasets", entries.len());
+        self.record(event).await?;
+        Ok(entries)
+    }
+}
+
+fn catalogue_column(column: &crate::schema::ColumnSchema) -> CatalogueColumn {
+    CatalogueColumn {
+        name: column.name.clone(),
+        column_type: column.column_type.as_str(),
+        classification: column.classification,
+        nullable: column.nullable,
+        lower: column.lower,
+        upper: column.upper,
+        domain: column.domain.clone(),
+        description: column.description.clone(),
+    }
+}

@@ -1,0 +1,332 @@
+//! The service layer: every operation Sluice offers, shared by the HTTP API and the CLI.
+//!
+//! Each operation authenticates nothing itself (the caller arrives as a [`Caller`]), asks
+//! the policy gate, does the work, and records the outcome in the audit log in the same
+//! transaction as the change; a denial is recorded in a transaction of its own before the
+//! error is returned. It must not speak HTTP or format output for people.
+
+mod datasets;
+mod procedure;
+mod runs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use base64::Engine as _;
+use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, ReviewerKind, Role, check_licence, permits};
+use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
+use time::OffsetDateTime;
+
+pub use datasets::{CatalogueEntry, CatalogueColumn, CatalogueVersion, IngestSummary, NewDataset};
+pub use procedure::{ApplicationView, NewApplication, NewModel, ModelView, ReviewOutcome};
+pub use runs::{BudgetView, RunView};
+
+use crate::audit::{AuditEvent, AuditOutcome};
+use crate::datadir::DataDir;
+use crate::error::{ServiceError, ServiceResult};
+use crate::keys::{AeadKey, SigningKey, random_bytes};
+use crate::store::{NewPrincipal, PrincipalRow, Store, format_time, parse_time};
+
+/// Where "now" comes from. Tests use a manual clock to step past validity windows.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    System,
+    Manual(Arc<Mutex<OffsetDateTime>>),
+}
+
+impl Clock {
+    pub fn manual(start: OffsetDateTime) -> Self {
+        Clock::Manual(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        match self {
+            Clock::System => OffsetDateTime::now_utc(),
+            Clock::Manual(time) => *time.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        }
+    }
+
+    pub fn advance(&self, by: time::Duration) {
+        if let Clock::Manual(time) = self {
+            *time.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += by;
+        }
+    }
+}
+
+/// An authenticated caller and the request it made.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub name: String,
+    pub request_id: String,
+}
+
+/// The running gateway: storage, keys, the sandbox runtime and compiled models.
+pub struct App {
+    pub(crate) store: Store,
+    pub(crate) data_dir: DataDir,
+    pub(crate) master: AeadKey,
+    pub(crate) signing: SigningKey,
+    pub(crate) runtime: Arc<Runtime>,
+    /// Compiled models by digest: compiled here at submission, never loaded from outside.
+    pub(crate) compiled: Mutex<HashMap<String, CompiledModel>>,
+    pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    pub(crate) clock: Clock,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+/// A new principal as the admin describes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrincipalRequest {
+    pub name: String,
+    pub role: String,
+    pub organisation: String,
+    #[serde(default)]
+    pub reviewer_kind: Option<String>,
+    #[serde(default)]
+    pub licence: Option<LicenceRequest>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenceRequest {
+    pub number: String,
+    pub valid_from: String,
+    pub valid_until: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CreatedPrincipal {
+    pub id: i64,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+/// API tokens are stored as a keyed blake3 hash; the token itself is never kept.
+fn token_hash(token: &str) -> String {
+    blake3::Hasher::new_derive_key("sluice 2026 api token v1").update(token.as_bytes()).finalize().to_hex().to_string()
+}
+
+fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    random_bytes(&mut bytes)?;
+    Ok(format!("sk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// A fresh request id for calls that did not bring one.
+pub fn new_request_id() -> String {
+    let mut bytes = [0u8; 8];
+    random_bytes(&mut bytes).map(|()| hex::encode(bytes)).unwrap_or_else(|_| "unknown".into())
+}
+
+fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
+    let role = Role::parse(&row.role).with_context(|| format!("principal {} has unknown role {}", row.id, row.role))?;
+    let reviewer_kind = row.reviewer_kind.as_deref().and_then(ReviewerKind::parse);
+    let licence = match (&row.licence_number, &row.licence_valid_from, &row.licence_valid_until) {
+        (Some(number), Some(from), Some(until)) => {
+            Some(Licence { number: number.clone(), valid_from: parse_time(from)?, valid_until: parse_time(until)? })
+        }
+        _ => None,
+    };
+    Ok(Principal { id: row.id, role, organisation: row.organisation.clone(), reviewer_kind, licence })
+}
+
+impl App {
+    /// Opens the gateway over an initialised data directory.
+    pub async fn open(data_dir: DataDir, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open_sqlite(&data_dir.database(), false).await?;
+        let master = crate::keys::load_master_key(&data_dir.master_key())?;
+        let signing = SigningKey::load(&data_dir.signing_key())?;
+        let limits = RuntimeLimits::default();
+        let slots = limits.max_concurrent_runs as usize;
+        let runtime = Runtime::new(limits).context("starting the sandbox runtime")?;
+        Ok(Arc::new(Self {
+            store,
+            data_dir,
+            master,
+            signing,
+            runtime: Arc::new(runtime),
+            compiled: Mutex::new(HashMap::new()),
+            run_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            ingest_lock: tokio::sync::Mutex::new(()),
+            clock,
+        }))
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn public_key(&self) -> crate::keys::PublicKey {
+        self.signing.public_key()
+    }
+
+    /// Resolves an API token to its principal. Failures are audited, without the token.
+    pub async fn authenticate(&self, token: Option<&str>, request_id: &str) -> ServiceResult<Caller> {
+        let row = match token {
+            Some(token) => self.store.principal_by_token_hash(&token_hash(token)).await?,
+            None => None,
+        };
+        let Some(row) = row else {
+            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied)
+                .reason(if token.is_some() { "unknown_token" } else { "missing_token" });
+            event.request_id = request_id.into();
+            self.record(event).await?;
+            return Err(ServiceError::Unauthenticated);
+        };
+        Ok(Caller { principal: principal_from_row(&row)?, name: row.name, request_id: request_id.into() })
+    }
+
+    /// Records one audit event in a transaction of its own.
+    pub(crate) async fn record(&self, event: AuditEvent) -> anyhow::Result<()> {
+        let mut tx = self.store.begin().await?;
+        Store::append_audit(&mut tx, event, self.now()).await?;
+        tx.commit().await.context("committing an audit entry")
+    }
+
+    /// An audit event attributed to `caller`.
+    pub(crate) fn event(caller: &Caller, action: &str, object: impl Into<String>, outcome: AuditOutcome) -> AuditEvent {
+        let mut event = AuditEvent::new(action, object, outcome);
+        event.actor_id = Some(caller.principal.id);
+        event.role = caller.principal.role.as_str().into();
+        event.request_id = caller.request_id.clone();
+        event
+    }
+
+    /// Records a denial and returns it as the error to give the caller.
+    pub(crate) async fn deny(&self, caller: &Caller, action: &str, object: impl Into<String>, denial: Denial) -> ServiceError {
+        let event = Self::event(caller, action, object, AuditOutcome::Denied).reason(denial.reason.code());
+        match self.record(event).await {
+            Ok(()) => ServiceError::Denied(denial),
+            Err(error) => ServiceError::Internal(error),
+        }
+    }
+
+    /// Records a lookup of something that does not exist, then returns the error.
+    pub(crate) async fn not_found(&self, caller: &Caller, action: &str, what: &'static str, id: i64) -> ServiceError {
+        let event = Self::event(caller, action, format!("{what}:{id}"), AuditOutcome::Denied).reason("not_found");
+        match self.record(event).await {
+            Ok(()) => ServiceError::NotFound { what, id },
+            Err(error) => ServiceError::Internal(error),
+        }
+    }
+
+    /// Role check, plus a valid licence for an operator acting beyond reading.
+    pub(crate) async fn guard(&self, caller: &Caller, action: Action, object: &str) -> ServiceResult<()> {
+        if let Err(denial) = permits(caller.principal.role, action) {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        let needs_licence = caller.principal.role == Role::Operator && !matches!(action, Action::ReadCatalogue | Action::ReadBudget);
+        if needs_licence && let Err(denial) = check_licence(&caller.principal, self.now()) {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        Ok(())
+    }
+
+    /// Creates the first admin of a new data directory; refuses once any principal exists.
+    pub async fn bootstrap_admin(&self, name: &str, organisation: &str) -> anyhow::Result<CreatedPrincipal> {
+        anyhow::ensure!(self.store.principal_count().await? == 0, "this data directory already has principals");
+        let token = new_token()?;
+        let new = NewPrincipal {
+            name: name.into(),
+            role: Role::Admin.as_str().into(),
+            organisation: organisation.into(),
+            reviewer_kind: None,
+            licence: None,
+            token_hash: token_hash(&token),
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = Store::insert_principal(&mut tx, &new, now).await?;
+        let mut event = AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok).detail("role", "admin");
+        event.actor_id = Some(id);
+        event.role = "admin".into();
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(CreatedPrincipal { id, token })
+    }
+
+    pub async fn create_principal(&self, caller: &Caller, request: NewPrincipalRequest) -> ServiceResult<CreatedPrincipal> {
+        let action = Action::CreatePrincipal;
+        self.guard(caller, action, "principal:new").await?;
+        let new = self.validate_principal(request)?;
+        let token = new_token()?;
+        let new = NewPrincipal { token_hash: token_hash(&token), ..new };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = Store::insert_principal(&mut tx, &new, now).await?;
+        let mut event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok).detail("role", &new.role);
+        if let Some(kind) = &new.reviewer_kind {
+            event = event.detail("reviewer_kind", kind);
+        }
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the new principal")?;
+        Ok(CreatedPrincipal { id, token })
+    }
+
+    fn validate_principal(&self, request: NewPrincipalRequest) -> ServiceResult<NewPrincipal> {
+        let role = Role::parse(&request.role)
+            .ok_or_else(|| ServiceError::invalid(format!("role `{}` is not one of admin, provider, operator, reviewer, regulator", request.role)))?;
+        if request.name.trim().is_empty() || request.organisation.trim().is_empty() {
+            return Err(ServiceError::invalid("name and organisation must not be empty"));
+        }
+        let reviewer_kind = match (role, request.reviewer_kind.as_deref()) {
+            (Role::Reviewer, Some(kind)) => Some(
+                ReviewerKind::parse(kind)
+                    .ok_or_else(|| ServiceError::invalid("reviewer_kind must be data_bureau or providing_department"))?
+                    .as_str()
+                    .to_owned(),
+            ),
+            (Role::Reviewer, None) => return Err(ServiceError::invalid("a reviewer needs a reviewer_kind")),
+            (_, Some(_)) => return Err(ServiceError::invalid("only a reviewer has a reviewer_kind")),
+            (_, None) => None,
+        };
+        let licence = match (role, request.licence) {
+            (Role::Operator, Some(licence)) => {
+                let from = parse_time(&licence.valid_from).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+                let until = parse_time(&licence.valid_until).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+                if from >= until || licence.number.trim().is_empty() {
+                    return Err(ServiceError::invalid("a licence needs a number and valid_from before valid_until"));
+                }
+                Some((licence.number, format_time(from), format_time(until)))
+            }
+            (Role::Operator, None) => return Err(ServiceError::invalid("an operator needs a licence")),
+            (_, Some(_)) => return Err(ServiceError::invalid("only an operator holds a licence")),
+            (_, None) => None,
+        };
+        Ok(NewPrincipal {
+            name: request.name,
+            role: role.as_str().into(),
+            organisation: request.organisation,
+            reviewer_kind,
+            licence,
+            token_hash: String::new(),
+        })
+    }
+
+    pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
+        let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
+        principal_from_row(&row)
+    }
+}
+
+/// Denial helper for requests the gate never saw because they were malformed.
+pub(crate) fn invalid_denial(message: impl Into<String>) -> Denial {
+    Denial::new(DenialReason::InvalidRequest, message)
+}

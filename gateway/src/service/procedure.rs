@@ -1,0 +1,322 @@
+//! The seed 002 procedure through the service: scenario applications, the two demand
+//! reviews that create an authorisation, and model submission and review.
+//!
+//! Decisions come from `sluice_policies`; this module gathers the facts, reads the state
+//! inside the write transaction (so two reviewers cannot both act on one stage), and
+//! records each step in the audit log. It must not decide anything itself.
+
+use anyhow::Context;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sluice_policies::{
+    Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
+    review_application, review_model,
+};
+use sluice_sandbox::{CompiledModel, Manifest};
+
+use super::{App, Caller, invalid_denial};
+use crate::audit::AuditOutcome;
+use crate::error::{ServiceError, ServiceResult};
+use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
+use crate::store::{ApplicationRow, ModelRow, Store, format_time, parse_time};
+
+/// A scenario application (一场景一申请).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApplication {
+    pub dataset_id: i64,
+    pub purpose: String,
+    pub use_scope: String,
+    pub security_measures: String,
+    pub columns: Vec<String>,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub epsilon: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationView {
+    pub id: i64,
+    pub state: &'static str,
+    pub dataset_id: i64,
+    pub columns: Vec<String>,
+    pub authorisation_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewOutcome {
+    pub state: &'static str,
+    /// Set when this review approved the application and created its authorisation.
+    pub authorisation_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewModel {
+    pub authorisation_id: i64,
+    /// The WebAssembly module, base64.
+    pub module_base64: String,
+    /// The manifest's text (TOML).
+    pub manifest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelView {
+    pub id: i64,
+    pub name: String,
+    pub digest: String,
+    pub state: &'static str,
+    pub epsilon_per_run: f64,
+}
+
+fn parse_window(from: &str, until: &str) -> ServiceResult<(String, String)> {
+    let invalid = |error: anyhow::Error| ServiceError::invalid(format!("{error:#}"));
+    let (from, until) = (parse_time(from).map_err(invalid)?, parse_time(until).map_err(invalid)?);
+    if from >= until {
+        return Err(ServiceError::invalid("valid_from must be before valid_until"));
+    }
+    Ok((format_time(from), format_time(until)))
+}
+
+impl App {
+    pub async fn submit_application(&self, caller: &Caller, request: NewApplication) -> ServiceResult<ApplicationView> {
+        let action = Action::SubmitApplication;
+        let object = format!("dataset:{}", request.dataset_id);
+        self.guard(caller, action, &object).await?;
+        let Some(dataset) = self.store.dataset(request.dataset_id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "dataset", request.dataset_id).await);
+        };
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        if request.columns.is_empty() || request.purpose.trim().is_empty() {
+            return Err(ServiceError::invalid("an application names a purpose and at least one column"));
+        }
+        for name in &request.columns {
+            let Some((_, column)) = schema.column(name) else {
+                return Err(ServiceError::invalid(format!("dataset {} has no column `{name}`", dataset.id)));
+            };
+            if column.classification > MAX_GRANTABLE_LEVEL {
+                let denial = Denial::new(
+                    DenialReason::ColumnNotAuthorised,
+                    format!("column `{name}` is classification level {}, which is never granted", column.classification),
+                );
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+        }
+        let (valid_from, valid_until) = parse_window(&request.valid_from, &request.valid_until)?;
+        let epsilon = Epsilon::from_f64(request.epsilon).map_err(|denial| ServiceError::invalid(denial.message))?;
+        if epsilon.units() as i64 > dataset.epsilon_total {
+            return Err(ServiceError::invalid("the requested epsilon exceeds the dataset's lifetime budget"));
+        }
+        let row = ApplicationRow {
+            id: 0,
+            operator_id: caller.principal.id,
+            dataset_id: dataset.id,
+            purpose: request.purpose,
+            use_scope: request.use_scope,
+            security_measures: request.security_measures,
+            columns_json: serde_json::to_string(&request.columns).context("encoding columns")?,
+            valid_from,
+            valid_until,
+            epsilon_requested: epsilon.units() as i64,
+            state: ApplicationState::Submitted.as_str().into(),
+            bureau_reviewer_id: None,
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = Store::insert_application(&mut tx, &row, now).await?;
+        let event = Self::event(caller, action.as_str(), format!("application:{id}"), AuditOutcome::Ok)
+            .detail("dataset", dataset.id)
+            .detail("columns", request.columns.join(","))
+            .detail("epsilon", epsilon);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the application")?;
+        Ok(ApplicationView { id, state: "submitted", dataset_id: dataset.id, columns: request.columns, authorisation_id: None })
+    }
+
+    pub async fn application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+        let Some(row) = self.store.application(id).await? else {
+            return Err(self.not_found(caller, "application.read", "application", id).await);
+        };
+        let is_owner = row.operator_id == caller.principal.id;
+        if !is_owner && caller.principal.role != sluice_policies::Role::Reviewer {
+            let denial = Denial::new(DenialReason::WrongRole, "only the applicant and reviewers may read an application");
+            return Err(self.deny(caller, "application.read", format!("application:{id}"), denial).await);
+        }
+        let state = ApplicationState::parse(&row.state).context("stored application state")?;
+        Ok(ApplicationView {
+            id,
+            state: state.as_str(),
+            dataset_id: row.dataset_id,
+            columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
+            authorisation_id: self.store.authorisation_for_application(id).await?,
+        })
+    }
+
+    /// One demand, one review: records a bureau or department decision; the second
+    /// approval creates the scenario's authorisation in the same transaction.
+    pub async fn review_application(&self, caller: &Caller, id: i64, approve: bool, comment: &str) -> ServiceResult<ReviewOutcome> {
+        let action = Action::ReviewApplication;
+        let object = format!("application:{id}");
+        self.guard(caller, action, &object).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(application) = Store::application_in(&mut tx, id).await? else {
+            drop(tx);
+            return Err(self.not_found(caller, action.as_str(), "application", id).await);
+        };
+        let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
+        let operator = self.principal(application.operator_id).await?;
+        let provider = self.principal(dataset.provider_id).await?;
+        let state = ApplicationState::parse(&application.state).context("stored application state")?;
+        let facts = ApplicationFacts {
+            state,
+            operator_id: operator.id,
+            operator_organisation: operator.organisation,
+            provider_organisation: provider.organisation,
+            bureau_reviewer_id: application.bureau_reviewer_id,
+        };
+        let next = match review_application(&facts, &caller.principal, approve) {
+            Ok(next) => next,
+            Err(denial) => {
+                drop(tx);
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+        };
+        Store::record_application_review(&mut tx, id, caller.principal.id, state.as_str(), approve, comment, next.as_str(), now).await?;
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("stage", state.as_str())
+            .detail("decision", if approve { "approve" } else { "reject" })
+            .detail("state", next.as_str());
+        Store::append_audit(&mut tx, event, now).await?;
+        let mut authorisation_id = None;
+        if next == ApplicationState::Approved {
+            let new_id = Store::insert_authorisation(&mut tx, &application, now).await?;
+            let event = Self::event(caller, "authorisation.create", format!("authorisation:{new_id}"), AuditOutcome::Ok)
+                .detail("application", id)
+                .detail("operator", application.operator_id)
+                .detail("dataset", application.dataset_id)
+                .detail("epsilon_total", Epsilon::from_units(application.epsilon_requested as u64))
+                .detail("valid_until", &application.valid_until);
+            Store::append_audit(&mut tx, event, now).await?;
+            authorisation_id = Some(new_id);
+        }
+        tx.commit().await.context("committing the review")?;
+        Ok(ReviewOutcome { state: next.as_str(), authorisation_id })
+    }
+
+    /// Submits a model version under an authorisation: static review, then stored
+    /// pending human review, bound to the digest of module + manifest.
+    pub async fn submit_model(&self, caller: &Caller, request: NewModel) -> ServiceResult<ModelView> {
+        let action = Action::SubmitModel;
+        let object = format!("authorisation:{}", request.authorisation_id);
+        self.guard(caller, action, &object).await?;
+        let Some(authorisation) = self.store.authorisation(request.authorisation_id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "authorisation", request.authorisation_id).await);
+        };
+        if authorisation.operator_id != caller.principal.id {
+            let denial = Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator");
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        let module = base64::engine::general_purpose::STANDARD
+            .decode(request.module_base64.trim())
+            .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
+        let compiled = match self.review_statically(&module, &request.manifest, &authorisation.columns_json, authorisation.dataset_id).await {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                let reason = error.code();
+                let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Failed).reason(reason);
+                self.record(event).await?;
+                return Err(error);
+            }
+        };
+        let digest = compiled.digest().to_string();
+        let manifest = compiled.manifest();
+        let row = ModelRow {
+            id: 0,
+            authorisation_id: authorisation.id,
+            submitter_id: caller.principal.id,
+            name: format!("{} {}", manifest.name(), manifest.version()),
+            digest: digest.clone(),
+            module,
+            manifest_toml: request.manifest,
+            state: ModelState::Submitted.as_str().into(),
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = Store::insert_model(&mut tx, &row, now).await?;
+        let event = Self::event(caller, action.as_str(), format!("model:{id}"), AuditOutcome::Ok)
+            .detail("authorisation", authorisation.id)
+            .detail("digest", &digest);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the model")?;
+        let epsilon_per_run = manifest.epsilon_per_run();
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), compiled.clone());
+        Ok(ModelView { id, name: row.name, digest, state: "submitted", epsilon_per_run })
+    }
+
+    /// The automated half of model review: ABI checks by the sandbox, then the manifest's
+    /// columns against the authorisation and the dataset schema.
+    async fn review_statically(&self, module: &[u8], manifest: &str, columns_json: &str, dataset_id: i64) -> ServiceResult<CompiledModel> {
+        let manifest = Manifest::from_toml(manifest).map_err(ServiceError::ModelRejected)?;
+        let runtime = self.runtime.clone();
+        let module = module.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module, manifest))
+            .await
+            .context("the compile task panicked")?
+            .map_err(ServiceError::ModelRejected)?;
+        let granted: Vec<String> = serde_json::from_str(columns_json).context("stored columns")?;
+        let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        for input in compiled.manifest().inputs() {
+            if !granted.contains(&input.name) {
+                return Err(ServiceError::Denied(Denial::new(
+                    DenialReason::ColumnNotAuthorised,
+                    format!("the manifest reads column `{}`, which the authorisation does not grant", input.name),
+                )));
+            }
+            let declared = schema.column(&input.name).map(|(_, column)| column.column_type);
+            if declared != Some(input.column_type) {
+                return Err(ServiceError::Denied(invalid_denial(format!(
+                    "the manifest reads `{}` as {}, the dataset declares it differently",
+                    input.name,
+                    input.column_type.as_str()
+                ))));
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// One model, one review: a reviewer outside the submitting organisation decides.
+    pub async fn review_model(&self, caller: &Caller, id: i64, approve: bool, comment: &str) -> ServiceResult<ModelView> {
+        let action = Action::ReviewModel;
+        let object = format!("model:{id}");
+        self.guard(caller, action, &object).await?;
+        let Some(model) = self.store.model(id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "model", id).await);
+        };
+        let submitter = self.principal(model.submitter_id).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let state = Store::model_state_in(&mut tx, id).await?.and_then(|state| ModelState::parse(&state)).context("model state")?;
+        let facts = ModelFacts {
+            state,
+            submitter_id: submitter.id,
+            submitter_organisation: submitter.organisation,
+            authorisation_id: model.authorisation_id,
+            approved_digest: model.digest.clone(),
+        };
+        if let Err(denial) = review_model(&facts, &caller.principal) {
+            drop(tx);
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, now).await?;
+        let next = if approve { ModelState::Approved } else { ModelState::Rejected };
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("decision", if approve { "approve" } else { "reject" })
+            .detail("digest", &model.digest);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the model review")?;
+        let manifest = Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        Ok(ModelView { id, name: model.name, digest: model.digest, state: next.as_str(), epsilon_per_run: manifest.epsilon_per_run() })
+    }
+}

@@ -1,0 +1,404 @@
+//! Runs: the gate's decision, the budget charge, the sandboxed execution over decrypted
+//! chunks, and the DP release; plus budgets and the regulator's audit export.
+//!
+//! The charge and its audit entry commit before any data is read, and are never refunded:
+//! a refund would tell the operator whether the model failed on the data. The release and
+//! its audit entry commit together afterwards. Raw model outputs never leave this module
+//! except through `sluice_policies::release`.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sluice_policies::{
+    Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, ModelFacts, ModelState, OutputRule,
+    PrivacyBudget, ReleasedValue, Role, RunFacts, authorise_run, release,
+};
+use sluice_sandbox::{CompiledModel, Manifest, ModelDigest, OutputKind, SandboxError};
+
+use super::{App, Caller};
+use crate::audit::{AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, leaf_hash, merkle_root};
+use crate::error::{ServiceError, ServiceResult};
+use crate::schema::DatasetSchema;
+use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
+use crate::vault::{ChunkContext, VersionReader};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleasedOutput {
+    pub name: String,
+    pub kind: String,
+    pub value: f64,
+    pub epsilon: f64,
+    pub noise_scale: f64,
+    pub ci95_half_width: f64,
+}
+
+/// What an operator sees of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunView {
+    pub run_id: i64,
+    pub state: String,
+    pub dataset_version: i64,
+    pub rows: i64,
+    pub outputs: Vec<ReleasedOutput>,
+    pub epsilon_charged: f64,
+    /// Filled on the response to the run itself; a later fetch reads the live budget.
+    pub authorisation_epsilon_remaining: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetView {
+    pub authorisation_id: i64,
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
+    pub epsilon_remaining: f64,
+    pub dataset_epsilon_total: f64,
+    pub dataset_epsilon_spent: f64,
+}
+
+fn released_output(value: ReleasedValue) -> ReleasedOutput {
+    ReleasedOutput {
+        name: value.name,
+        kind: value.kind.as_str().into(),
+        value: value.value,
+        epsilon: value.epsilon,
+        noise_scale: value.noise_scale,
+        ci95_half_width: value.ci95_half_width,
+    }
+}
+
+fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
+    Ok(AuthorisationFacts {
+        id: row.id,
+        operator_id: row.operator_id,
+        columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
+        valid_from: parse_time(&row.valid_from)?,
+        valid_until: parse_time(&row.valid_until)?,
+        revoked: row.revoked_at.is_some(),
+        budget: budget(row.epsilon_total, row.epsilon_spent)?,
+    })
+}
+
+fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
+    PrivacyBudget::new(Epsilon::from_units(total as u64), Epsilon::from_units(spent as u64))
+        .map_err(|denial| anyhow::anyhow!("stored budget is inconsistent: {}", denial.message))
+}
+
+/// The release rules the manifest declares, in output order.
+fn output_rules(manifest: &Manifest) -> Vec<OutputRule> {
+    manifest
+        .outputs()
+        .iter()
+        .map(|output| {
+            let (lower, upper) = output.bounds();
+            let kind = match output.kind {
+                OutputKind::Count => AggregateKind::Count,
+                OutputKind::Sum => AggregateKind::Sum,
+                OutputKind::Mean => AggregateKind::Mean,
+            };
+            OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon }
+        })
+        .collect()
+}
+
+/// Everything a permitted run needs, gathered before the charge.
+struct PreparedRun {
+    compiled: CompiledModel,
+    version: VersionRow,
+    schema: DatasetSchema,
+    epsilon: Epsilon,
+}
+
+impl App {
+    /// Runs `model_id` under `authorisation_id` and returns the DP release.
+    pub async fn run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<RunView> {
+        let action = Action::RunModel;
+        let object = format!("authorisation:{authorisation_id}");
+        self.guard(caller, action, &object).await?;
+        let prepared = self.prepare_run(caller, authorisation_id, model_id).await?;
+        let run_id = self.charge(caller, authorisation_id, model_id, &prepared).await?;
+        let outcome = self.execute(authorisation_id, &prepared).await;
+        self.finish(caller, run_id, authorisation_id, &prepared, outcome).await
+    }
+
+    async fn prepare_run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<PreparedRun> {
+        let action = Action::RunModel.as_str();
+        let object = format!("authorisation:{authorisation_id}");
+        let authorisation = self.store.authorisation(authorisation_id).await?;
+        let Some(model) = self.store.model(model_id).await? else {
+            return Err(self.not_found(caller, action, "model", model_id).await);
+        };
+        let manifest = Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        // The digest is recomputed from the stored bytes: a byte changed after review
+        // (even in the database) no longer matches the approved digest.
+        let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
+        let submitter = self.principal(model.submitter_id).await?;
+        let model_facts = ModelFacts {
+            state: ModelState::parse(&model.state).context("stored model state")?,
+            submitter_id: submitter.id,
+            submitter_organisation: submitter.organisation,
+            authorisation_id: model.authorisation_id,
+            approved_digest: model.digest.clone(),
+        };
+        let authorisation_facts = authorisation.as_ref().map(authorisation_facts).transpose()?;
+        let dataset_id = authorisation.as_ref().map_or(0, |row| row.dataset_id);
+        let dataset = self.store.dataset(dataset_id).await?;
+        let dataset_budget = match &dataset {
+            Some(dataset) => budget(dataset.epsilon_total, dataset.epsilon_spent)?,
+            None => PrivacyBudget::new(Epsilon::ZERO, Epsilon::ZERO).map_err(|denial| anyhow::anyhow!(denial.message))?,
+        };
+        let columns_read: Vec<String> = manifest.inputs().iter().map(|input| input.name.clone()).collect();
+        let epsilon = Epsilon::from_f64(manifest.epsilon_per_run()).map_err(|denial| ServiceError::invalid(denial.message))?;
+        let facts = RunFacts {
+            operator: &caller.principal,
+            authorisation: authorisation_facts.as_ref(),
+            model: &model_facts,
+            digest_to_run: &digest_to_run,
+            columns_read: &columns_read,
+            epsilon,
+            dataset_budget,
+        };
+        if let Err(denial) = authorise_run(&facts, self.now()) {
+            return Err(self.deny(caller, action, object, denial).await);
+        }
+        let dataset = dataset.context("authorised dataset")?;
+        let Some(version) = self.store.versions(dataset.id).await?.pop() else {
+            return Err(ServiceError::invalid("the dataset has no data yet"));
+        };
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
+        Ok(PreparedRun { compiled, version, schema, epsilon })
+    }
+
+    /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
+    async fn compiled_model(&self, digest: &str, module: &[u8], manifest: Manifest) -> ServiceResult<CompiledModel> {
+        if let Some(compiled) = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(digest) {
+            return Ok(compiled.clone());
+        }
+        let runtime = self.runtime.clone();
+        let module = module.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module, manifest))
+            .await
+            .context("the compile task panicked")?
+            .map_err(|error| anyhow::anyhow!("an approved model no longer compiles: {error}"))?;
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.into(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Debits both budgets and records the start, in one transaction, before any data is
+    /// read. The conditional updates make the check and the debit one atomic step.
+    async fn charge(&self, caller: &Caller, authorisation_id: i64, model_id: i64, prepared: &PreparedRun) -> ServiceResult<i64> {
+        let now = self.now();
+        let units = prepared.epsilon.units() as i64;
+        let mut tx = self.store.begin().await?;
+        let denial = if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
+            Some(Denial::new(DenialReason::BudgetExhausted, "the authorisation's privacy budget is exhausted"))
+        } else if !Store::charge_dataset(&mut tx, prepared.version.dataset_id, units).await? {
+            Some(Denial::new(DenialReason::DatasetBudgetExhausted, "the dataset's lifetime privacy budget is exhausted"))
+        } else {
+            None
+        };
+        if let Some(denial) = denial {
+            drop(tx);
+            return Err(self.deny(caller, Action::RunModel.as_str(), format!("authorisation:{authorisation_id}"), denial).await);
+        }
+        let row = RunRow {
+            id: 0,
+            authorisation_id,
+            model_id,
+            operator_id: caller.principal.id,
+            dataset_id: prepared.version.dataset_id,
+            dataset_version: prepared.version.version,
+            epsilon: units,
+            state: "running".into(),
+            outcome: None,
+            result_json: None,
+        };
+        let run_id = Store::insert_run(&mut tx, &row, now).await?;
+        let event = Self::event(caller, Action::RunModel.as_str(), format!("run:{run_id}"), AuditOutcome::Ok)
+            .detail("authorisation", authorisation_id)
+            .detail("model", model_id)
+            .detail("digest", prepared.compiled.digest())
+            .detail("dataset", prepared.version.dataset_id)
+            .detail("dataset_version", prepared.version.version)
+            .detail("epsilon_charged", prepared.epsilon);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the budget charge")?;
+        Ok(run_id)
+    }
+
+    /// Decrypts the version chunk by chunk into the sandbox, then releases with DP.
+    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedValue>, RunFailure> {
+        let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
+        let version = &prepared.version;
+        let context = ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: prepared.schema.hash() };
+        let key = self
+            .master
+            .unwrap_key(&version.wrapped_key, &context.key_context())
+            .map_err(|error| RunFailure::Host(anyhow::anyhow!("unwrapping the data key: {error}")))?;
+        let columns: Vec<String> = prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
+        let reader = VersionReader::open(&self.data_dir.blobs(), context, version.chunk_count as u64, key, &prepared.schema, &columns)
+            .map_err(RunFailure::Host)?;
+        let runtime = self.runtime.clone();
+        let compiled = prepared.compiled.clone();
+        let rows = version.row_count as usize;
+        tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
+        tokio::task::spawn_blocking(move || {
+            let outputs = runtime.run(&compiled, reader).map_err(RunFailure::Sandbox)?;
+            if outputs.rows() != rows {
+                return Err(RunFailure::Host(anyhow::anyhow!("the model mapped {} rows of {rows}", outputs.rows())));
+            }
+            let rules = output_rules(compiled.manifest());
+            let columns: Vec<&[f64]> = (0..rules.len()).map(|index| outputs.column(index)).collect();
+            release(&rules, &columns, rows).map_err(|error| RunFailure::Host(error.into()))
+        })
+        .await
+        .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
+    }
+
+    /// Stores the release (or the failure) with its audit entry, in one transaction.
+    async fn finish(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        authorisation_id: i64,
+        prepared: &PreparedRun,
+        outcome: Result<Vec<ReleasedValue>, RunFailure>,
+    ) -> ServiceResult<RunView> {
+        let now = self.now();
+        let object = format!("run:{run_id}");
+        let mut tx = self.store.begin().await?;
+        let view = match outcome {
+            Ok(values) => {
+                let view = RunView {
+                    run_id,
+                    state: "released".into(),
+                    dataset_version: prepared.version.version,
+                    rows: prepared.version.row_count,
+                    outputs: values.into_iter().map(released_output).collect(),
+                    epsilon_charged: prepared.epsilon.as_f64(),
+                    authorisation_epsilon_remaining: 0.0,
+                };
+                let json = serde_json::to_string(&view).context("encoding the release")?;
+                Store::finish_run(&mut tx, run_id, "released", "ok", Some(&json), now).await?;
+                let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
+                    .detail("authorisation", authorisation_id)
+                    .detail("outputs", view.outputs.len());
+                Store::append_audit(&mut tx, event, now).await?;
+                Ok(view)
+            }
+            Err(failure) => {
+                let (code, message) = failure.describe();
+                tracing::warn!(run_id, code, "run failed");
+                Store::finish_run(&mut tx, run_id, "failed", code, None, now).await?;
+                // The audit log keeps the detailed code; the operator gets the coarse class.
+                let event = Self::event(caller, "run.release", &object, AuditOutcome::Failed).reason(code);
+                Store::append_audit(&mut tx, event, now).await?;
+                Err(ServiceError::RunFailed { message })
+            }
+        };
+        tx.commit().await.context("committing the run's outcome")?;
+        let mut view = view?;
+        let authorisation = self.store.authorisation(authorisation_id).await?.context("authorisation")?;
+        view.authorisation_epsilon_remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
+        Ok(view)
+    }
+
+    /// A finished run's release, for the operator who ran it.
+    pub async fn run_result(&self, caller: &Caller, run_id: i64) -> ServiceResult<RunView> {
+        let action = Action::ReadResult;
+        let object = format!("run:{run_id}");
+        self.guard(caller, action, &object).await?;
+        let run = match self.store.run(run_id).await? {
+            Some(run) if run.operator_id == caller.principal.id => run,
+            Some(_) => {
+                let denial = Denial::new(DenialReason::AuthorisationNotYours, "the run belongs to another operator");
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+            None => return Err(self.not_found(caller, action.as_str(), "run", run_id).await),
+        };
+        let Some(json) = run.result_json else {
+            return Err(ServiceError::Conflict(format!("run {run_id} has no release (state {})", run.state)));
+        };
+        let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
+        let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
+        view.authorisation_epsilon_remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
+        self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
+        Ok(view)
+    }
+
+    /// Budget of one authorisation: its operator, the dataset's provider and regulators.
+    pub async fn budget(&self, caller: &Caller, authorisation_id: i64) -> ServiceResult<BudgetView> {
+        let action = Action::ReadBudget;
+        let object = format!("authorisation:{authorisation_id}");
+        self.guard(caller, action, &object).await?;
+        let Some(authorisation) = self.store.authorisation(authorisation_id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "authorisation", authorisation_id).await);
+        };
+        let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
+        let allowed = match caller.principal.role {
+            Role::Operator => authorisation.operator_id == caller.principal.id,
+            Role::Provider => dataset.provider_id == caller.principal.id,
+            Role::Regulator => true,
+            _ => false,
+        };
+        if !allowed {
+            let denial = Denial::new(DenialReason::AuthorisationNotYours, "this budget belongs to another operator or provider");
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
+        let view = BudgetView {
+            authorisation_id,
+            epsilon_total: own.total().as_f64(),
+            epsilon_spent: own.spent().as_f64(),
+            epsilon_remaining: own.remaining().as_f64(),
+            dataset_epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
+            dataset_epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
+        };
+        self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
+        Ok(view)
+    }
+
+    /// The regulator's export: header, every entry, and a checkpoint signed now over all of
+    /// them. The export records itself first, so it appears in what it exports.
+    pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
+        let action = Action::ExportAudit;
+        self.guard(caller, action, "audit_log").await?;
+        self.record(Self::event(caller, action.as_str(), "audit_log", AuditOutcome::Ok)).await?;
+        Ok(self.audit_export_text().await?)
+    }
+
+    /// The export text, for the regulator endpoint and for `sluice audit export`.
+    pub async fn audit_export_text(&self) -> anyhow::Result<String> {
+        let entries = self.store.audit_entries().await?;
+        let leaves: Vec<[u8; 32]> = entries.iter().map(|entry| leaf_hash(entry.as_bytes())).collect();
+        let checkpoint = Checkpoint { origin: ORIGIN.into(), size: leaves.len() as u64, root: merkle_root(&leaves) };
+        let header = ExportHeader { format: EXPORT_FORMAT.into(), origin: ORIGIN.into(), public_key: self.public_key().to_string() };
+        let mut text = serde_json::to_string(&header)?;
+        text.push('\n');
+        for entry in &entries {
+            text.push_str(entry);
+            text.push('\n');
+        }
+        text.push_str(&serde_json::to_string(&serde_json::json!({ "checkpoint": checkpoint.sign(&self.signing) }))?);
+        text.push('\n');
+        Ok(text)
+    }
+}
+
+/// Why a charged run did not release.
+enum RunFailure {
+    Sandbox(SandboxError),
+    Host(anyhow::Error),
+}
+
+impl RunFailure {
+    /// The detailed code for the audit log, and the coarse message for the operator.
+    fn describe(&self) -> (&'static str, &'static str) {
+        match self {
+            RunFailure::Sandbox(error) => (error.code(), error.outcome().message()),
+            RunFailure::Host(error) => {
+                tracing::error!(error = %format!("{error:#}"), "run failed on the host side");
+                ("host_error", "run failed: internal error")
+            }
+        }
+    }
+}

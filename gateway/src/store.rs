@@ -1,0 +1,562 @@
+//! Storage: every table Sluice keeps, behind one `Store` with SQLite as the embedded
+//! back end.
+//!
+//! It owns SQL and transactions. The SQL is kept portable (numbered `$n` parameters,
+//! `RETURNING`, no SQLite-only functions in queries) so a PostgreSQL back end is a second
+//! migration set and connection type behind the same methods; nothing outside this module
+//! and `migrations/` sees SQL. It must not make policy decisions, and it must not update or
+//! delete audit entries (the database refuses that too).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::audit::{AuditEntry, AuditEvent, leaf_hash};
+
+pub type Tx = Transaction<'static, Sqlite>;
+
+/// Formats a time the way every table stores it: RFC 3339, UTC.
+pub fn format_time(time: OffsetDateTime) -> String {
+    time.to_offset(time::UtcOffset::UTC).format(&Rfc3339).expect("RFC 3339 formats every UTC time")
+}
+
+pub fn parse_time(text: &str) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).with_context(|| format!("`{text}` is not an RFC 3339 time"))
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PrincipalRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub organisation: String,
+    pub reviewer_kind: Option<String>,
+    pub licence_number: Option<String>,
+    pub licence_valid_from: Option<String>,
+    pub licence_valid_until: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    pub name: String,
+    pub role: String,
+    pub organisation: String,
+    pub reviewer_kind: Option<String>,
+    pub licence: Option<(String, String, String)>,
+    pub token_hash: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DatasetRow {
+    pub id: i64,
+    pub name: String,
+    pub provider_id: i64,
+    pub description: String,
+    pub schema_toml: String,
+    pub schema_hash: String,
+    pub epsilon_total: i64,
+    pub epsilon_spent: i64,
+    pub created_at: String,
+}
+
+#[derive(Clone, FromRow)]
+pub struct VersionRow {
+    pub dataset_id: i64,
+    pub version: i64,
+    pub row_count: i64,
+    pub chunk_count: i64,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for VersionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionRow")
+            .field("dataset_id", &self.dataset_id)
+            .field("version", &self.version)
+            .field("row_count", &self.row_count)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ApplicationRow {
+    pub id: i64,
+    pub operator_id: i64,
+    pub dataset_id: i64,
+    pub purpose: String,
+    pub use_scope: String,
+    pub security_measures: String,
+    pub columns_json: String,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub epsilon_requested: i64,
+    pub state: String,
+    pub bureau_reviewer_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AuthorisationRow {
+    pub id: i64,
+    pub application_id: i64,
+    pub operator_id: i64,
+    pub dataset_id: i64,
+    pub purpose: String,
+    pub columns_json: String,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub epsilon_total: i64,
+    pub epsilon_spent: i64,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Clone, FromRow)]
+pub struct ModelRow {
+    pub id: i64,
+    pub authorisation_id: i64,
+    pub submitter_id: i64,
+    pub name: String,
+    pub digest: String,
+    pub module: Vec<u8>,
+    pub manifest_toml: String,
+    pub state: String,
+}
+
+impl std::fmt::Debug for ModelRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRow").field("id", &self.id).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub authorisation_id: i64,
+    pub model_id: i64,
+    pub operator_id: i64,
+    pub dataset_id: i64,
+    pub dataset_version: i64,
+    pub epsilon: i64,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub result_json: Option<String>,
+}
+
+/// The database. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (and with `create`, creates) the SQLite database and runs migrations.
+    /// WAL with synchronous=FULL: a committed budget charge or audit entry survives a crash.
+    pub async fn open_sqlite(path: &Path, create: bool) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
+        Ok(Self { pool })
+    }
+
+    /// Starts a write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up
+    /// front, so concurrent writers queue instead of failing halfway.
+    pub async fn begin(&self) -> anyhow::Result<Tx> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ----- principals -----
+
+    pub async fn insert_principal(tx: &mut Tx, new: &NewPrincipal, now: OffsetDateTime) -> anyhow::Result<i64> {
+        let (number, from, until) = new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
+        let id = sqlx::query_scalar(
+            "INSERT INTO principals (name, role, organisation, reviewer_kind, licence_number, licence_valid_from, \
+             licence_valid_until, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&new.name)
+        .bind(&new.role)
+        .bind(&new.organisation)
+        .bind(&new.reviewer_kind)
+        .bind(number)
+        .bind(from)
+        .bind(until)
+        .bind(&new.token_hash)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(id)
+    }
+
+    const PRINCIPAL_COLUMNS: &str =
+        "id, name, role, organisation, reviewer_kind, licence_number, licence_valid_from, licence_valid_until";
+
+    pub async fn principal_by_token_hash(&self, token_hash: &str) -> anyhow::Result<Option<PrincipalRow>> {
+        let sql = format!("SELECT {} FROM principals WHERE token_hash = $1", Self::PRINCIPAL_COLUMNS);
+        Ok(sqlx::query_as(&sql).bind(token_hash).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn principal(&self, id: i64) -> anyhow::Result<Option<PrincipalRow>> {
+        let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn principal_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&self.pool).await?)
+    }
+
+    // ----- datasets -----
+
+    #[allow(clippy::too_many_arguments, reason = "one column each, named at the call site")]
+    pub async fn insert_dataset(
+        tx: &mut Tx,
+        name: &str,
+        provider_id: i64,
+        description: &str,
+        schema_toml: &str,
+        schema_hash: &str,
+        epsilon_total: i64,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO datasets (name, provider_id, description, schema_toml, schema_hash, epsilon_total, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(name)
+        .bind(provider_id)
+        .bind(description)
+        .bind(schema_toml)
+        .bind(schema_hash)
+        .bind(epsilon_total)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    pub async fn dataset_name_taken(&self, name: &str) -> anyhow::Result<bool> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        Ok(count > 0)
+    }
+
+    pub async fn dataset(&self, id: i64) -> anyhow::Result<Option<DatasetRow>> {
+        Ok(sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn datasets(&self) -> anyhow::Result<Vec<DatasetRow>> {
+        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn next_version(&self, dataset_id: i64) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn insert_version(tx: &mut Tx, row: &VersionRow) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO dataset_versions (dataset_id, version, row_count, chunk_count, wrapped_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(row.dataset_id)
+        .bind(row.version)
+        .bind(row.row_count)
+        .bind(row.chunk_count)
+        .bind(&row.wrapped_key)
+        .bind(&row.created_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn versions(&self, dataset_id: i64) -> anyhow::Result<Vec<VersionRow>> {
+        Ok(sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version")
+            .bind(dataset_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Debits a dataset's lifetime budget; false when it would overspend. The condition
+    /// and the update are one statement, so concurrent runs cannot both pass the check.
+    pub async fn charge_dataset(tx: &mut Tx, dataset_id: i64, epsilon: i64) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "UPDATE datasets SET epsilon_spent = epsilon_spent + $1 WHERE id = $2 AND epsilon_spent + $1 <= epsilon_total",
+        )
+        .bind(epsilon)
+        .bind(dataset_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    // ----- applications and authorisations -----
+
+    pub async fn insert_application(tx: &mut Tx, row: &ApplicationRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO applications (operator_id, dataset_id, purpose, use_scope, security_measures, columns_json, \
+             valid_from, valid_until, epsilon_requested, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(row.operator_id)
+        .bind(row.dataset_id)
+        .bind(&row.purpose)
+        .bind(&row.use_scope)
+        .bind(&row.security_measures)
+        .bind(&row.columns_json)
+        .bind(&row.valid_from)
+        .bind(&row.valid_until)
+        .bind(row.epsilon_requested)
+        .bind(&row.state)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    pub async fn application(&self, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
+        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn application_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
+        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
+    pub async fn record_application_review(
+        tx: &mut Tx,
+        application_id: i64,
+        reviewer_id: i64,
+        stage: &str,
+        approved: bool,
+        comment: &str,
+        next_state: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO application_reviews (application_id, reviewer_id, stage, approved, comment, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(application_id)
+        .bind(reviewer_id)
+        .bind(stage)
+        .bind(approved)
+        .bind(comment)
+        .bind(format_time(now))
+        .execute(&mut **tx)
+        .await?;
+        let bureau_reviewer = (stage == "submitted" && approved).then_some(reviewer_id);
+        sqlx::query("UPDATE applications SET state = $1, bureau_reviewer_id = COALESCE($2, bureau_reviewer_id) WHERE id = $3")
+            .bind(next_state)
+            .bind(bureau_reviewer)
+            .bind(application_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_authorisation(tx: &mut Tx, application: &ApplicationRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
+             valid_until, epsilon_total, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(application.id)
+        .bind(application.operator_id)
+        .bind(application.dataset_id)
+        .bind(&application.purpose)
+        .bind(&application.columns_json)
+        .bind(&application.valid_from)
+        .bind(&application.valid_until)
+        .bind(application.epsilon_requested)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
+         valid_until, epsilon_total, epsilon_spent, revoked_at";
+
+    pub async fn authorisation(&self, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
+        let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn authorisation_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
+        let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&mut **tx).await?)
+    }
+
+    pub async fn authorisation_for_application(&self, application_id: i64) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
+            .bind(application_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn authorisations_for_dataset(&self, dataset_id: i64) -> anyhow::Result<Vec<AuthorisationRow>> {
+        let sql = format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
+        Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(&self.pool).await?)
+    }
+
+    /// Debits an authorisation's budget; false when it would overspend (see `charge_dataset`).
+    pub async fn charge_authorisation(tx: &mut Tx, authorisation_id: i64, epsilon: i64) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "UPDATE authorisations SET epsilon_spent = epsilon_spent + $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND epsilon_spent + $1 <= epsilon_total",
+        )
+        .bind(epsilon)
+        .bind(authorisation_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    // ----- models -----
+
+    pub async fn insert_model(tx: &mut Tx, row: &ModelRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO models (authorisation_id, submitter_id, name, digest, module, manifest_toml, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(row.authorisation_id)
+        .bind(row.submitter_id)
+        .bind(&row.name)
+        .bind(&row.digest)
+        .bind(&row.module)
+        .bind(&row.manifest_toml)
+        .bind(&row.state)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    pub async fn model(&self, id: i64) -> anyhow::Result<Option<ModelRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT state FROM models WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
+    }
+
+    pub async fn record_model_review(
+        tx: &mut Tx,
+        model_id: i64,
+        reviewer_id: i64,
+        approved: bool,
+        comment: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO model_reviews (model_id, reviewer_id, approved, comment, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(model_id)
+        .bind(reviewer_id)
+        .bind(approved)
+        .bind(comment)
+        .bind(format_time(now))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = 'submitted'")
+            .bind(if approved { "approved" } else { "rejected" })
+            .bind(model_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    // ----- runs -----
+
+    pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(row.authorisation_id)
+        .bind(row.model_id)
+        .bind(row.operator_id)
+        .bind(row.dataset_id)
+        .bind(row.dataset_version)
+        .bind(row.epsilon)
+        .bind(&row.state)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    pub async fn finish_run(
+        tx: &mut Tx,
+        run_id: i64,
+        state: &str,
+        outcome: &str,
+        result_json: Option<&str>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 WHERE id = $5")
+            .bind(state)
+            .bind(outcome)
+            .bind(result_json)
+            .bind(format_time(now))
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
+             result_json FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    // ----- audit -----
+
+    /// Appends one entry inside `tx`, so it commits or rolls back with the change it
+    /// records. The write lock held by the transaction serialises sequence numbers.
+    pub async fn append_audit(tx: &mut Tx, event: AuditEvent, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log").fetch_one(&mut **tx).await?;
+        let entry = AuditEntry::from_event(event, seq as u64, format_time(now));
+        let canonical = entry.canonical();
+        sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(&canonical)
+            .bind(leaf_hash(canonical.as_bytes()).to_vec())
+            .execute(&mut **tx)
+            .await?;
+        Ok(seq as u64)
+    }
+
+    /// Every entry's canonical text, in sequence order.
+    pub async fn audit_entries(&self) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?)
+    }
+
+    /// Test support: the raw pool, to prove the database refuses edits to the audit log.
+    pub fn pool_for_tests(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
