@@ -28,20 +28,24 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_TARGET_DIR")
+        // clippy runs the host build through a wrapper; the guest is linted on its own.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER");
     for model in MODELS {
         command.args(["-p", model]);
     }
     let status = command.status().expect("running cargo to build the example models");
     if !status.success() {
         panic!(
-            "building the example models for wasm32-unknown-unknown failed; \
-             install the target with `rustup target add wasm32-unknown-unknown`"
+            "building the example models for wasm32-unknown-unknown failed (cargo's output is above); \
+             if the target is missing, install it with `rustup target add wasm32-unknown-unknown`"
         );
     }
     for model in MODELS {
         let file = format!("{}.wasm", model.replace('-', "_"));
         let built = guest_target.join("wasm32-unknown-unknown/release").join(&file);
-        std::fs::copy(&built, out_dir.join(&file)).unwrap_or_else(|error| panic!("copying {}: {error}", built.display()));
+        std::fs::copy(&built, out_dir.join(&file))
+            .unwrap_or_else(|error| panic!("copying {}: {error}", built.display()));
     }
 }

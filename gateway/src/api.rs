@@ -75,7 +75,9 @@ fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map_or_else(new_request_id, str::to_owned)
 }
 
@@ -117,7 +119,11 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes, caller: &Caller) -> Ap
         .for_caller(caller)
 }
 
-async fn create_principal(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+async fn create_principal(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: NewPrincipalRequest = parse_json(&body, &caller)?;
     let created = app.create_principal(&caller, request).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -128,24 +134,41 @@ async fn catalogue(State(app): State<Arc<App>>, Authenticated(caller): Authentic
     Ok(Json(json!({ "datasets": entries })).into_response())
 }
 
-async fn register_dataset(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+async fn register_dataset(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: NewDataset = parse_json(&body, &caller)?;
     let id = app.register_dataset(&caller, request).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn ingest(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>, body: Bytes) -> ApiResult<Response> {
+async fn ingest(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let summary = app.ingest(&caller, id, body.to_vec()).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
-async fn submit_application(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+async fn submit_application(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: NewApplication = parse_json(&body, &caller)?;
     let view = app.submit_application(&caller, request).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn application(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+async fn application(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
     Ok(Json(app.application(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
@@ -168,7 +191,11 @@ async fn review_application(
     Ok(Json(outcome).into_response())
 }
 
-async fn submit_model(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
+async fn submit_model(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: NewModel = parse_json(&body, &caller)?;
     let view = app.submit_model(&caller, request).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -197,11 +224,19 @@ async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, 
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn run_result(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+async fn run_result(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
     Ok(Json(app.run_result(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
-async fn budget(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, Path(id): Path<i64>) -> ApiResult<Response> {
+async fn budget(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
     Ok(Json(app.budget(&caller, id).await.for_caller(&caller)?).into_response())
 }
 

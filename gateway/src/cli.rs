@@ -125,7 +125,8 @@ async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    let app = App::open(DataDir::new(&dir), Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
+    let app =
+        App::open(DataDir::new(&dir), Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
     axum::serve(listener, crate::api::router(app.clone()))

@@ -53,7 +53,14 @@ impl InProcessClient {
         Self { router }
     }
 
-    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> ApiResponse {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> ApiResponse {
         let mut request = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, content_type);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));

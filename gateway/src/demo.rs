@@ -17,7 +17,9 @@ use crate::api::router;
 use crate::audit::verify_export;
 use crate::client::InProcessClient;
 use crate::datadir::DataDir;
-use crate::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_ROWS, VEHICLES_SCHEMA, VEHICLES_SEED, vehicles_csv};
+use crate::examples::{
+    VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_ROWS, VEHICLES_SCHEMA, VEHICLES_SEED, vehicles_csv,
+};
 use crate::service::{App, Clock};
 use crate::store::format_time;
 
@@ -76,12 +78,18 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         let admin = admin.clone();
         async move { api.post("/v1/principals", &admin, &body).await.ok() }
     };
-    let provider = create(json!({"name": "traffic data office", "role": "provider", "organisation": "Zunyi Traffic Police Detachment"})).await?;
+    let provider = create(
+        json!({"name": "traffic data office", "role": "provider", "organisation": "Zunyi Traffic Police Detachment"}),
+    )
+    .await?;
     let licence = json!({"number": "ZY-SJYY-2026-017", "valid_from": format_time(now - time::Duration::days(30)), "valid_until": format_time(now + time::Duration::days(365))});
     let operator = create(json!({"name": "risk analytics team", "role": "operator", "organisation": "Qianbei Data Operations Co.", "licence": licence})).await?;
     let bureau = create(json!({"name": "demand review desk", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Zunyi Big Data Development Administration"})).await?;
     let department = create(json!({"name": "data release officer", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Zunyi Traffic Police Detachment"})).await?;
-    let regulator = create(json!({"name": "audit inspector", "role": "regulator", "organisation": "Zunyi Cyberspace Administration"})).await?;
+    let regulator = create(
+        json!({"name": "audit inspector", "role": "regulator", "organisation": "Zunyi Cyberspace Administration"}),
+    )
+    .await?;
     let token = |principal: &Value| principal["token"].as_str().unwrap_or_default().to_owned();
     let (provider, operator, bureau, department, regulator) =
         (token(&provider), token(&operator), token(&bureau), token(&department), token(&regulator));
@@ -91,14 +99,17 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     say.say("regulator: Zunyi Cyberspace Administration")?;
 
     say.step("The provider registers the vehicles dataset and ingests it, encrypted")?;
-    let dataset = api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 10.0})).await.ok()?;
+    let dataset =
+        api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 10.0})).await.ok()?;
     let dataset_id = dataset["id"].as_i64().context("dataset id")?;
     let csv = vehicles_csv(VEHICLES_ROWS, VEHICLES_SEED);
     let csv_bytes = csv.len();
     let ingest = api.put_csv(&format!("/v1/datasets/{dataset_id}/data"), &provider, csv.into_bytes()).await.ok()?;
     say.say(format!(
         "{} rows ({:.1} MB of CSV) sealed into {} AES-256-GCM chunks under a fresh data key",
-        ingest["rows"], csv_bytes as f64 / 1e6, ingest["chunks"]
+        ingest["rows"],
+        csv_bytes as f64 / 1e6,
+        ingest["chunks"]
     ))?;
     say.say("the data key is stored only wrapped by the master key; no plaintext was written")?;
     let catalogue = api.get("/v1/catalogue", &operator).await.ok()?;
@@ -107,27 +118,42 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
 
     say.step("One scenario, one application: the operator applies")?;
     let application = api
-        .post("/v1/applications", &operator, &json!({
-            "dataset_id": dataset_id,
-            "purpose": "vehicle risk assessment for motor insurance pricing",
-            "use_scope": "aggregate risk indicators for the Zunyi market only",
-            "security_measures": "sandboxed model, DP outputs only, no row-level export",
-            "columns": ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny"],
-            "valid_from": format_time(now - time::Duration::hours(1)),
-            "valid_until": format_time(now + time::Duration::days(90)),
-            "epsilon": 1.0,
-        }))
+        .post(
+            "/v1/applications",
+            &operator,
+            &json!({
+                "dataset_id": dataset_id,
+                "purpose": "vehicle risk assessment for motor insurance pricing",
+                "use_scope": "aggregate risk indicators for the Zunyi market only",
+                "security_measures": "sandboxed model, DP outputs only, no row-level export",
+                "columns": ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny"],
+                "valid_from": format_time(now - time::Duration::hours(1)),
+                "valid_until": format_time(now + time::Duration::days(90)),
+                "epsilon": 1.0,
+            }),
+        )
         .await
         .ok()?;
     let application_id = application["id"].as_i64().context("application id")?;
     say.say(format!("application {application_id}: four columns, 90 days, privacy budget epsilon = 1.0"))?;
-    let early = api.post(&format!("/v1/applications/{application_id}/reviews"), &department, &json!({"approve": true})).await;
+    let early =
+        api.post(&format!("/v1/applications/{application_id}/reviews"), &department, &json!({"approve": true})).await;
     say.say(format!("the department cannot review first: {}", expect_denial(early, "wrong_reviewer")?))?;
 
     say.step("One demand, one review: the data bureau, then the providing department, approve")?;
-    api.post(&format!("/v1/applications/{application_id}/reviews"), &bureau, &json!({"approve": true, "comment": "operator qualified; purpose legitimate"})).await.ok()?;
+    api.post(
+        &format!("/v1/applications/{application_id}/reviews"),
+        &bureau,
+        &json!({"approve": true, "comment": "operator qualified; purpose legitimate"}),
+    )
+    .await
+    .ok()?;
     let approved = api
-        .post(&format!("/v1/applications/{application_id}/reviews"), &department, &json!({"approve": true, "comment": "columns within level 3; aggregate use only"}))
+        .post(
+            &format!("/v1/applications/{application_id}/reviews"),
+            &department,
+            &json!({"approve": true, "comment": "columns within level 3; aggregate use only"}),
+        )
         .await
         .ok()?;
     let authorisation_id = approved["authorisation_id"].as_i64().context("authorisation id")?;
@@ -135,30 +161,49 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
 
     say.step("One model, one review: the operator uploads the vehicle-risk model")?;
     let model = api
-        .post("/v1/models", &operator, &json!({
-            "authorisation_id": authorisation_id,
-            "module_base64": base64::engine::general_purpose::STANDARD.encode(VEHICLE_RISK_WASM),
-            "manifest": VEHICLE_RISK_MANIFEST,
-        }))
+        .post(
+            "/v1/models",
+            &operator,
+            &json!({
+                "authorisation_id": authorisation_id,
+                "module_base64": base64::engine::general_purpose::STANDARD.encode(VEHICLE_RISK_WASM),
+                "manifest": VEHICLE_RISK_MANIFEST,
+            }),
+        )
         .await
         .ok()?;
     let model_id = model["id"].as_i64().context("model id")?;
     let digest = model["digest"].as_str().unwrap_or_default().to_owned();
-    say.say(format!("{} bytes of WebAssembly passed static review; digest {}…", VEHICLE_RISK_WASM.len(), &digest[..16]))?;
-    let early_run = api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
+    say.say(format!(
+        "{} bytes of WebAssembly passed static review; digest {}…",
+        VEHICLE_RISK_WASM.len(),
+        &digest[..16]
+    ))?;
+    let early_run =
+        api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
     say.say(format!("running before review is refused: {}", expect_denial(early_run, "model_not_approved")?))?;
     let self_review = api.post(&format!("/v1/models/{model_id}/reviews"), &operator, &json!({"approve": true})).await;
     say.say(format!("the operator cannot approve its own model: {}", expect_denial(self_review, "wrong_role")?))?;
-    api.post(&format!("/v1/models/{model_id}/reviews"), &bureau, &json!({"approve": true, "comment": "usable, consistent, compliant, secure"})).await.ok()?;
+    api.post(
+        &format!("/v1/models/{model_id}/reviews"),
+        &bureau,
+        &json!({"approve": true, "comment": "usable, consistent, compliant, secure"}),
+    )
+    .await
+    .ok()?;
     say.say("a reviewer approved it; the approval is bound to that digest")?;
 
     say.step("The operator runs the model in the sandbox")?;
-    let regulator_run = api.post("/v1/runs", &regulator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
+    let regulator_run =
+        api.post("/v1/runs", &regulator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
     say.say(format!("a regulator cannot run models: {}", expect_denial(regulator_run, "wrong_role")?))?;
     let mut released_runs = 0;
     let mut last_run_id = 0;
     for attempt in 1..=2 {
-        let run = api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await.ok()?;
+        let run = api
+            .post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id}))
+            .await
+            .ok()?;
         released_runs += 1;
         last_run_id = run["run_id"].as_i64().context("run id")?;
         say.say(format!(
@@ -168,7 +213,8 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         for output in run["outputs"].as_array().into_iter().flatten() {
             let half_width = output["ci95_half_width"].as_f64().unwrap_or_default();
             // Show the digits the noise leaves meaningful, and whole numbers for counts.
-            let decimals = if output["kind"] == "count" { 0 } else { (2.0 - half_width.log10().floor()).clamp(0.0, 8.0) as usize };
+            let decimals =
+                if output["kind"] == "count" { 0 } else { (2.0 - half_width.log10().floor()).clamp(0.0, 8.0) as usize };
             say.say(format!(
                 "   {:<20} {:>16.decimals$} ± {half_width:.decimals$} (95%; Laplace noise by opendp, epsilon {:.2})",
                 output["name"].as_str().unwrap_or_default(),
@@ -177,15 +223,21 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
             ))?;
         }
     }
-    let exhausted = api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
+    let exhausted =
+        api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
     say.say(format!("a third run is refused: {}", expect_denial(exhausted, "budget_exhausted")?))?;
 
     say.step("The operator fetches a result again")?;
     let fetched = api.get(&format!("/v1/runs/{last_run_id}"), &operator).await.ok()?;
-    say.say(format!("run {last_run_id}: {} noisy aggregates, epsilon remaining {}", fetched["outputs"].as_array().map_or(0, Vec::len), fetched["authorisation_epsilon_remaining"]))?;
+    say.say(format!(
+        "run {last_run_id}: {} noisy aggregates, epsilon remaining {}",
+        fetched["outputs"].as_array().map_or(0, Vec::len),
+        fetched["authorisation_epsilon_remaining"]
+    ))?;
 
     say.step("The regulator exports the audit log and verifies it offline")?;
-    let key = api.send(axum::http::Method::GET, "/v1/audit/public-key", None, "application/json", Vec::new()).await.ok()?;
+    let key =
+        api.send(axum::http::Method::GET, "/v1/audit/public-key", None, "application/json", Vec::new()).await.ok()?;
     let export = api.get("/v1/audit/export", &regulator).await;
     if !export.status.is_success() {
         bail!("audit export failed: HTTP {} {}", export.status, export.text);
@@ -193,7 +245,8 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     let export_path = dir.join("audit-export.jsonl");
     std::fs::write(&export_path, &export.text).with_context(|| format!("writing {}", export_path.display()))?;
     let pinned = crate::keys::PublicKey::parse(key["public_key"].as_str().unwrap_or_default())?;
-    let summary = verify_export(&export.text, Some(&pinned)).map_err(|error| anyhow::anyhow!("audit verification failed: {error}"))?;
+    let summary = verify_export(&export.text, Some(&pinned))
+        .map_err(|error| anyhow::anyhow!("audit verification failed: {error}"))?;
     say.say(format!("export written to {} (`sluice audit verify` checks it with no server)", export_path.display()))?;
     say.say(format!(
         "verified: {} entries, Merkle root {}…, checkpoint signed by the pinned Ed25519 key",
@@ -206,5 +259,10 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     }
     app.store().close().await;
     writeln!(say.out, "\nDone: data usable, not visible. Every step above is in the verified audit log.")?;
-    Ok(DemoSummary { released_runs, audit_entries: summary.entries, denied: summary.denied, root_hex: summary.root_hex })
+    Ok(DemoSummary {
+        released_runs,
+        audit_entries: summary.entries,
+        denied: summary.denied,
+        root_hex: summary.root_hex,
+    })
 }

@@ -82,11 +82,14 @@ impl SplitMix64 {
 pub fn vehicles_csv(rows: usize, seed: u64) -> String {
     let mut random = SplitMix64(seed);
     let mut csv = String::with_capacity(rows * 56);
-    csv.push_str("district,vehicle_type,vehicle_age_years,commercial_use,violations_12m,accidents_5y,insured_value_cny\n");
+    csv.push_str(
+        "district,vehicle_type,vehicle_age_years,commercial_use,violations_12m,accidents_5y,insured_value_cny\n",
+    );
     for _ in 0..rows {
         let district = random.weighted(&DISTRICTS);
         let vehicle_type = random.weighted(&VEHICLE_TYPES);
-        let commercial = random.unit() < if matches!(vehicle_type, "bus" | "heavy_truck" | "light_truck") { 0.7 } else { 0.08 };
+        let commercial =
+            random.unit() < if matches!(vehicle_type, "bus" | "heavy_truck" | "light_truck") { 0.7 } else { 0.08 };
         // Ages skew young: the fleet grew fast over the last decade.
         let age = (-(1.0 - random.unit()).ln() * 6.0).min(30.0);
         let exposure = if commercial { 2.2 } else { 1.0 };
@@ -102,10 +105,7 @@ pub fn vehicles_csv(rows: usize, seed: u64) -> String {
         };
         let insured = random.unit() >= 0.04;
         let value = base_value * (0.5 + random.unit()) * 0.9f64.powf(age);
-        let _ = write!(
-            csv,
-            "{district},{vehicle_type},{age:.1},{commercial},{violations},{accidents},",
-        );
+        let _ = write!(csv, "{district},{vehicle_type},{age:.1},{commercial},{violations},{accidents},",);
         if insured {
             let _ = write!(csv, "{:.0}", value.clamp(0.0, 3_000_000.0));
         }
@@ -131,4 +131,34 @@ pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
         written.push(path.display().to_string());
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped CSV is exactly what the generator makes from its seed.
+    #[test]
+    fn shipped_vehicles_csv_is_reproducible() {
+        let shipped = include_str!("../../examples/data/vehicles.csv");
+        let generated = vehicles_csv(VEHICLES_ROWS, VEHICLES_SEED);
+        assert_eq!(blake3::hash(shipped.as_bytes()), blake3::hash(generated.as_bytes()));
+        assert_ne!(vehicles_csv(100, VEHICLES_SEED + 1), vehicles_csv(100, VEHICLES_SEED));
+    }
+
+    /// Every generated row satisfies the shipped schema.
+    #[test]
+    fn generated_rows_follow_the_schema() {
+        let schema = crate::schema::DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("valid schema");
+        let csv = vehicles_csv(5_000, 7);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let headers = reader.headers().expect("header").clone();
+        for record in reader.records() {
+            let record = record.expect("record");
+            for (header, field) in headers.iter().zip(record.iter()) {
+                let (_, column) = schema.column(header).expect("column in schema");
+                column.parse_field(field).unwrap_or_else(|problem| panic!("{header} {problem}"));
+            }
+        }
+    }
 }

@@ -38,7 +38,8 @@ impl AeadKey {
     }
 
     pub fn from_hex(text: &str) -> anyhow::Result<Self> {
-        let mut decoded = Zeroizing::new(hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("key is not hexadecimal"))?);
+        let mut decoded =
+            Zeroizing::new(hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("key is not hexadecimal"))?);
         if decoded.len() != 32 {
             bail!("key must be 32 bytes (64 hex characters), got {} bytes", decoded.len());
         }
@@ -195,9 +196,8 @@ pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .context("public key is not base64")?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(text.trim()).context("public key is not base64")?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))?;
         Ok(Self(bytes))
     }

@@ -78,7 +78,10 @@ impl DatasetSchema {
 
     /// blake3 of the exact schema text; bound into every chunk's associated data.
     pub fn hash(&self) -> [u8; 32] {
-        *blake3::Hasher::new_derive_key("sluice 2026 dataset schema v1").update(self.source.as_bytes()).finalize().as_bytes()
+        *blake3::Hasher::new_derive_key("sluice 2026 dataset schema v1")
+            .update(self.source.as_bytes())
+            .finalize()
+            .as_bytes()
     }
 
     pub fn column(&self, name: &str) -> Option<(usize, &ColumnSchema)> {
@@ -88,7 +91,10 @@ impl DatasetSchema {
 
 fn validate_column(column: &ColumnSchema) -> Result<(), String> {
     let name = &column.name;
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(format!("column name `{name}` must be 1 to 64 characters of a-z, 0-9 or `_`"));
     }
     if !(1..=4).contains(&column.classification) {

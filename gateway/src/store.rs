@@ -187,7 +187,8 @@ impl Store {
     // ----- principals -----
 
     pub async fn insert_principal(tx: &mut Tx, new: &NewPrincipal, now: OffsetDateTime) -> anyhow::Result<i64> {
-        let (number, from, until) = new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
+        let (number, from, until) =
+            new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
         let id = sqlx::query_scalar(
             "INSERT INTO principals (name, role, organisation, reviewer_kind, licence_number, licence_valid_from, \
              licence_valid_until, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -252,7 +253,10 @@ impl Store {
     }
 
     pub async fn dataset_name_taken(&self, name: &str) -> anyhow::Result<bool> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(count > 0)
     }
 
@@ -362,16 +366,22 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         let bureau_reviewer = (stage == "submitted" && approved).then_some(reviewer_id);
-        sqlx::query("UPDATE applications SET state = $1, bureau_reviewer_id = COALESCE($2, bureau_reviewer_id) WHERE id = $3")
-            .bind(next_state)
-            .bind(bureau_reviewer)
-            .bind(application_id)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE applications SET state = $1, bureau_reviewer_id = COALESCE($2, bureau_reviewer_id) WHERE id = $3",
+        )
+        .bind(next_state)
+        .bind(bureau_reviewer)
+        .bind(application_id)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
-    pub async fn insert_authorisation(tx: &mut Tx, application: &ApplicationRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn insert_authorisation(
+        tx: &mut Tx,
+        application: &ApplicationRow,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
              valid_until, epsilon_total, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -410,7 +420,8 @@ impl Store {
     }
 
     pub async fn authorisations_for_dataset(&self, dataset_id: i64) -> anyhow::Result<Vec<AuthorisationRow>> {
-        let sql = format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
+        let sql =
+            format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
         Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(&self.pool).await?)
     }
 
@@ -538,7 +549,8 @@ impl Store {
     /// Appends one entry inside `tx`, so it commits or rolls back with the change it
     /// records. The write lock held by the transaction serialises sequence numbers.
     pub async fn append_audit(tx: &mut Tx, event: AuditEvent, now: OffsetDateTime) -> anyhow::Result<u64> {
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log").fetch_one(&mut **tx).await?;
+        let seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log").fetch_one(&mut **tx).await?;
         let entry = AuditEntry::from_event(event, seq as u64, format_time(now));
         let canonical = entry.canonical();
         sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")

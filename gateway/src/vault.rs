@@ -120,8 +120,10 @@ impl ColumnarRows {
         decoded.rows = rows;
         for (column, part) in bytes[10..].chunks_exact(rows * 9).enumerate().take(columns) {
             decoded.valid[column] = part[..rows].iter().map(|byte| *byte == 1).collect();
-            decoded.values[column] =
-                part[rows..].chunks_exact(8).map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes"))).collect();
+            decoded.values[column] = part[rows..]
+                .chunks_exact(8)
+                .map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes")))
+                .collect();
         }
         Ok(decoded)
     }
@@ -283,9 +285,7 @@ fn parse_record(
             column: column.name.clone(),
             problem: "is missing".into(),
         })?;
-        *field = column
-            .parse_field(text)
-            .map_err(|problem| RowError { line, column: column.name.clone(), problem })?;
+        *field = column.parse_field(text).map_err(|problem| RowError { line, column: column.name.clone(), problem })?;
     }
     Ok(())
 }
@@ -321,7 +321,10 @@ pub struct VersionReader {
 
 impl std::fmt::Debug for VersionReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VersionReader").field("dir", &self.dir).field("chunk_count", &self.chunk_count).finish_non_exhaustive()
+        f.debug_struct("VersionReader")
+            .field("dir", &self.dir)
+            .field("chunk_count", &self.chunk_count)
+            .finish_non_exhaustive()
     }
 }
 

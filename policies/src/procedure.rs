@@ -250,7 +250,10 @@ fn check_model(facts: &RunFacts<'_>, authorisation: &AuthorisationFacts) -> Resu
         ));
     }
     if model.authorisation_id != authorisation.id {
-        return Err(Denial::new(DenialReason::ModelNotForAuthorisation, "the model was approved for another authorisation"));
+        return Err(Denial::new(
+            DenialReason::ModelNotForAuthorisation,
+            "the model was approved for another authorisation",
+        ));
     }
     if model.approved_digest != facts.digest_to_run {
         return Err(Denial::new(

@@ -104,7 +104,9 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<Release
         AggregateKind::Count | AggregateKind::Sum => {
             clamp >> make_sum(clamp_output_domain(rule, rows)?, SymmetricDistance).map_err(opendp_error)?
         }
-        AggregateKind::Mean => clamp >> make_mean(clamp_output_domain(rule, rows)?, SymmetricDistance).map_err(opendp_error)?,
+        AggregateKind::Mean => {
+            clamp >> make_mean(clamp_output_domain(rule, rows)?, SymmetricDistance).map_err(opendp_error)?
+        }
     }
     .map_err(opendp_error)?;
 
@@ -113,8 +115,13 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<Release
     let sensitivity = aggregate.map(&NEIGHBOUR_DISTANCE).map_err(opendp_error)?;
     let mut scale = sensitivity / rule.epsilon;
     for _ in 0..8 {
-        let laplace = make_laplace::<_, _, MaxDivergence>(AtomDomain::<f64>::new_non_nan(), AbsoluteDistance::default(), scale, None)
-            .map_err(opendp_error)?;
+        let laplace = make_laplace::<_, _, MaxDivergence>(
+            AtomDomain::<f64>::new_non_nan(),
+            AbsoluteDistance::default(),
+            scale,
+            None,
+        )
+        .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace).map_err(opendp_error)?;
         let epsilon = measurement.map(&NEIGHBOUR_DISTANCE).map_err(opendp_error)?;
         if epsilon <= rule.epsilon {
@@ -139,10 +146,8 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<Release
 }
 
 fn clamp_output_domain(rule: &OutputRule, rows: usize) -> Result<VectorDomain<AtomDomain<f64>>, ReleaseError> {
-    let element = AtomDomain::<f64>::new_closed((rule.lower, rule.upper)).map_err(|error| ReleaseError::OpenDp {
-        output: rule.name.clone(),
-        detail: error.to_string(),
-    })?;
+    let element = AtomDomain::<f64>::new_closed((rule.lower, rule.upper))
+        .map_err(|error| ReleaseError::OpenDp { output: rule.name.clone(), detail: error.to_string() })?;
     Ok(VectorDomain::new(element).with_size(rows))
 }
 
@@ -183,7 +188,10 @@ mod tests {
             assert!(matches!(release(&[bad], &[&values], 10), Err(ReleaseError::InvalidRule { .. })));
         }
         let good = rule(AggregateKind::Sum, 0.0, 1.0, 1.0);
-        assert!(matches!(release(std::slice::from_ref(&good), &[&values], 11), Err(ReleaseError::LengthMismatch { .. })));
+        assert!(matches!(
+            release(std::slice::from_ref(&good), &[&values], 11),
+            Err(ReleaseError::LengthMismatch { .. })
+        ));
         assert!(matches!(release(&[good], &[&[]], 0), Err(ReleaseError::NoRows)));
     }
 }

@@ -23,8 +23,8 @@ pub enum SandboxError {
     MissingExport { name: &'static str },
     #[error("export `{name}` has the wrong type, expected {expected}")]
     WrongExportSignature { name: &'static str, expected: &'static str },
-    #[error("module asks for {requested_bytes} bytes of initial memory, the limit is {limit}")]
-    MemoryTooLarge { requested_bytes: u64, limit: u64 },
+    #[error("module exceeds the sandbox's limits: {0}")]
+    LimitsExceeded(String),
     #[error("module targets ABI version {declared}, this host implements {expected}")]
     AbiVersionMismatch { declared: i32, expected: u32 },
     #[error("batch does not match the manifest: {0}")]
@@ -86,8 +86,8 @@ impl SandboxError {
             SandboxError::ForbiddenImport { .. } => "forbidden_import",
             SandboxError::MissingExport { .. } => "missing_export",
             SandboxError::WrongExportSignature { .. } => "wrong_export_signature",
-            SandboxError::MemoryTooLarge { .. } => "memory_too_large",
             SandboxError::AbiVersionMismatch { .. } => "abi_version_mismatch",
+            SandboxError::LimitsExceeded(_) => "limits_exceeded",
             SandboxError::BatchShape(_) => "batch_shape",
             SandboxError::Input(_) => "input_failed",
             SandboxError::ResourceLimit(_) => "resource_limit",
@@ -109,7 +109,7 @@ impl SandboxError {
             | SandboxError::ForbiddenImport { .. }
             | SandboxError::MissingExport { .. }
             | SandboxError::WrongExportSignature { .. }
-            | SandboxError::MemoryTooLarge { .. }
+            | SandboxError::LimitsExceeded(_)
             | SandboxError::AbiVersionMismatch { .. } => Outcome::Rejected,
             SandboxError::ResourceLimit(_) => Outcome::ResourceLimit,
             SandboxError::Trap(_) | SandboxError::ModelStatus(_) => Outcome::ModelFailed,

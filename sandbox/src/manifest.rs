@@ -83,9 +83,7 @@ impl OutputSpec {
     pub fn bounds(&self) -> (f64, f64) {
         match self.kind {
             OutputKind::Count => (0.0, 1.0),
-            OutputKind::Sum | OutputKind::Mean => {
-                (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN))
-            }
+            OutputKind::Sum | OutputKind::Mean => (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN)),
         }
     }
 }
@@ -112,8 +110,8 @@ struct ManifestFile {
 
 impl Manifest {
     pub fn from_toml(source: &str) -> Result<Self, SandboxError> {
-        let parsed: ManifestFile = toml::from_str(source)
-            .map_err(|error| SandboxError::ManifestInvalid(error.message().to_owned()))?;
+        let parsed: ManifestFile =
+            toml::from_str(source).map_err(|error| SandboxError::ManifestInvalid(error.message().to_owned()))?;
         validate(&parsed).map_err(SandboxError::ManifestInvalid)?;
         Ok(Self { source: source.to_owned(), parsed })
     }

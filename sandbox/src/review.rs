@@ -10,8 +10,6 @@ use crate::error::SandboxError;
 use crate::manifest::{Manifest, ModelDigest};
 use crate::runtime::RuntimeLimits;
 
-const WASM_PAGE_BYTES: u64 = 65_536;
-
 /// Reviews `module_bytes` against the ABI and `limits`, compiling it with `engine`.
 /// Returns the compiled module and its digest with `manifest`.
 pub fn review_module(
@@ -23,20 +21,32 @@ pub fn review_module(
     if module_bytes.len() > limits.max_module_bytes {
         return Err(SandboxError::ModuleTooLarge { bytes: module_bytes.len(), limit: limits.max_module_bytes });
     }
+    // Only the binary format is accepted: the digest must cover the bytes that run.
+    if !module_bytes.starts_with(b"\0asm") {
+        return Err(SandboxError::ModuleInvalid("not a WebAssembly binary (missing the \\0asm magic)".into()));
+    }
     // `Module::new` validates and compiles; it refuses components and malformed bytes.
     // It never deserialises precompiled artefacts: that needs `Module::deserialize`,
     // which Sluice does not call on bytes from outside.
-    let module = Module::new(engine, module_bytes).map_err(|error| SandboxError::ModuleInvalid(format!("{error:#}")))?;
+    let module = Module::new(engine, module_bytes).map_err(|error| {
+        let detail = format!("{error:#}");
+        // The pooling allocator refuses, at compile time, modules whose tables or
+        // memories could never fit a slot.
+        if detail.contains("pooling allocator") {
+            SandboxError::LimitsExceeded(detail)
+        } else {
+            SandboxError::ModuleInvalid(detail)
+        }
+    })?;
     check_imports(&module)?;
-    check_exports(&module, limits)?;
+    check_exports(&module)?;
     Ok((module, ModelDigest::of(module_bytes, manifest)))
 }
 
 fn check_imports(module: &Module) -> Result<(), SandboxError> {
     for import in module.imports() {
-        let offered = HOST_FUNCTIONS
-            .iter()
-            .any(|(module_name, name)| *module_name == import.module() && *name == import.name());
+        let offered =
+            HOST_FUNCTIONS.iter().any(|(module_name, name)| *module_name == import.module() && *name == import.name());
         if !offered || !matches!(import.ty(), ExternType::Func(_)) {
             return Err(SandboxError::ForbiddenImport { module: import.module().into(), name: import.name().into() });
         }
@@ -44,15 +54,15 @@ fn check_imports(module: &Module) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn check_exports(module: &Module, limits: &RuntimeLimits) -> Result<(), SandboxError> {
+fn check_exports(module: &Module) -> Result<(), SandboxError> {
     match module.get_export(EXPORT_MEMORY) {
+        // Initial sizes past the caps are refused by the pooling allocator at compile time.
         Some(ExternType::Memory(memory)) => {
-            let requested_bytes = memory.minimum().saturating_mul(WASM_PAGE_BYTES);
             if memory.is_64() || memory.is_shared() {
-                return Err(SandboxError::WrongExportSignature { name: EXPORT_MEMORY, expected: "a 32-bit unshared memory" });
-            }
-            if requested_bytes > limits.max_memory_bytes as u64 {
-                return Err(SandboxError::MemoryTooLarge { requested_bytes, limit: limits.max_memory_bytes as u64 });
+                return Err(SandboxError::WrongExportSignature {
+                    name: EXPORT_MEMORY,
+                    expected: "a 32-bit unshared memory",
+                });
             }
         }
         Some(_) => return Err(SandboxError::WrongExportSignature { name: EXPORT_MEMORY, expected: "a memory" }),
@@ -64,14 +74,20 @@ fn check_exports(module: &Module, limits: &RuntimeLimits) -> Result<(), SandboxE
 }
 
 /// Every ABI 1 export takes `params` i32 arguments and returns one i32.
-fn check_function(module: &Module, name: &'static str, params: usize, expected: &'static str) -> Result<(), SandboxError> {
+fn check_function(
+    module: &Module,
+    name: &'static str,
+    params: usize,
+    expected: &'static str,
+) -> Result<(), SandboxError> {
     let Some(export) = module.get_export(name) else {
         return Err(SandboxError::MissingExport { name });
     };
     let ExternType::Func(function) = export else {
         return Err(SandboxError::WrongExportSignature { name, expected });
     };
-    let all_i32 = |types: Vec<ValType>, count: usize| types.len() == count && types.iter().all(|ty| matches!(ty, ValType::I32));
+    let all_i32 =
+        |types: Vec<ValType>, count: usize| types.len() == count && types.iter().all(|ty| matches!(ty, ValType::I32));
     if all_i32(function.params().collect(), params) && all_i32(function.results().collect(), 1) {
         Ok(())
     } else {

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Instance, Memory, Module, OptLevel, PoolingAllocationConfig, Store,
+    Config, Engine, Instance, InstanceAllocationStrategy, Memory, Module, OptLevel, PoolingAllocationConfig, Store,
     StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
 };
 
@@ -98,7 +98,8 @@ struct StoreState {
 
 impl Runtime {
     pub fn new(limits: RuntimeLimits) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&engine_config(&limits)).map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
+        let engine =
+            Engine::new(&engine_config(&limits)).map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self { engine, limits, _ticker: ticker })
     }

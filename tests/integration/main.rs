@@ -1,1 +1,8 @@
-fn main(){}
+//! One integration-test binary for the whole of Sluice. Each module covers one area and
+//! drives real components: no mocks. Run with `cargo test --workspace`.
+
+mod audit;
+mod harness;
+mod lifecycle;
+mod sandbox;
+mod tidy;

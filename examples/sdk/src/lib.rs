@@ -73,12 +73,13 @@ pub fn reserve(bytes: i32) -> i32 {
 /// Implementation of the `sluice_map` export; use [`model!`] instead.
 #[doc(hidden)]
 pub fn map(rows: i32, inputs: i32, outputs: i32, model: fn(&Row, &mut [f64])) -> i32 {
-    let (Ok(rows), Ok(inputs), Ok(outputs)) = (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
+    let (Ok(rows), Ok(inputs), Ok(outputs)) =
+        (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
     else {
         return 1;
     };
     let mut region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let outputs_word = (inputs * BATCH_ROWS * 9).next_multiple_of(8) / 8;
+    let outputs_word = (inputs * BATCH_ROWS * 9).div_ceil(8);
     if rows > BATCH_ROWS || region.len() < outputs_word + BATCH_ROWS * outputs {
         return 2;
     }

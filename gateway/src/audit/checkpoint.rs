@@ -43,7 +43,8 @@ impl Checkpoint {
         let (body, signatures) = note.split_once("\n\n").ok_or("checkpoint has no signature section")?;
         let body = format!("{body}\n");
         let mut lines = body.lines();
-        let (Some(origin), Some(size), Some(root), None) = (lines.next(), lines.next(), lines.next(), lines.next()) else {
+        let (Some(origin), Some(size), Some(root), None) = (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
             return Err("checkpoint body must be exactly origin, size and root".into());
         };
         let size: u64 = size.parse().map_err(|_| "checkpoint size is not a number")?;

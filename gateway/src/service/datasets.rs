@@ -78,8 +78,10 @@ impl App {
     pub async fn register_dataset(&self, caller: &Caller, request: NewDataset) -> ServiceResult<i64> {
         let action = Action::RegisterDataset;
         self.guard(caller, action, "dataset:new").await?;
-        let schema = DatasetSchema::from_toml(&request.schema).map_err(|error| ServiceError::invalid(format!("schema: {error}")))?;
-        let epsilon_total = Epsilon::from_f64(request.epsilon_total).map_err(|denial| ServiceError::invalid(denial.message))?;
+        let schema = DatasetSchema::from_toml(&request.schema)
+            .map_err(|error| ServiceError::invalid(format!("schema: {error}")))?;
+        let epsilon_total =
+            Epsilon::from_f64(request.epsilon_total).map_err(|denial| ServiceError::invalid(denial.message))?;
         if self.store.dataset_name_taken(&schema.name).await? {
             return Err(ServiceError::Conflict(format!("a dataset named `{}` already exists", schema.name)));
         }
@@ -121,7 +123,8 @@ impl App {
             );
             return Err(self.deny(caller, action, object, denial).await);
         }
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         // One ingest at a time: the version number is bound into every chunk's associated
         // data before the version row exists, so two ingests must not pick the same one.
         // The database write lock is taken only at the end, so ingest never blocks audit.
@@ -179,7 +182,8 @@ impl App {
         self.guard(caller, Action::ReadCatalogue, "catalogue").await?;
         let mut entries = Vec::new();
         for dataset in self.store.datasets().await? {
-            let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+            let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+                .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
             let provider = self.principal(dataset.provider_id).await?;
             let versions = self.store.versions(dataset.id).await?;
             let mut authorisations = Vec::new();
@@ -202,14 +206,19 @@ impl App {
                 columns: schema.columns.iter().map(catalogue_column).collect(),
                 versions: versions
                     .iter()
-                    .map(|version| CatalogueVersion { version: version.version, rows: version.row_count, created_at: version.created_at.clone() })
+                    .map(|version| CatalogueVersion {
+                        version: version.version,
+                        rows: version.row_count,
+                        created_at: version.created_at.clone(),
+                    })
                     .collect(),
                 epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
                 epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
                 authorisations,
             });
         }
-        let event = Self::event(caller, Action::ReadCatalogue.as_str(), "catalogue", AuditOutcome::Ok).detail("datasets", entries.len());
+        let event = Self::event(caller, Action::ReadCatalogue.as_str(), "catalogue", AuditOutcome::Ok)
+            .detail("datasets", entries.len());
         self.record(event).await?;
         Ok(entries)
     }

@@ -18,8 +18,8 @@ use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, Reviewer
 use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
 use time::OffsetDateTime;
 
-pub use datasets::{CatalogueEntry, CatalogueColumn, CatalogueVersion, IngestSummary, NewDataset};
-pub use procedure::{ApplicationView, NewApplication, NewModel, ModelView, ReviewOutcome};
+pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, IngestSummary, NewDataset};
+pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
 pub use runs::{BudgetView, RunView};
 
 use crate::audit::{AuditEvent, AuditOutcome};
@@ -184,8 +184,11 @@ impl App {
             None => None,
         };
         let Some(row) = row else {
-            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied)
-                .reason(if token.is_some() { "unknown_token" } else { "missing_token" });
+            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied).reason(if token.is_some() {
+                "unknown_token"
+            } else {
+                "missing_token"
+            });
             event.request_id = request_id.into();
             self.record(event).await?;
             return Err(ServiceError::Unauthenticated);
@@ -210,7 +213,13 @@ impl App {
     }
 
     /// Records a denial and returns it as the error to give the caller.
-    pub(crate) async fn deny(&self, caller: &Caller, action: &str, object: impl Into<String>, denial: Denial) -> ServiceError {
+    pub(crate) async fn deny(
+        &self,
+        caller: &Caller,
+        action: &str,
+        object: impl Into<String>,
+        denial: Denial,
+    ) -> ServiceError {
         let event = Self::event(caller, action, object, AuditOutcome::Denied).reason(denial.reason.code());
         match self.record(event).await {
             Ok(()) => ServiceError::Denied(denial),
@@ -232,7 +241,8 @@ impl App {
         if let Err(denial) = permits(caller.principal.role, action) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
-        let needs_licence = caller.principal.role == Role::Operator && !matches!(action, Action::ReadCatalogue | Action::ReadBudget);
+        let needs_licence =
+            caller.principal.role == Role::Operator && !matches!(action, Action::ReadCatalogue | Action::ReadBudget);
         if needs_licence && let Err(denial) = check_licence(&caller.principal, self.now()) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
@@ -254,7 +264,8 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event = AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok).detail("role", "admin");
+        let mut event =
+            AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok).detail("role", "admin");
         event.actor_id = Some(id);
         event.role = "admin".into();
         Store::append_audit(&mut tx, event, now).await?;
@@ -262,7 +273,11 @@ impl App {
         Ok(CreatedPrincipal { id, token })
     }
 
-    pub async fn create_principal(&self, caller: &Caller, request: NewPrincipalRequest) -> ServiceResult<CreatedPrincipal> {
+    pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        request: NewPrincipalRequest,
+    ) -> ServiceResult<CreatedPrincipal> {
         let action = Action::CreatePrincipal;
         self.guard(caller, action, "principal:new").await?;
         let new = self.validate_principal(request)?;
@@ -271,7 +286,8 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok).detail("role", &new.role);
+        let mut event =
+            Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok).detail("role", &new.role);
         if let Some(kind) = &new.reviewer_kind {
             event = event.detail("reviewer_kind", kind);
         }
@@ -281,8 +297,12 @@ impl App {
     }
 
     fn validate_principal(&self, request: NewPrincipalRequest) -> ServiceResult<NewPrincipal> {
-        let role = Role::parse(&request.role)
-            .ok_or_else(|| ServiceError::invalid(format!("role `{}` is not one of admin, provider, operator, reviewer, regulator", request.role)))?;
+        let role = Role::parse(&request.role).ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "role `{}` is not one of admin, provider, operator, reviewer, regulator",
+                request.role
+            ))
+        })?;
         if request.name.trim().is_empty() || request.organisation.trim().is_empty() {
             return Err(ServiceError::invalid("name and organisation must not be empty"));
         }
@@ -299,8 +319,10 @@ impl App {
         };
         let licence = match (role, request.licence) {
             (Role::Operator, Some(licence)) => {
-                let from = parse_time(&licence.valid_from).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
-                let until = parse_time(&licence.valid_until).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+                let from =
+                    parse_time(&licence.valid_from).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+                let until =
+                    parse_time(&licence.valid_until).map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
                 if from >= until || licence.number.trim().is_empty() {
                     return Err(ServiceError::invalid("a licence needs a number and valid_from before valid_until"));
                 }

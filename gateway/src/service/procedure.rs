@@ -86,7 +86,8 @@ impl App {
         let Some(dataset) = self.store.dataset(request.dataset_id).await? else {
             return Err(self.not_found(caller, action.as_str(), "dataset", request.dataset_id).await);
         };
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         if request.columns.is_empty() || request.purpose.trim().is_empty() {
             return Err(ServiceError::invalid("an application names a purpose and at least one column"));
         }
@@ -97,7 +98,10 @@ impl App {
             if column.classification > MAX_GRANTABLE_LEVEL {
                 let denial = Denial::new(
                     DenialReason::ColumnNotAuthorised,
-                    format!("column `{name}` is classification level {}, which is never granted", column.classification),
+                    format!(
+                        "column `{name}` is classification level {}, which is never granted",
+                        column.classification
+                    ),
                 );
                 return Err(self.deny(caller, action.as_str(), object, denial).await);
             }
@@ -130,7 +134,13 @@ impl App {
             .detail("epsilon", epsilon);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the application")?;
-        Ok(ApplicationView { id, state: "submitted", dataset_id: dataset.id, columns: request.columns, authorisation_id: None })
+        Ok(ApplicationView {
+            id,
+            state: "submitted",
+            dataset_id: dataset.id,
+            columns: request.columns,
+            authorisation_id: None,
+        })
     }
 
     pub async fn application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
@@ -139,7 +149,8 @@ impl App {
         };
         let is_owner = row.operator_id == caller.principal.id;
         if !is_owner && caller.principal.role != sluice_policies::Role::Reviewer {
-            let denial = Denial::new(DenialReason::WrongRole, "only the applicant and reviewers may read an application");
+            let denial =
+                Denial::new(DenialReason::WrongRole, "only the applicant and reviewers may read an application");
             return Err(self.deny(caller, "application.read", format!("application:{id}"), denial).await);
         }
         let state = ApplicationState::parse(&row.state).context("stored application state")?;
@@ -154,7 +165,13 @@ impl App {
 
     /// One demand, one review: records a bureau or department decision; the second
     /// approval creates the scenario's authorisation in the same transaction.
-    pub async fn review_application(&self, caller: &Caller, id: i64, approve: bool, comment: &str) -> ServiceResult<ReviewOutcome> {
+    pub async fn review_application(
+        &self,
+        caller: &Caller,
+        id: i64,
+        approve: bool,
+        comment: &str,
+    ) -> ServiceResult<ReviewOutcome> {
         let action = Action::ReviewApplication;
         let object = format!("application:{id}");
         self.guard(caller, action, &object).await?;
@@ -182,7 +199,17 @@ impl App {
                 return Err(self.deny(caller, action.as_str(), object, denial).await);
             }
         };
-        Store::record_application_review(&mut tx, id, caller.principal.id, state.as_str(), approve, comment, next.as_str(), now).await?;
+        Store::record_application_review(
+            &mut tx,
+            id,
+            caller.principal.id,
+            state.as_str(),
+            approve,
+            comment,
+            next.as_str(),
+            now,
+        )
+        .await?;
         let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
             .detail("stage", state.as_str())
             .detail("decision", if approve { "approve" } else { "reject" })
@@ -191,12 +218,13 @@ impl App {
         let mut authorisation_id = None;
         if next == ApplicationState::Approved {
             let new_id = Store::insert_authorisation(&mut tx, &application, now).await?;
-            let event = Self::event(caller, "authorisation.create", format!("authorisation:{new_id}"), AuditOutcome::Ok)
-                .detail("application", id)
-                .detail("operator", application.operator_id)
-                .detail("dataset", application.dataset_id)
-                .detail("epsilon_total", Epsilon::from_units(application.epsilon_requested as u64))
-                .detail("valid_until", &application.valid_until);
+            let event =
+                Self::event(caller, "authorisation.create", format!("authorisation:{new_id}"), AuditOutcome::Ok)
+                    .detail("application", id)
+                    .detail("operator", application.operator_id)
+                    .detail("dataset", application.dataset_id)
+                    .detail("epsilon_total", Epsilon::from_units(application.epsilon_requested as u64))
+                    .detail("valid_until", &application.valid_until);
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);
         }
@@ -214,13 +242,17 @@ impl App {
             return Err(self.not_found(caller, action.as_str(), "authorisation", request.authorisation_id).await);
         };
         if authorisation.operator_id != caller.principal.id {
-            let denial = Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator");
+            let denial =
+                Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator");
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         let module = base64::engine::general_purpose::STANDARD
             .decode(request.module_base64.trim())
             .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
-        let compiled = match self.review_statically(&module, &request.manifest, &authorisation.columns_json, authorisation.dataset_id).await {
+        let compiled = match self
+            .review_statically(&module, &request.manifest, &authorisation.columns_json, authorisation.dataset_id)
+            .await
+        {
             Ok(compiled) => compiled,
             Err(error) => {
                 let reason = error.code();
@@ -256,7 +288,13 @@ impl App {
 
     /// The automated half of model review: ABI checks by the sandbox, then the manifest's
     /// columns against the authorisation and the dataset schema.
-    async fn review_statically(&self, module: &[u8], manifest: &str, columns_json: &str, dataset_id: i64) -> ServiceResult<CompiledModel> {
+    async fn review_statically(
+        &self,
+        module: &[u8],
+        manifest: &str,
+        columns_json: &str,
+        dataset_id: i64,
+    ) -> ServiceResult<CompiledModel> {
         let manifest = Manifest::from_toml(manifest).map_err(ServiceError::ModelRejected)?;
         let runtime = self.runtime.clone();
         let module = module.to_vec();
@@ -266,7 +304,8 @@ impl App {
             .map_err(ServiceError::ModelRejected)?;
         let granted: Vec<String> = serde_json::from_str(columns_json).context("stored columns")?;
         let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         for input in compiled.manifest().inputs() {
             if !granted.contains(&input.name) {
                 return Err(ServiceError::Denied(Denial::new(
@@ -287,7 +326,13 @@ impl App {
     }
 
     /// One model, one review: a reviewer outside the submitting organisation decides.
-    pub async fn review_model(&self, caller: &Caller, id: i64, approve: bool, comment: &str) -> ServiceResult<ModelView> {
+    pub async fn review_model(
+        &self,
+        caller: &Caller,
+        id: i64,
+        approve: bool,
+        comment: &str,
+    ) -> ServiceResult<ModelView> {
         let action = Action::ReviewModel;
         let object = format!("model:{id}");
         self.guard(caller, action, &object).await?;
@@ -297,7 +342,10 @@ impl App {
         let submitter = self.principal(model.submitter_id).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let state = Store::model_state_in(&mut tx, id).await?.and_then(|state| ModelState::parse(&state)).context("model state")?;
+        let state = Store::model_state_in(&mut tx, id)
+            .await?
+            .and_then(|state| ModelState::parse(&state))
+            .context("model state")?;
         let facts = ModelFacts {
             state,
             submitter_id: submitter.id,
@@ -316,7 +364,14 @@ impl App {
             .detail("digest", &model.digest);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model review")?;
-        let manifest = Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
-        Ok(ModelView { id, name: model.name, digest: model.digest, state: next.as_str(), epsilon_per_run: manifest.epsilon_per_run() })
+        let manifest =
+            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        Ok(ModelView {
+            id,
+            name: model.name,
+            digest: model.digest,
+            state: next.as_str(),
+            epsilon_per_run: manifest.epsilon_per_run(),
+        })
     }
 }

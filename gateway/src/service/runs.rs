@@ -126,7 +126,8 @@ impl App {
         let Some(model) = self.store.model(model_id).await? else {
             return Err(self.not_found(caller, action, "model", model_id).await);
         };
-        let manifest = Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        let manifest =
+            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
         // The digest is recomputed from the stored bytes: a byte changed after review
         // (even in the database) no longer matches the approved digest.
         let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
@@ -143,10 +144,13 @@ impl App {
         let dataset = self.store.dataset(dataset_id).await?;
         let dataset_budget = match &dataset {
             Some(dataset) => budget(dataset.epsilon_total, dataset.epsilon_spent)?,
-            None => PrivacyBudget::new(Epsilon::ZERO, Epsilon::ZERO).map_err(|denial| anyhow::anyhow!(denial.message))?,
+            None => {
+                PrivacyBudget::new(Epsilon::ZERO, Epsilon::ZERO).map_err(|denial| anyhow::anyhow!(denial.message))?
+            }
         };
         let columns_read: Vec<String> = manifest.inputs().iter().map(|input| input.name.clone()).collect();
-        let epsilon = Epsilon::from_f64(manifest.epsilon_per_run()).map_err(|denial| ServiceError::invalid(denial.message))?;
+        let epsilon =
+            Epsilon::from_f64(manifest.epsilon_per_run()).map_err(|denial| ServiceError::invalid(denial.message))?;
         let facts = RunFacts {
             operator: &caller.principal,
             authorisation: authorisation_facts.as_ref(),
@@ -163,7 +167,8 @@ impl App {
         let Some(version) = self.store.versions(dataset.id).await?.pop() else {
             return Err(ServiceError::invalid("the dataset has no data yet"));
         };
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
         Ok(PreparedRun { compiled, version, schema, epsilon })
     }
@@ -185,20 +190,31 @@ impl App {
 
     /// Debits both budgets and records the start, in one transaction, before any data is
     /// read. The conditional updates make the check and the debit one atomic step.
-    async fn charge(&self, caller: &Caller, authorisation_id: i64, model_id: i64, prepared: &PreparedRun) -> ServiceResult<i64> {
+    async fn charge(
+        &self,
+        caller: &Caller,
+        authorisation_id: i64,
+        model_id: i64,
+        prepared: &PreparedRun,
+    ) -> ServiceResult<i64> {
         let now = self.now();
         let units = prepared.epsilon.units() as i64;
         let mut tx = self.store.begin().await?;
         let denial = if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
             Some(Denial::new(DenialReason::BudgetExhausted, "the authorisation's privacy budget is exhausted"))
         } else if !Store::charge_dataset(&mut tx, prepared.version.dataset_id, units).await? {
-            Some(Denial::new(DenialReason::DatasetBudgetExhausted, "the dataset's lifetime privacy budget is exhausted"))
+            Some(Denial::new(
+                DenialReason::DatasetBudgetExhausted,
+                "the dataset's lifetime privacy budget is exhausted",
+            ))
         } else {
             None
         };
         if let Some(denial) = denial {
             drop(tx);
-            return Err(self.deny(caller, Action::RunModel.as_str(), format!("authorisation:{authorisation_id}"), denial).await);
+            return Err(self
+                .deny(caller, Action::RunModel.as_str(), format!("authorisation:{authorisation_id}"), denial)
+                .await);
         }
         let row = RunRow {
             id: 0,
@@ -229,14 +245,26 @@ impl App {
     async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedValue>, RunFailure> {
         let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
         let version = &prepared.version;
-        let context = ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: prepared.schema.hash() };
+        let context = ChunkContext {
+            dataset_id: version.dataset_id,
+            version: version.version,
+            schema_hash: prepared.schema.hash(),
+        };
         let key = self
             .master
             .unwrap_key(&version.wrapped_key, &context.key_context())
             .map_err(|error| RunFailure::Host(anyhow::anyhow!("unwrapping the data key: {error}")))?;
-        let columns: Vec<String> = prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
-        let reader = VersionReader::open(&self.data_dir.blobs(), context, version.chunk_count as u64, key, &prepared.schema, &columns)
-            .map_err(RunFailure::Host)?;
+        let columns: Vec<String> =
+            prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
+        let reader = VersionReader::open(
+            &self.data_dir.blobs(),
+            context,
+            version.chunk_count as u64,
+            key,
+            &prepared.schema,
+            &columns,
+        )
+        .map_err(RunFailure::Host)?;
         let runtime = self.runtime.clone();
         let compiled = prepared.compiled.clone();
         let rows = version.row_count as usize;
@@ -298,7 +326,8 @@ impl App {
         tx.commit().await.context("committing the run's outcome")?;
         let mut view = view?;
         let authorisation = self.store.authorisation(authorisation_id).await?.context("authorisation")?;
-        view.authorisation_epsilon_remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
+        view.authorisation_epsilon_remaining =
+            budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
         Ok(view)
     }
 
@@ -320,7 +349,8 @@ impl App {
         };
         let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
-        view.authorisation_epsilon_remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
+        view.authorisation_epsilon_remaining =
+            budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
         self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
@@ -341,7 +371,8 @@ impl App {
             _ => false,
         };
         if !allowed {
-            let denial = Denial::new(DenialReason::AuthorisationNotYours, "this budget belongs to another operator or provider");
+            let denial =
+                Denial::new(DenialReason::AuthorisationNotYours, "this budget belongs to another operator or provider");
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
@@ -371,7 +402,11 @@ impl App {
         let entries = self.store.audit_entries().await?;
         let leaves: Vec<[u8; 32]> = entries.iter().map(|entry| leaf_hash(entry.as_bytes())).collect();
         let checkpoint = Checkpoint { origin: ORIGIN.into(), size: leaves.len() as u64, root: merkle_root(&leaves) };
-        let header = ExportHeader { format: EXPORT_FORMAT.into(), origin: ORIGIN.into(), public_key: self.public_key().to_string() };
+        let header = ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            origin: ORIGIN.into(),
+            public_key: self.public_key().to_string(),
+        };
         let mut text = serde_json::to_string(&header)?;
         text.push('\n');
         for entry in &entries {

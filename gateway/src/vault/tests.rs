@@ -26,7 +26,12 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("blobs");
-    Fixture { root, _dir: dir, schema: DatasetSchema::from_toml(SCHEMA).expect("valid"), master: AeadKey::generate().expect("key") }
+    Fixture {
+        root,
+        _dir: dir,
+        schema: DatasetSchema::from_toml(SCHEMA).expect("valid"),
+        master: AeadKey::generate().expect("key"),
+    }
 }
 
 fn context(dataset_id: i64, fixture: &Fixture) -> ChunkContext {
@@ -53,22 +58,27 @@ fn ingest_round_trips_across_chunks() {
     let fixture = fixture();
     let context = context(1, &fixture);
     let rows = CHUNK_ROWS + 10;
-    let report = ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {}).expect("ingest");
+    let report =
+        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {}).expect("ingest");
     assert_eq!((report.rows, report.chunks), (rows as u64, 2));
     let batches = read_all(&fixture, context, &report).expect("read");
     assert_eq!(batches.iter().map(|batch| batch.rows).sum::<usize>(), rows);
     let first = &batches[0];
     assert_eq!(first.columns[0].values, ColumnValues::F64((0..BATCH_ROWS).map(|row| row as f64 + 0.5).collect()));
     assert!(!first.columns[1].valid[0] && first.columns[1].valid[1]);
-    assert_eq!(first.columns[1].values, ColumnValues::I64((0..BATCH_ROWS as i64).map(|row| if row % 7 == 0 { 0 } else { row }).collect()));
+    assert_eq!(
+        first.columns[1].values,
+        ColumnValues::I64((0..BATCH_ROWS as i64).map(|row| if row % 7 == 0 { 0 } else { row }).collect())
+    );
 }
 
 #[test]
 fn tampering_is_refused() {
     let fixture = fixture();
     let context = context(1, &fixture);
-    let report = ingest(csv(CHUNK_ROWS * 2 + 5).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {})
-        .expect("ingest");
+    let report =
+        ingest(csv(CHUNK_ROWS * 2 + 5).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {})
+            .expect("ingest");
     assert_eq!(report.chunks, 3);
     let dir = version_dir(&fixture.root, 1, 1);
     let chunk = |index: u64| chunk_path(&dir, index);
@@ -130,11 +140,16 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
     assert_eq!(rows[0], RowError { line: 102, column: "value".into(), problem: "is not a number".into() });
     assert_eq!(rows[1].line, 103);
     assert!(!error.to_string().contains("not-a-number"), "errors must not echo values");
-    let leftovers: Vec<_> = fs::read_dir(&fixture.root).expect("root").flatten().flat_map(|dataset| fs::read_dir(dataset.path()).expect("dir").flatten()).collect();
+    let leftovers: Vec<_> = fs::read_dir(&fixture.root)
+        .expect("root")
+        .flatten()
+        .flat_map(|dataset| fs::read_dir(dataset.path()).expect("dir").flatten())
+        .collect();
     assert!(leftovers.is_empty(), "nothing may be left behind: {leftovers:?}");
 
-    let header_error = ingest("value\n1\n".as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
-        .expect_err("wrong header");
+    let header_error =
+        ingest("value\n1\n".as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
+            .expect_err("wrong header");
     assert!(header_error.to_string().contains("header has 1 columns"), "{header_error}");
 }
 
@@ -143,7 +158,8 @@ fn plaintext_never_reaches_the_blob_directory() {
     let fixture = fixture();
     let canary = "987654321.123";
     let text = format!("count,value\n1,{canary}\n2,{canary}\n");
-    ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {}).expect("ingest");
+    ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
+        .expect("ingest");
     let canary_bits = 987654321.123f64.to_le_bytes();
     for entry in fs::read_dir(version_dir(&fixture.root, 1, 1)).expect("dir").flatten() {
         let bytes = fs::read(entry.path()).expect("read");

@@ -103,7 +103,10 @@ fn run_decisions() {
         |case| case.operator.licence.as_mut().expect("set").valid_until = NOW - Duration::seconds(1),
         Some(LicenceExpired),
     );
-    check(|case| case.operator.licence.as_mut().expect("set").valid_from = NOW + Duration::days(1), Some(LicenceExpired));
+    check(
+        |case| case.operator.licence.as_mut().expect("set").valid_from = NOW + Duration::days(1),
+        Some(LicenceExpired),
+    );
     check(|case| case.authorisation = None, Some(AuthorisationMissing));
     check(|case| authorisation(case).operator_id = 2, Some(AuthorisationNotYours));
     check(|case| authorisation(case).revoked = true, Some(AuthorisationRevoked));
@@ -147,9 +150,8 @@ fn application_reviews_follow_the_two_stage_procedure() {
     assert_eq!(review_application(&application(Submitted), &bureau, false), Ok(Rejected));
     assert_eq!(review_application(&application(BureauApproved), &department, true), Ok(Approved));
 
-    let reason = |facts: &ApplicationFacts, who: &Principal| {
-        review_application(facts, who, true).expect_err("denied").reason
-    };
+    let reason =
+        |facts: &ApplicationFacts, who: &Principal| review_application(facts, who, true).expect_err("denied").reason;
     assert_eq!(reason(&application(Submitted), &department), DenialReason::WrongReviewer);
     assert_eq!(reason(&application(BureauApproved), &bureau), DenialReason::WrongReviewer);
     assert_eq!(reason(&application(BureauApproved), &other_department), DenialReason::WrongReviewer);

@@ -1,0 +1,189 @@
+//! A complete Sluice world for tests: a fresh data directory, a manual clock, the five
+//! roles with tokens, a dataset, an approved authorisation and an approved model, all
+//! created through the HTTP API.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_gateway::api::router;
+use sluice_gateway::client::{ApiResponse, InProcessClient};
+use sluice_gateway::datadir::DataDir;
+use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, vehicles_csv};
+use sluice_gateway::service::{App, Clock};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+pub const START: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+pub struct World {
+    /// Kept so the data directory lives as long as the world.
+    pub _dir: tempfile::TempDir,
+    pub app: Arc<App>,
+    pub api: InProcessClient,
+    pub clock: Clock,
+    pub admin: String,
+    pub provider: String,
+    pub operator: String,
+    pub other_operator: String,
+    pub bureau: String,
+    pub department: String,
+    pub regulator: String,
+    pub dataset_id: i64,
+    pub application_id: i64,
+    pub authorisation_id: i64,
+    pub model_id: i64,
+}
+
+pub fn time(offset_days: i64) -> String {
+    sluice_gateway::store::format_time(START + time::Duration::days(offset_days))
+}
+
+pub fn module_base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn create(api: &InProcessClient, admin: &str, body: Value) -> String {
+    let created = api.post("/v1/principals", admin, &body).await.ok().expect("principal created");
+    created["token"].as_str().expect("token").to_owned()
+}
+
+fn operator_body(organisation: &str) -> Value {
+    json!({"name": "analyst", "role": "operator", "organisation": organisation,
+           "licence": {"number": "ZY-1", "valid_from": time(-150), "valid_until": time(200)}})
+}
+
+impl World {
+    /// Everything up to an approved model on `rows` vehicles with a budget of `epsilon`
+    /// (the vehicle-risk model spends 0.5 a run).
+    pub async fn new(rows: usize, epsilon: f64) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = DataDir::new(dir.path().join("data"));
+        data_dir.init().await.expect("init");
+        let clock = Clock::manual(START);
+        let app = App::open(data_dir, clock.clone()).await.expect("open");
+        let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
+        let api = InProcessClient::new(router(app.clone()));
+
+        let provider =
+            create(&api, &admin, json!({"name": "p", "role": "provider", "organisation": "Traffic Police"})).await;
+        let operator = create(&api, &admin, operator_body("Qianbei Data")).await;
+        let other_operator = create(&api, &admin, operator_body("Other Data")).await;
+        let bureau = create(
+            &api,
+            &admin,
+            json!({"name": "b", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Big Data Bureau"}),
+        )
+        .await;
+        let department = create(&api, &admin, json!({"name": "d", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Traffic Police"})).await;
+        let regulator = create(
+            &api,
+            &admin,
+            json!({"name": "r", "role": "regulator", "organisation": "Cyberspace Administration"}),
+        )
+        .await;
+
+        let dataset = api
+            .post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 10.0}))
+            .await
+            .ok()
+            .expect("dataset");
+        let dataset_id = dataset["id"].as_i64().expect("id");
+        api.put_csv(&format!("/v1/datasets/{dataset_id}/data"), &provider, vehicles_csv(rows, 11).into_bytes())
+            .await
+            .ok()
+            .expect("ingest");
+
+        let mut world = World {
+            _dir: dir,
+            app,
+            api,
+            clock,
+            admin,
+            provider,
+            operator,
+            other_operator,
+            bureau,
+            department,
+            regulator,
+            dataset_id,
+            application_id: 0,
+            authorisation_id: 0,
+            model_id: 0,
+        };
+        world.application_id = world.apply(epsilon).await;
+        world.authorisation_id = world.approve_application(world.application_id).await;
+        world.model_id = world.submit_model(VEHICLE_RISK_WASM, VEHICLE_RISK_MANIFEST).await.ok().expect("model")["id"]
+            .as_i64()
+            .expect("id");
+        world
+            .api
+            .post(&format!("/v1/models/{}/reviews", world.model_id), &world.bureau, &json!({"approve": true}))
+            .await
+            .ok()
+            .expect("model approved");
+        world
+    }
+
+    pub async fn apply(&self, epsilon: f64) -> i64 {
+        let body = json!({
+            "dataset_id": self.dataset_id,
+            "purpose": "vehicle risk",
+            "use_scope": "aggregates",
+            "security_measures": "sandbox",
+            "columns": ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny"],
+            "valid_from": time(0),
+            "valid_until": time(90),
+            "epsilon": epsilon,
+        });
+        self.api.post("/v1/applications", &self.operator, &body).await.ok().expect("application")["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    pub async fn approve_application(&self, id: i64) -> i64 {
+        let path = format!("/v1/applications/{id}/reviews");
+        self.api.post(&path, &self.bureau, &json!({"approve": true})).await.ok().expect("bureau review");
+        let outcome =
+            self.api.post(&path, &self.department, &json!({"approve": true})).await.ok().expect("department review");
+        outcome["authorisation_id"].as_i64().expect("authorisation created")
+    }
+
+    pub async fn submit_model(&self, module: &[u8], manifest: &str) -> ApiResponse {
+        let body = json!({"authorisation_id": self.authorisation_id, "module_base64": module_base64(module), "manifest": manifest});
+        self.api.post("/v1/models", &self.operator, &body).await
+    }
+
+    pub async fn run_as(&self, token: &str, authorisation_id: i64, model_id: i64) -> ApiResponse {
+        self.api.post("/v1/runs", token, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await
+    }
+
+    pub async fn run(&self) -> ApiResponse {
+        self.run_as(&self.operator, self.authorisation_id, self.model_id).await
+    }
+
+    pub async fn export(&self) -> String {
+        let response = self.api.get("/v1/audit/export", &self.regulator).await;
+        assert!(response.status.is_success(), "{}", response.text);
+        response.text
+    }
+
+    /// Audit entries (parsed) whose action is `action`.
+    pub async fn audit_entries(&self, action: &str) -> Vec<Value> {
+        self.app
+            .store()
+            .audit_entries()
+            .await
+            .expect("entries")
+            .iter()
+            .map(|text| serde_json::from_str::<Value>(text).expect("json"))
+            .filter(|entry| entry["action"] == action)
+            .collect()
+    }
+}
+
+/// Asserts `response` is an error with `code`, and returns its message.
+pub fn expect_error(response: &ApiResponse, code: &str) -> String {
+    assert_eq!(response.error_code().as_deref(), Some(code), "HTTP {}: {}", response.status, response.text);
+    response.json()["error"]["message"].as_str().expect("message").to_owned()
+}

@@ -1,0 +1,235 @@
+//! The vertical slice through the HTTP API: a release, the budget, and every denial the
+//! foundation promises, each with a clear error and an audit entry.
+
+use serde_json::json;
+use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM};
+
+use crate::harness::{World, expect_error, time};
+
+#[tokio::test]
+async fn a_run_releases_noisy_aggregates_and_charges_the_budget() {
+    let world = World::new(3_000, 1.0).await;
+    let first = world.run().await.ok().expect("first run");
+    assert_eq!(first["rows"], 3_000);
+    assert_eq!(first["epsilon_charged"], 0.5);
+    assert_eq!(first["authorisation_epsilon_remaining"], 0.5);
+    let outputs = first["outputs"].as_array().expect("outputs");
+    let names: Vec<&str> = outputs.iter().map(|output| output["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["high_risk_vehicles", "mean_risk_score", "expected_claims_cny"]);
+    for output in outputs {
+        assert!(output["epsilon"].as_f64().expect("epsilon") <= 0.2 + 1e-12);
+        assert!(output["ci95_half_width"].as_f64().expect("ci") > 0.0);
+    }
+    let mean = outputs[1]["value"].as_f64().expect("mean");
+    assert!((0.0..=1.0).contains(&mean), "mean risk score {mean}");
+
+    let run_id = first["run_id"].as_i64().expect("run id");
+    let fetched = world.api.get(&format!("/v1/runs/{run_id}"), &world.operator).await.ok().expect("fetch");
+    assert_eq!(fetched["outputs"], first["outputs"], "a fetched result is the stored release, not a new draw");
+    let other = world.api.get(&format!("/v1/runs/{run_id}"), &world.other_operator).await;
+    expect_error(&other, "authorisation_not_yours");
+
+    world.run().await.ok().expect("second run");
+    let budget = world
+        .api
+        .get(&format!("/v1/authorisations/{}/budget", world.authorisation_id), &world.regulator)
+        .await
+        .ok()
+        .expect("budget");
+    assert_eq!((budget["epsilon_spent"].as_f64(), budget["epsilon_remaining"].as_f64()), (Some(1.0), Some(0.0)));
+    assert_eq!(budget["dataset_epsilon_spent"].as_f64(), Some(1.0));
+
+    let refused = world.run().await;
+    assert_eq!(refused.status.as_u16(), 403);
+    let message = expect_error(&refused, "budget_exhausted");
+    assert!(message.contains("only 0 of 1 remains"), "{message}");
+    let denied: Vec<_> =
+        world.audit_entries("run.start").await.into_iter().filter(|entry| entry["outcome"] == "denied").collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["reason"], "budget_exhausted");
+}
+
+/// Each denial the foundation lists: the clear error the caller gets and the audit reason.
+#[tokio::test]
+async fn denials_are_clear_and_audited() {
+    let world = World::new(500, 1.0).await;
+    let (authorisation, model) = (world.authorisation_id, world.model_id);
+
+    let check = |response: sluice_gateway::client::ApiResponse, code: &'static str| {
+        let message = expect_error(&response, code);
+        assert!(!message.is_empty());
+        code
+    };
+    let mut expected_reasons = Vec::new();
+    expected_reasons.push(check(world.run_as(&world.regulator, authorisation, model).await, "wrong_role"));
+    expected_reasons.push(check(world.run_as(&world.provider, authorisation, model).await, "wrong_role"));
+    expected_reasons.push(check(world.run_as(&world.operator, 999, model).await, "authorisation_missing"));
+    expected_reasons
+        .push(check(world.run_as(&world.other_operator, authorisation, model).await, "authorisation_not_yours"));
+
+    // An unapproved model: the same module with a manifest changed by one byte.
+    let changed = VEHICLE_RISK_MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0.1\"");
+    let submitted = world.submit_model(VEHICLE_RISK_WASM, &changed).await.ok().expect("submitted");
+    let unapproved = submitted["id"].as_i64().expect("id");
+    expected_reasons.push(check(world.run_as(&world.operator, authorisation, unapproved).await, "model_not_approved"));
+
+    let unauthenticated = world
+        .api
+        .post("/v1/runs", "sk_not-a-token", &json!({"authorisation_id": authorisation, "model_id": model}))
+        .await;
+    assert_eq!(unauthenticated.status.as_u16(), 401);
+    expect_error(&unauthenticated, "unauthenticated");
+    let authentication_failures = world.audit_entries("authenticate").await;
+    assert_eq!(authentication_failures.len(), 1);
+    assert_eq!(authentication_failures[0]["reason"], "unknown_token");
+    assert!(!authentication_failures[0].to_string().contains("not-a-token"), "tokens never reach the audit log");
+
+    // The authorisation's window closes after 90 days.
+    world.clock.advance(time::Duration::days(91));
+    expected_reasons.push(check(world.run().await, "authorisation_outside_window"));
+    // The operator's licence ends after 200 days; then it can do nothing but read.
+    world.clock.advance(time::Duration::days(110));
+    expected_reasons.push(check(world.run().await, "licence_expired"));
+    expected_reasons.push(check(world.api.get("/v1/runs/1", &world.operator).await, "licence_expired"));
+    world.api.get("/v1/catalogue", &world.operator).await.ok().expect("catalogue stays readable");
+
+    let audited: Vec<String> = world
+        .app
+        .store()
+        .audit_entries()
+        .await
+        .expect("entries")
+        .iter()
+        .map(|text| serde_json::from_str::<serde_json::Value>(text).expect("json"))
+        .filter(|entry| entry["outcome"] == "denied" && entry["action"] != "authenticate")
+        .map(|entry| entry["reason"].as_str().expect("reason").to_owned())
+        .collect();
+    assert_eq!(audited, expected_reasons, "every denial is in the audit log, in order");
+}
+
+#[tokio::test]
+async fn approval_is_bound_to_the_exact_bytes() {
+    let world = World::new(300, 2.0).await;
+    world.run().await.ok().expect("approved model runs");
+    // Someone with database access swaps one byte of the approved module.
+    let mut module = VEHICLE_RISK_WASM.to_vec();
+    let last = module.len() - 1;
+    module[last] ^= 0x01;
+    sqlx::query("UPDATE models SET module = $1 WHERE id = $2")
+        .bind(module)
+        .bind(world.model_id)
+        .execute(world.app.store().pool_for_tests())
+        .await
+        .expect("tamper");
+    let message = expect_error(&world.run().await, "model_digest_mismatch");
+    assert!(message.contains("differ from the ones reviewed"), "{message}");
+}
+
+#[tokio::test]
+async fn reviews_follow_the_procedure_and_nobody_reviews_their_own() {
+    let world = World::new(100, 1.0).await;
+    let application = world.apply(0.5).await;
+    let path = format!("/v1/applications/{application}/reviews");
+    expect_error(&world.api.post(&path, &world.department, &json!({"approve": true})).await, "wrong_reviewer");
+    expect_error(&world.api.post(&path, &world.operator, &json!({"approve": true})).await, "wrong_role");
+    let colleague = world
+        .api
+        .post(
+            "/v1/principals",
+            &world.admin,
+            &json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
+        )
+        .await
+        .ok()
+        .expect("reviewer")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    expect_error(&world.api.post(&path, &colleague, &json!({"approve": true})).await, "self_review");
+    world
+        .api
+        .post(&path, &world.bureau, &json!({"approve": false, "comment": "purpose unclear"}))
+        .await
+        .ok()
+        .expect("rejected");
+    expect_error(&world.api.post(&path, &world.department, &json!({"approve": true})).await, "not_pending");
+    let view = world.api.get(&format!("/v1/applications/{application}"), &world.operator).await.ok().expect("view");
+    assert_eq!((view["state"].as_str(), view["authorisation_id"].is_null()), (Some("rejected"), true));
+
+    let model = world.model_id;
+    expect_error(
+        &world.api.post(&format!("/v1/models/{model}/reviews"), &colleague, &json!({"approve": true})).await,
+        "self_review",
+    );
+    expect_error(
+        &world.api.post(&format!("/v1/models/{model}/reviews"), &world.department, &json!({"approve": true})).await,
+        "not_pending",
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
+    let world = World::new(100, 1.0).await;
+    let path = format!("/v1/datasets/{}/data", world.dataset_id);
+    let mut csv = sluice_gateway::examples::vehicles_csv(50, 3);
+    csv.push_str("honghuagang,suv,99.0,false,0,0,1000\n");
+    let response = world.api.put_csv(&path, &world.provider, csv.into_bytes()).await;
+    let message = expect_error(&response, "invalid_request");
+    assert!(message.contains("line 52") && message.contains("vehicle_age_years"), "{message}");
+    let catalogue = world.api.get("/v1/catalogue", &world.provider).await.ok().expect("catalogue");
+    assert_eq!(catalogue["datasets"][0]["versions"].as_array().map(Vec::len), Some(1), "nothing stored");
+
+    let malformed = world.api.post("/v1/runs", &world.operator, &json!({"authorisation": 1})).await;
+    expect_error(&malformed, "invalid_request");
+    let bad_application = json!({"dataset_id": world.dataset_id, "purpose": "p", "use_scope": "s", "security_measures": "m",
+        "columns": ["vehicle_age_years"], "valid_from": time(5), "valid_until": time(1), "epsilon": 1.0});
+    let message =
+        expect_error(&world.api.post("/v1/applications", &world.operator, &bad_application).await, "invalid_request");
+    assert!(message.contains("before valid_until"), "{message}");
+    let mut nan = bad_application.clone();
+    nan["valid_from"] = json!(time(0));
+    nan["epsilon"] = json!(-1.0);
+    expect_error(&world.api.post("/v1/applications", &world.operator, &nan).await, "invalid_request");
+    let garbage = world.submit_model(b"not wasm at all", VEHICLE_RISK_MANIFEST).await;
+    expect_error(&garbage, "module_invalid");
+}
+
+#[tokio::test]
+async fn concurrent_runs_never_overspend_the_budget() {
+    let world = std::sync::Arc::new(World::new(400, 2.0).await);
+    let runs: Vec<_> = (0..12)
+        .map(|_| {
+            let world = world.clone();
+            tokio::spawn(async move { world.run().await })
+        })
+        .collect();
+    let mut released = 0;
+    for run in runs {
+        let response = run.await.expect("task");
+        if response.status.is_success() {
+            released += 1;
+        } else {
+            expect_error(&response, "budget_exhausted");
+        }
+    }
+    assert_eq!(released, 4, "a budget of 2.0 allows exactly four runs of 0.5");
+    let budget = world
+        .api
+        .get(&format!("/v1/authorisations/{}/budget", world.authorisation_id), &world.operator)
+        .await
+        .ok()
+        .expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(2.0));
+    assert_eq!(budget["dataset_epsilon_spent"].as_f64(), Some(2.0));
+}
+
+#[tokio::test]
+async fn the_database_refuses_to_edit_or_delete_audit_entries() {
+    let world = World::new(50, 1.0).await;
+    let pool = world.app.store().pool_for_tests();
+    let update =
+        sqlx::query("UPDATE audit_log SET entry = 'x' WHERE seq = 1").execute(pool).await.expect_err("refused");
+    assert!(update.to_string().contains("append-only"), "{update}");
+    let delete = sqlx::query("DELETE FROM audit_log").execute(pool).await.expect_err("refused");
+    assert!(delete.to_string().contains("append-only"), "{delete}");
+}

@@ -1,0 +1,180 @@
+//! Hostile and broken models against the real runtime: each is refused at review or
+//! stopped at run time with its own error, and the host keeps working afterwards.
+
+use std::sync::OnceLock;
+
+use sluice_sandbox::{Batch, Column, ColumnValues, Manifest, Runtime, RuntimeLimits, SandboxError};
+
+const MANIFEST: &str = r#"
+abi_version = 1
+name = "probe"
+version = "1"
+inputs = [{ name = "x", type = "f64" }]
+outputs = [{ name = "y", kind = "sum", lower = 0.0, upper = 1000000.0, epsilon = 1.0 }]
+"#;
+
+/// Region for 1 input and 1 output at batch capacity 4096: 4096 × 9 bytes rounded to 8,
+/// then 4096 × 8 bytes of outputs. It starts at 65536, in the second page.
+const REGION: i32 = 65_536;
+const OUTPUTS_AT: i32 = REGION + 36_864;
+
+/// A module with the ABI exports around a `sluice_map` body; `extra` adds items.
+fn module(map_body: &str, extra: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            {extra}
+            (memory (export "memory") 3)
+            (func (export "sluice_abi_version") (result i32) i32.const 1)
+            (func (export "sluice_reserve") (param i32) (result i32) i32.const {REGION})
+            (func (export "sluice_map") (param $region i32) (param $rows i32) (param $inputs i32) (param $outputs i32) (result i32)
+                (local $row i32)
+                {map_body})
+        )"#
+    ))
+    .expect("valid WAT")
+}
+
+/// Copies each row's input to its output: y = x.
+fn identity() -> Vec<u8> {
+    module(
+        &format!(
+            "(block $done (loop $next
+                (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+                (f64.store (i32.add (i32.const {OUTPUTS_AT}) (i32.mul (local.get $row) (i32.const 8)))
+                           (f64.load (i32.add (i32.const {REGION}) (i32.mul (local.get $row) (i32.const 8)))))
+                (local.set $row (i32.add (local.get $row) (i32.const 1)))
+                (br $next)))
+             i32.const 0"
+        ),
+        "",
+    )
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let limits = RuntimeLimits { deadline: std::time::Duration::from_secs(5), ..RuntimeLimits::default() };
+        Runtime::new(limits).expect("runtime")
+    })
+}
+
+fn batch(values: &[f64]) -> Batch {
+    Batch {
+        rows: values.len(),
+        columns: vec![Column { values: ColumnValues::F64(values.to_vec()), valid: vec![true; values.len()] }],
+    }
+}
+
+fn run(module: &[u8], batches: Vec<Batch>) -> Result<Vec<f64>, SandboxError> {
+    let compiled = runtime().compile(module, Manifest::from_toml(MANIFEST).expect("manifest"))?;
+    let outputs = runtime().run(&compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>))?;
+    Ok(outputs.column(0).to_vec())
+}
+
+/// The host still runs a good model correctly.
+fn assert_host_healthy() {
+    let values: Vec<f64> = (0..10).map(f64::from).collect();
+    assert_eq!(run(&identity(), vec![batch(&values)]).expect("healthy"), values);
+}
+
+#[test]
+fn a_good_model_sees_every_row_in_order_across_batches() {
+    let first: Vec<f64> = (0..4096).map(f64::from).collect();
+    let second: Vec<f64> = (0..1000).map(|value| f64::from(value) + 0.5).collect();
+    let outputs = run(&identity(), vec![batch(&first), batch(&second)]).expect("runs");
+    assert_eq!(outputs, [first, second].concat());
+}
+
+#[test]
+fn hostile_modules_are_refused_or_stopped_with_their_own_error() {
+    let recursion = module("call $deep", "(func $deep (result i32) call $deep)");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("infinite loop", module("(loop $forever (br $forever)) i32.const 0", ""), "resource_limit"),
+        ("stack overflow", recursion, "resource_limit"),
+        ("memory bomb", module("(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) i32.const 0", ""), "resource_limit"),
+        ("trap", module("unreachable", ""), "trap"),
+        ("NaN output", module(&format!("(f64.store (i32.const {OUTPUTS_AT}) (f64.const nan)) i32.const 0"), ""), "invalid_output"),
+        ("infinite output", module(&format!("(f64.store (i32.const {OUTPUTS_AT}) (f64.const inf)) i32.const 0"), ""), "invalid_output"),
+        ("model error status", module("i32.const 7", ""), "model_status"),
+        ("forbidden import", module("i32.const 0", r#"(import "env" "leak" (func (param i32)))"#), "forbidden_import"),
+        ("WASI import", module("i32.const 0", r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#), "forbidden_import"),
+        ("table bomb", module("i32.const 0", "(table 1000000 funcref)"), "limits_exceeded"),
+        ("malformed bytes", b"\0asm\x01\0\0\0garbage".to_vec(), "module_invalid"),
+        ("text instead of binary", b"(module)".to_vec(), "module_invalid"),
+        ("a component", wat::parse_str("(component)").expect("component"), "module_invalid"),
+        (
+            "huge initial memory",
+            wat::parse_str(r#"(module (memory (export "memory") 2000) (func (export "sluice_abi_version") (result i32) i32.const 1))"#).expect("wat"),
+            "limits_exceeded",
+        ),
+        ("missing export", wat::parse_str(r#"(module (memory (export "memory") 1))"#).expect("wat"), "missing_export"),
+        (
+            "wrong export signature",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                   (func (export "sluice_abi_version") (result i32) i32.const 1)
+                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+                   (func (export "sluice_map") (result i32) i32.const 0))"#,
+            )
+            .expect("wat"),
+            "wrong_export_signature",
+        ),
+        (
+            "wrong ABI version",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                   (func (export "sluice_abi_version") (result i32) i32.const 2)
+                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+                   (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+            )
+            .expect("wat"),
+            "abi_version_mismatch",
+        ),
+        (
+            "region outside memory",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                   (func (export "sluice_abi_version") (result i32) i32.const 1)
+                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 2147483640)
+                   (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+            )
+            .expect("wat"),
+            "trap",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let error = run(&bytes, vec![batch(&[1.0, 2.0])]).expect_err(what);
+        assert_eq!(error.code(), expected, "{what}: {error}");
+        // The operator sees only a coarse class, never the detail.
+        assert!(!error.outcome().message().contains(&error.to_string()), "{what}");
+        assert_host_healthy();
+    }
+}
+
+/// Every run gets a fresh store: what one run leaves in memory, the next never sees.
+#[test]
+fn a_canary_written_by_one_run_is_never_seen_by_the_next() {
+    // Outputs 1 if the canary is already at address 8, else writes it and outputs 0.
+    let canary = module(
+        &format!(
+            "(f64.store (i32.const {OUTPUTS_AT}) (f64.convert_i32_u (i64.eq (i64.load (i32.const 8)) (i64.const 0x5AFE5AFE5AFE5AFE))))
+             (i64.store (i32.const 8) (i64.const 0x5AFE5AFE5AFE5AFE))
+             i32.const 0"
+        ),
+        "",
+    );
+    let compiled = runtime().compile(&canary, Manifest::from_toml(MANIFEST).expect("manifest")).expect("compiles");
+    for attempt in 0..1_000 {
+        let outputs =
+            runtime().run(&compiled, std::iter::once(Ok::<_, std::convert::Infallible>(batch(&[0.0])))).expect("runs");
+        assert_eq!(outputs.column(0), [0.0], "run {attempt} saw a previous run's canary");
+    }
+}
+
+#[test]
+fn the_same_input_and_fuel_give_the_same_output() {
+    let values: Vec<f64> = (0..3000).map(|value| f64::from(value).sqrt()).collect();
+    let first = run(&identity(), vec![batch(&values)]).expect("runs");
+    let second = run(&identity(), vec![batch(&values)]).expect("runs");
+    assert_eq!(first, second);
+}
