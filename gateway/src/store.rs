@@ -549,9 +549,17 @@ impl Store {
     /// Appends one entry inside `tx`, so it commits or rolls back with the change it
     /// records. The write lock held by the transaction serialises sequence numbers.
     pub async fn append_audit(tx: &mut Tx, event: AuditEvent, now: OffsetDateTime) -> anyhow::Result<u64> {
-        let seq: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log").fetch_one(&mut **tx).await?;
-        let entry = AuditEntry::from_event(event, seq as u64, format_time(now));
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let (seq, prev) = match last {
+            Some((seq, hash)) => {
+                (seq + 1, hash.try_into().map_err(|_| anyhow::anyhow!("stored leaf hash is not 32 bytes"))?)
+            }
+            None => (1, [0u8; 32]),
+        };
+        let entry = AuditEntry::from_event(event, seq as u64, prev, format_time(now));
         let canonical = entry.canonical();
         sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")
             .bind(seq)

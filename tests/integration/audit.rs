@@ -63,6 +63,20 @@ async fn every_tampering_is_caught_and_located() {
         let line = rejects(join(&deleted), "a deleted entry");
         assert!(line == index + 1 || line == deleted.len(), "deletion located at {line}");
     }
+    // A well-formed, canonical edit of one entry's outcome: located by the hash chain.
+    for index in 1..entry_count {
+        let mut recast = original.clone();
+        let changed = recast[index].replacen("\"outcome\":\"ok\"", "\"outcome\":\"denied\"", 1);
+        if changed == recast[index] {
+            continue;
+        }
+        recast[index] = changed;
+        assert_eq!(rejects(join(&recast), "a recast outcome"), index + 1);
+    }
+    // The last entry recast: nothing chains to it, so the signed root catches it.
+    let mut recast_last = original.clone();
+    recast_last[entry_count] = recast_last[entry_count].replacen("\"outcome\":\"ok\"", "\"outcome\":\"failed\"", 1);
+    assert_eq!(rejects(join(&recast_last), "a recast last entry"), original.len());
     // Two entries swapped.
     let mut swapped = original.clone();
     swapped.swap(2, 3);

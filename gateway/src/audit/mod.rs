@@ -78,6 +78,10 @@ impl AuditEvent {
 pub struct AuditEntry {
     pub v: u32,
     pub seq: u64,
+    /// Hex leaf hash of the previous entry (zeros for the first): a hash chain beside the
+    /// Merkle tree, so a verifier can name the first altered entry, not just see that the
+    /// root differs.
+    pub prev: String,
     /// RFC 3339, UTC.
     pub time: String,
     pub request_id: String,
@@ -91,10 +95,11 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn from_event(event: AuditEvent, seq: u64, time: String) -> Self {
+    pub fn from_event(event: AuditEvent, seq: u64, prev: [u8; 32], time: String) -> Self {
         Self {
             v: ENTRY_VERSION,
             seq,
+            prev: hex::encode(prev),
             time,
             request_id: event.request_id,
             actor_id: event.actor_id,

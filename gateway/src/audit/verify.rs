@@ -96,6 +96,16 @@ pub fn verify_export(export: &str, pinned_key: Option<&PublicKey>) -> Result<Ver
         if entry.seq != expected_seq {
             return Err(fail(line, format!("sequence number {} where {expected_seq} was expected", entry.seq)));
         }
+        let expected_prev = leaves.last().copied().unwrap_or([0u8; 32]);
+        if entry.prev != hex::encode(expected_prev) {
+            // The chain breaks here: either the entry before was altered after the next one
+            // was logged, or this entry's link was. Name the earlier line; it is the first
+            // that can be wrong.
+            return Err(fail(
+                (line - 1).max(2),
+                format!("the hash chain breaks between this entry and the next (line {line}): one was altered"),
+            ));
+        }
         leaves.push(leaf_hash(text.as_bytes()));
         *summary.by_action.entry(entry.action.clone()).or_default() += 1;
         match entry.outcome {

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The README walkthrough, runnable: the whole Sluice lifecycle with curl against
+# `sluice serve`. CI runs it, so the README's commands stay true.
+#   bash examples/walkthrough.sh            (uses `cargo run --bin sluice`)
+#   SLUICE=target/debug/sluice PORT=18080 bash examples/walkthrough.sh
+set -euo pipefail
+SLUICE=${SLUICE:-"cargo run -q --bin sluice --"}
+PORT=${PORT:-8080}
+URL="http://127.0.0.1:$PORT"
+work=$(mktemp -d)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# 1. Example files, a data directory, and the gateway.
+$SLUICE examples write "$work/examples"
+ADMIN=$($SLUICE init --data-dir "$work/data" | sed -n 's/^admin token: //p')
+$SLUICE serve --data-dir "$work/data" --listen "127.0.0.1:$PORT" 2>"$work/server.log" &
+server=$!
+for _ in $(seq 1 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.2; done
+
+# A JSON call with a token: api TOKEN METHOD PATH [BODY]
+api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+-d "$4"}; }
+principal() { api "$ADMIN" POST /v1/principals "$1" | jq -r .token; }
+
+# 2. The admin creates the principals; each gets a token (only its hash is stored).
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+later=$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)
+PROVIDER=$(principal '{"name":"traffic data office","role":"provider","organisation":"Zunyi Traffic Police Detachment"}')
+OPERATOR=$(principal "{\"name\":\"risk team\",\"role\":\"operator\",\"organisation\":\"Qianbei Data Operations Co.\",\"licence\":{\"number\":\"ZY-SJYY-2026-017\",\"valid_from\":\"2026-01-01T00:00:00Z\",\"valid_until\":\"2030-01-01T00:00:00Z\"}}")
+BUREAU=$(principal '{"name":"demand desk","role":"reviewer","reviewer_kind":"data_bureau","organisation":"Zunyi Big Data Development Administration"}')
+DEPARTMENT=$(principal '{"name":"release officer","role":"reviewer","reviewer_kind":"providing_department","organisation":"Zunyi Traffic Police Detachment"}')
+REGULATOR=$(principal '{"name":"inspector","role":"regulator","organisation":"Zunyi Cyberspace Administration"}')
+
+# 3. The provider registers the dataset and uploads the CSV; it is encrypted on ingest.
+DATASET=$(api "$PROVIDER" POST /v1/datasets "$(jq -n --rawfile schema "$work/examples/vehicles.schema.toml" '{schema: $schema, epsilon_total: 10}')" | jq .id)
+curl -sS --fail-with-body -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' \
+  --data-binary @"$work/examples/vehicles.csv" "$URL/v1/datasets/$DATASET/data" | jq -c .
+
+# 4. The operator applies for one scenario; the bureau, then the department, approve.
+APPLICATION=$(api "$OPERATOR" POST /v1/applications "{\"dataset_id\":$DATASET,\"purpose\":\"vehicle risk for motor insurance\",\"use_scope\":\"aggregates only\",\"security_measures\":\"sandbox, DP\",\"columns\":[\"vehicle_age_years\",\"violations_12m\",\"accidents_5y\",\"insured_value_cny\"],\"valid_from\":\"$now\",\"valid_until\":\"$later\",\"epsilon\":1.0}" | jq .id)
+api "$BUREAU" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true,"comment":"qualified"}' | jq -c .
+AUTHORISATION=$(api "$DEPARTMENT" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true}' | jq .authorisation_id)
+
+# 5. The operator uploads the model; a reviewer (never the uploader) approves it.
+MODEL=$(api "$OPERATOR" POST /v1/models "$(jq -n --arg wasm "$(base64 -w0 "$work/examples/vehicle-risk.wasm")" \
+  --rawfile manifest "$work/examples/vehicle-risk.manifest.toml" --argjson authorisation "$AUTHORISATION" \
+  '{authorisation_id: $authorisation, module_base64: $wasm, manifest: $manifest}')" | jq .id)
+api "$BUREAU" POST "/v1/models/$MODEL/reviews" '{"approve":true,"comment":"usable, consistent, compliant, secure"}' | jq -c .
+
+# 6-7. Run it twice (epsilon 0.5 each); the third run is refused: the budget is spent.
+RUN=$(api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\":$MODEL}" | tee "$work/run.json" | jq .run_id)
+jq '.outputs[] | {name, value, ci95_half_width}' -c "$work/run.json"
+api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\":$MODEL}" | jq -c '{run_id, authorisation_epsilon_remaining}'
+api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\":$MODEL}" | jq -c . || true
+api "$OPERATOR" GET "/v1/runs/$RUN" | jq -c '{run_id, epsilon_charged}'
+
+# 8. The regulator exports the audit log and verifies it offline with the pinned key.
+KEY=$(curl -sS "$URL/v1/audit/public-key" | jq -r .public_key)
+api "$REGULATOR" GET /v1/audit/export > "$work/audit.jsonl"
+$SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY"
