@@ -99,6 +99,7 @@ fn hostile_modules_are_refused_or_stopped_with_their_own_error() {
         ("forbidden import", module("i32.const 0", r#"(import "env" "leak" (func (param i32)))"#), "forbidden_import"),
         ("WASI import", module("i32.const 0", r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#), "forbidden_import"),
         ("table bomb", module("i32.const 0", "(table 1000000 funcref)"), "limits_exceeded"),
+        ("oversized module", [b"\0asm\x01\0\0\0".as_slice(), &vec![0u8; 9 << 20]].concat(), "module_too_large"),
         ("malformed bytes", b"\0asm\x01\0\0\0garbage".to_vec(), "module_invalid"),
         ("text instead of binary", b"(module)".to_vec(), "module_invalid"),
         ("a component", wat::parse_str("(component)").expect("component"), "module_invalid"),

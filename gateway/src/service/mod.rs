@@ -103,11 +103,17 @@ pub struct LicenceRequest {
     pub valid_until: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 pub struct CreatedPrincipal {
     pub id: i64,
     /// Shown once; only its hash is stored.
     pub token: String,
+}
+
+impl std::fmt::Debug for CreatedPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedPrincipal").field("id", &self.id).field("token", &"redacted").finish()
+    }
 }
 
 /// API tokens are stored as a keyed blake3 hash; the token itself is never kept.
