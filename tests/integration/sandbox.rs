@@ -50,6 +50,18 @@ fn identity() -> Vec<u8> {
     )
 }
 
+/// A module whose ABI exports return fixed values: version, region offset, and a map with
+/// the given parameter list.
+fn bare(version: i32, region: i64, map_params: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1)
+           (func (export "sluice_abi_version") (result i32) i32.const {version})
+           (func (export "sluice_reserve") (param i32) (result i32) i32.const {region})
+           (func (export "sluice_map") {map_params} (result i32) i32.const 0))"#
+    ))
+    .expect("valid WAT")
+}
+
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -109,39 +121,9 @@ fn hostile_modules_are_refused_or_stopped_with_their_own_error() {
             "limits_exceeded",
         ),
         ("missing export", wat::parse_str(r#"(module (memory (export "memory") 1))"#).expect("wat"), "missing_export"),
-        (
-            "wrong export signature",
-            wat::parse_str(
-                r#"(module (memory (export "memory") 1)
-                   (func (export "sluice_abi_version") (result i32) i32.const 1)
-                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
-                   (func (export "sluice_map") (result i32) i32.const 0))"#,
-            )
-            .expect("wat"),
-            "wrong_export_signature",
-        ),
-        (
-            "wrong ABI version",
-            wat::parse_str(
-                r#"(module (memory (export "memory") 1)
-                   (func (export "sluice_abi_version") (result i32) i32.const 2)
-                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
-                   (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
-            )
-            .expect("wat"),
-            "abi_version_mismatch",
-        ),
-        (
-            "region outside memory",
-            wat::parse_str(
-                r#"(module (memory (export "memory") 1)
-                   (func (export "sluice_abi_version") (result i32) i32.const 1)
-                   (func (export "sluice_reserve") (param i32) (result i32) i32.const 2147483640)
-                   (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
-            )
-            .expect("wat"),
-            "trap",
-        ),
+        ("wrong export signature", bare(1, 0, ""), "wrong_export_signature"),
+        ("wrong ABI version", bare(2, 0, "(param i32 i32 i32 i32)"), "abi_version_mismatch"),
+        ("region outside memory", bare(1, 2147483640, "(param i32 i32 i32 i32)"), "trap"),
     ];
     for (what, bytes, expected) in cases {
         let error = run(&bytes, vec![batch(&[1.0, 2.0])]).expect_err(what);
