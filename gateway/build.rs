@@ -6,7 +6,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const MODELS: &[&str] = &["vehicle-risk"];
+const MODELS: &[&str] = &["vehicle-risk", "enterprise-credit", "pollution-anomaly"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

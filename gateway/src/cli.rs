@@ -49,6 +49,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The operator's development loop: static review and runs on dummy data.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+    /// Dataset tools that need no server.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
     /// Example files for the README walkthrough.
     Examples {
         #[command(subcommand)]
@@ -64,6 +74,54 @@ enum AuditCommand {
         /// The public key you pinned (base64); without it the export's own key is used.
         #[arg(long)]
         public_key: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ModelFiles {
+    /// The WebAssembly module.
+    #[arg(long)]
+    model: PathBuf,
+    /// The model's manifest (TOML).
+    #[arg(long)]
+    manifest: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Run the server's static review on a model (and its columns against a schema).
+    Check {
+        #[command(flatten)]
+        files: ModelFiles,
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Run a model on dummy rows made from a schema, with the server's limits and release.
+    Run {
+        #[command(flatten)]
+        files: ModelFiles,
+        #[arg(long)]
+        schema: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Write synthetic rows that follow a schema (deterministic for a seed) as CSV.
+    Dummy {
+        #[arg(long)]
+        schema: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -103,6 +161,17 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve { data_dir, listen } => serve(data_dir, listen).await,
         Command::Demo { keep } => demo(keep).await,
         Command::Audit { command: AuditCommand::Verify { export, public_key } } => verify(export, public_key),
+        Command::Dev { command: DevCommand::Check { files, schema } } => dev_check(&files, schema.as_deref()),
+        Command::Dev { command: DevCommand::Run { files, schema, rows, seed } } => dev_run(&files, &schema, rows, seed),
+        Command::Dataset { command: DatasetCommand::Dummy { schema, rows, seed, output } } => {
+            let schema = read_schema(&schema)?;
+            let csv = crate::dummy::dummy_csv(&schema, rows, seed);
+            match output {
+                Some(path) => std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().lock().write_all(csv.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Examples { command: ExamplesCommand::Write { dir } } => {
             for path in crate::examples::write_examples(&dir)? {
                 println!("wrote {path}");
@@ -168,4 +237,72 @@ fn verify(export: PathBuf, public_key: Option<String>) -> anyhow::Result<ExitCod
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn read_schema(path: &std::path::Path) -> anyhow::Result<crate::schema::DatasetSchema> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::schema::DatasetSchema::from_toml(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+}
+
+fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {
+    let module = std::fs::read(&files.model).with_context(|| format!("reading {}", files.model.display()))?;
+    let manifest =
+        std::fs::read_to_string(&files.manifest).with_context(|| format!("reading {}", files.manifest.display()))?;
+    Ok((module, manifest))
+}
+
+fn checked_model(
+    runtime: &sluice_sandbox::Runtime,
+    files: &ModelFiles,
+    schema: Option<&crate::schema::DatasetSchema>,
+) -> anyhow::Result<Option<sluice_sandbox::CompiledModel>> {
+    let (module, manifest) = read_model(files)?;
+    match crate::dev::check(runtime, &module, &manifest, schema) {
+        Ok((compiled, report)) => {
+            println!("ok: {} {} passed the static review", report.name, report.version);
+            println!("digest: {}", report.digest);
+            println!("reads: {}", report.inputs.join(", "));
+            println!("outputs: {}", report.outputs.join(", "));
+            println!("epsilon per run: {}", report.epsilon_per_run);
+            Ok(Some(compiled))
+        }
+        Err(refusal) => {
+            eprintln!("refused: {refusal}");
+            Ok(None)
+        }
+    }
+}
+
+fn dev_check(files: &ModelFiles, schema: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let schema = schema.map(read_schema).transpose()?;
+    let runtime = sluice_sandbox::Runtime::new(sluice_sandbox::RuntimeLimits::default())?;
+    Ok(if checked_model(&runtime, files, schema.as_ref())?.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64) -> anyhow::Result<ExitCode> {
+    let schema = read_schema(schema)?;
+    let runtime = sluice_sandbox::Runtime::new(sluice_sandbox::RuntimeLimits::default())?;
+    let Some(compiled) = checked_model(&runtime, files, Some(&schema))? else { return Ok(ExitCode::FAILURE) };
+    let progress = indicatif::ProgressBar::new_spinner().with_message(format!("running on {rows} dummy rows"));
+    progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    let outcome = crate::dev::run(&runtime, &compiled, &schema, rows, seed);
+    progress.finish_and_clear();
+    let outputs = match outcome {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            // Dummy data is not secret, so the developer sees the full detail here.
+            eprintln!("run failed: {error:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("\n{rows} dummy rows (seed {seed}); the server would release the noisy column:");
+    println!("{:<24} {:>18} {:>18} {:>14}", "output", "exact on dummy", "noisy release", "± 95%");
+    for output in outputs {
+        let released = &output.released;
+        println!(
+            "{:<24} {:>18.6} {:>18.6} {:>14.6}",
+            released.name, output.exact, released.value, released.ci95_half_width
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,10 +9,49 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::dummy::SplitMix64;
+
 /// The vehicle-risk model, compiled for wasm32-unknown-unknown from this repository.
 pub const VEHICLE_RISK_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vehicle_risk.wasm"));
 pub const VEHICLE_RISK_MANIFEST: &str = include_str!("../../examples/models/vehicle-risk/manifest.toml");
 pub const VEHICLES_SCHEMA: &str = include_str!("../../examples/data/vehicles.schema.toml");
+/// One example model with the schema of the dataset it is written for.
+#[derive(Debug, Clone, Copy)]
+pub struct ExampleModel {
+    pub name: &'static str,
+    pub wasm: &'static [u8],
+    pub manifest: &'static str,
+    /// File name of the schema under `examples/data/`.
+    pub schema_file: &'static str,
+    pub schema: &'static str,
+}
+
+/// The example models, one per seed 002 scenario: car-owner service, inclusive finance,
+/// ecological environment.
+pub const EXAMPLE_MODELS: [ExampleModel; 3] = [
+    ExampleModel {
+        name: "vehicle-risk",
+        wasm: VEHICLE_RISK_WASM,
+        manifest: VEHICLE_RISK_MANIFEST,
+        schema_file: "vehicles.schema.toml",
+        schema: VEHICLES_SCHEMA,
+    },
+    ExampleModel {
+        name: "enterprise-credit",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/enterprise_credit.wasm")),
+        manifest: include_str!("../../examples/models/enterprise-credit/manifest.toml"),
+        schema_file: "enterprises.schema.toml",
+        schema: include_str!("../../examples/data/enterprises.schema.toml"),
+    },
+    ExampleModel {
+        name: "pollution-anomaly",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/pollution_anomaly.wasm")),
+        manifest: include_str!("../../examples/models/pollution-anomaly/manifest.toml"),
+        schema_file: "air-quality.schema.toml",
+        schema: include_str!("../../examples/data/air-quality.schema.toml"),
+    },
+];
+
 /// Rows and seed of the shipped `examples/data/vehicles.csv`.
 pub const VEHICLES_ROWS: usize = 100_000;
 pub const VEHICLES_SEED: u64 = 2026;
@@ -35,48 +74,6 @@ const DISTRICTS: [(&str, u32); 14] = [
 ];
 const VEHICLE_TYPES: [(&str, u32); 6] =
     [("passenger_car", 55), ("suv", 22), ("light_truck", 10), ("heavy_truck", 4), ("bus", 2), ("motorcycle", 7)];
-
-/// SplitMix64: small, fast and fully determined by its seed. Not for secrets.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn weighted<'a>(&mut self, choices: &[(&'a str, u32)]) -> &'a str {
-        let total: u32 = choices.iter().map(|(_, weight)| weight).sum();
-        let mut pick = (self.unit() * total as f64) as u32;
-        for (name, weight) in choices {
-            if pick < *weight {
-                return name;
-            }
-            pick -= weight;
-        }
-        choices[choices.len() - 1].0
-    }
-
-    /// Poisson by inversion; fine for the small means used here.
-    fn poisson(&mut self, mean: f64, cap: i64) -> i64 {
-        let (mut count, mut probability, mut cumulative) = (0, (-mean).exp(), (-mean).exp());
-        let target = self.unit();
-        while target > cumulative && count < cap {
-            count += 1;
-            probability *= mean / count as f64;
-            cumulative += probability;
-        }
-        count
-    }
-}
 
 /// The synthetic vehicles dataset as CSV, identical for the same rows and seed.
 pub fn vehicles_csv(rows: usize, seed: u64) -> String {
@@ -114,16 +111,17 @@ pub fn vehicles_csv(rows: usize, seed: u64) -> String {
     csv
 }
 
-/// Writes the example files a user needs for the walkthrough into `dir`.
+/// Writes the example files a user needs into `dir`: the vehicles CSV, and for every
+/// example model its module, manifest and dataset schema.
 pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let csv = vehicles_csv(VEHICLES_ROWS, VEHICLES_SEED);
-    let files: [(&str, &[u8]); 4] = [
-        ("vehicles.csv", csv.as_bytes()),
-        ("vehicles.schema.toml", VEHICLES_SCHEMA.as_bytes()),
-        ("vehicle-risk.wasm", VEHICLE_RISK_WASM),
-        ("vehicle-risk.manifest.toml", VEHICLE_RISK_MANIFEST.as_bytes()),
-    ];
+    let mut files: Vec<(String, &[u8])> = vec![("vehicles.csv".into(), csv.as_bytes())];
+    for model in &EXAMPLE_MODELS {
+        files.push((format!("{}.wasm", model.name), model.wasm));
+        files.push((format!("{}.manifest.toml", model.name), model.manifest.as_bytes()));
+        files.push((model.schema_file.into(), model.schema.as_bytes()));
+    }
     let mut written = Vec::new();
     for (name, bytes) in files {
         let path = dir.join(name);

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod client;
 pub mod datadir;
 pub mod demo;
+pub mod dev;
+pub mod dummy;
 pub mod error;
 pub mod examples;
 pub mod keys;

@@ -202,13 +202,32 @@ fn seal_all(
     dir: &Path,
     progress: &mut impl FnMut(u64),
 ) -> Result<(u64, u64, AeadKey), IngestError> {
+    let data_key = AeadKey::generate()?;
+    let mut chunks = 0u64;
+    let rows = parse_chunks(csv, schema, |chunk, rows_so_far, last| {
+        seal_chunk(chunk, &data_key, context, chunks, last, dir)?;
+        chunks += 1;
+        progress(rows_so_far);
+        Ok(())
+    })?;
+    Ok((rows, chunks, data_key))
+}
+
+/// Parses and validates `csv` against `schema`, handing each chunk of up to
+/// [`CHUNK_ROWS`] rows to `on_chunk` with the rows parsed so far and whether it is the
+/// last. The last chunk is always emitted (possibly empty), so a reader can tell a
+/// truncated dataset from a complete one. Once a row is invalid, no further chunk is
+/// emitted; up to ten invalid rows are reported.
+pub fn parse_chunks(
+    csv: impl Read,
+    schema: &DatasetSchema,
+    mut on_chunk: impl FnMut(&ColumnarRows, u64, bool) -> anyhow::Result<()>,
+) -> Result<u64, IngestError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(csv);
     let positions = header_positions(&mut reader, schema)?;
-    let data_key = AeadKey::generate()?;
     let mut errors = Vec::new();
     let mut pending = ColumnarRows::new(schema.columns.len());
     let mut rows = 0u64;
-    let mut chunks = 0u64;
     let mut fields = vec![Field::Null; schema.columns.len()];
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
@@ -222,26 +241,28 @@ fn seal_all(
             continue;
         }
         if !errors.is_empty() {
-            continue; // keep counting errors, but store nothing from an invalid file
+            continue; // keep looking for errors, but emit nothing from an invalid file
         }
         pending.push(&fields);
         rows += 1;
         if pending.rows == CHUNK_ROWS {
-            // A full chunk is sealed as not-last; the true last chunk is sealed at the end.
-            seal_chunk(&pending, &data_key, context, chunks, false, dir)?;
-            chunks += 1;
+            on_chunk(&pending, rows, false)?;
             pending = ColumnarRows::new(schema.columns.len());
-            progress(rows);
         }
     }
     if !errors.is_empty() {
         return Err(IngestError::InvalidRows(errors));
     }
-    // Always seal a final (possibly empty) chunk flagged last, so truncation is detectable.
-    seal_chunk(&pending, &data_key, context, chunks, true, dir)?;
-    chunks += 1;
-    progress(rows);
-    Ok((rows, chunks, data_key))
+    on_chunk(&pending, rows, true)?;
+    Ok(rows)
+}
+
+/// Splits a decoded chunk into sandbox batches of the `selected` (schema index, type) columns.
+pub fn batches_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)]) -> Vec<Batch> {
+    (0..chunk.rows)
+        .step_by(BATCH_ROWS)
+        .map(|start| batch_of(chunk, selected, start..(start + BATCH_ROWS).min(chunk.rows)))
+        .collect()
 }
 
 fn csv_problem(error: &csv::Error) -> String {

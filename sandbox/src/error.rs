@@ -17,6 +17,16 @@ pub enum SandboxError {
     ModuleTooLarge { bytes: usize, limit: usize },
     #[error("module is not a valid core WebAssembly module: {0}")]
     ModuleInvalid(String),
+    #[error("a component was uploaded; Sluice runs core WebAssembly modules only")]
+    ComponentNotModule,
+    #[error("module defines {count} functions, the limit is {limit}")]
+    TooManyFunctions { count: u32, limit: u32 },
+    #[error("module declares a table of {elements} elements, the limit is {limit}")]
+    TableTooLarge { elements: u64, limit: u64 },
+    #[error("module asks for {requested_bytes} bytes of initial memory, the limit is {limit}")]
+    MemoryTooLarge { requested_bytes: u64, limit: u64 },
+    #[error("module declares {count} {what}; ABI 1 allows one")]
+    TooMany { what: &'static str, count: u32 },
     #[error("module imports `{module}::{name}`, which the host does not offer (ABI 1 offers no imports)")]
     ForbiddenImport { module: String, name: String },
     #[error("module does not export `{name}`")]
@@ -83,6 +93,11 @@ impl SandboxError {
             SandboxError::DigestInvalid(_) => "digest_invalid",
             SandboxError::ModuleTooLarge { .. } => "module_too_large",
             SandboxError::ModuleInvalid(_) => "module_invalid",
+            SandboxError::ComponentNotModule => "component_not_module",
+            SandboxError::TooManyFunctions { .. } => "too_many_functions",
+            SandboxError::TableTooLarge { .. } => "table_too_large",
+            SandboxError::MemoryTooLarge { .. } => "memory_too_large",
+            SandboxError::TooMany { .. } => "too_many_items",
             SandboxError::ForbiddenImport { .. } => "forbidden_import",
             SandboxError::MissingExport { .. } => "missing_export",
             SandboxError::WrongExportSignature { .. } => "wrong_export_signature",
@@ -106,6 +121,11 @@ impl SandboxError {
             | SandboxError::DigestInvalid(_)
             | SandboxError::ModuleTooLarge { .. }
             | SandboxError::ModuleInvalid(_)
+            | SandboxError::ComponentNotModule
+            | SandboxError::TooManyFunctions { .. }
+            | SandboxError::TableTooLarge { .. }
+            | SandboxError::MemoryTooLarge { .. }
+            | SandboxError::TooMany { .. }
             | SandboxError::ForbiddenImport { .. }
             | SandboxError::MissingExport { .. }
             | SandboxError::WrongExportSignature { .. }

@@ -25,6 +25,7 @@ pub fn review_module(
     if !module_bytes.starts_with(b"\0asm") {
         return Err(SandboxError::ModuleInvalid("not a WebAssembly binary (missing the \\0asm magic)".into()));
     }
+    check_shape(module_bytes, limits)?;
     // `Module::new` validates and compiles; it refuses components and malformed bytes.
     // It never deserialises precompiled artefacts: that needs `Module::deserialize`,
     // which Sluice does not call on bytes from outside.
@@ -41,6 +42,49 @@ pub fn review_module(
     check_imports(&module)?;
     check_exports(&module)?;
     Ok((module, ModelDigest::of(module_bytes, manifest)))
+}
+
+const WASM_PAGE_BYTES: u64 = 65_536;
+
+/// A pass over the sections before compiling, so each cap fails with its own code and a
+/// hostile module is refused before Cranelift spends time on it.
+fn check_shape(module_bytes: &[u8], limits: &RuntimeLimits) -> Result<(), SandboxError> {
+    use wasmparser::{Encoding, Parser, Payload};
+    let malformed = |error: wasmparser::BinaryReaderError| SandboxError::ModuleInvalid(error.to_string());
+    for payload in Parser::new(0).parse_all(module_bytes) {
+        match payload.map_err(malformed)? {
+            Payload::Version { encoding: Encoding::Component, .. } => return Err(SandboxError::ComponentNotModule),
+            Payload::FunctionSection(functions) if functions.count() > limits.max_functions => {
+                return Err(SandboxError::TooManyFunctions { count: functions.count(), limit: limits.max_functions });
+            }
+            Payload::TableSection(tables) => {
+                if tables.count() > 1 {
+                    return Err(SandboxError::TooMany { what: "tables", count: tables.count() });
+                }
+                for table in tables {
+                    let elements = table.map_err(malformed)?.ty.initial;
+                    let limit = limits.max_table_elements as u64;
+                    if elements > limit {
+                        return Err(SandboxError::TableTooLarge { elements, limit });
+                    }
+                }
+            }
+            Payload::MemorySection(memories) => {
+                if memories.count() > 1 {
+                    return Err(SandboxError::TooMany { what: "memories", count: memories.count() });
+                }
+                for memory in memories {
+                    let requested_bytes = memory.map_err(malformed)?.initial.saturating_mul(WASM_PAGE_BYTES);
+                    let limit = limits.max_memory_bytes as u64;
+                    if requested_bytes > limit {
+                        return Err(SandboxError::MemoryTooLarge { requested_bytes, limit });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_imports(module: &Module) -> Result<(), SandboxError> {

@@ -27,6 +27,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
     pub max_module_bytes: usize,
+    /// Functions a module may define; more is refused at review.
+    pub max_functions: u32,
     /// Linear memory cap; growing past it traps.
     pub max_memory_bytes: usize,
     pub max_table_elements: usize,
@@ -45,6 +47,7 @@ impl Default for RuntimeLimits {
     fn default() -> Self {
         Self {
             max_module_bytes: 8 << 20,
+            max_functions: 20_000,
             max_memory_bytes: 64 << 20,
             max_table_elements: 10_000,
             fuel_setup: 50_000_000,

@@ -110,15 +110,17 @@ fn hostile_modules_are_refused_or_stopped_with_their_own_error() {
         ("model error status", module("i32.const 7", ""), "model_status"),
         ("forbidden import", module("i32.const 0", r#"(import "env" "leak" (func (param i32)))"#), "forbidden_import"),
         ("WASI import", module("i32.const 0", r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#), "forbidden_import"),
-        ("table bomb", module("i32.const 0", "(table 1000000 funcref)"), "limits_exceeded"),
+        ("table bomb", module("i32.const 0", "(table 1000000 funcref)"), "table_too_large"),
+        ("function bomb", module("i32.const 0", &"(func)".repeat(20_001)), "too_many_functions"),
+        ("two memories", module("i32.const 0", "(memory 1)"), "too_many_items"),
         ("oversized module", [b"\0asm\x01\0\0\0".as_slice(), &vec![0u8; 9 << 20]].concat(), "module_too_large"),
         ("malformed bytes", b"\0asm\x01\0\0\0garbage".to_vec(), "module_invalid"),
         ("text instead of binary", b"(module)".to_vec(), "module_invalid"),
-        ("a component", wat::parse_str("(component)").expect("component"), "module_invalid"),
+        ("a component", wat::parse_str("(component)").expect("component"), "component_not_module"),
         (
             "huge initial memory",
             wat::parse_str(r#"(module (memory (export "memory") 2000) (func (export "sluice_abi_version") (result i32) i32.const 1))"#).expect("wat"),
-            "limits_exceeded",
+            "memory_too_large",
         ),
         ("missing export", wat::parse_str(r#"(module (memory (export "memory") 1))"#).expect("wat"), "missing_export"),
         ("wrong export signature", bare(1, 0, ""), "wrong_export_signature"),
@@ -160,4 +162,36 @@ fn the_same_input_and_fuel_give_the_same_output() {
     let first = run(&identity(), vec![batch(&values)]).expect("runs");
     let second = run(&identity(), vec![batch(&values)]).expect("runs");
     assert_eq!(first, second);
+}
+
+/// Every example model passes the server's static review against its schema and runs on
+/// dummy data with the server's limits, releasing every declared output.
+#[test]
+fn example_models_pass_review_and_run_on_dummy_data() {
+    use sluice_gateway::schema::DatasetSchema;
+    for model in sluice_gateway::examples::EXAMPLE_MODELS {
+        let schema = DatasetSchema::from_toml(model.schema).expect("schema");
+        let (compiled, report) =
+            sluice_gateway::dev::check(runtime(), model.wasm, model.manifest, Some(&schema)).expect(model.name);
+        assert_eq!(report.name, model.name);
+        let outputs = sluice_gateway::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
+        assert_eq!(outputs.len(), report.outputs.len());
+        for output in outputs {
+            assert!(output.released.value.is_finite() && output.exact.is_finite(), "{}", model.name);
+        }
+    }
+}
+
+/// A manifest reading a level-4 column is refused by the local check, as the server would.
+#[test]
+fn dev_check_refuses_core_columns_and_type_mismatches() {
+    use sluice_gateway::schema::DatasetSchema;
+    let model = sluice_gateway::examples::EXAMPLE_MODELS[1];
+    let schema = DatasetSchema::from_toml(model.schema).expect("schema");
+    let core = model.manifest.replace("\"employees\", type = \"i64\"", "\"legal_representative_id\", type = \"i64\"");
+    let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
+    assert_eq!(refusal.code, "column_not_grantable");
+    let mistyped = model.manifest.replace("\"employees\", type = \"i64\"", "\"employees\", type = \"f64\"");
+    let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &mistyped, Some(&schema)).expect_err("type");
+    assert_eq!(refusal.code, "column_type_mismatch");
 }

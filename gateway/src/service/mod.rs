@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, IngestSummary, NewDataset};
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
-pub use runs::{BudgetView, RunView};
+pub use runs::{BudgetView, RunView, output_rules};
 
 use crate::audit::{AuditEvent, AuditOutcome};
 use crate::datadir::DataDir;

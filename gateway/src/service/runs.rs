@@ -83,7 +83,7 @@ fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
 }
 
 /// The release rules the manifest declares, in output order.
-fn output_rules(manifest: &Manifest) -> Vec<OutputRule> {
+pub fn output_rules(manifest: &Manifest) -> Vec<OutputRule> {
     manifest
         .outputs()
         .iter()

@@ -1,0 +1,47 @@
+//! Air-quality anomaly screening for the ecological environment scenario (seed 002,
+//! item 9: 生态环境, 大气监测).
+//!
+//! Per hourly reading, the PM2.5 individual air-quality index (HJ 633-2012 breakpoints) and
+//! whether the reading breaches the Grade II limits for PM2.5 (75 µg/m³) or SO2
+//! (150 µg/m³, hourly 500); the host releases the count of anomalies, the mean index and
+//! the total PM2.5 excess. Inputs, in manifest order: pm25_ugm3 (f64), so2_ugm3 (f64),
+//! industrial_zone (bool). It must not carry a row out.
+
+use sluice_guest::Row;
+
+const PM25_LIMIT: f64 = 75.0;
+const SO2_HOURLY_LIMIT: f64 = 500.0;
+/// (concentration, index) breakpoints for PM2.5, HJ 633-2012 table 1.
+const PM25_BREAKPOINTS: [(f64, f64); 8] = [
+    (0.0, 0.0),
+    (35.0, 50.0),
+    (75.0, 100.0),
+    (115.0, 150.0),
+    (150.0, 200.0),
+    (250.0, 300.0),
+    (350.0, 400.0),
+    (500.0, 500.0),
+];
+
+fn pm25_index(concentration: f64) -> f64 {
+    for pair in PM25_BREAKPOINTS.windows(2) {
+        let ((c_low, i_low), (c_high, i_high)) = (pair[0], pair[1]);
+        if concentration <= c_high {
+            return i_low + (i_high - i_low) * (concentration - c_low) / (c_high - c_low);
+        }
+    }
+    500.0
+}
+
+fn pollution_anomaly(row: &Row, out: &mut [f64]) {
+    let pm25 = row.f64(0).unwrap_or(0.0).max(0.0);
+    let so2 = row.f64(1).unwrap_or(0.0).max(0.0);
+    let industrial = row.bool(2).unwrap_or(false);
+    let anomaly = pm25 > PM25_LIMIT || so2 > SO2_HOURLY_LIMIT;
+
+    out[0] = if anomaly { 1.0 } else { 0.0 }; // anomalous_readings
+    out[1] = pm25_index(pm25); // mean_pm25_index
+    out[2] = if industrial { (pm25 - PM25_LIMIT).max(0.0) } else { 0.0 }; // industrial_pm25_excess
+}
+
+sluice_guest::model!(pollution_anomaly);
