@@ -74,11 +74,15 @@ impl ModelOutputs {
         Self { rows: 0, columns: vec![Vec::new(); outputs] }
     }
 
-    pub(crate) fn push_row(&mut self, row: impl Iterator<Item = f64>) {
-        for (column, value) in self.columns.iter_mut().zip(row) {
-            column.push(value);
-        }
-        self.rows += 1;
+    /// The vector the runtime appends output `index`'s validated values to.
+    pub(crate) fn column_mut(&mut self, index: usize) -> &mut Vec<f64> {
+        &mut self.columns[index]
+    }
+
+    /// Records that every column grew by `rows` values.
+    pub(crate) fn add_rows(&mut self, rows: usize) {
+        self.rows += rows;
+        debug_assert!(self.columns.iter().all(|column| column.len() == self.rows));
     }
 
     pub fn rows(&self) -> usize {

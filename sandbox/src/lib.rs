@@ -36,5 +36,4 @@ mod runtime;
 pub use batch::{Batch, Column, ColumnValues, ModelOutputs};
 pub use error::{Outcome, SandboxError};
 pub use manifest::{ColumnType, InputColumn, Manifest, ModelDigest, OutputKind, OutputSpec};
-pub use review::review_module;
-pub use runtime::{CompiledModel, Runtime, RuntimeLimits};
+pub use runtime::{CompiledModel, Metering, Runtime, RuntimeLimits};

@@ -4,6 +4,7 @@
 //! and validating what comes back. It must not aggregate, add noise or decide whether a run
 //! is allowed; it must not give the guest any import, file, clock or randomness.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -23,6 +24,27 @@ use crate::review::review_module;
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How runs are bounded in time. Every choice bounds every run; they differ in cost and in
+/// determinism. See ARCHITECTURE.md for the measurements behind the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metering {
+    /// Fuel (deterministic instruction budget) and an epoch deadline (wall clock).
+    FuelAndEpoch,
+    /// Fuel only: deterministic, but a host-side stall is not bounded by it.
+    Fuel,
+    /// An epoch deadline only: the cheapest bound, not deterministic.
+    Epoch,
+}
+
+impl Metering {
+    fn fuel(self) -> bool {
+        matches!(self, Metering::FuelAndEpoch | Metering::Fuel)
+    }
+    fn epoch(self) -> bool {
+        matches!(self, Metering::FuelAndEpoch | Metering::Epoch)
+    }
+}
+
 /// The hard limits every run is held to.
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
@@ -41,6 +63,7 @@ pub struct RuntimeLimits {
     pub max_wasm_stack: usize,
     /// Runs that may execute at once (pooling allocator slots).
     pub max_concurrent_runs: u32,
+    pub metering: Metering,
 }
 
 impl Default for RuntimeLimits {
@@ -55,6 +78,7 @@ impl Default for RuntimeLimits {
             deadline: Duration::from_secs(60),
             max_wasm_stack: 512 << 10,
             max_concurrent_runs: 16,
+            metering: Metering::FuelAndEpoch,
         }
     }
 }
@@ -103,7 +127,7 @@ impl Runtime {
     pub fn new(limits: RuntimeLimits) -> Result<Self, SandboxError> {
         let engine =
             Engine::new(&engine_config(&limits)).map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start(engine.clone(), limits.metering.epoch())?;
         Ok(Self { engine, limits, _ticker: ticker })
     }
 
@@ -117,17 +141,23 @@ impl Runtime {
         Ok(CompiledModel { module, manifest: Arc::new(manifest), digest })
     }
 
+    /// Instantiates `model` in a fresh store (ABI handshake and `sluice_reserve` included)
+    /// and drops it: the fixed cost of every run, for benchmarks and health checks.
+    pub fn instantiate(&self, model: &CompiledModel) -> Result<(), SandboxError> {
+        GuestRun::start(self, model).map(drop)
+    }
+
     /// Runs `model` over `batches` in a fresh store and returns its validated per-row outputs.
-    pub fn run<E: std::fmt::Display>(
+    pub fn run<B: Borrow<Batch>, E: std::fmt::Display>(
         &self,
         model: &CompiledModel,
-        batches: impl Iterator<Item = Result<Batch, E>>,
+        batches: impl Iterator<Item = Result<B, E>>,
     ) -> Result<ModelOutputs, SandboxError> {
         let mut run = GuestRun::start(self, model)?;
         let mut outputs = ModelOutputs::new(model.manifest.outputs().len());
         for batch in batches {
             let batch = batch.map_err(|error| SandboxError::Input(error.to_string()))?;
-            run.map_batch(&batch, self.limits.fuel_per_row, &mut outputs)?;
+            run.map_batch(batch.borrow(), &self.limits, &mut outputs)?;
         }
         Ok(outputs)
     }
@@ -135,11 +165,11 @@ impl Runtime {
 
 fn engine_config(limits: &RuntimeLimits) -> Config {
     let mut config = Config::new();
-    config.consume_fuel(true);
-    config.epoch_interruption(true);
+    config.consume_fuel(limits.metering.fuel());
+    config.epoch_interruption(limits.metering.epoch());
     config.cranelift_opt_level(OptLevel::Speed);
     // Determinism: the same input and fuel give the same output on every host.
-    config.cranelift_nan_canonicalization(true);
+    config.cranelift_nan_canonicalization(false);
     config.relaxed_simd_deterministic(true);
     config.max_wasm_stack(limits.max_wasm_stack);
     let mut pool = PoolingAllocationConfig::default();
@@ -177,10 +207,14 @@ impl<'model> GuestRun<'model> {
             .build();
         let mut store = Store::new(&runtime.engine, StoreState { limits: store_limits });
         store.limiter(|state| &mut state.limits);
-        store.set_fuel(limits.fuel_setup).map_err(engine_error)?;
-        let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        if limits.metering.fuel() {
+            store.set_fuel(limits.fuel_setup).map_err(engine_error)?;
+        }
+        if limits.metering.epoch() {
+            let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
 
         let instance = Instance::new(&mut store, &model.module, &[]).map_err(classify_instantiation)?;
         let abi_version: TypedFunc<(), i32> = typed(&instance, &mut store, EXPORT_ABI_VERSION)?;
@@ -215,11 +249,18 @@ impl<'model> GuestRun<'model> {
         fits.ok_or_else(|| SandboxError::Trap(format!("sluice_reserve returned an unusable region offset {region}")))
     }
 
-    fn map_batch(&mut self, batch: &Batch, fuel_per_row: u64, outputs: &mut ModelOutputs) -> Result<(), SandboxError> {
+    fn map_batch(
+        &mut self,
+        batch: &Batch,
+        limits: &RuntimeLimits,
+        outputs: &mut ModelOutputs,
+    ) -> Result<(), SandboxError> {
         self.check_shape(batch)?;
         self.write_inputs(batch);
-        let fuel = fuel_per_row.saturating_mul(batch.rows as u64).max(fuel_per_row);
-        self.store.set_fuel(fuel).map_err(engine_error)?;
+        if limits.metering.fuel() {
+            let fuel = limits.fuel_per_row.saturating_mul(batch.rows as u64).max(limits.fuel_per_row);
+            self.store.set_fuel(fuel).map_err(engine_error)?;
+        }
         let layout = self.layout;
         let arguments = (self.region as i32, batch.rows as i32, layout.inputs as i32, layout.outputs as i32);
         let status = self.map.call(&mut self.store, arguments).map_err(classify_call)?;
@@ -286,22 +327,23 @@ impl<'model> GuestRun<'model> {
         // Memory never shrinks, so the region checked at reserve time is still in bounds.
         let data = &self.memory.data(&self.store)[self.region..self.region + layout.region_bytes()];
         let area = &data[layout.outputs_offset()..][..rows * layout.outputs * 8];
-        let specs = self.model.manifest.outputs();
-        for row in area.chunks_exact(layout.outputs * 8) {
-            let mut values = [0f64; crate::manifest::MAX_OUTPUTS];
-            for ((value, bytes), spec) in values.iter_mut().zip(row.chunks_exact(8)).zip(specs) {
-                let mut raw = [0u8; 8];
-                raw.copy_from_slice(bytes);
-                *value = f64::from_le_bytes(raw);
+        // Column by column: one pass per output keeps each destination vector hot.
+        for (index, spec) in self.model.manifest.outputs().iter().enumerate() {
+            let column = outputs.column_mut(index);
+            column.reserve(rows);
+            for row in area.chunks_exact(layout.outputs * 8) {
+                let bytes: [u8; 8] = row[index * 8..index * 8 + 8].try_into().expect("8-byte slot");
+                let value = f64::from_le_bytes(bytes);
                 if !value.is_finite() {
                     return Err(SandboxError::InvalidOutput {
                         output: spec.name.clone(),
                         detail: "value is NaN or infinite".into(),
                     });
                 }
+                column.push(value);
             }
-            outputs.push_row(values[..layout.outputs].iter().copied());
         }
+        outputs.add_rows(rows);
         Ok(())
     }
 }
@@ -358,9 +400,13 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine, enabled: bool) -> Result<Self, SandboxError> {
         let stop = Arc::new(AtomicBool::new(false));
+        if !enabled {
+            return Ok(Self { stop, handle: None });
+        }
         let stop_flag = Arc::clone(&stop);
+        // Without the ticker no deadline would ever fire, so failing to start it is fatal.
         let handle = std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
@@ -369,8 +415,8 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })
-            .ok();
-        Self { stop, handle }
+            .map_err(|error| SandboxError::Engine(format!("starting the epoch ticker: {error}")))?;
+        Ok(Self { stop, handle: Some(handle) })
     }
 }
 

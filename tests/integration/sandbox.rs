@@ -195,3 +195,20 @@ fn dev_check_refuses_core_columns_and_type_mismatches() {
     let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &mistyped, Some(&schema)).expect_err("type");
     assert_eq!(refusal.code, "column_type_mismatch");
 }
+
+/// With fuel switched off, the wall-clock deadline alone still stops an infinite loop.
+#[test]
+fn the_epoch_deadline_stops_a_loop_without_fuel() {
+    let limits = RuntimeLimits {
+        metering: sluice_sandbox::Metering::Epoch,
+        deadline: std::time::Duration::from_millis(200),
+        ..RuntimeLimits::default()
+    };
+    let runtime = Runtime::new(limits).expect("runtime");
+    let endless = module("(loop $forever (br $forever)) i32.const 0", "");
+    let compiled = runtime.compile(&endless, Manifest::from_toml(MANIFEST).expect("manifest")).expect("compiles");
+    let error =
+        runtime.run(&compiled, std::iter::once(Ok::<_, std::convert::Infallible>(batch(&[1.0])))).expect_err("stopped");
+    assert_eq!(error.code(), "resource_limit");
+    assert!(error.to_string().contains("deadline"), "{error}");
+}

@@ -25,7 +25,12 @@ pub const BATCH_ROWS: usize = 4096;
 
 /// The region the host writes batches into. Words of 8 bytes, so it is 8-byte aligned
 /// and every value slot is one element; the guest reads it without `unsafe`.
-static REGION: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+///
+/// It is a zero-initialised static, so it lives in the module's initial memory (pages the
+/// host maps lazily) instead of being allocated and zeroed at every instantiation. Its size
+/// fits the largest batch ABI 1 allows: 64 inputs and 32 outputs of 4,096 rows.
+static REGION: Mutex<[u64; REGION_WORDS]> = Mutex::new([0; REGION_WORDS]);
+const REGION_WORDS: usize = (64 * BATCH_ROWS * 9).div_ceil(8) + 32 * BATCH_ROWS;
 
 /// One input row: read column `i` (manifest order) as the type the manifest declares.
 pub struct Row<'a> {
@@ -64,31 +69,37 @@ impl Row<'_> {
 #[doc(hidden)]
 pub fn reserve(bytes: i32) -> i32 {
     let Ok(bytes) = usize::try_from(bytes) else { return -1 };
-    let mut region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    *region = vec![0u64; bytes.div_ceil(8)];
+    if bytes.div_ceil(8) > REGION_WORDS {
+        return -1;
+    }
+    let region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // On wasm32 an address is the offset into linear memory.
     region.as_ptr() as usize as i32
 }
 
-/// Implementation of the `sluice_map` export; use [`model!`] instead.
+/// Most outputs a manifest may declare (the host's `MAX_OUTPUTS`).
+pub const MAX_OUTPUTS: usize = 32;
+
+/// Implementation of the `sluice_map` export; use [`model!`] instead. Generic over the
+/// model so the compiler inlines it into the row loop.
 #[doc(hidden)]
-pub fn map(rows: i32, inputs: i32, outputs: i32, model: fn(&Row, &mut [f64])) -> i32 {
-    let (Ok(rows), Ok(inputs), Ok(outputs)) =
-        (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
+pub fn map<F: Fn(&Row, &mut [f64])>(rows: i32, inputs: i32, outputs: i32, model: F) -> i32 {
+    let (Ok(rows), Ok(inputs), Ok(outputs)) = (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
     else {
         return 1;
     };
     let mut region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let outputs_word = (inputs * BATCH_ROWS * 9).div_ceil(8);
-    if rows > BATCH_ROWS || region.len() < outputs_word + BATCH_ROWS * outputs {
+    if rows > BATCH_ROWS || outputs > MAX_OUTPUTS || region.len() < outputs_word + BATCH_ROWS * outputs {
         return 2;
     }
-    let mut values = vec![0f64; outputs];
-    for row in 0..rows {
+    let (input_words, output_words) = region.as_mut_slice().split_at_mut(outputs_word);
+    let mut buffer = [0f64; MAX_OUTPUTS];
+    for (row, slots) in output_words.chunks_exact_mut(outputs).take(rows).enumerate() {
+        let values = &mut buffer[..outputs];
         values.fill(0.0);
-        model(&Row { region: &region, row, inputs }, &mut values);
-        let start = outputs_word + row * outputs;
-        for (slot, value) in region[start..start + outputs].iter_mut().zip(&values) {
+        model(&Row { region: input_words, row, inputs }, values);
+        for (slot, value) in slots.iter_mut().zip(values.iter()) {
             *slot = value.to_bits();
         }
     }
