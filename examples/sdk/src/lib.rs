@@ -84,7 +84,8 @@ pub const MAX_OUTPUTS: usize = 32;
 /// model so the compiler inlines it into the row loop.
 #[doc(hidden)]
 pub fn map<F: Fn(&Row, &mut [f64])>(rows: i32, inputs: i32, outputs: i32, model: F) -> i32 {
-    let (Ok(rows), Ok(inputs), Ok(outputs)) = (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
+    let (Ok(rows), Ok(inputs), Ok(outputs)) =
+        (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
     else {
         return 1;
     };
