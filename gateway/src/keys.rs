@@ -37,6 +37,11 @@ impl AeadKey {
         Ok(Self(key))
     }
 
+    /// A key from raw bytes (test vectors and benchmarks).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
     pub fn from_hex(text: &str) -> anyhow::Result<Self> {
         let mut decoded =
             Zeroizing::new(hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("key is not hexadecimal"))?);
@@ -236,6 +241,47 @@ mod tests {
         flipped[20] ^= 1;
         assert!(master.unwrap_key(&flipped, b"dataset 1 version 1").is_err());
         assert_eq!(format!("{master:?}"), "AeadKey(redacted)");
+    }
+
+    /// Project Wycheproof's AES-GCM vectors against the implementation Sluice uses: every
+    /// 256-bit key, 96-bit nonce, 128-bit tag case (the only parameters Sluice uses).
+    #[test]
+    fn wycheproof_aes_256_gcm_vectors() {
+        use wycheproof::TestResult;
+        let set = wycheproof::aead::TestSet::load(wycheproof::aead::TestName::AesGcm).expect("vectors");
+        let (mut valid, mut invalid) = (0, 0);
+        for group in set.test_groups {
+            if group.key_size != 256 || group.nonce_size != 96 || group.tag_size != 128 {
+                continue;
+            }
+            for test in group.tests {
+                let key = AeadKey::from_bytes(test.key.as_slice().try_into().expect("32-byte key"));
+                let nonce: [u8; NONCE_LEN] = test.nonce.as_slice().try_into().expect("12-byte nonce");
+                let mut sealed = [test.ct.as_slice(), test.tag.as_slice()].concat();
+                let opened = key.open(nonce, &test.aad, &mut sealed);
+                match test.result {
+                    TestResult::Valid => {
+                        assert_eq!(opened, Ok(()), "test {} must open", test.tc_id);
+                        assert_eq!(sealed, test.pt.as_slice(), "test {} plaintext", test.tc_id);
+                        let mut buffer = test.pt.to_vec();
+                        key.seal(nonce, &test.aad, &mut buffer).expect("seal");
+                        assert_eq!(
+                            buffer,
+                            [test.ct.as_slice(), test.tag.as_slice()].concat(),
+                            "test {} ciphertext",
+                            test.tc_id
+                        );
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(opened.is_err(), "test {} must be refused", test.tc_id);
+                        invalid += 1;
+                    }
+                    TestResult::Acceptable => {}
+                }
+            }
+        }
+        assert!(valid > 20 && invalid > 10, "only {valid} valid and {invalid} invalid vectors ran");
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! Vault benchmarks: `cargo bench -p sluice-gateway --bench vault`.
+//!
+//! - AES-256-GCM decryption of 1 MiB, ring (what Sluice uses) against RustCrypto's aes-gcm;
+//! - ingest of the 100,000-row vehicles CSV: parse, validate, encode and seal (MB/s of CSV);
+//! - decrypt and decode the sealed version back into sandbox batches (rows/s, GB/s).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sluice_gateway::examples::{VEHICLES_SCHEMA, vehicles_csv};
+use sluice_gateway::keys::AeadKey;
+use sluice_gateway::schema::DatasetSchema;
+use sluice_gateway::vault::{ChunkContext, VersionReader, ingest};
+
+const MIB: usize = 1 << 20;
+
+fn aead(criterion: &mut Criterion) {
+    let key_bytes = [7u8; 32];
+    let nonce = [1u8; 12];
+    let ring_key = AeadKey::from_bytes(key_bytes);
+    let mut sealed = vec![0x5a; MIB];
+    ring_key.seal(nonce, b"aad", &mut sealed).expect("seal");
+    let rust_crypto = aes_gcm::Aes256Gcm::new_from_slice(&key_bytes).expect("key");
+
+    let mut group = criterion.benchmark_group("AES-256-GCM decrypt 1 MiB");
+    group.throughput(Throughput::Bytes(MIB as u64)).measurement_time(Duration::from_secs(3));
+    group.bench_function("ring", |bench| {
+        bench.iter(|| {
+            let mut buffer = sealed.clone();
+            ring_key.open(nonce, b"aad", &mut buffer).expect("opens");
+            black_box(buffer)
+        })
+    });
+    group.bench_function("aes-gcm (RustCrypto)", |bench| {
+        bench.iter(|| {
+            let mut buffer = sealed.clone();
+            let tag = buffer.split_off(MIB);
+            rust_crypto
+                .decrypt_in_place_detached((&nonce).into(), b"aad", &mut buffer, tag.as_slice().into())
+                .expect("opens");
+            black_box(buffer)
+        })
+    });
+    group.bench_function("copy only (baseline for the clone above)", |bench| bench.iter(|| black_box(sealed.clone())));
+    group.finish();
+}
+
+fn ingest_and_read(criterion: &mut Criterion) {
+    let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("schema");
+    let rows = 100_000;
+    let csv = vehicles_csv(rows, 9);
+    let master = AeadKey::generate().expect("key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut version = 0;
+
+    let mut group = criterion.benchmark_group("vault");
+    group.measurement_time(Duration::from_secs(5)).sample_size(20);
+    group.throughput(Throughput::Bytes(csv.len() as u64));
+    group.bench_function("ingest vehicles CSV (100,000 rows)", |bench| {
+        bench.iter(|| {
+            version += 1;
+            let context = ChunkContext { dataset_id: 1, version, schema_hash: schema.hash() };
+            ingest(csv.as_bytes(), &schema, context, &master, dir.path(), |_| {}).expect("ingest")
+        })
+    });
+
+    let context = ChunkContext { dataset_id: 2, version: 1, schema_hash: schema.hash() };
+    let report = ingest(csv.as_bytes(), &schema, context, &master, dir.path(), |_| {}).expect("ingest");
+    let columns: Vec<String> = schema.columns.iter().map(|column| column.name.clone()).collect();
+    // Plaintext bytes decoded per pass: 8 value bytes and 1 validity byte per cell.
+    group.throughput(Throughput::Bytes((rows * columns.len() * 9) as u64));
+    group.bench_function("decrypt + decode all 7 columns into batches", |bench| {
+        bench.iter(|| {
+            let key = master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
+            let reader = VersionReader::open(dir.path(), context, report.chunks, key, &schema, &columns).expect("open");
+            let mut seen = 0;
+            for batch in reader {
+                seen += batch.expect("batch").rows;
+            }
+            assert_eq!(seen, rows);
+        })
+    });
+    group.throughput(Throughput::Elements(rows as u64));
+    group.bench_function("decrypt + decode (rows)", |bench| {
+        bench.iter(|| {
+            let key = master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
+            VersionReader::open(dir.path(), context, report.chunks, key, &schema, &columns).expect("open").count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, aead, ingest_and_read);
+criterion_main!(benches);
