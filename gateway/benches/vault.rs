@@ -62,12 +62,12 @@ fn ingest_and_read(criterion: &mut Criterion) {
         bench.iter(|| {
             version += 1;
             let context = ChunkContext { dataset_id: 1, version, schema_hash: schema.hash() };
-            ingest(csv.as_bytes(), &schema, context, &master, dir.path(), |_| {}).expect("ingest")
+            ingest(csv.as_bytes(), &schema, context, &master, dir.path(), false, |_| {}).expect("ingest")
         })
     });
 
     let context = ChunkContext { dataset_id: 2, version: 1, schema_hash: schema.hash() };
-    let report = ingest(csv.as_bytes(), &schema, context, &master, dir.path(), |_| {}).expect("ingest");
+    let report = ingest(csv.as_bytes(), &schema, context, &master, dir.path(), false, |_| {}).expect("ingest");
     let columns: Vec<String> = schema.columns.iter().map(|column| column.name.clone()).collect();
     // Plaintext bytes decoded per pass: 8 value bytes and 1 validity byte per cell.
     group.throughput(Throughput::Bytes((rows * columns.len() * 9) as u64));

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
@@ -20,8 +21,9 @@ use tower_http::trace::TraceLayer;
 use crate::error::ServiceError;
 use crate::service::{App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, new_request_id};
 
-/// Largest request body: a CSV upload (larger datasets use `sluice dataset ingest`).
-const MAX_BODY_BYTES: usize = 512 << 20;
+/// Largest JSON request body (a model upload: 8 MiB of WebAssembly as base64, and its
+/// manifest). CSV uploads stream and have no limit.
+const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// The router over `app`, separate from serving so tests drive it directly.
 pub fn router(app: Arc<App>) -> Router {
@@ -30,7 +32,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/principals", post(create_principal))
         .route("/v1/catalogue", get(catalogue))
         .route("/v1/datasets", post(register_dataset))
+        .route("/v1/datasets/{id}", delete(destroy_dataset))
         .route("/v1/datasets/{id}/data", put(ingest))
+        .route("/v1/datasets/{id}/dummy", get(dummy))
+        .route("/v1/keys/rotate", post(rotate_keys))
         .route("/v1/applications", post(submit_application))
         .route("/v1/applications/{id}", get(application))
         .route("/v1/applications/{id}/reviews", post(review_application))
@@ -144,14 +149,106 @@ async fn register_dataset(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestQuery {
+    #[serde(default)]
+    skip_invalid: bool,
+}
+
+/// Streams the CSV body into the vault: the body is never buffered whole, so an upload of
+/// any size is ingested in constant memory.
 async fn ingest(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<i64>,
-    body: Bytes,
+    Query(query): Query<IngestQuery>,
+    body: Body,
 ) -> ApiResult<Response> {
-    let summary = app.ingest(&caller, id, body.to_vec()).await.for_caller(&caller)?;
+    let reader = BodyReader::spawn(body);
+    let summary = app.ingest(&caller, id, reader, query.skip_invalid, |_| {}).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
+}
+
+async fn destroy_dataset(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    Ok(Json(app.destroy_dataset(&caller, id).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DummyQuery {
+    #[serde(default = "default_dummy_rows")]
+    rows: usize,
+    #[serde(default)]
+    seed: u64,
+}
+
+fn default_dummy_rows() -> usize {
+    1_000
+}
+
+/// Synthetic rows that follow a dataset's schema, for model development.
+async fn dummy(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    Query(query): Query<DummyQuery>,
+) -> ApiResult<Response> {
+    let csv = app.dummy_rows(&caller, id, query.rows, query.seed).await.for_caller(&caller)?;
+    Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
+}
+
+async fn rotate_keys(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    Ok(Json(app.rotate_master_key(&caller).await.for_caller(&caller)?).into_response())
+}
+
+/// A blocking `Read` over an HTTP body, fed by a task: the vault's parser reads it on a
+/// blocking thread while the body arrives.
+struct BodyReader {
+    receiver: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl BodyReader {
+    fn spawn(mut body: Body) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(frame) = body.frame().await {
+                let item = match frame {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => Ok(data),
+                        Err(_) => continue, // trailers carry no data
+                    },
+                    Err(error) => Err(std::io::Error::other(error)),
+                };
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Self { receiver, current: Bytes::new() }
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(0),
+            }
+        }
+        let count = buffer.len().min(self.current.len());
+        buffer[..count].copy_from_slice(&self.current[..count]);
+        self.current = self.current.slice(count..);
+        Ok(count)
+    }
 }
 
 async fn submit_application(

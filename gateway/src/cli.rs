@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Master key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Example files for the README walkthrough.
     Examples {
         #[command(subcommand)]
@@ -109,8 +114,47 @@ enum DevCommand {
     },
 }
 
+/// Acting on a data directory directly, as a principal identified by its API token.
+#[derive(Debug, clap::Args)]
+struct Acting {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The acting principal's API token.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key under a new master key (no data is re-encrypted). Run it
+    /// with the gateway stopped, or use `POST /v1/keys/rotate` while it serves. Admin only.
+    Rotate {
+        #[command(flatten)]
+        acting: Acting,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum DatasetCommand {
+    /// Validate and encrypt a CSV file as a dataset's next version, with progress.
+    Ingest {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        dataset: i64,
+        #[arg(long)]
+        csv: PathBuf,
+        /// Store the valid rows and report the invalid ones, instead of refusing the file.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Crypto-shred a dataset: delete its data keys and chunks. Irreversible.
+    Destroy {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        dataset: i64,
+    },
     /// Write synthetic rows that follow a schema (deterministic for a seed) as CSV.
     Dummy {
         #[arg(long)]
@@ -170,6 +214,25 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 Some(path) => std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?,
                 None => std::io::stdout().lock().write_all(csv.as_bytes())?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dataset { command: DatasetCommand::Ingest { acting, dataset, csv, skip_invalid } } => {
+            ingest(acting, dataset, csv, skip_invalid).await
+        }
+        Command::Dataset { command: DatasetCommand::Destroy { acting, dataset } } => {
+            let (app, caller) = open_as(&acting).await?;
+            let summary = app.destroy_dataset(&caller, dataset).await.map_err(service_error)?;
+            println!("dataset {dataset} destroyed: {} data keys deleted, chunks removed", summary.data_keys_deleted);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Rotate { acting } } => {
+            let (app, caller) = open_as(&acting).await?;
+            let summary = app.rotate_master_key(&caller).await.map_err(service_error)?;
+            println!(
+                "master key rotated: {} data keys re-wrapped; new key {}…",
+                summary.data_keys_rewrapped,
+                &summary.new_fingerprint[..16]
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Examples { command: ExamplesCommand::Write { dir } } => {
@@ -304,5 +367,54 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
             released.name, output.exact, released.value, released.ci95_half_width
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the data directory and authenticates the token, as the HTTP API would.
+async fn open_as(acting: &Acting) -> anyhow::Result<(std::sync::Arc<App>, crate::service::Caller)> {
+    let app = App::open(DataDir::new(&acting.data_dir), Clock::System)
+        .await
+        .with_context(|| format!("opening {}", acting.data_dir.display()))?;
+    let caller =
+        app.authenticate(Some(&acting.token), &crate::service::new_request_id()).await.map_err(service_error)?;
+    Ok((app, caller))
+}
+
+/// A service error as a one-line CLI error: its code and message.
+fn service_error(error: crate::error::ServiceError) -> anyhow::Error {
+    match error {
+        crate::error::ServiceError::Internal(detail) => detail,
+        other => anyhow::anyhow!("{} ({})", other, other.code()),
+    }
+}
+
+async fn ingest(acting: Acting, dataset: i64, csv: PathBuf, skip_invalid: bool) -> anyhow::Result<ExitCode> {
+    let (app, caller) = open_as(&acting).await?;
+    let file = std::fs::File::open(&csv).with_context(|| format!("opening {}", csv.display()))?;
+    let size = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(size).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ingest [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let reader = bar.wrap_read(file);
+    let rows_bar = bar.clone();
+    let outcome = app
+        .ingest(&caller, dataset, reader, skip_invalid, move |rows| rows_bar.set_message(format!("{rows} rows sealed")))
+        .await;
+    bar.finish_and_clear();
+    let summary = outcome.map_err(service_error)?;
+    println!(
+        "dataset {} version {}: {} rows sealed in {} chunks",
+        summary.dataset_id, summary.version, summary.rows, summary.chunks
+    );
+    if summary.skipped > 0 {
+        println!("{} invalid rows left out; the first:", summary.skipped);
+        for example in &summary.skipped_examples {
+            println!("  {example}");
+        }
+    }
+    app.store().close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -80,6 +80,10 @@ impl InProcessClient {
         self.send(Method::POST, path, Some(token), "application/json", body.to_string().into_bytes()).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> ApiResponse {
+        self.send(Method::DELETE, path, Some(token), "application/json", Vec::new()).await
+    }
+
     pub async fn put_csv(&self, path: &str, token: &str, csv: Vec<u8>) -> ApiResponse {
         self.send(Method::PUT, path, Some(token), "text/csv", csv).await
     }

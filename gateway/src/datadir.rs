@@ -31,6 +31,10 @@ impl DataDir {
     pub fn master_key(&self) -> PathBuf {
         self.root.join("master.key")
     }
+    /// The new master key during a rotation, until the rotation is complete.
+    pub fn master_key_next(&self) -> PathBuf {
+        self.root.join("master.key.next")
+    }
     pub fn signing_key(&self) -> PathBuf {
         self.root.join("audit-signing.key")
     }

@@ -118,7 +118,7 @@ pub fn run(
         .context("the manifest reads a column the schema does not have; run `sluice dev check --schema` first")?;
     let csv = dummy_csv(schema, rows, seed);
     let mut batches: Vec<Batch> = Vec::new();
-    parse_chunks(csv.as_bytes(), schema, |chunk, _, _| {
+    parse_chunks(csv.as_bytes(), schema, false, |chunk, _, _| {
         batches.extend(batches_of(chunk, &selected));
         Ok(())
     })

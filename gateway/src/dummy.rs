@@ -106,8 +106,9 @@ mod tests {
         let csv = dummy_csv(&schema, 2_000, 5);
         assert_eq!(csv, dummy_csv(&schema, 2_000, 5));
         assert_ne!(csv, dummy_csv(&schema, 2_000, 6));
-        let rows = crate::vault::parse_chunks(csv.as_bytes(), &schema, |_, _, _| Ok(())).expect("every row valid");
-        assert_eq!(rows, 2_000);
+        let parsed =
+            crate::vault::parse_chunks(csv.as_bytes(), &schema, false, |_, _, _| Ok(())).expect("every row valid");
+        assert_eq!(parsed.rows, 2_000);
         let nulls = csv.lines().skip(1).filter(|line| line.ends_with(',')).count();
         assert!((40..=160).contains(&nulls), "about 5% nulls in the nullable column, got {nulls}");
     }

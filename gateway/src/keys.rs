@@ -104,6 +104,20 @@ impl AeadKey {
         Ok(AeadKey(key))
     }
 
+    /// A fingerprint that names the key without revealing it (keyed blake3, hex).
+    pub fn fingerprint(&self) -> String {
+        blake3::Hasher::new_derive_key("sluice 2026 master key fingerprint v1")
+            .update(self.0.as_ref())
+            .finalize()
+            .to_hex()
+            .to_string()
+    }
+
+    /// The key as the 64 hex characters a key file holds.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0.as_ref()))
+    }
+
     /// Test support: the raw bytes, to scan a data directory for leaked key material.
     pub fn expose_for_tests(&self) -> [u8; 32] {
         *self.0
@@ -141,15 +155,20 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(fs::read(path).with_context(|| format!("reading {}", path.display()))?))
 }
 
+/// Reads a key file holding 64 hex characters.
+pub fn read_key_file(path: &Path) -> anyhow::Result<AeadKey> {
+    let bytes = read_secret_file(path)?;
+    let text = std::str::from_utf8(&bytes).context("key file is not text")?;
+    AeadKey::from_hex(text).with_context(|| format!("reading the key in {}", path.display()))
+}
+
 /// Loads the master key from [`MASTER_KEY_ENV`] if set, else from `path`.
 pub fn load_master_key(path: &Path) -> anyhow::Result<AeadKey> {
     if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
         let text = Zeroizing::new(text);
         return AeadKey::from_hex(&text).with_context(|| format!("reading the master key from ${MASTER_KEY_ENV}"));
     }
-    let bytes = read_secret_file(path)?;
-    let text = std::str::from_utf8(&bytes).context("master key file is not text")?;
-    AeadKey::from_hex(text).with_context(|| format!("reading the master key from {}", path.display()))
+    read_key_file(path)
 }
 
 /// Creates a new master key file (0600).

@@ -63,6 +63,7 @@ pub struct DatasetRow {
     pub epsilon_total: i64,
     pub epsilon_spent: i64,
     pub created_at: String,
+    pub destroyed_at: Option<String>,
 }
 
 #[derive(Clone, FromRow)]
@@ -309,6 +310,64 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Crypto-shredding: deletes every data key of the dataset (the wrapped keys are the
+    /// only copies) and marks it destroyed. Returns how many versions lost their key.
+    pub async fn shred_dataset(tx: &mut Tx, dataset_id: i64, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let shredded = sqlx::query("UPDATE dataset_versions SET wrapped_key = X'' WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE datasets SET destroyed_at = $1 WHERE id = $2")
+            .bind(format_time(now))
+            .bind(dataset_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(shredded)
+    }
+
+    /// Moves every committed page out of the write-ahead log into the database (where
+    /// `secure_delete` has zeroed freed content) and truncates the log, so no old page image
+    /// survives in the WAL file.
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Every stored data key: (dataset id, version, wrapped key).
+    pub async fn wrapped_keys(tx: &mut Tx) -> anyhow::Result<Vec<(i64, i64, Vec<u8>)>> {
+        Ok(sqlx::query_as(
+            "SELECT dataset_id, version, wrapped_key FROM dataset_versions WHERE length(wrapped_key) > 0",
+        )
+        .fetch_all(&mut **tx)
+        .await?)
+    }
+
+    pub async fn replace_wrapped_key(tx: &mut Tx, dataset_id: i64, version: i64, wrapped: &[u8]) -> anyhow::Result<()> {
+        sqlx::query("UPDATE dataset_versions SET wrapped_key = $1 WHERE dataset_id = $2 AND version = $3")
+            .bind(wrapped)
+            .bind(dataset_id)
+            .bind(version)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn meta(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn set_meta(tx: &mut Tx, name: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     // ----- applications and authorisations -----

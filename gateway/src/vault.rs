@@ -72,6 +72,14 @@ pub struct ColumnarRows {
     pub valid: Vec<Vec<bool>>,
 }
 
+// Decoded chunks hold plaintext rows: wipe them when they go.
+impl Drop for ColumnarRows {
+    fn drop(&mut self) {
+        self.values.zeroize();
+        self.valid.iter_mut().for_each(|valid| valid.zeroize());
+    }
+}
+
 impl ColumnarRows {
     fn new(columns: usize) -> Self {
         Self { rows: 0, values: vec![Vec::new(); columns], valid: vec![Vec::new(); columns] }
@@ -118,6 +126,10 @@ impl ColumnarRows {
         }
         let mut decoded = Self::new(columns);
         decoded.rows = rows;
+        if rows == 0 {
+            // The last chunk of a dataset whose size is a multiple of CHUNK_ROWS is empty.
+            return Ok(decoded);
+        }
         for (column, part) in bytes[10..].chunks_exact(rows * 9).enumerate().take(columns) {
             decoded.valid[column] = part[..rows].iter().map(|byte| *byte == 1).collect();
             decoded.values[column] = part[rows..]
@@ -143,6 +155,9 @@ fn chunk_path(dir: &Path, index: u64) -> PathBuf {
 pub struct IngestReport {
     pub rows: u64,
     pub chunks: u64,
+    /// Rows refused and left out (only with `skip_invalid`), and the first few of them.
+    pub skipped: u64,
+    pub skipped_examples: Vec<RowError>,
     /// The data key wrapped by the master key; the only copy of the key that persists.
     pub wrapped_key: Vec<u8>,
 }
@@ -174,6 +189,7 @@ pub fn ingest(
     context: ChunkContext,
     master: &AeadKey,
     blob_root: &Path,
+    skip_invalid: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<IngestReport, IngestError> {
     let final_dir = version_dir(blob_root, context.dataset_id, context.version);
@@ -182,8 +198,8 @@ pub fn ingest(
         fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
     }
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let outcome = seal_all(csv, schema, context, &staging, &mut progress);
-    let (rows, chunks, data_key) = match outcome {
+    let outcome = seal_all(csv, schema, context, &staging, skip_invalid, &mut progress);
+    let (parsed, chunks, data_key) = match outcome {
         Ok(done) => done,
         Err(error) => {
             let _ = fs::remove_dir_all(&staging);
@@ -192,7 +208,13 @@ pub fn ingest(
     };
     let wrapped_key = master.wrap(&data_key, &context.key_context())?;
     fs::rename(&staging, &final_dir).with_context(|| format!("moving chunks into {}", final_dir.display()))?;
-    Ok(IngestReport { rows, chunks, wrapped_key })
+    Ok(IngestReport {
+        rows: parsed.rows,
+        chunks,
+        skipped: parsed.skipped,
+        skipped_examples: parsed.skipped_examples,
+        wrapped_key,
+    })
 }
 
 fn seal_all(
@@ -200,32 +222,44 @@ fn seal_all(
     schema: &DatasetSchema,
     context: ChunkContext,
     dir: &Path,
+    skip_invalid: bool,
     progress: &mut impl FnMut(u64),
-) -> Result<(u64, u64, AeadKey), IngestError> {
+) -> Result<(ParsedRows, u64, AeadKey), IngestError> {
     let data_key = AeadKey::generate()?;
     let mut chunks = 0u64;
-    let rows = parse_chunks(csv, schema, |chunk, rows_so_far, last| {
+    let parsed = parse_chunks(csv, schema, skip_invalid, |chunk, rows_so_far, last| {
         seal_chunk(chunk, &data_key, context, chunks, last, dir)?;
         chunks += 1;
         progress(rows_so_far);
         Ok(())
     })?;
-    Ok((rows, chunks, data_key))
+    Ok((parsed, chunks, data_key))
+}
+
+/// How many rows a parse kept, and what it left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRows {
+    pub rows: u64,
+    pub skipped: u64,
+    pub skipped_examples: Vec<RowError>,
 }
 
 /// Parses and validates `csv` against `schema`, handing each chunk of up to
-/// [`CHUNK_ROWS`] rows to `on_chunk` with the rows parsed so far and whether it is the
-/// last. The last chunk is always emitted (possibly empty), so a reader can tell a
-/// truncated dataset from a complete one. Once a row is invalid, no further chunk is
-/// emitted; up to ten invalid rows are reported.
+/// [`CHUNK_ROWS`] rows to `on_chunk` with the rows kept so far and whether it is the last.
+/// The last chunk is always emitted (possibly empty), so a reader can tell a truncated
+/// dataset from a complete one. By default one invalid row fails the whole file (no
+/// further chunk is emitted and up to ten invalid rows are reported); with `skip_invalid`
+/// invalid rows are left out, counted, and the first ten kept as examples.
 pub fn parse_chunks(
     csv: impl Read,
     schema: &DatasetSchema,
+    skip_invalid: bool,
     mut on_chunk: impl FnMut(&ColumnarRows, u64, bool) -> anyhow::Result<()>,
-) -> Result<u64, IngestError> {
+) -> Result<ParsedRows, IngestError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(csv);
     let positions = header_positions(&mut reader, schema)?;
     let mut errors = Vec::new();
+    let mut skipped = 0u64;
     let mut pending = ColumnarRows::new(schema.columns.len());
     let mut rows = 0u64;
     let mut fields = vec![Field::Null; schema.columns.len()];
@@ -234,13 +268,15 @@ pub fn parse_chunks(
     while reader.read_record(&mut record).map_err(|error| IngestError::Csv(csv_problem(&error)))? {
         line += 1;
         if let Err(error) = parse_record(&record, schema, &positions, line, &mut fields) {
-            errors.push(error);
-            if errors.len() >= MAX_REPORTED_ERRORS {
+            skipped += 1;
+            if errors.len() < MAX_REPORTED_ERRORS {
+                errors.push(error);
+            } else if !skip_invalid {
                 break;
             }
             continue;
         }
-        if !errors.is_empty() {
+        if !skip_invalid && !errors.is_empty() {
             continue; // keep looking for errors, but emit nothing from an invalid file
         }
         pending.push(&fields);
@@ -250,11 +286,11 @@ pub fn parse_chunks(
             pending = ColumnarRows::new(schema.columns.len());
         }
     }
-    if !errors.is_empty() {
+    if !skip_invalid && !errors.is_empty() {
         return Err(IngestError::InvalidRows(errors));
     }
     on_chunk(&pending, rows, true)?;
-    Ok(rows)
+    Ok(ParsedRows { rows, skipped, skipped_examples: errors })
 }
 
 /// Splits a decoded chunk into sandbox batches of the `selected` (schema index, type) columns.
@@ -266,6 +302,9 @@ pub fn batches_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)]) -> Vec
 }
 
 fn csv_problem(error: &csv::Error) -> String {
+    if error.is_io_error() {
+        return "reading the upload failed before it was complete".into();
+    }
     match error.position() {
         Some(position) => format!("malformed CSV near line {}", position.line()),
         None => "malformed CSV".into(),

@@ -25,6 +25,7 @@ pub enum DenialReason {
     WrongReviewer,
     NotPending,
     InvalidRequest,
+    DatasetDestroyed,
 }
 
 impl DenialReason {
@@ -47,6 +48,7 @@ impl DenialReason {
             DenialReason::WrongReviewer => "wrong_reviewer",
             DenialReason::NotPending => "not_pending",
             DenialReason::InvalidRequest => "invalid_request",
+            DenialReason::DatasetDestroyed => "dataset_destroyed",
         }
     }
 }

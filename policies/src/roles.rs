@@ -72,10 +72,12 @@ pub enum Action {
     ReadResult,
     ReadBudget,
     ExportAudit,
+    DestroyDataset,
+    RotateKeys,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 13] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::ReadCatalogue,
@@ -87,6 +89,8 @@ impl Action {
         Action::ReadResult,
         Action::ReadBudget,
         Action::ExportAudit,
+        Action::DestroyDataset,
+        Action::RotateKeys,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,8 @@ impl Action {
             Action::ReadResult => "result.read",
             Action::ReadBudget => "budget.read",
             Action::ExportAudit => "audit.export",
+            Action::DestroyDataset => "dataset.destroy",
+            Action::RotateKeys => "keys.rotate",
         }
     }
 
@@ -116,6 +122,8 @@ impl Action {
             Action::ReviewApplication | Action::ReviewModel => &[Reviewer],
             Action::ReadBudget => &[Operator, Provider, Regulator],
             Action::ExportAudit => &[Regulator],
+            Action::DestroyDataset => &[Provider],
+            Action::RotateKeys => &[Admin],
         }
     }
 }
@@ -153,6 +161,8 @@ mod tests {
             (Action::ReadResult, [false, false, true, false, false]),
             (Action::ReadBudget, [false, true, true, false, true]),
             (Action::ExportAudit, [false, false, false, false, true]),
+            (Action::DestroyDataset, [false, true, false, false, false]),
+            (Action::RotateKeys, [true, false, false, false, false]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {

@@ -44,6 +44,18 @@ impl ColumnValues {
     }
 }
 
+// A batch holds plaintext rows: wipe them when it is dropped, after the guest has them.
+impl Drop for Column {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match &mut self.values {
+            ColumnValues::F64(values) => values.zeroize(),
+            ColumnValues::I64(values) => values.zeroize(),
+        }
+        self.valid.zeroize();
+    }
+}
+
 // Plaintext rows must not reach a log by accident, so Debug shows only shapes.
 impl fmt::Debug for Column {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

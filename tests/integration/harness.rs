@@ -17,8 +17,8 @@ use time::macros::datetime;
 pub const START: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 
 pub struct World {
-    /// Kept so the data directory lives as long as the world.
-    pub _dir: tempfile::TempDir,
+    /// Holds the data directory (`dir/data`) for as long as the world lives.
+    pub dir: tempfile::TempDir,
     pub app: Arc<App>,
     pub api: InProcessClient,
     pub clock: Clock,
@@ -95,7 +95,7 @@ impl World {
             .expect("ingest");
 
         let mut world = World {
-            _dir: dir,
+            dir,
             app,
             api,
             clock,
@@ -160,6 +160,10 @@ impl World {
 
     pub async fn run(&self) -> ApiResponse {
         self.run_as(&self.operator, self.authorisation_id, self.model_id).await
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     pub async fn export(&self) -> String {

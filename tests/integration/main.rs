@@ -6,3 +6,4 @@ mod harness;
 mod lifecycle;
 mod sandbox;
 mod tidy;
+mod vault;

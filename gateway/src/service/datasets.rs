@@ -28,6 +28,15 @@ pub struct IngestSummary {
     pub version: i64,
     pub rows: u64,
     pub chunks: u64,
+    /// Rows left out with `skip_invalid`, and where the first of them are (never values).
+    pub skipped: u64,
+    pub skipped_examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestroySummary {
+    pub dataset_id: i64,
+    pub data_keys_deleted: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +80,7 @@ pub struct CatalogueEntry {
     pub versions: Vec<CatalogueVersion>,
     pub epsilon_total: f64,
     pub epsilon_spent: f64,
+    pub destroyed: bool,
     pub authorisations: Vec<CatalogueAuthorisation>,
 }
 
@@ -109,7 +119,14 @@ impl App {
 
     /// Validates and encrypts `csv` as the dataset's next version. The whole file must be
     /// valid; on any error nothing is stored and the failure is audited.
-    pub async fn ingest(&self, caller: &Caller, dataset_id: i64, csv: Vec<u8>) -> ServiceResult<IngestSummary> {
+    pub async fn ingest(
+        &self,
+        caller: &Caller,
+        dataset_id: i64,
+        csv: impl std::io::Read + Send + 'static,
+        skip_invalid: bool,
+        progress: impl FnMut(u64) + Send + 'static,
+    ) -> ServiceResult<IngestSummary> {
         let action = "dataset.ingest";
         let object = format!("dataset:{dataset_id}");
         self.guard(caller, Action::RegisterDataset, &object).await?;
@@ -131,10 +148,13 @@ impl App {
         let _ingest_guard = self.ingest_lock.lock().await;
         let version = self.store.next_version(dataset_id).await?;
         let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
-        let master = self.master.clone();
+        if dataset.destroyed_at.is_some() {
+            return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed")));
+        }
+        let master = self.master.read().await.clone();
         let blobs = self.data_dir.blobs();
         let outcome = tokio::task::spawn_blocking(move || {
-            vault::ingest(csv.as_slice(), &schema, context, &master, &blobs, |_| {})
+            vault::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
         })
         .await
         .context("the ingest task panicked")?;
@@ -168,14 +188,81 @@ impl App {
         let event = Self::event(caller, action, &object, AuditOutcome::Ok)
             .detail("version", version)
             .detail("rows", report.rows)
-            .detail("chunks", report.chunks);
+            .detail("chunks", report.chunks)
+            .detail("rows_skipped", report.skipped);
         Store::append_audit(&mut tx, event, now).await?;
         if let Err(error) = tx.commit().await {
             // The chunks are useless without the wrapped key that was just rolled back.
             let _ = std::fs::remove_dir_all(vault::version_dir(&self.data_dir.blobs(), dataset_id, version));
             return Err(anyhow::Error::from(error).context("committing the dataset version").into());
         }
-        Ok(IngestSummary { dataset_id, version, rows: report.rows, chunks: report.chunks })
+        Ok(IngestSummary {
+            dataset_id,
+            version,
+            rows: report.rows,
+            chunks: report.chunks,
+            skipped: report.skipped,
+            skipped_examples: report
+                .skipped_examples
+                .iter()
+                .map(|error| format!("line {}, column `{}` {}", error.line, error.column, error.problem))
+                .collect(),
+        })
+    }
+
+    /// Crypto-shreds a dataset: deletes its data keys (the only way to read its chunks),
+    /// removes the sealed chunks, and flushes the write-ahead log so no copy of a wrapped
+    /// key survives on disk. Audited; later runs are refused with `dataset_destroyed`.
+    pub async fn destroy_dataset(&self, caller: &Caller, dataset_id: i64) -> ServiceResult<DestroySummary> {
+        let action = Action::DestroyDataset;
+        let object = format!("dataset:{dataset_id}");
+        self.guard(caller, action, &object).await?;
+        let Some(dataset) = self.store.dataset(dataset_id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "dataset", dataset_id).await);
+        };
+        if dataset.provider_id != caller.principal.id {
+            let denial = sluice_policies::Denial::new(
+                sluice_policies::DenialReason::WrongRole,
+                "only the provider that registered a dataset may destroy it",
+            );
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        if dataset.destroyed_at.is_some() {
+            return Err(ServiceError::Conflict(format!("dataset {dataset_id} was already destroyed")));
+        }
+        let _no_ingest = self.ingest_lock.lock().await;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let versions = Store::shred_dataset(&mut tx, dataset_id, now).await?;
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("data_keys_deleted", versions)
+            .detail("method", "crypto-shredding");
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the destruction")?;
+        let blobs = self.data_dir.blobs().join(format!("dataset-{dataset_id}"));
+        if blobs.exists() {
+            std::fs::remove_dir_all(&blobs).with_context(|| format!("removing {}", blobs.display()))?;
+        }
+        self.store.checkpoint().await?;
+        Ok(DestroySummary { dataset_id, data_keys_deleted: versions })
+    }
+
+    /// Dummy rows for a dataset: made from its schema (public metadata), never its data.
+    pub async fn dummy_rows(&self, caller: &Caller, dataset_id: i64, rows: usize, seed: u64) -> ServiceResult<String> {
+        self.guard(caller, Action::ReadCatalogue, &format!("dataset:{dataset_id}")).await?;
+        if rows > 1_000_000 {
+            return Err(ServiceError::invalid("at most 1,000,000 dummy rows per request"));
+        }
+        let Some(dataset) = self.store.dataset(dataset_id).await? else {
+            return Err(self.not_found(caller, "dataset.dummy", "dataset", dataset_id).await);
+        };
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let event = Self::event(caller, "dataset.dummy", format!("dataset:{dataset_id}"), AuditOutcome::Ok)
+            .detail("rows", rows)
+            .detail("seed", seed);
+        self.record(event).await?;
+        Ok(crate::dummy::dummy_csv(&schema, rows, seed))
     }
 
     pub async fn catalogue(&self, caller: &Caller) -> ServiceResult<Vec<CatalogueEntry>> {
@@ -214,6 +301,7 @@ impl App {
                     .collect(),
                 epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
                 epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
+                destroyed: dataset.destroyed_at.is_some(),
                 authorisations,
             });
         }

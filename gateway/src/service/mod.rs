@@ -18,7 +18,7 @@ use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, Reviewer
 use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
 use time::OffsetDateTime;
 
-pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, IngestSummary, NewDataset};
+pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
 pub use runs::{BudgetView, RunView, output_rules};
 
@@ -66,7 +66,9 @@ pub struct Caller {
 pub struct App {
     pub(crate) store: Store,
     pub(crate) data_dir: DataDir,
-    pub(crate) master: AeadKey,
+    /// Held for reading while a data key is wrapped or unwrapped, for writing during a
+    /// rotation, so no operation mixes the old and the new master key.
+    pub(crate) master: tokio::sync::RwLock<AeadKey>,
     pub(crate) signing: SigningKey,
     pub(crate) runtime: Arc<Runtime>,
     /// Compiled models by digest: compiled here at submission, never loaded from outside.
@@ -149,7 +151,8 @@ impl App {
     /// Opens the gateway over an initialised data directory.
     pub async fn open(data_dir: DataDir, clock: Clock) -> anyhow::Result<Arc<Self>> {
         let store = Store::open_sqlite(&data_dir.database(), false).await?;
-        let master = crate::keys::load_master_key(&data_dir.master_key())?;
+        let master = open_master_key(&data_dir, &store).await?;
+        sweep_partial_ingests(&data_dir.blobs())?;
         let signing = SigningKey::load(&data_dir.signing_key())?;
         let limits = RuntimeLimits::default();
         let slots = limits.max_concurrent_runs as usize;
@@ -157,7 +160,7 @@ impl App {
         Ok(Arc::new(Self {
             store,
             data_dir,
-            master,
+            master: tokio::sync::RwLock::new(master),
             signing,
             runtime: Arc::new(runtime),
             compiled: Mutex::new(HashMap::new()),
@@ -351,6 +354,121 @@ impl App {
     pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
         let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
         principal_from_row(&row)
+    }
+}
+
+/// The meta entry that names the master key wrapping every data key.
+const MASTER_FINGERPRINT: &str = "master_key_fingerprint";
+
+/// Loads the master key, finishing or undoing a rotation that was interrupted, and checks
+/// it is the key this data directory's data keys are wrapped under.
+async fn open_master_key(data_dir: &DataDir, store: &Store) -> anyhow::Result<AeadKey> {
+    let recorded = store.meta(MASTER_FINGERPRINT).await?;
+    let next_path = data_dir.master_key_next();
+    if next_path.exists() {
+        let next = crate::keys::read_key_file(&next_path)?;
+        if recorded.as_deref() == Some(next.fingerprint().as_str()) {
+            // The re-wrap committed but the new key file was not moved into place.
+            std::fs::rename(&next_path, data_dir.master_key()).context("finishing an interrupted key rotation")?;
+        } else {
+            // The re-wrap never committed: the old key is still the right one.
+            std::fs::remove_file(&next_path).context("removing an unfinished key rotation")?;
+        }
+    }
+    let master = crate::keys::load_master_key(&data_dir.master_key())?;
+    match recorded {
+        Some(fingerprint) if fingerprint != master.fingerprint() => anyhow::bail!(
+            "the master key does not match this data directory (it wraps its data keys under key {}…)",
+            &fingerprint[..16]
+        ),
+        Some(_) => {}
+        None => {
+            let mut tx = store.begin().await?;
+            Store::set_meta(&mut tx, MASTER_FINGERPRINT, &master.fingerprint()).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(master)
+}
+
+/// An ingest interrupted by a crash leaves a staging directory; nothing refers to it.
+fn sweep_partial_ingests(blobs: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(datasets) = std::fs::read_dir(blobs) else { return Ok(()) };
+    for dataset in datasets.flatten() {
+        for entry in std::fs::read_dir(dataset.path()).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|extension| extension == "partial") {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing the interrupted ingest {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RotationSummary {
+    pub data_keys_rewrapped: u64,
+    pub new_fingerprint: String,
+}
+
+impl App {
+    /// Re-wraps every data key under a new master key, without re-encrypting any data.
+    /// Crash-safe: the new key is written beside the old one first, the re-wrap and its
+    /// audit entry commit together, and only then does the new key file replace the old
+    /// (an interrupted rotation is finished or undone when the gateway next opens).
+    pub async fn rotate_master_key(&self, caller: &Caller) -> ServiceResult<RotationSummary> {
+        let action = Action::RotateKeys;
+        self.guard(caller, action, "master_key").await?;
+        if std::env::var_os(crate::keys::MASTER_KEY_ENV).is_some() {
+            return Err(ServiceError::invalid(format!(
+                "the master key comes from ${}; rotate it where it is kept, or use a key file",
+                crate::keys::MASTER_KEY_ENV
+            )));
+        }
+        let _no_ingest = self.ingest_lock.lock().await;
+        let mut master = self.master.write().await;
+        let new_key = AeadKey::generate()?;
+        let next_path = self.data_dir.master_key_next();
+        let _ = std::fs::remove_file(&next_path);
+        crate::keys::write_secret_file(&next_path, format!("{}\n", new_key.to_hex().as_str()).as_bytes())?;
+        let outcome = self.rewrap_all(caller, &master, &new_key).await;
+        let rewrapped = match outcome {
+            Ok(count) => count,
+            Err(error) => {
+                let _ = std::fs::remove_file(&next_path);
+                return Err(error.into());
+            }
+        };
+        std::fs::rename(&next_path, self.data_dir.master_key()).context("installing the new master key")?;
+        if let Ok(directory) = std::fs::File::open(self.data_dir.root()) {
+            let _ = directory.sync_all();
+        }
+        *master = new_key;
+        Ok(RotationSummary { data_keys_rewrapped: rewrapped, new_fingerprint: master.fingerprint() })
+    }
+
+    async fn rewrap_all(&self, caller: &Caller, old: &AeadKey, new: &AeadKey) -> anyhow::Result<u64> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let keys = Store::wrapped_keys(&mut tx).await?;
+        for (dataset_id, version, wrapped) in &keys {
+            let context =
+                crate::vault::ChunkContext { dataset_id: *dataset_id, version: *version, schema_hash: [0; 32] };
+            let data_key = old
+                .unwrap_key(wrapped, &context.key_context())
+                .map_err(|error| anyhow::anyhow!("dataset {dataset_id} version {version}: {error}"))?;
+            Store::replace_wrapped_key(&mut tx, *dataset_id, *version, &new.wrap(&data_key, &context.key_context())?)
+                .await?;
+        }
+        Store::set_meta(&mut tx, MASTER_FINGERPRINT, &new.fingerprint()).await?;
+        let event = Self::event(caller, Action::RotateKeys.as_str(), "master_key", AuditOutcome::Ok)
+            .detail("data_keys_rewrapped", keys.len())
+            .detail("old_fingerprint", &old.fingerprint()[..16])
+            .detail("new_fingerprint", &new.fingerprint()[..16]);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the key rotation")?;
+        Ok(keys.len() as u64)
     }
 }
 

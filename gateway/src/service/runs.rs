@@ -105,6 +105,8 @@ struct PreparedRun {
     version: VersionRow,
     schema: DatasetSchema,
     epsilon: Epsilon,
+    /// Unwrapped before the charge, so a key problem never costs the operator budget.
+    key: crate::keys::AeadKey,
 }
 
 impl App {
@@ -164,13 +166,29 @@ impl App {
             return Err(self.deny(caller, action, object, denial).await);
         }
         let dataset = dataset.context("authorised dataset")?;
+        if dataset.destroyed_at.is_some() {
+            let denial = Denial::new(
+                DenialReason::DatasetDestroyed,
+                "the dataset was destroyed; its data can no longer be read",
+            );
+            return Err(self.deny(caller, action, object, denial).await);
+        }
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        // The version row and the master key are read under one lock, so a rotation cannot
+        // slip between reading a wrapped key and unwrapping it.
+        let master = self.master.read().await;
         let Some(version) = self.store.versions(dataset.id).await?.pop() else {
             return Err(ServiceError::invalid("the dataset has no data yet"));
         };
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let context =
+            ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: schema.hash() };
+        let key = master
+            .unwrap_key(&version.wrapped_key, &context.key_context())
+            .map_err(|error| anyhow::anyhow!("unwrapping the data key of dataset {}: {error}", dataset.id))?;
+        drop(master);
         let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
-        Ok(PreparedRun { compiled, version, schema, epsilon })
+        Ok(PreparedRun { compiled, version, schema, epsilon, key })
     }
 
     /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
@@ -250,10 +268,7 @@ impl App {
             version: version.version,
             schema_hash: prepared.schema.hash(),
         };
-        let key = self
-            .master
-            .unwrap_key(&version.wrapped_key, &context.key_context())
-            .map_err(|error| RunFailure::Host(anyhow::anyhow!("unwrapping the data key: {error}")))?;
+        let key = prepared.key.clone();
         let columns: Vec<String> =
             prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
         let reader = VersionReader::open(

@@ -58,8 +58,8 @@ fn ingest_round_trips_across_chunks() {
     let fixture = fixture();
     let context = context(1, &fixture);
     let rows = CHUNK_ROWS + 10;
-    let report =
-        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {}).expect("ingest");
+    let report = ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
+        .expect("ingest");
     assert_eq!((report.rows, report.chunks), (rows as u64, 2));
     let batches = read_all(&fixture, context, &report).expect("read");
     assert_eq!(batches.iter().map(|batch| batch.rows).sum::<usize>(), rows);
@@ -76,9 +76,16 @@ fn ingest_round_trips_across_chunks() {
 fn tampering_is_refused() {
     let fixture = fixture();
     let context = context(1, &fixture);
-    let report =
-        ingest(csv(CHUNK_ROWS * 2 + 5).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, |_| {})
-            .expect("ingest");
+    let report = ingest(
+        csv(CHUNK_ROWS * 2 + 5).as_bytes(),
+        &fixture.schema,
+        context,
+        &fixture.master,
+        &fixture.root,
+        false,
+        |_| {},
+    )
+    .expect("ingest");
     assert_eq!(report.chunks, 3);
     let dir = version_dir(&fixture.root, 1, 1);
     let chunk = |index: u64| chunk_path(&dir, index);
@@ -134,8 +141,9 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
     let mut text = csv(100);
     text.push_str("3,not-a-number\n");
     text.push_str("x,4.0\n");
-    let error = ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
-        .expect_err("invalid");
+    let error =
+        ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, false, |_| {})
+            .expect_err("invalid");
     let IngestError::InvalidRows(rows) = &error else { panic!("{error}") };
     assert_eq!(rows[0], RowError { line: 102, column: "value".into(), problem: "is not a number".into() });
     assert_eq!(rows[1].line, 103);
@@ -147,9 +155,16 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
         .collect();
     assert!(leftovers.is_empty(), "nothing may be left behind: {leftovers:?}");
 
-    let header_error =
-        ingest("value\n1\n".as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
-            .expect_err("wrong header");
+    let header_error = ingest(
+        "value\n1\n".as_bytes(),
+        &fixture.schema,
+        context(1, &fixture),
+        &fixture.master,
+        &fixture.root,
+        false,
+        |_| {},
+    )
+    .expect_err("wrong header");
     assert!(header_error.to_string().contains("header has 1 columns"), "{header_error}");
 }
 
@@ -158,7 +173,7 @@ fn plaintext_never_reaches_the_blob_directory() {
     let fixture = fixture();
     let canary = "987654321.123";
     let text = format!("count,value\n1,{canary}\n2,{canary}\n");
-    ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, |_| {})
+    ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, false, |_| {})
         .expect("ingest");
     let canary_bits = 987654321.123f64.to_le_bytes();
     for entry in fs::read_dir(version_dir(&fixture.root, 1, 1)).expect("dir").flatten() {
@@ -166,4 +181,93 @@ fn plaintext_never_reaches_the_blob_directory() {
         assert!(!bytes.windows(8).any(|window| window == canary_bits), "plaintext value found on disk");
         assert!(!bytes.windows(canary.len()).any(|window| window == canary.as_bytes()));
     }
+}
+
+/// A small deterministic generator for the randomised tests below.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+/// Thousands of random mutations of sealed chunks — bit flips, byte overwrites,
+/// truncations, extensions, swaps between positions — are all refused.
+#[test]
+fn random_mutations_of_sealed_chunks_are_all_refused() {
+    let fixture = fixture();
+    let context = context(1, &fixture);
+    let report = ingest(csv(300).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
+        .expect("ingest");
+    let dir = version_dir(&fixture.root, 1, 1);
+    let path = chunk_path(&dir, 0);
+    let original = fs::read(&path).expect("read");
+    let mut random = Xorshift(0x9E37_79B9_7F4A_7C15);
+    for attempt in 0..3_000 {
+        let mut bytes = original.clone();
+        match attempt % 4 {
+            0 => {
+                let position = random.below(bytes.len());
+                bytes[position] ^= 1 << random.below(8);
+            }
+            1 => {
+                let position = random.below(bytes.len());
+                bytes[position] = bytes[position].wrapping_add(1 + random.below(255) as u8);
+            }
+            2 => bytes.truncate(random.below(bytes.len())),
+            _ => bytes.extend((0..1 + random.below(32)).map(|_| random.next() as u8)),
+        }
+        fs::write(&path, &bytes).expect("write");
+        assert!(read_all(&fixture, context, &report).is_err(), "mutation {attempt} was accepted");
+    }
+    fs::write(&path, &original).expect("restore");
+    read_all(&fixture, context, &report).expect("the original still reads");
+}
+
+/// Encoding then decoding a chunk gives back exactly the rows, for random shapes and
+/// values, including NaN payloads, infinities, extremes and nulls.
+#[test]
+fn chunk_encoding_round_trips() {
+    let mut random = Xorshift(42);
+    for _ in 0..500 {
+        let columns = 1 + random.below(8);
+        let rows = random.below(300);
+        let mut chunk = ColumnarRows::new(columns);
+        let specials = [0u64, u64::MAX, f64::NAN.to_bits() | 0x1234, f64::INFINITY.to_bits(), i64::MIN as u64, 1];
+        for _ in 0..rows {
+            let fields: Vec<Field> = (0..columns)
+                .map(|_| match random.below(4) {
+                    0 => Field::Null,
+                    1 => Field::I64(random.next() as i64),
+                    2 => Field::F64(f64::from_bits(specials[random.below(specials.len())])),
+                    _ => Field::F64(f64::from_bits(random.next())),
+                })
+                .collect();
+            chunk.push(&fields);
+        }
+        let decoded = ColumnarRows::decode(&chunk.encode(), columns).expect("decodes");
+        assert_eq!((decoded.rows, &decoded.values, &decoded.valid), (chunk.rows, &chunk.values, &chunk.valid));
+        assert!(ColumnarRows::decode(&chunk.encode(), columns + 1).is_err(), "a wrong column count is refused");
+    }
+}
+
+/// Regression: a dataset of exactly CHUNK_ROWS rows ends in an empty last chunk, which
+/// decoding once refused by panicking.
+#[test]
+fn a_dataset_filling_whole_chunks_reads_back() {
+    let fixture = fixture();
+    let context = context(1, &fixture);
+    let report =
+        ingest(csv(CHUNK_ROWS).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
+            .expect("ingest");
+    assert_eq!(report.chunks, 2);
+    let rows: usize = read_all(&fixture, context, &report).expect("reads").iter().map(|batch| batch.rows).sum();
+    assert_eq!(rows, CHUNK_ROWS);
 }
