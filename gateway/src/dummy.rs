@@ -10,6 +10,8 @@ use sluice_sandbox::ColumnType;
 
 use crate::schema::{ColumnSchema, DatasetSchema};
 
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
 /// Share of nulls in a nullable column.
 const NULL_RATE: f64 = 0.05;
 /// Range used for a numeric column that declares no bounds.
@@ -92,6 +94,13 @@ fn dummy_field(column: &ColumnSchema, random: &mut SplitMix64, out: &mut String)
             write!(out, "{}", column.domain[pick])
         }
         ColumnType::Bool => write!(out, "{}", random.unit() < 0.5),
+        ColumnType::Date => {
+            // Days since 1970-01-01 within the column's bounds (default 2000-01-01 to 2030-12-31).
+            let (low, high) = (column.lower.unwrap_or(10_957.0) as i64, column.upper.unwrap_or(22_279.0) as i64);
+            let day = low + (random.next_u64() % (high - low + 1).max(1) as u64) as i64;
+            let date = time::Date::from_julian_day(UNIX_EPOCH_JULIAN_DAY + day as i32).unwrap_or(time::Date::MIN);
+            write!(out, "{date}")
+        }
     };
 }
 

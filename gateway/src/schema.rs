@@ -9,6 +9,9 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use sluice_sandbox::ColumnType;
 
+/// 1970-01-01 as a Julian day: dates are stored as days since then.
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
 /// Level 4 ("core") columns can never be granted to a scenario.
 pub const MAX_GRANTABLE_LEVEL: u8 = 3;
 
@@ -22,6 +25,7 @@ pub struct ColumnSchema {
     pub classification: u8,
     #[serde(default)]
     pub nullable: bool,
+    /// Inclusive bounds of a numeric column; for a `date` column, in days since 1970-01-01.
     #[serde(default)]
     pub lower: Option<f64>,
     #[serde(default)]
@@ -153,6 +157,13 @@ impl ColumnSchema {
                 Some(code) => Ok(Field::I64(code as i64)),
                 None => Err("is not in the column's declared domain".into()),
             },
+            ColumnType::Date => {
+                let date = time::Date::parse(text, &time::format_description::well_known::Iso8601::DATE)
+                    .map_err(|_| "is not a date (YYYY-MM-DD)".to_owned())?;
+                let days = i64::from(date.to_julian_day() - UNIX_EPOCH_JULIAN_DAY);
+                self.check_bounds(days as f64)?;
+                Ok(Field::I64(days))
+            }
             ColumnType::Bool => match text {
                 "true" | "1" => Ok(Field::I64(1)),
                 "false" | "0" => Ok(Field::I64(0)),
@@ -203,6 +214,21 @@ domain = ["a", "b"]
         assert_eq!(district.parse_field(""), Ok(Field::Null));
         let error = district.parse_field("secret-value").expect_err("not in domain");
         assert!(!error.contains("secret-value"), "errors must not echo data: {error}");
+
+        let date = ColumnSchema {
+            name: "d".into(),
+            column_type: ColumnType::Date,
+            classification: 1,
+            nullable: false,
+            lower: Some(0.0),
+            upper: None,
+            domain: Vec::new(),
+            description: String::new(),
+        };
+        assert_eq!(date.parse_field("1970-01-02"), Ok(Field::I64(1)));
+        assert_eq!(date.parse_field("2026-11-23"), Ok(Field::I64(20_780)));
+        assert!(date.parse_field("1969-12-31").expect_err("before the lower bound").contains("bounds"));
+        assert!(date.parse_field("2026-13-01").expect_err("no such month").contains("YYYY-MM-DD"));
     }
 
     #[test]

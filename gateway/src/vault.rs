@@ -465,7 +465,7 @@ fn batch_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)], range: std::
             let words = &chunk.values[index][range.clone()];
             let values = match column_type {
                 ColumnType::F64 => ColumnValues::F64(words.iter().map(|word| f64::from_bits(*word)).collect()),
-                ColumnType::I64 | ColumnType::Category | ColumnType::Bool => {
+                ColumnType::I64 | ColumnType::Category | ColumnType::Bool | ColumnType::Date => {
                     ColumnValues::I64(words.iter().map(|word| *word as i64).collect())
                 }
             };

@@ -30,6 +30,8 @@ pub enum ColumnType {
     Category,
     /// 0 or 1, as an i64.
     Bool,
+    /// A calendar date, as an i64 count of days since 1970-01-01.
+    Date,
 }
 
 impl ColumnType {
@@ -39,6 +41,7 @@ impl ColumnType {
             ColumnType::I64 => "i64",
             ColumnType::Category => "category",
             ColumnType::Bool => "bool",
+            ColumnType::Date => "date",
         }
     }
 }

@@ -285,7 +285,10 @@ impl<'model> GuestRun<'model> {
             let type_matches = matches!(
                 (&column.values, input.column_type),
                 (ColumnValues::F64(_), ColumnType::F64)
-                    | (ColumnValues::I64(_), ColumnType::I64 | ColumnType::Category | ColumnType::Bool)
+                    | (
+                        ColumnValues::I64(_),
+                        ColumnType::I64 | ColumnType::Category | ColumnType::Bool | ColumnType::Date
+                    )
             );
             if !type_matches || column.values.len() != batch.rows || column.valid.len() != batch.rows {
                 return Err(SandboxError::BatchShape(format!("column `{}` has the wrong type or length", input.name)));
