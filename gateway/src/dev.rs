@@ -126,7 +126,7 @@ pub fn run(
     let outputs = runtime.run(compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>))?;
     let rules = output_rules(compiled.manifest());
     let columns: Vec<&[f64]> = (0..rules.len()).map(|index| outputs.column(index)).collect();
-    let released = release(&rules, &columns, rows)?;
+    let released = release(&rules, &columns, rows, schema.rows_per_person())?;
     Ok(rules
         .iter()
         .zip(columns)

@@ -65,10 +65,19 @@ pub fn dummy_csv(schema: &DatasetSchema, rows: usize, seed: u64) -> String {
     let mut random = SplitMix64(seed);
     let mut csv = schema.columns.iter().map(|column| column.name.as_str()).collect::<Vec<_>>().join(",");
     csv.push('\n');
-    for _ in 0..rows {
+    let person_column = match &schema.privacy_unit {
+        crate::schema::PrivacyUnit::PersonId { column, .. } => Some(column.as_str()),
+        crate::schema::PrivacyUnit::RowPerPerson => None,
+    };
+    for row in 0..rows {
         for (index, column) in schema.columns.iter().enumerate() {
             if index > 0 {
                 csv.push(',');
+            }
+            if Some(column.name.as_str()) == person_column {
+                // One row per dummy person keeps every contribution within the bound.
+                let _ = write!(csv, "{row}");
+                continue;
             }
             if column.nullable && random.unit() < NULL_RATE {
                 continue;

@@ -44,6 +44,27 @@ pub struct DatasetSchema {
     pub name: String,
     pub description: String,
     pub columns: Vec<ColumnSchema>,
+    pub privacy_unit: PrivacyUnit,
+}
+
+/// What differential privacy protects: one row, or all the rows of one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivacyUnit {
+    /// Each row is a different person.
+    RowPerPerson,
+    /// Rows carry a person id (a level-4 `i64` column); ingest keeps at most `max_rows`
+    /// rows per person, and releases are calibrated to changing all of one person's rows.
+    PersonId { column: String, max_rows: u32 },
+}
+
+impl DatasetSchema {
+    /// The most rows one person contributes: what the noise is calibrated to.
+    pub fn rows_per_person(&self) -> u32 {
+        match self.privacy_unit {
+            PrivacyUnit::RowPerPerson => 1,
+            PrivacyUnit::PersonId { max_rows, .. } => max_rows,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,16 +73,40 @@ struct SchemaFile {
     name: String,
     #[serde(default)]
     description: String,
-    /// ABI 1 supports one row per person only; the field documents it in the file.
-    #[expect(dead_code, reason = "checked by deserialisation: only one privacy unit exists so far")]
-    privacy_unit: PrivacyUnit,
+    /// `"row_per_person"`, or `{ person_id = "column", max_rows_per_person = N }`.
+    privacy_unit: PrivacyUnitFile,
     columns: Vec<ColumnSchema>,
 }
 
-#[derive(Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum PrivacyUnit {
-    RowPerPerson,
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PrivacyUnitFile {
+    Named(String),
+    PersonId { person_id: String, max_rows_per_person: u32 },
+}
+
+fn privacy_unit(file: &SchemaFile) -> Result<PrivacyUnit, String> {
+    match &file.privacy_unit {
+        PrivacyUnitFile::Named(name) if name == "row_per_person" => Ok(PrivacyUnit::RowPerPerson),
+        PrivacyUnitFile::Named(name) => {
+            Err(format!("privacy_unit `{name}` is not `row_per_person` or {{ person_id, max_rows_per_person }}"))
+        }
+        PrivacyUnitFile::PersonId { person_id, max_rows_per_person } => {
+            let column = file.columns.iter().find(|column| &column.name == person_id);
+            let Some(column) = column else {
+                return Err(format!("privacy_unit names person_id column `{person_id}`, which is not declared"));
+            };
+            if column.column_type != ColumnType::I64 || column.nullable || column.classification != 4 {
+                return Err(format!(
+                    "person_id column `{person_id}` must be a non-nullable i64 of classification 4 (never granted)"
+                ));
+            }
+            if !(1..=1000).contains(max_rows_per_person) {
+                return Err("max_rows_per_person must be 1 to 1000".into());
+            }
+            Ok(PrivacyUnit::PersonId { column: person_id.clone(), max_rows: *max_rows_per_person })
+        }
+    }
 }
 
 impl DatasetSchema {
@@ -77,7 +122,14 @@ impl DatasetSchema {
                 return Err(format!("column `{}` is declared twice", column.name));
             }
         }
-        Ok(Self { source: source.to_owned(), name: file.name, description: file.description, columns: file.columns })
+        let privacy_unit = privacy_unit(&file)?;
+        Ok(Self {
+            source: source.to_owned(),
+            name: file.name,
+            description: file.description,
+            columns: file.columns,
+            privacy_unit,
+        })
     }
 
     /// blake3 of the exact schema text; bound into every chunk's associated data.
@@ -240,7 +292,15 @@ domain = ["a", "b"]
         check(&SCHEMA.replace("classification = 2", "classification = 5"), "classification must be");
         check(&SCHEMA.replace("domain = [\"a\", \"b\"]", "domain = [\"a\", \"a\"]"), "twice");
         check(&SCHEMA.replace("name = \"district\"", "name = \"age\""), "declared twice");
-        check(&SCHEMA.replace("row_per_person", "household"), "unknown variant");
+        check(&SCHEMA.replace("\"row_per_person\"", "\"household\""), "privacy_unit `household`");
+        check(
+            &SCHEMA.replace("\"row_per_person\"", "{ person_id = \"age\", max_rows_per_person = 3 }"),
+            "must be a non-nullable i64 of classification 4",
+        );
+        check(
+            &SCHEMA.replace("\"row_per_person\"", "{ person_id = \"nobody\", max_rows_per_person = 3 }"),
+            "not declared",
+        );
         check(&SCHEMA.replace("upper = 40.0", "upper = -1.0"), "lower <= upper");
     }
 }

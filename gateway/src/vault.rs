@@ -17,7 +17,7 @@ use sluice_sandbox::{Batch, Column, ColumnType, ColumnValues};
 use zeroize::Zeroize;
 
 use crate::keys::AeadKey;
-use crate::schema::{DatasetSchema, Field};
+use crate::schema::{DatasetSchema, Field, PrivacyUnit};
 
 /// Rows per sealed chunk: 65,536 rows of a few columns is a few MiB, small enough to
 /// decrypt one at a time and large enough that per-chunk overhead is negligible.
@@ -265,9 +265,12 @@ pub fn parse_chunks(
     let mut fields = vec![Field::Null; schema.columns.len()];
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
+    let mut contributions = Contributions::new(schema);
     while reader.read_record(&mut record).map_err(|error| IngestError::Csv(csv_problem(&error)))? {
         line += 1;
-        if let Err(error) = parse_record(&record, schema, &positions, line, &mut fields) {
+        let parsed = parse_record(&record, schema, &positions, line, &mut fields)
+            .and_then(|()| contributions.admit(&fields, line));
+        if let Err(error) = parsed {
             skipped += 1;
             if errors.len() < MAX_REPORTED_ERRORS {
                 errors.push(error);
@@ -299,6 +302,40 @@ pub fn batches_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)]) -> Vec
         .step_by(BATCH_ROWS)
         .map(|start| batch_of(chunk, selected, start..(start + BATCH_ROWS).min(chunk.rows)))
         .collect()
+}
+
+/// Bounds each person's contribution when the schema has a person-id column: rows past
+/// `max_rows` for one person are invalid (refused, or left out with `skip_invalid`).
+struct Contributions {
+    person: Option<(usize, u32, String)>,
+    seen: std::collections::HashMap<i64, u32>,
+}
+
+impl Contributions {
+    fn new(schema: &DatasetSchema) -> Self {
+        let person = match &schema.privacy_unit {
+            PrivacyUnit::PersonId { column, max_rows } => {
+                schema.column(column).map(|(index, _)| (index, *max_rows, column.clone()))
+            }
+            PrivacyUnit::RowPerPerson => None,
+        };
+        Self { person, seen: std::collections::HashMap::new() }
+    }
+
+    fn admit(&mut self, fields: &[Field], line: u64) -> Result<(), RowError> {
+        let Some((index, max_rows, column)) = &self.person else { return Ok(()) };
+        let Field::I64(person) = fields[*index] else { return Ok(()) };
+        let count = self.seen.entry(person).or_default();
+        if *count >= *max_rows {
+            return Err(RowError {
+                line,
+                column: column.clone(),
+                problem: format!("adds a row past the {max_rows} one person may contribute"),
+            });
+        }
+        *count += 1;
+        Ok(())
+    }
 }
 
 fn csv_problem(error: &csv::Error) -> String {

@@ -12,9 +12,12 @@ use opendp::metrics::{AbsoluteDistance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_mean, make_sum};
 use thiserror::Error;
 
-/// Neighbouring datasets differ by replacing one person's row: with the row count public,
-/// that is a symmetric distance of 2 (one row out, one row in).
-const NEIGHBOUR_DISTANCE: u32 = 2;
+/// Neighbouring datasets differ in one person: with the row count public, replacing one
+/// person's rows (at most `rows_per_person` of them) is a symmetric distance of
+/// 2 × `rows_per_person` (their rows out, another person's in).
+fn neighbour_distance(rows_per_person: u32) -> u32 {
+    2 * rows_per_person.max(1)
+}
 
 /// ln(1/0.05): a Laplace(b) draw lies within ±b·ln 20 of zero with probability 95%.
 const LN_TWENTY: f64 = 2.995_732_273_553_991;
@@ -74,15 +77,22 @@ pub enum ReleaseError {
 }
 
 /// Releases every output in `rules` from its per-row values (`columns[i]` for `rules[i]`).
-/// `rows` is the dataset's public row count.
-pub fn release(rules: &[OutputRule], columns: &[&[f64]], rows: usize) -> Result<Vec<ReleasedValue>, ReleaseError> {
+/// `rows` is the dataset's public row count; `rows_per_person` the most rows one person
+/// contributes (1 when each row is a person), which the noise is calibrated to.
+pub fn release(
+    rules: &[OutputRule],
+    columns: &[&[f64]],
+    rows: usize,
+    rows_per_person: u32,
+) -> Result<Vec<ReleasedValue>, ReleaseError> {
     if rows == 0 {
         return Err(ReleaseError::NoRows);
     }
-    rules.iter().zip(columns).map(|(rule, values)| release_one(rule, values, rows)).collect()
+    let distance = neighbour_distance(rows_per_person);
+    rules.iter().zip(columns).map(|(rule, values)| release_one(rule, values, rows, distance)).collect()
 }
 
-fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<ReleasedValue, ReleaseError> {
+fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) -> Result<ReleasedValue, ReleaseError> {
     let invalid = |detail: &str| ReleaseError::InvalidRule { output: rule.name.clone(), detail: detail.into() };
     if !(rule.epsilon.is_finite() && rule.epsilon > 0.0) {
         return Err(invalid("epsilon must be finite and above 0"));
@@ -112,7 +122,7 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<Release
 
     // opendp computes the sensitivity (including floating-point slack); we pick the scale
     // for the declared ε and let opendp's privacy map confirm it.
-    let sensitivity = aggregate.map(&NEIGHBOUR_DISTANCE).map_err(opendp_error)?;
+    let sensitivity = aggregate.map(&distance).map_err(opendp_error)?;
     let mut scale = sensitivity / rule.epsilon;
     for _ in 0..8 {
         let laplace = make_laplace::<_, _, MaxDivergence>(
@@ -123,7 +133,7 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize) -> Result<Release
         )
         .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace).map_err(opendp_error)?;
-        let epsilon = measurement.map(&NEIGHBOUR_DISTANCE).map_err(opendp_error)?;
+        let epsilon = measurement.map(&distance).map_err(opendp_error)?;
         if epsilon <= rule.epsilon {
             let raw = values.to_vec();
             let mut value = measurement.invoke(&raw).map_err(opendp_error)?;
@@ -163,17 +173,28 @@ mod tests {
     fn releases_are_noisy_but_close_and_report_their_epsilon() {
         let rows = 10_000;
         let ones: Vec<f64> = (0..rows).map(|row| (row % 4 == 0) as u8 as f64).collect();
-        let released = release(&[rule(AggregateKind::Count, 0.0, 1.0, 1.0)], &[&ones], rows).expect("released");
+        let released = release(&[rule(AggregateKind::Count, 0.0, 1.0, 1.0)], &[&ones], rows, 1).expect("released");
         let count = &released[0];
         assert!(count.epsilon <= 1.0 && count.epsilon > 0.99, "{}", count.epsilon);
         assert!((count.value - 2500.0).abs() < 40.0, "{}", count.value);
         assert_eq!(count.value.fract(), 0.0);
 
         let values: Vec<f64> = (0..rows).map(|row| (row % 10) as f64 * 5.0).collect(); // includes 45 > upper
-        let released = release(&[rule(AggregateKind::Mean, 0.0, 40.0, 0.5)], &[&values], rows).expect("released");
+        let released = release(&[rule(AggregateKind::Mean, 0.0, 40.0, 0.5)], &[&values], rows, 1).expect("released");
         // Clamped mean: (0+5+…+40+40)/10 = 22.0; noise scale ≈ 40/10000/0.5.
         assert!((released[0].value - 22.0).abs() < 0.2, "{}", released[0].value);
         assert!(released[0].noise_scale < 0.01);
+    }
+
+    /// A person contributing up to three rows triples the sensitivity, so the noise scale.
+    #[test]
+    fn noise_scales_with_the_rows_one_person_contributes() {
+        let values = vec![1.0; 1_000];
+        let sum = rule(AggregateKind::Sum, 0.0, 10.0, 1.0);
+        let one = release(std::slice::from_ref(&sum), &[&values], 1_000, 1).expect("released");
+        let three = release(&[sum], &[&values], 1_000, 3).expect("released");
+        let ratio = three[0].noise_scale / one[0].noise_scale;
+        assert!((ratio - 3.0).abs() < 1e-6, "{ratio}");
     }
 
     #[test]
@@ -185,13 +206,13 @@ mod tests {
             rule(AggregateKind::Sum, 2.0, 1.0, 1.0),
             rule(AggregateKind::Sum, 0.0, f64::INFINITY, 1.0),
         ] {
-            assert!(matches!(release(&[bad], &[&values], 10), Err(ReleaseError::InvalidRule { .. })));
+            assert!(matches!(release(&[bad], &[&values], 10, 1), Err(ReleaseError::InvalidRule { .. })));
         }
         let good = rule(AggregateKind::Sum, 0.0, 1.0, 1.0);
         assert!(matches!(
-            release(std::slice::from_ref(&good), &[&values], 11),
+            release(std::slice::from_ref(&good), &[&values], 11, 1),
             Err(ReleaseError::LengthMismatch { .. })
         ));
-        assert!(matches!(release(&[good], &[&[]], 0), Err(ReleaseError::NoRows)));
+        assert!(matches!(release(&[good], &[&[]], 0, 1), Err(ReleaseError::NoRows)));
     }
 }

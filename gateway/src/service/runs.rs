@@ -283,6 +283,7 @@ impl App {
         let runtime = self.runtime.clone();
         let compiled = prepared.compiled.clone();
         let rows = version.row_count as usize;
+        let rows_per_person = prepared.schema.rows_per_person();
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
             let outputs = runtime.run(&compiled, reader).map_err(RunFailure::Sandbox)?;
@@ -291,7 +292,7 @@ impl App {
             }
             let rules = output_rules(compiled.manifest());
             let columns: Vec<&[f64]> = (0..rules.len()).map(|index| outputs.column(index)).collect();
-            release(&rules, &columns, rows).map_err(|error| RunFailure::Host(error.into()))
+            release(&rules, &columns, rows, rows_per_person).map_err(|error| RunFailure::Host(error.into()))
         })
         .await
         .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?

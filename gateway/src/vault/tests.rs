@@ -271,3 +271,26 @@ fn a_dataset_filling_whole_chunks_reads_back() {
     let rows: usize = read_all(&fixture, context, &report).expect("reads").iter().map(|batch| batch.rows).sum();
     assert_eq!(rows, CHUNK_ROWS);
 }
+
+/// With a person-id column, a person's rows past the schema's maximum are refused (or left
+/// out with `skip_invalid`), so every person's contribution is bounded.
+#[test]
+fn contributions_per_person_are_bounded_at_ingest() {
+    let fixture = fixture();
+    let schema = DatasetSchema::from_toml(
+        &SCHEMA.replace("\"row_per_person\"", "{ person_id = \"person\", max_rows_per_person = 2 }").replace(
+            "[[columns]]\nname = \"value\"",
+            "[[columns]]\nname = \"person\"\ntype = \"i64\"\nclassification = 4\n\n[[columns]]\nname = \"value\"",
+        ),
+    )
+    .expect("schema");
+    assert_eq!(schema.rows_per_person(), 2);
+    let csv = "person,value,count\n1,1.0,1\n1,2.0,1\n2,3.0,1\n1,4.0,1\n";
+    let context = ChunkContext { dataset_id: 1, version: 1, schema_hash: schema.hash() };
+    let error =
+        ingest(csv.as_bytes(), &schema, context, &fixture.master, &fixture.root, false, |_| {}).expect_err("third row");
+    let IngestError::InvalidRows(rows) = error else { panic!("{error}") };
+    assert_eq!((rows[0].line, rows[0].column.as_str()), (5, "person"));
+    let report = ingest(csv.as_bytes(), &schema, context, &fixture.master, &fixture.root, true, |_| {}).expect("skips");
+    assert_eq!((report.rows, report.skipped), (3, 1));
+}
