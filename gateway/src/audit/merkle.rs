@@ -1,17 +1,22 @@
 //! The Merkle tree of RFC 6962 §2.1 with blake3 as the hash: leaf = H(0x00 ‖ entry),
-//! node = H(0x01 ‖ left ‖ right), the empty tree's root = H("").
+//! node = H(0x01 ‖ left ‖ right), the empty tree's root = H(""); inclusion and consistency
+//! proofs (RFC 6962 §2.1.1–2.1.2) and their verification (RFC 9162 §2.1.3.2, §2.1.4.2).
 //!
-//! It owns the hashing only; it must not know what an entry means.
+//! It owns the hashing and proof arithmetic only; it must not know what an entry means.
+//! Proof generation follows the RFC's recursive definitions; verification follows RFC
+//! 9162's iterative algorithms, so the two cross-check each other in the tests.
+
+pub type Hash = [u8; 32];
 
 /// The leaf hash of one canonical entry.
-pub fn leaf_hash(entry: &[u8]) -> [u8; 32] {
+pub fn leaf_hash(entry: &[u8]) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[0x00]);
     hasher.update(entry);
     *hasher.finalize().as_bytes()
 }
 
-fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[0x01]);
     hasher.update(left);
@@ -19,44 +24,207 @@ fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// MTH(D[n]) over leaf hashes: split at the largest power of two smaller than n.
-pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        0 => *blake3::hash(b"").as_bytes(),
-        1 => leaves[0],
-        n => {
-            let split = largest_power_of_two_below(n);
-            node_hash(&merkle_root(&leaves[..split]), &merkle_root(&leaves[split..]))
+fn empty_root() -> Hash {
+    *blake3::hash(b"").as_bytes()
+}
+
+/// The largest power of two smaller than `n` (n ≥ 2): where RFC 6962 splits a tree.
+fn split(n: usize) -> usize {
+    debug_assert!(n >= 2);
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// MTH(D[n]) over leaf hashes.
+pub fn merkle_root(leaves: &[Hash]) -> Hash {
+    let mut builder = RootBuilder::default();
+    for leaf in leaves {
+        builder.push(*leaf);
+    }
+    builder.root()
+}
+
+/// Roots of a growing tree in O(log n) memory: the roots of the perfect subtrees that
+/// make up the tree so far, largest first. Pushing is amortised O(1) hashes and a root is
+/// O(log n), so a verifier can check a checkpoint at every size in one pass.
+#[derive(Debug, Clone, Default)]
+pub struct RootBuilder {
+    /// (height, hash) of each perfect subtree, heights strictly decreasing.
+    frontier: Vec<(u32, Hash)>,
+    size: u64,
+}
+
+impl RootBuilder {
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (0, leaf);
+        while let Some(&(height, left)) = self.frontier.last() {
+            if height != node.0 {
+                break;
+            }
+            self.frontier.pop();
+            node = (height + 1, node_hash(&left, &node.1));
         }
+        self.frontier.push(node);
+        self.size += 1;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// MTH of the leaves pushed so far: the subtrees folded right to left.
+    pub fn root(&self) -> Hash {
+        let mut subtrees = self.frontier.iter().rev();
+        let Some(&(_, mut root)) = subtrees.next() else { return empty_root() };
+        for (_, left) in subtrees {
+            root = node_hash(left, &root);
+        }
+        root
     }
 }
 
-fn largest_power_of_two_below(n: usize) -> usize {
-    debug_assert!(n >= 2);
-    let mut k = 1;
-    while k * 2 < n {
-        k *= 2;
+/// PATH(m, D[n]): the inclusion proof of leaf `index` in the tree of `leaves`.
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Vec<Hash> {
+    assert!(index < leaves.len(), "index within the tree");
+    if leaves.len() == 1 {
+        return Vec::new();
     }
-    k
+    let k = split(leaves.len());
+    if index < k {
+        let mut path = inclusion_proof(&leaves[..k], index);
+        path.push(merkle_root(&leaves[k..]));
+        path
+    } else {
+        let mut path = inclusion_proof(&leaves[k..], index - k);
+        path.push(merkle_root(&leaves[..k]));
+        path
+    }
+}
+
+/// PROOF(m, D[n]): the consistency proof from the first `old_size` leaves to all of them.
+pub fn consistency_proof(leaves: &[Hash], old_size: usize) -> Vec<Hash> {
+    assert!(old_size >= 1 && old_size <= leaves.len(), "0 < old_size <= size");
+    subproof(old_size, leaves, true)
+}
+
+fn subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
+    let n = leaves.len();
+    if m == n {
+        return if complete { Vec::new() } else { vec![merkle_root(leaves)] };
+    }
+    let k = split(n);
+    if m <= k {
+        let mut proof = subproof(m, &leaves[..k], complete);
+        proof.push(merkle_root(&leaves[k..]));
+        proof
+    } else {
+        let mut proof = subproof(m - k, &leaves[k..], false);
+        proof.push(merkle_root(&leaves[..k]));
+        proof
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("the index is not inside the tree")]
+    IndexOutOfRange,
+    #[error("the sizes are not in order (0 < old size <= new size)")]
+    BadSizes,
+    #[error("the proof has the wrong number of hashes")]
+    WrongLength,
+    #[error("the proof does not lead to the expected root")]
+    RootMismatch,
+}
+
+/// RFC 9162 §2.1.3.2: verifies that `leaf` is entry `index` of the tree of `size` with `root`.
+pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange);
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if sn == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if r != *root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// RFC 9162 §2.1.4.2: verifies that the tree of `new_size` with `new_root` extends the tree
+/// of `old_size` with `old_root`.
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
+    if old_size == 0 || old_size > new_size {
+        return Err(ProofError::BadSizes);
+    }
+    if old_size == new_size {
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        return if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) };
+    }
+    let mut path: Vec<Hash> = proof.to_vec();
+    if old_size.is_power_of_two() {
+        path.insert(0, *old_root);
+    }
+    let Some((first, rest)) = path.split_first() else { return Err(ProofError::WrongLength) };
+    let (mut fn_, mut sn) = (old_size - 1, new_size - 1);
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if sn == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if fr != *old_root || sr != *new_root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roots_follow_rfc6962_shape() {
-        let leaves: Vec<[u8; 32]> = (0u8..7).map(|i| leaf_hash(&[i])).collect();
-        assert_eq!(merkle_root(&[]), *blake3::hash(b"").as_bytes());
-        assert_eq!(merkle_root(&leaves[..1]), leaves[0]);
-        assert_eq!(merkle_root(&leaves[..2]), node_hash(&leaves[0], &leaves[1]));
-        // Size 3: the left subtree holds 2 leaves, the right 1.
-        assert_eq!(merkle_root(&leaves[..3]), node_hash(&node_hash(&leaves[0], &leaves[1]), &leaves[2]));
-        // Size 7: left 4, right 3 (split 2 + 1).
-        let left = node_hash(&node_hash(&leaves[0], &leaves[1]), &node_hash(&leaves[2], &leaves[3]));
-        let right = node_hash(&node_hash(&leaves[4], &leaves[5]), &leaves[6]);
-        assert_eq!(merkle_root(&leaves), node_hash(&left, &right));
-        // Leaves and nodes are domain-separated.
-        assert_ne!(leaf_hash(&[1; 64]), node_hash(&[1; 32], &[1; 32]));
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@
 //! the same transaction as the change an entry records.
 
 mod checkpoint;
-mod merkle;
+pub mod merkle;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::Checkpoint;
-pub use merkle::{leaf_hash, merkle_root};
+pub use merkle::{
+    Hash, ProofError, RootBuilder, consistency_proof, inclusion_proof, leaf_hash, merkle_root, verify_consistency,
+    verify_inclusion,
+};
 pub use verify::{EXPORT_FORMAT, ExportHeader, VerifyError, VerifySummary, verify_export};
 
 /// Version of the canonical entry encoding.
