@@ -46,6 +46,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/authorisations/{id}/budget", get(budget))
         .route("/v1/audit/export", get(export_audit))
         .route("/v1/audit/public-key", get(public_key))
+        .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/v1/audit/proofs/inclusion", get(inclusion))
+        .route("/v1/audit/proofs/consistency", get(consistency))
+        .route("/v1/audit/entries", get(search_audit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
@@ -340,6 +344,61 @@ async fn budget(
 async fn export_audit(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let text = app.export_audit(&caller).await.for_caller(&caller)?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointQuery {
+    #[serde(default)]
+    fresh: bool,
+}
+
+/// The latest signed checkpoint (`?fresh=true` issues one covering everything now).
+async fn checkpoint(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<CheckpointQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.checkpoint(&caller, query.fresh).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    seq: u64,
+    size: u64,
+}
+
+async fn inclusion(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<InclusionQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.inclusion(&caller, query.seq, query.size).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn consistency(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<ConsistencyQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.consistency(&caller, query.from, query.to).await.for_caller(&caller)?).into_response())
+}
+
+async fn search_audit(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<crate::service::AuditQuery>,
+) -> ApiResult<Response> {
+    let entries = app.search_audit(&caller, query).await.for_caller(&caller)?;
+    Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 /// The checkpoint-signing public key, for regulators to pin out of band.

@@ -79,6 +79,18 @@ enum AuditCommand {
         /// The public key you pinned (base64); without it the export's own key is used.
         #[arg(long)]
         public_key: Option<String>,
+        /// A checkpoint you kept from before (a file holding the signed note): the export
+        /// must extend it, so a rolled-back or rewritten log is caught.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// Verify a release receipt offline: the checkpoint signature and the inclusion proof.
+    VerifyReceipt {
+        /// A file holding the receipt (JSON), or a run result that contains one.
+        receipt: PathBuf,
+        /// The public key you pinned (base64).
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -204,7 +216,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Init { data_dir } => init(data_dir).await,
         Command::Serve { data_dir, listen } => serve(data_dir, listen).await,
         Command::Demo { keep } => demo(keep).await,
-        Command::Audit { command: AuditCommand::Verify { export, public_key } } => verify(export, public_key),
+        Command::Audit { command: AuditCommand::Verify { export, public_key, trusted_checkpoint } } => {
+            verify(export, public_key, trusted_checkpoint)
+        }
+        Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } } => {
+            verify_receipt(receipt, public_key)
+        }
         Command::Dev { command: DevCommand::Check { files, schema } } => dev_check(&files, schema.as_deref()),
         Command::Dev { command: DevCommand::Run { files, schema, rows, seed } } => dev_run(&files, &schema, rows, seed),
         Command::Dataset { command: DatasetCommand::Dummy { schema, rows, seed, output } } => {
@@ -261,12 +278,14 @@ async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
         App::open(DataDir::new(&dir), Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
+    let checkpointer = app.spawn_checkpointer();
     axum::serve(listener, crate::api::router(app.clone()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
         .context("serving")?;
+    checkpointer.abort();
     app.store().close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -280,15 +299,24 @@ async fn demo(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(export: PathBuf, public_key: Option<String>) -> anyhow::Result<ExitCode> {
+fn verify(export: PathBuf, public_key: Option<String>, trusted: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&export).with_context(|| format!("reading {}", export.display()))?;
     let pinned = public_key.as_deref().map(PublicKey::parse).transpose().context("--public-key")?;
-    match verify_export(&text, pinned.as_ref()) {
+    let trusted = trusted
+        .map(|path| std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display())))
+        .transpose()?;
+    match verify_export(&text, pinned.as_ref(), trusted.as_deref()) {
         Ok(summary) => {
-            println!("ok: {} entries verified", summary.entries);
+            println!("ok: {} entries and {} checkpoints verified", summary.entries, summary.checkpoints);
             println!("merkle root: {}", summary.root_hex);
             let pinning = if summary.key_pinned { "pinned" } else { "taken from the export; pin it with --public-key" };
             println!("signed by: {} ({pinning})", summary.public_key);
+            if let Some(size) = summary.trusted_size {
+                println!("extends your trusted checkpoint of {size} entries");
+            }
+            println!(
+                "content rules hold: every run under a created authorisation, with an approved model, within budget"
+            );
             println!("denied: {}, failed: {}", summary.denied, summary.failed);
             for (action, count) in &summary.by_action {
                 println!("  {action:<24} {count}");
@@ -297,6 +325,28 @@ fn verify(export: PathBuf, public_key: Option<String>) -> anyhow::Result<ExitCod
         }
         Err(error) => {
             eprintln!("error: audit export does not verify: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn verify_receipt(path: PathBuf, public_key: String) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).context("the receipt is not JSON")?;
+    // Accept a bare receipt or a whole run result holding one.
+    let receipt_value = if value.get("receipt").is_some() { value["receipt"].clone() } else { value };
+    let receipt: crate::audit::Receipt = serde_json::from_value(receipt_value).context("the receipt's fields")?;
+    let key = PublicKey::parse(&public_key).context("--public-key")?;
+    match crate::audit::verify_receipt(&receipt, &key) {
+        Ok(entry) => {
+            println!(
+                "ok: entry {} ({} {}, {}) is in the log signed by {key}",
+                entry.seq, entry.action, entry.object, entry.time
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problem) => {
+            eprintln!("error: the receipt does not verify: {problem}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -245,7 +245,7 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     let export_path = dir.join("audit-export.jsonl");
     std::fs::write(&export_path, &export.text).with_context(|| format!("writing {}", export_path.display()))?;
     let pinned = crate::keys::PublicKey::parse(key["public_key"].as_str().unwrap_or_default())?;
-    let summary = verify_export(&export.text, Some(&pinned))
+    let summary = verify_export(&export.text, Some(&pinned), None)
         .map_err(|error| anyhow::anyhow!("audit verification failed: {error}"))?;
     say.say(format!("export written to {} (`sluice audit verify` checks it with no server)", export_path.display()))?;
     say.say(format!(

@@ -634,6 +634,75 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?)
     }
 
+    /// The leaf hashes of the first `size` entries (all of them without a size).
+    pub async fn leaf_hashes(&self, size: Option<u64>) -> anyhow::Result<Vec<[u8; 32]>> {
+        let limit = size.map_or(i64::MAX, |size| size as i64);
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM audit_log ORDER BY seq LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|hash| hash.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes")))
+            .collect()
+    }
+
+    pub async fn audit_size(&self) -> anyhow::Result<u64> {
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(&self.pool).await?;
+        Ok(size as u64)
+    }
+
+    pub async fn audit_entry(&self, seq: u64) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT entry FROM audit_log WHERE seq = $1")
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn insert_checkpoint(
+        &self,
+        size: u64,
+        root: &[u8; 32],
+        note: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
+            .bind(size as i64)
+            .bind(root.to_vec())
+            .bind(note)
+            .bind(format_time(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stored checkpoints as (size, signed note), oldest first.
+    pub async fn checkpoints(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<(i64, String)>> {
+        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_release_seq(tx: &mut Tx, run_id: i64, seq: u64) -> anyhow::Result<()> {
+        sqlx::query("UPDATE runs SET release_seq = $1 WHERE id = $2")
+            .bind(seq as i64)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn release_seq(&self, run_id: i64) -> anyhow::Result<Option<u64>> {
+        let seq: Option<Option<i64>> = sqlx::query_scalar("SELECT release_seq FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(seq.flatten().map(|seq| seq as u64))
+    }
+
     /// Test support: the raw pool, to prove the database refuses edits to the audit log.
     pub fn pool_for_tests(&self) -> &SqlitePool {
         &self.pool

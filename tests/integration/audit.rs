@@ -4,7 +4,7 @@
 use sluice_gateway::audit::verify_export;
 use sluice_gateway::keys::PublicKey;
 
-use crate::harness::World;
+use crate::harness::{World, expect_error};
 
 async fn exported_world() -> (World, String, PublicKey) {
     let world = World::new(200, 1.0).await;
@@ -26,7 +26,7 @@ fn join(lines: &[String]) -> String {
 #[tokio::test]
 async fn an_export_verifies_against_the_pinned_key() {
     let (world, export, key) = exported_world().await;
-    let summary = verify_export(&export, Some(&key)).expect("verifies");
+    let summary = verify_export(&export, Some(&key), None).expect("verifies");
     let entries = world.app.store().audit_entries().await.expect("entries");
     assert_eq!(summary.entries as usize, entries.len());
     assert!(summary.key_pinned);
@@ -44,9 +44,9 @@ async fn an_export_verifies_against_the_pinned_key() {
 async fn every_tampering_is_caught_and_located() {
     let (_world, export, key) = exported_world().await;
     let original = lines(&export);
-    let entry_count = original.len() - 2;
+    let entry_count = original.iter().filter(|line| !line.starts_with("{\"checkpoint\"")).count() - 1;
     let rejects = |text: String, what: &str| -> usize {
-        match verify_export(&text, Some(&key)) {
+        match verify_export(&text, Some(&key), None) {
             Ok(_) => panic!("{what} was accepted"),
             Err(error) => error.line,
         }
@@ -87,7 +87,7 @@ async fn every_tampering_is_caught_and_located() {
     rejects(join(&extended), "an appended entry");
     // A forged key: the export names a different key than the regulator pinned.
     let forged_key = PublicKey([7; 32]);
-    assert_eq!(verify_export(&export, Some(&forged_key)).expect_err("wrong key").line, 1);
+    assert_eq!(verify_export(&export, Some(&forged_key), None).expect_err("wrong key").line, 1);
     // The checkpoint's signature altered.
     let mut resigned = original.clone();
     let last = resigned.len() - 1;
@@ -110,6 +110,84 @@ fn the_verifier_never_panics_on_arbitrary_input() {
     for _ in 0..3_000 {
         let length = (next() % 400) as usize;
         let bytes: Vec<u8> = (0..length).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
-        let _ = verify_export(&String::from_utf8_lossy(&bytes), None);
+        let _ = verify_export(&String::from_utf8_lossy(&bytes), None, None);
     }
+}
+
+/// Every release carries a receipt that verifies offline; a fetched result carries one too;
+/// a receipt whose entry was changed does not verify.
+#[tokio::test]
+async fn releases_come_with_receipts_that_verify_offline() {
+    use sluice_gateway::audit::{Receipt, verify_receipt};
+    let world = World::new(200, 1.0).await;
+    let run = world.run().await.ok().expect("run");
+    let receipt: Receipt = serde_json::from_value(run["receipt"].clone()).expect("receipt");
+    let key = world.app.public_key();
+    let entry = verify_receipt(&receipt, &key).expect("verifies");
+    assert_eq!((entry.action.as_str(), entry.object.clone()), ("run.release", format!("run:{}", run["run_id"])));
+
+    let fetched = world.api.get(&format!("/v1/runs/{}", run["run_id"]), &world.operator).await.ok().expect("fetch");
+    let later: Receipt = serde_json::from_value(fetched["receipt"].clone()).expect("receipt");
+    verify_receipt(&later, &key).expect("a later receipt verifies too");
+
+    let mut forged = receipt.clone();
+    forged.entry = forged.entry.replace("\"outcome\":\"ok\"", "\"outcome\":\"failed\"");
+    assert!(verify_receipt(&forged, &key).is_err(), "a changed entry is not in the signed log");
+    let mut misplaced = receipt.clone();
+    misplaced.seq -= 1;
+    assert!(verify_receipt(&misplaced, &key).is_err());
+    assert!(verify_receipt(&receipt, &PublicKey([9; 32])).is_err(), "another key");
+}
+
+/// Proofs served by the API check against the checkpoints it signs, and an export extends
+/// a checkpoint the regulator kept from before.
+#[tokio::test]
+async fn served_proofs_verify_and_exports_extend_kept_checkpoints() {
+    use sluice_gateway::audit::{Checkpoint, leaf_hash, verify_consistency, verify_inclusion};
+    let world = World::new(100, 1.0).await;
+    let kept = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
+    let kept_note = kept["checkpoint"].as_str().expect("note").to_owned();
+    world.run().await.ok().expect("run");
+    let later = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
+    let key = world.app.public_key();
+    let old = Checkpoint::verify(&kept_note, &key).expect("signed");
+    let new = Checkpoint::verify(later["checkpoint"].as_str().expect("note"), &key).expect("signed");
+    assert!(new.size > old.size);
+
+    let hashes = |value: &serde_json::Value| -> Vec<[u8; 32]> {
+        value["proof"]
+            .as_array()
+            .expect("proof")
+            .iter()
+            .map(|hash| hex::decode(hash.as_str().expect("hex")).expect("hex").try_into().expect("32 bytes"))
+            .collect()
+    };
+    let path = format!("/v1/audit/proofs/consistency?from={}&to={}", old.size, new.size);
+    let consistency = world.api.get(&path, &world.regulator).await.ok().expect("proof");
+    verify_consistency(old.size, new.size, &old.root, &new.root, &hashes(&consistency)).expect("consistent");
+
+    let entries = world.app.store().audit_entries().await.expect("entries");
+    let seq = 3u64;
+    let path = format!("/v1/audit/proofs/inclusion?seq={seq}&size={}", new.size);
+    let inclusion = world.api.get(&path, &world.operator).await.ok().expect("proof");
+    verify_inclusion(
+        &leaf_hash(entries[seq as usize - 1].as_bytes()),
+        seq - 1,
+        new.size,
+        &hashes(&inclusion),
+        &new.root,
+    )
+    .expect("included");
+    let bad = world.api.get(&format!("/v1/audit/proofs/inclusion?seq=0&size={}", new.size), &world.regulator).await;
+    expect_error(&bad, "invalid_request");
+
+    let export = world.export().await;
+    let summary = verify_export(&export, Some(&key), Some(&kept_note)).expect("extends the kept checkpoint");
+    assert_eq!(summary.trusted_size, Some(old.size));
+    assert!(summary.checkpoints >= 3, "{} checkpoints exported", summary.checkpoints);
+
+    let search =
+        world.api.get("/v1/audit/entries?action=run.start&outcome=ok", &world.regulator).await.ok().expect("search");
+    assert_eq!(search["entries"].as_array().map(Vec::len), Some(1));
+    expect_error(&world.api.get("/v1/audit/entries", &world.operator).await, "wrong_role");
 }

@@ -19,7 +19,9 @@ pub use merkle::{
     Hash, ProofError, RootBuilder, consistency_proof, inclusion_proof, leaf_hash, merkle_root, verify_consistency,
     verify_inclusion,
 };
-pub use verify::{EXPORT_FORMAT, ExportHeader, VerifyError, VerifySummary, verify_export};
+pub use verify::{
+    EXPORT_FORMAT, ExportCheckpoint, ExportHeader, Receipt, VerifyError, VerifySummary, verify_export, verify_receipt,
+};
 
 /// Version of the canonical entry encoding.
 pub const ENTRY_VERSION: u32 = 1;
@@ -121,3 +123,6 @@ impl AuditEntry {
         serde_json::to_string(self).expect("an entry of strings and integers always serialises")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 //! transaction as the change; a denial is recorded in a transaction of its own before the
 //! error is returned. It must not speak HTTP or format output for people.
 
+mod audit;
 mod datasets;
 mod procedure;
 mod runs;
@@ -18,6 +19,7 @@ use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, Reviewer
 use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
 use time::OffsetDateTime;
 
+pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
 pub use runs::{BudgetView, RunView, output_rules};
@@ -75,6 +77,8 @@ pub struct App {
     pub(crate) compiled: Mutex<HashMap<String, CompiledModel>>,
     pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    /// Serialises checkpoint issuance, so two never race to sign the same size.
+    pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
     pub(crate) clock: Clock,
 }
 
@@ -166,6 +170,7 @@ impl App {
             compiled: Mutex::new(HashMap::new()),
             run_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             ingest_lock: tokio::sync::Mutex::new(()),
+            checkpoint_lock: tokio::sync::Mutex::new(()),
             clock,
         }))
     }

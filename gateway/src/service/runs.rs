@@ -15,7 +15,7 @@ use sluice_policies::{
 use sluice_sandbox::{CompiledModel, Manifest, ModelDigest, OutputKind, SandboxError};
 
 use super::{App, Caller};
-use crate::audit::{AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, leaf_hash, merkle_root};
+use crate::audit::{AuditOutcome, Receipt};
 use crate::error::{ServiceError, ServiceResult};
 use crate::schema::DatasetSchema;
 use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
@@ -42,6 +42,10 @@ pub struct RunView {
     pub epsilon_charged: f64,
     /// Filled on the response to the run itself; a later fetch reads the live budget.
     pub authorisation_epsilon_remaining: f64,
+    /// Proof that the release was logged: its audit entry, a signed checkpoint covering it
+    /// and the inclusion proof (`sluice audit verify-receipt` checks it offline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -320,14 +324,16 @@ impl App {
                     outputs: values.into_iter().map(released_output).collect(),
                     epsilon_charged: prepared.epsilon.as_f64(),
                     authorisation_epsilon_remaining: 0.0,
+                    receipt: None,
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
                 Store::finish_run(&mut tx, run_id, "released", "ok", Some(&json), now).await?;
                 let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
                     .detail("authorisation", authorisation_id)
                     .detail("outputs", view.outputs.len());
-                Store::append_audit(&mut tx, event, now).await?;
-                Ok(view)
+                let seq = Store::append_audit(&mut tx, event, now).await?;
+                Store::set_release_seq(&mut tx, run_id, seq).await?;
+                Ok((view, seq))
             }
             Err(failure) => {
                 let (code, message) = failure.describe();
@@ -340,10 +346,11 @@ impl App {
             }
         };
         tx.commit().await.context("committing the run's outcome")?;
-        let mut view = view?;
+        let (mut view, seq) = view?;
         let authorisation = self.store.authorisation(authorisation_id).await?.context("authorisation")?;
         view.authorisation_epsilon_remaining =
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
+        view.receipt = Some(self.receipt(seq).await?);
         Ok(view)
     }
 
@@ -364,6 +371,9 @@ impl App {
             return Err(ServiceError::Conflict(format!("run {run_id} has no release (state {})", run.state)));
         };
         let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
+        if let Some(seq) = self.store.release_seq(run_id).await? {
+            view.receipt = Some(self.receipt(seq).await?);
+        }
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         view.authorisation_epsilon_remaining =
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
@@ -402,36 +412,6 @@ impl App {
         };
         self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
         Ok(view)
-    }
-
-    /// The regulator's export: header, every entry, and a checkpoint signed now over all of
-    /// them. The export records itself first, so it appears in what it exports.
-    pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
-        let action = Action::ExportAudit;
-        self.guard(caller, action, "audit_log").await?;
-        self.record(Self::event(caller, action.as_str(), "audit_log", AuditOutcome::Ok)).await?;
-        Ok(self.audit_export_text().await?)
-    }
-
-    /// The export text, for the regulator endpoint and for `sluice audit export`.
-    pub async fn audit_export_text(&self) -> anyhow::Result<String> {
-        let entries = self.store.audit_entries().await?;
-        let leaves: Vec<[u8; 32]> = entries.iter().map(|entry| leaf_hash(entry.as_bytes())).collect();
-        let checkpoint = Checkpoint { origin: ORIGIN.into(), size: leaves.len() as u64, root: merkle_root(&leaves) };
-        let header = ExportHeader {
-            format: EXPORT_FORMAT.into(),
-            origin: ORIGIN.into(),
-            public_key: self.public_key().to_string(),
-        };
-        let mut text = serde_json::to_string(&header)?;
-        text.push('\n');
-        for entry in &entries {
-            text.push_str(entry);
-            text.push('\n');
-        }
-        text.push_str(&serde_json::to_string(&serde_json::json!({ "checkpoint": checkpoint.sign(&self.signing) }))?);
-        text.push('\n');
-        Ok(text)
     }
 }
 

@@ -36,7 +36,8 @@ fn vectors() -> Value {
     let mut consistency = Vec::new();
     for size in 1..=MAX_SIZE {
         for index in 0..size {
-            inclusion.push(json!({"size": size, "index": index, "proof": hexes(&inclusion_proof(&leaves[..size], index))}));
+            inclusion
+                .push(json!({"size": size, "index": index, "proof": hexes(&inclusion_proof(&leaves[..size], index))}));
         }
         for old_size in 1..=size {
             consistency.push(
@@ -68,7 +69,8 @@ fn published_vectors_match_and_verify() {
     if std::env::var_os("SLUICE_REGENERATE_VECTORS").is_some() {
         std::fs::write(VECTORS, serde_json::to_string_pretty(&computed).expect("json") + "\n").expect("write vectors");
     }
-    let published: Value = serde_json::from_str(&std::fs::read_to_string(VECTORS).expect("vectors file")).expect("json");
+    let published: Value =
+        serde_json::from_str(&std::fs::read_to_string(VECTORS).expect("vectors file")).expect("json");
     assert_eq!(published, computed, "the tree's hashing changed; regenerate the vectors only if that was intended");
 
     let leaves = leaves();
@@ -78,7 +80,8 @@ fn published_vectors_match_and_verify() {
     }
     for case in published["inclusion"].as_array().expect("array") {
         let (size, index) = (case["size"].as_u64().expect("size"), case["index"].as_u64().expect("index"));
-        verify_inclusion(&leaves[index as usize], index, size, &proof(&case["proof"]), &root_of(size)).expect("verifies");
+        verify_inclusion(&leaves[index as usize], index, size, &proof(&case["proof"]), &root_of(size))
+            .expect("verifies");
     }
     for case in published["consistency"].as_array().expect("array") {
         let (old, new) = (case["old_size"].as_u64().expect("old"), case["new_size"].as_u64().expect("new"));

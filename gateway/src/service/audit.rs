@@ -1,0 +1,241 @@
+//! The audit log as a service: signed checkpoints (every N entries or T seconds, and on
+//! demand), inclusion and consistency proofs, receipts for releases, search and export.
+//!
+//! It reads the log and signs tree heads; it must not write entries other than its own
+//! access records, and it never changes one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sluice_policies::Action;
+
+use super::{App, Caller};
+use crate::audit::{
+    AuditEntry, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, Receipt, consistency_proof,
+    inclusion_proof, merkle_root,
+};
+use crate::error::{ServiceError, ServiceResult};
+use crate::store::parse_time;
+
+/// A checkpoint is issued once this many entries are not covered by the latest one…
+pub const CHECKPOINT_EVERY_ENTRIES: u64 = 256;
+/// …or once any entry has waited this long.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointView {
+    pub size: u64,
+    /// The signed note (C2SP signed-note shape), to store and compare.
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProofView {
+    pub proof: Vec<String>,
+}
+
+/// Filters for searching the log; every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub actor_id: Option<i64>,
+    pub action: Option<String>,
+    /// Prefix match on the object, e.g. `authorisation:3` or `dataset:`.
+    pub object: Option<String>,
+    pub outcome: Option<String>,
+    /// RFC 3339 bounds on the entry's time.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Entries whose details name this authorisation, dataset or operator.
+    pub authorisation: Option<i64>,
+    pub dataset: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+impl App {
+    /// Signs and stores a checkpoint of the whole log, unless the latest already covers it.
+    pub async fn issue_checkpoint(&self) -> anyhow::Result<CheckpointView> {
+        let _one_at_a_time = self.checkpoint_lock.lock().await;
+        let leaves = self.store.leaf_hashes(None).await?;
+        let size = leaves.len() as u64;
+        if let Some((latest, note)) = self.store.latest_checkpoint().await?
+            && latest as u64 == size
+        {
+            return Ok(CheckpointView { size, checkpoint: note });
+        }
+        let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root: merkle_root(&leaves) };
+        let note = checkpoint.sign(&self.signing);
+        self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
+        Ok(CheckpointView { size, checkpoint: note })
+    }
+
+    /// Issues checkpoints in the background while the gateway serves: whenever
+    /// [`CHECKPOINT_EVERY_ENTRIES`] entries or [`CHECKPOINT_EVERY`] have passed.
+    pub fn spawn_checkpointer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last_issued = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let due = async {
+                    let size = app.store.audit_size().await?;
+                    let covered = app.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);
+                    anyhow::Ok(
+                        size > covered
+                            && (size - covered >= CHECKPOINT_EVERY_ENTRIES
+                                || last_issued.elapsed() >= CHECKPOINT_EVERY),
+                    )
+                };
+                match due.await {
+                    Ok(true) => match app.issue_checkpoint().await {
+                        Ok(view) => {
+                            last_issued = tokio::time::Instant::now();
+                            tracing::info!(size = view.size, "audit checkpoint issued");
+                        }
+                        Err(error) => {
+                            tracing::error!(error = %format!("{error:#}"), "issuing an audit checkpoint failed")
+                        }
+                    },
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(error = %format!("{error:#}"), "checking the audit log failed"),
+                }
+            }
+        })
+    }
+
+    /// The latest checkpoint; with `fresh`, a new one covering everything logged so far.
+    pub async fn checkpoint(&self, caller: &Caller, fresh: bool) -> ServiceResult<CheckpointView> {
+        let view = match (fresh, self.store.latest_checkpoint().await?) {
+            (false, Some((size, note))) => CheckpointView { size: size as u64, checkpoint: note },
+            _ => self.issue_checkpoint().await?,
+        };
+        self.record(Self::event(caller, "audit.checkpoint", "audit_log", AuditOutcome::Ok).detail("size", view.size))
+            .await?;
+        Ok(view)
+    }
+
+    /// The proof that entry `seq` is in the tree of the first `size` entries.
+    pub async fn inclusion(&self, caller: &Caller, seq: u64, size: u64) -> ServiceResult<ProofView> {
+        let leaves = self.store.leaf_hashes(Some(size)).await?;
+        if seq == 0 || seq > size || size > leaves.len() as u64 {
+            return Err(ServiceError::invalid(format!("need 1 <= seq <= size <= {} (the log's size)", leaves.len())));
+        }
+        let proof = inclusion_proof(&leaves, seq as usize - 1).iter().map(hex::encode).collect();
+        self.record(Self::event(caller, "audit.proof", format!("audit:{seq}"), AuditOutcome::Ok).detail("size", size))
+            .await?;
+        Ok(ProofView { proof })
+    }
+
+    /// The proof that the tree of `to` entries extends the tree of `from` entries.
+    pub async fn consistency(&self, caller: &Caller, from: u64, to: u64) -> ServiceResult<ProofView> {
+        let leaves = self.store.leaf_hashes(Some(to)).await?;
+        if from == 0 || from > to || to > leaves.len() as u64 {
+            return Err(ServiceError::invalid(format!("need 1 <= from <= to <= {} (the log's size)", leaves.len())));
+        }
+        let proof = consistency_proof(&leaves, from as usize).iter().map(hex::encode).collect();
+        self.record(
+            Self::event(caller, "audit.proof", "audit_log", AuditOutcome::Ok).detail("from", from).detail("to", to),
+        )
+        .await?;
+        Ok(ProofView { proof })
+    }
+
+    /// A receipt for entry `seq`: the entry, a checkpoint covering it, the inclusion proof.
+    pub(crate) async fn receipt(&self, seq: u64) -> anyhow::Result<Receipt> {
+        let view = match self.store.latest_checkpoint().await? {
+            Some((size, note)) if size as u64 >= seq => CheckpointView { size: size as u64, checkpoint: note },
+            _ => self.issue_checkpoint().await?,
+        };
+        let leaves = self.store.leaf_hashes(Some(view.size)).await?;
+        let entry = self.store.audit_entry(seq).await?.context("the receipt's entry")?;
+        Ok(Receipt {
+            seq,
+            entry,
+            checkpoint: view.checkpoint,
+            inclusion_proof: inclusion_proof(&leaves, seq as usize - 1).iter().map(hex::encode).collect(),
+        })
+    }
+
+    /// Searches the log (regulators only).
+    pub async fn search_audit(&self, caller: &Caller, query: AuditQuery) -> ServiceResult<Vec<AuditEntry>> {
+        self.guard(caller, Action::ExportAudit, "audit_log").await?;
+        let since = query
+            .since
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+        let until = query
+            .until
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|error| ServiceError::invalid(format!("{error:#}")))?;
+        let limit = query.limit.unwrap_or(1_000).min(100_000);
+        let names = |key: &str, id: Option<i64>, entry: &AuditEntry, prefix: &str| {
+            id.is_none_or(|id| {
+                entry.details.get(key).is_some_and(|value| *value == id.to_string())
+                    || entry.object == format!("{prefix}:{id}")
+            })
+        };
+        let mut found = Vec::new();
+        for text in self.store.audit_entries().await? {
+            let entry: AuditEntry = serde_json::from_str(&text).context("a stored audit entry")?;
+            let time = parse_time(&entry.time)?;
+            let matches = query.actor_id.is_none_or(|actor| entry.actor_id == Some(actor))
+                && query.action.as_ref().is_none_or(|action| entry.action == *action)
+                && query.object.as_ref().is_none_or(|object| entry.object.starts_with(object.as_str()))
+                && query.outcome.as_ref().is_none_or(|outcome| {
+                    serde_json::to_value(entry.outcome).is_ok_and(|value| value == outcome.as_str())
+                })
+                && since.is_none_or(|since| time >= since)
+                && until.is_none_or(|until| time < until)
+                && names("authorisation", query.authorisation, &entry, "authorisation")
+                && names("dataset", query.dataset, &entry, "dataset");
+            if matches {
+                found.push(entry);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        self.record(Self::event(caller, "audit.search", "audit_log", AuditOutcome::Ok).detail("results", found.len()))
+            .await?;
+        Ok(found)
+    }
+
+    /// The regulator's export: header, every entry, and every checkpoint, the last one
+    /// issued now over all of them. The export records itself first, so it appears in it.
+    pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
+        let action = Action::ExportAudit;
+        self.guard(caller, action, "audit_log").await?;
+        self.record(Self::event(caller, action.as_str(), "audit_log", AuditOutcome::Ok)).await?;
+        Ok(self.audit_export_text().await?)
+    }
+
+    /// The export text, for the regulator endpoint.
+    pub async fn audit_export_text(&self) -> anyhow::Result<String> {
+        let latest = self.issue_checkpoint().await?;
+        let entries = self.store.audit_entries().await?;
+        let header = ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            origin: ORIGIN.into(),
+            public_key: self.public_key().to_string(),
+        };
+        let mut text = serde_json::to_string(&header)?;
+        text.push('\n');
+        for entry in entries.iter().take(latest.size as usize) {
+            text.push_str(entry);
+            text.push('\n');
+        }
+        for (size, note) in self.store.checkpoints().await? {
+            if size as u64 <= latest.size {
+                text.push_str(&serde_json::to_string(&serde_json::json!({ "checkpoint": note }))?);
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    }
+}
