@@ -193,6 +193,10 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     .ok()?;
     say.say("a reviewer approved it; the approval is bound to that digest")?;
 
+    // The regulator keeps a checkpoint now, to check later that the log only grew.
+    let kept = api.get("/v1/audit/checkpoint?fresh=true", &regulator).await.ok()?;
+    let kept_checkpoint = kept["checkpoint"].as_str().unwrap_or_default().to_owned();
+
     say.step("The operator runs the model in the sandbox")?;
     let regulator_run =
         api.post("/v1/runs", &regulator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
@@ -227,32 +231,46 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
     say.say(format!("a third run is refused: {}", expect_denial(exhausted, "budget_exhausted")?))?;
 
-    say.step("The operator fetches a result again")?;
+    say.step("The operator fetches a result again, with its receipt")?;
     let fetched = api.get(&format!("/v1/runs/{last_run_id}"), &operator).await.ok()?;
     say.say(format!(
         "run {last_run_id}: {} noisy aggregates, epsilon remaining {}",
         fetched["outputs"].as_array().map_or(0, Vec::len),
         fetched["authorisation_epsilon_remaining"]
     ))?;
-
-    say.step("The regulator exports the audit log and verifies it offline")?;
     let key =
         api.send(axum::http::Method::GET, "/v1/audit/public-key", None, "application/json", Vec::new()).await.ok()?;
+    let pinned = crate::keys::PublicKey::parse(key["public_key"].as_str().unwrap_or_default())?;
+    let receipt: crate::audit::Receipt =
+        serde_json::from_value(fetched["receipt"].clone()).context("the result carries a receipt")?;
+    let entry =
+        crate::audit::verify_receipt(&receipt, &pinned).map_err(|problem| anyhow::anyhow!("receipt: {problem}"))?;
+    say.say(format!(
+        "its receipt verifies offline: entry {} ({}) is in the log, by an inclusion proof to a signed checkpoint",
+        entry.seq, entry.action
+    ))?;
+
+    say.step("The regulator exports the audit log and verifies it offline")?;
     let export = api.get("/v1/audit/export", &regulator).await;
     if !export.status.is_success() {
         bail!("audit export failed: HTTP {} {}", export.status, export.text);
     }
     let export_path = dir.join("audit-export.jsonl");
     std::fs::write(&export_path, &export.text).with_context(|| format!("writing {}", export_path.display()))?;
-    let pinned = crate::keys::PublicKey::parse(key["public_key"].as_str().unwrap_or_default())?;
-    let summary = verify_export(&export.text, Some(&pinned), None)
+    let summary = verify_export(&export.text, Some(&pinned), Some(&kept_checkpoint))
         .map_err(|error| anyhow::anyhow!("audit verification failed: {error}"))?;
     say.say(format!("export written to {} (`sluice audit verify` checks it with no server)", export_path.display()))?;
     say.say(format!(
-        "verified: {} entries, Merkle root {}…, checkpoint signed by the pinned Ed25519 key",
+        "verified: {} entries, {} signed checkpoints, Merkle root {}…, all signed by the pinned Ed25519 key",
         summary.entries,
+        summary.checkpoints,
         &summary.root_hex[..16]
     ))?;
+    say.say(format!(
+        "it extends the checkpoint the regulator kept at {} entries: nothing was rolled back or rewritten",
+        summary.trusted_size.unwrap_or_default()
+    ))?;
+    say.say("every run was under a created authorisation, with an approved model digest, within budget")?;
     say.say(format!("{} denials and {} failures recorded; by action:", summary.denied, summary.failed))?;
     for (action, count) in &summary.by_action {
         say.say(format!("   {action:<22} {count}"))?;
