@@ -84,6 +84,40 @@ enum AuditCommand {
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
     },
+    /// Export the log (entries and signed checkpoints) as a regulator, for `audit verify`.
+    Export {
+        #[command(flatten)]
+        acting: Acting,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Search the log as a regulator; prints matching entries as JSON lines.
+    Search {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        actor_id: Option<i64>,
+        /// Prefix of the object, e.g. `authorisation:3`.
+        #[arg(long)]
+        object: Option<String>,
+        /// ok, denied or failed.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339 time bounds.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        authorisation: Option<i64>,
+        #[arg(long)]
+        dataset: Option<i64>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Verify a release receipt offline: the checkpoint signature and the inclusion proof.
     VerifyReceipt {
         /// A file holding the receipt (JSON), or a run result that contains one.
@@ -221,6 +255,48 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } } => {
             verify_receipt(receipt, public_key)
+        }
+        Command::Audit { command: AuditCommand::Export { acting, output } } => {
+            let (app, caller) = open_as(&acting).await?;
+            let text = app.export_audit(&caller).await.map_err(service_error)?;
+            match output {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Search {
+                    acting,
+                    action,
+                    actor_id,
+                    object,
+                    outcome,
+                    since,
+                    until,
+                    authorisation,
+                    dataset,
+                    limit,
+                },
+        } => {
+            let (app, caller) = open_as(&acting).await?;
+            let query = crate::service::AuditQuery {
+                actor_id,
+                action,
+                object,
+                outcome,
+                since,
+                until,
+                authorisation,
+                dataset,
+                limit,
+            };
+            let mut stdout = std::io::stdout().lock();
+            for entry in app.search_audit(&caller, query).await.map_err(service_error)? {
+                writeln!(stdout, "{}", entry.canonical())?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dev { command: DevCommand::Check { files, schema } } => dev_check(&files, schema.as_deref()),
         Command::Dev { command: DevCommand::Run { files, schema, rows, seed } } => dev_run(&files, &schema, rows, seed),
