@@ -55,7 +55,11 @@ api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\"
 api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\":$MODEL}" | jq -c . || true
 api "$OPERATOR" GET "/v1/runs/$RUN" | jq -c '{run_id, epsilon_charged}'
 
-# 8. The regulator exports the audit log and verifies it offline with the pinned key.
+# 8. The release's receipt verifies offline; the regulator keeps a checkpoint, exports the
+#    log, verifies it against the pinned key and the kept checkpoint, and searches it.
 KEY=$(curl -sS "$URL/v1/audit/public-key" | jq -r .public_key)
+$SLUICE audit verify-receipt "$work/run.json" --public-key "$KEY"
+api "$REGULATOR" GET /v1/audit/checkpoint | jq -r .checkpoint > "$work/kept-checkpoint.txt"
 api "$REGULATOR" GET /v1/audit/export > "$work/audit.jsonl"
-$SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY"
+$SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY" --trusted-checkpoint "$work/kept-checkpoint.txt"
+SLUICE_TOKEN=$REGULATOR $SLUICE audit search --data-dir "$work/data" --action run.start --outcome denied | jq -c '{seq, reason}'

@@ -96,27 +96,8 @@ enum AuditCommand {
     Search {
         #[command(flatten)]
         acting: Acting,
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        actor_id: Option<i64>,
-        /// Prefix of the object, e.g. `authorisation:3`.
-        #[arg(long)]
-        object: Option<String>,
-        /// ok, denied or failed.
-        #[arg(long)]
-        outcome: Option<String>,
-        /// RFC 3339 time bounds.
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        authorisation: Option<i64>,
-        #[arg(long)]
-        dataset: Option<i64>,
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        query: crate::service::AuditQuery,
     },
     /// Verify a release receipt offline: the checkpoint signature and the inclusion proof.
     VerifyReceipt {
@@ -265,33 +246,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command:
-                AuditCommand::Search {
-                    acting,
-                    action,
-                    actor_id,
-                    object,
-                    outcome,
-                    since,
-                    until,
-                    authorisation,
-                    dataset,
-                    limit,
-                },
-        } => {
+        Command::Audit { command: AuditCommand::Search { acting, query } } => {
             let (app, caller) = open_as(&acting).await?;
-            let query = crate::service::AuditQuery {
-                actor_id,
-                action,
-                object,
-                outcome,
-                since,
-                until,
-                authorisation,
-                dataset,
-                limit,
-            };
             let mut stdout = std::io::stdout().lock();
             for entry in app.search_audit(&caller, query).await.map_err(service_error)? {
                 writeln!(stdout, "{}", entry.canonical())?;

@@ -36,21 +36,33 @@ pub struct ProofView {
     pub proof: Vec<String>,
 }
 
-/// Filters for searching the log; every field is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Filters for searching the log; every field is optional. The API takes them as query
+/// parameters and `sluice audit search` as flags.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    #[arg(long)]
     pub actor_id: Option<i64>,
+    #[arg(long)]
     pub action: Option<String>,
     /// Prefix match on the object, e.g. `authorisation:3` or `dataset:`.
+    #[arg(long)]
     pub object: Option<String>,
+    /// ok, denied or failed.
+    #[arg(long)]
     pub outcome: Option<String>,
     /// RFC 3339 bounds on the entry's time.
+    #[arg(long)]
     pub since: Option<String>,
+    #[arg(long)]
     pub until: Option<String>,
-    /// Entries whose details name this authorisation, dataset or operator.
+    /// Entries whose details or object name this authorisation.
+    #[arg(long)]
     pub authorisation: Option<i64>,
+    /// Entries whose details or object name this dataset.
+    #[arg(long)]
     pub dataset: Option<i64>,
+    #[arg(long)]
     pub limit: Option<usize>,
 }
 
