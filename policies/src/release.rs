@@ -5,6 +5,7 @@
 //! values came from, keep them, or return them unnoised; a release that cannot be made
 //! exactly as declared fails as a whole.
 
+use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_laplace;
 use opendp::measures::MaxDivergence;
@@ -93,6 +94,53 @@ pub fn release(
 }
 
 fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) -> Result<ReleasedValue, ReleaseError> {
+    if values.len() != rows {
+        return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: values.len(), rows });
+    }
+    let calibrated = calibrate(rule, rows, distance)?;
+    let mut value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(rule, error))?;
+    if rule.kind == AggregateKind::Count {
+        value = value.round(); // post-processing: a count is a whole number
+    }
+    Ok(ReleasedValue {
+        name: rule.name.clone(),
+        kind: rule.kind,
+        value,
+        epsilon: calibrated.epsilon,
+        noise_scale: calibrated.scale,
+        ci95_half_width: calibrated.scale * LN_TWENTY,
+    })
+}
+
+type ReleaseMeasurement = Measurement<VectorDomain<AtomDomain<f64>>, SymmetricDistance, MaxDivergence, f64>;
+
+/// An opendp measurement (clamp, aggregate, Laplace) for one output, with the noise scale
+/// chosen for the rule's ε and the ε opendp's privacy map reports for it.
+pub(crate) struct Calibrated {
+    pub measurement: ReleaseMeasurement,
+    pub scale: f64,
+    pub epsilon: f64,
+}
+
+fn opendp_error(rule: &OutputRule, error: opendp::error::Error) -> ReleaseError {
+    ReleaseError::OpenDp {
+        output: rule.name.clone(),
+        detail: error.variant.to_string() + ": " + error.message.as_deref().unwrap_or(""),
+    }
+}
+
+pub(crate) fn calibrate(rule: &OutputRule, rows: usize, distance: u32) -> Result<Calibrated, ReleaseError> {
+    calibrate_with_scale(rule, rows, distance, 1.0)
+}
+
+/// [`calibrate`], with the noise scale multiplied by `scale_factor` (1.0 in production;
+/// the statistical tests use other factors to show they catch wrong noise).
+pub(crate) fn calibrate_with_scale(
+    rule: &OutputRule,
+    rows: usize,
+    distance: u32,
+    scale_factor: f64,
+) -> Result<Calibrated, ReleaseError> {
     let invalid = |detail: &str| ReleaseError::InvalidRule { output: rule.name.clone(), detail: detail.into() };
     if !(rule.epsilon.is_finite() && rule.epsilon > 0.0) {
         return Err(invalid("epsilon must be finite and above 0"));
@@ -100,14 +148,7 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
     if !(rule.lower.is_finite() && rule.upper.is_finite() && rule.lower < rule.upper) {
         return Err(invalid("bounds must be finite with lower < upper"));
     }
-    if values.len() != rows {
-        return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: values.len(), rows });
-    }
-    let opendp_error = |error: opendp::error::Error| ReleaseError::OpenDp {
-        output: rule.name.clone(),
-        detail: error.variant.to_string() + ": " + error.message.as_deref().unwrap_or(""),
-    };
-
+    let opendp_error = |error| opendp_error(rule, error);
     let input_domain = VectorDomain::new(AtomDomain::<f64>::new_non_nan()).with_size(rows);
     let clamp = make_clamp(input_domain, SymmetricDistance, (rule.lower, rule.upper)).map_err(opendp_error)?;
     let aggregate = match rule.kind {
@@ -123,7 +164,7 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
     // opendp computes the sensitivity (including floating-point slack); we pick the scale
     // for the declared ε and let opendp's privacy map confirm it.
     let sensitivity = aggregate.map(&distance).map_err(opendp_error)?;
-    let mut scale = sensitivity / rule.epsilon;
+    let mut scale = sensitivity / rule.epsilon * scale_factor;
     for _ in 0..8 {
         let laplace = make_laplace::<_, _, MaxDivergence>(
             AtomDomain::<f64>::new_non_nan(),
@@ -134,20 +175,8 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
         .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace).map_err(opendp_error)?;
         let epsilon = measurement.map(&distance).map_err(opendp_error)?;
-        if epsilon <= rule.epsilon {
-            let raw = values.to_vec();
-            let mut value = measurement.invoke(&raw).map_err(opendp_error)?;
-            if rule.kind == AggregateKind::Count {
-                value = value.round(); // post-processing: a count is a whole number
-            }
-            return Ok(ReleasedValue {
-                name: rule.name.clone(),
-                kind: rule.kind,
-                value,
-                epsilon,
-                noise_scale: scale,
-                ci95_half_width: scale * LN_TWENTY,
-            });
+        if epsilon <= rule.epsilon || scale_factor < 1.0 {
+            return Ok(Calibrated { measurement, scale, epsilon });
         }
         // The privacy map rounds conservatively; widen the scale a hair and try again.
         scale *= 1.0 + 1e-9;
@@ -160,6 +189,9 @@ fn clamp_output_domain(rule: &OutputRule, rows: usize) -> Result<VectorDomain<At
         .map_err(|error| ReleaseError::OpenDp { output: rule.name.clone(), detail: error.to_string() })?;
     Ok(VectorDomain::new(element).with_size(rows))
 }
+
+#[cfg(test)]
+mod statistics;
 
 #[cfg(test)]
 mod tests {

@@ -194,10 +194,12 @@ async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
     expect_error(&garbage, "module_invalid");
 }
 
-#[tokio::test]
-async fn concurrent_runs_never_overspend_the_budget() {
-    let world = std::sync::Arc::new(World::new(400, 2.0).await);
-    let runs: Vec<_> = (0..12)
+/// 100 concurrent runs against a budget that allows exactly 10: exactly 10 release, 90 are
+/// refused, and the ledger and the audit log agree to the last millionth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_runs_never_overspend_the_budget() {
+    let world = std::sync::Arc::new(World::new(100, 5.0).await);
+    let runs: Vec<_> = (0..100)
         .map(|_| {
             let world = world.clone();
             tokio::spawn(async move { world.run().await })
@@ -212,15 +214,16 @@ async fn concurrent_runs_never_overspend_the_budget() {
             expect_error(&response, "budget_exhausted");
         }
     }
-    assert_eq!(released, 4, "a budget of 2.0 allows exactly four runs of 0.5");
-    let budget = world
-        .api
-        .get(&format!("/v1/authorisations/{}/budget", world.authorisation_id), &world.operator)
-        .await
-        .ok()
-        .expect("budget");
-    assert_eq!(budget["epsilon_spent"].as_f64(), Some(2.0));
-    assert_eq!(budget["dataset_epsilon_spent"].as_f64(), Some(2.0));
+    assert_eq!(released, 10, "a budget of 5.0 allows exactly ten runs of 0.5");
+    let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(5.0));
+    assert_eq!(budget["epsilon_remaining"].as_f64(), Some(0.0));
+    assert_eq!(budget["dataset_epsilon_spent"].as_f64(), Some(5.0));
+    let starts = world.audit_entries("run.start").await;
+    assert_eq!(starts.iter().filter(|entry| entry["outcome"] == "ok").count(), 10);
+    assert_eq!(starts.iter().filter(|entry| entry["reason"] == "budget_exhausted").count(), 90);
+    assert_eq!(world.audit_entries("run.release").await.len(), 10);
 }
 
 #[tokio::test]
@@ -232,4 +235,39 @@ async fn the_database_refuses_to_edit_or_delete_audit_entries() {
     assert!(update.to_string().contains("append-only"), "{update}");
     let delete = sqlx::query("DELETE FROM audit_log").execute(pool).await.expect_err("refused");
     assert!(delete.to_string().contains("append-only"), "{delete}");
+}
+
+/// Bad privacy parameters are refused with a clear error before anything is charged.
+#[tokio::test]
+async fn bad_privacy_parameters_are_refused_without_a_charge() {
+    let world = World::new(100, 1.0).await;
+    let cases = [
+        ("epsilon = 0.2", "epsilon = 0.0"),
+        ("epsilon = 0.2", "epsilon = -0.5"),
+        ("epsilon = 0.2", "epsilon = nan"),
+        ("epsilon = 0.2", "epsilon = inf"),
+        ("lower = 0.0\nupper = 1.0", "lower = 1.0\nupper = 0.0"),
+        ("upper = 20000.0", "upper = inf"),
+        ("kind = \"count\"", "kind = \"median\""),
+    ];
+    for (from, to) in cases {
+        let manifest = VEHICLE_RISK_MANIFEST.replacen(from, to, 1);
+        assert_ne!(manifest, VEHICLE_RISK_MANIFEST, "{to}");
+        let message = expect_error(&world.submit_model(VEHICLE_RISK_WASM, &manifest).await, "manifest_invalid");
+        assert!(!message.is_empty(), "{to}");
+    }
+    // A model whose run would spend more than the whole authorisation is refused at run time.
+    let greedy = VEHICLE_RISK_MANIFEST.replacen("epsilon = 0.1", "epsilon = 5.0", 1);
+    let submitted = world.submit_model(VEHICLE_RISK_WASM, &greedy).await.ok().expect("submitted");
+    let greedy_id = submitted["id"].as_i64().expect("id");
+    world
+        .api
+        .post(&format!("/v1/models/{greedy_id}/reviews"), &world.bureau, &json!({"approve": true}))
+        .await
+        .ok()
+        .expect("approved");
+    expect_error(&world.run_as(&world.operator, world.authorisation_id, greedy_id).await, "budget_exhausted");
+    let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
+    assert_eq!((budget["epsilon_spent"].as_f64(), budget["dataset_epsilon_spent"].as_f64()), (Some(0.0), Some(0.0)));
 }
