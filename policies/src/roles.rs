@@ -63,6 +63,7 @@ impl ReviewerKind {
 pub enum Action {
     CreatePrincipal,
     RegisterDataset,
+    IngestDataset,
     ReadCatalogue,
     SubmitApplication,
     ReviewApplication,
@@ -77,9 +78,10 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
+        Action::IngestDataset,
         Action::ReadCatalogue,
         Action::SubmitApplication,
         Action::ReviewApplication,
@@ -97,6 +99,7 @@ impl Action {
         match self {
             Action::CreatePrincipal => "principal.create",
             Action::RegisterDataset => "dataset.register",
+            Action::IngestDataset => "dataset.ingest",
             Action::ReadCatalogue => "catalogue.read",
             Action::SubmitApplication => "application.submit",
             Action::ReviewApplication => "application.review",
@@ -116,7 +119,7 @@ impl Action {
         use Role::*;
         match self {
             Action::CreatePrincipal => &[Admin],
-            Action::RegisterDataset => &[Provider],
+            Action::RegisterDataset | Action::IngestDataset => &[Provider],
             Action::ReadCatalogue => &[Admin, Provider, Operator, Reviewer, Regulator],
             Action::SubmitApplication | Action::SubmitModel | Action::RunModel | Action::ReadResult => &[Operator],
             Action::ReviewApplication | Action::ReviewModel => &[Reviewer],
@@ -152,6 +155,7 @@ mod tests {
             //                            admin  provider operator reviewer regulator
             (Action::CreatePrincipal, [true, false, false, false, false]),
             (Action::RegisterDataset, [false, true, false, false, false]),
+            (Action::IngestDataset, [false, true, false, false, false]),
             (Action::ReadCatalogue, [true, true, true, true, true]),
             (Action::SubmitApplication, [false, false, true, false, false]),
             (Action::ReviewApplication, [false, false, false, true, false]),

@@ -127,9 +127,9 @@ impl App {
         skip_invalid: bool,
         progress: impl FnMut(u64) + Send + 'static,
     ) -> ServiceResult<IngestSummary> {
-        let action = "dataset.ingest";
+        let action = Action::IngestDataset.as_str();
         let object = format!("dataset:{dataset_id}");
-        self.guard(caller, Action::RegisterDataset, &object).await?;
+        self.guard(caller, Action::IngestDataset, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, action, "dataset", dataset_id).await);
         };
