@@ -448,6 +448,10 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
             "{:<24} {:>18.6} {:>18.6} {:>14.6}",
             released.name, output.exact, released.value, released.ci95_half_width
         );
+        for (bin, exact) in released.bins.iter().flatten().zip(output.exact_bins.iter().flatten()) {
+            let noisy = bin.count.map_or_else(|| "suppressed".to_owned(), |count| format!("{count:.0}"));
+            println!("  {:<22} {exact:>18.0} {noisy:>18}", bin.label);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,12 +5,11 @@
 //! It must never touch a data directory or real rows: its only data is `dummy`'s.
 
 use anyhow::Context;
-use sluice_policies::{ReleasedValue, release};
-use sluice_sandbox::{Batch, CompiledModel, Manifest, Runtime, SandboxError};
+use sluice_sandbox::{Batch, CompiledModel, Manifest, OutputKind, Runtime, SandboxError};
 
 use crate::dummy::dummy_csv;
 use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
-use crate::service::output_rules;
+use crate::service::{ReleasedOutput, release_outputs};
 use crate::vault::{batches_of, parse_chunks};
 
 /// What the static review found, for printing.
@@ -94,12 +93,17 @@ pub fn check(
 }
 
 /// One output of a dev run: the exact aggregate over the dummy rows (they are not real,
-/// so seeing it is harmless) beside the noisy value the server would release.
+/// so seeing it is harmless) beside what the server would release.
 #[derive(Debug, Clone)]
 pub struct DevOutput {
     pub exact: f64,
-    pub released: ReleasedValue,
+    /// A histogram's exact count per bin.
+    pub exact_bins: Option<Vec<f64>>,
+    pub released: ReleasedOutput,
 }
+
+/// The disclosure threshold a dev run applies (a dataset's default).
+pub const DEV_MIN_GROUP_SIZE: u32 = 10;
 
 /// Runs `compiled` over `rows` dummy rows made from `schema` with `seed`.
 pub fn run(
@@ -124,20 +128,33 @@ pub fn run(
     })
     .map_err(|error| anyhow::anyhow!("dummy data did not parse: {error}"))?;
     let outputs = runtime.run(compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>))?;
-    let rules = output_rules(compiled.manifest());
-    let columns: Vec<&[f64]> = (0..rules.len()).map(|index| outputs.column(index)).collect();
-    let released = release(&rules, &columns, rows, schema.rows_per_person())?;
-    Ok(rules
+    let released = release_outputs(compiled.manifest(), &outputs, rows, schema.rows_per_person(), DEV_MIN_GROUP_SIZE)?;
+    Ok(compiled
+        .manifest()
+        .outputs()
         .iter()
-        .zip(columns)
+        .enumerate()
         .zip(released)
-        .map(|((rule, values), released)| {
-            let clamped_sum: f64 = values.iter().map(|value| value.clamp(rule.lower, rule.upper)).sum();
-            let exact = match rule.kind {
-                sluice_policies::AggregateKind::Mean => clamped_sum / rows as f64,
-                _ => clamped_sum,
-            };
-            DevOutput { exact, released }
+        .map(|((index, spec), released)| {
+            let values = outputs.column(index);
+            let (lower, upper) = spec.bounds();
+            match spec.kind {
+                OutputKind::Histogram => {
+                    let mut bins = vec![0.0; spec.bins.len()];
+                    for value in values {
+                        let bin = value.round();
+                        if bin >= 0.0 && (bin as usize) < bins.len() {
+                            bins[bin as usize] += 1.0;
+                        }
+                    }
+                    DevOutput { exact: bins.iter().sum(), exact_bins: Some(bins), released }
+                }
+                kind => {
+                    let clamped_sum: f64 = values.iter().map(|value| value.clamp(lower, upper)).sum();
+                    let exact = if kind == OutputKind::Mean { clamped_sum / rows as f64 } else { clamped_sum };
+                    DevOutput { exact, exact_bins: None, released }
+                }
+            }
         })
         .collect())
 }

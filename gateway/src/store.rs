@@ -64,6 +64,7 @@ pub struct DatasetRow {
     pub epsilon_spent: i64,
     pub created_at: String,
     pub destroyed_at: Option<String>,
+    pub min_group_size: i64,
 }
 
 #[derive(Clone, FromRow)]
@@ -236,11 +237,12 @@ impl Store {
         schema_toml: &str,
         schema_hash: &str,
         epsilon_total: i64,
+        min_group_size: i64,
         now: OffsetDateTime,
     ) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO datasets (name, provider_id, description, schema_toml, schema_hash, epsilon_total, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO datasets (name, provider_id, description, schema_toml, schema_hash, epsilon_total, \
+             min_group_size, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(name)
         .bind(provider_id)
@@ -248,6 +250,7 @@ impl Store {
         .bind(schema_toml)
         .bind(schema_hash)
         .bind(epsilon_total)
+        .bind(min_group_size)
         .bind(format_time(now))
         .fetch_one(&mut **tx)
         .await?)

@@ -25,5 +25,8 @@ pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, Licence, ModelFacts, ModelState, Principal, RunFacts,
     RunPermit, authorise_run, check_licence, review_application, review_model,
 };
-pub use release::{AggregateKind, OutputRule, ReleaseError, ReleasedValue, release};
+pub use release::{
+    AggregateKind, HistogramRule, OutputRule, ReleaseError, ReleasedBin, ReleasedHistogram, ReleasedValue, release,
+    release_histogram,
+};
 pub use roles::{Action, ReviewerKind, Role, permits};

@@ -9,7 +9,7 @@ use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_laplace;
 use opendp::measures::MaxDivergence;
-use opendp::metrics::{AbsoluteDistance, SymmetricDistance};
+use opendp::metrics::{AbsoluteDistance, L1Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_mean, make_sum};
 use thiserror::Error;
 
@@ -190,6 +190,96 @@ fn clamp_output_domain(rule: &OutputRule, rows: usize) -> Result<VectorDomain<At
     Ok(VectorDomain::new(element).with_size(rows))
 }
 
+/// A histogram output: its declared bins and its share of ε.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramRule {
+    pub name: String,
+    pub bins: Vec<String>,
+    pub epsilon: f64,
+}
+
+/// One bin of a released histogram: its noisy count, or nothing when suppressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedBin {
+    pub label: String,
+    pub count: Option<f64>,
+    pub suppressed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedHistogram {
+    pub name: String,
+    pub bins: Vec<ReleasedBin>,
+    pub epsilon: f64,
+    pub noise_scale: f64,
+    pub ci95_half_width: f64,
+}
+
+/// Releases a histogram over its declared bins. `values[i]` is row i's bin index; a value
+/// that is not one counts in no bin. Replacing one person's rows moves at most
+/// `rows_per_person` rows between bins, an L1 change of at most 2 × `rows_per_person`, and
+/// opendp's Laplace mechanism on the vector of counts is calibrated to that. Disclosure rule
+/// (post-processing): a bin whose noisy count is under `min_count` is suppressed.
+pub fn release_histogram(
+    rule: &HistogramRule,
+    values: &[f64],
+    rows_per_person: u32,
+    min_count: u32,
+) -> Result<ReleasedHistogram, ReleaseError> {
+    let invalid = |detail: &str| ReleaseError::InvalidRule { output: rule.name.clone(), detail: detail.into() };
+    if !(rule.epsilon.is_finite() && rule.epsilon > 0.0) {
+        return Err(invalid("epsilon must be finite and above 0"));
+    }
+    if rule.bins.len() < 2 {
+        return Err(invalid("a histogram needs at least two bins"));
+    }
+    let mut counts = vec![0.0f64; rule.bins.len()];
+    for value in values {
+        let index = value.round();
+        if value.is_finite() && index >= 0.0 && (index as usize) < counts.len() {
+            counts[index as usize] += 1.0;
+        }
+    }
+    let to_error = |error: opendp::error::Error| ReleaseError::OpenDp {
+        output: rule.name.clone(),
+        detail: error.variant.to_string() + ": " + error.message.as_deref().unwrap_or(""),
+    };
+    let sensitivity = 2.0 * f64::from(rows_per_person.max(1));
+    let mut scale = sensitivity / rule.epsilon;
+    for _ in 0..8 {
+        let laplace = make_laplace::<_, _, MaxDivergence>(
+            VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
+            L1Distance::<f64>::default(),
+            scale,
+            None,
+        )
+        .map_err(to_error)?;
+        let epsilon = laplace.map(&sensitivity).map_err(to_error)?;
+        if epsilon <= rule.epsilon {
+            let noisy = laplace.invoke(&counts).map_err(to_error)?;
+            let bins = rule
+                .bins
+                .iter()
+                .zip(noisy)
+                .map(|(label, count)| {
+                    let count = count.round();
+                    let suppressed = count < f64::from(min_count);
+                    ReleasedBin { label: label.clone(), count: (!suppressed).then_some(count), suppressed }
+                })
+                .collect();
+            return Ok(ReleasedHistogram {
+                name: rule.name.clone(),
+                bins,
+                epsilon,
+                noise_scale: scale,
+                ci95_half_width: scale * LN_TWENTY,
+            });
+        }
+        scale *= 1.0 + 1e-9;
+    }
+    Err(invalid("could not find a noise scale within the declared epsilon"))
+}
+
 #[cfg(test)]
 mod statistics;
 
@@ -227,6 +317,23 @@ mod tests {
         let three = release(&[sum], &[&values], 1_000, 3).expect("released");
         let ratio = three[0].noise_scale / one[0].noise_scale;
         assert!((ratio - 3.0).abs() < 1e-6, "{ratio}");
+    }
+
+    #[test]
+    fn histograms_release_noisy_bins_and_suppress_small_ones() {
+        let rule =
+            HistogramRule { name: "band".into(), bins: vec!["low".into(), "mid".into(), "high".into()], epsilon: 1.0 };
+        // 5,000 low, 3,000 mid, 3 high, and values that are no bin index.
+        let mut values = vec![0.0; 5_000];
+        values.extend(vec![1.0; 3_000]);
+        values.extend([2.0, 2.0, 2.0, 7.0, -1.0, 0.4]);
+        let released = release_histogram(&rule, &values, 1, 10).expect("released");
+        assert!(released.epsilon <= 1.0 && (released.noise_scale - 2.0).abs() < 1e-6, "{released:?}");
+        let low = released.bins[0].count.expect("large bin released");
+        assert!((low - 5_001.0).abs() < 40.0, "{low}");
+        assert!(released.bins[2].suppressed && released.bins[2].count.is_none(), "a bin of 3 is suppressed");
+        let bad = HistogramRule { epsilon: 0.0, ..rule.clone() };
+        assert!(matches!(release_histogram(&bad, &values, 1, 10), Err(ReleaseError::InvalidRule { .. })));
     }
 
     #[test]

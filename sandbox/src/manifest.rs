@@ -17,6 +17,8 @@ use crate::error::SandboxError;
 pub const MAX_INPUTS: usize = 64;
 /// Most outputs a manifest may declare.
 pub const MAX_OUTPUTS: usize = 32;
+/// Most bins a histogram may declare.
+pub const MAX_BINS: usize = 1_000;
 
 /// The declared type of an input column, as the guest receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,9 @@ pub enum OutputKind {
     Sum,
     /// Per-row value is clamped to [lower, upper]; the release is a noisy mean.
     Mean,
+    /// Per-row value is a bin index into the declared `bins`; the release is a noisy count
+    /// per bin (rows whose value is not a bin index are counted in no bin).
+    Histogram,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +84,9 @@ pub struct OutputSpec {
     pub upper: Option<f64>,
     /// The share of the run's privacy loss this output spends.
     pub epsilon: f64,
+    /// The public domain of a histogram: one label per bin. Never taken from the data.
+    #[serde(default)]
+    pub bins: Vec<String>,
 }
 
 impl OutputSpec {
@@ -86,6 +94,7 @@ impl OutputSpec {
     pub fn bounds(&self) -> (f64, f64) {
         match self.kind {
             OutputKind::Count => (0.0, 1.0),
+            OutputKind::Histogram => (0.0, self.bins.len().saturating_sub(1) as f64),
             OutputKind::Sum | OutputKind::Mean => (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN)),
         }
     }
@@ -183,7 +192,22 @@ fn check_output(output: &OutputSpec) -> Result<(), String> {
     if !(output.epsilon.is_finite() && output.epsilon > 0.0) {
         return Err(format!("output `{name}`: epsilon must be a finite number above 0"));
     }
+    if (output.kind == OutputKind::Histogram) == output.bins.is_empty() {
+        return Err(format!("output `{name}`: a histogram, and only a histogram, declares bins"));
+    }
     match output.kind {
+        OutputKind::Histogram => {
+            if output.lower.is_some() || output.upper.is_some() {
+                return Err(format!("output `{name}`: a histogram's bins are its bounds; remove lower/upper"));
+            }
+            if !(2..=MAX_BINS).contains(&output.bins.len()) {
+                return Err(format!("output `{name}`: a histogram needs 2 to {MAX_BINS} bins"));
+            }
+            let distinct: HashSet<&String> = output.bins.iter().collect();
+            if distinct.len() != output.bins.len() || output.bins.iter().any(|bin| bin.trim().is_empty()) {
+                return Err(format!("output `{name}`: bin labels must be distinct and not empty"));
+            }
+        }
         OutputKind::Count => {
             if output.lower.is_some() || output.upper.is_some() {
                 return Err(format!("output `{name}`: a count has fixed bounds [0, 1]; remove lower/upper"));
@@ -298,6 +322,12 @@ outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "
         check(&GOOD.replace("name = \"a\"", "name = \"A b\""), Some("must be 1 to 64"));
         check(&GOOD.replace("type = \"f64\"", "type = \"string\""), Some("unknown variant"));
         check(&format!("{GOOD}\nextra = 1"), Some("unknown field"));
+        let histogram = GOOD.replace("kind = \"count\"", "kind = \"histogram\", bins = [\"a\", \"b\"]");
+        check(&histogram, None);
+        check(&histogram.replace("[\"a\", \"b\"]", "[\"a\"]"), Some("2 to 1000 bins"));
+        check(&histogram.replace("[\"a\", \"b\"]", "[\"a\", \"a\"]"), Some("distinct"));
+        check(&GOOD.replace("kind = \"count\"", "kind = \"histogram\""), Some("only a histogram, declares bins"));
+        check(&GOOD.replace("kind = \"count\"", "kind = \"count\", bins = [\"a\", \"b\"]"), Some("only a histogram"));
     }
 
     #[test]

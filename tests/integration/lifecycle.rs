@@ -271,3 +271,71 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
     let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
     assert_eq!((budget["epsilon_spent"].as_f64(), budget["dataset_epsilon_spent"].as_f64()), (Some(0.0), Some(0.0)));
 }
+
+/// A histogram through the server: counts per declared bin, noisy, with bins under the
+/// dataset's minimum group size suppressed and left out of the total.
+#[tokio::test]
+async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
+    use sluice_gateway::examples::EXAMPLE_MODELS;
+    let world = World::new(10, 1.0).await;
+    let model = EXAMPLE_MODELS.iter().find(|model| model.name == "pollution-anomaly").expect("model");
+    let dataset = world
+        .api
+        .post(
+            "/v1/datasets",
+            &world.provider,
+            &json!({"schema": model.schema, "epsilon_total": 5.0, "min_group_size": 50}),
+        )
+        .await
+        .ok()
+        .expect("dataset")["id"]
+        .as_i64()
+        .expect("id");
+    let dummy = world.api.get(&format!("/v1/datasets/{dataset}/dummy?rows=1000&seed=4"), &world.provider).await;
+    world
+        .api
+        .put_csv(&format!("/v1/datasets/{dataset}/data"), &world.provider, dummy.text.into_bytes())
+        .await
+        .ok()
+        .expect("ingest");
+    let application = world
+        .api
+        .post("/v1/applications", &world.operator, &json!({
+            "dataset_id": dataset, "purpose": "air quality screening", "use_scope": "aggregates", "security_measures": "sandbox",
+            "columns": ["pm25_ugm3", "so2_ugm3", "industrial_zone"],
+            "valid_from": time(0), "valid_until": time(30), "epsilon": 2.0,
+        }))
+        .await
+        .ok()
+        .expect("application")["id"]
+        .as_i64()
+        .expect("id");
+    let authorisation = world.approve_application(application).await;
+    let body = json!({"authorisation_id": authorisation, "module_base64": crate::harness::module_base64(model.wasm), "manifest": model.manifest});
+    let model_id =
+        world.api.post("/v1/models", &world.operator, &body).await.ok().expect("model")["id"].as_i64().expect("id");
+    world
+        .api
+        .post(&format!("/v1/models/{model_id}/reviews"), &world.bureau, &json!({"approve": true}))
+        .await
+        .ok()
+        .expect("approved");
+    let run = world.run_as(&world.operator, authorisation, model_id).await.ok().expect("run");
+
+    let histogram = run["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|output| output["kind"] == "histogram")
+        .expect("histogram");
+    let bins = histogram["bins"].as_array().expect("bins");
+    let labels: Vec<&str> = bins.iter().map(|bin| bin["label"].as_str().expect("label")).collect();
+    assert_eq!(labels, ["excellent", "good", "light", "moderate", "heavy", "severe"]);
+    // Uniform dummy PM2.5 over [0, 1000]: about 35 readings are excellent, under the threshold
+    // of 50; about 750 are severe.
+    assert_eq!((bins[0]["suppressed"].as_bool(), bins[0]["count"].is_null()), (Some(true), true));
+    let severe = bins[5]["count"].as_f64().expect("released");
+    assert!((650.0..850.0).contains(&severe), "{severe}");
+    let visible: f64 = bins.iter().filter_map(|bin| bin["count"].as_f64()).sum();
+    assert_eq!(histogram["value"].as_f64(), Some(visible), "the total covers released bins only");
+}

@@ -20,6 +20,13 @@ pub struct NewDataset {
     pub schema: String,
     /// The dataset's lifetime privacy budget across every scenario.
     pub epsilon_total: f64,
+    /// Disclosure rule: histogram bins with a noisy count under this are suppressed.
+    #[serde(default = "default_min_group_size")]
+    pub min_group_size: u32,
+}
+
+fn default_min_group_size() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +88,8 @@ pub struct CatalogueEntry {
     pub epsilon_total: f64,
     pub epsilon_spent: f64,
     pub destroyed: bool,
+    /// Histogram bins with a noisy count under this are suppressed.
+    pub min_group_size: i64,
     pub authorisations: Vec<CatalogueAuthorisation>,
 }
 
@@ -92,6 +101,9 @@ impl App {
             .map_err(|error| ServiceError::invalid(format!("schema: {error}")))?;
         let epsilon_total =
             Epsilon::from_f64(request.epsilon_total).map_err(|denial| ServiceError::invalid(denial.message))?;
+        if !(1..=100_000).contains(&request.min_group_size) {
+            return Err(ServiceError::invalid("min_group_size must be 1 to 100,000"));
+        }
         if self.store.dataset_name_taken(&schema.name).await? {
             return Err(ServiceError::Conflict(format!("a dataset named `{}` already exists", schema.name)));
         }
@@ -106,6 +118,7 @@ impl App {
             &schema.source,
             &schema_hash,
             epsilon_total.units() as i64,
+            i64::from(request.min_group_size),
             now,
         )
         .await?;
@@ -302,6 +315,7 @@ impl App {
                 epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
                 epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
                 destroyed: dataset.destroyed_at.is_some(),
+                min_group_size: dataset.min_group_size,
                 authorisations,
             });
         }

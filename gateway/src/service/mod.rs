@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
-pub use runs::{BudgetView, RunView, output_rules};
+pub use runs::{BudgetView, ReleasedBinView, ReleasedOutput, RunView, release_outputs};
 
 use crate::audit::{AuditEvent, AuditOutcome};
 use crate::datadir::DataDir;

@@ -9,8 +9,9 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
-    Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, ModelFacts, ModelState, OutputRule,
-    PrivacyBudget, ReleasedValue, Role, RunFacts, authorise_run, release,
+    Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
+    OutputRule, PrivacyBudget, ReleasedHistogram, ReleasedValue, Role, RunFacts, authorise_run, release,
+    release_histogram,
 };
 use sluice_sandbox::{CompiledModel, Manifest, ModelDigest, OutputKind, SandboxError};
 
@@ -25,10 +26,21 @@ use crate::vault::{ChunkContext, VersionReader};
 pub struct ReleasedOutput {
     pub name: String,
     pub kind: String,
+    /// The noisy aggregate; for a histogram, the total of the bins that were released.
     pub value: f64,
     pub epsilon: f64,
     pub noise_scale: f64,
     pub ci95_half_width: f64,
+    /// A histogram's bins: each noisy count, or none when suppressed by the disclosure rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Vec<ReleasedBinView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleasedBinView {
+    pub label: String,
+    pub count: Option<f64>,
+    pub suppressed: bool,
 }
 
 /// What an operator sees of a run.
@@ -66,7 +78,60 @@ fn released_output(value: ReleasedValue) -> ReleasedOutput {
         epsilon: value.epsilon,
         noise_scale: value.noise_scale,
         ci95_half_width: value.ci95_half_width,
+        bins: None,
     }
+}
+
+fn released_histogram(histogram: ReleasedHistogram) -> ReleasedOutput {
+    ReleasedOutput {
+        name: histogram.name,
+        kind: "histogram".into(),
+        value: histogram.bins.iter().filter_map(|bin| bin.count).sum(),
+        epsilon: histogram.epsilon,
+        noise_scale: histogram.noise_scale,
+        ci95_half_width: histogram.ci95_half_width,
+        bins: Some(
+            histogram
+                .bins
+                .into_iter()
+                .map(|bin| ReleasedBinView { label: bin.label, count: bin.count, suppressed: bin.suppressed })
+                .collect(),
+        ),
+    }
+}
+
+/// Releases every output the manifest declares, in its order, from the model's per-row
+/// values: scalar aggregates through [`release`], histograms through [`release_histogram`]
+/// with the dataset's minimum group size as the disclosure threshold.
+pub fn release_outputs(
+    manifest: &Manifest,
+    outputs: &sluice_sandbox::ModelOutputs,
+    rows: usize,
+    rows_per_person: u32,
+    min_group_size: u32,
+) -> Result<Vec<ReleasedOutput>, sluice_policies::ReleaseError> {
+    manifest
+        .outputs()
+        .iter()
+        .enumerate()
+        .map(|(index, output)| {
+            let values = outputs.column(index);
+            if output.kind == OutputKind::Histogram {
+                let rule =
+                    HistogramRule { name: output.name.clone(), bins: output.bins.clone(), epsilon: output.epsilon };
+                return release_histogram(&rule, values, rows_per_person, min_group_size).map(released_histogram);
+            }
+            let (lower, upper) = output.bounds();
+            let kind = match output.kind {
+                OutputKind::Count => AggregateKind::Count,
+                OutputKind::Mean => AggregateKind::Mean,
+                OutputKind::Sum | OutputKind::Histogram => AggregateKind::Sum,
+            };
+            let rule = OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon };
+            let mut released = release(&[rule], &[values], rows, rows_per_person)?;
+            Ok(released_output(released.remove(0)))
+        })
+        .collect()
 }
 
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
@@ -86,23 +151,6 @@ fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
         .map_err(|denial| anyhow::anyhow!("stored budget is inconsistent: {}", denial.message))
 }
 
-/// The release rules the manifest declares, in output order.
-pub fn output_rules(manifest: &Manifest) -> Vec<OutputRule> {
-    manifest
-        .outputs()
-        .iter()
-        .map(|output| {
-            let (lower, upper) = output.bounds();
-            let kind = match output.kind {
-                OutputKind::Count => AggregateKind::Count,
-                OutputKind::Sum => AggregateKind::Sum,
-                OutputKind::Mean => AggregateKind::Mean,
-            };
-            OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon }
-        })
-        .collect()
-}
-
 /// Everything a permitted run needs, gathered before the charge.
 struct PreparedRun {
     compiled: CompiledModel,
@@ -111,6 +159,8 @@ struct PreparedRun {
     epsilon: Epsilon,
     /// Unwrapped before the charge, so a key problem never costs the operator budget.
     key: crate::keys::AeadKey,
+    /// The dataset's disclosure threshold for histogram bins.
+    min_group_size: u32,
 }
 
 impl App {
@@ -192,7 +242,8 @@ impl App {
             .map_err(|error| anyhow::anyhow!("unwrapping the data key of dataset {}: {error}", dataset.id))?;
         drop(master);
         let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
-        Ok(PreparedRun { compiled, version, schema, epsilon, key })
+        let min_group_size = u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX);
+        Ok(PreparedRun { compiled, version, schema, epsilon, key, min_group_size })
     }
 
     /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
@@ -264,7 +315,7 @@ impl App {
     }
 
     /// Decrypts the version chunk by chunk into the sandbox, then releases with DP.
-    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedValue>, RunFailure> {
+    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedOutput>, RunFailure> {
         let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
         let version = &prepared.version;
         let context = ChunkContext {
@@ -288,15 +339,15 @@ impl App {
         let compiled = prepared.compiled.clone();
         let rows = version.row_count as usize;
         let rows_per_person = prepared.schema.rows_per_person();
+        let min_group_size = prepared.min_group_size;
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
             let outputs = runtime.run(&compiled, reader).map_err(RunFailure::Sandbox)?;
             if outputs.rows() != rows {
                 return Err(RunFailure::Host(anyhow::anyhow!("the model mapped {} rows of {rows}", outputs.rows())));
             }
-            let rules = output_rules(compiled.manifest());
-            let columns: Vec<&[f64]> = (0..rules.len()).map(|index| outputs.column(index)).collect();
-            release(&rules, &columns, rows, rows_per_person).map_err(|error| RunFailure::Host(error.into()))
+            release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size)
+                .map_err(|error| RunFailure::Host(error.into()))
         })
         .await
         .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
@@ -309,7 +360,7 @@ impl App {
         run_id: i64,
         authorisation_id: i64,
         prepared: &PreparedRun,
-        outcome: Result<Vec<ReleasedValue>, RunFailure>,
+        outcome: Result<Vec<ReleasedOutput>, RunFailure>,
     ) -> ServiceResult<RunView> {
         let now = self.now();
         let object = format!("run:{run_id}");
@@ -321,7 +372,7 @@ impl App {
                     state: "released".into(),
                     dataset_version: prepared.version.version,
                     rows: prepared.version.row_count,
-                    outputs: values.into_iter().map(released_output).collect(),
+                    outputs: values,
                     epsilon_charged: prepared.epsilon.as_f64(),
                     authorisation_epsilon_remaining: 0.0,
                     receipt: None,
