@@ -444,10 +444,12 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
     println!("{:<24} {:>18} {:>18} {:>14}", "output", "exact on dummy", "noisy release", "± 95%");
     for output in outputs {
         let released = &output.released;
-        println!(
-            "{:<24} {:>18.6} {:>18.6} {:>14.6}",
-            released.name, output.exact, released.value, released.ci95_half_width
-        );
+        let value = released.value.map_or_else(|| "per group".to_owned(), |value| format!("{value:.6}"));
+        println!("{:<24} {:>18.6} {value:>18} {:>14.6}", released.name, output.exact, released.ci95_half_width);
+        for group in released.groups.iter().flatten() {
+            let noisy = group.value.map_or_else(|| "suppressed".to_owned(), |value| format!("{value:.6}"));
+            println!("  {:<22} {:>18} {noisy:>18}", group.label, "");
+        }
         for (bin, exact) in released.bins.iter().flatten().zip(output.exact_bins.iter().flatten()) {
             let noisy = bin.count.map_or_else(|| "suppressed".to_owned(), |count| format!("{count:.0}"));
             println!("  {:<22} {exact:>18.0} {noisy:>18}", bin.label);

@@ -9,7 +9,7 @@ use sluice_sandbox::{Batch, CompiledModel, Manifest, OutputKind, Runtime, Sandbo
 
 use crate::dummy::dummy_csv;
 use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
-use crate::service::{ReleasedOutput, release_outputs};
+use crate::service::{ReleasedOutput, group_labels, release_outputs};
 use crate::vault::{batches_of, parse_chunks};
 
 /// What the static review found, for printing.
@@ -128,7 +128,9 @@ pub fn run(
     })
     .map_err(|error| anyhow::anyhow!("dummy data did not parse: {error}"))?;
     let outputs = runtime.run(compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>))?;
-    let released = release_outputs(compiled.manifest(), &outputs, rows, schema.rows_per_person(), DEV_MIN_GROUP_SIZE)?;
+    let labels = group_labels(compiled.manifest(), schema);
+    let released =
+        release_outputs(compiled.manifest(), &outputs, rows, schema.rows_per_person(), DEV_MIN_GROUP_SIZE, &labels)?;
     Ok(compiled
         .manifest()
         .outputs()

@@ -26,7 +26,7 @@ pub use procedure::{
     RunPermit, authorise_run, check_licence, review_application, review_model,
 };
 pub use release::{
-    AggregateKind, HistogramRule, OutputRule, ReleaseError, ReleasedBin, ReleasedHistogram, ReleasedValue, release,
-    release_histogram,
+    AggregateKind, HistogramRule, OutputRule, ReleaseError, ReleasedBin, ReleasedGroup, ReleasedGroups,
+    ReleasedHistogram, ReleasedValue, release, release_grouped, release_histogram,
 };
 pub use roles::{Action, ReviewerKind, Role, permits};

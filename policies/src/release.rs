@@ -280,6 +280,99 @@ pub fn release_histogram(
     Err(invalid("could not find a noise scale within the declared epsilon"))
 }
 
+/// One group of a grouped release: its noisy value, or nothing when suppressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedGroup {
+    pub label: String,
+    pub value: Option<f64>,
+    pub suppressed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedGroups {
+    pub name: String,
+    pub kind: AggregateKind,
+    pub groups: Vec<ReleasedGroup>,
+    /// The privacy loss of the whole grouped output (at most the rule's ε).
+    pub epsilon: f64,
+    /// Noise scale of each group's count (count outputs) or sum (sum and mean outputs).
+    pub noise_scale: f64,
+}
+
+/// Releases `rule` once per group of a declared domain (`labels`; `groups[i]` is row i's
+/// code, -1 for none). Never groups by keys found in the data.
+///
+/// Each group's aggregate is an opendp sized sum over all `rows` rows, where rows outside
+/// the group contribute 0 (the clamp bounds are widened to include 0), so the row count
+/// stays public and opendp sets the sensitivity. Replacing one person's k rows touches at
+/// most min(2k, groups) groups, so each group spends ε / min(2k, groups). A sum or mean also
+/// releases the group's row count (half of the group's share) for the disclosure rule and,
+/// for a mean, as the divisor; a group whose noisy count is under `min_count` is suppressed.
+pub fn release_grouped(
+    rule: &OutputRule,
+    values: &[f64],
+    groups: &[i64],
+    labels: &[String],
+    rows_per_person: u32,
+    min_count: u32,
+) -> Result<ReleasedGroups, ReleaseError> {
+    let rows = values.len();
+    if rows == 0 {
+        return Err(ReleaseError::NoRows);
+    }
+    if groups.len() != rows {
+        return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: groups.len(), rows });
+    }
+    if labels.is_empty() {
+        return Err(ReleaseError::InvalidRule { output: rule.name.clone(), detail: "no groups declared".into() });
+    }
+    let distance = neighbour_distance(rows_per_person);
+    let touched = (distance as usize).min(labels.len()) as f64;
+    let group_epsilon = rule.epsilon / touched;
+    let (sum_epsilon, count_epsilon) = match rule.kind {
+        AggregateKind::Count => (group_epsilon, 0.0),
+        AggregateKind::Sum | AggregateKind::Mean => (group_epsilon / 2.0, group_epsilon / 2.0),
+    };
+    let padded_rule = OutputRule {
+        name: rule.name.clone(),
+        kind: AggregateKind::Sum,
+        lower: rule.lower.min(0.0),
+        upper: rule.upper.max(0.0),
+        epsilon: sum_epsilon,
+    };
+    let sum = calibrate(&padded_rule, rows, distance)?;
+    let count = (count_epsilon > 0.0)
+        .then(|| {
+            let rule = OutputRule { lower: 0.0, upper: 1.0, epsilon: count_epsilon, ..padded_rule.clone() };
+            calibrate(&rule, rows, distance)
+        })
+        .transpose()?;
+    let mut released = Vec::with_capacity(labels.len());
+    for (code, label) in labels.iter().enumerate() {
+        let in_group = |row: usize| groups[row] == code as i64;
+        let padded: Vec<f64> =
+            (0..rows).map(|row| if in_group(row) { values[row].clamp(rule.lower, rule.upper) } else { 0.0 }).collect();
+        let noisy_sum = sum.measurement.invoke(&padded).map_err(|error| opendp_error(rule, error))?;
+        let noisy_count = match &count {
+            Some(count) => {
+                let indicators: Vec<f64> = (0..rows).map(|row| f64::from(u8::from(in_group(row)))).collect();
+                count.measurement.invoke(&indicators).map_err(|error| opendp_error(rule, error))?.round()
+            }
+            None => noisy_sum.round(),
+        };
+        let suppressed = noisy_count < f64::from(min_count);
+        let value = match rule.kind {
+            AggregateKind::Count => noisy_count,
+            AggregateKind::Sum => noisy_sum,
+            // Post-processing of two noisy values, kept inside the declared bounds.
+            AggregateKind::Mean => (noisy_sum / noisy_count.max(1.0)).clamp(rule.lower, rule.upper),
+        };
+        released.push(ReleasedGroup { label: label.clone(), value: (!suppressed).then_some(value), suppressed });
+    }
+    let epsilon = touched * (sum.epsilon + count.as_ref().map_or(0.0, |count| count.epsilon));
+    Ok(ReleasedGroups { name: rule.name.clone(), kind: rule.kind, groups: released, epsilon, noise_scale: sum.scale })
+}
+
 #[cfg(test)]
 mod statistics;
 
@@ -334,6 +427,33 @@ mod tests {
         assert!(released.bins[2].suppressed && released.bins[2].count.is_none(), "a bin of 3 is suppressed");
         let bad = HistogramRule { epsilon: 0.0, ..rule.clone() };
         assert!(matches!(release_histogram(&bad, &values, 1, 10), Err(ReleaseError::InvalidRule { .. })));
+    }
+
+    #[test]
+    fn grouped_releases_split_epsilon_and_suppress_small_groups() {
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // 4,000 rows in group a with value 2, 2,000 in b with value 4, 5 in c, 10 in no group.
+        let mut groups = vec![0i64; 4_000];
+        groups.extend(vec![1; 2_000]);
+        groups.extend(vec![2; 5]);
+        groups.extend(vec![-1; 10]);
+        let values: Vec<f64> = groups.iter().map(|group| if *group == 1 { 4.0 } else { 2.0 }).collect();
+        let mean = OutputRule { name: "m".into(), kind: AggregateKind::Mean, lower: 0.0, upper: 10.0, epsilon: 2.0 };
+        let released = release_grouped(&mean, &values, &groups, &labels, 1, 10).expect("released");
+        assert!(released.epsilon <= 2.0 + 1e-9 && released.epsilon > 1.9, "{}", released.epsilon);
+        let value = |index: usize| released.groups[index].value;
+        assert!((value(0).expect("a") - 2.0).abs() < 0.05, "{:?}", value(0));
+        assert!((value(1).expect("b") - 4.0).abs() < 0.1, "{:?}", value(1));
+        assert!(released.groups[2].suppressed && value(2).is_none());
+
+        let count = OutputRule { kind: AggregateKind::Count, lower: 0.0, upper: 1.0, ..mean.clone() };
+        let ones = vec![1.0; groups.len()];
+        let counts = release_grouped(&count, &ones, &groups, &labels, 1, 10).expect("released");
+        assert!((counts.groups[0].value.expect("a") - 4_000.0).abs() < 30.0);
+        assert!(matches!(
+            release_grouped(&count, &ones, &groups[1..], &labels, 1, 10),
+            Err(ReleaseError::LengthMismatch { .. })
+        ));
     }
 
     #[test]

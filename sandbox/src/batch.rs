@@ -79,11 +79,22 @@ pub struct Batch {
 pub struct ModelOutputs {
     rows: usize,
     columns: Vec<Vec<f64>>,
+    groups: Vec<i64>,
 }
 
 impl ModelOutputs {
     pub(crate) fn new(outputs: usize) -> Self {
-        Self { rows: 0, columns: vec![Vec::new(); outputs] }
+        Self { rows: 0, columns: vec![Vec::new(); outputs], groups: Vec::new() }
+    }
+
+    /// Each row's group code (the group-by input's category code; -1 for null), when the
+    /// manifest declares `group_by`. Taken from the input, never from the guest.
+    pub fn groups(&self) -> &[i64] {
+        &self.groups
+    }
+
+    pub(crate) fn push_groups(&mut self, codes: impl Iterator<Item = i64>) {
+        self.groups.extend(codes);
     }
 
     /// The vector the runtime appends output `index`'s validated values to.

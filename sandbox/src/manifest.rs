@@ -118,6 +118,9 @@ struct ManifestFile {
     description: String,
     inputs: Vec<InputColumn>,
     outputs: Vec<OutputSpec>,
+    /// A category input whose declared domain partitions count, sum and mean outputs.
+    #[serde(default)]
+    group_by: Option<String>,
 }
 
 impl Manifest {
@@ -143,6 +146,12 @@ impl Manifest {
     pub fn inputs(&self) -> &[InputColumn] {
         &self.parsed.inputs
     }
+    /// The index (among the inputs) of the group-by column, if the manifest declares one.
+    pub fn group_by(&self) -> Option<usize> {
+        let name = self.parsed.group_by.as_ref()?;
+        self.parsed.inputs.iter().position(|input| &input.name == name)
+    }
+
     pub fn outputs(&self) -> &[OutputSpec] {
         &self.parsed.outputs
     }
@@ -174,6 +183,14 @@ fn validate(manifest: &ManifestFile) -> Result<(), String> {
         check_name("input name", &input.name)?;
         if !seen.insert(input.name.as_str()) {
             return Err(format!("input `{}` is declared twice", input.name));
+        }
+    }
+    if let Some(group_by) = &manifest.group_by {
+        let input = manifest.inputs.iter().find(|input| &input.name == group_by);
+        if input.is_none_or(|input| input.column_type != ColumnType::Category) {
+            return Err(format!(
+                "group_by `{group_by}` must name a category input, whose declared domain gives the groups"
+            ));
         }
     }
     let mut seen = HashSet::new();
@@ -328,6 +345,17 @@ outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "
         check(&histogram.replace("[\"a\", \"b\"]", "[\"a\", \"a\"]"), Some("distinct"));
         check(&GOOD.replace("kind = \"count\"", "kind = \"histogram\""), Some("only a histogram, declares bins"));
         check(&GOOD.replace("kind = \"count\"", "kind = \"count\", bins = [\"a\", \"b\"]"), Some("only a histogram"));
+        check(&format!("group_by = \"a\"\n{GOOD}"), Some("must name a category input"));
+        check(
+            &format!(
+                "group_by = \"g\"\n{}",
+                GOOD.replace(
+                    "[{ name = \"a\", type = \"f64\" }]",
+                    "[{ name = \"a\", type = \"f64\" }, { name = \"g\", type = \"category\" }]"
+                )
+            ),
+            None,
+        );
     }
 
     #[test]

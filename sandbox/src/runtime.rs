@@ -267,7 +267,15 @@ impl<'model> GuestRun<'model> {
         if status != 0 {
             return Err(SandboxError::ModelStatus(status));
         }
-        self.read_outputs(batch.rows, outputs)
+        self.read_outputs(batch.rows, outputs)?;
+        if let Some(index) = self.model.manifest.group_by() {
+            let column = &batch.columns[index];
+            if let ColumnValues::I64(codes) = &column.values {
+                outputs
+                    .push_groups(codes.iter().zip(&column.valid).map(|(code, valid)| if *valid { *code } else { -1 }));
+            }
+        }
+        Ok(())
     }
 
     fn check_shape(&self, batch: &Batch) -> Result<(), SandboxError> {

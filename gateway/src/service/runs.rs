@@ -10,8 +10,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
-    OutputRule, PrivacyBudget, ReleasedHistogram, ReleasedValue, Role, RunFacts, authorise_run, release,
-    release_histogram,
+    OutputRule, PrivacyBudget, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts, authorise_run,
+    release, release_grouped, release_histogram,
 };
 use sluice_sandbox::{CompiledModel, Manifest, ModelDigest, OutputKind, SandboxError};
 
@@ -26,14 +26,25 @@ use crate::vault::{ChunkContext, VersionReader};
 pub struct ReleasedOutput {
     pub name: String,
     pub kind: String,
-    /// The noisy aggregate; for a histogram, the total of the bins that were released.
-    pub value: f64,
+    /// The noisy aggregate; for a histogram or a grouped count or sum, the total of what was
+    /// released; none for a grouped mean.
+    pub value: Option<f64>,
     pub epsilon: f64,
     pub noise_scale: f64,
     pub ci95_half_width: f64,
     /// A histogram's bins: each noisy count, or none when suppressed by the disclosure rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bins: Option<Vec<ReleasedBinView>>,
+    /// A grouped output's groups, in the declared domain's order; suppressed ones have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<ReleasedGroupView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleasedGroupView {
+    pub label: String,
+    pub value: Option<f64>,
+    pub suppressed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -74,11 +85,33 @@ fn released_output(value: ReleasedValue) -> ReleasedOutput {
     ReleasedOutput {
         name: value.name,
         kind: value.kind.as_str().into(),
-        value: value.value,
+        value: Some(value.value),
         epsilon: value.epsilon,
         noise_scale: value.noise_scale,
         ci95_half_width: value.ci95_half_width,
         bins: None,
+        groups: None,
+    }
+}
+
+fn released_groups(released: ReleasedGroups) -> ReleasedOutput {
+    let total =
+        (released.kind != AggregateKind::Mean).then(|| released.groups.iter().filter_map(|group| group.value).sum());
+    ReleasedOutput {
+        name: released.name,
+        kind: released.kind.as_str().into(),
+        value: total,
+        epsilon: released.epsilon,
+        noise_scale: released.noise_scale,
+        ci95_half_width: released.noise_scale * 2.995_732_273_553_991,
+        bins: None,
+        groups: Some(
+            released
+                .groups
+                .into_iter()
+                .map(|group| ReleasedGroupView { label: group.label, value: group.value, suppressed: group.suppressed })
+                .collect(),
+        ),
     }
 }
 
@@ -86,7 +119,7 @@ fn released_histogram(histogram: ReleasedHistogram) -> ReleasedOutput {
     ReleasedOutput {
         name: histogram.name,
         kind: "histogram".into(),
-        value: histogram.bins.iter().filter_map(|bin| bin.count).sum(),
+        value: Some(histogram.bins.iter().filter_map(|bin| bin.count).sum()),
         epsilon: histogram.epsilon,
         noise_scale: histogram.noise_scale,
         ci95_half_width: histogram.ci95_half_width,
@@ -97,18 +130,30 @@ fn released_histogram(histogram: ReleasedHistogram) -> ReleasedOutput {
                 .map(|bin| ReleasedBinView { label: bin.label, count: bin.count, suppressed: bin.suppressed })
                 .collect(),
         ),
+        groups: None,
     }
 }
 
+/// The declared domain of the manifest's group-by column, from the dataset schema.
+pub fn group_labels(manifest: &Manifest, schema: &DatasetSchema) -> Vec<String> {
+    manifest
+        .group_by()
+        .and_then(|index| schema.column(&manifest.inputs()[index].name))
+        .map(|(_, column)| column.domain.clone())
+        .unwrap_or_default()
+}
+
 /// Releases every output the manifest declares, in its order, from the model's per-row
-/// values: scalar aggregates through [`release`], histograms through [`release_histogram`]
-/// with the dataset's minimum group size as the disclosure threshold.
+/// values: scalar aggregates through [`release`] (or [`release_grouped`] when the manifest
+/// groups by a column, whose declared domain is `group_labels`), histograms through
+/// [`release_histogram`], with the dataset's minimum group size as the disclosure threshold.
 pub fn release_outputs(
     manifest: &Manifest,
     outputs: &sluice_sandbox::ModelOutputs,
     rows: usize,
     rows_per_person: u32,
     min_group_size: u32,
+    group_labels: &[String],
 ) -> Result<Vec<ReleasedOutput>, sluice_policies::ReleaseError> {
     manifest
         .outputs()
@@ -128,6 +173,11 @@ pub fn release_outputs(
                 OutputKind::Sum | OutputKind::Histogram => AggregateKind::Sum,
             };
             let rule = OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon };
+            if manifest.group_by().is_some() {
+                let grouped =
+                    release_grouped(&rule, values, outputs.groups(), group_labels, rows_per_person, min_group_size)?;
+                return Ok(released_groups(grouped));
+            }
             let mut released = release(&[rule], &[values], rows, rows_per_person)?;
             Ok(released_output(released.remove(0)))
         })
@@ -340,13 +390,14 @@ impl App {
         let rows = version.row_count as usize;
         let rows_per_person = prepared.schema.rows_per_person();
         let min_group_size = prepared.min_group_size;
+        let group_labels = group_labels(compiled.manifest(), &prepared.schema);
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
             let outputs = runtime.run(&compiled, reader).map_err(RunFailure::Sandbox)?;
             if outputs.rows() != rows {
                 return Err(RunFailure::Host(anyhow::anyhow!("the model mapped {} rows of {rows}", outputs.rows())));
             }
-            release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size)
+            release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size, &group_labels)
                 .map_err(|error| RunFailure::Host(error.into()))
         })
         .await

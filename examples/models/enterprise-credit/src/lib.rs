@@ -4,7 +4,9 @@
 //! arrears and tax violations; the host releases how many SMEs are creditworthy, the mean
 //! score, and the tax paid by creditworthy ones, with differential privacy. Inputs, in
 //! manifest order: years_operating (f64), employees (i64), annual_tax_paid_cny (f64),
-//! social_insurance_arrears_months (i64), tax_violation (bool). It must not carry a row out.
+//! social_insurance_arrears_months (i64), tax_violation (bool), industry (category, the
+//! manifest's group-by column: the host groups by it, the model need not read it). It must
+//! not carry a row out.
 
 use sluice_guest::Row;
 
