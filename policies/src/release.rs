@@ -98,7 +98,7 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
         return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: values.len(), rows });
     }
     let calibrated = calibrate(rule, rows, distance)?;
-    let mut value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(rule, error))?;
+    let mut value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(&rule.name, error))?;
     if rule.kind == AggregateKind::Count {
         value = value.round(); // post-processing: a count is a whole number
     }
@@ -122,9 +122,9 @@ pub(crate) struct Calibrated {
     pub epsilon: f64,
 }
 
-fn opendp_error(rule: &OutputRule, error: opendp::error::Error) -> ReleaseError {
+fn opendp_error(output: &str, error: opendp::error::Error) -> ReleaseError {
     ReleaseError::OpenDp {
-        output: rule.name.clone(),
+        output: output.to_owned(),
         detail: error.variant.to_string() + ": " + error.message.as_deref().unwrap_or(""),
     }
 }
@@ -148,7 +148,7 @@ pub(crate) fn calibrate_with_scale(
     if !(rule.lower.is_finite() && rule.upper.is_finite() && rule.lower < rule.upper) {
         return Err(invalid("bounds must be finite with lower < upper"));
     }
-    let opendp_error = |error| opendp_error(rule, error);
+    let opendp_error = |error| opendp_error(&rule.name, error);
     let input_domain = VectorDomain::new(AtomDomain::<f64>::new_non_nan()).with_size(rows);
     let clamp = make_clamp(input_domain, SymmetricDistance, (rule.lower, rule.upper)).map_err(opendp_error)?;
     let aggregate = match rule.kind {
@@ -240,10 +240,7 @@ pub fn release_histogram(
             counts[index as usize] += 1.0;
         }
     }
-    let to_error = |error: opendp::error::Error| ReleaseError::OpenDp {
-        output: rule.name.clone(),
-        detail: error.variant.to_string() + ": " + error.message.as_deref().unwrap_or(""),
-    };
+    let to_error = |error| opendp_error(&rule.name, error);
     let sensitivity = 2.0 * f64::from(rows_per_person.max(1));
     let mut scale = sensitivity / rule.epsilon;
     for _ in 0..8 {
@@ -352,11 +349,11 @@ pub fn release_grouped(
         let in_group = |row: usize| groups[row] == code as i64;
         let padded: Vec<f64> =
             (0..rows).map(|row| if in_group(row) { values[row].clamp(rule.lower, rule.upper) } else { 0.0 }).collect();
-        let noisy_sum = sum.measurement.invoke(&padded).map_err(|error| opendp_error(rule, error))?;
+        let noisy_sum = sum.measurement.invoke(&padded).map_err(|error| opendp_error(&rule.name, error))?;
         let noisy_count = match &count {
             Some(count) => {
                 let indicators: Vec<f64> = (0..rows).map(|row| f64::from(u8::from(in_group(row)))).collect();
-                count.measurement.invoke(&indicators).map_err(|error| opendp_error(rule, error))?.round()
+                count.measurement.invoke(&indicators).map_err(|error| opendp_error(&rule.name, error))?.round()
             }
             None => noisy_sum.round(),
         };
