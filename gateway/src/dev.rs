@@ -151,6 +151,12 @@ pub fn run(
                     }
                     DevOutput { exact: bins.iter().sum(), exact_bins: Some(bins), released }
                 }
+                OutputKind::Quantile => {
+                    let mut sorted: Vec<f64> = values.iter().map(|value| value.clamp(lower, upper)).collect();
+                    sorted.sort_by(f64::total_cmp);
+                    let rank = (spec.alpha.unwrap_or(0.5) * (sorted.len().saturating_sub(1)) as f64).round() as usize;
+                    DevOutput { exact: sorted.get(rank).copied().unwrap_or(f64::NAN), exact_bins: None, released }
+                }
                 kind => {
                     let clamped_sum: f64 = values.iter().map(|value| value.clamp(lower, upper)).sum();
                     let exact = if kind == OutputKind::Mean { clamped_sum / rows as f64 } else { clamped_sum };

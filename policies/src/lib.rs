@@ -26,7 +26,8 @@ pub use procedure::{
     RunPermit, authorise_run, check_licence, review_application, review_model,
 };
 pub use release::{
-    AggregateKind, HistogramRule, OutputRule, ReleaseError, ReleasedBin, ReleasedGroup, ReleasedGroups,
-    ReleasedHistogram, ReleasedValue, release, release_grouped, release_histogram,
+    AggregateKind, GAUSSIAN_DELTA, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedBin, ReleasedGroup,
+    ReleasedGroups, ReleasedHistogram, ReleasedQuantile, ReleasedValue, release, release_gaussian, release_grouped,
+    release_histogram, release_quantile, zcdp_epsilon,
 };
 pub use roles::{Action, ReviewerKind, Role, permits};

@@ -35,5 +35,7 @@ mod runtime;
 
 pub use batch::{Batch, Column, ColumnValues, ModelOutputs};
 pub use error::{Outcome, SandboxError};
-pub use manifest::{ColumnType, InputColumn, Manifest, ModelDigest, OutputKind, OutputSpec};
+pub use manifest::{
+    ColumnType, DEFAULT_CANDIDATES, InputColumn, Manifest, ModelDigest, NoiseKind, OutputKind, OutputSpec,
+};
 pub use runtime::{CompiledModel, Metering, Runtime, RuntimeLimits};

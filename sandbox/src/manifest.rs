@@ -19,6 +19,9 @@ pub const MAX_INPUTS: usize = 64;
 pub const MAX_OUTPUTS: usize = 32;
 /// Most bins a histogram may declare.
 pub const MAX_BINS: usize = 1_000;
+/// Most candidates a quantile may choose among, and the default.
+pub const MAX_CANDIDATES: usize = 10_000;
+pub const DEFAULT_CANDIDATES: usize = 100;
 
 /// The declared type of an input column, as the guest receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +64,20 @@ pub enum OutputKind {
     /// Per-row value is a bin index into the declared `bins`; the release is a noisy count
     /// per bin (rows whose value is not a bin index are counted in no bin).
     Histogram,
+    /// Per-row value is clamped to [lower, upper]; the release is the `alpha`-quantile,
+    /// chosen privately among `candidates` evenly spaced values.
+    Quantile,
+}
+
+/// The noise of a count, sum or mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseKind {
+    /// Laplace noise, pure ε-DP.
+    #[default]
+    Laplace,
+    /// Gaussian noise under zero-concentrated DP, charged as the (ε, δ) it implies.
+    Gaussian,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +104,15 @@ pub struct OutputSpec {
     /// The public domain of a histogram: one label per bin. Never taken from the data.
     #[serde(default)]
     pub bins: Vec<String>,
+    /// Laplace (default) or Gaussian noise, for count, sum and mean outputs.
+    #[serde(default)]
+    pub noise: NoiseKind,
+    /// The quantile a `quantile` output releases, in [0, 1] (0.5 is the median).
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// How many evenly spaced candidate values a `quantile` output chooses among.
+    #[serde(default)]
+    pub candidates: Option<usize>,
 }
 
 impl OutputSpec {
@@ -95,7 +121,9 @@ impl OutputSpec {
         match self.kind {
             OutputKind::Count => (0.0, 1.0),
             OutputKind::Histogram => (0.0, self.bins.len().saturating_sub(1) as f64),
-            OutputKind::Sum | OutputKind::Mean => (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN)),
+            OutputKind::Sum | OutputKind::Mean | OutputKind::Quantile => {
+                (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN))
+            }
         }
     }
 }
@@ -193,6 +221,9 @@ fn validate(manifest: &ManifestFile) -> Result<(), String> {
             ));
         }
     }
+    if manifest.group_by.is_some() && manifest.outputs.iter().any(|output| output.noise == NoiseKind::Gaussian) {
+        return Err("grouped outputs use Laplace noise; remove `noise = \"gaussian\"` or `group_by`".into());
+    }
     let mut seen = HashSet::new();
     for output in &manifest.outputs {
         check_output(output)?;
@@ -212,7 +243,27 @@ fn check_output(output: &OutputSpec) -> Result<(), String> {
     if (output.kind == OutputKind::Histogram) == output.bins.is_empty() {
         return Err(format!("output `{name}`: a histogram, and only a histogram, declares bins"));
     }
+    if output.noise == NoiseKind::Gaussian
+        && !matches!(output.kind, OutputKind::Count | OutputKind::Sum | OutputKind::Mean)
+    {
+        return Err(format!("output `{name}`: Gaussian noise is for count, sum and mean outputs"));
+    }
+    if (output.kind == OutputKind::Quantile) != output.alpha.is_some()
+        || (output.kind != OutputKind::Quantile && output.candidates.is_some())
+    {
+        return Err(format!("output `{name}`: a quantile, and only a quantile, declares alpha (and candidates)"));
+    }
     match output.kind {
+        OutputKind::Quantile => {
+            let alpha = output.alpha.unwrap_or(f64::NAN);
+            if !(0.0..=1.0).contains(&alpha) {
+                return Err(format!("output `{name}`: alpha must be in [0, 1]"));
+            }
+            if !(2..=MAX_CANDIDATES).contains(&output.candidates.unwrap_or(DEFAULT_CANDIDATES)) {
+                return Err(format!("output `{name}`: a quantile needs 2 to {MAX_CANDIDATES} candidates"));
+            }
+            check_bounds(name, output)?;
+        }
         OutputKind::Histogram => {
             if output.lower.is_some() || output.upper.is_some() {
                 return Err(format!("output `{name}`: a histogram's bins are its bounds; remove lower/upper"));
@@ -230,14 +281,17 @@ fn check_output(output: &OutputSpec) -> Result<(), String> {
                 return Err(format!("output `{name}`: a count has fixed bounds [0, 1]; remove lower/upper"));
             }
         }
-        OutputKind::Sum | OutputKind::Mean => {
-            let (Some(lower), Some(upper)) = (output.lower, output.upper) else {
-                return Err(format!("output `{name}`: a sum or mean needs lower and upper bounds"));
-            };
-            if !(lower.is_finite() && upper.is_finite() && lower < upper) {
-                return Err(format!("output `{name}`: bounds must be finite with lower < upper"));
-            }
-        }
+        OutputKind::Sum | OutputKind::Mean => check_bounds(name, output)?,
+    }
+    Ok(())
+}
+
+fn check_bounds(name: &str, output: &OutputSpec) -> Result<(), String> {
+    let (Some(lower), Some(upper)) = (output.lower, output.upper) else {
+        return Err(format!("output `{name}`: a sum, mean or quantile needs lower and upper bounds"));
+    };
+    if !(lower.is_finite() && upper.is_finite() && lower < upper) {
+        return Err(format!("output `{name}`: bounds must be finite with lower < upper"));
     }
     Ok(())
 }
@@ -335,6 +389,13 @@ outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "
         check(&GOOD.replace("lower = 0.0", "lower = 3.0"), Some("lower < upper"));
         check(&GOOD.replace("upper = 2.0", "upper = inf"), Some("finite"));
         check(&GOOD.replace("lower = 0.0, ", ""), Some("needs lower and upper"));
+        let median = GOOD.replace("kind = \"sum\"", "kind = \"quantile\", alpha = 0.5");
+        check(&median, None);
+        check(&median.replace("alpha = 0.5", "alpha = 1.5"), Some("alpha must be in [0, 1]"));
+        check(&median.replace("alpha = 0.5", "alpha = 0.5, candidates = 1"), Some("2 to 10000 candidates"));
+        check(&GOOD.replace("kind = \"sum\"", "kind = \"quantile\""), Some("only a quantile"));
+        check(&GOOD.replace("kind = \"sum\"", "kind = \"sum\", noise = \"gaussian\""), None);
+        check(&median.replace("alpha = 0.5", "alpha = 0.5, noise = \"gaussian\""), Some("Gaussian noise is for"));
         check(&GOOD.replace("name = \"s\"", "name = \"c\""), Some("declared twice"));
         check(&GOOD.replace("name = \"a\"", "name = \"A b\""), Some("must be 1 to 64"));
         check(&GOOD.replace("type = \"f64\"", "type = \"string\""), Some("unknown variant"));

@@ -10,10 +10,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
-    OutputRule, PrivacyBudget, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts, authorise_run,
-    release, release_grouped, release_histogram,
+    OutputRule, PrivacyBudget, QuantileRule, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts,
+    authorise_run, release, release_gaussian, release_grouped, release_histogram, release_quantile,
 };
-use sluice_sandbox::{CompiledModel, Manifest, ModelDigest, OutputKind, SandboxError};
+use sluice_sandbox::{CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError};
 
 use super::{App, Caller};
 use crate::audit::{AuditOutcome, Receipt};
@@ -38,6 +38,17 @@ pub struct ReleasedOutput {
     /// A grouped output's groups, in the declared domain's order; suppressed ones have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<ReleasedGroupView>>,
+    /// The mechanism: `laplace`, `gaussian` (zCDP, charged as (ε, δ = 1e-9)) or
+    /// `exponential` (a quantile, whose half-width is half a candidate step).
+    #[serde(default = "laplace")]
+    pub mechanism: String,
+    /// For a quantile: with 95% probability its rank is within this many rows of the true one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_error_95: Option<f64>,
+}
+
+fn laplace() -> String {
+    "laplace".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +102,8 @@ fn released_output(value: ReleasedValue) -> ReleasedOutput {
         ci95_half_width: value.ci95_half_width,
         bins: None,
         groups: None,
+        mechanism: laplace(),
+        rank_error_95: None,
     }
 }
 
@@ -112,6 +125,8 @@ fn released_groups(released: ReleasedGroups) -> ReleasedOutput {
                 .map(|group| ReleasedGroupView { label: group.label, value: group.value, suppressed: group.suppressed })
                 .collect(),
         ),
+        mechanism: laplace(),
+        rank_error_95: None,
     }
 }
 
@@ -131,6 +146,8 @@ fn released_histogram(histogram: ReleasedHistogram) -> ReleasedOutput {
                 .collect(),
         ),
         groups: None,
+        mechanism: laplace(),
+        rank_error_95: None,
     }
 }
 
@@ -167,12 +184,39 @@ pub fn release_outputs(
                 return release_histogram(&rule, values, rows_per_person, min_group_size).map(released_histogram);
             }
             let (lower, upper) = output.bounds();
+            if output.kind == OutputKind::Quantile {
+                let rule = QuantileRule {
+                    name: output.name.clone(),
+                    lower,
+                    upper,
+                    alpha: output.alpha.unwrap_or(0.5),
+                    candidates: output.candidates.unwrap_or(DEFAULT_CANDIDATES),
+                    epsilon: output.epsilon,
+                };
+                let released = release_quantile(&rule, values, rows, rows_per_person)?;
+                return Ok(ReleasedOutput {
+                    name: released.name,
+                    kind: "quantile".into(),
+                    value: Some(released.value),
+                    epsilon: released.epsilon,
+                    noise_scale: 0.0,
+                    ci95_half_width: (upper - lower) / (rule.candidates - 1) as f64 / 2.0,
+                    bins: None,
+                    groups: None,
+                    mechanism: "exponential".into(),
+                    rank_error_95: Some(released.rank_error_95),
+                });
+            }
             let kind = match output.kind {
                 OutputKind::Count => AggregateKind::Count,
                 OutputKind::Mean => AggregateKind::Mean,
-                OutputKind::Sum | OutputKind::Histogram => AggregateKind::Sum,
+                OutputKind::Sum | OutputKind::Histogram | OutputKind::Quantile => AggregateKind::Sum,
             };
             let rule = OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon };
+            if output.noise == NoiseKind::Gaussian {
+                let released = release_gaussian(&rule, values, rows, rows_per_person)?;
+                return Ok(ReleasedOutput { mechanism: "gaussian".into(), ..released_output(released) });
+            }
             if manifest.group_by().is_some() {
                 let grouped =
                     release_grouped(&rule, values, outputs.groups(), group_labels, rows_per_person, min_group_size)?;

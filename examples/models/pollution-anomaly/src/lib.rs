@@ -4,9 +4,9 @@
 //! Per hourly reading, the PM2.5 individual air-quality index (HJ 633-2012 breakpoints) and
 //! whether the reading breaches the Grade II limits for PM2.5 (75 µg/m³) or SO2 (hourly
 //! 500 µg/m³); the host releases the count of anomalies, the mean index, the total PM2.5
-//! excess in industrial zones, and a histogram of readings by air-quality category. Inputs,
-//! in manifest order: pm25_ugm3 (f64), so2_ugm3 (f64), industrial_zone (bool). It must not
-//! carry a row out.
+//! excess in industrial zones, the median index, and a histogram of readings by air-quality
+//! category. Inputs, in manifest order: pm25_ugm3 (f64), so2_ugm3 (f64), industrial_zone
+//! (bool). It must not carry a row out.
 
 use sluice_guest::Row;
 
@@ -43,7 +43,8 @@ fn pollution_anomaly(row: &Row, out: &mut [f64]) {
     out[0] = if anomaly { 1.0 } else { 0.0 }; // anomalous_readings
     out[1] = pm25_index(pm25); // mean_pm25_index
     out[2] = if industrial { (pm25 - PM25_LIMIT).max(0.0) } else { 0.0 }; // industrial_pm25_excess
-    out[3] = aqi_category(pm25_index(pm25)); // pm25_category: a bin index of the histogram
+    out[3] = pm25_index(pm25); // median_pm25_index: the host releases the median
+    out[4] = aqi_category(pm25_index(pm25)); // pm25_category: a bin index of the histogram
 }
 
 /// The air-quality category of an index (HJ 633-2012): excellent, good, light, moderate,
