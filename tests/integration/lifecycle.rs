@@ -339,3 +339,31 @@ async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
     let visible: f64 = bins.iter().filter_map(|bin| bin["count"].as_f64()).sum();
     assert_eq!(histogram["value"].as_f64(), Some(visible), "the total covers released bins only");
 }
+
+/// The ledger is in the database: a restarted gateway sees every charge, and refuses a
+/// run the budget no longer covers.
+#[tokio::test]
+async fn budgets_survive_a_restart() {
+    use sluice_gateway::api::router;
+    use sluice_gateway::client::InProcessClient;
+    use sluice_gateway::datadir::DataDir;
+    use sluice_gateway::service::App;
+    let world = World::new(100, 1.0).await;
+    world.run().await.ok().expect("first run");
+    world.run().await.ok().expect("second run");
+    world.app.store().close().await;
+
+    let reopened = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let api = InProcessClient::new(router(reopened));
+    let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    let budget = api.get(&path, &world.operator).await.ok().expect("budget");
+    assert_eq!((budget["epsilon_spent"].as_f64(), budget["dataset_epsilon_spent"].as_f64()), (Some(1.0), Some(1.0)));
+    let refused = api
+        .post(
+            "/v1/runs",
+            &world.operator,
+            &json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id}),
+        )
+        .await;
+    expect_error(&refused, "budget_exhausted");
+}
