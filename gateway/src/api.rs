@@ -41,6 +41,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/applications/{id}/reviews", post(review_application))
         .route("/v1/models", post(submit_model))
         .route("/v1/models/{id}/reviews", post(review_model))
+        .route("/v1/models/{id}/revoke", post(revoke_model))
+        .route("/v1/applications/{id}/withdraw", post(withdraw_application))
+        .route("/v1/authorisations/{id}/revoke", post(revoke_authorisation))
         .route("/v1/runs", post(run))
         .route("/v1/runs/{id}", get(run_result))
         .route("/v1/authorisations/{id}/budget", get(budget))
@@ -310,6 +313,42 @@ async fn review_model(
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
     Ok(Json(app.review_model(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn revoke_authorisation(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: RevokeRequest = parse_json(&body, &caller)?;
+    app.revoke_authorisation(&caller, id, &request.reason).await.for_caller(&caller)?;
+    Ok(Json(json!({ "authorisation_id": id, "revoked": true })).into_response())
+}
+
+async fn revoke_model(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: RevokeRequest = parse_json(&body, &caller)?;
+    Ok(Json(app.revoke_model(&caller, id, &request.reason).await.for_caller(&caller)?).into_response())
+}
+
+async fn withdraw_application(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    Ok(Json(app.withdraw_application(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -500,6 +500,26 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Revokes an authorisation at once; false when it already was.
+    pub async fn revoke_authorisation(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+        let result = sqlx::query("UPDATE authorisations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(format_time(now))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn set_application_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE applications SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    pub async fn set_model_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE models SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
+        Ok(())
+    }
+
     // ----- models -----
 
     pub async fn insert_model(tx: &mut Tx, row: &ModelRow, now: OffsetDateTime) -> anyhow::Result<i64> {

@@ -51,6 +51,8 @@ pub enum ApplicationState {
     BureauApproved,
     Approved,
     Rejected,
+    /// The applicant withdrew it before a decision.
+    Withdrawn,
 }
 
 impl ApplicationState {
@@ -60,12 +62,13 @@ impl ApplicationState {
             ApplicationState::BureauApproved => "bureau_approved",
             ApplicationState::Approved => "approved",
             ApplicationState::Rejected => "rejected",
+            ApplicationState::Withdrawn => "withdrawn",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         use ApplicationState::*;
-        [Submitted, BureauApproved, Approved, Rejected].into_iter().find(|state| state.as_str() == text)
+        [Submitted, BureauApproved, Approved, Rejected, Withdrawn].into_iter().find(|state| state.as_str() == text)
     }
 }
 
@@ -116,7 +119,7 @@ pub fn review_application(
             }
             ApplicationState::Approved
         }
-        ApplicationState::Approved | ApplicationState::Rejected => {
+        ApplicationState::Approved | ApplicationState::Rejected | ApplicationState::Withdrawn => {
             return Err(Denial::new(
                 DenialReason::NotPending,
                 format!("the application is {}, not awaiting review", application.state.as_str()),
@@ -131,6 +134,8 @@ pub enum ModelState {
     Submitted,
     Approved,
     Rejected,
+    /// Approval withdrawn by a reviewer: the model can no longer run.
+    Revoked,
 }
 
 impl ModelState {
@@ -139,12 +144,13 @@ impl ModelState {
             ModelState::Submitted => "submitted",
             ModelState::Approved => "approved",
             ModelState::Rejected => "rejected",
+            ModelState::Revoked => "revoked",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         use ModelState::*;
-        [Submitted, Approved, Rejected].into_iter().find(|state| state.as_str() == text)
+        [Submitted, Approved, Rejected, Revoked].into_iter().find(|state| state.as_str() == text)
     }
 }
 
@@ -172,6 +178,64 @@ pub fn review_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
         return Err(Denial::new(
             DenialReason::NotPending,
             format!("the model is {}, not awaiting review", model.state.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// The applicant may withdraw its application while it awaits a decision.
+pub fn withdraw_application(application: &ApplicationFacts, caller: &Principal) -> Result<ApplicationState, Denial> {
+    if caller.role != Role::Operator || caller.id != application.operator_id {
+        return Err(Denial::new(DenialReason::WrongRole, "only the applicant may withdraw an application"));
+    }
+    match application.state {
+        ApplicationState::Submitted | ApplicationState::BureauApproved => Ok(ApplicationState::Withdrawn),
+        state => Err(Denial::new(
+            DenialReason::NotPending,
+            format!("the application is {}, it can no longer be withdrawn", state.as_str()),
+        )),
+    }
+}
+
+/// An authorisation may be revoked by the department that provides its data (its provider
+/// or its reviewer) or by the data bureau. Revocation takes effect at once.
+pub fn revoke_authorisation(
+    caller: &Principal,
+    provider_organisation: &str,
+    already_revoked: bool,
+) -> Result<(), Denial> {
+    let allowed = match caller.role {
+        Role::Provider => caller.organisation == provider_organisation,
+        Role::Reviewer => {
+            caller.reviewer_kind == Some(ReviewerKind::DataBureau) || caller.organisation == provider_organisation
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(Denial::new(
+            DenialReason::WrongRole,
+            "only the data bureau or the department providing the data may revoke an authorisation",
+        ));
+    }
+    if already_revoked {
+        return Err(Denial::new(DenialReason::NotPending, "the authorisation is already revoked"));
+    }
+    Ok(())
+}
+
+/// A reviewer from outside the submitting organisation may revoke a model's approval (or
+/// refuse a pending one for good).
+pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Denial> {
+    if reviewer.role != Role::Reviewer {
+        return Err(Denial::new(DenialReason::WrongRole, "only reviewers revoke models"));
+    }
+    if reviewer.id == model.submitter_id || reviewer.organisation == model.submitter_organisation {
+        return Err(Denial::new(DenialReason::SelfReview, "nobody revokes a model from their own organisation"));
+    }
+    if !matches!(model.state, ModelState::Submitted | ModelState::Approved) {
+        return Err(Denial::new(
+            DenialReason::NotPending,
+            format!("the model is {}, there is nothing to revoke", model.state.as_str()),
         ));
     }
     Ok(())

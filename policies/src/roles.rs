@@ -75,10 +75,13 @@ pub enum Action {
     ExportAudit,
     DestroyDataset,
     RotateKeys,
+    WithdrawApplication,
+    RevokeAuthorisation,
+    RevokeModel,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 17] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -93,6 +96,9 @@ impl Action {
         Action::ExportAudit,
         Action::DestroyDataset,
         Action::RotateKeys,
+        Action::WithdrawApplication,
+        Action::RevokeAuthorisation,
+        Action::RevokeModel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +117,9 @@ impl Action {
             Action::ExportAudit => "audit.export",
             Action::DestroyDataset => "dataset.destroy",
             Action::RotateKeys => "keys.rotate",
+            Action::WithdrawApplication => "application.withdraw",
+            Action::RevokeAuthorisation => "authorisation.revoke",
+            Action::RevokeModel => "model.revoke",
         }
     }
 
@@ -127,6 +136,9 @@ impl Action {
             Action::ExportAudit => &[Regulator],
             Action::DestroyDataset => &[Provider],
             Action::RotateKeys => &[Admin],
+            Action::WithdrawApplication => &[Operator],
+            Action::RevokeAuthorisation => &[Provider, Reviewer],
+            Action::RevokeModel => &[Reviewer],
         }
     }
 }
@@ -167,6 +179,9 @@ mod tests {
             (Action::ExportAudit, [false, false, false, false, true]),
             (Action::DestroyDataset, [false, true, false, false, false]),
             (Action::RotateKeys, [true, false, false, false, false]),
+            (Action::WithdrawApplication, [false, false, true, false, false]),
+            (Action::RevokeAuthorisation, [false, true, false, true, false]),
+            (Action::RevokeModel, [false, false, false, true, false]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {

@@ -367,3 +367,52 @@ async fn budgets_survive_a_restart() {
         .await;
     expect_error(&refused, "budget_exhausted");
 }
+
+/// Revocation takes effect at once, also against runs racing it; the log proves no run
+/// started under the authorisation after its revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_wins_against_racing_runs_and_the_log_shows_it() {
+    let world = std::sync::Arc::new(World::new(100, 10.0).await);
+    let path = format!("/v1/authorisations/{}/revoke", world.authorisation_id);
+    expect_error(&world.api.post(&path, &world.operator, &json!({"reason": "mine"})).await, "wrong_role");
+    let runs: Vec<_> = (0..20)
+        .map(|_| {
+            let world = world.clone();
+            tokio::spawn(async move { world.run().await })
+        })
+        .collect();
+    world.api.post(&path, &world.department, &json!({"reason": "purpose exceeded"})).await.ok().expect("revoked");
+    for run in runs {
+        let response = run.await.expect("task");
+        if !response.status.is_success() {
+            let code = response.error_code().expect("code");
+            assert!(["authorisation_revoked", "run_failed"].contains(&code.as_str()), "{code}: {}", response.text);
+        }
+    }
+    expect_error(&world.run().await, "authorisation_revoked");
+    expect_error(&world.api.post(&path, &world.bureau, &json!({})).await, "not_pending");
+    let export = world.export().await;
+    sluice_gateway::audit::verify_export(&export, Some(&world.app.public_key()), None)
+        .expect("no run started after the revocation");
+}
+
+#[tokio::test]
+async fn models_can_be_revoked_and_applications_withdrawn() {
+    let world = World::new(100, 2.0).await;
+    world.run().await.ok().expect("runs while approved");
+    let path = format!("/v1/models/{}/revoke", world.model_id);
+    expect_error(&world.api.post(&path, &world.operator, &json!({})).await, "wrong_role");
+    let revoked =
+        world.api.post(&path, &world.bureau, &json!({"reason": "found to leak"})).await.ok().expect("revoked");
+    assert_eq!(revoked["state"], "revoked");
+    expect_error(&world.run().await, "model_not_approved");
+
+    let application = world.apply(0.5).await;
+    let withdraw = format!("/v1/applications/{application}/withdraw");
+    expect_error(&world.api.post(&withdraw, &world.other_operator, &json!({})).await, "wrong_role");
+    let view = world.api.post(&withdraw, &world.operator, &json!({})).await.ok().expect("withdrawn");
+    assert_eq!(view["state"], "withdrawn");
+    let review = format!("/v1/applications/{application}/reviews");
+    expect_error(&world.api.post(&review, &world.bureau, &json!({"approve": true})).await, "not_pending");
+    expect_error(&world.api.post(&withdraw, &world.operator, &json!({})).await, "not_pending");
+}

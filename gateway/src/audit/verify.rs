@@ -218,13 +218,14 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
 }
 
 /// What the log itself must show, whatever the server says: a run only under an
-/// authorisation that was created, only with a model digest a reviewer approved, and never
-/// past the authorisation's budget.
+/// authorisation that was created and not revoked, only with a model digest a reviewer
+/// approved and did not revoke, and never past the authorisation's budget.
 #[derive(Debug, Default)]
 struct ContentRules {
     /// Authorisation id → (total, spent) in millionths of ε.
     budgets: HashMap<String, (u64, u64)>,
     approved_digests: HashSet<String>,
+    revoked_authorisations: HashSet<String>,
 }
 
 fn micro_epsilon(text: Option<&String>) -> Option<u64> {
@@ -244,6 +245,15 @@ impl ContentRules {
                     .ok_or("an authorisation without a valid epsilon_total")?;
                 self.budgets.insert(id, (total, 0));
             }
+            "authorisation.revoke" => {
+                let id = entry.object.strip_prefix("authorisation:").unwrap_or_default().to_owned();
+                self.revoked_authorisations.insert(id);
+            }
+            "model.revoke" => {
+                if let Some(digest) = entry.details.get("digest") {
+                    self.approved_digests.remove(digest);
+                }
+            }
             "model.review" if entry.details.get("decision").map(String::as_str) == Some("approve") => {
                 if let Some(digest) = entry.details.get("digest") {
                     self.approved_digests.insert(digest.clone());
@@ -254,6 +264,9 @@ impl ContentRules {
                 let digest = entry.details.get("digest").ok_or("a run without a model digest")?;
                 let charged =
                     micro_epsilon(entry.details.get("epsilon_charged")).ok_or("a run without a valid charge")?;
+                if self.revoked_authorisations.contains(id.as_str()) {
+                    return Err(format!("a run under authorisation {id} after it was revoked"));
+                }
                 if !self.approved_digests.contains(digest) {
                     return Err(format!(
                         "a run of model {}… that no reviewer approved",

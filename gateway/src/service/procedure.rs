@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    review_application, review_model,
+    review_application, review_model, revoke_authorisation, revoke_model, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -371,6 +371,107 @@ impl App {
             name: model.name,
             digest: model.digest,
             state: next.as_str(),
+            epsilon_per_run: manifest.epsilon_per_run(),
+        })
+    }
+
+    /// The applicant withdraws an application that awaits a decision.
+    pub async fn withdraw_application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+        let action = Action::WithdrawApplication;
+        let object = format!("application:{id}");
+        self.guard(caller, action, &object).await?;
+        let mut tx = self.store.begin().await?;
+        let Some(application) = Store::application_in(&mut tx, id).await? else {
+            drop(tx);
+            return Err(self.not_found(caller, action.as_str(), "application", id).await);
+        };
+        let operator = self.principal(application.operator_id).await?;
+        let facts = ApplicationFacts {
+            state: ApplicationState::parse(&application.state).context("stored application state")?,
+            operator_id: operator.id,
+            operator_organisation: operator.organisation,
+            provider_organisation: String::new(),
+            bureau_reviewer_id: application.bureau_reviewer_id,
+        };
+        let next = match withdraw_application(&facts, &caller.principal) {
+            Ok(next) => next,
+            Err(denial) => {
+                drop(tx);
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+        };
+        Store::set_application_state(&mut tx, id, next.as_str()).await?;
+        Store::append_audit(&mut tx, Self::event(caller, action.as_str(), &object, AuditOutcome::Ok), self.now())
+            .await?;
+        tx.commit().await.context("committing the withdrawal")?;
+        self.application(caller, id).await
+    }
+
+    /// Revokes an authorisation at once: no run starts or charges under it afterwards.
+    pub async fn revoke_authorisation(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<()> {
+        let action = Action::RevokeAuthorisation;
+        let object = format!("authorisation:{id}");
+        self.guard(caller, action, &object).await?;
+        let Some(authorisation) = self.store.authorisation(id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "authorisation", id).await);
+        };
+        let dataset = self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?;
+        let provider = self.principal(dataset.provider_id).await?;
+        if let Err(denial) =
+            revoke_authorisation(&caller.principal, &provider.organisation, authorisation.revoked_at.is_some())
+        {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !Store::revoke_authorisation(&mut tx, id, now).await? {
+            return Err(ServiceError::Conflict(format!("authorisation {id} is already revoked")));
+        }
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("note", reason.chars().take(200).collect::<String>());
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the revocation")?;
+        Ok(())
+    }
+
+    /// Revokes a model's approval (or refuses a pending model for good).
+    pub async fn revoke_model(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<ModelView> {
+        let action = Action::RevokeModel;
+        let object = format!("model:{id}");
+        self.guard(caller, action, &object).await?;
+        let Some(model) = self.store.model(id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "model", id).await);
+        };
+        let submitter = self.principal(model.submitter_id).await?;
+        let mut tx = self.store.begin().await?;
+        let state = Store::model_state_in(&mut tx, id)
+            .await?
+            .and_then(|state| ModelState::parse(&state))
+            .context("model state")?;
+        let facts = ModelFacts {
+            state,
+            submitter_id: submitter.id,
+            submitter_organisation: submitter.organisation,
+            authorisation_id: model.authorisation_id,
+            approved_digest: model.digest.clone(),
+        };
+        if let Err(denial) = revoke_model(&facts, &caller.principal) {
+            drop(tx);
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        Store::set_model_state(&mut tx, id, ModelState::Revoked.as_str()).await?;
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("digest", &model.digest)
+            .detail("note", reason.chars().take(200).collect::<String>());
+        Store::append_audit(&mut tx, event, self.now()).await?;
+        tx.commit().await.context("committing the model revocation")?;
+        let manifest =
+            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        Ok(ModelView {
+            id,
+            name: model.name,
+            digest: model.digest,
+            state: "revoked",
             epsilon_per_run: manifest.epsilon_per_run(),
         })
     }

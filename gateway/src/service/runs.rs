@@ -368,7 +368,14 @@ impl App {
         let units = prepared.epsilon.units() as i64;
         let mut tx = self.store.begin().await?;
         let denial = if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
-            Some(Denial::new(DenialReason::BudgetExhausted, "the authorisation's privacy budget is exhausted"))
+            // The charge refuses a revoked authorisation too: revocation wins any race.
+            let revoked =
+                Store::authorisation_in(&mut tx, authorisation_id).await?.is_some_and(|row| row.revoked_at.is_some());
+            Some(if revoked {
+                Denial::new(DenialReason::AuthorisationRevoked, "the authorisation has been revoked")
+            } else {
+                Denial::new(DenialReason::BudgetExhausted, "the authorisation's privacy budget is exhausted")
+            })
         } else if !Store::charge_dataset(&mut tx, prepared.version.dataset_id, units).await? {
             Some(Denial::new(
                 DenialReason::DatasetBudgetExhausted,
@@ -411,6 +418,17 @@ impl App {
     /// Decrypts the version chunk by chunk into the sandbox, then releases with DP.
     async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedOutput>, RunFailure> {
         let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
+        // A run queued for a sandbox slot does not start under an authorisation revoked
+        // meanwhile; its charge stands (no data was read, but the attempt was made).
+        let revoked = self
+            .store
+            .authorisation(authorisation_id)
+            .await
+            .map_err(RunFailure::Host)?
+            .is_none_or(|row| row.revoked_at.is_some());
+        if revoked {
+            return Err(RunFailure::Revoked);
+        }
         let version = &prepared.version;
         let context = ChunkContext {
             dataset_id: version.dataset_id,
@@ -565,6 +583,8 @@ impl App {
 enum RunFailure {
     Sandbox(SandboxError),
     Host(anyhow::Error),
+    /// The authorisation was revoked while the run waited for a sandbox slot.
+    Revoked,
 }
 
 impl RunFailure {
@@ -572,6 +592,7 @@ impl RunFailure {
     fn describe(&self) -> (&'static str, &'static str) {
         match self {
             RunFailure::Sandbox(error) => (error.code(), error.outcome().message()),
+            RunFailure::Revoked => ("authorisation_revoked", "run stopped: the authorisation was revoked"),
             RunFailure::Host(error) => {
                 tracing::error!(error = %format!("{error:#}"), "run failed on the host side");
                 ("host_error", "run failed: internal error")

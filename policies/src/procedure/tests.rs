@@ -177,3 +177,49 @@ fn model_review_refuses_self_review_and_settled_models() {
     assert_eq!(review_model(&pending, &operator()).expect_err("denied").reason, DenialReason::WrongRole);
     assert_eq!(review_model(&model, &outsider).expect_err("denied").reason, DenialReason::NotPending);
 }
+
+#[test]
+fn withdrawal_and_revocation_follow_their_rules() {
+    use ApplicationState::*;
+    let applicant = operator();
+    assert_eq!(withdraw_application(&application(Submitted), &applicant), Ok(Withdrawn));
+    assert_eq!(withdraw_application(&application(BureauApproved), &applicant), Ok(Withdrawn));
+    assert_eq!(
+        withdraw_application(&application(Approved), &applicant).expect_err("decided").reason,
+        DenialReason::NotPending
+    );
+    let stranger = Principal { id: 99, ..operator() };
+    assert_eq!(
+        withdraw_application(&application(Submitted), &stranger).expect_err("not theirs").reason,
+        DenialReason::WrongRole
+    );
+
+    let provider = "Zunyi Public Security Traffic Police";
+    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, provider);
+    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
+    let owner =
+        Principal { id: 20, role: Role::Provider, organisation: provider.into(), reviewer_kind: None, licence: None };
+    assert_eq!(revoke_authorisation(&bureau, provider, false), Ok(()));
+    assert_eq!(revoke_authorisation(&department, provider, false), Ok(()));
+    assert_eq!(revoke_authorisation(&owner, provider, false), Ok(()));
+    assert_eq!(
+        revoke_authorisation(&other_department, provider, false).expect_err("other").reason,
+        DenialReason::WrongRole
+    );
+    assert_eq!(
+        revoke_authorisation(&operator(), provider, false).expect_err("operator").reason,
+        DenialReason::WrongRole
+    );
+    assert_eq!(revoke_authorisation(&bureau, provider, true).expect_err("twice").reason, DenialReason::NotPending);
+
+    let model = baseline().model;
+    assert_eq!(revoke_model(&model, &bureau), Ok(()));
+    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    assert_eq!(revoke_model(&model, &colleague).expect_err("own").reason, DenialReason::SelfReview);
+    let revoked = ModelFacts { state: ModelState::Revoked, ..model };
+    assert_eq!(revoke_model(&revoked, &bureau).expect_err("twice").reason, DenialReason::NotPending);
+    let mut case = baseline();
+    case.model.state = ModelState::Revoked;
+    assert_eq!(decide(&case).expect_err("revoked model").reason, DenialReason::ModelNotApproved);
+}
