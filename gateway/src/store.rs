@@ -578,6 +578,18 @@ impl Store {
         Ok(())
     }
 
+    /// Runs started under an authorisation since `since` (inside the charging transaction,
+    /// so concurrent runs count each other).
+    pub async fn runs_since(tx: &mut Tx, authorisation_id: i64, since: OffsetDateTime) -> anyhow::Result<u64> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE authorisation_id = $1 AND created_at >= $2")
+                .bind(authorisation_id)
+                .bind(format_time(since))
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(count as u64)
+    }
+
     // ----- runs -----
 
     pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {

@@ -26,6 +26,7 @@ pub enum DenialReason {
     NotPending,
     InvalidRequest,
     DatasetDestroyed,
+    RateLimited,
 }
 
 impl DenialReason {
@@ -49,6 +50,7 @@ impl DenialReason {
             DenialReason::NotPending => "not_pending",
             DenialReason::InvalidRequest => "invalid_request",
             DenialReason::DatasetDestroyed => "dataset_destroyed",
+            DenialReason::RateLimited => "rate_limited",
         }
     }
 }

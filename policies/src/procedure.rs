@@ -241,6 +241,19 @@ pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
     Ok(())
 }
 
+/// Run-rate limit: an authorisation allows at most `limit` runs in any hour. Rapid runs are
+/// how an operator would probe a model's behaviour on the data, so they are bounded
+/// besides the budget.
+pub fn check_run_rate(runs_in_last_hour: u64, limit: u64) -> Result<(), Denial> {
+    if runs_in_last_hour >= limit {
+        return Err(Denial::new(
+            DenialReason::RateLimited,
+            format!("the authorisation allows {limit} runs an hour; try again later"),
+        ));
+    }
+    Ok(())
+}
+
 /// One scenario, one authorisation (一场景一授权).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorisationFacts {

@@ -416,3 +416,24 @@ async fn models_can_be_revoked_and_applications_withdrawn() {
     expect_error(&world.api.post(&review, &world.bureau, &json!({"approve": true})).await, "not_pending");
     expect_error(&world.api.post(&withdraw, &world.operator, &json!({})).await, "not_pending");
 }
+
+/// An authorisation allows a bounded number of runs an hour, whatever its budget.
+#[tokio::test]
+async fn runs_are_rate_limited_per_authorisation() {
+    let world = World::new(100, 5.0).await;
+    world.app.set_max_runs_per_hour(3);
+    for _ in 0..3 {
+        world.run().await.ok().expect("within the rate");
+    }
+    let message = expect_error(&world.run().await, "rate_limited");
+    assert!(message.contains("3 runs an hour"), "{message}");
+    world.clock.advance(time::Duration::minutes(61));
+    world.run().await.ok().expect("an hour later");
+    let budget = world
+        .api
+        .get(&format!("/v1/authorisations/{}/budget", world.authorisation_id), &world.operator)
+        .await
+        .ok()
+        .expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(2.0), "a refused run is not charged");
+}

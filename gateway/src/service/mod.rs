@@ -81,6 +81,8 @@ pub struct App {
     pub(crate) ingest_lock: tokio::sync::Mutex<()>,
     /// Serialises checkpoint issuance, so two never race to sign the same size.
     pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
+    /// Runs an authorisation allows in any hour (`$SLUICE_MAX_RUNS_PER_HOUR`, default 60).
+    pub(crate) max_runs_per_hour: std::sync::atomic::AtomicU64,
     pub(crate) clock: Clock,
 }
 
@@ -173,12 +175,18 @@ impl App {
             run_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             ingest_lock: tokio::sync::Mutex::new(()),
             checkpoint_lock: tokio::sync::Mutex::new(()),
+            max_runs_per_hour: std::sync::atomic::AtomicU64::new(max_runs_per_hour()?),
             clock,
         }))
     }
 
     pub fn now(&self) -> OffsetDateTime {
         self.clock.now()
+    }
+
+    /// Changes how many runs an authorisation allows in any hour (at least 1).
+    pub fn set_max_runs_per_hour(&self, limit: u64) {
+        self.max_runs_per_hour.store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn clock(&self) -> &Clock {
@@ -361,6 +369,22 @@ impl App {
     pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
         let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
         principal_from_row(&row)
+    }
+}
+
+/// Environment variable that sets how many runs an authorisation allows in any hour.
+pub const MAX_RUNS_PER_HOUR_ENV: &str = "SLUICE_MAX_RUNS_PER_HOUR";
+const DEFAULT_MAX_RUNS_PER_HOUR: u64 = 60;
+
+fn max_runs_per_hour() -> anyhow::Result<u64> {
+    match std::env::var(MAX_RUNS_PER_HOUR_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| *limit > 0)
+            .with_context(|| format!("${MAX_RUNS_PER_HOUR_ENV} must be a whole number above 0")),
+        Err(_) => Ok(DEFAULT_MAX_RUNS_PER_HOUR),
     }
 }
 

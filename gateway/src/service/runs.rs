@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
     OutputRule, PrivacyBudget, QuantileRule, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts,
-    authorise_run, release, release_gaussian, release_grouped, release_histogram, release_quantile,
+    authorise_run, check_run_rate, release, release_gaussian, release_grouped, release_histogram, release_quantile,
 };
 use sluice_sandbox::{CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError};
 
@@ -367,7 +367,12 @@ impl App {
         let now = self.now();
         let units = prepared.epsilon.units() as i64;
         let mut tx = self.store.begin().await?;
-        let denial = if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
+        let recent = Store::runs_since(&mut tx, authorisation_id, now - time::Duration::hours(1)).await?;
+        let denial = if let Err(denial) =
+            check_run_rate(recent, self.max_runs_per_hour.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            Some(denial)
+        } else if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
             // The charge refuses a revoked authorisation too: revocation wins any race.
             let revoked =
                 Store::authorisation_in(&mut tx, authorisation_id).await?.is_some_and(|row| row.revoked_at.is_some());

@@ -223,3 +223,11 @@ fn withdrawal_and_revocation_follow_their_rules() {
     case.model.state = ModelState::Revoked;
     assert_eq!(decide(&case).expect_err("revoked model").reason, DenialReason::ModelNotApproved);
 }
+
+#[test]
+fn run_rate_is_bounded() {
+    assert_eq!(check_run_rate(59, 60), Ok(()));
+    let denial = check_run_rate(60, 60).expect_err("limited");
+    assert_eq!(denial.reason, DenialReason::RateLimited);
+    assert!(denial.message.contains("60 runs an hour"));
+}
