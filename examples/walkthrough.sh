@@ -46,7 +46,8 @@ AUTHORISATION=$(api "$DEPARTMENT" POST "/v1/applications/$APPLICATION/reviews" '
 MODEL=$(api "$OPERATOR" POST /v1/models "$(jq -n --arg wasm "$(base64 -w0 "$work/examples/vehicle-risk.wasm")" \
   --rawfile manifest "$work/examples/vehicle-risk.manifest.toml" --argjson authorisation "$AUTHORISATION" \
   '{authorisation_id: $authorisation, module_base64: $wasm, manifest: $manifest}')" | jq .id)
-api "$BUREAU" POST "/v1/models/$MODEL/reviews" '{"approve":true,"comment":"usable, consistent, compliant, secure"}' | jq -c .
+api "$BUREAU" GET "/v1/models/$MODEL" | jq -c .automated_results
+api "$BUREAU" POST "/v1/models/$MODEL/reviews" '{"approve":true,"comment":"dummy run passed","checklist":{"usability":true,"consistency":true,"compliance":true,"security":true}}' | jq -c .
 
 # 6-7. Run it twice (epsilon 0.5 each); the third run is refused: the budget is spent.
 RUN=$(api "$OPERATOR" POST /v1/runs "{\"authorisation_id\":$AUTHORISATION,\"model_id\":$MODEL}" | tee "$work/run.json" | jq .run_id)

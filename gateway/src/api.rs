@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/applications/{id}/reviews", post(review_application))
         .route("/v1/models", post(submit_model))
         .route("/v1/models/{id}/reviews", post(review_model))
+        .route("/v1/models/{id}", get(model_view))
         .route("/v1/models/{id}/revoke", post(revoke_model))
         .route("/v1/applications/{id}/withdraw", post(withdraw_application))
         .route("/v1/authorisations/{id}/revoke", post(revoke_authorisation))
@@ -282,6 +283,9 @@ struct ReviewRequest {
     approve: bool,
     #[serde(default)]
     comment: String,
+    /// Model reviews only: the seed 002 §23 checklist an approval must confirm.
+    #[serde(default)]
+    checklist: Option<crate::service::ReviewChecklist>,
 }
 
 async fn review_application(
@@ -312,7 +316,9 @@ async fn review_model(
     body: Bytes,
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
-    Ok(Json(app.review_model(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+    let view =
+        app.review_model(&caller, id, review.approve, &review.comment, review.checklist).await.for_caller(&caller)?;
+    Ok(Json(view).into_response())
 }
 
 #[derive(Deserialize)]
@@ -341,6 +347,14 @@ async fn revoke_model(
 ) -> ApiResult<Response> {
     let request: RevokeRequest = parse_json(&body, &caller)?;
     Ok(Json(app.revoke_model(&caller, id, &request.reason).await.for_caller(&caller)?).into_response())
+}
+
+async fn model_view(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    Ok(Json(app.model_view(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
 async fn withdraw_application(

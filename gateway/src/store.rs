@@ -548,6 +548,23 @@ impl Store {
         .await?)
     }
 
+    pub async fn set_automated_results(&self, id: i64, results: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
+            .bind(results)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn automated_results(&self, id: i64) -> anyhow::Result<Option<String>> {
+        let results: Option<Option<String>> = sqlx::query_scalar("SELECT automated_results FROM models WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(results.flatten())
+    }
+
     pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT state FROM models WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
     }
@@ -558,15 +575,18 @@ impl Store {
         reviewer_id: i64,
         approved: bool,
         comment: &str,
+        checklist: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO model_reviews (model_id, reviewer_id, approved, comment, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO model_reviews (model_id, reviewer_id, approved, comment, checklist, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(model_id)
         .bind(reviewer_id)
         .bind(approved)
         .bind(comment)
+        .bind(checklist)
         .bind(format_time(now))
         .execute(&mut **tx)
         .await?;

@@ -118,7 +118,7 @@ impl World {
             .expect("id");
         world
             .api
-            .post(&format!("/v1/models/{}/reviews", world.model_id), &world.bureau, &json!({"approve": true}))
+            .post(&format!("/v1/models/{}/reviews", world.model_id), &world.bureau, &approve_model())
             .await
             .ok()
             .expect("model approved");
@@ -184,6 +184,11 @@ impl World {
             .filter(|entry| entry["action"] == action)
             .collect()
     }
+}
+
+/// A model approval with the whole seed 002 §23 checklist confirmed.
+pub fn approve_model() -> Value {
+    json!({"approve": true, "checklist": {"usability": true, "consistency": true, "compliance": true, "security": true}})
 }
 
 /// Asserts `response` is an error with `code`, and returns its message.

@@ -262,7 +262,7 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
     let greedy_id = submitted["id"].as_i64().expect("id");
     world
         .api
-        .post(&format!("/v1/models/{greedy_id}/reviews"), &world.bureau, &json!({"approve": true}))
+        .post(&format!("/v1/models/{greedy_id}/reviews"), &world.bureau, &crate::harness::approve_model())
         .await
         .ok()
         .expect("approved");
@@ -316,7 +316,7 @@ async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
         world.api.post("/v1/models", &world.operator, &body).await.ok().expect("model")["id"].as_i64().expect("id");
     world
         .api
-        .post(&format!("/v1/models/{model_id}/reviews"), &world.bureau, &json!({"approve": true}))
+        .post(&format!("/v1/models/{model_id}/reviews"), &world.bureau, &crate::harness::approve_model())
         .await
         .ok()
         .expect("approved");
@@ -436,4 +436,28 @@ async fn runs_are_rate_limited_per_authorisation() {
         .ok()
         .expect("budget");
     assert_eq!(budget["epsilon_spent"].as_f64(), Some(2.0), "a refused run is not charged");
+}
+
+/// Reviewers see the automated results first, and an approval must confirm the whole
+/// seed 002 §23 checklist, which is recorded.
+#[tokio::test]
+async fn model_reviews_show_automated_results_and_record_the_checklist() {
+    let world = World::new(100, 1.0).await;
+    let changed = VEHICLE_RISK_MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0.2\"");
+    let submitted = world.submit_model(VEHICLE_RISK_WASM, &changed).await.ok().expect("submitted");
+    assert_eq!(submitted["automated_results"]["dummy_run"]["outcome"], "passed");
+    let id = submitted["id"].as_i64().expect("id");
+    let view = world.api.get(&format!("/v1/models/{id}"), &world.bureau).await.ok().expect("view");
+    assert_eq!(view["automated_results"]["static_review"], "passed");
+    expect_error(&world.api.get(&format!("/v1/models/{id}"), &world.other_operator).await, "wrong_role");
+
+    let path = format!("/v1/models/{id}/reviews");
+    let partial = json!({"approve": true, "checklist": {"usability": true, "consistency": true, "compliance": true, "security": false}});
+    let message = expect_error(&world.api.post(&path, &world.bureau, &partial).await, "invalid_request");
+    assert!(message.contains("whole checklist"), "{message}");
+    expect_error(&world.api.post(&path, &world.bureau, &json!({"approve": true})).await, "invalid_request");
+    world.api.post(&path, &world.bureau, &crate::harness::approve_model()).await.ok().expect("approved");
+    let reviews = world.audit_entries("model.review").await;
+    let last = reviews.last().expect("a review entry");
+    assert!(last["details"]["checklist"].as_str().expect("checklist").contains("\"security\":true"));
 }

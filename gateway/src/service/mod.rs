@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
-pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewOutcome};
+pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome};
 pub use runs::{
     BudgetView, ReleasedBinView, ReleasedGroupView, ReleasedOutput, RunView, group_labels, release_outputs,
 };

@@ -67,7 +67,33 @@ pub struct ModelView {
     pub digest: String,
     pub state: &'static str,
     pub epsilon_per_run: f64,
+    /// What the automated checks found at submission, shown to reviewers first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automated_results: Option<serde_json::Value>,
 }
+
+/// The four questions of seed 002 §23 a model review answers; an approval needs all four.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewChecklist {
+    /// 可用性: it runs within the limits and produces the declared outputs.
+    pub usability: bool,
+    /// 一致性: what it computes matches the application's stated purpose.
+    pub consistency: bool,
+    /// 合规性: it reads only granted columns and releases only what the rules allow.
+    pub compliance: bool,
+    /// 安全性: nothing in it tries to carry data out or to attack the sandbox.
+    pub security: bool,
+}
+
+impl ReviewChecklist {
+    fn all_confirmed(&self) -> bool {
+        self.usability && self.consistency && self.compliance && self.security
+    }
+}
+
+/// Dummy rows the automated review runs a submitted model on.
+const DUMMY_REVIEW_ROWS: usize = 1_000;
 
 fn parse_window(from: &str, until: &str) -> ServiceResult<(String, String)> {
     let invalid = |error: anyhow::Error| ServiceError::invalid(format!("{error:#}"));
@@ -283,7 +309,16 @@ impl App {
         tx.commit().await.context("committing the model")?;
         let epsilon_per_run = manifest.epsilon_per_run();
         self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), compiled.clone());
-        Ok(ModelView { id, name: row.name, digest, state: "submitted", epsilon_per_run })
+        let automated = self.automated_results(&compiled, authorisation.dataset_id).await?;
+        self.store.set_automated_results(id, &automated.to_string()).await?;
+        Ok(ModelView {
+            id,
+            name: row.name,
+            digest,
+            state: "submitted",
+            epsilon_per_run,
+            automated_results: Some(automated),
+        })
     }
 
     /// The automated half of model review: ABI checks by the sandbox, then the manifest's
@@ -332,6 +367,7 @@ impl App {
         id: i64,
         approve: bool,
         comment: &str,
+        checklist: Option<ReviewChecklist>,
     ) -> ServiceResult<ModelView> {
         let action = Action::ReviewModel;
         let object = format!("model:{id}");
@@ -357,11 +393,18 @@ impl App {
             drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
-        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, now).await?;
+        if approve && !checklist.is_some_and(|checklist| checklist.all_confirmed()) {
+            return Err(ServiceError::invalid(
+                "an approval confirms the whole checklist: usability, consistency, compliance and security",
+            ));
+        }
+        let checklist_json = serde_json::to_string(&checklist.unwrap_or_default()).context("encoding the checklist")?;
+        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, &checklist_json, now).await?;
         let next = if approve { ModelState::Approved } else { ModelState::Rejected };
         let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
             .detail("decision", if approve { "approve" } else { "reject" })
-            .detail("digest", &model.digest);
+            .detail("digest", &model.digest)
+            .detail("checklist", &checklist_json);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model review")?;
         let manifest =
@@ -372,7 +415,60 @@ impl App {
             digest: model.digest,
             state: next.as_str(),
             epsilon_per_run: manifest.epsilon_per_run(),
+            automated_results: None,
         })
+    }
+
+    /// A model submission with its automated results, for its submitter and reviewers.
+    pub async fn model_view(&self, caller: &Caller, id: i64) -> ServiceResult<ModelView> {
+        let Some(model) = self.store.model(id).await? else {
+            return Err(self.not_found(caller, "model.read", "model", id).await);
+        };
+        if caller.principal.id != model.submitter_id && caller.principal.role != sluice_policies::Role::Reviewer {
+            let denial = Denial::new(DenialReason::WrongRole, "only the submitter and reviewers may read a model");
+            return Err(self.deny(caller, "model.read", format!("model:{id}"), denial).await);
+        }
+        let manifest =
+            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        let automated_results = self
+            .store
+            .automated_results(id)
+            .await?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .context("stored automated results")?;
+        Ok(ModelView {
+            id,
+            name: model.name,
+            digest: model.digest,
+            state: ModelState::parse(&model.state).context("model state")?.as_str(),
+            epsilon_per_run: manifest.epsilon_per_run(),
+            automated_results,
+        })
+    }
+
+    /// The automated half of review, run at submission and shown to reviewers first: the
+    /// static review (passed, or the model would have been refused) and a run on dummy rows
+    /// made from the dataset's schema, with the server's limits and release.
+    async fn automated_results(&self, compiled: &CompiledModel, dataset_id: i64) -> anyhow::Result<serde_json::Value> {
+        let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let (runtime, compiled) = (self.runtime.clone(), compiled.clone());
+        let outcome =
+            tokio::task::spawn_blocking(move || crate::dev::run(&runtime, &compiled, &schema, DUMMY_REVIEW_ROWS, 0))
+                .await
+                .context("the review run panicked")?;
+        let dummy_run = match outcome {
+            Ok(outputs) => {
+                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": outputs.len()})
+            }
+            Err(error) => {
+                let code = error.downcast_ref::<sluice_sandbox::SandboxError>().map_or("failed", |error| error.code());
+                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "failed", "code": code})
+            }
+        };
+        Ok(serde_json::json!({"static_review": "passed", "dummy_run": dummy_run}))
     }
 
     /// The applicant withdraws an application that awaits a decision.
@@ -473,6 +569,7 @@ impl App {
             digest: model.digest,
             state: "revoked",
             epsilon_per_run: manifest.epsilon_per_run(),
+            automated_results: None,
         })
     }
 }
