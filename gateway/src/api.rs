@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/authorisations/{id}/revoke", post(revoke_authorisation))
         .route("/v1/runs", post(run))
         .route("/v1/runs/{id}", get(run_result))
+        .route("/v1/runs/{id}/review", post(review_result))
         .route("/v1/authorisations/{id}/budget", get(budget))
         .route("/v1/audit/export", get(export_audit))
         .route("/v1/audit/public-key", get(public_key))
@@ -286,6 +287,10 @@ struct ReviewRequest {
     /// Model reviews only: the seed 002 §23 checklist an approval must confirm.
     #[serde(default)]
     checklist: Option<crate::service::ReviewChecklist>,
+    /// Application reviews only: the approval that creates the authorisation may hold every
+    /// release for data product review.
+    #[serde(default)]
+    hold_outputs: bool,
 }
 
 async fn review_application(
@@ -295,7 +300,10 @@ async fn review_application(
     body: Bytes,
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
-    let outcome = app.review_application(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?;
+    let outcome = app
+        .review_application(&caller, id, review.approve, &review.comment, review.hold_outputs)
+        .await
+        .for_caller(&caller)?;
     Ok(Json(outcome).into_response())
 }
 
@@ -376,6 +384,16 @@ async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, 
     let request: RunRequest = parse_json(&body, &caller)?;
     let view = app.run(&caller, request.authorisation_id, request.model_id).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn review_result(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let review: ReviewRequest = parse_json(&body, &caller)?;
+    Ok(Json(app.review_result(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
 }
 
 async fn run_result(

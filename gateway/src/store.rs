@@ -116,6 +116,7 @@ pub struct AuthorisationRow {
     pub epsilon_total: i64,
     pub epsilon_spent: i64,
     pub revoked_at: Option<String>,
+    pub hold_outputs: bool,
 }
 
 #[derive(Clone, FromRow)]
@@ -442,11 +443,13 @@ impl Store {
     pub async fn insert_authorisation(
         tx: &mut Tx,
         application: &ApplicationRow,
+        hold_outputs: bool,
         now: OffsetDateTime,
     ) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-             valid_until, epsilon_total, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+             valid_until, epsilon_total, hold_outputs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             RETURNING id",
         )
         .bind(application.id)
         .bind(application.operator_id)
@@ -456,13 +459,14 @@ impl Store {
         .bind(&application.valid_from)
         .bind(&application.valid_until)
         .bind(application.epsilon_requested)
+        .bind(hold_outputs)
         .bind(format_time(now))
         .fetch_one(&mut **tx)
         .await?)
     }
 
     const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-         valid_until, epsilon_total, epsilon_spent, revoked_at";
+         valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs";
 
     pub async fn authorisation(&self, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
@@ -646,6 +650,16 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// Moves a held run to `released` or `withheld`; false when it was not held.
+    pub async fn review_held_run(tx: &mut Tx, run_id: i64, state: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = 'held'")
+            .bind(state)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {

@@ -241,6 +241,21 @@ pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
     Ok(())
 }
 
+/// Data product review (数据产品审查): a reviewer from outside the operator's organisation
+/// releases or withholds a held result.
+pub fn review_result(held: bool, operator_organisation: &str, reviewer: &Principal) -> Result<(), Denial> {
+    if reviewer.role != Role::Reviewer {
+        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review held results"));
+    }
+    if reviewer.organisation == operator_organisation {
+        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews a result for their own organisation"));
+    }
+    if !held {
+        return Err(Denial::new(DenialReason::NotPending, "the result is not held for review"));
+    }
+    Ok(())
+}
+
 /// Run-rate limit: an authorisation allows at most `limit` runs in any hour. Rapid runs are
 /// how an operator would probe a model's behaviour on the data, so they are bounded
 /// besides the budget.

@@ -78,10 +78,11 @@ pub enum Action {
     WithdrawApplication,
     RevokeAuthorisation,
     RevokeModel,
+    ReviewResult,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -99,6 +100,7 @@ impl Action {
         Action::WithdrawApplication,
         Action::RevokeAuthorisation,
         Action::RevokeModel,
+        Action::ReviewResult,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +122,7 @@ impl Action {
             Action::WithdrawApplication => "application.withdraw",
             Action::RevokeAuthorisation => "authorisation.revoke",
             Action::RevokeModel => "model.revoke",
+            Action::ReviewResult => "result.review",
         }
     }
 
@@ -130,7 +133,8 @@ impl Action {
             Action::CreatePrincipal => &[Admin],
             Action::RegisterDataset | Action::IngestDataset => &[Provider],
             Action::ReadCatalogue => &[Admin, Provider, Operator, Reviewer, Regulator],
-            Action::SubmitApplication | Action::SubmitModel | Action::RunModel | Action::ReadResult => &[Operator],
+            Action::SubmitApplication | Action::SubmitModel | Action::RunModel => &[Operator],
+            Action::ReadResult => &[Operator, Reviewer],
             Action::ReviewApplication | Action::ReviewModel => &[Reviewer],
             Action::ReadBudget => &[Operator, Provider, Regulator],
             Action::ExportAudit => &[Regulator],
@@ -138,7 +142,7 @@ impl Action {
             Action::RotateKeys => &[Admin],
             Action::WithdrawApplication => &[Operator],
             Action::RevokeAuthorisation => &[Provider, Reviewer],
-            Action::RevokeModel => &[Reviewer],
+            Action::RevokeModel | Action::ReviewResult => &[Reviewer],
         }
     }
 }
@@ -174,7 +178,7 @@ mod tests {
             (Action::SubmitModel, [false, false, true, false, false]),
             (Action::ReviewModel, [false, false, false, true, false]),
             (Action::RunModel, [false, false, true, false, false]),
-            (Action::ReadResult, [false, false, true, false, false]),
+            (Action::ReadResult, [false, false, true, true, false]),
             (Action::ReadBudget, [false, true, true, false, true]),
             (Action::ExportAudit, [false, false, false, false, true]),
             (Action::DestroyDataset, [false, true, false, false, false]),
@@ -182,6 +186,7 @@ mod tests {
             (Action::WithdrawApplication, [false, false, true, false, false]),
             (Action::RevokeAuthorisation, [false, true, false, true, false]),
             (Action::RevokeModel, [false, false, false, true, false]),
+            (Action::ReviewResult, [false, false, false, true, false]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {

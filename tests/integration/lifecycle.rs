@@ -461,3 +461,75 @@ async fn model_reviews_show_automated_results_and_record_the_checklist() {
     let last = reviews.last().expect("a review entry");
     assert!(last["details"]["checklist"].as_str().expect("checklist").contains("\"security\":true"));
 }
+
+/// Data product review: under an authorisation that holds outputs, a release reaches its
+/// operator only after an outside reviewer releases it; a withheld one never does.
+#[tokio::test]
+async fn held_outputs_wait_for_data_product_review() {
+    let world = World::new(200, 2.0).await;
+    let application = world.apply(1.0).await;
+    let review = format!("/v1/applications/{application}/reviews");
+    world.api.post(&review, &world.bureau, &json!({"approve": true})).await.ok().expect("bureau");
+    let approved = world
+        .api
+        .post(&review, &world.department, &json!({"approve": true, "hold_outputs": true}))
+        .await
+        .ok()
+        .expect("department");
+    let authorisation = approved["authorisation_id"].as_i64().expect("authorisation");
+    let body = json!({"authorisation_id": authorisation, "module_base64": crate::harness::module_base64(VEHICLE_RISK_WASM), "manifest": VEHICLE_RISK_MANIFEST});
+    let model =
+        world.api.post("/v1/models", &world.operator, &body).await.ok().expect("model")["id"].as_i64().expect("id");
+    world
+        .api
+        .post(&format!("/v1/models/{model}/reviews"), &world.bureau, &crate::harness::approve_model())
+        .await
+        .ok()
+        .expect("approved");
+
+    let held = world.run_as(&world.operator, authorisation, model).await.ok().expect("run");
+    assert_eq!(held["state"], "held");
+    assert_eq!(held["outputs"].as_array().map(Vec::len), Some(0), "nothing reaches the operator yet");
+    assert!(held["receipt"].is_object(), "the release is logged all the same");
+    let run = held["run_id"].as_i64().expect("run id");
+    let message = expect_error(&world.api.get(&format!("/v1/runs/{run}"), &world.operator).await, "conflict");
+    assert!(message.contains("held for data product review"), "{message}");
+
+    let colleague = world
+        .api
+        .post(
+            "/v1/principals",
+            &world.admin,
+            &json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
+        )
+        .await
+        .ok()
+        .expect("reviewer")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let path = format!("/v1/runs/{run}/review");
+    expect_error(&world.api.post(&path, &colleague, &json!({"approve": true})).await, "self_review");
+    expect_error(&world.api.post(&path, &world.operator, &json!({"approve": true})).await, "wrong_role");
+    let released = world
+        .api
+        .post(&path, &world.bureau, &json!({"approve": true, "comment": "aggregates only"}))
+        .await
+        .ok()
+        .expect("released");
+    assert_eq!((released["state"].as_str(), released["outputs"].as_array().map(Vec::len)), (Some("released"), Some(3)));
+    let fetched = world.api.get(&format!("/v1/runs/{run}"), &world.operator).await.ok().expect("now visible");
+    assert_eq!(fetched["outputs"].as_array().map(Vec::len), Some(3));
+    expect_error(&world.api.post(&path, &world.bureau, &json!({"approve": true})).await, "not_pending");
+
+    let second =
+        world.run_as(&world.operator, authorisation, model).await.ok().expect("run")["run_id"].as_i64().expect("id");
+    world
+        .api
+        .post(&format!("/v1/runs/{second}/review"), &world.department, &json!({"approve": false}))
+        .await
+        .ok()
+        .expect("withheld");
+    let message = expect_error(&world.api.get(&format!("/v1/runs/{second}"), &world.operator).await, "conflict");
+    assert!(message.contains("withheld"), "{message}");
+}

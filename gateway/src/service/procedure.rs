@@ -197,6 +197,7 @@ impl App {
         id: i64,
         approve: bool,
         comment: &str,
+        hold_outputs: bool,
     ) -> ServiceResult<ReviewOutcome> {
         let action = Action::ReviewApplication;
         let object = format!("application:{id}");
@@ -243,13 +244,14 @@ impl App {
         Store::append_audit(&mut tx, event, now).await?;
         let mut authorisation_id = None;
         if next == ApplicationState::Approved {
-            let new_id = Store::insert_authorisation(&mut tx, &application, now).await?;
+            let new_id = Store::insert_authorisation(&mut tx, &application, hold_outputs, now).await?;
             let event =
                 Self::event(caller, "authorisation.create", format!("authorisation:{new_id}"), AuditOutcome::Ok)
                     .detail("application", id)
                     .detail("operator", application.operator_id)
                     .detail("dataset", application.dataset_id)
                     .detail("epsilon_total", Epsilon::from_units(application.epsilon_requested as u64))
+                    .detail("hold_outputs", hold_outputs)
                     .detail("valid_until", &application.valid_until);
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);

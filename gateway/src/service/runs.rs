@@ -12,6 +12,7 @@ use sluice_policies::{
     Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
     OutputRule, PrivacyBudget, QuantileRule, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts,
     authorise_run, check_run_rate, release, release_gaussian, release_grouped, release_histogram, release_quantile,
+    review_result,
 };
 use sluice_sandbox::{CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError};
 
@@ -255,6 +256,8 @@ struct PreparedRun {
     key: crate::keys::AeadKey,
     /// The dataset's disclosure threshold for histogram bins.
     min_group_size: u32,
+    /// Releases under this authorisation wait for data product review.
+    hold_outputs: bool,
 }
 
 impl App {
@@ -337,7 +340,8 @@ impl App {
         drop(master);
         let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
         let min_group_size = u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX);
-        Ok(PreparedRun { compiled, version, schema, epsilon, key, min_group_size })
+        let hold_outputs = authorisation.as_ref().is_some_and(|row| row.hold_outputs);
+        Ok(PreparedRun { compiled, version, schema, epsilon, key, min_group_size, hold_outputs })
     }
 
     /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
@@ -485,9 +489,10 @@ impl App {
         let mut tx = self.store.begin().await?;
         let view = match outcome {
             Ok(values) => {
-                let view = RunView {
+                let state = if prepared.hold_outputs { "held" } else { "released" };
+                let mut view = RunView {
                     run_id,
-                    state: "released".into(),
+                    state: state.into(),
                     dataset_version: prepared.version.version,
                     rows: prepared.version.row_count,
                     outputs: values,
@@ -496,10 +501,16 @@ impl App {
                     receipt: None,
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
-                Store::finish_run(&mut tx, run_id, "released", "ok", Some(&json), now).await?;
+                Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?;
                 let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
                     .detail("authorisation", authorisation_id)
-                    .detail("outputs", view.outputs.len());
+                    .detail("outputs", view.outputs.len())
+                    .detail("held", prepared.hold_outputs);
+                if prepared.hold_outputs {
+                    // Computed and charged, but the operator sees nothing until a reviewer
+                    // releases it.
+                    view.outputs.clear();
+                }
                 let seq = Store::append_audit(&mut tx, event, now).await?;
                 Store::set_release_seq(&mut tx, run_id, seq).await?;
                 Ok((view, seq))
@@ -523,23 +534,32 @@ impl App {
         Ok(view)
     }
 
-    /// A finished run's release, for the operator who ran it.
+    /// A finished run's release, for the operator who ran it (once any data product review
+    /// released it), and for reviewers.
     pub async fn run_result(&self, caller: &Caller, run_id: i64) -> ServiceResult<RunView> {
         let action = Action::ReadResult;
         let object = format!("run:{run_id}");
         self.guard(caller, action, &object).await?;
+        let is_reviewer = caller.principal.role == Role::Reviewer;
         let run = match self.store.run(run_id).await? {
-            Some(run) if run.operator_id == caller.principal.id => run,
+            Some(run) if run.operator_id == caller.principal.id || is_reviewer => run,
             Some(_) => {
                 let denial = Denial::new(DenialReason::AuthorisationNotYours, "the run belongs to another operator");
                 return Err(self.deny(caller, action.as_str(), object, denial).await);
             }
             None => return Err(self.not_found(caller, action.as_str(), "run", run_id).await),
         };
+        if !is_reviewer && run.state == "held" {
+            return Err(ServiceError::Conflict(format!("run {run_id} is held for data product review")));
+        }
+        if !is_reviewer && run.state == "withheld" {
+            return Err(ServiceError::Conflict(format!("run {run_id} was withheld by data product review")));
+        }
         let Some(json) = run.result_json else {
             return Err(ServiceError::Conflict(format!("run {run_id} has no release (state {})", run.state)));
         };
         let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
+        view.state = run.state.clone();
         if let Some(seq) = self.store.release_seq(run_id).await? {
             view.receipt = Some(self.receipt(seq).await?);
         }
@@ -548,6 +568,38 @@ impl App {
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
         self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
         Ok(view)
+    }
+
+    /// Data product review: a reviewer releases a held result to its operator, or withholds it.
+    pub async fn review_result(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        approve: bool,
+        comment: &str,
+    ) -> ServiceResult<RunView> {
+        let action = Action::ReviewResult;
+        let object = format!("run:{run_id}");
+        self.guard(caller, action, &object).await?;
+        let Some(run) = self.store.run(run_id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "run", run_id).await);
+        };
+        let operator = self.principal(run.operator_id).await?;
+        if let Err(denial) = review_result(run.state == "held", &operator.organisation, &caller.principal) {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        let state = if approve { "released" } else { "withheld" };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !Store::review_held_run(&mut tx, run_id, state).await? {
+            return Err(ServiceError::Conflict(format!("run {run_id} was reviewed meanwhile")));
+        }
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("decision", if approve { "release" } else { "withhold" })
+            .detail("note", comment.chars().take(200).collect::<String>());
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the result review")?;
+        self.run_result(caller, run_id).await
     }
 
     /// Budget of one authorisation: its operator, the dataset's provider and regulators.

@@ -231,3 +231,16 @@ fn run_rate_is_bounded() {
     assert_eq!(denial.reason, DenialReason::RateLimited);
     assert!(denial.message.contains("60 runs an hour"));
 }
+
+#[test]
+fn held_results_are_reviewed_by_outsiders_only() {
+    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    assert_eq!(review_result(true, "Qianbei Data Co.", &bureau), Ok(()));
+    assert_eq!(
+        review_result(false, "Qianbei Data Co.", &bureau).expect_err("not held").reason,
+        DenialReason::NotPending
+    );
+    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    assert_eq!(review_result(true, "Qianbei Data Co.", &colleague).expect_err("own").reason, DenialReason::SelfReview);
+    assert_eq!(review_result(true, "Qianbei Data Co.", &operator()).expect_err("role").reason, DenialReason::WrongRole);
+}
