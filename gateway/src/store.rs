@@ -552,6 +552,14 @@ impl Store {
         .await?)
     }
 
+    /// Reviewers who have approved a model so far.
+    pub async fn model_approvers(tx: &mut Tx, model_id: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE")
+            .bind(model_id)
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+
     pub async fn set_automated_results(&self, id: i64, results: &str) -> anyhow::Result<()> {
         sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
             .bind(results)
@@ -573,6 +581,7 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT state FROM models WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
     }
 
+    #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
     pub async fn record_model_review(
         tx: &mut Tx,
         model_id: i64,
@@ -580,6 +589,7 @@ impl Store {
         approved: bool,
         comment: &str,
         checklist: &str,
+        next_state: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         sqlx::query(
@@ -595,7 +605,7 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = 'submitted'")
-            .bind(if approved { "approved" } else { "rejected" })
+            .bind(next_state)
             .bind(model_id)
             .execute(&mut **tx)
             .await?;

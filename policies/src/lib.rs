@@ -23,8 +23,8 @@ pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};
 pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, Licence, ModelFacts, ModelState, Principal, RunFacts,
-    RunPermit, authorise_run, check_licence, check_run_rate, review_application, review_model, review_result,
-    revoke_authorisation, revoke_model, withdraw_application,
+    RunPermit, authorise_run, check_licence, check_run_rate, model_review_outcome, review_application, review_model,
+    review_result, revoke_authorisation, revoke_model, withdraw_application,
 };
 pub use release::{
     AggregateKind, GAUSSIAN_DELTA, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedBin, ReleasedGroup,

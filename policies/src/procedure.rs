@@ -183,6 +183,28 @@ pub fn review_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
     Ok(())
 }
 
+/// The next state of a model after a review, under a quorum of 1 or 2 independent
+/// approvals: `prior_approvals` are (reviewer id, organisation) of earlier approvals. A
+/// rejection settles it; a second approval must come from another reviewer of another
+/// organisation.
+pub fn model_review_outcome(
+    prior_approvals: &[(i64, String)],
+    reviewer: &Principal,
+    approve: bool,
+    quorum: usize,
+) -> Result<ModelState, Denial> {
+    if !approve {
+        return Ok(ModelState::Rejected);
+    }
+    if prior_approvals.iter().any(|(id, organisation)| *id == reviewer.id || *organisation == reviewer.organisation) {
+        return Err(Denial::new(
+            DenialReason::WrongReviewer,
+            "the approvals must come from independent reviewers of different organisations",
+        ));
+    }
+    Ok(if prior_approvals.len() + 1 >= quorum.max(1) { ModelState::Approved } else { ModelState::Submitted })
+}
+
 /// The applicant may withdraw its application while it awaits a decision.
 pub fn withdraw_application(application: &ApplicationFacts, caller: &Principal) -> Result<ApplicationState, Denial> {
     if caller.role != Role::Operator || caller.id != application.operator_id {

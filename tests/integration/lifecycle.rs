@@ -533,3 +533,20 @@ async fn held_outputs_wait_for_data_product_review() {
     let message = expect_error(&world.api.get(&format!("/v1/runs/{second}"), &world.operator).await, "conflict");
     assert!(message.contains("withheld"), "{message}");
 }
+
+/// With a quorum of two, a model runs only after two independent approvals.
+#[tokio::test]
+async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
+    let world = World::new(100, 2.0).await;
+    world.app.set_model_review_quorum(2);
+    let changed = VEHICLE_RISK_MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0.3\"");
+    let id = world.submit_model(VEHICLE_RISK_WASM, &changed).await.ok().expect("submitted")["id"].as_i64().expect("id");
+    let path = format!("/v1/models/{id}/reviews");
+    let first = world.api.post(&path, &world.bureau, &crate::harness::approve_model()).await.ok().expect("first");
+    assert_eq!(first["state"], "submitted", "one approval of two");
+    expect_error(&world.run_as(&world.operator, world.authorisation_id, id).await, "model_not_approved");
+    expect_error(&world.api.post(&path, &world.bureau, &crate::harness::approve_model()).await, "wrong_reviewer");
+    let second = world.api.post(&path, &world.department, &crate::harness::approve_model()).await.ok().expect("second");
+    assert_eq!(second["state"], "approved");
+    world.run_as(&world.operator, world.authorisation_id, id).await.ok().expect("runs after two approvals");
+}

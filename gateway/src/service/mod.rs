@@ -83,6 +83,8 @@ pub struct App {
     pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
     /// Runs an authorisation allows in any hour (`$SLUICE_MAX_RUNS_PER_HOUR`, default 60).
     pub(crate) max_runs_per_hour: std::sync::atomic::AtomicU64,
+    /// Independent approvals a model needs: 1, or 2 (`$SLUICE_MODEL_REVIEW_QUORUM`).
+    pub(crate) model_review_quorum: std::sync::atomic::AtomicU64,
     pub(crate) clock: Clock,
 }
 
@@ -176,12 +178,18 @@ impl App {
             ingest_lock: tokio::sync::Mutex::new(()),
             checkpoint_lock: tokio::sync::Mutex::new(()),
             max_runs_per_hour: std::sync::atomic::AtomicU64::new(max_runs_per_hour()?),
+            model_review_quorum: std::sync::atomic::AtomicU64::new(model_review_quorum()?),
             clock,
         }))
     }
 
     pub fn now(&self) -> OffsetDateTime {
         self.clock.now()
+    }
+
+    /// Sets how many independent approvals a model needs: 1 or 2.
+    pub fn set_model_review_quorum(&self, quorum: u64) {
+        self.model_review_quorum.store(quorum.clamp(1, 2), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Changes how many runs an authorisation allows in any hour (at least 1).
@@ -385,6 +393,20 @@ fn max_runs_per_hour() -> anyhow::Result<u64> {
             .filter(|limit| *limit > 0)
             .with_context(|| format!("${MAX_RUNS_PER_HOUR_ENV} must be a whole number above 0")),
         Err(_) => Ok(DEFAULT_MAX_RUNS_PER_HOUR),
+    }
+}
+
+/// Environment variable that sets the model review quorum (1 or 2).
+pub const MODEL_REVIEW_QUORUM_ENV: &str = "SLUICE_MODEL_REVIEW_QUORUM";
+
+fn model_review_quorum() -> anyhow::Result<u64> {
+    match std::env::var(MODEL_REVIEW_QUORUM_ENV) {
+        Ok(text) => match text.trim() {
+            "1" => Ok(1),
+            "2" => Ok(2),
+            _ => anyhow::bail!("${MODEL_REVIEW_QUORUM_ENV} must be 1 or 2"),
+        },
+        Err(_) => Ok(1),
     }
 }
 

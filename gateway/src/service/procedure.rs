@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    review_application, review_model, revoke_authorisation, revoke_model, withdraw_application,
+    model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -400,13 +400,35 @@ impl App {
                 "an approval confirms the whole checklist: usability, consistency, compliance and security",
             ));
         }
+        let mut prior = Vec::new();
+        for approver in Store::model_approvers(&mut tx, id).await? {
+            prior.push((approver, self.principal(approver).await?.organisation));
+        }
+        let quorum = self.model_review_quorum.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let next = match model_review_outcome(&prior, &caller.principal, approve, quorum) {
+            Ok(next) => next,
+            Err(denial) => {
+                drop(tx);
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+        };
         let checklist_json = serde_json::to_string(&checklist.unwrap_or_default()).context("encoding the checklist")?;
-        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, &checklist_json, now).await?;
-        let next = if approve { ModelState::Approved } else { ModelState::Rejected };
+        Store::record_model_review(
+            &mut tx,
+            id,
+            caller.principal.id,
+            approve,
+            comment,
+            &checklist_json,
+            next.as_str(),
+            now,
+        )
+        .await?;
         let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
             .detail("decision", if approve { "approve" } else { "reject" })
             .detail("digest", &model.digest)
-            .detail("checklist", &checklist_json);
+            .detail("checklist", &checklist_json)
+            .detail("state", next.as_str());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model review")?;
         let manifest =

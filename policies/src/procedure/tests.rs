@@ -244,3 +244,20 @@ fn held_results_are_reviewed_by_outsiders_only() {
     assert_eq!(review_result(true, "Qianbei Data Co.", &colleague).expect_err("own").reason, DenialReason::SelfReview);
     assert_eq!(review_result(true, "Qianbei Data Co.", &operator()).expect_err("role").reason, DenialReason::WrongRole);
 }
+
+#[test]
+fn a_quorum_of_two_needs_independent_approvals() {
+    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Traffic Police");
+    let bureau_colleague = reviewer(12, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    assert_eq!(model_review_outcome(&[], &bureau, true, 1), Ok(ModelState::Approved));
+    assert_eq!(model_review_outcome(&[], &bureau, true, 2), Ok(ModelState::Submitted));
+    let first = [(10, "Zunyi Big Data Bureau".to_owned())];
+    assert_eq!(model_review_outcome(&first, &department, true, 2), Ok(ModelState::Approved));
+    assert_eq!(model_review_outcome(&first, &bureau, true, 2).expect_err("same").reason, DenialReason::WrongReviewer);
+    assert_eq!(
+        model_review_outcome(&first, &bureau_colleague, true, 2).expect_err("same org").reason,
+        DenialReason::WrongReviewer
+    );
+    assert_eq!(model_review_outcome(&first, &department, false, 2), Ok(ModelState::Rejected));
+}
