@@ -8,19 +8,22 @@
 //! opendp, which takes it from the operating system through OpenSSL.
 //!
 //! ```
-//! use sluice_policies::{Action, Role, permits};
-//! assert!(permits(Role::Operator, Action::RunModel).is_ok());
-//! assert!(permits(Role::Regulator, Action::RunModel).is_err());
+//! use sluice_policies::{Action, PolicyGate, Role};
+//! let gate = PolicyGate::default_policies().expect("the shipped policies validate");
+//! assert!(gate.decide(Role::Operator, true, Action::RunModel).is_ok());
+//! assert!(gate.decide(Role::Regulator, true, Action::RunModel).is_err());
 //! ```
 
 mod budget;
 mod decision;
+mod gate;
 mod procedure;
 mod release;
 mod roles;
 
 pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};
+pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate};
 pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, Licence, ModelFacts, ModelState, Principal, RunFacts,
     RunPermit, authorise_run, check_licence, check_run_rate, model_review_outcome, review_application, review_model,
@@ -31,4 +34,4 @@ pub use release::{
     ReleasedGroups, ReleasedHistogram, ReleasedQuantile, ReleasedValue, release, release_gaussian, release_grouped,
     release_histogram, release_quantile, zcdp_epsilon,
 };
-pub use roles::{Action, ReviewerKind, Role, permits};
+pub use roles::{Action, ReviewerKind, Role};

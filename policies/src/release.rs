@@ -580,13 +580,14 @@ mod tests {
         let mut values = vec![0.0; 5_000];
         values.extend(vec![1.0; 3_000]);
         values.extend([2.0, 2.0, 2.0, 7.0, -1.0, 0.4]);
-        let released = release_histogram(&rule, &values, 1, 10).expect("released");
+        // A threshold of 30 keeps the bin of 3 suppressed unless the noise adds 27 (p < 1e-6).
+        let released = release_histogram(&rule, &values, 1, 30).expect("released");
         assert!(released.epsilon <= 1.0 && (released.noise_scale - 2.0).abs() < 1e-6, "{released:?}");
         let low = released.bins[0].count.expect("large bin released");
         assert!((low - 5_001.0).abs() < 40.0, "{low}");
         assert!(released.bins[2].suppressed && released.bins[2].count.is_none(), "a bin of 3 is suppressed");
         let bad = HistogramRule { epsilon: 0.0, ..rule.clone() };
-        assert!(matches!(release_histogram(&bad, &values, 1, 10), Err(ReleaseError::InvalidRule { .. })));
+        assert!(matches!(release_histogram(&bad, &values, 1, 30), Err(ReleaseError::InvalidRule { .. })));
     }
 
     #[test]
@@ -599,7 +600,8 @@ mod tests {
         groups.extend(vec![-1; 10]);
         let values: Vec<f64> = groups.iter().map(|group| if *group == 1 { 4.0 } else { 2.0 }).collect();
         let mean = OutputRule { name: "m".into(), kind: AggregateKind::Mean, lower: 0.0, upper: 10.0, epsilon: 2.0 };
-        let released = release_grouped(&mean, &values, &groups, &labels, 1, 10).expect("released");
+        // A threshold of 40 keeps the group of 5 suppressed unless its noisy count gains 35.
+        let released = release_grouped(&mean, &values, &groups, &labels, 1, 40).expect("released");
         assert!(released.epsilon <= 2.0 + 1e-9 && released.epsilon > 1.9, "{}", released.epsilon);
         let value = |index: usize| released.groups[index].value;
         assert!((value(0).expect("a") - 2.0).abs() < 0.05, "{:?}", value(0));

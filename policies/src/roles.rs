@@ -1,9 +1,7 @@
 //! Roles and the actions each may take: the static half of access control.
 //!
-//! It owns the role × action table. It must not look at object state (that is
-//! `procedure`); a permitted action can still be denied by the procedure's checks.
-
-use crate::decision::{Denial, DenialReason};
+//! It owns the names of roles and actions; who may attempt what is the Cedar policy set in
+//! `gate`. It must not look at object state (that is `procedure`).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -125,79 +123,11 @@ impl Action {
             Action::ReviewResult => "result.review",
         }
     }
-
-    /// The roles allowed to attempt this action. Everything not listed is denied.
-    fn allowed_roles(self) -> &'static [Role] {
-        use Role::*;
-        match self {
-            Action::CreatePrincipal => &[Admin],
-            Action::RegisterDataset | Action::IngestDataset => &[Provider],
-            Action::ReadCatalogue => &[Admin, Provider, Operator, Reviewer, Regulator],
-            Action::SubmitApplication | Action::SubmitModel | Action::RunModel => &[Operator],
-            Action::ReadResult => &[Operator, Reviewer],
-            Action::ReviewApplication | Action::ReviewModel => &[Reviewer],
-            Action::ReadBudget => &[Operator, Provider, Regulator],
-            Action::ExportAudit => &[Regulator],
-            Action::DestroyDataset => &[Provider],
-            Action::RotateKeys => &[Admin],
-            Action::WithdrawApplication => &[Operator],
-            Action::RevokeAuthorisation => &[Provider, Reviewer],
-            Action::RevokeModel | Action::ReviewResult => &[Reviewer],
-        }
-    }
-}
-
-/// May `role` attempt `action` at all?
-pub fn permits(role: Role, action: Action) -> Result<(), Denial> {
-    if action.allowed_roles().contains(&role) {
-        Ok(())
-    } else {
-        Err(Denial::new(
-            DenialReason::WrongRole,
-            format!("the {} role may not perform {}", role.as_str(), action.as_str()),
-        ))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every cell of the role × action table, written out so a change is a visible diff.
-    #[test]
-    fn role_action_matrix() {
-        let allowed = |role: Role, action: Action| permits(role, action).is_ok();
-        let expected: &[(Action, [bool; 5])] = &[
-            //                            admin  provider operator reviewer regulator
-            (Action::CreatePrincipal, [true, false, false, false, false]),
-            (Action::RegisterDataset, [false, true, false, false, false]),
-            (Action::IngestDataset, [false, true, false, false, false]),
-            (Action::ReadCatalogue, [true, true, true, true, true]),
-            (Action::SubmitApplication, [false, false, true, false, false]),
-            (Action::ReviewApplication, [false, false, false, true, false]),
-            (Action::SubmitModel, [false, false, true, false, false]),
-            (Action::ReviewModel, [false, false, false, true, false]),
-            (Action::RunModel, [false, false, true, false, false]),
-            (Action::ReadResult, [false, false, true, true, false]),
-            (Action::ReadBudget, [false, true, true, false, true]),
-            (Action::ExportAudit, [false, false, false, false, true]),
-            (Action::DestroyDataset, [false, true, false, false, false]),
-            (Action::RotateKeys, [true, false, false, false, false]),
-            (Action::WithdrawApplication, [false, false, true, false, false]),
-            (Action::RevokeAuthorisation, [false, true, false, true, false]),
-            (Action::RevokeModel, [false, false, false, true, false]),
-            (Action::ReviewResult, [false, false, false, true, false]),
-        ];
-        assert_eq!(expected.len(), Action::ALL.len());
-        for (action, row) in expected {
-            for (role, expected) in Role::ALL.iter().zip(row) {
-                assert_eq!(allowed(*role, *action), *expected, "{role:?} {action:?}");
-            }
-        }
-        let denial = permits(Role::Regulator, Action::RunModel).expect_err("denied");
-        assert_eq!(denial.reason, DenialReason::WrongRole);
-        assert_eq!(denial.to_string(), "wrong_role: the regulator role may not perform run.start");
-    }
 
     #[test]
     fn names_round_trip() {

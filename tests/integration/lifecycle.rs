@@ -550,3 +550,39 @@ async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
     assert_eq!(second["state"], "approved");
     world.run_as(&world.operator, world.authorisation_id, id).await.ok().expect("runs after two approvals");
 }
+
+/// Who may do what is a Cedar policy set: an administrator's stricter file takes effect,
+/// and a broken one stops the gateway from opening with a clear error.
+#[tokio::test]
+async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start() {
+    use sluice_gateway::api::router;
+    use sluice_gateway::client::InProcessClient;
+    use sluice_gateway::datadir::DataDir;
+    use sluice_gateway::service::App;
+    let world = World::new(50, 1.0).await;
+    let policy_file = world.data_dir().join("policies.cedar");
+
+    std::fs::write(&policy_file, "permit (principal, action, resource").expect("write");
+    let error = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect_err("broken policies");
+    assert!(format!("{error:#}").contains("policy file"), "{error:#}");
+    std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"run.stat", resource);"#)
+        .expect("write");
+    let error = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect_err("invalid policies");
+    assert!(format!("{error:#}").contains("does not validate"), "{error:#}");
+
+    // Stricter: only regulators read the catalogue; nothing else is permitted at all.
+    std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { context.role == "regulator" };"#)
+        .expect("write");
+    let app = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let api = InProcessClient::new(router(app));
+    api.get("/v1/catalogue", &world.regulator).await.ok().expect("regulators may");
+    expect_error(&api.get("/v1/catalogue", &world.operator).await, "wrong_role");
+    let run = api
+        .post(
+            "/v1/runs",
+            &world.operator,
+            &json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id}),
+        )
+        .await;
+    expect_error(&run, "wrong_role");
+}

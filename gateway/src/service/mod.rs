@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use base64::Engine as _;
-use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, ReviewerKind, Role, check_licence, permits};
+use sluice_policies::{
+    Action, Denial, DenialReason, Licence, PolicyGate, Principal, ReviewerKind, Role, check_licence,
+};
 use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
 use time::OffsetDateTime;
 
@@ -86,6 +88,8 @@ pub struct App {
     /// Independent approvals a model needs: 1, or 2 (`$SLUICE_MODEL_REVIEW_QUORUM`).
     pub(crate) model_review_quorum: std::sync::atomic::AtomicU64,
     pub(crate) clock: Clock,
+    /// Who may attempt what: the Cedar policy set, validated when the gateway opened.
+    pub(crate) gate: PolicyGate,
 }
 
 impl std::fmt::Debug for App {
@@ -160,6 +164,7 @@ fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
 impl App {
     /// Opens the gateway over an initialised data directory.
     pub async fn open(data_dir: DataDir, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        let data_dir_policies = data_dir.root().join("policies.cedar");
         let store = Store::open_sqlite(&data_dir.database(), false).await?;
         let master = open_master_key(&data_dir, &store).await?;
         sweep_partial_ingests(&data_dir.blobs())?;
@@ -180,6 +185,7 @@ impl App {
             max_runs_per_hour: std::sync::atomic::AtomicU64::new(max_runs_per_hour()?),
             model_review_quorum: std::sync::atomic::AtomicU64::new(model_review_quorum()?),
             clock,
+            gate: load_policies(&data_dir_policies)?,
         }))
     }
 
@@ -270,12 +276,14 @@ impl App {
 
     /// Role check, plus a valid licence for an operator acting beyond reading.
     pub(crate) async fn guard(&self, caller: &Caller, action: Action, object: &str) -> ServiceResult<()> {
-        if let Err(denial) = permits(caller.principal.role, action) {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
-        }
-        let needs_licence =
-            caller.principal.role == Role::Operator && !matches!(action, Action::ReadCatalogue | Action::ReadBudget);
-        if needs_licence && let Err(denial) = check_licence(&caller.principal, self.now()) {
+        let licence = check_licence(&caller.principal, self.now());
+        let licensed = caller.principal.role == Role::Operator && licence.is_ok();
+        if let Err(denial) = self.gate.decide(caller.principal.role, licensed, action) {
+            // When only the licence stands in the way, say exactly what is wrong with it.
+            let denial = match (denial.reason, licence) {
+                (DenialReason::LicenceExpired, Err(licence)) => licence,
+                (_, _) => denial,
+            };
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         Ok(())
@@ -393,6 +401,25 @@ fn max_runs_per_hour() -> anyhow::Result<u64> {
             .filter(|limit| *limit > 0)
             .with_context(|| format!("${MAX_RUNS_PER_HOUR_ENV} must be a whole number above 0")),
         Err(_) => Ok(DEFAULT_MAX_RUNS_PER_HOUR),
+    }
+}
+
+/// Environment variable naming an administrator's Cedar policy file.
+pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
+
+/// The policy set: `$SLUICE_POLICY_FILE`, else `policies.cedar` in the data directory, else
+/// the shipped default. One that does not parse or validate stops the gateway.
+fn load_policies(in_data_dir: &std::path::Path) -> anyhow::Result<PolicyGate> {
+    let path = std::env::var_os(POLICY_FILE_ENV)
+        .map(std::path::PathBuf::from)
+        .or_else(|| in_data_dir.exists().then(|| in_data_dir.to_path_buf()));
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the policy file {}", path.display()))?;
+            PolicyGate::new(&text).with_context(|| format!("the policy file {} is refused", path.display()))
+        }
+        None => PolicyGate::default_policies().context("the default policies"),
     }
 }
 
