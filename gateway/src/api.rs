@@ -44,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models/{id}", get(model_view))
         .route("/v1/models/{id}/revoke", post(revoke_model))
         .route("/v1/applications/{id}/withdraw", post(withdraw_application))
+        .route("/v1/applications/{id}/submit", post(submit_draft))
         .route("/v1/authorisations/{id}/revoke", post(revoke_authorisation))
         .route("/v1/runs", post(run))
         .route("/v1/runs/{id}", get(run_result))
@@ -363,6 +364,14 @@ async fn model_view(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     Ok(Json(app.model_view(&caller, id).await.for_caller(&caller)?).into_response())
+}
+
+async fn submit_draft(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    Ok(Json(app.submit_draft(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
 async fn withdraw_application(

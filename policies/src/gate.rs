@@ -130,9 +130,9 @@ mod tests {
             for (role, expected) in Role::ALL.iter().zip(row) {
                 assert_eq!(gate.decide(*role, true, *action).is_ok(), *expected, "{role:?} {action:?}");
             }
-            // Without a licence an operator keeps only the catalogue and its budgets.
+            // Without a licence an operator can do nothing but read the catalogue.
             let unlicensed = gate.decide(Role::Operator, false, *action);
-            let keeps = matches!(action, Action::ReadCatalogue | Action::ReadBudget);
+            let keeps = *action == Action::ReadCatalogue;
             assert_eq!(unlicensed.is_ok(), keeps, "unlicensed operator {action:?}");
             if row[2] && !keeps {
                 assert_eq!(unlicensed.expect_err("denied").reason, DenialReason::LicenceExpired);

@@ -27,7 +27,7 @@ pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate};
 pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, Licence, ModelFacts, ModelState, Principal, RunFacts,
     RunPermit, authorise_run, check_licence, check_run_rate, model_review_outcome, review_application, review_model,
-    review_result, revoke_authorisation, revoke_model, withdraw_application,
+    review_result, revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 pub use release::{
     AggregateKind, GAUSSIAN_DELTA, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedBin, ReleasedGroup,

@@ -45,6 +45,8 @@ pub fn check_licence(operator: &Principal, now: OffsetDateTime) -> Result<(), De
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplicationState {
+    /// Saved by the operator, not yet submitted for review.
+    Draft,
     /// Waiting for the data bureau.
     Submitted,
     /// The bureau approved; waiting for the providing department.
@@ -58,6 +60,7 @@ pub enum ApplicationState {
 impl ApplicationState {
     pub fn as_str(self) -> &'static str {
         match self {
+            ApplicationState::Draft => "draft",
             ApplicationState::Submitted => "submitted",
             ApplicationState::BureauApproved => "bureau_approved",
             ApplicationState::Approved => "approved",
@@ -68,7 +71,9 @@ impl ApplicationState {
 
     pub fn parse(text: &str) -> Option<Self> {
         use ApplicationState::*;
-        [Submitted, BureauApproved, Approved, Rejected, Withdrawn].into_iter().find(|state| state.as_str() == text)
+        [Draft, Submitted, BureauApproved, Approved, Rejected, Withdrawn]
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -119,7 +124,10 @@ pub fn review_application(
             }
             ApplicationState::Approved
         }
-        ApplicationState::Approved | ApplicationState::Rejected | ApplicationState::Withdrawn => {
+        ApplicationState::Draft
+        | ApplicationState::Approved
+        | ApplicationState::Rejected
+        | ApplicationState::Withdrawn => {
             return Err(Denial::new(
                 DenialReason::NotPending,
                 format!("the application is {}, not awaiting review", application.state.as_str()),
@@ -211,12 +219,28 @@ pub fn withdraw_application(application: &ApplicationFacts, caller: &Principal) 
         return Err(Denial::new(DenialReason::WrongRole, "only the applicant may withdraw an application"));
     }
     match application.state {
-        ApplicationState::Submitted | ApplicationState::BureauApproved => Ok(ApplicationState::Withdrawn),
+        ApplicationState::Draft | ApplicationState::Submitted | ApplicationState::BureauApproved => {
+            Ok(ApplicationState::Withdrawn)
+        }
         state => Err(Denial::new(
             DenialReason::NotPending,
             format!("the application is {}, it can no longer be withdrawn", state.as_str()),
         )),
     }
+}
+
+/// The applicant submits its draft for review.
+pub fn submit_draft(application: &ApplicationFacts, caller: &Principal) -> Result<ApplicationState, Denial> {
+    if caller.role != Role::Operator || caller.id != application.operator_id {
+        return Err(Denial::new(DenialReason::WrongRole, "only the applicant may submit its draft"));
+    }
+    if application.state != ApplicationState::Draft {
+        return Err(Denial::new(
+            DenialReason::NotPending,
+            format!("the application is {}, not a draft", application.state.as_str()),
+        ));
+    }
+    Ok(ApplicationState::Submitted)
 }
 
 /// An authorisation may be revoked by the department that provides its data (its provider

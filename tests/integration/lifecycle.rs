@@ -586,3 +586,48 @@ async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start
         .await;
     expect_error(&run, "wrong_role");
 }
+
+/// An application may start as a draft, which no reviewer sees until its applicant submits
+/// it; a level-4 (core) column is never granted.
+#[tokio::test]
+async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
+    let world = World::new(50, 1.0).await;
+    let mut body = json!({
+        "dataset_id": world.dataset_id, "purpose": "p", "use_scope": "s", "security_measures": "m",
+        "columns": ["accidents_5y"], "valid_from": time(0), "valid_until": time(30), "epsilon": 0.5, "draft": true,
+    });
+    let draft = world.api.post("/v1/applications", &world.operator, &body).await.ok().expect("draft");
+    assert_eq!(draft["state"], "draft");
+    let id = draft["id"].as_i64().expect("id");
+    let review = format!("/v1/applications/{id}/reviews");
+    expect_error(&world.api.post(&review, &world.bureau, &json!({"approve": true})).await, "not_pending");
+    expect_error(
+        &world.api.post(&format!("/v1/applications/{id}/submit"), &world.other_operator, &json!({})).await,
+        "wrong_role",
+    );
+    let submitted = world
+        .api
+        .post(&format!("/v1/applications/{id}/submit"), &world.operator, &json!({}))
+        .await
+        .ok()
+        .expect("submitted");
+    assert_eq!(submitted["state"], "submitted");
+    world.api.post(&review, &world.bureau, &json!({"approve": true})).await.ok().expect("reviewable now");
+
+    // The enterprises schema has a level-4 column (the legal representative's identity).
+    let model = sluice_gateway::examples::EXAMPLE_MODELS[1];
+    let dataset = world
+        .api
+        .post("/v1/datasets", &world.provider, &json!({"schema": model.schema, "epsilon_total": 1.0}))
+        .await
+        .ok()
+        .expect("dataset")["id"]
+        .as_i64()
+        .expect("id");
+    body["dataset_id"] = json!(dataset);
+    body["columns"] = json!(["employees", "legal_representative_id"]);
+    body["draft"] = json!(false);
+    let message =
+        expect_error(&world.api.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");
+    assert!(message.contains("level 4"), "{message}");
+}

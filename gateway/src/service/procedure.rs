@@ -10,7 +10,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model, withdraw_application,
+    model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model, submit_draft,
+    withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -32,6 +33,9 @@ pub struct NewApplication {
     pub valid_from: String,
     pub valid_until: String,
     pub epsilon: f64,
+    /// Save as a draft, to submit later with `POST /v1/applications/{id}/submit`.
+    #[serde(default)]
+    pub draft: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +152,7 @@ impl App {
             valid_from,
             valid_until,
             epsilon_requested: epsilon.units() as i64,
-            state: ApplicationState::Submitted.as_str().into(),
+            state: if request.draft { ApplicationState::Draft } else { ApplicationState::Submitted }.as_str().into(),
             bureau_reviewer_id: None,
         };
         let now = self.now();
@@ -162,7 +166,7 @@ impl App {
         tx.commit().await.context("committing the application")?;
         Ok(ApplicationView {
             id,
-            state: "submitted",
+            state: if request.draft { "draft" } else { "submitted" },
             dataset_id: dataset.id,
             columns: request.columns,
             authorisation_id: None,
@@ -495,9 +499,24 @@ impl App {
         Ok(serde_json::json!({"static_review": "passed", "dummy_run": dummy_run}))
     }
 
+    /// The applicant submits its draft for review.
+    pub async fn submit_draft(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+        self.settle_own_application(caller, id, Action::SubmitApplication, submit_draft).await
+    }
+
     /// The applicant withdraws an application that awaits a decision.
     pub async fn withdraw_application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
-        let action = Action::WithdrawApplication;
+        self.settle_own_application(caller, id, Action::WithdrawApplication, withdraw_application).await
+    }
+
+    /// Moves the caller's own application to the state `decide` allows, with its audit entry.
+    async fn settle_own_application(
+        &self,
+        caller: &Caller,
+        id: i64,
+        action: Action,
+        decide: fn(&ApplicationFacts, &sluice_policies::Principal) -> Result<ApplicationState, Denial>,
+    ) -> ServiceResult<ApplicationView> {
         let object = format!("application:{id}");
         self.guard(caller, action, &object).await?;
         let mut tx = self.store.begin().await?;
@@ -513,7 +532,7 @@ impl App {
             provider_organisation: String::new(),
             bureau_reviewer_id: application.bureau_reviewer_id,
         };
-        let next = match withdraw_application(&facts, &caller.principal) {
+        let next = match decide(&facts, &caller.principal) {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
@@ -521,9 +540,9 @@ impl App {
             }
         };
         Store::set_application_state(&mut tx, id, next.as_str()).await?;
-        Store::append_audit(&mut tx, Self::event(caller, action.as_str(), &object, AuditOutcome::Ok), self.now())
-            .await?;
-        tx.commit().await.context("committing the withdrawal")?;
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok).detail("state", next.as_str());
+        Store::append_audit(&mut tx, event, self.now()).await?;
+        tx.commit().await.context("committing the application's new state")?;
         self.application(caller, id).await
     }
 

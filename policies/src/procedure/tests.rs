@@ -261,3 +261,17 @@ fn a_quorum_of_two_needs_independent_approvals() {
     );
     assert_eq!(model_review_outcome(&first, &department, false, 2), Ok(ModelState::Rejected));
 }
+
+#[test]
+fn drafts_are_submitted_by_their_applicant_and_never_reviewed() {
+    use ApplicationState::*;
+    assert_eq!(submit_draft(&application(Draft), &operator()), Ok(Submitted));
+    assert_eq!(submit_draft(&application(Submitted), &operator()).expect_err("twice").reason, DenialReason::NotPending);
+    let stranger = Principal { id: 99, ..operator() };
+    assert_eq!(submit_draft(&application(Draft), &stranger).expect_err("not theirs").reason, DenialReason::WrongRole);
+    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    assert_eq!(
+        review_application(&application(Draft), &bureau, true).expect_err("draft").reason,
+        DenialReason::NotPending
+    );
+}
