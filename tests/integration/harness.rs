@@ -154,6 +154,17 @@ impl World {
         self.api.post("/v1/models", &self.operator, &body).await
     }
 
+    /// A data bureau reviewer employed by the operator's own organisation, for the
+    /// self-review refusals.
+    pub async fn colleague_reviewer(&self) -> String {
+        create(
+            &self.api,
+            &self.admin,
+            json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
+        )
+        .await
+    }
+
     pub async fn run_as(&self, token: &str, authorisation_id: i64, model_id: i64) -> ApiResponse {
         self.api.post("/v1/runs", token, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await
     }

@@ -132,19 +132,7 @@ async fn reviews_follow_the_procedure_and_nobody_reviews_their_own() {
     let path = format!("/v1/applications/{application}/reviews");
     expect_error(&world.api.post(&path, &world.department, &json!({"approve": true})).await, "wrong_reviewer");
     expect_error(&world.api.post(&path, &world.operator, &json!({"approve": true})).await, "wrong_role");
-    let colleague = world
-        .api
-        .post(
-            "/v1/principals",
-            &world.admin,
-            &json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
-        )
-        .await
-        .ok()
-        .expect("reviewer")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let colleague = world.colleague_reviewer().await;
     expect_error(&world.api.post(&path, &colleague, &json!({"approve": true})).await, "self_review");
     world
         .api
@@ -495,19 +483,7 @@ async fn held_outputs_wait_for_data_product_review() {
     let message = expect_error(&world.api.get(&format!("/v1/runs/{run}"), &world.operator).await, "conflict");
     assert!(message.contains("held for data product review"), "{message}");
 
-    let colleague = world
-        .api
-        .post(
-            "/v1/principals",
-            &world.admin,
-            &json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
-        )
-        .await
-        .ok()
-        .expect("reviewer")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let colleague = world.colleague_reviewer().await;
     let path = format!("/v1/runs/{run}/review");
     expect_error(&world.api.post(&path, &colleague, &json!({"approve": true})).await, "self_review");
     expect_error(&world.api.post(&path, &world.operator, &json!({"approve": true})).await, "wrong_role");

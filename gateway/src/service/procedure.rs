@@ -384,17 +384,7 @@ impl App {
         let submitter = self.principal(model.submitter_id).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let state = Store::model_state_in(&mut tx, id)
-            .await?
-            .and_then(|state| ModelState::parse(&state))
-            .context("model state")?;
-        let facts = ModelFacts {
-            state,
-            submitter_id: submitter.id,
-            submitter_organisation: submitter.organisation,
-            authorisation_id: model.authorisation_id,
-            approved_digest: model.digest.clone(),
-        };
+        let facts = Self::model_facts(&mut tx, &model, submitter).await?;
         if let Err(denial) = review_model(&facts, &caller.principal) {
             drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
@@ -504,6 +494,26 @@ impl App {
         self.settle_own_application(caller, id, Action::SubmitApplication, submit_draft).await
     }
 
+    /// A model's facts for the gate, its state read inside `tx` so two reviews of one model
+    /// cannot both act on the same state.
+    async fn model_facts(
+        tx: &mut crate::store::Tx,
+        model: &ModelRow,
+        submitter: sluice_policies::Principal,
+    ) -> ServiceResult<ModelFacts> {
+        let state = Store::model_state_in(tx, model.id)
+            .await?
+            .and_then(|state| ModelState::parse(&state))
+            .context("model state")?;
+        Ok(ModelFacts {
+            state,
+            submitter_id: submitter.id,
+            submitter_organisation: submitter.organisation,
+            authorisation_id: model.authorisation_id,
+            approved_digest: model.digest.clone(),
+        })
+    }
+
     /// The applicant withdraws an application that awaits a decision.
     pub async fn withdraw_application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
         self.settle_own_application(caller, id, Action::WithdrawApplication, withdraw_application).await
@@ -583,17 +593,7 @@ impl App {
         };
         let submitter = self.principal(model.submitter_id).await?;
         let mut tx = self.store.begin().await?;
-        let state = Store::model_state_in(&mut tx, id)
-            .await?
-            .and_then(|state| ModelState::parse(&state))
-            .context("model state")?;
-        let facts = ModelFacts {
-            state,
-            submitter_id: submitter.id,
-            submitter_organisation: submitter.organisation,
-            authorisation_id: model.authorisation_id,
-            approved_digest: model.digest.clone(),
-        };
+        let facts = Self::model_facts(&mut tx, &model, submitter).await?;
         if let Err(denial) = revoke_model(&facts, &caller.principal) {
             drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
