@@ -409,6 +409,7 @@ fn checked_model(
             println!("reads: {}", report.inputs.join(", "));
             println!("outputs: {}", report.outputs.join(", "));
             println!("epsilon per run: {}", report.epsilon_per_run);
+            println!("fuel per row: {}", report.fuel_per_row);
             Ok(Some(compiled))
         }
         Err(refusal) => {
@@ -432,8 +433,8 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
     let outcome = crate::dev::run(&runtime, &compiled, &schema, rows, seed);
     progress.finish_and_clear();
-    let outputs = match outcome {
-        Ok(outputs) => outputs,
+    let crate::dev::DevRun { outputs, fallbacks } = match outcome {
+        Ok(run) => run,
         Err(error) => {
             // Dummy data is not secret, so the developer sees the full detail here.
             eprintln!("run failed: {error:#}");
@@ -454,6 +455,20 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
             let noisy = bin.count.map_or_else(|| "suppressed".to_owned(), |count| format!("{count:.0}"));
             println!("  {:<22} {exact:>18.0} {noisy:>18}", bin.label);
         }
+    }
+    if fallbacks.total() > 0 {
+        // On real data nobody but the audit log learns this; on dummy rows it is harmless,
+        // and a model with any fallback on dummy rows cannot be approved.
+        eprintln!(
+            "\nthe model failed on {} dummy rows (trap {}, fuel {}, stack {}, non-finite output {}); \
+             they contributed their outputs' defaults. Fix the model: review refuses it as it is.",
+            fallbacks.total(),
+            fallbacks.trap,
+            fallbacks.fuel,
+            fallbacks.stack,
+            fallbacks.non_finite
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 //! It must never touch a data directory or real rows: its only data is `dummy`'s.
 
 use anyhow::Context;
-use sluice_sandbox::{Batch, CompiledModel, Manifest, OutputKind, Runtime, SandboxError};
+use sluice_sandbox::{Batch, CompiledModel, Fallbacks, Manifest, OutputKind, Runtime, SandboxError};
 
 use crate::dummy::dummy_csv;
 use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
@@ -21,6 +21,8 @@ pub struct CheckReport {
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub epsilon_per_run: f64,
+    /// The fuel each row may use, within the host's cap.
+    pub fuel_per_row: u64,
 }
 
 /// A refusal by the static review or the schema check, with its stable code.
@@ -88,6 +90,7 @@ pub fn check(
             .collect(),
         outputs: manifest.outputs().iter().map(|output| output.name.clone()).collect(),
         epsilon_per_run: manifest.epsilon_per_run(),
+        fuel_per_row: runtime.fuel_per_row(manifest),
     };
     Ok((compiled, report))
 }
@@ -105,6 +108,15 @@ pub struct DevOutput {
 /// The disclosure threshold a dev run applies (a dataset's default).
 pub const DEV_MIN_GROUP_SIZE: u32 = 10;
 
+/// What a dev run produced: each output, and the rows on which the model failed (trap,
+/// fuel, stack, non-finite value), which fell back to the outputs' defaults. On dummy data
+/// these are harmless to show; a model with any fallback cannot be approved.
+#[derive(Debug, Clone)]
+pub struct DevRun {
+    pub outputs: Vec<DevOutput>,
+    pub fallbacks: Fallbacks,
+}
+
 /// Runs `compiled` over `rows` dummy rows made from `schema` with `seed`.
 pub fn run(
     runtime: &Runtime,
@@ -112,7 +124,7 @@ pub fn run(
     schema: &DatasetSchema,
     rows: usize,
     seed: u64,
-) -> anyhow::Result<Vec<DevOutput>> {
+) -> anyhow::Result<DevRun> {
     let selected: Vec<_> = compiled
         .manifest()
         .inputs()
@@ -131,7 +143,8 @@ pub fn run(
     let labels = group_labels(compiled.manifest(), schema);
     let released =
         release_outputs(compiled.manifest(), &outputs, rows, schema.rows_per_person(), DEV_MIN_GROUP_SIZE, &labels)?;
-    Ok(compiled
+    let fallbacks = outputs.fallbacks();
+    let outputs = compiled
         .manifest()
         .outputs()
         .iter()
@@ -164,5 +177,6 @@ pub fn run(
                 }
             }
         })
-        .collect())
+        .collect();
+    Ok(DevRun { outputs, fallbacks })
 }

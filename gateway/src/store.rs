@@ -149,6 +149,8 @@ pub struct RunRow {
     pub state: String,
     pub outcome: Option<String>,
     pub result_json: Option<String>,
+    /// When the operator may see the outcome, fixed before any data was read.
+    pub visible_at: Option<String>,
 }
 
 /// The database. Cheap to clone (a pool handle).
@@ -628,8 +630,8 @@ impl Store {
 
     pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
+             visible_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(row.authorisation_id)
         .bind(row.model_id)
@@ -639,6 +641,7 @@ impl Store {
         .bind(row.epsilon)
         .bind(&row.state)
         .bind(format_time(now))
+        .bind(&row.visible_at)
         .fetch_one(&mut **tx)
         .await?)
     }
@@ -675,7 +678,7 @@ impl Store {
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
         Ok(sqlx::query_as(
             "SELECT id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
-             result_json FROM runs WHERE id = $1",
+             result_json, visible_at FROM runs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)

@@ -29,7 +29,7 @@ impl Epsilon {
         Ok(Epsilon((epsilon * UNITS_PER_EPSILON).ceil() as u64))
     }
 
-    pub fn from_units(units: u64) -> Self {
+    pub const fn from_units(units: u64) -> Self {
         Epsilon(units)
     }
 

@@ -27,6 +27,9 @@ pub enum DenialReason {
     InvalidRequest,
     DatasetDestroyed,
     RateLimited,
+    EpsilonBelowMinimum,
+    EpsilonAboveBudget,
+    DummyRunFailed,
 }
 
 impl DenialReason {
@@ -51,6 +54,9 @@ impl DenialReason {
             DenialReason::InvalidRequest => "invalid_request",
             DenialReason::DatasetDestroyed => "dataset_destroyed",
             DenialReason::RateLimited => "rate_limited",
+            DenialReason::EpsilonBelowMinimum => "epsilon_below_minimum",
+            DenialReason::EpsilonAboveBudget => "epsilon_above_budget",
+            DenialReason::DummyRunFailed => "dummy_run_failed",
         }
     }
 }

@@ -315,6 +315,33 @@ pub fn check_run_rate(runs_in_last_hour: u64, limit: u64) -> Result<(), Denial> 
     Ok(())
 }
 
+/// The smallest ε a run may spend unless configured otherwise: with a budget of 10, at most
+/// 200 runs, so the budget bounds how many observations an operator gets.
+pub const DEFAULT_MIN_EPSILON_PER_RUN: Epsilon = Epsilon::from_units(50_000);
+
+/// A model's ε per run must be at least `minimum` (each run is one more observation of the
+/// data, so a tiny ε must not buy many of them) and fit what `remaining` allows. Checked at
+/// upload, where a model that could never run is refused, and again before each charge.
+pub fn check_epsilon_per_run(epsilon: Epsilon, minimum: Epsilon, remaining: Epsilon) -> Result<(), Denial> {
+    if epsilon < minimum {
+        return Err(Denial::new(
+            DenialReason::EpsilonBelowMinimum,
+            format!("a run spends at least ε = {}; this model spends {}", minimum.as_f64(), epsilon.as_f64()),
+        ));
+    }
+    if epsilon > remaining {
+        return Err(Denial::new(
+            DenialReason::EpsilonAboveBudget,
+            format!(
+                "this model spends ε = {} per run and the authorisation has {} left",
+                epsilon.as_f64(),
+                remaining.as_f64()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One scenario, one authorisation (一场景一授权).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorisationFacts {

@@ -80,11 +80,60 @@ pub struct ModelOutputs {
     rows: usize,
     columns: Vec<Vec<f64>>,
     groups: Vec<i64>,
+    fallbacks: Fallbacks,
+}
+
+/// Why the model produced no usable outputs for one row. Each is a row fallback, never a
+/// run failure: the row contributes its outputs' declared defaults and the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFailure {
+    /// The row function trapped (unreachable, division by zero, out-of-bounds read, …).
+    Trap,
+    /// The row used more than its fuel.
+    Fuel,
+    /// The row overflowed the wasm stack.
+    Stack,
+    /// The row emitted NaN or an infinity.
+    NonFinite,
+}
+
+/// How many rows fell back to their defaults, by reason. For the audit log only: shown to
+/// an operator, the count would be an unnoised function of the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fallbacks {
+    pub trap: u64,
+    pub fuel: u64,
+    pub stack: u64,
+    pub non_finite: u64,
+}
+
+impl Fallbacks {
+    pub fn total(&self) -> u64 {
+        self.trap + self.fuel + self.stack + self.non_finite
+    }
+
+    pub(crate) fn record(&mut self, failure: RowFailure) {
+        match failure {
+            RowFailure::Trap => self.trap += 1,
+            RowFailure::Fuel => self.fuel += 1,
+            RowFailure::Stack => self.stack += 1,
+            RowFailure::NonFinite => self.non_finite += 1,
+        }
+    }
 }
 
 impl ModelOutputs {
     pub(crate) fn new(outputs: usize) -> Self {
-        Self { rows: 0, columns: vec![Vec::new(); outputs], groups: Vec::new() }
+        Self { rows: 0, columns: vec![Vec::new(); outputs], groups: Vec::new(), fallbacks: Fallbacks::default() }
+    }
+
+    /// Rows that contributed defaults instead of the model's values, by reason.
+    pub fn fallbacks(&self) -> Fallbacks {
+        self.fallbacks
+    }
+
+    pub(crate) fn fallbacks_mut(&mut self) -> &mut Fallbacks {
+        &mut self.fallbacks
     }
 
     /// Each row's group code (the group-by input's category code; -1 for null), when the
@@ -112,7 +161,8 @@ impl ModelOutputs {
         self.rows
     }
 
-    /// The per-row values of output `index`, already validated as finite.
+    /// The per-row values of output `index` (manifest order), finite; a row the model
+    /// failed on holds the output's default.
     pub fn column(&self, index: usize) -> &[f64] {
         &self.columns[index]
     }

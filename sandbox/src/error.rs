@@ -1,9 +1,10 @@
 //! The sandbox's error type, with a stable code for each failure and the coarse
 //! [`Outcome`] an operator is allowed to see.
 //!
-//! Detail (trap messages, which row, which limit) is for reviewers and the audit log only:
-//! the guest controls it, so showing it to the operator would open a channel out of the
-//! sandbox. It must not carry data values.
+//! Review errors say exactly what is wrong, for the model's author and its reviewers. A run
+//! fails only for reasons that do not depend on row values (the host, the engine, a busy
+//! sandbox): what a model does on a row is never an error here but a row fallback
+//! ([`crate::RowFailure`]), counted for the audit log only. No error carries data values.
 
 use thiserror::Error;
 
@@ -25,47 +26,88 @@ pub enum SandboxError {
     TableTooLarge { elements: u64, limit: u64 },
     #[error("module asks for {requested_bytes} bytes of initial memory, the limit is {limit}")]
     MemoryTooLarge { requested_bytes: u64, limit: u64 },
-    #[error("module declares {count} {what}; ABI 1 allows one")]
+    #[error("module declares {count} {what}; ABI 2 allows one")]
     TooMany { what: &'static str, count: u32 },
-    #[error("module imports `{module}::{name}`, which the host does not offer (ABI 1 offers no imports)")]
+    #[error(
+        "module imports `{module}::{name}`, which the host does not offer (ABI 2 offers `sluice::emit` and `sluice:math` functions only)"
+    )]
     ForbiddenImport { module: String, name: String },
+    #[error("module has a start function; an ABI 2 model runs no code but its row function")]
+    StartFunction,
+    #[error("{} in function {function} (`{instruction}`): keep per-row work in locals, and constant tables in `const` or `static` items", effect.describe())]
+    NotIsolated { effect: Effect, instruction: String, function: String },
+    #[error("the row export does not match the manifest: {0}")]
+    RowSignature(String),
     #[error("module does not export `{name}`")]
     MissingExport { name: &'static str },
     #[error("export `{name}` has the wrong type, expected {expected}")]
     WrongExportSignature { name: &'static str, expected: &'static str },
     #[error("module exceeds the sandbox's limits: {0}")]
     LimitsExceeded(String),
-    #[error("module targets ABI version {declared}, this host implements {expected}")]
-    AbiVersionMismatch { declared: i32, expected: u32 },
+    #[error("{0}")]
+    AbiVersionMismatch(String),
     #[error("batch does not match the manifest: {0}")]
     BatchShape(String),
     #[error("reading the input failed: {0}")]
     Input(String),
     #[error("model exceeded a resource limit: {0}")]
     ResourceLimit(String),
-    #[error("model trapped: {0}")]
+    #[error("model trapped while being instantiated: {0}")]
     Trap(String),
-    #[error("model returned error status {0}")]
-    ModelStatus(i32),
-    #[error("model wrote an invalid value for output `{output}`: {detail}")]
-    InvalidOutput { output: String, detail: String },
     #[error("all sandbox slots are busy, try again")]
     Busy,
     #[error("sandbox engine error: {0}")]
     Engine(String),
 }
 
-/// What an operator may learn about a run that did not release: a coarse class only.
+/// Which kind of state a non-isolated instruction would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    MemoryWrite,
+    MemoryGrow,
+    GlobalWrite,
+    TableWrite,
+    SegmentDrop,
+    Atomic,
+    Unsupported,
+}
+
+impl Effect {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Effect::MemoryWrite => "writes linear memory",
+            Effect::MemoryGrow => "grows linear memory",
+            Effect::GlobalWrite => "writes a global",
+            Effect::TableWrite => "changes a table",
+            Effect::SegmentDrop => "drops a data or element segment",
+            Effect::Atomic => "uses an atomic instruction",
+            Effect::Unsupported => "uses an instruction ABI 2 does not allow",
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Effect::MemoryWrite => "writes_memory",
+            Effect::MemoryGrow => "grows_memory",
+            Effect::GlobalWrite => "writes_global",
+            Effect::TableWrite => "writes_table",
+            Effect::SegmentDrop => "drops_segment",
+            Effect::Atomic => "uses_atomics",
+            Effect::Unsupported => "unsupported_instruction",
+        }
+    }
+}
+
+/// What an operator may learn about a run that did not release: a coarse class only, and
+/// only ever for reasons that do not depend on row values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The module or manifest failed review.
     Rejected,
-    /// The model hit fuel, time, memory, stack or output limits.
+    /// The host stopped the run (wall-clock backstop, instantiation limits).
     ResourceLimit,
-    /// The model trapped or reported an error.
+    /// The model trapped while being instantiated, before any row.
     ModelFailed,
-    /// The model wrote values the manifest does not allow.
-    InvalidOutput,
     /// The sandbox is busy; the run may be retried.
     Busy,
     /// Something on the host side failed.
@@ -76,9 +118,8 @@ impl Outcome {
     pub fn message(self) -> &'static str {
         match self {
             Outcome::Rejected => "model rejected by static review",
-            Outcome::ResourceLimit => "model failed: resource limit",
-            Outcome::ModelFailed => "model failed: trap or model error",
-            Outcome::InvalidOutput => "model failed: invalid output",
+            Outcome::ResourceLimit => "run stopped by the host: resource limit",
+            Outcome::ModelFailed => "model failed to instantiate",
             Outcome::Busy => "sandbox busy, try again",
             Outcome::Internal => "internal sandbox error",
         }
@@ -99,16 +140,17 @@ impl SandboxError {
             SandboxError::MemoryTooLarge { .. } => "memory_too_large",
             SandboxError::TooMany { .. } => "too_many_items",
             SandboxError::ForbiddenImport { .. } => "forbidden_import",
+            SandboxError::StartFunction => "start_function",
+            SandboxError::NotIsolated { effect, .. } => effect.code(),
+            SandboxError::RowSignature(_) => "row_signature_mismatch",
             SandboxError::MissingExport { .. } => "missing_export",
             SandboxError::WrongExportSignature { .. } => "wrong_export_signature",
-            SandboxError::AbiVersionMismatch { .. } => "abi_version_mismatch",
+            SandboxError::AbiVersionMismatch(_) => "abi_version_mismatch",
             SandboxError::LimitsExceeded(_) => "limits_exceeded",
             SandboxError::BatchShape(_) => "batch_shape",
             SandboxError::Input(_) => "input_failed",
             SandboxError::ResourceLimit(_) => "resource_limit",
             SandboxError::Trap(_) => "trap",
-            SandboxError::ModelStatus(_) => "model_status",
-            SandboxError::InvalidOutput { .. } => "invalid_output",
             SandboxError::Busy => "sandbox_busy",
             SandboxError::Engine(_) => "engine_error",
         }
@@ -127,13 +169,15 @@ impl SandboxError {
             | SandboxError::MemoryTooLarge { .. }
             | SandboxError::TooMany { .. }
             | SandboxError::ForbiddenImport { .. }
+            | SandboxError::StartFunction
+            | SandboxError::NotIsolated { .. }
+            | SandboxError::RowSignature(_)
             | SandboxError::MissingExport { .. }
             | SandboxError::WrongExportSignature { .. }
             | SandboxError::LimitsExceeded(_)
-            | SandboxError::AbiVersionMismatch { .. } => Outcome::Rejected,
+            | SandboxError::AbiVersionMismatch(_) => Outcome::Rejected,
             SandboxError::ResourceLimit(_) => Outcome::ResourceLimit,
-            SandboxError::Trap(_) | SandboxError::ModelStatus(_) => Outcome::ModelFailed,
-            SandboxError::InvalidOutput { .. } => Outcome::InvalidOutput,
+            SandboxError::Trap(_) => Outcome::ModelFailed,
             SandboxError::Busy => Outcome::Busy,
             SandboxError::BatchShape(_) | SandboxError::Input(_) | SandboxError::Engine(_) => Outcome::Internal,
         }

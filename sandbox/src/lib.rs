@@ -21,21 +21,29 @@
 //!
 //! Core concepts:
 //! - [`Runtime`]: one per process; holds the wasmtime `Engine` and the epoch ticker.
-//! - [`CompiledModel`]: a reviewed, compiled module bound to its [`ModelDigest`].
-//! - A run gets a fresh `Store` with fuel, an epoch deadline and memory/table caps;
-//!   nothing survives between runs except compiled code.
+//! - [`CompiledModel`]: a reviewed, compiled module bound to its [`ModelDigest`], with the
+//!   driver the host generated for its row function.
+//! - A model is a pure row function (ABI 2, `ABI.md`): review proves nothing reachable from
+//!   it writes memory, globals or tables, and the rows live in the driver's memory, which
+//!   the model cannot address. So each row's outputs depend on that row alone.
+//! - A run gets a fresh `Store` with per-row fuel, an epoch backstop and memory/table caps;
+//!   nothing survives between runs except compiled code. A row the model fails on
+//!   contributes its declared defaults; it never fails the run.
 //! - [`ModelOutputs`]: the raw per-row outputs, only ever handed to the policy gate.
 
 pub mod abi;
 mod batch;
+mod driver;
 mod error;
+mod isolation;
 mod manifest;
 mod review;
 mod runtime;
 
-pub use batch::{Batch, Column, ColumnValues, ModelOutputs};
-pub use error::{Outcome, SandboxError};
+pub use batch::{Batch, Column, ColumnValues, Fallbacks, ModelOutputs, RowFailure};
+pub use error::{Effect, Outcome, SandboxError};
 pub use manifest::{
-    ColumnType, DEFAULT_CANDIDATES, InputColumn, Manifest, ModelDigest, NoiseKind, OutputKind, OutputSpec,
+    ColumnType, DEFAULT_CANDIDATES, InputColumn, MAX_ABS_BOUND, Manifest, ModelDigest, NoiseKind, OutputKind,
+    OutputSpec,
 };
 pub use runtime::{CompiledModel, Metering, Runtime, RuntimeLimits};

@@ -22,6 +22,9 @@ pub const MAX_BINS: usize = 1_000;
 /// Most candidates a quantile may choose among, and the default.
 pub const MAX_CANDIDATES: usize = 10_000;
 pub const DEFAULT_CANDIDATES: usize = 100;
+/// The largest magnitude a clamp bound may have. Larger bounds make sums overflow to
+/// infinity inside the release, so a model declaring them could never release.
+pub const MAX_ABS_BOUND: f64 = 1e12;
 
 /// The declared type of an input column, as the guest receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,10 @@ pub struct OutputSpec {
     /// How many evenly spaced candidate values a `quantile` output chooses among.
     #[serde(default)]
     pub candidates: Option<usize>,
+    /// The value a row contributes when the model fails on it (trap, fuel, stack, a
+    /// non-finite output); the output's lower bound (bin 0 for a histogram) by default.
+    #[serde(default)]
+    pub default: Option<f64>,
 }
 
 impl OutputSpec {
@@ -125,6 +132,11 @@ impl OutputSpec {
                 (self.lower.unwrap_or(f64::NAN), self.upper.unwrap_or(f64::NAN))
             }
         }
+    }
+
+    /// What a row the model failed on contributes to this output.
+    pub fn fallback_value(&self) -> f64 {
+        self.default.unwrap_or_else(|| self.bounds().0)
     }
 }
 
@@ -149,6 +161,10 @@ struct ManifestFile {
     /// A category input whose declared domain partitions count, sum and mean outputs.
     #[serde(default)]
     group_by: Option<String>,
+    /// Fuel one row may use (about one unit per instruction); a row past it contributes
+    /// its outputs' defaults. The host's own cap applies when it is lower or absent.
+    #[serde(default)]
+    fuel_per_row: Option<u64>,
 }
 
 impl Manifest {
@@ -183,6 +199,11 @@ impl Manifest {
     pub fn outputs(&self) -> &[OutputSpec] {
         &self.parsed.outputs
     }
+    /// The fuel one row may use, if the manifest declares it.
+    pub fn fuel_per_row(&self) -> Option<u64> {
+        self.parsed.fuel_per_row
+    }
+
     /// The privacy loss one run of this model spends: the sum of its outputs' shares.
     pub fn epsilon_per_run(&self) -> f64 {
         self.parsed.outputs.iter().map(|output| output.epsilon).sum()
@@ -190,11 +211,20 @@ impl Manifest {
 }
 
 fn validate(manifest: &ManifestFile) -> Result<(), String> {
+    if manifest.abi_version == 1 {
+        return Err(format!(
+            "abi_version 1 is retired: ABI 1 let a model keep state across rows; rebuild the model with \
+             the sluice-guest SDK for ABI {ABI_VERSION} (a pure row function) and declare abi_version = {ABI_VERSION}"
+        ));
+    }
     if manifest.abi_version != ABI_VERSION {
         return Err(format!(
             "abi_version {} is not supported (this host implements {ABI_VERSION})",
             manifest.abi_version
         ));
+    }
+    if manifest.fuel_per_row == Some(0) {
+        return Err("fuel_per_row must be above 0".into());
     }
     check_name("model name", &manifest.name)?;
     if manifest.version.trim().is_empty() {
@@ -208,7 +238,7 @@ fn validate(manifest: &ManifestFile) -> Result<(), String> {
     }
     let mut seen = HashSet::new();
     for input in &manifest.inputs {
-        check_name("input name", &input.name)?;
+        check_identifier("input name", &input.name)?;
         if !seen.insert(input.name.as_str()) {
             return Err(format!("input `{}` is declared twice", input.name));
         }
@@ -235,7 +265,7 @@ fn validate(manifest: &ManifestFile) -> Result<(), String> {
 }
 
 fn check_output(output: &OutputSpec) -> Result<(), String> {
-    check_name("output name", &output.name)?;
+    check_identifier("output name", &output.name)?;
     let name = &output.name;
     if !(output.epsilon.is_finite() && output.epsilon > 0.0) {
         return Err(format!("output `{name}`: epsilon must be a finite number above 0"));
@@ -283,6 +313,15 @@ fn check_output(output: &OutputSpec) -> Result<(), String> {
         }
         OutputKind::Sum | OutputKind::Mean => check_bounds(name, output)?,
     }
+    if let Some(default) = output.default {
+        let (lower, upper) = output.bounds();
+        let whole_bin = output.kind != OutputKind::Histogram || default.fract() == 0.0;
+        if !(default.is_finite() && lower <= default && default <= upper && whole_bin) {
+            return Err(format!(
+                "output `{name}`: default must lie within the output's bounds (a bin index for a histogram)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -293,7 +332,24 @@ fn check_bounds(name: &str, output: &OutputSpec) -> Result<(), String> {
     if !(lower.is_finite() && upper.is_finite() && lower < upper) {
         return Err(format!("output `{name}`: bounds must be finite with lower < upper"));
     }
+    if lower.abs() > MAX_ABS_BOUND || upper.abs() > MAX_ABS_BOUND {
+        return Err(format!("output `{name}`: bounds must lie within ±{MAX_ABS_BOUND:e}"));
+    }
     Ok(())
+}
+
+/// Input and output names become Rust identifiers in the SDK and parts of the row export's
+/// name, so they are lower-case identifiers.
+fn check_identifier(what: &str, name: &str) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+        && !name.starts_with(|character: char| character.is_ascii_digit());
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!("{what} `{name}` must be 1 to 64 characters of a-z, 0-9 or `_`, not starting with a digit"))
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), String> {
@@ -365,7 +421,7 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"
-abi_version = 1
+abi_version = 2
 name = "m"
 version = "1"
 inputs = [{ name = "a", type = "f64" }]
@@ -383,7 +439,13 @@ outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "
     #[test]
     fn manifests_are_validated() {
         check(GOOD, None);
-        check(&GOOD.replace("abi_version = 1", "abi_version = 2"), Some("abi_version 2"));
+        check(&GOOD.replace("abi_version = 2", "abi_version = 3"), Some("abi_version 3"));
+        check(&GOOD.replace("abi_version = 2", "abi_version = 1"), Some("abi_version 1 is retired"));
+        check(&GOOD.replace("upper = 2.0", "upper = 1e307"), Some("within ±"));
+        check(&GOOD.replace("upper = 2.0", "upper = 2.0, default = 1.0"), None);
+        check(&GOOD.replace("upper = 2.0", "upper = 2.0, default = 3.0"), Some("default must lie"));
+        check(&format!("fuel_per_row = 0\n{GOOD}"), Some("fuel_per_row must be above 0"));
+        check(&GOOD.replace("name = \"a\"", "name = \"a-b\""), Some("not starting with a digit"));
         check(&GOOD.replace("epsilon = 0.5", "epsilon = -1.0"), Some("epsilon must be"));
         check(&GOOD.replace("epsilon = 0.5", "epsilon = nan"), Some("epsilon must be"));
         check(&GOOD.replace("lower = 0.0", "lower = 3.0"), Some("lower < upper"));
@@ -398,6 +460,7 @@ outputs = [{ name = "c", kind = "count", epsilon = 0.5 }, { name = "s", kind = "
         check(&median.replace("alpha = 0.5", "alpha = 0.5, noise = \"gaussian\""), Some("Gaussian noise is for"));
         check(&GOOD.replace("name = \"s\"", "name = \"c\""), Some("declared twice"));
         check(&GOOD.replace("name = \"a\"", "name = \"A b\""), Some("must be 1 to 64"));
+        check(&GOOD.replace("name = \"a\"", "name = \"1a\""), Some("not starting with a digit"));
         check(&GOOD.replace("type = \"f64\"", "type = \"string\""), Some("unknown variant"));
         check(&format!("{GOOD}\nextra = 1"), Some("unknown field"));
         let histogram = GOOD.replace("kind = \"count\"", "kind = \"histogram\", bins = [\"a\", \"b\"]");

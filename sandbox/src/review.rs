@@ -1,23 +1,34 @@
-//! Static review of a module at upload: size, imports, exports and memory caps.
+//! Static review of a module at upload: size, shape, imports, the row export, and the
+//! row-isolation proof.
 //!
-//! It owns the checks that need no data and no run. It must not execute guest code; the
-//! ABI-version handshake happens at instantiation in `runtime`.
+//! It owns the checks that need no data and no run. It must not execute guest code.
+
+use std::collections::HashMap;
 
 use wasmtime::{Engine, ExternType, Module, ValType};
 
-use crate::abi::{EXPORT_ABI_VERSION, EXPORT_MAP, EXPORT_MEMORY, EXPORT_RESERVE, HOST_FUNCTIONS};
+use crate::abi::{ABI_VERSION, ABI1_EXPORTS, ROW_EXPORT_PREFIX, RowSignature, WasmType, host_function};
 use crate::error::SandboxError;
+use crate::isolation::check_isolation;
 use crate::manifest::{Manifest, ModelDigest};
 use crate::runtime::RuntimeLimits;
 
-/// Reviews `module_bytes` against the ABI and `limits`, compiling it with `engine`.
-/// Returns the compiled module and its digest with `manifest`.
+/// What review learns about a module that passes it.
+pub struct Reviewed {
+    pub module: Module,
+    pub digest: ModelDigest,
+    pub row_export: String,
+    pub signature: RowSignature,
+}
+
+/// Reviews `module_bytes` against the ABI, `manifest` and `limits`, compiling it with
+/// `engine`.
 pub fn review_module(
     engine: &Engine,
     limits: &RuntimeLimits,
     module_bytes: &[u8],
     manifest: &Manifest,
-) -> Result<(Module, ModelDigest), SandboxError> {
+) -> Result<Reviewed, SandboxError> {
     if module_bytes.len() > limits.max_module_bytes {
         return Err(SandboxError::ModuleTooLarge { bytes: module_bytes.len(), limit: limits.max_module_bytes });
     }
@@ -40,8 +51,10 @@ pub fn review_module(
         }
     })?;
     check_imports(&module)?;
-    check_exports(&module)?;
-    Ok((module, ModelDigest::of(module_bytes, manifest)))
+    let (row_export, signature) = check_exports(&module)?;
+    check_against_manifest(&signature, manifest)?;
+    check_isolation(module_bytes, &row_export)?;
+    Ok(Reviewed { module, digest: ModelDigest::of(module_bytes, manifest), row_export, signature })
 }
 
 const WASM_PAGE_BYTES: u64 = 65_536;
@@ -89,52 +102,99 @@ fn check_shape(module_bytes: &[u8], limits: &RuntimeLimits) -> Result<(), Sandbo
 
 fn check_imports(module: &Module) -> Result<(), SandboxError> {
     for import in module.imports() {
-        let offered =
-            HOST_FUNCTIONS.iter().any(|(module_name, name)| *module_name == import.module() && *name == import.name());
-        if !offered || !matches!(import.ty(), ExternType::Func(_)) {
-            return Err(SandboxError::ForbiddenImport { module: import.module().into(), name: import.name().into() });
+        let forbidden = || SandboxError::ForbiddenImport { module: import.module().into(), name: import.name().into() };
+        let offered = host_function(import.module(), import.name()).ok_or_else(forbidden)?;
+        let ExternType::Func(function) = import.ty() else {
+            return Err(forbidden());
+        };
+        if !same_types(function.params(), offered.params) || !same_types(function.results(), offered.results) {
+            return Err(SandboxError::WrongExportSignature {
+                name: "an import of a host function",
+                expected: "the signature ABI.md gives for it",
+            });
         }
     }
     Ok(())
 }
 
-fn check_exports(module: &Module) -> Result<(), SandboxError> {
-    match module.get_export(EXPORT_MEMORY) {
-        // Initial sizes past the caps are refused by the pooling allocator at compile time.
-        Some(ExternType::Memory(memory)) => {
-            if memory.is_64() || memory.is_shared() {
-                return Err(SandboxError::WrongExportSignature {
-                    name: EXPORT_MEMORY,
-                    expected: "a 32-bit unshared memory",
-                });
-            }
-        }
-        Some(_) => return Err(SandboxError::WrongExportSignature { name: EXPORT_MEMORY, expected: "a memory" }),
-        None => return Err(SandboxError::MissingExport { name: EXPORT_MEMORY }),
-    }
-    check_function(module, EXPORT_ABI_VERSION, 0, "() -> i32")?;
-    check_function(module, EXPORT_RESERVE, 1, "(i32) -> i32")?;
-    check_function(module, EXPORT_MAP, 4, "(i32, i32, i32, i32) -> i32")
+fn same_types(actual: impl ExactSizeIterator<Item = ValType>, expected: &[WasmType]) -> bool {
+    actual.len() == expected.len()
+        && actual.zip(expected).all(|(actual, expected)| match expected {
+            WasmType::I32 => matches!(actual, ValType::I32),
+            WasmType::I64 => matches!(actual, ValType::I64),
+            WasmType::F64 => matches!(actual, ValType::F64),
+        })
 }
 
-/// Every ABI 1 export takes `params` i32 arguments and returns one i32.
-fn check_function(
-    module: &Module,
-    name: &'static str,
-    params: usize,
-    expected: &'static str,
-) -> Result<(), SandboxError> {
-    let Some(export) = module.get_export(name) else {
-        return Err(SandboxError::MissingExport { name });
-    };
-    let ExternType::Func(function) = export else {
-        return Err(SandboxError::WrongExportSignature { name, expected });
-    };
-    let all_i32 =
-        |types: Vec<ValType>, count: usize| types.len() == count && types.iter().all(|ty| matches!(ty, ValType::I32));
-    if all_i32(function.params().collect(), params) && all_i32(function.results().collect(), 1) {
-        Ok(())
-    } else {
-        Err(SandboxError::WrongExportSignature { name, expected })
+/// Finds the one row export and parses the signature its name declares.
+fn check_exports(module: &Module) -> Result<(String, RowSignature), SandboxError> {
+    if let Some(old) = ABI1_EXPORTS.iter().find(|name| module.get_export(name).is_some()) {
+        return Err(SandboxError::AbiVersionMismatch(format!(
+            "this is an ABI 1 module (it exports `{old}`); ABI 1 is retired because a model could keep state \
+             across rows: rebuild it with the sluice-guest SDK for ABI {ABI_VERSION}"
+        )));
     }
+    if let Some(ExternType::Memory(memory)) = module.get_export("memory")
+        && (memory.is_64() || memory.is_shared())
+    {
+        return Err(SandboxError::WrongExportSignature { name: "memory", expected: "a 32-bit unshared memory" });
+    }
+    let rows: Vec<&str> =
+        module.exports().map(|export| export.name()).filter(|name| name.starts_with(ROW_EXPORT_PREFIX)).collect();
+    let [row_export] = rows.as_slice() else {
+        return if rows.is_empty() {
+            Err(SandboxError::MissingExport { name: "sluice_row_v2(…)->(…)" })
+        } else {
+            Err(SandboxError::RowSignature(format!("{} row exports; a model has exactly one", rows.len())))
+        };
+    };
+    let signature = RowSignature::parse(row_export).map_err(SandboxError::RowSignature)?;
+    let Some(ExternType::Func(function)) = module.get_export(row_export) else {
+        return Err(SandboxError::WrongExportSignature { name: "sluice_row_v2", expected: "a function" });
+    };
+    if !same_types(function.params(), &signature.param_types()) || function.results().len() != 0 {
+        return Err(SandboxError::RowSignature(
+            "the row function's parameters must be its inputs in the order its name lists them (f64 for f64 \
+             columns, i64 otherwise) and then an i64 presence mask, with no results"
+                .into(),
+        ));
+    }
+    Ok(((*row_export).to_owned(), signature))
+}
+
+/// Binds the row function's inputs and outputs to the manifest's, by name.
+fn check_against_manifest(signature: &RowSignature, manifest: &Manifest) -> Result<(), SandboxError> {
+    let inputs: HashMap<&str, _> =
+        manifest.inputs().iter().map(|input| (input.name.as_str(), input.column_type)).collect();
+    for (name, column_type) in &signature.inputs {
+        match inputs.get(name.as_str()) {
+            None => {
+                return Err(SandboxError::RowSignature(format!(
+                    "the model reads `{name}`, which the manifest does not declare"
+                )));
+            }
+            Some(declared) if declared != column_type => {
+                return Err(SandboxError::RowSignature(format!(
+                    "the model reads `{name}` as {}, the manifest declares {}",
+                    column_type.as_str(),
+                    declared.as_str()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let declared: Vec<&str> = manifest.outputs().iter().map(|output| output.name.as_str()).collect();
+    for name in &signature.outputs {
+        if !declared.contains(&name.as_str()) {
+            return Err(SandboxError::RowSignature(format!(
+                "the model emits `{name}`, which the manifest does not declare"
+            )));
+        }
+    }
+    if let Some(missing) = declared.iter().find(|name| !signature.outputs.iter().any(|output| output == *name)) {
+        return Err(SandboxError::RowSignature(format!(
+            "the manifest declares output `{missing}`, which the model never emits"
+        )));
+    }
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The model runtime: one wasmtime `Engine` per process, a fresh `Store` per run.
 //!
-//! It owns engine configuration, limits, instantiation, moving batches into guest memory
-//! and validating what comes back. It must not aggregate, add noise or decide whether a run
-//! is allowed; it must not give the guest any import, file, clock or randomness.
+//! It owns engine configuration, limits, instantiation (the model and its driver, linked),
+//! moving batches into the driver's memory, per-row failure handling and validating what
+//! comes back. It must not aggregate, add noise or decide whether a run is allowed; it must
+//! not give the guest any import but `emit` and pure math, nor any file, clock or randomness.
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -11,12 +12,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Engine, Instance, InstanceAllocationStrategy, Memory, Module, OptLevel, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+    Caller, Config, Engine, Extern, Func, Instance, InstanceAllocationStrategy, Memory, Module, OptLevel,
+    PoolingAllocationConfig, Ref, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
 };
 
-use crate::abi::{ABI_VERSION, BatchLayout, EXPORT_ABI_VERSION, EXPORT_MAP, EXPORT_MEMORY, EXPORT_RESERVE};
-use crate::batch::{Batch, ColumnValues, ModelOutputs};
+use crate::abi::{BATCH_ROWS, BatchLayout, EMIT_MODULE, EMIT_NAME, MATH_FUEL, MATH_MODULE, host_function, math_value};
+use crate::batch::{Batch, ColumnValues, ModelOutputs, RowFailure};
+use crate::driver::{DRIVER_EMIT, DRIVER_MEMORY, DRIVER_RUN, DRIVER_TABLE, driver_wat};
 use crate::error::SandboxError;
 use crate::manifest::{ColumnType, Manifest, ModelDigest};
 use crate::review::review_module;
@@ -54,11 +56,13 @@ pub struct RuntimeLimits {
     /// Linear memory cap; growing past it traps.
     pub max_memory_bytes: usize,
     pub max_table_elements: usize,
-    /// Fuel for instantiation and `sluice_reserve`.
+    /// Fuel for instantiating the model and its driver.
     pub fuel_setup: u64,
-    /// Fuel granted per row of each batch (about one unit per wasm instruction).
+    /// The most fuel one row may use (about one unit per wasm instruction); a manifest may
+    /// declare less. A row past it contributes its defaults.
     pub fuel_per_row: u64,
-    /// Wall-clock bound on a whole run, enforced by epoch interruption.
+    /// Wall-clock backstop on each call into the guest, enforced by epoch interruption.
+    /// Fuel bounds every row, so it fires only when the host itself stalls.
     pub deadline: Duration,
     pub max_wasm_stack: usize,
     /// Runs that may execute at once (pooling allocator slots).
@@ -83,12 +87,27 @@ impl Default for RuntimeLimits {
     }
 }
 
-/// A module that passed static review, compiled by this host, bound to its digest.
+/// A module that passed static review, compiled by this host, bound to its digest, with
+/// the driver generated for its row signature.
 #[derive(Clone)]
 pub struct CompiledModel {
     module: Module,
+    driver: Module,
     manifest: Arc<Manifest>,
     digest: ModelDigest,
+    binding: Arc<Binding>,
+}
+
+/// How the row function's parameters and emits map onto the manifest, by name.
+#[derive(Debug)]
+struct Binding {
+    row_export: String,
+    /// For each parameter (before the mask), the manifest input it reads.
+    params: Vec<usize>,
+    /// For each emit index, the manifest output it fills.
+    outputs: Vec<usize>,
+    /// For each manifest output, its default.
+    defaults: Vec<f64>,
 }
 
 impl CompiledModel {
@@ -97,6 +116,10 @@ impl CompiledModel {
     }
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+    /// The names of the manifest inputs the row function actually reads.
+    pub fn inputs_read(&self) -> Vec<&str> {
+        self.binding.params.iter().map(|index| self.manifest.inputs()[*index].name.as_str()).collect()
     }
 }
 
@@ -135,19 +158,46 @@ impl Runtime {
         &self.limits
     }
 
-    /// Static review and compilation. Only bytes compiled here are ever executed.
-    pub fn compile(&self, module_bytes: &[u8], manifest: Manifest) -> Result<CompiledModel, SandboxError> {
-        let (module, digest) = review_module(&self.engine, &self.limits, module_bytes, &manifest)?;
-        Ok(CompiledModel { module, manifest: Arc::new(manifest), digest })
+    /// The fuel one row of `manifest`'s model may use: the manifest's, within the host's cap.
+    pub fn fuel_per_row(&self, manifest: &Manifest) -> u64 {
+        manifest.fuel_per_row().map_or(self.limits.fuel_per_row, |fuel| fuel.min(self.limits.fuel_per_row))
     }
 
-    /// Instantiates `model` in a fresh store (ABI handshake and `sluice_reserve` included)
-    /// and drops it: the fixed cost of every run, for benchmarks and health checks.
+    /// Static review and compilation. Only bytes compiled here are ever executed.
+    pub fn compile(&self, module_bytes: &[u8], manifest: Manifest) -> Result<CompiledModel, SandboxError> {
+        let reviewed = review_module(&self.engine, &self.limits, module_bytes, &manifest)?;
+        let position_of_input = |name: &str| manifest.inputs().iter().position(|input| input.name == name);
+        let position_of_output = |name: &str| manifest.outputs().iter().position(|output| output.name == name);
+        // Review checked every name against the manifest, so each position exists.
+        let params = reviewed.signature.inputs.iter().filter_map(|(name, _)| position_of_input(name)).collect();
+        let outputs: Vec<usize> =
+            reviewed.signature.outputs.iter().filter_map(|name| position_of_output(name)).collect();
+        let defaults: Vec<f64> = manifest.outputs().iter().map(|output| output.fallback_value()).collect();
+        let emitted_defaults: Vec<f64> = outputs.iter().map(|index| defaults[*index]).collect();
+        let driver_text = driver_wat(&reviewed.signature, &emitted_defaults);
+        let driver_bytes = wat::parse_str(&driver_text)
+            .map_err(|error| SandboxError::Engine(format!("assembling the driver: {error}")))?;
+        let driver = Module::new(&self.engine, &driver_bytes)
+            .map_err(|error| SandboxError::Engine(format!("compiling the driver: {error:#}")))?;
+        let binding = Binding { row_export: reviewed.row_export, params, outputs, defaults };
+        Ok(CompiledModel {
+            module: reviewed.module,
+            driver,
+            manifest: Arc::new(manifest),
+            digest: reviewed.digest,
+            binding: Arc::new(binding),
+        })
+    }
+
+    /// Instantiates `model` and its driver in a fresh store and drops them: the fixed cost
+    /// of every run, for benchmarks and health checks.
     pub fn instantiate(&self, model: &CompiledModel) -> Result<(), SandboxError> {
         GuestRun::start(self, model).map(drop)
     }
 
-    /// Runs `model` over `batches` in a fresh store and returns its validated per-row outputs.
+    /// Runs `model` over `batches` in a fresh store and returns its per-row outputs. A row
+    /// the model fails on contributes its defaults (see [`ModelOutputs::fallbacks`]); only
+    /// host faults, which do not depend on row values, fail the run.
     pub fn run<B: Borrow<Batch>, E: std::fmt::Display>(
         &self,
         model: &CompiledModel,
@@ -157,7 +207,7 @@ impl Runtime {
         let mut outputs = ModelOutputs::new(model.manifest.outputs().len());
         for batch in batches {
             let batch = batch.map_err(|error| SandboxError::Input(error.to_string()))?;
-            run.map_batch(batch.borrow(), &self.limits, &mut outputs)?;
+            run.map_batch(batch.borrow(), &mut outputs)?;
         }
         Ok(outputs)
     }
@@ -172,10 +222,28 @@ fn engine_config(limits: &RuntimeLimits) -> Config {
     config.cranelift_nan_canonicalization(false);
     config.relaxed_simd_deterministic(true);
     config.max_wasm_stack(limits.max_wasm_stack);
+    // Proposals that add state the isolation review does not model are refused by the
+    // validator before review sees the module.
+    use wasmparser::WasmFeatures as F;
+    for feature in [
+        F::THREADS,
+        F::SHARED_EVERYTHING_THREADS,
+        F::GC,
+        F::FUNCTION_REFERENCES,
+        F::EXCEPTIONS,
+        F::LEGACY_EXCEPTIONS,
+        F::MULTI_MEMORY,
+        F::MEMORY64,
+        F::STACK_SWITCHING,
+    ] {
+        config.wasm_features(feature, false);
+    }
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_memories(limits.max_concurrent_runs)
-        .total_tables(limits.max_concurrent_runs)
-        .total_core_instances(limits.max_concurrent_runs)
+    // Each run holds two instances: the model and its driver, with a memory and a table each.
+    let slots = limits.max_concurrent_runs.saturating_mul(2);
+    pool.total_memories(slots)
+        .total_tables(slots)
+        .total_core_instances(slots)
         .max_memories_per_module(1)
         .max_tables_per_module(1)
         .max_memory_size(limits.max_memory_bytes)
@@ -184,14 +252,19 @@ fn engine_config(limits: &RuntimeLimits) -> Config {
     config
 }
 
-/// One run's store and the guest's ABI entry points.
+/// Rows per driver call to start with; the size adapts to the fuel rows actually use.
+const FIRST_BLOCK_ROWS: usize = 64;
+
+/// One run's store: the model, its driver, and the driver's batch region.
 struct GuestRun<'model> {
     store: Store<StoreState>,
     memory: Memory,
-    map: TypedFunc<(i32, i32, i32, i32), i32>,
+    run: TypedFunc<(i32, i32), ()>,
     layout: BatchLayout,
-    region: usize,
     model: &'model CompiledModel,
+    limits: RuntimeLimits,
+    fuel_per_row: u64,
+    block_rows: usize,
 }
 
 impl<'model> GuestRun<'model> {
@@ -200,9 +273,9 @@ impl<'model> GuestRun<'model> {
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.max_memory_bytes)
             .table_elements(limits.max_table_elements)
-            .instances(1)
-            .tables(1)
-            .memories(1)
+            .instances(2)
+            .tables(2)
+            .memories(2)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(&runtime.engine, StoreState { limits: store_limits });
@@ -211,63 +284,62 @@ impl<'model> GuestRun<'model> {
             store.set_fuel(limits.fuel_setup).map_err(engine_error)?;
         }
         if limits.metering.epoch() {
-            let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-            store.set_epoch_deadline(ticks);
+            store.set_epoch_deadline(deadline_ticks(limits));
             store.epoch_deadline_trap();
         }
 
-        let instance = Instance::new(&mut store, &model.module, &[]).map_err(classify_instantiation)?;
-        let abi_version: TypedFunc<(), i32> = typed(&instance, &mut store, EXPORT_ABI_VERSION)?;
-        let declared = abi_version.call(&mut store, ()).map_err(classify_call)?;
-        if declared != ABI_VERSION as i32 {
-            return Err(SandboxError::AbiVersionMismatch { declared, expected: ABI_VERSION });
+        let driver = Instance::new(&mut store, &model.driver, &[]).map_err(classify_instantiation)?;
+        let emit = driver
+            .get_func(&mut store, DRIVER_EMIT)
+            .ok_or_else(|| SandboxError::Engine("the driver has no emit".into()))?;
+        let charge_math = limits.metering.fuel();
+        let mut imports: Vec<Extern> = Vec::new();
+        for import in model.module.imports() {
+            if import.module() == EMIT_MODULE && import.name() == EMIT_NAME {
+                imports.push(emit.into());
+            } else if import.module() == MATH_MODULE {
+                imports.push(math_function(&mut store, import.name(), charge_math)?.into());
+            } else {
+                // Review refused every other import; reaching here means a review bug.
+                return Err(SandboxError::ForbiddenImport {
+                    module: import.module().into(),
+                    name: import.name().into(),
+                });
+            }
         }
-        let reserve: TypedFunc<i32, i32> = typed(&instance, &mut store, EXPORT_RESERVE)?;
-        let map = typed(&instance, &mut store, EXPORT_MAP)?;
-        let memory = instance
-            .get_memory(&mut store, EXPORT_MEMORY)
-            .ok_or(SandboxError::MissingExport { name: EXPORT_MEMORY })?;
-
-        let manifest = &model.manifest;
-        let layout = BatchLayout::new(manifest.inputs().len(), manifest.outputs().len());
-        let region_bytes = i32::try_from(layout.region_bytes())
-            .map_err(|_| SandboxError::ResourceLimit("batch region exceeds 2 GiB".into()))?;
-        let region = reserve.call(&mut store, region_bytes).map_err(classify_call)?;
-        let run = Self { store, memory, map, layout, region: 0, model };
-        let region = run.checked_region(region)?;
-        Ok(Self { region, ..run })
+        let instance = Instance::new(&mut store, &model.module, &imports).map_err(classify_instantiation)?;
+        let row = instance
+            .get_func(&mut store, &model.binding.row_export)
+            .ok_or(SandboxError::MissingExport { name: "sluice_row_v2(…)" })?;
+        let table = driver
+            .get_table(&mut store, DRIVER_TABLE)
+            .ok_or_else(|| SandboxError::Engine("the driver has no table".into()))?;
+        table
+            .set(&mut store, 0, Ref::Func(Some(row)))
+            .map_err(|error| SandboxError::Engine(format!("linking the row function into the driver: {error:#}")))?;
+        let run = typed(&driver, &mut store, DRIVER_RUN)?;
+        let memory = driver
+            .get_memory(&mut store, DRIVER_MEMORY)
+            .ok_or_else(|| SandboxError::Engine("the driver has no memory".into()))?;
+        let layout = BatchLayout::new(model.binding.params.len(), model.binding.outputs.len());
+        let fuel_per_row = runtime.fuel_per_row(&model.manifest);
+        Ok(Self {
+            store,
+            memory,
+            run,
+            layout,
+            model,
+            limits: limits.clone(),
+            fuel_per_row,
+            block_rows: FIRST_BLOCK_ROWS,
+        })
     }
 
-    /// The guest chose where the region lives, so its offset is untrusted input.
-    fn checked_region(&self, region: i32) -> Result<usize, SandboxError> {
-        let fits = usize::try_from(region).ok().filter(|start| {
-            start % 8 == 0
-                && start
-                    .checked_add(self.layout.region_bytes())
-                    .is_some_and(|end| end <= self.memory.data_size(&self.store))
-        });
-        fits.ok_or_else(|| SandboxError::Trap(format!("sluice_reserve returned an unusable region offset {region}")))
-    }
-
-    fn map_batch(
-        &mut self,
-        batch: &Batch,
-        limits: &RuntimeLimits,
-        outputs: &mut ModelOutputs,
-    ) -> Result<(), SandboxError> {
+    fn map_batch(&mut self, batch: &Batch, outputs: &mut ModelOutputs) -> Result<(), SandboxError> {
         self.check_shape(batch)?;
         self.write_inputs(batch);
-        if limits.metering.fuel() {
-            let fuel = limits.fuel_per_row.saturating_mul(batch.rows as u64).max(limits.fuel_per_row);
-            self.store.set_fuel(fuel).map_err(engine_error)?;
-        }
-        let layout = self.layout;
-        let arguments = (self.region as i32, batch.rows as i32, layout.inputs as i32, layout.outputs as i32);
-        let status = self.map.call(&mut self.store, arguments).map_err(classify_call)?;
-        if status != 0 {
-            return Err(SandboxError::ModelStatus(status));
-        }
-        self.read_outputs(batch.rows, outputs)?;
+        let failed = self.call_rows(batch.rows)?;
+        self.read_outputs(batch.rows, &failed, outputs);
         if let Some(index) = self.model.manifest.group_by() {
             let column = &batch.columns[index];
             if let ColumnValues::I64(codes) = &column.values {
@@ -276,6 +348,73 @@ impl<'model> GuestRun<'model> {
             }
         }
         Ok(())
+    }
+
+    /// Calls the row function on rows `0..rows` and returns, per row, why it failed if it did.
+    ///
+    /// Semantics: each row gets `fuel_per_row` fuel of its own, and a row that traps, runs
+    /// out of fuel or overflows the stack fails alone. For speed, rows run in blocks that
+    /// share one row's fuel: a block that completes proves that every row in it stayed
+    /// within its own fuel, so its results are exactly the per-row ones. A block that
+    /// fails is re-run row by row, which gives the per-row result for each (the row
+    /// function is pure, so re-running it changes nothing). Block sizes only change speed.
+    fn call_rows(&mut self, rows: usize) -> Result<Vec<Option<RowFailure>>, SandboxError> {
+        let mut failed = vec![None; rows];
+        if !self.limits.metering.fuel() {
+            // Without fuel there is no per-row bound: one call maps the batch, and only the
+            // wall-clock deadline stops a runaway model (benchmark configurations only).
+            self.call(0, rows, 0).map_err(|failure| match failure {
+                CallFailure::Deadline => deadline_error(),
+                CallFailure::Row(failure) => {
+                    SandboxError::ResourceLimit(format!("a row failed ({failure:?}) with fuel metering off"))
+                }
+            })?;
+            return Ok(failed);
+        }
+        let mut start = 0;
+        while start < rows {
+            let block = self.block_rows.min(rows - start);
+            match self.call(start, start + block, self.fuel_per_row) {
+                Ok(used) => {
+                    // Aim the next block at half a row's fuel, so it rarely fails.
+                    let per_row = (used / block as u64).max(1);
+                    self.block_rows = ((self.fuel_per_row / 2 / per_row) as usize).clamp(1, BATCH_ROWS);
+                }
+                Err(CallFailure::Deadline) => return Err(deadline_error()),
+                Err(CallFailure::Row(failure)) if block == 1 => failed[start] = Some(failure),
+                Err(CallFailure::Row(_)) => {
+                    for row in start..start + block {
+                        match self.call(row, row + 1, self.fuel_per_row) {
+                            Ok(_) => {}
+                            Err(CallFailure::Deadline) => return Err(deadline_error()),
+                            Err(CallFailure::Row(failure)) => failed[row] = Some(failure),
+                        }
+                    }
+                    self.block_rows = (block / 4).max(1);
+                }
+            }
+            start += block;
+        }
+        Ok(failed)
+    }
+
+    /// One driver call over rows `start..end` with `fuel`; returns the fuel it used.
+    fn call(&mut self, start: usize, end: usize, fuel: u64) -> Result<u64, CallFailure> {
+        if self.limits.metering.fuel() {
+            self.store.set_fuel(fuel).map_err(|_| CallFailure::Deadline)?;
+        }
+        if self.limits.metering.epoch() {
+            self.store.set_epoch_deadline(deadline_ticks(&self.limits));
+        }
+        match self.run.call(&mut self.store, (start as i32, end as i32)) {
+            Ok(()) => Ok(fuel.saturating_sub(self.store.get_fuel().unwrap_or(0))),
+            Err(error) => Err(match error.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => CallFailure::Deadline,
+                Some(Trap::OutOfFuel) => CallFailure::Row(RowFailure::Fuel),
+                Some(Trap::StackOverflow) => CallFailure::Row(RowFailure::Stack),
+                _ => CallFailure::Row(RowFailure::Trap),
+            }),
+        }
     }
 
     fn check_shape(&self, batch: &Batch) -> Result<(), SandboxError> {
@@ -305,14 +444,15 @@ impl<'model> GuestRun<'model> {
         Ok(())
     }
 
-    /// Writes the batch straight into the guest's region and zeroes the output area, so a
-    /// model that writes nothing reads back zeros rather than the previous batch's values.
+    /// Writes the batch into the driver's memory: one value array per row-function
+    /// parameter and one presence mask per row. The model's memory never holds a row.
     fn write_inputs(&mut self, batch: &Batch) {
         let layout = self.layout;
-        let start = self.region;
-        let data = &mut self.memory.data_mut(&mut self.store)[start..start + layout.region_bytes()];
-        for (index, column) in batch.columns.iter().enumerate() {
-            let values = &mut data[layout.values_offset(index)..][..batch.rows * 8];
+        let data = &mut self.memory.data_mut(&mut self.store)[..layout.region_bytes()];
+        let mut masks = vec![0u64; batch.rows];
+        for (param, input_index) in self.model.binding.params.iter().enumerate() {
+            let column = &batch.columns[*input_index];
+            let values = &mut data[layout.values_offset(param)..][..batch.rows * 8];
             match &column.values {
                 ColumnValues::F64(source) => {
                     for (slot, value) in values.chunks_exact_mut(8).zip(source) {
@@ -325,38 +465,86 @@ impl<'model> GuestRun<'model> {
                     }
                 }
             }
-            let validity = &mut data[layout.validity_offset(index)..][..batch.rows];
-            for (slot, valid) in validity.iter_mut().zip(&column.valid) {
-                *slot = u8::from(*valid);
+            for (mask, valid) in masks.iter_mut().zip(&column.valid) {
+                *mask |= u64::from(*valid) << param;
             }
         }
-        data[layout.outputs_offset()..].fill(0);
+        let mask_area = &mut data[layout.mask_offset()..][..batch.rows * 8];
+        for (slot, mask) in mask_area.chunks_exact_mut(8).zip(&masks) {
+            slot.copy_from_slice(&mask.to_le_bytes());
+        }
     }
 
-    fn read_outputs(&self, rows: usize, outputs: &mut ModelOutputs) -> Result<(), SandboxError> {
+    /// Reads each row's outputs back in manifest order. A row that failed, or emitted a
+    /// non-finite value, contributes every output's default instead.
+    fn read_outputs(&mut self, rows: usize, failed: &[Option<RowFailure>], outputs: &mut ModelOutputs) {
         let layout = self.layout;
-        // Memory never shrinks, so the region checked at reserve time is still in bounds.
-        let data = &self.memory.data(&self.store)[self.region..self.region + layout.region_bytes()];
+        let binding = &self.model.binding;
+        let data = &self.memory.data(&self.store)[..layout.region_bytes()];
         let area = &data[layout.outputs_offset()..][..rows * layout.outputs * 8];
-        // Column by column: one pass per output keeps each destination vector hot.
-        for (index, spec) in self.model.manifest.outputs().iter().enumerate() {
-            let column = outputs.column_mut(index);
-            column.reserve(rows);
-            for row in area.chunks_exact(layout.outputs * 8) {
-                let bytes: [u8; 8] = row[index * 8..index * 8 + 8].try_into().expect("8-byte slot");
-                let value = f64::from_le_bytes(bytes);
-                if !value.is_finite() {
-                    return Err(SandboxError::InvalidOutput {
-                        output: spec.name.clone(),
-                        detail: "value is NaN or infinite".into(),
-                    });
-                }
-                column.push(value);
+        let value_at = |row: usize, emit: usize| {
+            let at = (row * layout.outputs + emit) * 8;
+            f64::from_le_bytes(area[at..at + 8].try_into().expect("8-byte slot"))
+        };
+        let mut usable = vec![true; rows];
+        for (row, failure) in failed.iter().enumerate() {
+            let failure = failure.or_else(|| {
+                (0..layout.outputs).any(|emit| !value_at(row, emit).is_finite()).then_some(RowFailure::NonFinite)
+            });
+            if let Some(failure) = failure {
+                usable[row] = false;
+                outputs.fallbacks_mut().record(failure);
             }
         }
+        for (emit, output_index) in binding.outputs.iter().enumerate() {
+            let default = binding.defaults[*output_index];
+            let column = outputs.column_mut(*output_index);
+            column.reserve(rows);
+            column.extend((0..rows).map(|row| if usable[row] { value_at(row, emit) } else { default }));
+        }
         outputs.add_rows(rows);
-        Ok(())
     }
+}
+
+/// How one driver call ended badly.
+#[derive(Debug)]
+enum CallFailure {
+    /// A row trapped, ran out of fuel or overflowed the stack.
+    Row(RowFailure),
+    /// The wall-clock backstop fired: a host fault, since fuel bounds every row.
+    Deadline,
+}
+
+fn deadline_error() -> SandboxError {
+    SandboxError::ResourceLimit("wall-clock deadline exceeded".into())
+}
+
+fn deadline_ticks(limits: &RuntimeLimits) -> u64 {
+    (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// A host math function, charged [`MATH_FUEL`] per call so fuel still bounds a row's time.
+fn math_function(store: &mut Store<StoreState>, name: &str, charge: bool) -> Result<Func, SandboxError> {
+    let function = host_function(MATH_MODULE, name)
+        .ok_or_else(|| SandboxError::ForbiddenImport { module: MATH_MODULE.into(), name: name.into() })?;
+    let name = function.name;
+    let pay = move |caller: &mut Caller<'_, StoreState>| {
+        if charge {
+            let left = caller.get_fuel().unwrap_or(0);
+            let _ = caller.set_fuel(left.saturating_sub(MATH_FUEL));
+        }
+    };
+    Ok(if function.params.len() == 2 {
+        Func::wrap(&mut *store, move |mut caller: Caller<'_, StoreState>, x: f64, y: f64| -> f64 {
+            pay(&mut caller);
+            math_value(name, x, y)
+        })
+    } else {
+        Func::wrap(&mut *store, move |mut caller: Caller<'_, StoreState>, x: f64| -> f64 {
+            pay(&mut caller);
+            math_value(name, x, 0.0)
+        })
+    })
 }
 
 fn typed<Params, Results>(

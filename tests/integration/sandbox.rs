@@ -1,65 +1,40 @@
-//! Hostile and broken models against the real runtime: each is refused at review or
-//! stopped at run time with its own error, and the host keeps working afterwards.
+//! Hostile and broken models against the real runtime, written as a hostile operator would
+//! write them: each tries to make one row's output depend on another row (or to turn a
+//! failure into a signal), and each is either refused at review with its own code, or runs
+//! with per-row outputs bit-identical to computing every row on its own.
 
 use std::sync::OnceLock;
 
-use sluice_sandbox::{Batch, Column, ColumnValues, Manifest, Runtime, RuntimeLimits, SandboxError};
+use sluice_sandbox::{Batch, Column, ColumnValues, Fallbacks, Manifest, Runtime, RuntimeLimits, SandboxError};
 
 const MANIFEST: &str = r#"
-abi_version = 1
+abi_version = 2
 name = "probe"
 version = "1"
 inputs = [{ name = "x", type = "f64" }]
-outputs = [{ name = "y", kind = "sum", lower = 0.0, upper = 1000000.0, epsilon = 1.0 }]
+outputs = [{ name = "y", kind = "sum", lower = -1000000.0, upper = 1000000.0, epsilon = 1.0, default = -1.0 }]
 "#;
 
-/// Region for 1 input and 1 output at batch capacity 4096: 4096 × 9 bytes rounded to 8,
-/// then 4096 × 8 bytes of outputs. It starts at 65536, in the second page.
-const REGION: i32 = 65_536;
-const OUTPUTS_AT: i32 = REGION + 36_864;
+/// The value a row the model failed on contributes (the manifest's `default`).
+const DEFAULT: f64 = -1.0;
+const ROW: &str = "sluice_row_v2(x:f64,)->(y,)";
 
-/// A module with the ABI exports around a `sluice_map` body; `extra` adds items.
-fn module(map_body: &str, extra: &str) -> Vec<u8> {
+/// An ABI 2 module whose row function has `body` (with `$x` and `$present` in scope);
+/// `extra` adds items after the `emit` import.
+fn row_module(body: &str, extra: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
             {extra}
-            (memory (export "memory") 3)
-            (func (export "sluice_abi_version") (result i32) i32.const 1)
-            (func (export "sluice_reserve") (param i32) (result i32) i32.const {REGION})
-            (func (export "sluice_map") (param $region i32) (param $rows i32) (param $inputs i32) (param $outputs i32) (result i32)
-                (local $row i32)
-                {map_body})
-        )"#
+            (func (export "{ROW}") (param $x f64) (param $present i64)
+                {body}))"#
     ))
     .expect("valid WAT")
 }
 
-/// Copies each row's input to its output: y = x.
+/// y = x.
 fn identity() -> Vec<u8> {
-    module(
-        &format!(
-            "(block $done (loop $next
-                (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
-                (f64.store (i32.add (i32.const {OUTPUTS_AT}) (i32.mul (local.get $row) (i32.const 8)))
-                           (f64.load (i32.add (i32.const {REGION}) (i32.mul (local.get $row) (i32.const 8)))))
-                (local.set $row (i32.add (local.get $row) (i32.const 1)))
-                (br $next)))
-             i32.const 0"
-        ),
-        "",
-    )
-}
-
-/// A module whose ABI exports return fixed values: version, region offset, and a map with
-/// the given parameter list.
-fn bare(version: i32, region: i64, map_params: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module (memory (export "memory") 1)
-           (func (export "sluice_abi_version") (result i32) i32.const {version})
-           (func (export "sluice_reserve") (param i32) (result i32) i32.const {region})
-           (func (export "sluice_map") {map_params} (result i32) i32.const 0))"#
-    ))
-    .expect("valid WAT")
+    row_module("(call $emit (i32.const 0) (local.get $x))", "")
 }
 
 fn runtime() -> &'static Runtime {
@@ -77,95 +52,328 @@ fn batch(values: &[f64]) -> Batch {
     }
 }
 
-fn run(module: &[u8], batches: Vec<Batch>) -> Result<Vec<f64>, SandboxError> {
+/// Runs `module` over `values` cut into batches of `batch_rows`; the outputs and fallbacks.
+fn run_in_batches(module: &[u8], values: &[f64], batch_rows: usize) -> Result<(Vec<f64>, Fallbacks), SandboxError> {
     let compiled = runtime().compile(module, Manifest::from_toml(MANIFEST).expect("manifest"))?;
+    let batches: Vec<Batch> = values.chunks(batch_rows).map(batch).collect();
     let outputs = runtime().run(&compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>))?;
-    Ok(outputs.column(0).to_vec())
+    Ok((outputs.column(0).to_vec(), outputs.fallbacks()))
+}
+
+fn run(module: &[u8], values: &[f64]) -> Result<Vec<f64>, SandboxError> {
+    run_in_batches(module, values, 4096).map(|(outputs, _)| outputs)
 }
 
 /// The host still runs a good model correctly.
 fn assert_host_healthy() {
     let values: Vec<f64> = (0..10).map(f64::from).collect();
-    assert_eq!(run(&identity(), vec![batch(&values)]).expect("healthy"), values);
+    assert_eq!(run(&identity(), &values).expect("healthy"), values);
+}
+
+/// The row-isolation property, checked the way the issue states it: the per-row outputs of
+/// a run over the data in order, of a run over a shuffled copy cut into other batch sizes,
+/// and of a run of each row on its own, are bit-identical.
+fn assert_isolated(what: &str, module: &[u8], values: &[f64]) -> Fallbacks {
+    let (in_order, fallbacks) = run_in_batches(module, values, 4096).expect(what);
+    // A fixed permutation (multiplying by a unit modulo the length) into batches of 777.
+    let count = values.len();
+    let permutation: Vec<usize> = (0..count).map(|index| (index * 7919 + 13) % count).collect();
+    let shuffled: Vec<f64> = permutation.iter().map(|index| values[*index]).collect();
+    let (shuffled_outputs, shuffled_fallbacks) = run_in_batches(module, &shuffled, 777).expect(what);
+    assert_eq!(fallbacks, shuffled_fallbacks, "{what}: fallbacks depend on the order of rows");
+    for (position, index) in permutation.iter().enumerate() {
+        assert_eq!(
+            shuffled_outputs[position].to_bits(),
+            in_order[*index].to_bits(),
+            "{what}: row {index} changed when moved to another batch and position"
+        );
+    }
+    for index in (0..count).step_by(count / 25 + 1) {
+        let alone = run(module, &values[index..=index]).expect(what);
+        assert_eq!(alone[0].to_bits(), in_order[index].to_bits(), "{what}: row {index} differs when run alone");
+    }
+    fallbacks
+}
+
+fn data() -> Vec<f64> {
+    (0..9000).map(|row| f64::from((row * 37) % 101)).collect()
 }
 
 #[test]
 fn a_good_model_sees_every_row_in_order_across_batches() {
     let first: Vec<f64> = (0..4096).map(f64::from).collect();
     let second: Vec<f64> = (0..1000).map(|value| f64::from(value) + 0.5).collect();
-    let outputs = run(&identity(), vec![batch(&first), batch(&second)]).expect("runs");
-    assert_eq!(outputs, [first, second].concat());
+    let values = [first, second].concat();
+    let (outputs, fallbacks) = run_in_batches(&identity(), &values, 4096).expect("runs");
+    assert_eq!(outputs, values);
+    assert_eq!(fallbacks.total(), 0);
 }
 
+/// Every way we know for a row function to keep state is refused at review, with a code of
+/// its own and a message naming the function.
 #[test]
-fn hostile_modules_are_refused_or_stopped_with_their_own_error() {
-    let recursion = module("call $deep", "(func $deep (result i32) call $deep)");
+fn state_carrying_models_are_refused_at_review_with_their_own_code() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("infinite loop", module("(loop $forever (br $forever)) i32.const 0", ""), "resource_limit"),
-        ("stack overflow", recursion, "resource_limit"),
-        ("memory bomb", module("(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) i32.const 0", ""), "resource_limit"),
-        ("trap", module("unreachable", ""), "trap"),
-        ("NaN output", module(&format!("(f64.store (i32.const {OUTPUTS_AT}) (f64.const nan)) i32.const 0"), ""), "invalid_output"),
-        ("infinite output", module(&format!("(f64.store (i32.const {OUTPUTS_AT}) (f64.const inf)) i32.const 0"), ""), "invalid_output"),
-        ("model error status", module("i32.const 7", ""), "model_status"),
-        ("forbidden import", module("i32.const 0", r#"(import "env" "leak" (func (param i32)))"#), "forbidden_import"),
-        ("WASI import", module("i32.const 0", r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#), "forbidden_import"),
-        ("table bomb", module("i32.const 0", "(table 1000000 funcref)"), "table_too_large"),
-        ("function bomb", module("i32.const 0", &"(func)".repeat(20_001)), "too_many_functions"),
-        ("two memories", module("i32.const 0", "(memory 1)"), "too_many_items"),
-        ("oversized module", [b"\0asm\x01\0\0\0".as_slice(), &vec![0u8; 9 << 20]].concat(), "module_too_large"),
-        ("malformed bytes", b"\0asm\x01\0\0\0garbage".to_vec(), "module_invalid"),
-        ("text instead of binary", b"(module)".to_vec(), "module_invalid"),
-        ("a component", wat::parse_str("(component)").expect("component"), "component_not_module"),
+        // The published attack: keep the first row's value in a global, emit it for every row.
         (
-            "huge initial memory",
-            wat::parse_str(r#"(module (memory (export "memory") 2000) (func (export "sluice_abi_version") (result i32) i32.const 1))"#).expect("wat"),
-            "memory_too_large",
+            "a global carried across rows",
+            row_module(
+                "(if (f64.eq (global.get $first) (f64.const 0)) (then (global.set $first (local.get $x))))
+                 (call $emit (i32.const 0) (global.get $first))",
+                "(global $first (mut f64) (f64.const 0))",
+            ),
+            "writes_global",
         ),
-        ("missing export", wat::parse_str(r#"(module (memory (export "memory") 1))"#).expect("wat"), "missing_export"),
-        ("wrong export signature", bare(1, 0, ""), "wrong_export_signature"),
-        ("wrong ABI version", bare(2, 0, "(param i32 i32 i32 i32)"), "abi_version_mismatch"),
-        ("region outside memory", bare(1, 2147483640, "(param i32 i32 i32 i32)"), "trap"),
+        (
+            "linear memory carried across rows",
+            row_module(
+                "(call $emit (i32.const 0) (f64.load (i32.const 8)))
+                 (f64.store (i32.const 8) (local.get $x))",
+                "(memory 1)",
+            ),
+            "writes_memory",
+        ),
+        (
+            "memory carried across batches, from a helper function",
+            row_module(
+                "(call $remember (local.get $x)) (call $emit (i32.const 0) (local.get $x))",
+                "(memory 1) (func $remember (param f64) (i64.store (i32.const 64) (i64.reinterpret_f64 (local.get 0))))",
+            ),
+            "writes_memory",
+        ),
+        (
+            "a table used as storage",
+            row_module(
+                "(if (f64.gt (local.get $x) (f64.const 50)) (then (table.set $t (i32.const 0) (ref.func $marker))))
+                 (call $emit (i32.const 0) (f64.convert_i32_u (ref.is_null (table.get $t (i32.const 0)))))",
+                "(table $t 1 funcref) (func $marker) (elem declare func $marker)",
+            ),
+            "writes_table",
+        ),
+        (
+            "a data segment rewritten at run time",
+            row_module(
+                "(memory.init $seg (i32.const 0) (i32.const 0) (i32.const 8)) (call $emit (i32.const 0) (local.get $x))",
+                "(memory 1) (data $seg \"12345678\")",
+            ),
+            "writes_memory",
+        ),
+        (
+            "a data segment dropped as a one-bit flag",
+            row_module("(data.drop $seg) (call $emit (i32.const 0) (local.get $x))", "(memory 1) (data $seg \"1\")"),
+            "drops_segment",
+        ),
+        (
+            "memory.grow as a counter",
+            row_module(
+                "(call $emit (i32.const 0) (f64.convert_i32_u (memory.grow (i32.const 0))))
+                 (drop (memory.grow (i32.const 1)))",
+                "(memory 1 100)",
+            ),
+            "grows_memory",
+        ),
+        (
+            "memory.fill",
+            row_module(
+                "(memory.fill (i32.const 0) (i32.trunc_f64_u (local.get $x)) (i32.const 4)) (call $emit (i32.const 0) (local.get $x))",
+                "(memory 1)",
+            ),
+            "writes_memory",
+        ),
+        (
+            "memory.copy",
+            row_module(
+                "(memory.copy (i32.const 100) (i32.const 0) (i32.const 8)) (call $emit (i32.const 0) (local.get $x))",
+                "(memory 1)",
+            ),
+            "writes_memory",
+        ),
+        (
+            "a store reached only through call_indirect",
+            row_module(
+                "(call_indirect (type $sink) (local.get $x) (i32.const 0)) (call $emit (i32.const 0) (local.get $x))",
+                "(type $sink (func (param f64))) (memory 1) (table 1 funcref) (elem (i32.const 0) $hidden)
+                 (func $hidden (param f64) (f64.store (i32.const 0) (local.get 0)))",
+            ),
+            "writes_memory",
+        ),
+        (
+            "a start function",
+            row_module(
+                "(call $emit (i32.const 0) (f64.load (i32.const 0)))",
+                "(memory 1) (func $init (f64.store (i32.const 0) (f64.const 42))) (start $init)",
+            ),
+            "start_function",
+        ),
     ];
     for (what, bytes, expected) in cases {
-        let error = run(&bytes, vec![batch(&[1.0, 2.0])]).expect_err(what);
+        let error = run(&bytes, &[1.0, 2.0]).expect_err(what);
         assert_eq!(error.code(), expected, "{what}: {error}");
-        // The operator sees only a coarse class, never the detail.
-        assert!(!error.outcome().message().contains(&error.to_string()), "{what}");
+        assert!(error.to_string().contains("in function") || expected == "start_function", "{what}: {error}");
         assert_host_healthy();
     }
 }
 
-/// Every run gets a fresh store: what one run leaves in memory, the next never sees.
+/// The review names the offending function so its author can fix it.
 #[test]
-fn a_canary_written_by_one_run_is_never_seen_by_the_next() {
-    // Outputs 1 if the canary is already at address 8, else writes it and outputs 0.
-    let canary = module(
-        &format!(
-            "(f64.store (i32.const {OUTPUTS_AT}) (f64.convert_i32_u (i64.eq (i64.load (i32.const 8)) (i64.const 0x5AFE5AFE5AFE5AFE))))
-             (i64.store (i32.const 8) (i64.const 0x5AFE5AFE5AFE5AFE))
-             i32.const 0"
-        ),
+fn an_isolation_refusal_names_the_function_and_says_what_to_do() {
+    let module = row_module(
+        "(call $score (local.get $x)) (call $emit (i32.const 0) (local.get $x))",
+        "(memory 1) (func $score (param f64) (f64.store (i32.const 0) (local.get 0)))",
+    );
+    let message = run(&module, &[1.0]).expect_err("refused").to_string();
+    assert!(message.contains("writes linear memory in function `score`"), "{message}");
+    assert!(message.contains("keep per-row work in locals"), "{message}");
+}
+
+/// Models that try to signal through failure, fuel or recursion run, and every row's output
+/// equals the output of that row computed on its own: the failing rows contribute the
+/// declared default, and nothing else changes.
+#[test]
+fn failure_fuel_and_recursion_cannot_link_rows() {
+    let values = data();
+    // Recursion depth chosen by the value: the stack is unwound after every row.
+    let recursion = row_module(
+        "(call $emit (i32.const 0) (f64.convert_i32_u (call $depth (i32.trunc_f64_u (local.get $x)))))",
+        "(func $depth (param i32) (result i32)
+           (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+             (else (i32.add (i32.const 1) (call $depth (i32.sub (local.get 0) (i32.const 1)))))))",
+    );
+    assert_eq!(assert_isolated("recursion depth", &recursion, &values).total(), 0);
+
+    let trap_on_13 = row_module(
+        "(if (f64.eq (local.get $x) (f64.const 13)) (then unreachable)) (call $emit (i32.const 0) (local.get $x))",
         "",
     );
-    let compiled = runtime().compile(&canary, Manifest::from_toml(MANIFEST).expect("manifest")).expect("compiles");
-    for attempt in 0..1_000 {
-        let outputs =
-            runtime().run(&compiled, std::iter::once(Ok::<_, std::convert::Infallible>(batch(&[0.0])))).expect("runs");
-        assert_eq!(outputs.column(0), [0.0], "run {attempt} saw a previous run's canary");
+    let fallbacks = assert_isolated("a trap on one value", &trap_on_13, &values);
+    let thirteens = values.iter().filter(|value| **value == 13.0).count() as u64;
+    assert_eq!(fallbacks.trap, thirteens);
+
+    let burn_on_13 = row_module(
+        "(local $left i32)
+         (if (f64.eq (local.get $x) (f64.const 13))
+           (then (local.set $left (i32.const 10000000))
+                 (loop $burn (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+                             (br_if $burn (local.get $left)))))
+         (call $emit (i32.const 0) (local.get $x))",
+        "",
+    );
+    let fallbacks = assert_isolated("fuel burnt on one value", &burn_on_13, &values);
+    assert_eq!(fallbacks.fuel, thirteens);
+
+    let deep_on_13 = row_module(
+        "(if (f64.eq (local.get $x) (f64.const 13)) (then (call $forever))) (call $emit (i32.const 0) (local.get $x))",
+        "(func $forever (call $forever))",
+    );
+    assert_eq!(assert_isolated("stack overflow on one value", &deep_on_13, &values).stack, thirteens);
+
+    let nan_on_13 = row_module(
+        "(call $emit (i32.const 0)
+           (select (f64.const nan) (local.get $x) (f64.eq (local.get $x) (f64.const 13))))",
+        "",
+    );
+    assert_eq!(assert_isolated("NaN on one value", &nan_on_13, &values).non_finite, thirteens);
+
+    // Reading constant data is allowed: the module's memory never changes.
+    let lookup = row_module(
+        "(call $emit (i32.const 0) (f64.load (i32.shl (i32.and (i32.trunc_f64_u (local.get $x)) (i32.const 3)) (i32.const 3))))",
+        "(memory 1) (data (i32.const 0) \"\\00\\00\\00\\00\\00\\00\\f0\\3f\\00\\00\\00\\00\\00\\00\\00\\40\\00\\00\\00\\00\\00\\00\\08\\40\\00\\00\\00\\00\\00\\00\\10\\40\")",
+    );
+    assert_eq!(assert_isolated("a constant lookup table", &lookup, &values).total(), 0);
+
+    // The failing rows hold the default, the others their own value.
+    let outputs = run(&trap_on_13, &values).expect("runs");
+    for (value, output) in values.iter().zip(outputs) {
+        assert_eq!(output, if *value == 13.0 { DEFAULT } else { *value });
     }
+}
+
+/// Every row may fail without failing the run: the run always completes.
+#[test]
+fn a_model_that_fails_on_every_row_still_completes() {
+    let (outputs, fallbacks) = run_in_batches(&row_module("unreachable", ""), &[1.0, 2.0, 3.0], 4096).expect("runs");
+    assert_eq!(outputs, vec![DEFAULT; 3]);
+    assert_eq!(fallbacks.trap, 3);
+    // An output the model never emits reads back as its default too.
+    let silent = row_module("(nop)", "");
+    assert_eq!(run(&silent, &[5.0]).expect("runs"), vec![DEFAULT]);
+}
+
+#[test]
+fn broken_and_oversized_modules_are_refused_with_their_own_error() {
+    let abi1 = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+           (func (export "sluice_abi_version") (result i32) i32.const 1)
+           (func (export "sluice_reserve") (param i32) (result i32) i32.const 0)
+           (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+    )
+    .expect("wat");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("an ABI 1 module", abi1, "abi_version_mismatch"),
+        ("forbidden import", row_module("", r#"(import "env" "leak" (func (param f64)))"#), "forbidden_import"),
+        (
+            "WASI import",
+            row_module(
+                "",
+                r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
+            ),
+            "forbidden_import",
+        ),
+        (
+            "a clock-like import",
+            row_module("", r#"(import "sluice:math" "now" (func (result f64)))"#),
+            "forbidden_import",
+        ),
+        ("table bomb", row_module("", "(table 1000000 funcref)"), "table_too_large"),
+        ("function bomb", row_module("", &"(func)".repeat(20_001)), "too_many_functions"),
+        ("huge initial memory", row_module("", "(memory 2000)"), "memory_too_large"),
+        ("oversized module", [b"\0asm\x01\0\0\0".as_slice(), &vec![0u8; 9 << 20]].concat(), "module_too_large"),
+        ("malformed bytes", b"\0asm\x01\0\0\0garbage".to_vec(), "module_invalid"),
+        ("text instead of binary", b"(module)".to_vec(), "module_invalid"),
+        ("a component", wat::parse_str("(component)").expect("component"), "component_not_module"),
+        ("no row export", wat::parse_str("(module (memory (export \"memory\") 1))").expect("wat"), "missing_export"),
+        (
+            "a row export whose types disagree with its name",
+            wat::parse_str(format!(r#"(module (func (export "{ROW}") (param i64 i64)))"#)).expect("wat"),
+            "row_signature_mismatch",
+        ),
+        (
+            "a row export reading a column the manifest does not declare",
+            wat::parse_str(r#"(module (func (export "sluice_row_v2(secret:f64,)->(y,)") (param f64 i64)))"#)
+                .expect("wat"),
+            "row_signature_mismatch",
+        ),
+        (
+            "a row export never emitting a declared output",
+            wat::parse_str(r#"(module (func (export "sluice_row_v2(x:f64,)->()") (param f64 i64)))"#).expect("wat"),
+            "row_signature_mismatch",
+        ),
+        (
+            "atomics (threads are disabled)",
+            row_module("(drop (i32.atomic.load (i32.const 0)))", "(memory 1)"),
+            "module_invalid",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let error = run(&bytes, &[1.0, 2.0]).expect_err(what);
+        assert_eq!(error.code(), expected, "{what}: {error}");
+        assert_host_healthy();
+    }
+    let old = MANIFEST.replace("abi_version = 2", "abi_version = 1");
+    let error = Manifest::from_toml(&old).expect_err("ABI 1 manifest");
+    assert!(error.to_string().contains("abi_version 1 is retired"), "{error}");
 }
 
 #[test]
 fn the_same_input_and_fuel_give_the_same_output() {
     let values: Vec<f64> = (0..3000).map(|value| f64::from(value).sqrt()).collect();
-    let first = run(&identity(), vec![batch(&values)]).expect("runs");
-    let second = run(&identity(), vec![batch(&values)]).expect("runs");
+    let first = run(&identity(), &values).expect("runs");
+    let second = run(&identity(), &values).expect("runs");
     assert_eq!(first, second);
 }
 
-/// Every example model passes the server's static review against its schema and runs on
-/// dummy data with the server's limits, releasing every declared output.
+/// Every example model passes the server's static review (the isolation proof included)
+/// against its schema and runs on dummy data without a single fallback.
 #[test]
 fn example_models_pass_review_and_run_on_dummy_data() {
     use sluice_gateway::schema::DatasetSchema;
@@ -174,13 +382,14 @@ fn example_models_pass_review_and_run_on_dummy_data() {
         let (compiled, report) =
             sluice_gateway::dev::check(runtime(), model.wasm, model.manifest, Some(&schema)).expect(model.name);
         assert_eq!(report.name, model.name);
-        let outputs = sluice_gateway::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
-        assert_eq!(outputs.len(), report.outputs.len());
+        let run = sluice_gateway::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
+        assert_eq!(run.fallbacks.total(), 0, "{}", model.name);
+        assert_eq!(run.outputs.len(), report.outputs.len());
         if model.name == "enterprise-credit" {
-            let groups = outputs[0].released.groups.as_ref().expect("grouped by industry");
+            let groups = run.outputs[0].released.groups.as_ref().expect("grouped by industry");
             assert_eq!(groups.len(), 9, "one group per declared industry");
         }
-        for output in outputs {
+        for output in run.outputs {
             // Only a grouped mean has no single value; its groups carry the values.
             let released = &output.released;
             assert!(released.value.map_or(released.groups.is_some(), f64::is_finite), "{}", model.name);
@@ -189,18 +398,23 @@ fn example_models_pass_review_and_run_on_dummy_data() {
     }
 }
 
-/// A manifest reading a level-4 column is refused by the local check, as the server would.
+/// A manifest reading a level-4 column is refused by the local check, as the server would;
+/// a manifest that types a column differently from the model is refused by review.
 #[test]
 fn dev_check_refuses_core_columns_and_type_mismatches() {
     use sluice_gateway::schema::DatasetSchema;
     let model = sluice_gateway::examples::EXAMPLE_MODELS[1];
     let schema = DatasetSchema::from_toml(model.schema).expect("schema");
-    let core = model.manifest.replace("\"employees\", type = \"i64\"", "\"legal_representative_id\", type = \"i64\"");
+    let core = model.manifest.replace(
+        "{ name = \"industry\", type = \"category\" },",
+        "{ name = \"industry\", type = \"category\" },\n  { name = \"legal_representative_id\", type = \"i64\" },",
+    );
     let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
     assert_eq!(refusal.code, "column_not_grantable");
     let mistyped = model.manifest.replace("\"employees\", type = \"i64\"", "\"employees\", type = \"f64\"");
     let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &mistyped, Some(&schema)).expect_err("type");
-    assert_eq!(refusal.code, "column_type_mismatch");
+    assert_eq!(refusal.code, "row_signature_mismatch");
+    assert!(refusal.message.contains("reads `employees` as i64"), "{}", refusal.message);
 }
 
 /// With fuel switched off, the wall-clock deadline alone still stops an infinite loop.
@@ -212,7 +426,7 @@ fn the_epoch_deadline_stops_a_loop_without_fuel() {
         ..RuntimeLimits::default()
     };
     let runtime = Runtime::new(limits).expect("runtime");
-    let endless = module("(loop $forever (br $forever)) i32.const 0", "");
+    let endless = row_module("(loop $forever (br $forever))", "");
     let compiled = runtime.compile(&endless, Manifest::from_toml(MANIFEST).expect("manifest")).expect("compiles");
     let error =
         runtime.run(&compiled, std::iter::once(Ok::<_, std::convert::Infallible>(batch(&[1.0])))).expect_err("stopped");

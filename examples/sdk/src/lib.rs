@@ -1,129 +1,243 @@
-//! The Sluice guest SDK: write a model as a plain function from a row to its outputs.
+//! The Sluice guest SDK: write a model as a plain function from one row to its outputs.
 //!
-//! It owns the guest side of ABI version 1 (`sandbox/ABI.md`): the three exports, the
-//! batch layout, and reading rows and writing outputs without `unsafe`. It must not give a
-//! model anything the ABI does not: no imports, no clock, no randomness.
+//! It owns the guest side of ABI version 2 (`sandbox/ABI.md`): the row export whose name
+//! carries the model's signature, reading a row's named inputs, handing outputs to the host,
+//! and the deterministic math functions the host offers. It must not give a model anything
+//! the ABI does not: no clock, no randomness, no state that outlives a row.
 //!
 //! ```ignore
-//! use sluice_guest::Row;
+//! #![no_std]
+//! use sluice_guest::math::exp;
 //!
-//! // Inputs and outputs are in the order the model's manifest declares them.
-//! fn risk(row: &Row, out: &mut [f64]) {
-//!     let accidents = row.i64(0).unwrap_or(0) as f64;
-//!     out[0] = if accidents > 1.0 { 1.0 } else { 0.0 };
+//! sluice_guest::model! {
+//!     fn risk;
+//!     inputs { vehicle_age_years: f64, accidents_5y: i64 }
+//!     outputs { high_risk, mean_score }
 //! }
-//! sluice_guest::model!(risk);
+//!
+//! fn risk(row: &Inputs) -> Outputs {
+//!     let linear = -3.0 + 0.1 * row.vehicle_age_years.unwrap_or(0.0);
+//!     let score = 1.0 / (1.0 + exp(-linear));
+//!     Outputs { high_risk: if row.accidents_5y.unwrap_or(0) > 1 { 1.0 } else { 0.0 }, mean_score: score }
+//! }
 //! ```
-//! Build with `cargo build --release --target wasm32-unknown-unknown`.
+//!
+//! Inputs are read by name (`row.vehicle_age_years`), as `Option`s that are `None` for a
+//! null; the host binds them to the manifest's columns by name, so the manifest's order
+//! does not matter. Input types are the manifest's: `f64`, `i64`, `bool`, `category` (the
+//! code, an `i64`) and `date` (days since 1970-01-01, an `i64`).
+//!
+//! A model crate is `#![no_std]` and builds with
+//! `cargo build --release --target wasm32-unknown-unknown` (crate type `cdylib`). The host
+//! refuses a row function that writes linear memory, a global or a table: keep per-row work
+//! in local variables, constant tables in `const` or `static` items, and use [`math`]
+//! rather than a software `libm`.
+#![no_std]
 
-use std::sync::Mutex;
+/// Deterministic math computed natively by the host (each call is charged a little fuel).
+/// Use these rather than a software implementation compiled into the model: they are
+/// faster, and they keep the row function free of memory writes.
+pub mod math {
+    #[link(wasm_import_module = "sluice:math")]
+    unsafe extern "C" {
+        #[link_name = "exp"]
+        fn host_exp(x: f64) -> f64;
+        #[link_name = "ln"]
+        fn host_ln(x: f64) -> f64;
+        #[link_name = "log2"]
+        fn host_log2(x: f64) -> f64;
+        #[link_name = "log10"]
+        fn host_log10(x: f64) -> f64;
+        #[link_name = "sin"]
+        fn host_sin(x: f64) -> f64;
+        #[link_name = "cos"]
+        fn host_cos(x: f64) -> f64;
+        #[link_name = "tan"]
+        fn host_tan(x: f64) -> f64;
+        #[link_name = "atan"]
+        fn host_atan(x: f64) -> f64;
+        #[link_name = "tanh"]
+        fn host_tanh(x: f64) -> f64;
+        #[link_name = "pow"]
+        fn host_pow(x: f64, y: f64) -> f64;
+        #[link_name = "atan2"]
+        fn host_atan2(y: f64, x: f64) -> f64;
+        #[link_name = "sqrt"]
+        fn host_sqrt(x: f64) -> f64;
+        #[link_name = "floor"]
+        fn host_floor(x: f64) -> f64;
+        #[link_name = "ceil"]
+        fn host_ceil(x: f64) -> f64;
+    }
 
-/// The ABI version this SDK implements.
-pub const ABI_VERSION: i32 = 1;
-/// Rows per batch; must equal the host's `BATCH_ROWS`.
-pub const BATCH_ROWS: usize = 4096;
+    macro_rules! unary {
+        ($($(#[$doc:meta])* $name:ident => $host:ident;)*) => {$(
+            $(#[$doc])*
+            #[inline(always)]
+            pub fn $name(x: f64) -> f64 {
+                // SAFETY: a pure host function of its argument; it reads and writes nothing.
+                unsafe { $host(x) }
+            }
+        )*};
+    }
 
-/// The region the host writes batches into. Words of 8 bytes, so it is 8-byte aligned
-/// and every value slot is one element; the guest reads it without `unsafe`.
-///
-/// It is a zero-initialised static, so it lives in the module's initial memory (pages the
-/// host maps lazily) instead of being allocated and zeroed at every instantiation. Its size
-/// fits the largest batch ABI 1 allows: 64 inputs and 32 outputs of 4,096 rows.
-static REGION: Mutex<[u64; REGION_WORDS]> = Mutex::new([0; REGION_WORDS]);
-const REGION_WORDS: usize = (64 * BATCH_ROWS * 9).div_ceil(8) + 32 * BATCH_ROWS;
+    unary! {
+        /// eˣ.
+        exp => host_exp;
+        /// The natural logarithm.
+        ln => host_ln;
+        /// The base-2 logarithm.
+        log2 => host_log2;
+        /// The base-10 logarithm.
+        log10 => host_log10;
+        /// Sine (radians).
+        sin => host_sin;
+        /// Cosine (radians).
+        cos => host_cos;
+        /// Tangent (radians).
+        tan => host_tan;
+        /// Arctangent.
+        atan => host_atan;
+        /// Hyperbolic tangent.
+        tanh => host_tanh;
+        /// The square root.
+        sqrt => host_sqrt;
+        /// The largest integer not above `x`.
+        floor => host_floor;
+        /// The smallest integer not below `x`.
+        ceil => host_ceil;
+    }
 
-/// One input row: read column `i` (manifest order) as the type the manifest declares.
-pub struct Row<'a> {
-    region: &'a [u64],
-    row: usize,
-    inputs: usize,
+    /// xʸ.
+    #[inline(always)]
+    pub fn pow(x: f64, y: f64) -> f64 {
+        // SAFETY: a pure host function of its arguments; it reads and writes nothing.
+        unsafe { host_pow(x, y) }
+    }
+
+    /// The four-quadrant arctangent of y/x.
+    #[inline(always)]
+    pub fn atan2(y: f64, x: f64) -> f64 {
+        // SAFETY: a pure host function of its arguments; it reads and writes nothing.
+        unsafe { host_atan2(y, x) }
+    }
 }
 
-impl Row<'_> {
-    fn word(&self, column: usize) -> Option<u64> {
-        if column >= self.inputs {
-            return None;
-        }
-        let validity_byte = self.inputs * BATCH_ROWS * 8 + column * BATCH_ROWS + self.row;
-        let present = (self.region[validity_byte / 8] >> ((validity_byte % 8) * 8)) & 0xff;
-        (present == 1).then(|| self.region[column * BATCH_ROWS + self.row])
-    }
-
-    /// A `f64` column's value, `None` when null (or when `column` is out of range).
-    pub fn f64(&self, column: usize) -> Option<f64> {
-        self.word(column).map(f64::from_bits)
-    }
-
-    /// An `i64` column's value or a category column's code, `None` when null.
-    pub fn i64(&self, column: usize) -> Option<i64> {
-        self.word(column).map(|word| word as i64)
-    }
-
-    /// A `bool` column's value, `None` when null.
-    pub fn bool(&self, column: usize) -> Option<bool> {
-        self.word(column).map(|word| word != 0)
-    }
+#[link(wasm_import_module = "sluice")]
+unsafe extern "C" {
+    #[link_name = "emit"]
+    fn host_emit(index: i32, value: f64);
 }
 
-/// Implementation of the `sluice_reserve` export; use [`model!`] instead.
+/// Hands output `index` of the current row to the host; use [`model!`] instead.
 #[doc(hidden)]
-pub fn reserve(bytes: i32) -> i32 {
-    let Ok(bytes) = usize::try_from(bytes) else { return -1 };
-    if bytes.div_ceil(8) > REGION_WORDS {
-        return -1;
-    }
-    let region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // On wasm32 an address is the offset into linear memory.
-    region.as_ptr() as usize as i32
+#[inline(always)]
+pub fn emit(index: i32, value: f64) {
+    // SAFETY: the host's `emit` writes into the driver's memory, never the model's.
+    unsafe { host_emit(index, value) }
 }
 
-/// Most outputs a manifest may declare (the host's `MAX_OUTPUTS`).
-pub const MAX_OUTPUTS: usize = 32;
+/// A panic ends the row (it becomes a trap, and the row contributes its defaults). The
+/// handler does nothing else, so the panic path writes no memory.
+#[cfg(target_arch = "wasm32")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
-/// Implementation of the `sluice_map` export; use [`model!`] instead. Generic over the
-/// model so the compiler inlines it into the row loop.
 #[doc(hidden)]
-pub fn map<F: Fn(&Row, &mut [f64])>(rows: i32, inputs: i32, outputs: i32, model: F) -> i32 {
-    let (Ok(rows), Ok(inputs), Ok(outputs)) =
-        (usize::try_from(rows), usize::try_from(inputs), usize::try_from(outputs))
-    else {
-        return 1;
+#[macro_export]
+macro_rules! __wasm_type {
+    (f64) => {
+        f64
     };
-    let mut region = REGION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let outputs_word = (inputs * BATCH_ROWS * 9).div_ceil(8);
-    if rows > BATCH_ROWS || outputs > MAX_OUTPUTS || region.len() < outputs_word + BATCH_ROWS * outputs {
-        return 2;
-    }
-    let (input_words, output_words) = region.as_mut_slice().split_at_mut(outputs_word);
-    let mut buffer = [0f64; MAX_OUTPUTS];
-    for (row, slots) in output_words.chunks_exact_mut(outputs).take(rows).enumerate() {
-        let values = &mut buffer[..outputs];
-        values.fill(0.0);
-        model(&Row { region: input_words, row, inputs }, values);
-        for (slot, value) in slots.iter_mut().zip(values.iter()) {
-            *slot = value.to_bits();
-        }
-    }
-    0
+    (i64) => {
+        i64
+    };
+    (bool) => {
+        i64
+    };
+    (category) => {
+        i64
+    };
+    (date) => {
+        i64
+    };
 }
 
-/// Exports `function` (a `fn(&Row, &mut [f64])`) as a Sluice ABI 1 model.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __value_type {
+    (f64) => {
+        f64
+    };
+    (i64) => {
+        i64
+    };
+    (bool) => {
+        bool
+    };
+    (category) => {
+        i64
+    };
+    (date) => {
+        i64
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __decode {
+    (bool, $value:expr) => {
+        $value != 0
+    };
+    ($other:ident, $value:expr) => {
+        $value
+    };
+}
+
+/// Declares a model: its row function, the inputs it reads (by name, with the manifest's
+/// types) and the outputs it writes (by name). It generates `Inputs` (one `Option` field per
+/// input) and `Outputs` (one `f64` field per output), and the ABI 2 row export. For a
+/// histogram output, write the bin index; for a count, 0 or 1.
 #[macro_export]
 macro_rules! model {
-    ($function:path) => {
-        #[unsafe(no_mangle)]
-        pub extern "C" fn sluice_abi_version() -> i32 {
-            $crate::ABI_VERSION
+    (
+        fn $function:ident;
+        inputs { $($input:ident : $ty:ident),* $(,)? }
+        outputs { $($output:ident),+ $(,)? }
+    ) => {
+        /// One row's inputs; `None` is a null.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct Inputs {
+            $(pub $input: Option<$crate::__value_type!($ty)>,)*
         }
 
-        #[unsafe(no_mangle)]
-        pub extern "C" fn sluice_reserve(bytes: i32) -> i32 {
-            $crate::reserve(bytes)
+        /// One row's outputs, in any order; the host matches them to the manifest by name.
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub struct Outputs {
+            $(pub $output: f64,)+
         }
 
-        #[unsafe(no_mangle)]
-        pub extern "C" fn sluice_map(_region: i32, rows: i32, inputs: i32, outputs: i32) -> i32 {
-            $crate::map(rows, inputs, outputs, $function)
+        #[unsafe(export_name = concat!(
+            "sluice_row_v2(", $(stringify!($input), ":", stringify!($ty), ",",)* ")->(",
+            $(stringify!($output), ",",)+ ")"
+        ))]
+        extern "C" fn __sluice_row($($input: $crate::__wasm_type!($ty),)* present: i64) {
+            let mut _bit = 0u32;
+            let row = Inputs {
+                $($input: {
+                    let is_present = (present >> _bit) & 1 != 0;
+                    _bit += 1;
+                    if is_present { Some($crate::__decode!($ty, $input)) } else { None }
+                },)*
+            };
+            let out: Outputs = $function(&row);
+            let mut _index = 0i32;
+            $(
+                $crate::emit(_index, out.$output);
+                _index += 1;
+            )+
         }
     };
 }

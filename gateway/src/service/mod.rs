@@ -87,6 +87,11 @@ pub struct App {
     pub(crate) max_runs_per_hour: std::sync::atomic::AtomicU64,
     /// Independent approvals a model needs: 1, or 2 (`$SLUICE_MODEL_REVIEW_QUORUM`).
     pub(crate) model_review_quorum: std::sync::atomic::AtomicU64,
+    /// The least ε a run may spend, in millionths (`$SLUICE_MIN_EPSILON_PER_RUN`, default 0.05).
+    pub(crate) min_epsilon_units: std::sync::atomic::AtomicU64,
+    /// The fixed part of a run's visibility delay, in milliseconds
+    /// (`$SLUICE_RUN_VISIBILITY_BASE_MS`, default 1,000).
+    pub(crate) visibility_base_ms: std::sync::atomic::AtomicU64,
     pub(crate) clock: Clock,
     /// Who may attempt what: the Cedar policy set, validated when the gateway opened.
     pub(crate) gate: PolicyGate,
@@ -184,6 +189,11 @@ impl App {
             checkpoint_lock: tokio::sync::Mutex::new(()),
             max_runs_per_hour: std::sync::atomic::AtomicU64::new(max_runs_per_hour()?),
             model_review_quorum: std::sync::atomic::AtomicU64::new(model_review_quorum()?),
+            min_epsilon_units: std::sync::atomic::AtomicU64::new(min_epsilon_per_run()?.units()),
+            visibility_base_ms: std::sync::atomic::AtomicU64::new(env_u64(
+                RUN_VISIBILITY_BASE_ENV,
+                DEFAULT_RUN_VISIBILITY_BASE_MS,
+            )?),
             clock,
             gate: load_policies(&data_dir_policies)?,
         }))
@@ -382,6 +392,21 @@ impl App {
         })
     }
 
+    /// Sets the least ε a run may spend.
+    pub fn set_min_epsilon_per_run(&self, epsilon: sluice_policies::Epsilon) {
+        self.min_epsilon_units.store(epsilon.units(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn min_epsilon_per_run(&self) -> sluice_policies::Epsilon {
+        sluice_policies::Epsilon::from_units(self.min_epsilon_units.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets the fixed part of every run's visibility delay (tests shorten it).
+    pub fn set_run_visibility_base(&self, base: std::time::Duration) {
+        let millis = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+        self.visibility_base_ms.store(millis, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
         let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
         principal_from_row(&row)
@@ -401,6 +426,32 @@ fn max_runs_per_hour() -> anyhow::Result<u64> {
             .filter(|limit| *limit > 0)
             .with_context(|| format!("${MAX_RUNS_PER_HOUR_ENV} must be a whole number above 0")),
         Err(_) => Ok(DEFAULT_MAX_RUNS_PER_HOUR),
+    }
+}
+
+/// Environment variable that sets the least ε a run may spend.
+pub const MIN_EPSILON_PER_RUN_ENV: &str = "SLUICE_MIN_EPSILON_PER_RUN";
+
+fn min_epsilon_per_run() -> anyhow::Result<sluice_policies::Epsilon> {
+    match std::env::var(MIN_EPSILON_PER_RUN_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|epsilon| sluice_policies::Epsilon::from_f64(epsilon).ok())
+            .with_context(|| format!("${MIN_EPSILON_PER_RUN_ENV} must be a number above 0 and at most 1000")),
+        Err(_) => Ok(sluice_policies::DEFAULT_MIN_EPSILON_PER_RUN),
+    }
+}
+
+/// Environment variable that sets the fixed part of a run's visibility delay, in ms.
+pub const RUN_VISIBILITY_BASE_ENV: &str = "SLUICE_RUN_VISIBILITY_BASE_MS";
+const DEFAULT_RUN_VISIBILITY_BASE_MS: u64 = 1_000;
+
+fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse::<u64>().with_context(|| format!("${name} must be a whole number")),
+        Err(_) => Ok(default),
     }
 }
 

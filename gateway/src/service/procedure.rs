@@ -10,8 +10,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model, submit_draft,
-    withdraw_application,
+    check_epsilon_per_run, model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model,
+    submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -293,6 +293,13 @@ impl App {
                 return Err(error);
             }
         };
+        // A model whose ε per run is under the floor, or more than the authorisation has
+        // left, could never run: refuse it now rather than approve it and fail every run.
+        let epsilon = Epsilon::from_f64(compiled.manifest().epsilon_per_run()).map_err(ServiceError::Denied)?;
+        let remaining = Epsilon::from_units((authorisation.epsilon_total - authorisation.epsilon_spent).max(0) as u64);
+        if let Err(denial) = check_epsilon_per_run(epsilon, self.min_epsilon_per_run(), remaining) {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
         let digest = compiled.digest().to_string();
         let manifest = compiled.manifest();
         let row = ModelRow {
@@ -389,6 +396,14 @@ impl App {
             drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
+        if approve && !self.dummy_run_passed(id).await? {
+            drop(tx);
+            let denial = Denial::new(
+                DenialReason::DummyRunFailed,
+                "the model failed on dummy rows (see its automated results); a model that cannot run is not approved",
+            );
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
         if approve && !checklist.is_some_and(|checklist| checklist.all_confirmed()) {
             return Err(ServiceError::invalid(
                 "an approval confirms the whole checklist: usability, consistency, compliance and security",
@@ -478,8 +493,20 @@ impl App {
                 .await
                 .context("the review run panicked")?;
         let dummy_run = match outcome {
-            Ok(outputs) => {
-                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": outputs.len()})
+            // Dummy rows are not secret, so the counts of failed rows are shown to reviewers.
+            Ok(run) if run.fallbacks.total() > 0 => serde_json::json!({
+                "rows": DUMMY_REVIEW_ROWS,
+                "outcome": "failed",
+                "code": "row_fallbacks",
+                "fallback_rows": {
+                    "trap": run.fallbacks.trap,
+                    "fuel": run.fallbacks.fuel,
+                    "stack": run.fallbacks.stack,
+                    "non_finite": run.fallbacks.non_finite,
+                },
+            }),
+            Ok(run) => {
+                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": run.outputs.len()})
             }
             Err(error) => {
                 let code = error.downcast_ref::<sluice_sandbox::SandboxError>().map_or("failed", |error| error.code());
@@ -487,6 +514,14 @@ impl App {
             }
         };
         Ok(serde_json::json!({"static_review": "passed", "dummy_run": dummy_run}))
+    }
+
+    /// Whether the model's automated dummy-data run passed (rows that fail on dummy data
+    /// would fall back on real data too, silently skewing every release).
+    async fn dummy_run_passed(&self, id: i64) -> anyhow::Result<bool> {
+        let results: Option<serde_json::Value> =
+            self.store.automated_results(id).await?.map(|text| serde_json::from_str(&text)).transpose()?;
+        Ok(results.is_some_and(|results| results["dummy_run"]["outcome"] == "passed"))
     }
 
     /// The applicant submits its draft for review.

@@ -3,18 +3,24 @@
 //!
 //! The charge and its audit entry commit before any data is read, and are never refunded:
 //! a refund would tell the operator whether the model failed on the data. The release and
-//! its audit entry commit together afterwards. Raw model outputs never leave this module
-//! except through `sluice_policies::release`.
+//! its audit entry commit together afterwards. A run's result becomes visible at a time
+//! fixed before data is read, and rows the model failed on are counted only in the audit
+//! log, so neither the time nor the outcome tells the operator what the model did on the
+//! data. Raw model outputs never leave this module except through `sluice_policies::release`.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
     OutputRule, PrivacyBudget, QuantileRule, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts,
-    authorise_run, check_run_rate, release, release_gaussian, release_grouped, release_histogram, release_quantile,
-    review_result,
+    authorise_run, check_epsilon_per_run, check_run_rate, release, release_gaussian, release_grouped,
+    release_histogram, release_quantile, review_result,
 };
-use sluice_sandbox::{CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError};
+use sluice_sandbox::{
+    CompiledModel, DEFAULT_CANDIDATES, Fallbacks, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError,
+};
 
 use super::{App, Caller};
 use crate::audit::{AuditOutcome, Receipt};
@@ -81,6 +87,10 @@ pub struct RunView {
     /// and the inclusion proof (`sluice audit verify-receipt` checks it offline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+    /// When the result became visible: fixed before any data was read, from the row count
+    /// and the model's declared fuel per row, never from what the model did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -260,16 +270,72 @@ struct PreparedRun {
     hold_outputs: bool,
 }
 
+/// Assumed cost of one unit of fuel when fixing a run's visibility time: a row that uses
+/// all its fuel at this speed still finishes before its result is due. Measured speeds
+/// are 0.2 to 0.4 ns per unit on the reference models (ARCHITECTURE.md).
+const VISIBILITY_NANOS_PER_FUEL: f64 = 0.5;
+
+/// Why a charged run did not release, or what it released with its fallback count.
+type Executed = Result<(Vec<ReleasedOutput>, Fallbacks), RunFailure>;
+
 impl App {
-    /// Runs `model_id` under `authorisation_id` and returns the DP release.
-    pub async fn run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<RunView> {
+    /// Runs `model_id` under `authorisation_id` and returns the DP release once it is
+    /// visible.
+    ///
+    /// The visibility time is fixed before the charge, from public facts only (the row
+    /// count, the model's declared fuel per row and a base delay); the answer is held until
+    /// then, so its timing says nothing about what the model did on the data. The run
+    /// executes in a task of its own: a client that hangs up leaves it to finish, release
+    /// and be logged, and the result is there to fetch.
+    pub async fn run(
+        self: &Arc<Self>,
+        caller: &Caller,
+        authorisation_id: i64,
+        model_id: i64,
+    ) -> ServiceResult<RunView> {
         let action = Action::RunModel;
         let object = format!("authorisation:{authorisation_id}");
         self.guard(caller, action, &object).await?;
         let prepared = self.prepare_run(caller, authorisation_id, model_id).await?;
-        let run_id = self.charge(caller, authorisation_id, model_id, &prepared).await?;
-        let outcome = self.execute(authorisation_id, &prepared).await;
-        self.finish(caller, run_id, authorisation_id, &prepared, outcome).await
+        let started = self.now();
+        let delay = self.visibility_delay(&prepared);
+        let visible_at = started + delay;
+        let run_id = self.charge(caller, authorisation_id, model_id, &prepared, visible_at).await?;
+        let app = Arc::clone(self);
+        let task_caller = caller.clone();
+        let task = tokio::spawn(async move {
+            let outcome = app.execute(authorisation_id, &prepared).await;
+            app.finish(&task_caller, run_id, authorisation_id, &prepared, outcome).await
+        });
+        let outcome = task.await.map_err(|error| anyhow::anyhow!("the run task failed: {error}"))?;
+        self.wait_until_visible(started, delay).await;
+        let mut view = outcome?;
+        view.visible_at = Some(crate::store::format_time(visible_at));
+        Ok(view)
+    }
+
+    /// How long after its start a run's result becomes visible: a base delay plus the time
+    /// the model may take if every row uses all its fuel.
+    fn visibility_delay(&self, prepared: &PreparedRun) -> time::Duration {
+        let base = self.visibility_base_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let fuel = self.runtime.fuel_per_row(prepared.compiled.manifest()) as f64;
+        let rows = prepared.version.row_count.max(0) as f64;
+        let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / 1e6).ceil() as i64;
+        time::Duration::milliseconds(i64::try_from(base).unwrap_or(i64::MAX).saturating_add(model_millis))
+    }
+
+    /// Sleeps until `started + delay`. A run that overran its delay (the host was slower
+    /// than assumed) is answered at the next whole multiple of the delay, so an overrun
+    /// shows only as a coarse step, never as a precise duration.
+    async fn wait_until_visible(&self, started: time::OffsetDateTime, delay: time::Duration) {
+        let elapsed = self.now() - started;
+        let period = delay.max(time::Duration::milliseconds(1));
+        let periods = (elapsed.whole_nanoseconds() / period.whole_nanoseconds()).max(0) + 1;
+        let due = period * i32::try_from(periods).unwrap_or(i32::MAX);
+        let remaining = due - elapsed;
+        if remaining.is_positive() {
+            tokio::time::sleep(remaining.unsigned_abs()).await;
+        }
     }
 
     async fn prepare_run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<PreparedRun> {
@@ -314,6 +380,10 @@ impl App {
             dataset_budget,
         };
         if let Err(denial) = authorise_run(&facts, self.now()) {
+            return Err(self.deny(caller, action, object, denial).await);
+        }
+        let remaining = authorisation_facts.as_ref().map_or(Epsilon::ZERO, |facts| facts.budget.remaining());
+        if let Err(denial) = check_epsilon_per_run(epsilon, self.min_epsilon_per_run(), remaining) {
             return Err(self.deny(caller, action, object, denial).await);
         }
         let dataset = dataset.context("authorised dataset")?;
@@ -367,6 +437,7 @@ impl App {
         authorisation_id: i64,
         model_id: i64,
         prepared: &PreparedRun,
+        visible_at: time::OffsetDateTime,
     ) -> ServiceResult<i64> {
         let now = self.now();
         let units = prepared.epsilon.units() as i64;
@@ -410,6 +481,7 @@ impl App {
             state: "running".into(),
             outcome: None,
             result_json: None,
+            visible_at: Some(crate::store::format_time(visible_at)),
         };
         let run_id = Store::insert_run(&mut tx, &row, now).await?;
         let event = Self::event(caller, Action::RunModel.as_str(), format!("run:{run_id}"), AuditOutcome::Ok)
@@ -418,14 +490,15 @@ impl App {
             .detail("digest", prepared.compiled.digest())
             .detail("dataset", prepared.version.dataset_id)
             .detail("dataset_version", prepared.version.version)
-            .detail("epsilon_charged", prepared.epsilon);
+            .detail("epsilon_charged", prepared.epsilon)
+            .detail("visible_at", crate::store::format_time(visible_at));
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the budget charge")?;
         Ok(run_id)
     }
 
     /// Decrypts the version chunk by chunk into the sandbox, then releases with DP.
-    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Result<Vec<ReleasedOutput>, RunFailure> {
+    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Executed {
         let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
         // A run queued for a sandbox slot does not start under an authorisation revoked
         // meanwhile; its charge stands (no data was read, but the attempt was made).
@@ -468,8 +541,10 @@ impl App {
             if outputs.rows() != rows {
                 return Err(RunFailure::Host(anyhow::anyhow!("the model mapped {} rows of {rows}", outputs.rows())));
             }
-            release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size, &group_labels)
-                .map_err(|error| RunFailure::Host(error.into()))
+            let released =
+                release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size, &group_labels)
+                    .map_err(|error| RunFailure::Host(error.into()))?;
+            Ok((released, outputs.fallbacks()))
         })
         .await
         .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
@@ -482,13 +557,13 @@ impl App {
         run_id: i64,
         authorisation_id: i64,
         prepared: &PreparedRun,
-        outcome: Result<Vec<ReleasedOutput>, RunFailure>,
+        outcome: Executed,
     ) -> ServiceResult<RunView> {
         let now = self.now();
         let object = format!("run:{run_id}");
         let mut tx = self.store.begin().await?;
         let view = match outcome {
-            Ok(values) => {
+            Ok((values, fallbacks)) => {
                 let state = if prepared.hold_outputs { "held" } else { "released" };
                 let mut view = RunView {
                     run_id,
@@ -499,13 +574,22 @@ impl App {
                     epsilon_charged: prepared.epsilon.as_f64(),
                     authorisation_epsilon_remaining: 0.0,
                     receipt: None,
+                    visible_at: None,
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
                 Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?;
                 let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
                     .detail("authorisation", authorisation_id)
                     .detail("outputs", view.outputs.len())
-                    .detail("held", prepared.hold_outputs);
+                    .detail("held", prepared.hold_outputs)
+                    // Rows the model failed on, which contributed their defaults. Only the
+                    // audit log holds this count: it is not noised, so the operator never
+                    // sees it.
+                    .detail("fallback_rows", fallbacks.total())
+                    .detail("fallback_trap", fallbacks.trap)
+                    .detail("fallback_fuel", fallbacks.fuel)
+                    .detail("fallback_stack", fallbacks.stack)
+                    .detail("fallback_non_finite", fallbacks.non_finite);
                 if prepared.hold_outputs {
                     // Computed and charged, but the operator sees nothing until a reviewer
                     // releases it.
@@ -549,6 +633,16 @@ impl App {
             }
             None => return Err(self.not_found(caller, action.as_str(), "run", run_id).await),
         };
+        let visible_at = run.visible_at.as_deref().map(parse_time).transpose()?;
+        if let Some(visible_at) = visible_at
+            && !is_reviewer
+            && self.now() < visible_at
+        {
+            return Err(ServiceError::Conflict(format!(
+                "run {run_id} becomes visible at {}",
+                crate::store::format_time(visible_at)
+            )));
+        }
         if !is_reviewer && run.state == "held" {
             return Err(ServiceError::Conflict(format!("run {run_id} is held for data product review")));
         }
@@ -560,6 +654,7 @@ impl App {
         };
         let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
         view.state = run.state.clone();
+        view.visible_at = run.visible_at.clone();
         if let Some(seq) = self.store.release_seq(run_id).await? {
             view.receipt = Some(self.receipt(seq).await?);
         }

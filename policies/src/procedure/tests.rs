@@ -275,3 +275,18 @@ fn drafts_are_submitted_by_their_applicant_and_never_reviewed() {
         DenialReason::NotPending
     );
 }
+
+#[test]
+fn epsilon_per_run_has_a_floor_and_must_fit_the_budget() {
+    let units = Epsilon::from_units;
+    let check = |epsilon: u64, minimum: u64, remaining: u64| {
+        check_epsilon_per_run(units(epsilon), units(minimum), units(remaining)).map_err(|denial| denial.reason)
+    };
+    assert_eq!(check(50_000, 50_000, 1_000_000), Ok(()));
+    // The attack of a tiny ε per run: 1e-9 rounds up to one millionth, far under the floor.
+    assert_eq!(check(1, 50_000, 1_000_000), Err(DenialReason::EpsilonBelowMinimum));
+    assert_eq!(check(49_999, 50_000, 1_000_000), Err(DenialReason::EpsilonBelowMinimum));
+    assert_eq!(check(1_000_001, 50_000, 1_000_000), Err(DenialReason::EpsilonAboveBudget));
+    assert_eq!(check(1_000_000, 50_000, 1_000_000), Ok(()));
+    assert_eq!(DEFAULT_MIN_EPSILON_PER_RUN.as_f64(), 0.05);
+}

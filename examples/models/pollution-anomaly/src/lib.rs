@@ -5,10 +5,14 @@
 //! whether the reading breaches the Grade II limits for PM2.5 (75 µg/m³) or SO2 (hourly
 //! 500 µg/m³); the host releases the count of anomalies, the mean index, the total PM2.5
 //! excess in industrial zones, the median index, and a histogram of readings by air-quality
-//! category. Inputs, in manifest order: pm25_ugm3 (f64), so2_ugm3 (f64), industrial_zone
-//! (bool). It must not carry a row out.
+//! category. It is a pure function of one row and cannot carry a row out.
+#![no_std]
 
-use sluice_guest::Row;
+sluice_guest::model! {
+    fn pollution_anomaly;
+    inputs { pm25_ugm3: f64, so2_ugm3: f64, industrial_zone: bool }
+    outputs { anomalous_readings, mean_pm25_index, industrial_pm25_excess, median_pm25_index, pm25_category }
+}
 
 const PM25_LIMIT: f64 = 75.0;
 const SO2_HOURLY_LIMIT: f64 = 500.0;
@@ -34,23 +38,29 @@ fn pm25_index(concentration: f64) -> f64 {
     500.0
 }
 
-fn pollution_anomaly(row: &Row, out: &mut [f64]) {
-    let pm25 = row.f64(0).unwrap_or(0.0).max(0.0);
-    let so2 = row.f64(1).unwrap_or(0.0).max(0.0);
-    let industrial = row.bool(2).unwrap_or(false);
+fn pollution_anomaly(row: &Inputs) -> Outputs {
+    let pm25 = row.pm25_ugm3.unwrap_or(0.0).max(0.0);
+    let so2 = row.so2_ugm3.unwrap_or(0.0).max(0.0);
+    let industrial = row.industrial_zone.unwrap_or(false);
     let anomaly = pm25 > PM25_LIMIT || so2 > SO2_HOURLY_LIMIT;
+    let index = pm25_index(pm25);
 
-    out[0] = if anomaly { 1.0 } else { 0.0 }; // anomalous_readings
-    out[1] = pm25_index(pm25); // mean_pm25_index
-    out[2] = if industrial { (pm25 - PM25_LIMIT).max(0.0) } else { 0.0 }; // industrial_pm25_excess
-    out[3] = pm25_index(pm25); // median_pm25_index: the host releases the median
-    out[4] = aqi_category(pm25_index(pm25)); // pm25_category: a bin index of the histogram
+    Outputs {
+        anomalous_readings: if anomaly { 1.0 } else { 0.0 },
+        mean_pm25_index: index,
+        industrial_pm25_excess: if industrial { (pm25 - PM25_LIMIT).max(0.0) } else { 0.0 },
+        // The host releases the median of these.
+        median_pm25_index: index,
+        // A bin index of the histogram.
+        pm25_category: aqi_category(index),
+    }
 }
 
 /// The air-quality category of an index (HJ 633-2012): excellent, good, light, moderate,
 /// heavy, severe, as bin indexes 0 to 5.
 fn aqi_category(index: f64) -> f64 {
-    [50.0, 100.0, 150.0, 200.0, 300.0].iter().filter(|upper| index > **upper).count() as f64
+    CATEGORY_UPPER_BOUNDS.iter().filter(|upper| index > **upper).count() as f64
 }
 
-sluice_guest::model!(pollution_anomaly);
+/// Upper index bounds of the first five categories.
+const CATEGORY_UPPER_BOUNDS: [f64; 5] = [50.0, 100.0, 150.0, 200.0, 300.0];

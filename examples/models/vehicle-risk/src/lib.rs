@@ -2,22 +2,30 @@
 //!
 //! Per vehicle, a logistic risk score from vehicle age, violations in the last twelve
 //! months and accidents in the last five years; the host turns the per-row values into
-//! differentially private aggregates as `manifest.toml` declares. Inputs, in manifest
-//! order: vehicle_age_years (f64), violations_12m (i64), accidents_5y (i64),
-//! insured_value_cny (f64). It must not try to carry a row out: only aggregates leave.
+//! differentially private aggregates as `manifest.toml` declares. It is a pure function of
+//! one row: it keeps nothing between rows and cannot carry a row out.
+#![no_std]
 
 mod score;
 
-use sluice_guest::Row;
-
-fn vehicle_risk(row: &Row, out: &mut [f64]) {
-    let outputs = score::score(
-        row.f64(0).unwrap_or(0.0),
-        row.i64(1).unwrap_or(0) as f64,
-        row.i64(2).unwrap_or(0) as f64,
-        row.f64(3).unwrap_or(0.0),
-    );
-    out.copy_from_slice(&outputs);
+sluice_guest::model! {
+    fn vehicle_risk;
+    inputs {
+        vehicle_age_years: f64,
+        violations_12m: i64,
+        accidents_5y: i64,
+        insured_value_cny: f64,
+    }
+    outputs { high_risk_vehicles, mean_risk_score, expected_claims_cny }
 }
 
-sluice_guest::model!(vehicle_risk);
+fn vehicle_risk(row: &Inputs) -> Outputs {
+    let [high_risk, score, claim] = score::score(
+        row.vehicle_age_years.unwrap_or(0.0),
+        row.violations_12m.unwrap_or(0) as f64,
+        row.accidents_5y.unwrap_or(0) as f64,
+        row.insured_value_cny.unwrap_or(0.0),
+        sluice_guest::math::exp,
+    );
+    Outputs { high_risk_vehicles: high_risk, mean_risk_score: score, expected_claims_cny: claim }
+}
