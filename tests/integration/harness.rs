@@ -53,6 +53,9 @@ fn operator_body(organisation: &str) -> Value {
            "licence": {"number": "ZY-1", "valid_from": time(-150), "valid_until": time(200)}})
 }
 
+/// How far the hand-set clock moves after each run: past any test dataset's visibility time.
+pub const RUN_VISIBILITY_STEP: time::Duration = time::Duration::seconds(2);
+
 impl World {
     /// Everything up to an approved model on `rows` vehicles with a budget of `epsilon`
     /// (the vehicle-risk model spends 0.5 a run).
@@ -62,6 +65,8 @@ impl World {
         data_dir.init().await.expect("init");
         let clock = Clock::manual(START);
         let app = App::open(data_dir, clock.clone()).await.expect("open");
+        // Tests run many runs; the fixed delay is tested on its own (`runs.rs`).
+        app.set_run_visibility_base(std::time::Duration::ZERO);
         let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
         let api = InProcessClient::new(router(app.clone()));
 
@@ -165,8 +170,15 @@ impl World {
         .await
     }
 
+    /// Runs a model; the POST answers once the result is visible, and the gateway's
+    /// hand-set clock is moved past that time, as a real clock would have moved.
     pub async fn run_as(&self, token: &str, authorisation_id: i64, model_id: i64) -> ApiResponse {
-        self.api.post("/v1/runs", token, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await
+        let response = self
+            .api
+            .post("/v1/runs", token, &json!({"authorisation_id": authorisation_id, "model_id": model_id}))
+            .await;
+        self.clock.advance(RUN_VISIBILITY_STEP);
+        response
     }
 
     pub async fn run(&self) -> ApiResponse {

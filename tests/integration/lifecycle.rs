@@ -244,17 +244,29 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
         let message = expect_error(&world.submit_model(VEHICLE_RISK_WASM, &manifest).await, "manifest_invalid");
         assert!(!message.is_empty(), "{to}");
     }
-    // A model whose run would spend more than the whole authorisation is refused at run time.
+    // A model whose run would spend more than the whole authorisation could never run: it
+    // is refused at upload, not approved to fail every run after a charge.
     let greedy = VEHICLE_RISK_MANIFEST.replacen("epsilon = 0.1", "epsilon = 5.0", 1);
-    let submitted = world.submit_model(VEHICLE_RISK_WASM, &greedy).await.ok().expect("submitted");
-    let greedy_id = submitted["id"].as_i64().expect("id");
+    let message = expect_error(&world.submit_model(VEHICLE_RISK_WASM, &greedy).await, "epsilon_above_budget");
+    assert!(message.contains("5.4 per run"), "{message}");
+    // The tiny-ε attack (many cheap observations of one failure bit): 1e-9 per output is
+    // charged as one millionth each, under the floor of 0.05 a run.
+    let tiny =
+        VEHICLE_RISK_MANIFEST.replace("epsilon = 0.2", "epsilon = 1e-9").replace("epsilon = 0.1", "epsilon = 1e-9");
+    expect_error(&world.submit_model(VEHICLE_RISK_WASM, &tiny).await, "epsilon_below_minimum");
+    // Lowering the floor lets it upload; the run is refused when the floor is raised again,
+    // before any charge.
+    world.app.set_min_epsilon_per_run(sluice_policies::Epsilon::from_units(1));
+    let submitted = world.submit_model(VEHICLE_RISK_WASM, &tiny).await.ok().expect("submitted");
+    let tiny_id = submitted["id"].as_i64().expect("id");
     world
         .api
-        .post(&format!("/v1/models/{greedy_id}/reviews"), &world.bureau, &crate::harness::approve_model())
+        .post(&format!("/v1/models/{tiny_id}/reviews"), &world.bureau, &crate::harness::approve_model())
         .await
         .ok()
         .expect("approved");
-    expect_error(&world.run_as(&world.operator, world.authorisation_id, greedy_id).await, "budget_exhausted");
+    world.app.set_min_epsilon_per_run(sluice_policies::DEFAULT_MIN_EPSILON_PER_RUN);
+    expect_error(&world.run_as(&world.operator, world.authorisation_id, tiny_id).await, "epsilon_below_minimum");
     let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
     let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
     assert_eq!((budget["epsilon_spent"].as_f64(), budget["dataset_epsilon_spent"].as_f64()), (Some(0.0), Some(0.0)));

@@ -4,6 +4,7 @@
 mod audit;
 mod harness;
 mod lifecycle;
+mod privacy;
 mod sandbox;
 mod tidy;
 mod vault;

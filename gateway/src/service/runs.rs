@@ -298,6 +298,8 @@ impl App {
         self.guard(caller, action, &object).await?;
         let prepared = self.prepare_run(caller, authorisation_id, model_id).await?;
         let started = self.now();
+        // The wait is timed on the monotonic clock: the gateway's clock may be set by hand.
+        let started_instant = tokio::time::Instant::now();
         let delay = self.visibility_delay(&prepared);
         let visible_at = started + delay;
         let run_id = self.charge(caller, authorisation_id, model_id, &prepared, visible_at).await?;
@@ -308,7 +310,7 @@ impl App {
             app.finish(&task_caller, run_id, authorisation_id, &prepared, outcome).await
         });
         let outcome = task.await.map_err(|error| anyhow::anyhow!("the run task failed: {error}"))?;
-        self.wait_until_visible(started, delay).await;
+        wait_until_visible(started_instant, delay).await;
         let mut view = outcome?;
         view.visible_at = Some(crate::store::format_time(visible_at));
         Ok(view)
@@ -322,20 +324,6 @@ impl App {
         let rows = prepared.version.row_count.max(0) as f64;
         let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / 1e6).ceil() as i64;
         time::Duration::milliseconds(i64::try_from(base).unwrap_or(i64::MAX).saturating_add(model_millis))
-    }
-
-    /// Sleeps until `started + delay`. A run that overran its delay (the host was slower
-    /// than assumed) is answered at the next whole multiple of the delay, so an overrun
-    /// shows only as a coarse step, never as a precise duration.
-    async fn wait_until_visible(&self, started: time::OffsetDateTime, delay: time::Duration) {
-        let elapsed = self.now() - started;
-        let period = delay.max(time::Duration::milliseconds(1));
-        let periods = (elapsed.whole_nanoseconds() / period.whole_nanoseconds()).max(0) + 1;
-        let due = period * i32::try_from(periods).unwrap_or(i32::MAX);
-        let remaining = due - elapsed;
-        if remaining.is_positive() {
-            tokio::time::sleep(remaining.unsigned_abs()).await;
-        }
     }
 
     async fn prepare_run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<PreparedRun> {
@@ -581,15 +569,17 @@ impl App {
                 let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
                     .detail("authorisation", authorisation_id)
                     .detail("outputs", view.outputs.len())
-                    .detail("held", prepared.hold_outputs)
-                    // Rows the model failed on, which contributed their defaults. Only the
-                    // audit log holds this count: it is not noised, so the operator never
-                    // sees it.
+                    .detail("held", prepared.hold_outputs);
+                // Rows the model failed on, which contributed their defaults. The count is
+                // not noised, so it goes into an entry of its own that only regulators read
+                // (the `run.release` entry travels to the operator inside the receipt).
+                let fallback_event = Self::event(caller, "run.fallbacks", &object, AuditOutcome::Ok)
                     .detail("fallback_rows", fallbacks.total())
-                    .detail("fallback_trap", fallbacks.trap)
-                    .detail("fallback_fuel", fallbacks.fuel)
-                    .detail("fallback_stack", fallbacks.stack)
-                    .detail("fallback_non_finite", fallbacks.non_finite);
+                    .detail("trap", fallbacks.trap)
+                    .detail("fuel", fallbacks.fuel)
+                    .detail("stack", fallbacks.stack)
+                    .detail("non_finite", fallbacks.non_finite);
+                Store::append_audit(&mut tx, fallback_event, now).await?;
                 if prepared.hold_outputs {
                     // Computed and charged, but the operator sees nothing until a reviewer
                     // releases it.
@@ -729,6 +719,16 @@ impl App {
         self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
+}
+
+/// Sleeps until `started + delay`. A run that overran its delay (the host was slower than
+/// assumed) is answered at the next whole multiple of the delay, so an overrun shows only
+/// as a coarse step, never as a precise duration.
+async fn wait_until_visible(started: tokio::time::Instant, delay: time::Duration) {
+    let period = delay.unsigned_abs().max(std::time::Duration::from_millis(1));
+    let elapsed = started.elapsed();
+    let periods = u32::try_from(elapsed.as_nanos() / period.as_nanos()).unwrap_or(u32::MAX).saturating_add(1);
+    tokio::time::sleep_until(started + period.saturating_mul(periods)).await;
 }
 
 /// Why a charged run did not release.

@@ -1,0 +1,163 @@
+//! Privacy against a hostile operator with an approved model, through the HTTP API: what
+//! the model does on one row — keep it, trap on it, burn time on it — never reaches the
+//! operator except through the charged DP release.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLES_SCHEMA, vehicles_csv};
+use sluice_gateway::schema::DatasetSchema;
+
+use crate::harness::{RUN_VISIBILITY_STEP, World, approve_model, expect_error};
+
+/// A hand-written vehicle model reading only the vehicle's age. With `trap_on` it traps on
+/// rows whose age equals that value: the failure-as-a-bit attack.
+fn age_model(trap_on: Option<f64>) -> Vec<u8> {
+    let trap = trap_on
+        .map(|target| format!("(if (f64.eq (local.get $age) (f64.const {target})) (then unreachable))"))
+        .unwrap_or_default();
+    wat::parse_str(format!(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (func (export "sluice_row_v2(vehicle_age_years:f64,)->(high_risk_vehicles,mean_risk_score,expected_claims_cny,)")
+                  (param $age f64) (param $present i64)
+                {trap}
+                (call $emit (i32.const 0) (select (f64.const 1) (f64.const 0) (f64.gt (local.get $age) (f64.const 10))))
+                (call $emit (i32.const 1) (f64.div (f64.min (local.get $age) (f64.const 30)) (f64.const 30)))
+                (call $emit (i32.const 2) (f64.const 100))))"#
+    ))
+    .expect("valid WAT")
+}
+
+/// The ages in the first `rows` rows of the test dataset.
+fn real_ages(rows: usize) -> Vec<f64> {
+    vehicles_csv(rows, 11).lines().skip(1).filter_map(|line| line.split(',').nth(2)?.parse().ok()).collect()
+}
+
+/// An age that occurs in the real rows but in none of the dummy rows review runs on, so
+/// the hostile model passes review exactly as a real attacker's would.
+fn target_age(rows: usize) -> f64 {
+    let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("schema");
+    let dummy = sluice_gateway::dummy::dummy_csv(&schema, 1_000, 0);
+    let header: Vec<&str> = dummy.lines().next().expect("header").split(',').collect();
+    let column = header.iter().position(|name| *name == "vehicle_age_years").expect("age column");
+    let dummy_ages: Vec<f64> =
+        dummy.lines().skip(1).filter_map(|line| line.split(',').nth(column)?.parse().ok()).collect();
+    real_ages(rows).into_iter().find(|age| !dummy_ages.contains(age)).expect("an age only the real data has")
+}
+
+async fn approved(world: &World, module: &[u8]) -> i64 {
+    let submitted = world.submit_model(module, VEHICLE_RISK_MANIFEST).await.ok().expect("submitted");
+    let id = submitted["id"].as_i64().expect("id");
+    world.api.post(&format!("/v1/models/{id}/reviews"), &world.bureau, &approve_model()).await.ok().expect("approved");
+    id
+}
+
+/// The shape of a JSON value: its keys and value kinds, not its numbers. An inclusion
+/// proof's length follows the log's size (public), so it counts as one shape.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) if map.contains_key("inclusion_proof") => Value::Object(
+            map.iter()
+                .map(|(key, value)| (key.clone(), if key == "inclusion_proof" { Value::Null } else { shape(value) }))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(map.iter().map(|(key, value)| (key.clone(), shape(value))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Number(_) => Value::String("number".into()),
+        Value::String(_) => Value::String("string".into()),
+        other => other.clone(),
+    }
+}
+
+fn visible_at(run: &Value) -> time::OffsetDateTime {
+    sluice_gateway::store::parse_time(run["visible_at"].as_str().expect("visible_at")).expect("time")
+}
+
+#[tokio::test]
+async fn an_operator_cannot_tell_a_model_that_traps_on_one_row_from_one_that_does_not() {
+    const ROWS: usize = 300;
+    let world = World::new(ROWS, 5.0).await;
+    let target = target_age(ROWS);
+    let honest = approved(&world, &age_model(None)).await;
+    let hostile = approved(&world, &age_model(Some(target))).await;
+    let base = Duration::from_millis(300);
+    world.app.set_run_visibility_base(base);
+
+    let started = Instant::now();
+    let honest_run = world.run_as(&world.operator, world.authorisation_id, honest).await;
+    let honest_took = started.elapsed();
+    let started = Instant::now();
+    let hostile_run = world.run_as(&world.operator, world.authorisation_id, hostile).await;
+    let hostile_took = started.elapsed();
+
+    // Same status, same fields, same state: the failure is not a bit the operator reads.
+    assert_eq!(honest_run.status, hostile_run.status);
+    let (honest_run, hostile_run) = (honest_run.ok().expect("honest"), hostile_run.ok().expect("hostile"));
+    assert_eq!(shape(&honest_run), shape(&hostile_run));
+    assert_eq!(hostile_run["state"], "released");
+    assert_eq!(honest_run["epsilon_charged"], hostile_run["epsilon_charged"]);
+    // The visibility time was fixed before the data was read, from public facts only: the
+    // two runs are due exactly the clock's step apart, whatever the models did.
+    assert_eq!(visible_at(&hostile_run) - visible_at(&honest_run), RUN_VISIBILITY_STEP);
+    assert!(honest_took >= base && hostile_took >= base, "{honest_took:?} {hostile_took:?}");
+    // Neither the response nor its receipt mentions the failed rows.
+    assert!(!hostile_run.to_string().contains("fallback"), "{hostile_run}");
+
+    // Both runs were charged.
+    let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(1.0));
+
+    // The audit log, which only regulators read, records how many rows fell back.
+    let fallbacks = world.audit_entries("run.fallbacks").await;
+    let expected = real_ages(ROWS).iter().filter(|age| **age == target).count();
+    let count = |entry: &Value, key: &str| entry["details"][key].as_str().and_then(|text| text.parse::<usize>().ok());
+    let counts: Vec<Option<usize>> = fallbacks.iter().map(|entry| count(entry, "fallback_rows")).collect();
+    assert!(expected > 0);
+    assert_eq!(counts, vec![Some(0), Some(expected)]);
+    assert_eq!(count(&fallbacks[1], "trap"), Some(expected));
+}
+
+/// The published attack: a model that keeps the first row in a global and emits it for
+/// every row. It is refused at upload, with the reason in the audit log.
+#[tokio::test]
+async fn a_model_that_keeps_a_row_in_a_global_is_refused_at_upload() {
+    let world = World::new(50, 5.0).await;
+    let keeper = wat::parse_str(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (global $first (mut f64) (f64.const -1))
+            (func (export "sluice_row_v2(vehicle_age_years:f64,)->(high_risk_vehicles,mean_risk_score,expected_claims_cny,)")
+                  (param $age f64) (param i64)
+                (if (f64.lt (global.get $first) (f64.const 0)) (then (global.set $first (local.get $age))))
+                (call $emit (i32.const 0) (f64.const 0))
+                (call $emit (i32.const 1) (global.get $first))
+                (call $emit (i32.const 2) (f64.const 0))))"#,
+    )
+    .expect("wat");
+    let message = expect_error(&world.submit_model(&keeper, VEHICLE_RISK_MANIFEST).await, "writes_global");
+    assert!(message.contains("writes a global"), "{message}");
+    let refused = world.audit_entries("model.submit").await;
+    assert!(refused.iter().any(|entry| entry["reason"] == "writes_global"), "{refused:?}");
+}
+
+/// A model that fails on dummy rows cannot be approved: approved, it would silently release
+/// defaults for every row it fails on.
+#[tokio::test]
+async fn a_model_whose_dummy_run_fails_cannot_be_approved() {
+    let world = World::new(50, 5.0).await;
+    let failing = wat::parse_str(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (func (export "sluice_row_v2(vehicle_age_years:f64,)->(high_risk_vehicles,mean_risk_score,expected_claims_cny,)")
+                  (param f64 i64) unreachable))"#,
+    )
+    .expect("wat");
+    let submitted = world.submit_model(&failing, VEHICLE_RISK_MANIFEST).await.ok().expect("static review passes");
+    assert_eq!(submitted["automated_results"]["dummy_run"]["outcome"], "failed");
+    assert_eq!(submitted["automated_results"]["dummy_run"]["fallback_rows"]["trap"], 1_000);
+    let id = submitted["id"].as_i64().expect("id");
+    let review = world.api.post(&format!("/v1/models/{id}/reviews"), &world.bureau, &approve_model()).await;
+    expect_error(&review, "dummy_run_failed");
+}
