@@ -1,7 +1,7 @@
 //! Sandbox benchmarks: `cargo bench -p sluice-gateway --bench sandbox`.
 //!
-//! - instantiate: a fresh store and instance from the pooling allocator, with the ABI
-//!   handshake and `sluice_reserve`, the fixed cost of every run;
+//! - instantiate: a fresh store with the model and its driver instantiated from the
+//!   pooling allocator and linked, the fixed cost of every run;
 //! - throughput: the vehicle-risk model over 65,536 rows in the sandbox with each metering
 //!   configuration, against the same scoring function compiled natively, in one run;
 //! - a tight loop (1,000 additions per row), where metering costs the most.
@@ -77,6 +77,7 @@ fn native(columns: &Columns, outputs: &mut [f64]) {
             columns.violations[row] as f64,
             columns.accidents[row] as f64,
             columns.value[row],
+            f64::exp,
         );
         outputs[row * 3..row * 3 + 3].copy_from_slice(&scored);
     }
@@ -112,57 +113,41 @@ fn throughput(criterion: &mut Criterion) {
     group.finish();
 }
 
-/// Writes input 0 of each row to its three outputs (4 inputs, 3 outputs, WAT).
+/// Emits input 0 of each row as its three outputs (ABI 2, WAT): the cost of the host
+/// side (moving batches in, the driver's loop, `emit`, collecting outputs).
 fn copy_model() -> Vec<u8> {
-    let layout = sluice_sandbox::abi::BatchLayout::new(4, 3);
-    let outputs_at = 65_536 + layout.outputs_offset();
-    wat::parse_str(format!(
-        r#"(module (memory (export "memory") 8)
-          (func (export "sluice_abi_version") (result i32) i32.const 1)
-          (func (export "sluice_reserve") (param i32) (result i32) i32.const 65536)
-          (func (export "sluice_map") (param $region i32) (param $rows i32) (param i32 i32) (result i32)
-            (local $row i32) (local $value f64) (local $out i32)
-            (block $done (loop $next
-              (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
-              (local.set $value (f64.load (i32.add (i32.const 65536) (i32.shl (local.get $row) (i32.const 3)))))
-              (local.set $out (i32.add (i32.const {outputs_at}) (i32.mul (local.get $row) (i32.const 24))))
-              (f64.store (local.get $out) (local.get $value))
-              (f64.store offset=8 (local.get $out) (local.get $value))
-              (f64.store offset=16 (local.get $out) (local.get $value))
-              (local.set $row (i32.add (local.get $row) (i32.const 1)))
-              (br $next)))
-            i32.const 0))"#
-    ))
+    wat::parse_str(
+        r#"(module
+          (import "sluice" "emit" (func $emit (param i32 f64)))
+          (func (export "sluice_row_v2(vehicle_age_years:f64,)->(high_risk_vehicles,mean_risk_score,expected_claims_cny,)")
+            (param $x f64) (param i64)
+            (call $emit (i32.const 0) (local.get $x))
+            (call $emit (i32.const 1) (local.get $x))
+            (call $emit (i32.const 2) (local.get $x))))"#,
+    )
     .expect("wat")
 }
 
 /// 1,000 dependent additions per row: metering's worst case, a tight loop.
 fn tight_loop(criterion: &mut Criterion) {
     const MANIFEST: &str = r#"
-abi_version = 1
+abi_version = 2
 name = "tight"
 version = "1"
 inputs = [{ name = "x", type = "f64" }]
 outputs = [{ name = "y", kind = "sum", lower = 0.0, upper = 1e12, epsilon = 1.0 }]
 "#;
     let wasm = wat::parse_str(
-        r#"(module (memory (export "memory") 3)
-          (func (export "sluice_abi_version") (result i32) i32.const 1)
-          (func (export "sluice_reserve") (param i32) (result i32) i32.const 65536)
-          (func (export "sluice_map") (param $region i32) (param $rows i32) (param i32 i32) (result i32)
-            (local $row i32) (local $i i32) (local $acc f64)
-            (block $done (loop $rows_loop
-              (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
-              (local.set $acc (f64.load (i32.add (i32.const 65536) (i32.shl (local.get $row) (i32.const 3)))))
-              (local.set $i (i32.const 0))
-              (loop $inner
-                (local.set $acc (f64.add (local.get $acc) (f64.const 1.5)))
-                (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                (br_if $inner (i32.lt_u (local.get $i) (i32.const 1000))))
-              (f64.store (i32.add (i32.const 102400) (i32.shl (local.get $row) (i32.const 3))) (local.get $acc))
-              (local.set $row (i32.add (local.get $row) (i32.const 1)))
-              (br $rows_loop)))
-            i32.const 0))"#,
+        r#"(module
+          (import "sluice" "emit" (func $emit (param i32 f64)))
+          (func (export "sluice_row_v2(x:f64,)->(y,)") (param $x f64) (param i64)
+            (local $i i32) (local $acc f64)
+            (local.set $acc (local.get $x))
+            (loop $inner
+              (local.set $acc (f64.add (local.get $acc) (f64.const 1.5)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $inner (i32.lt_u (local.get $i) (i32.const 1000))))
+            (call $emit (i32.const 0) (local.get $acc))))"#,
     )
     .expect("wat");
     let rows = 4 * BATCH;
@@ -210,24 +195,22 @@ fn instantiate(criterion: &mut Criterion) {
     let minimal = runtime
         .compile(
             &wat::parse_str(
-                r#"(module (memory (export "memory") 3)
-                  (func (export "sluice_abi_version") (result i32) i32.const 1)
-                  (func (export "sluice_reserve") (param i32) (result i32) i32.const 65536)
-                  (func (export "sluice_map") (param i32 i32 i32 i32) (result i32) i32.const 0))"#,
+                r#"(module (import "sluice" "emit" (func $emit (param i32 f64)))
+                  (func (export "sluice_row_v2(x:f64,)->(y,)") (param f64 i64)))"#,
             )
             .expect("wat"),
             Manifest::from_toml(
-                "abi_version = 1\nname = \"m\"\nversion = \"1\"\ninputs = [{ name = \"x\", type = \"f64\" }]\n\
+                "abi_version = 2\nname = \"m\"\nversion = \"1\"\ninputs = [{ name = \"x\", type = \"f64\" }]\n\
                  outputs = [{ name = \"y\", kind = \"count\", epsilon = 1.0 }]",
             )
             .expect("manifest"),
         )
         .expect("compiles");
     let mut group = criterion.benchmark_group("instantiate");
-    group.bench_function("minimal module (static region)", |bench| {
+    group.bench_function("minimal module and its driver", |bench| {
         bench.iter(|| runtime.instantiate(&minimal).expect("ok"))
     });
-    group.bench_function("vehicle-risk (Rust SDK, static region)", |bench| {
+    group.bench_function("vehicle-risk (Rust SDK) and its driver", |bench| {
         bench.iter(|| runtime.instantiate(&reference).expect("ok"))
     });
     group.finish();

@@ -216,9 +216,15 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         released_runs += 1;
         last_run_id = run["run_id"].as_i64().context("run id")?;
         say.say(format!(
-            "run {attempt}: {} rows, no WASI, fuel and memory limits; epsilon charged {}, remaining {}",
+            "run {attempt}: {} rows, each through a pure row function (no state crosses rows); epsilon charged {}, remaining {}",
             run["rows"], run["epsilon_charged"], run["authorisation_epsilon_remaining"]
         ))?;
+        if attempt == 1 {
+            say.say(format!(
+                "   visible at {}, a time fixed before any data was read, so its timing says nothing about the data",
+                run["visible_at"].as_str().unwrap_or_default()
+            ))?;
+        }
         for output in run["outputs"].as_array().into_iter().flatten() {
             let half_width = output["ci95_half_width"].as_f64().unwrap_or_default();
             // Show the digits the noise leaves meaningful, and whole numbers for counts.
