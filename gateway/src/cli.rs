@@ -49,6 +49,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write a new model crate for a dataset schema (it builds and passes `dev check` as it is).
+    New {
+        /// The model's name: a-z, 0-9 and `-`; also the directory created.
+        name: String,
+        /// The dataset schema the model is written for.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        directory: PathBuf,
+    },
     /// The operator's development loop: static review and runs on dummy data.
     Dev {
         #[command(subcommand)]
@@ -252,6 +263,15 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             for entry in app.search_audit(&caller, query).await.map_err(service_error)? {
                 writeln!(stdout, "{}", entry.canonical())?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { name, schema, directory } => {
+            let parsed = read_schema(&schema)?;
+            let files = crate::scaffold::new_model(&directory, &name, &parsed, &schema.display().to_string())?;
+            for file in &files {
+                println!("wrote {}", file.display());
+            }
+            println!("next: cd {} and follow README.md", directory.join(&name).display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev { command: DevCommand::Check { files, schema } } => dev_check(&files, schema.as_deref()),

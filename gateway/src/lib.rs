@@ -21,6 +21,7 @@ pub mod dummy;
 pub mod error;
 pub mod examples;
 pub mod keys;
+pub mod scaffold;
 pub mod schema;
 pub mod service;
 pub mod store;

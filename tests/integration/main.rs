@@ -6,5 +6,6 @@ mod harness;
 mod lifecycle;
 mod privacy;
 mod sandbox;
+mod scaffold;
 mod tidy;
 mod vault;
