@@ -23,6 +23,99 @@ fn neighbour_distance(rows_per_person: u32) -> u32 {
 /// ln(1/0.05): a Laplace(b) draw lies within ±b·ln 20 of zero with probability 95%.
 const LN_TWENTY: f64 = 2.995_732_273_553_991;
 
+/// A count's per-row value as an indicator: clamped to [0, 1] and rounded, so a row adds
+/// 0 or 1 (NaN, which the sandbox never passes on, counts as 0).
+fn indicator(value: f64) -> i64 {
+    i64::from(value.clamp(0.0, 1.0) >= 0.5)
+}
+
+/// Half-width of the two-sided `1 - miss` interval of discrete Laplace noise with `scale`
+/// t: the smallest whole k with P(|Z| > k) ≤ `miss`, where P(|Z| > k) = 2q^(k+1) / (1 + q)
+/// and q = e^(-1/t).
+pub fn discrete_laplace_half_width(scale: f64, miss: f64) -> f64 {
+    let q = (-1.0 / scale).exp();
+    let k = (-scale * (miss / 2.0 * (1.0 + q)).ln() - 1.0).ceil();
+    // Guard the boundary against rounding in the logarithm.
+    let tail = |k: f64| 2.0 * q.powf(k + 1.0) / (1.0 + q);
+    let k = k.max(0.0);
+    if tail(k) > miss { k + 1.0 } else { k }
+}
+
+/// An integer count measurement: a sized sum of 0/1 indicators, then discrete Laplace.
+pub(crate) struct CalibratedCount {
+    measurement: Measurement<VectorDomain<AtomDomain<i64>>, SymmetricDistance, MaxDivergence, i64>,
+    pub scale: f64,
+    pub epsilon: f64,
+}
+
+impl CalibratedCount {
+    pub(crate) fn invoke(&self, output: &str, indicators: Vec<i64>) -> Result<i64, ReleaseError> {
+        self.measurement.invoke(&indicators).map_err(|error| opendp_error(output, error))
+    }
+}
+
+/// Calibrates a count over `rows` indicators for `epsilon`, with the neighbour `distance`.
+pub(crate) fn calibrate_count(
+    output: &str,
+    rows: usize,
+    distance: u32,
+    epsilon: f64,
+) -> Result<CalibratedCount, ReleaseError> {
+    calibrate_count_with_scale(output, rows, distance, epsilon, 1.0)
+}
+
+/// [`calibrate_count`] with the scale multiplied by `scale_factor` (1.0 in production; the
+/// coverage tests use others to show they catch wrong noise).
+pub(crate) fn calibrate_count_with_scale(
+    output: &str,
+    rows: usize,
+    distance: u32,
+    epsilon: f64,
+    scale_factor: f64,
+) -> Result<CalibratedCount, ReleaseError> {
+    let to_error = |error| opendp_error(output, error);
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(ReleaseError::InvalidRule {
+            output: output.into(),
+            detail: "epsilon must be finite and above 0".into(),
+        });
+    }
+    let domain = VectorDomain::new(AtomDomain::<i64>::new_closed((0, 1)).map_err(to_error)?).with_size(rows);
+    let sum = make_sum(domain, SymmetricDistance).map_err(to_error)?;
+    let sensitivity = sum.map(&distance).map_err(to_error)? as f64;
+    let (measurement, scale, spent) = search_scale(output, sensitivity / epsilon * scale_factor, |scale| {
+        let laplace =
+            make_laplace::<_, _, MaxDivergence>(AtomDomain::<i64>::default(), AbsoluteDistance::default(), scale, None)
+                .map_err(to_error)?;
+        let measurement = (sum.clone() >> laplace).map_err(to_error)?;
+        let spent = measurement.map(&distance).map_err(to_error)?;
+        Ok((measurement, spent <= epsilon || scale_factor < 1.0, spent))
+    })?;
+    Ok(CalibratedCount { measurement, scale, epsilon: spent })
+}
+
+/// The one noise-scale search: starting from `initial`, widen the scale a hair until
+/// opendp's privacy map confirms it (`build` returns the measurement, whether it fits and
+/// the ε it spends). opendp's maps round conservatively, so the first try can miss by ulps.
+fn search_scale<M>(
+    output: &str,
+    initial: f64,
+    build: impl Fn(f64) -> Result<(M, bool, f64), ReleaseError>,
+) -> Result<(M, f64, f64), ReleaseError> {
+    let mut scale = initial;
+    for _ in 0..8 {
+        let (measurement, fits, spent) = build(scale)?;
+        if fits {
+            return Ok((measurement, scale, spent));
+        }
+        scale *= 1.0 + 1e-9;
+    }
+    Err(ReleaseError::InvalidRule {
+        output: output.into(),
+        detail: "could not find a noise scale within the declared epsilon".into(),
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggregateKind {
     /// Sum of per-row indicators clamped to [0, 1].
@@ -97,11 +190,22 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
     if values.len() != rows {
         return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: values.len(), rows });
     }
-    let calibrated = calibrate(rule, rows, distance)?;
-    let mut value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(&rule.name, error))?;
     if rule.kind == AggregateKind::Count {
-        value = value.round(); // post-processing: a count is a whole number
+        // A count is an integer: a sized sum of 0/1 indicators with opendp's discrete
+        // Laplace, whose interval is exact (a rounded continuous Laplace under-covers).
+        let count = calibrate_count(&rule.name, rows, distance, rule.epsilon)?;
+        let noisy = count.invoke(&rule.name, values.iter().map(|value| indicator(*value)).collect())?;
+        return Ok(ReleasedValue {
+            name: rule.name.clone(),
+            kind: rule.kind,
+            value: noisy as f64,
+            epsilon: count.epsilon,
+            noise_scale: count.scale,
+            ci95_half_width: discrete_laplace_half_width(count.scale, 0.05),
+        });
     }
+    let calibrated = calibrate(rule, rows, distance)?;
+    let value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(&rule.name, error))?;
     Ok(ReleasedValue {
         name: rule.name.clone(),
         kind: rule.kind,
@@ -320,15 +424,13 @@ pub(crate) fn calibrate_with_scale(
     distance: u32,
     scale_factor: f64,
 ) -> Result<Calibrated, ReleaseError> {
-    let invalid = |detail: &str| ReleaseError::InvalidRule { output: rule.name.clone(), detail: detail.into() };
     let opendp_error = |error| opendp_error(&rule.name, error);
     let aggregate = aggregate(rule, rows)?;
 
     // opendp computes the sensitivity (including floating-point slack); we pick the scale
     // for the declared ε and let opendp's privacy map confirm it.
     let sensitivity = aggregate.map(&distance).map_err(opendp_error)?;
-    let mut scale = sensitivity / rule.epsilon * scale_factor;
-    for _ in 0..8 {
+    let (measurement, scale, epsilon) = search_scale(&rule.name, sensitivity / rule.epsilon * scale_factor, |scale| {
         let laplace = make_laplace::<_, _, MaxDivergence>(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
@@ -338,13 +440,9 @@ pub(crate) fn calibrate_with_scale(
         .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace).map_err(opendp_error)?;
         let epsilon = measurement.map(&distance).map_err(opendp_error)?;
-        if epsilon <= rule.epsilon || scale_factor < 1.0 {
-            return Ok(Calibrated { measurement, scale, epsilon });
-        }
-        // The privacy map rounds conservatively; widen the scale a hair and try again.
-        scale *= 1.0 + 1e-9;
-    }
-    Err(invalid("could not find a noise scale within the declared epsilon"))
+        Ok((measurement, epsilon <= rule.epsilon || scale_factor < 1.0, epsilon))
+    })?;
+    Ok(Calibrated { measurement, scale, epsilon })
 }
 
 fn clamp_output_domain(rule: &OutputRule, rows: usize) -> Result<VectorDomain<AtomDomain<f64>>, ReleaseError> {
@@ -396,48 +494,45 @@ pub fn release_histogram(
     if rule.bins.len() < 2 {
         return Err(invalid("a histogram needs at least two bins"));
     }
-    let mut counts = vec![0.0f64; rule.bins.len()];
+    let mut counts = vec![0i64; rule.bins.len()];
     for value in values {
         let index = value.round();
         if value.is_finite() && index >= 0.0 && (index as usize) < counts.len() {
-            counts[index as usize] += 1.0;
+            counts[index as usize] += 1;
         }
     }
     let to_error = |error| opendp_error(&rule.name, error);
-    let sensitivity = 2.0 * f64::from(rows_per_person.max(1));
-    let mut scale = sensitivity / rule.epsilon;
-    for _ in 0..8 {
+    // Bin counts are integers: opendp's discrete Laplace on the count vector.
+    let sensitivity = 2 * i64::from(rows_per_person.max(1));
+    let (laplace, scale, epsilon) = search_scale(&rule.name, sensitivity as f64 / rule.epsilon, |scale| {
         let laplace = make_laplace::<_, _, MaxDivergence>(
-            VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
-            L1Distance::<f64>::default(),
+            VectorDomain::new(AtomDomain::<i64>::default()),
+            L1Distance::<i64>::default(),
             scale,
             None,
         )
         .map_err(to_error)?;
         let epsilon = laplace.map(&sensitivity).map_err(to_error)?;
-        if epsilon <= rule.epsilon {
-            let noisy = laplace.invoke(&counts).map_err(to_error)?;
-            let bins = rule
-                .bins
-                .iter()
-                .zip(noisy)
-                .map(|(label, count)| {
-                    let count = count.round();
-                    let suppressed = count < f64::from(min_count);
-                    ReleasedBin { label: label.clone(), count: (!suppressed).then_some(count), suppressed }
-                })
-                .collect();
-            return Ok(ReleasedHistogram {
-                name: rule.name.clone(),
-                bins,
-                epsilon,
-                noise_scale: scale,
-                ci95_half_width: scale * LN_TWENTY,
-            });
-        }
-        scale *= 1.0 + 1e-9;
-    }
-    Err(invalid("could not find a noise scale within the declared epsilon"))
+        Ok((laplace, epsilon <= rule.epsilon, epsilon))
+    })?;
+    let noisy = laplace.invoke(&counts).map_err(to_error)?;
+    let bins = rule
+        .bins
+        .iter()
+        .zip(noisy)
+        .map(|(label, count)| {
+            let count = count as f64;
+            let suppressed = count < f64::from(min_count);
+            ReleasedBin { label: label.clone(), count: (!suppressed).then_some(count), suppressed }
+        })
+        .collect();
+    Ok(ReleasedHistogram {
+        name: rule.name.clone(),
+        bins,
+        epsilon,
+        noise_scale: scale,
+        ci95_half_width: discrete_laplace_half_width(scale, 0.05),
+    })
 }
 
 /// One group of a grouped release: its noisy value, or nothing when suppressed.
@@ -446,6 +541,8 @@ pub struct ReleasedGroup {
     pub label: String,
     pub value: Option<f64>,
     pub suppressed: bool,
+    /// Half-width of this group's own 95% interval (none when suppressed).
+    pub ci95_half_width: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -457,6 +554,9 @@ pub struct ReleasedGroups {
     pub epsilon: f64,
     /// Noise scale of each group's count (count outputs) or sum (sum and mean outputs).
     pub noise_scale: f64,
+    /// Half-width of a 95% interval for the total over the released groups of a count or
+    /// sum (a union bound over the groups; none for a mean).
+    pub total_ci95_half_width: Option<f64>,
 }
 
 /// Releases `rule` once per group of a declared domain (`labels`; `groups[i]` is row i's
@@ -490,7 +590,7 @@ pub fn release_grouped(
     let touched = (distance as usize).min(labels.len()) as f64;
     let group_epsilon = rule.epsilon / touched;
     let (sum_epsilon, count_epsilon) = match rule.kind {
-        AggregateKind::Count => (group_epsilon, 0.0),
+        AggregateKind::Count => (0.0, 0.0),
         AggregateKind::Sum | AggregateKind::Mean => (group_epsilon / 2.0, group_epsilon / 2.0),
     };
     let padded_rule = OutputRule {
@@ -500,39 +600,73 @@ pub fn release_grouped(
         upper: rule.upper.max(0.0),
         epsilon: sum_epsilon,
     };
-    let sum = calibrate(&padded_rule, rows, distance)?;
-    let count = (count_epsilon > 0.0)
-        .then(|| {
-            let rule = OutputRule { lower: 0.0, upper: 1.0, epsilon: count_epsilon, ..padded_rule.clone() };
-            calibrate(&rule, rows, distance)
-        })
-        .transpose()?;
+    let sum = (sum_epsilon > 0.0).then(|| calibrate(&padded_rule, rows, distance)).transpose()?;
+    let count_share = if rule.kind == AggregateKind::Count { group_epsilon } else { count_epsilon };
+    let count = calibrate_count(&rule.name, rows, distance, count_share)?;
+    let sum_scale = sum.as_ref().map_or(0.0, |sum| sum.scale);
     let mut released = Vec::with_capacity(labels.len());
     for (code, label) in labels.iter().enumerate() {
         let in_group = |row: usize| groups[row] == code as i64;
-        let padded: Vec<f64> =
-            (0..rows).map(|row| if in_group(row) { values[row].clamp(rule.lower, rule.upper) } else { 0.0 }).collect();
-        let noisy_sum = sum.measurement.invoke(&padded).map_err(|error| opendp_error(&rule.name, error))?;
-        let noisy_count = match &count {
-            Some(count) => {
-                let indicators: Vec<f64> = (0..rows).map(|row| f64::from(u8::from(in_group(row)))).collect();
-                count.measurement.invoke(&indicators).map_err(|error| opendp_error(&rule.name, error))?.round()
+        let indicators: Vec<i64> = match rule.kind {
+            AggregateKind::Count => {
+                (0..rows).map(|row| if in_group(row) { indicator(values[row]) } else { 0 }).collect()
             }
-            None => noisy_sum.round(),
+            AggregateKind::Sum | AggregateKind::Mean => (0..rows).map(|row| i64::from(in_group(row))).collect(),
+        };
+        let noisy_count = count.invoke(&rule.name, indicators)? as f64;
+        let noisy_sum = match &sum {
+            Some(sum) => {
+                let padded: Vec<f64> = (0..rows)
+                    .map(|row| if in_group(row) { values[row].clamp(rule.lower, rule.upper) } else { 0.0 })
+                    .collect();
+                sum.measurement.invoke(&padded).map_err(|error| opendp_error(&rule.name, error))?
+            }
+            None => noisy_count,
         };
         let suppressed = noisy_count < f64::from(min_count);
-        let value = match rule.kind {
-            AggregateKind::Count => noisy_count,
-            AggregateKind::Sum => noisy_sum,
-            // Post-processing of two noisy values, kept inside the declared bounds.
-            AggregateKind::Mean => (noisy_sum / noisy_count.max(1.0)).clamp(rule.lower, rule.upper),
+        let (value, half_width) = match rule.kind {
+            AggregateKind::Count => (noisy_count, discrete_laplace_half_width(count.scale, 0.05)),
+            AggregateKind::Sum => (noisy_sum, sum_scale * LN_TWENTY),
+            AggregateKind::Mean => {
+                // Post-processing of two noisy values, kept inside the declared bounds. With
+                // |ΔS| ≤ a and |ΔC| ≤ c (each at 97.5%), the mean S'/C' is off by at most
+                // (a + |S/C|·c) / C': a 95% interval by the union bound.
+                let divisor = noisy_count.max(1.0);
+                let mean = (noisy_sum / divisor).clamp(rule.lower, rule.upper);
+                let a = sum_scale * (1.0f64 / 0.025).ln();
+                let c = discrete_laplace_half_width(count.scale, 0.025);
+                (mean, (a + mean.abs() * c) / divisor)
+            }
         };
-        released.push(ReleasedGroup { label: label.clone(), value: (!suppressed).then_some(value), suppressed });
+        released.push(ReleasedGroup {
+            label: label.clone(),
+            value: (!suppressed).then_some(value),
+            suppressed,
+            ci95_half_width: (!suppressed).then_some(half_width),
+        });
     }
-    let epsilon = touched * (sum.epsilon + count.as_ref().map_or(0.0, |count| count.epsilon));
-    Ok(ReleasedGroups { name: rule.name.clone(), kind: rule.kind, groups: released, epsilon, noise_scale: sum.scale })
+    let shown = released.iter().filter(|group| !group.suppressed).count().max(1);
+    // Each shown group's noise within its (0.05 / shown) interval, all at once with 95%.
+    let miss = 0.05 / shown as f64;
+    let total_ci95_half_width = match rule.kind {
+        AggregateKind::Count => Some(shown as f64 * discrete_laplace_half_width(count.scale, miss)),
+        AggregateKind::Sum => Some(shown as f64 * sum_scale * (1.0 / miss).ln()),
+        AggregateKind::Mean => None,
+    };
+    let epsilon = touched * (sum.as_ref().map_or(0.0, |sum| sum.epsilon) + count.epsilon);
+    let noise_scale = if rule.kind == AggregateKind::Count { count.scale } else { sum_scale };
+    Ok(ReleasedGroups {
+        name: rule.name.clone(),
+        kind: rule.kind,
+        groups: released,
+        epsilon,
+        noise_scale,
+        total_ci95_half_width,
+    })
 }
 
+#[cfg(test)]
+mod coverage;
 #[cfg(test)]
 mod statistics;
 

@@ -38,6 +38,9 @@ pub struct ReleasedOutput {
     pub value: Option<f64>,
     pub epsilon: f64,
     pub noise_scale: f64,
+    /// Half-width of the value's 95% interval. Counts and histogram bins use opendp's
+    /// discrete Laplace, so theirs is exact; for a grouped count or sum it is the total's,
+    /// for a grouped mean the widest group's (each group also carries its own).
     pub ci95_half_width: f64,
     /// A histogram's bins: each noisy count, or none when suppressed by the disclosure rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,9 @@ pub struct ReleasedGroupView {
     pub label: String,
     pub value: Option<f64>,
     pub suppressed: bool,
+    /// This group's own 95% half-width; none when suppressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95_half_width: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,19 +127,27 @@ fn released_output(value: ReleasedValue) -> ReleasedOutput {
 fn released_groups(released: ReleasedGroups) -> ReleasedOutput {
     let total =
         (released.kind != AggregateKind::Mean).then(|| released.groups.iter().filter_map(|group| group.value).sum());
+    // A count's or sum's total has its own interval; a grouped mean has no total, and its
+    // top-level half-width is the widest group's. Each group carries its own.
+    let widest = released.groups.iter().filter_map(|group| group.ci95_half_width).fold(0.0, f64::max);
     ReleasedOutput {
         name: released.name,
         kind: released.kind.as_str().into(),
         value: total,
         epsilon: released.epsilon,
         noise_scale: released.noise_scale,
-        ci95_half_width: released.noise_scale * 2.995_732_273_553_991,
+        ci95_half_width: released.total_ci95_half_width.unwrap_or(widest),
         bins: None,
         groups: Some(
             released
                 .groups
                 .into_iter()
-                .map(|group| ReleasedGroupView { label: group.label, value: group.value, suppressed: group.suppressed })
+                .map(|group| ReleasedGroupView {
+                    label: group.label,
+                    value: group.value,
+                    suppressed: group.suppressed,
+                    ci95_half_width: group.ci95_half_width,
+                })
                 .collect(),
         ),
         mechanism: laplace(),
