@@ -383,11 +383,11 @@ impl<'model> GuestRun<'model> {
                 Err(CallFailure::Deadline) => return Err(deadline_error()),
                 Err(CallFailure::Row(failure)) if block == 1 => failed[start] = Some(failure),
                 Err(CallFailure::Row(_)) => {
-                    for row in start..start + block {
+                    for (row, slot) in failed.iter_mut().enumerate().skip(start).take(block) {
                         match self.call(row, row + 1, self.fuel_per_row) {
                             Ok(_) => {}
                             Err(CallFailure::Deadline) => return Err(deadline_error()),
-                            Err(CallFailure::Row(failure)) => failed[row] = Some(failure),
+                            Err(CallFailure::Row(failure)) => *slot = Some(failure),
                         }
                     }
                     self.block_rows = (block / 4).max(1);
