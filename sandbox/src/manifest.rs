@@ -58,7 +58,8 @@ impl ColumnType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
-    /// Per-row value is clamped to [0, 1]; the release is a noisy count of rows.
+    /// Per-row value is clamped to [0, 1] and rounded to 0 or 1; the release is a noisy
+    /// count of rows (opendp's discrete Laplace).
     Count,
     /// Per-row value is clamped to [lower, upper]; the release is a noisy sum.
     Sum,
