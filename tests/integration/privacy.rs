@@ -117,6 +117,15 @@ async fn an_operator_cannot_tell_a_model_that_traps_on_one_row_from_one_that_doe
     assert!(expected > 0);
     assert_eq!(counts, vec![Some(0), Some(expected)]);
     assert_eq!(count(&fallbacks[1], "trap"), Some(expected));
+    // The receipt's entry names the fallback entry's leaf hash (its `prev`); a secret salt,
+    // fresh for every entry, keeps the counts from being guessed against that hash.
+    let salts: Vec<&str> = fallbacks.iter().map(|entry| entry["details"]["salt"].as_str().expect("salted")).collect();
+    assert!(salts.iter().all(|salt| salt.len() == 32), "{salts:?}");
+    assert_ne!(salts[0], salts[1]);
+    let receipt_entry: Value =
+        serde_json::from_str(hostile_run["receipt"]["entry"].as_str().expect("entry")).expect("json");
+    assert_eq!(receipt_entry["action"], "run.release");
+    assert!(!receipt_entry.to_string().contains("fallback"), "{receipt_entry}");
 }
 
 /// The published attack: a model that keeps the first row in a global and emits it for

@@ -586,8 +586,14 @@ impl App {
                     .detail("held", prepared.hold_outputs);
                 // Rows the model failed on, which contributed their defaults. The count is
                 // not noised, so it goes into an entry of its own that only regulators read
-                // (the `run.release` entry travels to the operator inside the receipt).
+                // (the `run.release` entry travels to the operator inside the receipt). The
+                // receipt's entry carries this entry's leaf hash as its `prev`, and the
+                // operator knows every other field, so a secret salt keeps the small counts
+                // from being found by trying them all against that hash.
+                let mut salt = [0u8; 16];
+                crate::keys::random_bytes(&mut salt)?;
                 let fallback_event = Self::event(caller, "run.fallbacks", &object, AuditOutcome::Ok)
+                    .detail("salt", hex::encode(salt))
                     .detail("fallback_rows", fallbacks.total())
                     .detail("trap", fallbacks.trap)
                     .detail("fuel", fallbacks.fuel)
