@@ -296,7 +296,7 @@ impl App {
         // A model whose ε per run is under the floor, or more than the authorisation has
         // left, could never run: refuse it now rather than approve it and fail every run.
         let epsilon = Epsilon::from_f64(compiled.manifest().epsilon_per_run()).map_err(ServiceError::Denied)?;
-        let remaining = Epsilon::from_units((authorisation.epsilon_total - authorisation.epsilon_spent).max(0) as u64);
+        let remaining = super::runs::budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining();
         if let Err(denial) = check_epsilon_per_run(epsilon, self.min_epsilon_per_run(), remaining) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }

@@ -265,7 +265,7 @@ fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFa
     })
 }
 
-fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
+pub(super) fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
     PrivacyBudget::new(Epsilon::from_units(total as u64), Epsilon::from_units(spent as u64))
         .map_err(|denial| anyhow::anyhow!("stored budget is inconsistent: {}", denial.message))
 }
