@@ -389,6 +389,9 @@ impl App {
             return Err(self.not_found(caller, action.as_str(), "model", id).await);
         };
         let submitter = self.principal(model.submitter_id).await?;
+        // Read before the write transaction: the automated results never change, and the
+        // write lock should not wait on another read.
+        let dummy_run_passed = self.dummy_run_passed(id).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let facts = Self::model_facts(&mut tx, &model, submitter).await?;
@@ -396,7 +399,7 @@ impl App {
             drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
-        if approve && !self.dummy_run_passed(id).await? {
+        if approve && !dummy_run_passed {
             drop(tx);
             let denial = Denial::new(
                 DenialReason::DummyRunFailed,
