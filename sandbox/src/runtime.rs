@@ -363,12 +363,7 @@ impl<'model> GuestRun<'model> {
         if !self.limits.metering.fuel() {
             // Without fuel there is no per-row bound: one call maps the batch, and only the
             // wall-clock deadline stops a runaway model (benchmark configurations only).
-            self.call(0, rows, 0).map_err(|failure| match failure {
-                CallFailure::Deadline => deadline_error(),
-                CallFailure::Row(failure) => {
-                    SandboxError::ResourceLimit(format!("a row failed ({failure:?}) with fuel metering off"))
-                }
-            })?;
+            self.call(0, rows, 0).map_err(CallFailure::into_run_error)?;
             return Ok(failed);
         }
         let mut start = 0;
@@ -380,18 +375,18 @@ impl<'model> GuestRun<'model> {
                     let per_row = (used / block as u64).max(1);
                     self.block_rows = ((self.fuel_per_row / 2 / per_row) as usize).clamp(1, BATCH_ROWS);
                 }
-                Err(CallFailure::Deadline) => return Err(deadline_error()),
                 Err(CallFailure::Row(failure)) if block == 1 => failed[start] = Some(failure),
                 Err(CallFailure::Row(_)) => {
                     for (row, slot) in failed.iter_mut().enumerate().skip(start).take(block) {
                         match self.call(row, row + 1, self.fuel_per_row) {
                             Ok(_) => {}
-                            Err(CallFailure::Deadline) => return Err(deadline_error()),
                             Err(CallFailure::Row(failure)) => *slot = Some(failure),
+                            Err(other) => return Err(other.into_run_error()),
                         }
                     }
                     self.block_rows = (block / 4).max(1);
                 }
+                Err(other) => return Err(other.into_run_error()),
             }
             start += block;
         }
@@ -401,7 +396,7 @@ impl<'model> GuestRun<'model> {
     /// One driver call over rows `start..end` with `fuel`; returns the fuel it used.
     fn call(&mut self, start: usize, end: usize, fuel: u64) -> Result<u64, CallFailure> {
         if self.limits.metering.fuel() {
-            self.store.set_fuel(fuel).map_err(|_| CallFailure::Deadline)?;
+            self.store.set_fuel(fuel).map_err(|error| CallFailure::Host(format!("setting fuel: {error:#}")))?;
         }
         if self.limits.metering.epoch() {
             self.store.set_epoch_deadline(deadline_ticks(&self.limits));
@@ -513,6 +508,21 @@ enum CallFailure {
     Row(RowFailure),
     /// The wall-clock backstop fired: a host fault, since fuel bounds every row.
     Deadline,
+    /// The engine refused a host-side step; nothing about the rows.
+    Host(String),
+}
+
+impl CallFailure {
+    /// The run-level error for a failure that is not one row's.
+    fn into_run_error(self) -> SandboxError {
+        match self {
+            CallFailure::Deadline => deadline_error(),
+            CallFailure::Host(detail) => SandboxError::Engine(detail),
+            CallFailure::Row(failure) => {
+                SandboxError::ResourceLimit(format!("a row failed ({failure:?}) with fuel metering off"))
+            }
+        }
+    }
 }
 
 fn deadline_error() -> SandboxError {
