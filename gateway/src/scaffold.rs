@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sluice_sandbox::ColumnType;
+use sluice_sandbox::{ColumnType, is_input_or_output_name};
 
 use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 
@@ -29,7 +29,8 @@ pub fn new_model(parent: &Path, name: &str, schema: &DatasetSchema, schema_file:
         .columns
         .iter()
         .filter(|column| column.classification <= MAX_GRANTABLE_LEVEL)
-        .filter(|column| is_identifier(&column.name))
+        // Only columns a manifest can name (the manifest's own rule).
+        .filter(|column| is_input_or_output_name(&column.name))
         .collect();
     anyhow::ensure!(!inputs.is_empty(), "the schema has no column a model may read (all are level 4)");
     let measured = inputs
@@ -53,11 +54,6 @@ pub fn new_model(parent: &Path, name: &str, schema: &DatasetSchema, schema_file:
         written.push(path);
     }
     Ok(written)
-}
-
-fn is_identifier(name: &str) -> bool {
-    name.starts_with(|character: char| character.is_ascii_lowercase() || character == '_')
-        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
 }
 
 const SDK_CARGO_TOML: &str = r#"[package]

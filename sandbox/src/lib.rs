@@ -44,6 +44,6 @@ pub use batch::{Batch, Column, ColumnValues, Fallbacks, ModelOutputs, RowFailure
 pub use error::{Effect, Outcome, SandboxError};
 pub use manifest::{
     ColumnType, DEFAULT_CANDIDATES, InputColumn, MAX_ABS_BOUND, Manifest, ModelDigest, NoiseKind, OutputKind,
-    OutputSpec,
+    OutputSpec, is_input_or_output_name,
 };
 pub use runtime::{CompiledModel, Metering, Runtime, RuntimeLimits};

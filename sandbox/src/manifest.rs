@@ -339,14 +339,18 @@ fn check_bounds(name: &str, output: &OutputSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Input and output names become Rust identifiers in the SDK and parts of the row export's
-/// name, so they are lower-case identifiers.
-fn check_identifier(what: &str, name: &str) -> Result<(), String> {
-    let well_formed = !name.is_empty()
+/// Whether `name` may name a manifest input or output: input and output names become Rust
+/// identifiers in the SDK and parts of the row export's name, so they are lower-case
+/// identifiers of at most 64 characters.
+pub fn is_input_or_output_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
-        && !name.starts_with(|character: char| character.is_ascii_digit());
-    if well_formed {
+        && !name.starts_with(|character: char| character.is_ascii_digit())
+}
+
+fn check_identifier(what: &str, name: &str) -> Result<(), String> {
+    if is_input_or_output_name(name) {
         Ok(())
     } else {
         Err(format!("{what} `{name}` must be 1 to 64 characters of a-z, 0-9 or `_`, not starting with a digit"))
