@@ -70,7 +70,7 @@ pub struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.error.status();
+        let status = status_of(&self.error);
         let message = match &self.error {
             ServiceError::Internal(detail) => {
                 tracing::error!(request_id = %self.request_id, error = %format!("{detail:#}"), "internal error");
@@ -483,5 +483,18 @@ async fn search_audit(
 
 /// The checkpoint-signing public key, for regulators to pin out of band.
 async fn public_key(State(app): State<Arc<App>>) -> Response {
-    Json(json!({ "public_key": app.public_key().to_string(), "origin": crate::audit::ORIGIN })).into_response()
+    Json(json!({ "public_key": app.public_key().to_string(), "origin": sluice_audit::ORIGIN })).into_response()
+}
+
+/// The HTTP status for each kind of service error.
+fn status_of(error: &ServiceError) -> StatusCode {
+    match error {
+        ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ServiceError::Denied(_) => StatusCode::FORBIDDEN,
+        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::ModelRejected(_) | ServiceError::RunFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }

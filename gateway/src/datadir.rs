@@ -1,7 +1,7 @@
 //! The data directory: where the database, keys and sealed chunks live, and `sluice init`.
 //!
-//! It owns the layout and creating it. It must not hold keys in memory longer than it
-//! takes to write them; loading is `keys`' job.
+//! It owns the layout, creating it, and the audit signing key's file. It must not hold
+//! keys in memory longer than it takes to write or load them.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::keys::{SigningKey, create_master_key};
+use sluice_audit::SigningKey;
+use sluice_vault::keys::{create_master_key, read_secret_file, write_secret_file};
+
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -42,21 +44,30 @@ impl DataDir {
         self.root.join("blobs")
     }
 
-    /// Creates the directory (0700), the database, the master key (0600) and the audit
-    /// signing key (0600). Refuses a directory that already holds a Sluice database.
-    pub async fn init(&self) -> anyhow::Result<()> {
+    /// Creates the directory (0700), the database, the master key (0600, unless it comes
+    /// from the environment) and the audit signing key (0600). Refuses a directory that
+    /// already holds a Sluice database.
+    pub async fn init(&self, master_key_file: bool) -> anyhow::Result<()> {
         if self.database().exists() {
             bail!("{} is already initialised", self.root.display());
         }
         fs::create_dir_all(self.blobs()).with_context(|| format!("creating {}", self.root.display()))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", self.root.display()))?;
-        if std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
+        if master_key_file {
             create_master_key(&self.master_key())?;
         }
-        SigningKey::create(&self.signing_key())?;
+        let pkcs8 = zeroize::Zeroizing::new(SigningKey::generate_pkcs8().map_err(anyhow::Error::msg)?);
+        write_secret_file(&self.signing_key(), &pkcs8)?;
         let store = Store::open_sqlite(&self.database(), true).await?;
         store.close().await;
         Ok(())
+    }
+
+    /// Loads the audit signing key (its file must be private to this user).
+    pub fn load_signing_key(&self) -> anyhow::Result<SigningKey> {
+        let path = self.signing_key();
+        SigningKey::from_pkcs8(&read_secret_file(&path)?)
+            .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
     }
 }

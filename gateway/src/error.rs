@@ -1,10 +1,9 @@
-//! The gateway's error type: every failure a caller can see, with a stable code, an
-//! HTTP status, and a message that names the rule, never a secret or a data value.
+//! The service's error type: every failure a caller can see, with a stable code and a
+//! message that names the rule, never a secret or a data value.
 //!
 //! It must not carry internal detail to callers: `Internal` errors are logged by the API
 //! layer and answered with a generic message.
 
-use axum::http::StatusCode;
 use sluice_policies::Denial;
 use sluice_sandbox::SandboxError;
 
@@ -40,18 +39,6 @@ impl ServiceError {
             ServiceError::ModelRejected(error) => error.code(),
             ServiceError::RunFailed { .. } => "run_failed",
             ServiceError::Internal(_) => "internal",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ServiceError::Denied(_) => StatusCode::FORBIDDEN,
-            ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
-            ServiceError::ModelRejected(_) | ServiceError::RunFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -1,28 +1,21 @@
-//! The Sluice gateway: the HTTP API, the CLI, storage, crypto at rest, job execution and
-//! the audit log. It is the only crate that speaks HTTP, JSON and SQL.
+//! The Sluice gateway: the service every client goes through, its store, and the HTTP API.
 //!
 //! Core concepts:
-//! - [`service::App`]: the running gateway; every operation of the API and the CLI.
+//! - [`config::Config`]: every setting, read once (file, environment, flags).
+//! - [`service::App`]: every operation of the API and the CLI, composed of parts with one
+//!   job each: the [`store::Store`], the [`parts::Sealed`] data at rest, the
+//!   [`parts::AuditLog`], the [`runner::Runner`] and the [`parts::Gate`].
 //! - [`api::router`]: the HTTP API over an `App`, separate from serving so tests drive it.
-//! - [`vault`]: datasets sealed in AES-256-GCM chunks under per-version data keys.
-//! - [`audit`]: the tamper-evident log and its offline verifier.
 //!
-//! It must not make policy decisions itself (that is `sluice_policies`) nor execute guest
-//! code outside `sluice_sandbox`.
+//! It must not make policy decisions itself (that is `sluice_policies`), execute guest
+//! code outside `sluice_sandbox`, or touch plaintext outside `sluice_vault`. SQL lives only
+//! in [`store`]; HTTP only in [`api`]; the service layer knows neither HTTP nor the CLI.
 
 pub mod api;
-pub mod audit;
-pub mod cli;
-pub mod client;
+pub mod config;
 pub mod datadir;
-pub mod demo;
-pub mod dev;
-pub mod dummy;
 pub mod error;
-pub mod examples;
-pub mod keys;
-pub mod scaffold;
-pub mod schema;
+pub mod parts;
+pub mod runner;
 pub mod service;
 pub mod store;
-pub mod vault;

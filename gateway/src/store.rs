@@ -17,7 +17,7 @@ use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::audit::{AuditEntry, AuditEvent, leaf_hash};
+use sluice_audit::{AuditEntry, AuditEvent, leaf_hash};
 
 pub type Tx = Transaction<'static, Sqlite>;
 
@@ -151,6 +151,27 @@ pub struct RunRow {
     pub result_json: Option<String>,
     /// When the operator may see the outcome, fixed before any data was read.
     pub visible_at: Option<String>,
+}
+
+/// The facts of one run decision, read together ([`Store::run_facts`]).
+#[derive(Debug)]
+pub struct RunFactsRows {
+    pub authorisation: Option<AuthorisationRow>,
+    pub model: Option<ModelRow>,
+    pub submitter: Option<PrincipalRow>,
+    pub dataset: Option<DatasetRow>,
+    pub version: Option<VersionRow>,
+}
+
+/// The facts a charge is checked against ([`Store::charge_facts`]).
+#[derive(Debug, Clone, Copy, FromRow)]
+pub struct ChargeFactsRow {
+    pub revoked: bool,
+    pub authorisation_total: i64,
+    pub authorisation_spent: i64,
+    pub dataset_total: i64,
+    pub dataset_spent: i64,
+    pub runs_since: i64,
 }
 
 /// The database. Cheap to clone (a pool handle).
@@ -303,19 +324,6 @@ impl Store {
             .bind(dataset_id)
             .fetch_all(&self.pool)
             .await?)
-    }
-
-    /// Debits a dataset's lifetime budget; false when it would overspend. The condition
-    /// and the update are one statement, so concurrent runs cannot both pass the check.
-    pub async fn charge_dataset(tx: &mut Tx, dataset_id: i64, epsilon: i64) -> anyhow::Result<bool> {
-        let result = sqlx::query(
-            "UPDATE datasets SET epsilon_spent = epsilon_spent + $1 WHERE id = $2 AND epsilon_spent + $1 <= epsilon_total",
-        )
-        .bind(epsilon)
-        .bind(dataset_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(result.rows_affected() == 1)
     }
 
     /// Crypto-shredding: deletes every data key of the dataset (the wrapped keys are the
@@ -475,11 +483,6 @@ impl Store {
         Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
     }
 
-    pub async fn authorisation_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
-        let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&mut **tx).await?)
-    }
-
     pub async fn authorisation_for_application(&self, application_id: i64) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
             .bind(application_id)
@@ -491,19 +494,6 @@ impl Store {
         let sql =
             format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
         Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(&self.pool).await?)
-    }
-
-    /// Debits an authorisation's budget; false when it would overspend (see `charge_dataset`).
-    pub async fn charge_authorisation(tx: &mut Tx, authorisation_id: i64, epsilon: i64) -> anyhow::Result<bool> {
-        let result = sqlx::query(
-            "UPDATE authorisations SET epsilon_spent = epsilon_spent + $1 \
-             WHERE id = $2 AND revoked_at IS NULL AND epsilon_spent + $1 <= epsilon_total",
-        )
-        .bind(epsilon)
-        .bind(authorisation_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(result.rows_affected() == 1)
     }
 
     /// Revokes an authorisation at once; false when it already was.
@@ -614,16 +604,99 @@ impl Store {
         Ok(())
     }
 
-    /// Runs started under an authorisation since `since` (inside the charging transaction,
-    /// so concurrent runs count each other).
-    pub async fn runs_since(tx: &mut Tx, authorisation_id: i64, since: OffsetDateTime) -> anyhow::Result<u64> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE authorisation_id = $1 AND created_at >= $2")
-                .bind(authorisation_id)
-                .bind(format_time(since))
-                .fetch_one(&mut **tx)
+    // ----- the run path -----
+
+    /// Every fact a run decision needs, read in one snapshot: the authorisation, the model,
+    /// its submitter, the authorisation's dataset and that dataset's latest version.
+    pub async fn run_facts(&self, authorisation_id: i64, model_id: i64) -> anyhow::Result<RunFactsRows> {
+        let mut tx = self.pool.begin().await.context("starting a read")?;
+        let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
+        let authorisation: Option<AuthorisationRow> =
+            sqlx::query_as(&sql).bind(authorisation_id).fetch_optional(&mut *tx).await?;
+        let model: Option<ModelRow> = sqlx::query_as(
+            "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
+        )
+        .bind(model_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let submitter: Option<PrincipalRow> = match &model {
+            Some(model) => {
+                let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
+                sqlx::query_as(&sql).bind(model.submitter_id).fetch_optional(&mut *tx).await?
+            }
+            None => None,
+        };
+        let (dataset, version) = match &authorisation {
+            Some(authorisation) => {
+                let dataset: Option<DatasetRow> = sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+                    .bind(authorisation.dataset_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let version: Option<VersionRow> = sqlx::query_as(
+                    "SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC LIMIT 1",
+                )
+                .bind(authorisation.dataset_id)
+                .fetch_optional(&mut *tx)
                 .await?;
-        Ok(count as u64)
+                (dataset, version)
+            }
+            None => (None, None),
+        };
+        tx.commit().await.context("finishing a read")?;
+        Ok(RunFactsRows { authorisation, model, submitter, dataset, version })
+    }
+
+    /// What may have changed since a run was decided, read under the charging
+    /// transaction's write lock: revocation, both budgets and the runs since `since`.
+    pub async fn charge_facts(
+        tx: &mut Tx,
+        authorisation_id: i64,
+        dataset_id: i64,
+        since: OffsetDateTime,
+    ) -> anyhow::Result<Option<ChargeFactsRow>> {
+        Ok(sqlx::query_as(
+            "SELECT a.revoked_at IS NOT NULL AS revoked, a.epsilon_total AS authorisation_total, \
+             a.epsilon_spent AS authorisation_spent, d.epsilon_total AS dataset_total, d.epsilon_spent AS dataset_spent, \
+             (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
+             FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2",
+        )
+        .bind(authorisation_id)
+        .bind(dataset_id)
+        .bind(format_time(since))
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    /// Writes a charge the policy allowed: both budgets' new spent totals. The caller read
+    /// them with [`Store::charge_facts`] in the same transaction.
+    pub async fn apply_charge(
+        tx: &mut Tx,
+        authorisation_id: i64,
+        authorisation_spent: i64,
+        dataset_id: i64,
+        dataset_spent: i64,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
+            .bind(authorisation_spent)
+            .bind(authorisation_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
+            .bind(dataset_spent)
+            .bind(dataset_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the authorisation was revoked (a queued run checks before it starts).
+    pub async fn authorisation_revoked(&self, authorisation_id: i64) -> anyhow::Result<bool> {
+        let revoked: Option<bool> =
+            sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM authorisations WHERE id = $1")
+                .bind(authorisation_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(revoked.unwrap_or(true))
     }
 
     // ----- runs -----

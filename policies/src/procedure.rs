@@ -364,15 +364,54 @@ pub struct RunFacts<'a> {
     pub digest_to_run: &'a str,
     pub columns_read: &'a [String],
     pub epsilon: Epsilon,
+    /// The least ε a run may spend (the gateway's configuration).
+    pub min_epsilon: Epsilon,
+    pub dataset_id: i64,
     pub dataset_budget: PrivacyBudget,
 }
 
-/// The gate's yes: the charges to make, in the same transaction as the release.
+/// The gate's yes, carrying what was decided: which authorisation and dataset pay, and how
+/// much. The charge is made with it ([`RunPermit::charge`]); nothing decides again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunPermit {
+    pub authorisation_id: i64,
+    pub dataset_id: i64,
     pub epsilon: Epsilon,
+}
+
+/// What may have changed between the decision and the charge, read in the charging
+/// transaction (which holds the write lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeFacts {
+    pub revoked: bool,
+    pub authorisation_budget: PrivacyBudget,
+    pub dataset_budget: PrivacyBudget,
+    pub runs_in_last_hour: u64,
+    pub max_runs_per_hour: u64,
+}
+
+/// A charge that fits: both budgets after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    pub permit: RunPermit,
     pub authorisation_budget_after: PrivacyBudget,
     pub dataset_budget_after: PrivacyBudget,
+}
+
+impl RunPermit {
+    /// Charges the permit against the budgets as they are now. Revocation and a spent
+    /// budget win any race with the decision; the run rate is counted here, where
+    /// concurrent runs are serialised.
+    pub fn charge(&self, facts: &ChargeFacts) -> Result<Charged, Denial> {
+        if facts.revoked {
+            return Err(Denial::new(DenialReason::AuthorisationRevoked, "the authorisation has been revoked"));
+        }
+        check_run_rate(facts.runs_in_last_hour, facts.max_runs_per_hour)?;
+        let authorisation_budget_after =
+            facts.authorisation_budget.charge(self.epsilon, DenialReason::BudgetExhausted)?;
+        let dataset_budget_after = facts.dataset_budget.charge(self.epsilon, DenialReason::DatasetBudgetExhausted)?;
+        Ok(Charged { permit: *self, authorisation_budget_after, dataset_budget_after })
+    }
 }
 
 /// Decides whether a run may start. Checks run from the actor outwards, so the reason
@@ -401,9 +440,10 @@ pub fn authorise_run(facts: &RunFacts<'_>, now: OffsetDateTime) -> Result<RunPer
             format!("column `{column}` is not granted by the authorisation"),
         ));
     }
-    let authorisation_budget_after = authorisation.budget.charge(facts.epsilon, DenialReason::BudgetExhausted)?;
-    let dataset_budget_after = facts.dataset_budget.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
-    Ok(RunPermit { epsilon: facts.epsilon, authorisation_budget_after, dataset_budget_after })
+    authorisation.budget.charge(facts.epsilon, DenialReason::BudgetExhausted)?;
+    facts.dataset_budget.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
+    check_epsilon_per_run(facts.epsilon, facts.min_epsilon, authorisation.budget.remaining())?;
+    Ok(RunPermit { authorisation_id: authorisation.id, dataset_id: facts.dataset_id, epsilon: facts.epsilon })
 }
 
 fn check_model(facts: &RunFacts<'_>, authorisation: &AuthorisationFacts) -> Result<(), Denial> {

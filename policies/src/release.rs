@@ -288,8 +288,7 @@ pub fn release_gaussian(
     let distance = neighbour_distance(rows_per_person);
     let sensitivity = aggregate.map(&distance).map_err(to_error)?;
     let rho = zcdp_rho(rule.epsilon, GAUSSIAN_DELTA);
-    let mut scale = sensitivity / (2.0 * rho).sqrt();
-    for _ in 0..8 {
+    let (measurement, scale, spent) = search_scale(&rule.name, sensitivity / (2.0 * rho).sqrt(), |scale| {
         let gaussian = make_gaussian::<_, _, ZeroConcentratedDivergence>(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
@@ -299,25 +298,19 @@ pub fn release_gaussian(
         .map_err(to_error)?;
         let measurement = (aggregate.clone() >> gaussian).map_err(to_error)?;
         let spent = measurement.map(&distance).map_err(to_error)?;
-        if spent <= rho {
-            let mut value = measurement.invoke(&values.to_vec()).map_err(to_error)?;
-            if rule.kind == AggregateKind::Count {
-                value = value.round();
-            }
-            return Ok(ReleasedValue {
-                name: rule.name.clone(),
-                kind: rule.kind,
-                value,
-                epsilon: zcdp_epsilon(spent, GAUSSIAN_DELTA),
-                noise_scale: scale,
-                ci95_half_width: 1.959_963_984_540_054 * scale,
-            });
-        }
-        scale *= 1.0 + 1e-9;
+        Ok((measurement, spent <= rho, spent))
+    })?;
+    let mut value = measurement.invoke(&values.to_vec()).map_err(to_error)?;
+    if rule.kind == AggregateKind::Count {
+        value = value.round();
     }
-    Err(ReleaseError::InvalidRule {
-        output: rule.name.clone(),
-        detail: "could not find a noise scale for the declared epsilon".into(),
+    Ok(ReleasedValue {
+        name: rule.name.clone(),
+        kind: rule.kind,
+        value,
+        epsilon: zcdp_epsilon(spent, GAUSSIAN_DELTA),
+        noise_scale: scale,
+        ci95_half_width: 1.959_963_984_540_054 * scale,
     })
 }
 
@@ -341,6 +334,8 @@ pub struct ReleasedQuantile {
     pub value: f64,
     pub epsilon: f64,
     pub rank_error_95: f64,
+    /// Half a candidate step: the discretisation part of the value's error.
+    pub ci95_half_width: f64,
 }
 
 /// Releases a quantile with opendp's private quantile (exponential mechanism over
@@ -388,21 +383,24 @@ pub fn release_quantile(
     };
     // ε falls as 1/scale: measure it at scale 1, then scale to the declared share.
     let at_unit = build(1.0).map_err(to_error)?.map(&distance).map_err(to_error)?;
-    let mut scale = at_unit / rule.epsilon;
-    for _ in 0..8 {
+    let (measurement, _, epsilon) = search_scale(&rule.name, at_unit / rule.epsilon, |scale| {
         let measurement = build(scale).map_err(to_error)?;
         let epsilon = measurement.map(&distance).map_err(to_error)?;
-        if epsilon <= rule.epsilon {
-            let value = measurement.invoke(&values.to_vec()).map_err(to_error)?;
-            // The exponential mechanism's utility bound, for rank scores that one person
-            // moves by at most `rows_per_person`: 2·k·ln(c/0.05)/ε.
-            let rank_error_95 =
-                2.0 * f64::from(rows_per_person.max(1)) * (rule.candidates as f64 / 0.05).ln() / rule.epsilon;
-            return Ok(ReleasedQuantile { name: rule.name.clone(), value, epsilon, rank_error_95 });
-        }
-        scale *= 1.0 + 1e-9;
-    }
-    Err(invalid("could not find a noise scale within the declared epsilon"))
+        Ok((measurement, epsilon <= rule.epsilon, epsilon))
+    })?;
+    let value = measurement.invoke(&values.to_vec()).map_err(to_error)?;
+    // The exponential mechanism's utility bound, for rank scores that one person moves by
+    // at most `rows_per_person`: 2·k·ln(c/0.05)/ε.
+    let rank_error_95 = 2.0 * f64::from(rows_per_person.max(1)) * (rule.candidates as f64 / 0.05).ln() / rule.epsilon;
+    Ok(ReleasedQuantile {
+        name: rule.name.clone(),
+        value,
+        epsilon,
+        rank_error_95,
+        // The released value is a candidate; the true quantile lies within half a step of
+        // the nearest one (the rank bound above covers the rest).
+        ci95_half_width: step / 2.0,
+    })
 }
 
 fn opendp_error(output: &str, error: opendp::error::Error) -> ReleaseError {
@@ -664,6 +662,8 @@ pub fn release_grouped(
         total_ci95_half_width,
     })
 }
+
+pub mod spec;
 
 #[cfg(test)]
 mod coverage;

@@ -1,8 +1,8 @@
 //! The regulator's side: an export verifies offline against a pinned key, and every
 //! tampering tried here is caught and located.
 
-use sluice_gateway::audit::verify_export;
-use sluice_gateway::keys::PublicKey;
+use sluice_audit::PublicKey;
+use sluice_audit::verify_export;
 
 use crate::harness::{World, expect_error};
 
@@ -118,7 +118,7 @@ fn the_verifier_never_panics_on_arbitrary_input() {
 /// a receipt whose entry was changed does not verify.
 #[tokio::test]
 async fn releases_come_with_receipts_that_verify_offline() {
-    use sluice_gateway::audit::{Receipt, verify_receipt};
+    use sluice_audit::{Receipt, verify_receipt};
     let world = World::new(200, 1.0).await;
     let run = world.run().await.ok().expect("run");
     let receipt: Receipt = serde_json::from_value(run["receipt"].clone()).expect("receipt");
@@ -143,7 +143,7 @@ async fn releases_come_with_receipts_that_verify_offline() {
 /// a checkpoint the regulator kept from before.
 #[tokio::test]
 async fn served_proofs_verify_and_exports_extend_kept_checkpoints() {
-    use sluice_gateway::audit::{Checkpoint, leaf_hash, verify_consistency, verify_inclusion};
+    use sluice_audit::{Checkpoint, leaf_hash, verify_consistency, verify_inclusion};
     let world = World::new(100, 1.0).await;
     let kept = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
     let kept_note = kept["checkpoint"].as_str().expect("note").to_owned();

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sluice::client::{ApiResponse, InProcessClient};
+use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, vehicles_csv};
 use sluice_gateway::api::router;
-use sluice_gateway::client::{ApiResponse, InProcessClient};
-use sluice_gateway::datadir::DataDir;
-use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, vehicles_csv};
+use sluice_gateway::config::Config;
 use sluice_gateway::service::{App, Clock};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -61,12 +61,12 @@ impl World {
     /// (the vehicle-risk model spends 0.5 a run).
     pub async fn new(rows: usize, epsilon: f64) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = DataDir::new(dir.path().join("data"));
-        data_dir.init().await.expect("init");
+        let config = Config::new(dir.path().join("data"));
+        config.data_dir.init(true).await.expect("init");
         let clock = Clock::manual(START);
-        let app = App::open(data_dir, clock.clone()).await.expect("open");
+        let app = App::open(config, clock.clone()).await.expect("open");
         // Tests run many runs; the fixed delay is tested on its own (`runs.rs`).
-        app.set_run_visibility_base(std::time::Duration::ZERO);
+        app.gate().set_visibility_base(std::time::Duration::ZERO);
         let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
         let api = InProcessClient::new(router(app.clone()));
 

@@ -2,7 +2,7 @@
 //! foundation promises, each with a clear error and an audit entry.
 
 use serde_json::json;
-use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM};
+use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM};
 
 use crate::harness::{World, expect_error, time};
 
@@ -55,7 +55,7 @@ async fn denials_are_clear_and_audited() {
     let world = World::new(500, 1.0).await;
     let (authorisation, model) = (world.authorisation_id, world.model_id);
 
-    let check = |response: sluice_gateway::client::ApiResponse, code: &'static str| {
+    let check = |response: sluice::client::ApiResponse, code: &'static str| {
         let message = expect_error(&response, code);
         assert!(!message.is_empty());
         code
@@ -159,7 +159,7 @@ async fn reviews_follow_the_procedure_and_nobody_reviews_their_own() {
 async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
     let world = World::new(100, 1.0).await;
     let path = format!("/v1/datasets/{}/data", world.dataset_id);
-    let mut csv = sluice_gateway::examples::vehicles_csv(50, 3);
+    let mut csv = sluice::examples::vehicles_csv(50, 3);
     csv.push_str("honghuagang,suv,99.0,false,0,0,1000\n");
     let response = world.api.put_csv(&path, &world.provider, csv.into_bytes()).await;
     let message = expect_error(&response, "invalid_request");
@@ -256,7 +256,7 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
     expect_error(&world.submit_model(VEHICLE_RISK_WASM, &tiny).await, "epsilon_below_minimum");
     // Lowering the floor lets it upload; the run is refused when the floor is raised again,
     // before any charge.
-    world.app.set_min_epsilon_per_run(sluice_policies::Epsilon::from_units(1));
+    world.app.gate().set_min_epsilon_per_run(sluice_policies::Epsilon::from_units(1));
     let submitted = world.submit_model(VEHICLE_RISK_WASM, &tiny).await.ok().expect("submitted");
     let tiny_id = submitted["id"].as_i64().expect("id");
     world
@@ -265,7 +265,7 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
         .await
         .ok()
         .expect("approved");
-    world.app.set_min_epsilon_per_run(sluice_policies::DEFAULT_MIN_EPSILON_PER_RUN);
+    world.app.gate().set_min_epsilon_per_run(sluice_policies::DEFAULT_MIN_EPSILON_PER_RUN);
     expect_error(&world.run_as(&world.operator, world.authorisation_id, tiny_id).await, "epsilon_below_minimum");
     let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
     let budget = world.api.get(&path, &world.operator).await.ok().expect("budget");
@@ -276,7 +276,7 @@ async fn bad_privacy_parameters_are_refused_without_a_charge() {
 /// dataset's minimum group size suppressed and left out of the total.
 #[tokio::test]
 async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
-    use sluice_gateway::examples::EXAMPLE_MODELS;
+    use sluice::examples::EXAMPLE_MODELS;
     let world = World::new(10, 1.0).await;
     let model = EXAMPLE_MODELS.iter().find(|model| model.name == "pollution-anomaly").expect("model");
     let dataset = world
@@ -344,16 +344,16 @@ async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
 /// run the budget no longer covers.
 #[tokio::test]
 async fn budgets_survive_a_restart() {
+    use sluice::client::InProcessClient;
     use sluice_gateway::api::router;
-    use sluice_gateway::client::InProcessClient;
-    use sluice_gateway::datadir::DataDir;
+    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(100, 1.0).await;
     world.run().await.ok().expect("first run");
     world.run().await.ok().expect("second run");
     world.app.store().close().await;
 
-    let reopened = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
     let api = InProcessClient::new(router(reopened));
     let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
     let budget = api.get(&path, &world.operator).await.ok().expect("budget");
@@ -392,7 +392,7 @@ async fn revocation_wins_against_racing_runs_and_the_log_shows_it() {
     expect_error(&world.run().await, "authorisation_revoked");
     expect_error(&world.api.post(&path, &world.bureau, &json!({})).await, "not_pending");
     let export = world.export().await;
-    sluice_gateway::audit::verify_export(&export, Some(&world.app.public_key()), None)
+    sluice_audit::verify_export(&export, Some(&world.app.public_key()), None)
         .expect("no run started after the revocation");
 }
 
@@ -421,7 +421,7 @@ async fn models_can_be_revoked_and_applications_withdrawn() {
 #[tokio::test]
 async fn runs_are_rate_limited_per_authorisation() {
     let world = World::new(100, 5.0).await;
-    world.app.set_max_runs_per_hour(3);
+    world.app.gate().set_max_runs_per_hour(3);
     for _ in 0..3 {
         world.run().await.ok().expect("within the rate");
     }
@@ -526,7 +526,7 @@ async fn held_outputs_wait_for_data_product_review() {
 #[tokio::test]
 async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
     let world = World::new(100, 2.0).await;
-    world.app.set_model_review_quorum(2);
+    world.app.gate().set_model_review_quorum(2);
     let changed = VEHICLE_RISK_MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0.3\"");
     let id = world.submit_model(VEHICLE_RISK_WASM, &changed).await.ok().expect("submitted")["id"].as_i64().expect("id");
     let path = format!("/v1/models/{id}/reviews");
@@ -543,25 +543,25 @@ async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
 /// and a broken one stops the gateway from opening with a clear error.
 #[tokio::test]
 async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start() {
+    use sluice::client::InProcessClient;
     use sluice_gateway::api::router;
-    use sluice_gateway::client::InProcessClient;
-    use sluice_gateway::datadir::DataDir;
+    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(50, 1.0).await;
     let policy_file = world.data_dir().join("policies.cedar");
 
     std::fs::write(&policy_file, "permit (principal, action, resource").expect("write");
-    let error = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect_err("broken policies");
+    let error = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect_err("broken policies");
     assert!(format!("{error:#}").contains("policy file"), "{error:#}");
     std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"run.stat", resource);"#)
         .expect("write");
-    let error = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect_err("invalid policies");
+    let error = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect_err("invalid policies");
     assert!(format!("{error:#}").contains("does not validate"), "{error:#}");
 
     // Stricter: only regulators read the catalogue; nothing else is permitted at all.
     std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { context.role == "regulator" };"#)
         .expect("write");
-    let app = App::open(DataDir::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
     let api = InProcessClient::new(router(app));
     api.get("/v1/catalogue", &world.regulator).await.ok().expect("regulators may");
     expect_error(&api.get("/v1/catalogue", &world.operator).await, "wrong_role");
@@ -603,7 +603,7 @@ async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
     world.api.post(&review, &world.bureau, &json!({"approve": true})).await.ok().expect("reviewable now");
 
     // The enterprises schema has a level-4 column (the legal representative's identity).
-    let model = sluice_gateway::examples::EXAMPLE_MODELS[1];
+    let model = sluice::examples::EXAMPLE_MODELS[1];
     let dataset = world
         .api
         .post("/v1/datasets", &world.provider, &json!({"schema": model.schema, "epsilon_total": 1.0}))

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLES_SCHEMA, vehicles_csv};
-use sluice_gateway::schema::DatasetSchema;
+use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLES_SCHEMA, vehicles_csv};
+use sluice_vault::schema::DatasetSchema;
 
 use crate::harness::{RUN_VISIBILITY_STEP, World, approve_model, expect_error};
 
@@ -38,7 +38,7 @@ fn real_ages(rows: usize) -> Vec<f64> {
 /// the hostile model passes review exactly as a real attacker's would.
 fn target_age(rows: usize) -> f64 {
     let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("schema");
-    let dummy = sluice_gateway::dummy::dummy_csv(&schema, 1_000, 0);
+    let dummy = sluice_vault::dummy::dummy_csv(&schema, 1_000, 0);
     let header: Vec<&str> = dummy.lines().next().expect("header").split(',').collect();
     let column = header.iter().position(|name| *name == "vehicle_age_years").expect("age column");
     let dummy_ages: Vec<f64> =
@@ -82,7 +82,7 @@ async fn an_operator_cannot_tell_a_model_that_traps_on_one_row_from_one_that_doe
     let honest = approved(&world, &age_model(None)).await;
     let hostile = approved(&world, &age_model(Some(target))).await;
     let base = Duration::from_millis(300);
-    world.app.set_run_visibility_base(base);
+    world.app.gate().set_visibility_base(base);
 
     let started = Instant::now();
     let honest_run = world.run_as(&world.operator, world.authorisation_id, honest).await;

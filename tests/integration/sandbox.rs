@@ -376,13 +376,13 @@ fn the_same_input_and_fuel_give_the_same_output() {
 /// against its schema and runs on dummy data without a single fallback.
 #[test]
 fn example_models_pass_review_and_run_on_dummy_data() {
-    use sluice_gateway::schema::DatasetSchema;
-    for model in sluice_gateway::examples::EXAMPLE_MODELS {
+    use sluice_vault::schema::DatasetSchema;
+    for model in sluice::examples::EXAMPLE_MODELS {
         let schema = DatasetSchema::from_toml(model.schema).expect("schema");
         let (compiled, report) =
-            sluice_gateway::dev::check(runtime(), model.wasm, model.manifest, Some(&schema)).expect(model.name);
+            sluice_gateway::runner::check(runtime(), model.wasm, model.manifest, Some(&schema)).expect(model.name);
         assert_eq!(report.name, model.name);
-        let run = sluice_gateway::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
+        let run = sluice::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
         assert_eq!(run.fallbacks.total(), 0, "{}", model.name);
         assert_eq!(run.outputs.len(), report.outputs.len());
         if model.name == "enterprise-credit" {
@@ -402,17 +402,17 @@ fn example_models_pass_review_and_run_on_dummy_data() {
 /// a manifest that types a column differently from the model is refused by review.
 #[test]
 fn dev_check_refuses_core_columns_and_type_mismatches() {
-    use sluice_gateway::schema::DatasetSchema;
-    let model = sluice_gateway::examples::EXAMPLE_MODELS[1];
+    use sluice_vault::schema::DatasetSchema;
+    let model = sluice::examples::EXAMPLE_MODELS[1];
     let schema = DatasetSchema::from_toml(model.schema).expect("schema");
     let core = model.manifest.replace(
         "{ name = \"industry\", type = \"category\" },",
         "{ name = \"industry\", type = \"category\" },\n  { name = \"legal_representative_id\", type = \"i64\" },",
     );
-    let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
+    let refusal = sluice_gateway::runner::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
     assert_eq!(refusal.code, "column_not_grantable");
     let mistyped = model.manifest.replace("\"employees\", type = \"i64\"", "\"employees\", type = \"f64\"");
-    let refusal = sluice_gateway::dev::check(runtime(), model.wasm, &mistyped, Some(&schema)).expect_err("type");
+    let refusal = sluice_gateway::runner::check(runtime(), model.wasm, &mistyped, Some(&schema)).expect_err("type");
     assert_eq!(refusal.code, "row_signature_mismatch");
     assert!(refusal.message.contains("reads `employees` as i64"), "{}", refusal.message);
 }

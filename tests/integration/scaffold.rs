@@ -1,7 +1,7 @@
 //! `sluice new` writes a model crate that builds for wasm32 and passes the server's review
 //! as it is, for every shipped schema.
 
-use sluice_gateway::schema::DatasetSchema;
+use sluice_vault::schema::DatasetSchema;
 
 #[test]
 fn a_new_model_builds_and_passes_review_for_every_example_schema() {
@@ -9,10 +9,10 @@ fn a_new_model_builds_and_passes_review_for_every_example_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     // One shared target directory keeps the three builds quick.
     let target = dir.path().join("target");
-    for (index, model) in sluice_gateway::examples::EXAMPLE_MODELS.iter().enumerate() {
+    for (index, model) in sluice::examples::EXAMPLE_MODELS.iter().enumerate() {
         let schema = DatasetSchema::from_toml(model.schema).expect("schema");
         let name = format!("new-model-{index}");
-        sluice_gateway::scaffold::new_model(dir.path(), &name, &schema, model.schema_file).expect("written");
+        sluice::scaffold::new_model(dir.path(), &name, &schema, model.schema_file).expect("written");
         let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(dir.path().join(&name))
             .args(["build", "--release", "--offline", "--quiet", "--target", "wasm32-unknown-unknown"])
@@ -25,16 +25,16 @@ fn a_new_model_builds_and_passes_review_for_every_example_schema() {
         let wasm = std::fs::read(target.join("wasm32-unknown-unknown/release").join(format!("new_model_{index}.wasm")))
             .expect("built module");
         let manifest = std::fs::read_to_string(dir.path().join(&name).join("manifest.toml")).expect("manifest");
-        let (compiled, _) = sluice_gateway::dev::check(&runtime, &wasm, &manifest, Some(&schema))
+        let (compiled, _) = sluice_gateway::runner::check(&runtime, &wasm, &manifest, Some(&schema))
             .unwrap_or_else(|refusal| panic!("{name} for {}: {refusal}", model.schema_file));
-        let run = sluice_gateway::dev::run(&runtime, &compiled, &schema, 2_000, 1).expect("runs");
+        let run = sluice::dev::run(&runtime, &compiled, &schema, 2_000, 1).expect("runs");
         assert_eq!(run.fallbacks.total(), 0);
         assert!(!run.outputs.is_empty());
     }
     // An existing directory is never overwritten.
-    let schema = DatasetSchema::from_toml(sluice_gateway::examples::VEHICLES_SCHEMA).expect("schema");
-    let error = sluice_gateway::scaffold::new_model(dir.path(), "new-model-0", &schema, "s.toml").expect_err("exists");
+    let schema = DatasetSchema::from_toml(sluice::examples::VEHICLES_SCHEMA).expect("schema");
+    let error = sluice::scaffold::new_model(dir.path(), "new-model-0", &schema, "s.toml").expect_err("exists");
     assert!(error.to_string().contains("already exists"), "{error}");
-    let error = sluice_gateway::scaffold::new_model(dir.path(), "Bad Name", &schema, "s.toml").expect_err("name");
+    let error = sluice::scaffold::new_model(dir.path(), "Bad Name", &schema, "s.toml").expect_err("name");
     assert!(error.to_string().contains("must start with a-z"), "{error}");
 }

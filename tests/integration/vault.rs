@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use sluice_gateway::datadir::DataDir;
-use sluice_gateway::keys::{AeadKey, read_key_file};
+use sluice_gateway::config::Config;
 use sluice_gateway::service::{App, Clock};
+use sluice_vault::keys::{AeadKey, read_key_file};
 
 use crate::harness::{World, expect_error};
 
@@ -43,7 +43,7 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
     let world = World::new(200, 1.0).await;
     // A second version holding a canary value.
     let canary = 2_999_999.125f64;
-    let mut csv = sluice_gateway::examples::vehicles_csv(50, 4);
+    let mut csv = sluice::examples::vehicles_csv(50, 4);
     csv.push_str(&format!("renhuai,bus,3.5,true,1,0,{canary}\n"));
     world
         .api
@@ -60,7 +60,7 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
         .iter()
         .enumerate()
         .map(|(index, wrapped)| {
-            let context = sluice_gateway::vault::ChunkContext {
+            let context = sluice_vault::chunks::ChunkContext {
                 dataset_id: world.dataset_id,
                 version: index as i64 + 1,
                 schema_hash: [0; 32],
@@ -129,8 +129,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     assert!(!world.data_dir().join("master.key.next").exists());
 
     let wrapped = &wrapped_keys(&world).await[0];
-    let context =
-        sluice_gateway::vault::ChunkContext { dataset_id: world.dataset_id, version: 1, schema_hash: [0; 32] };
+    let context = sluice_vault::chunks::ChunkContext { dataset_id: world.dataset_id, version: 1, schema_hash: [0; 32] };
     assert!(
         old_key.unwrap_key(wrapped, &context.key_context()).is_err(),
         "the old master key no longer opens anything"
@@ -146,7 +145,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     let swapped = tempfile::tempdir().expect("tempdir");
     copy_dir(&data_dir, swapped.path());
     std::fs::copy(data_dir.join("master.key.old"), swapped.path().join("master.key")).expect("copy");
-    let error = App::open(DataDir::new(swapped.path()), Clock::System).await.expect_err("wrong key");
+    let error = App::open(Config::new(swapped.path()), Clock::System).await.expect_err("wrong key");
     assert!(format!("{error:#}").contains("does not match this data directory"), "{error:#}");
 
     // A rotation interrupted after its commit, before the new key file moved into place, is
@@ -155,7 +154,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     copy_dir(&data_dir, interrupted.path());
     std::fs::rename(interrupted.path().join("master.key"), interrupted.path().join("master.key.next")).expect("rename");
     std::fs::copy(data_dir.join("master.key.old"), interrupted.path().join("master.key")).expect("copy");
-    App::open(DataDir::new(interrupted.path()), Clock::System).await.expect("finishes the rotation");
+    App::open(Config::new(interrupted.path()), Clock::System).await.expect("finishes the rotation");
     assert_eq!(
         read_key_file(&interrupted.path().join("master.key")).expect("key").fingerprint(),
         new_key.fingerprint()
@@ -164,7 +163,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     std::fs::write(interrupted.path().join("master.key.next"), format!("{}\n", stray.to_hex().as_str()))
         .expect("write");
     set_private(&interrupted.path().join("master.key.next"));
-    App::open(DataDir::new(interrupted.path()), Clock::System).await.expect("undoes the rotation");
+    App::open(Config::new(interrupted.path()), Clock::System).await.expect("undoes the rotation");
     assert!(!interrupted.path().join("master.key.next").exists());
 }
 
@@ -185,7 +184,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test]
 async fn skip_invalid_stores_the_valid_rows_and_reports_the_rest() {
     let world = World::new(100, 1.0).await;
-    let mut csv = sluice_gateway::examples::vehicles_csv(30, 5);
+    let mut csv = sluice::examples::vehicles_csv(30, 5);
     csv.push_str("atlantis,suv,3.0,false,0,0,1000\n");
     csv.push_str("honghuagang,suv,3.0,maybe,0,0,1000\n");
     let path = format!("/v1/datasets/{}/data?skip_invalid=true", world.dataset_id);

@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use sluice_policies::Action;
 
 use super::{App, Caller};
-use crate::audit::{
+use crate::error::{ServiceError, ServiceResult};
+use crate::store::parse_time;
+use sluice_audit::{
     AuditEntry, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, Receipt, consistency_proof,
     inclusion_proof, merkle_root,
 };
-use crate::error::{ServiceError, ServiceResult};
-use crate::store::parse_time;
 
 /// A checkpoint is issued once this many entries are not covered by the latest one…
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 256;
@@ -38,38 +38,29 @@ pub struct ProofView {
 
 /// Filters for searching the log; every field is optional. The API takes them as query
 /// parameters and `sluice audit search` as flags.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    #[arg(long)]
     pub actor_id: Option<i64>,
-    #[arg(long)]
     pub action: Option<String>,
     /// Prefix match on the object, e.g. `authorisation:3` or `dataset:`.
-    #[arg(long)]
     pub object: Option<String>,
     /// ok, denied or failed.
-    #[arg(long)]
     pub outcome: Option<String>,
     /// RFC 3339 bounds on the entry's time.
-    #[arg(long)]
     pub since: Option<String>,
-    #[arg(long)]
     pub until: Option<String>,
     /// Entries whose details or object name this authorisation.
-    #[arg(long)]
     pub authorisation: Option<i64>,
     /// Entries whose details or object name this dataset.
-    #[arg(long)]
     pub dataset: Option<i64>,
-    #[arg(long)]
     pub limit: Option<usize>,
 }
 
 impl App {
     /// Signs and stores a checkpoint of the whole log, unless the latest already covers it.
     pub async fn issue_checkpoint(&self) -> anyhow::Result<CheckpointView> {
-        let _one_at_a_time = self.checkpoint_lock.lock().await;
+        let _one_at_a_time = self.log.checkpoint_lock.lock().await;
         let leaves = self.store.leaf_hashes(None).await?;
         let size = leaves.len() as u64;
         if let Some((latest, note)) = self.store.latest_checkpoint().await?
@@ -78,7 +69,7 @@ impl App {
             return Ok(CheckpointView { size, checkpoint: note });
         }
         let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root: merkle_root(&leaves) };
-        let note = checkpoint.sign(&self.signing);
+        let note = checkpoint.sign(&self.log.signing);
         self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
         Ok(CheckpointView { size, checkpoint: note })
     }

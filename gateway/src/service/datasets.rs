@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use sluice_policies::{Action, Epsilon};
 
 use super::{App, Caller};
-use crate::audit::AuditOutcome;
 use crate::error::{ServiceError, ServiceResult};
-use crate::schema::DatasetSchema;
 use crate::store::{Store, VersionRow, format_time};
-use crate::vault::{self, ChunkContext, IngestError};
+use sluice_audit::AuditOutcome;
+use sluice_vault::chunks::{self, ChunkContext, IngestError};
+use sluice_vault::schema::DatasetSchema;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,16 +158,16 @@ impl App {
         // One ingest at a time: the version number is bound into every chunk's associated
         // data before the version row exists, so two ingests must not pick the same one.
         // The database write lock is taken only at the end, so ingest never blocks audit.
-        let _ingest_guard = self.ingest_lock.lock().await;
+        let _ingest_guard = self.sealed.ingest_lock.lock().await;
         let version = self.store.next_version(dataset_id).await?;
         let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed")));
         }
-        let master = self.master.read().await.clone();
-        let blobs = self.data_dir.blobs();
+        let master = self.sealed.master.read().await.clone();
+        let blobs = self.sealed.data_dir.blobs();
         let outcome = tokio::task::spawn_blocking(move || {
-            vault::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
+            chunks::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
         })
         .await
         .context("the ingest task panicked")?;
@@ -206,7 +206,7 @@ impl App {
         Store::append_audit(&mut tx, event, now).await?;
         if let Err(error) = tx.commit().await {
             // The chunks are useless without the wrapped key that was just rolled back.
-            let _ = std::fs::remove_dir_all(vault::version_dir(&self.data_dir.blobs(), dataset_id, version));
+            let _ = std::fs::remove_dir_all(chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version));
             return Err(anyhow::Error::from(error).context("committing the dataset version").into());
         }
         Ok(IngestSummary {
@@ -243,7 +243,7 @@ impl App {
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was already destroyed")));
         }
-        let _no_ingest = self.ingest_lock.lock().await;
+        let _no_ingest = self.sealed.ingest_lock.lock().await;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let versions = Store::shred_dataset(&mut tx, dataset_id, now).await?;
@@ -252,7 +252,7 @@ impl App {
             .detail("method", "crypto-shredding");
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the destruction")?;
-        let blobs = self.data_dir.blobs().join(format!("dataset-{dataset_id}"));
+        let blobs = self.sealed.data_dir.blobs().join(format!("dataset-{dataset_id}"));
         if blobs.exists() {
             std::fs::remove_dir_all(&blobs).with_context(|| format!("removing {}", blobs.display()))?;
         }
@@ -275,7 +275,7 @@ impl App {
             .detail("rows", rows)
             .detail("seed", seed);
         self.record(event).await?;
-        Ok(crate::dummy::dummy_csv(&schema, rows, seed))
+        Ok(sluice_vault::dummy::dummy_csv(&schema, rows, seed))
     }
 
     pub async fn catalogue(&self, caller: &Caller) -> ServiceResult<Vec<CatalogueEntry>> {
@@ -326,7 +326,7 @@ impl App {
     }
 }
 
-fn catalogue_column(column: &crate::schema::ColumnSchema) -> CatalogueColumn {
+fn catalogue_column(column: &sluice_vault::schema::ColumnSchema) -> CatalogueColumn {
     CatalogueColumn {
         name: column.name.clone(),
         column_type: column.column_type.as_str(),

@@ -10,29 +10,27 @@ mod datasets;
 mod procedure;
 mod runs;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use base64::Engine as _;
-use sluice_policies::{
-    Action, Denial, DenialReason, Licence, PolicyGate, Principal, ReviewerKind, Role, check_licence,
-};
-use sluice_sandbox::{CompiledModel, Runtime, RuntimeLimits};
+use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, ReviewerKind, Role, check_licence};
+use sluice_sandbox::RuntimeLimits;
 use time::OffsetDateTime;
 
 pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome};
-pub use runs::{
-    BudgetView, ReleasedBinView, ReleasedGroupView, ReleasedOutput, RunView, group_labels, release_outputs,
-};
+pub use runs::{BudgetView, RunView};
 
-use crate::audit::{AuditEvent, AuditOutcome};
+use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::error::{ServiceError, ServiceResult};
-use crate::keys::{AeadKey, SigningKey, random_bytes};
+use crate::parts::{AuditLog, Gate, Sealed};
+use crate::runner::Runner;
 use crate::store::{NewPrincipal, PrincipalRow, Store, format_time, parse_time};
+use sluice_audit::{AuditEvent, AuditOutcome};
+use sluice_vault::keys::{AeadKey, random_bytes};
 
 /// Where "now" comes from. Tests use a manual clock to step past validity windows.
 #[derive(Debug, Clone)]
@@ -68,38 +66,21 @@ pub struct Caller {
     pub request_id: String,
 }
 
-/// The running gateway: storage, keys, the sandbox runtime and compiled models.
+/// The running gateway, composed of parts with one job each: the store, the sealed data
+/// at rest, the audit log's key, the sandbox runner and the gate. Built once from a
+/// [`Config`].
 pub struct App {
     pub(crate) store: Store,
-    pub(crate) data_dir: DataDir,
-    /// Held for reading while a data key is wrapped or unwrapped, for writing during a
-    /// rotation, so no operation mixes the old and the new master key.
-    pub(crate) master: tokio::sync::RwLock<AeadKey>,
-    pub(crate) signing: SigningKey,
-    pub(crate) runtime: Arc<Runtime>,
-    /// Compiled models by digest: compiled here at submission, never loaded from outside.
-    pub(crate) compiled: Mutex<HashMap<String, CompiledModel>>,
-    pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
-    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
-    /// Serialises checkpoint issuance, so two never race to sign the same size.
-    pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
-    /// Runs an authorisation allows in any hour (`$SLUICE_MAX_RUNS_PER_HOUR`, default 60).
-    pub(crate) max_runs_per_hour: std::sync::atomic::AtomicU64,
-    /// Independent approvals a model needs: 1, or 2 (`$SLUICE_MODEL_REVIEW_QUORUM`).
-    pub(crate) model_review_quorum: std::sync::atomic::AtomicU64,
-    /// The least ε a run may spend, in millionths (`$SLUICE_MIN_EPSILON_PER_RUN`, default 0.05).
-    pub(crate) min_epsilon_units: std::sync::atomic::AtomicU64,
-    /// The fixed part of a run's visibility delay, in milliseconds
-    /// (`$SLUICE_RUN_VISIBILITY_BASE_MS`, default 1,000).
-    pub(crate) visibility_base_ms: std::sync::atomic::AtomicU64,
+    pub(crate) sealed: Sealed,
+    pub(crate) log: AuditLog,
+    pub(crate) runner: Runner,
+    pub(crate) gate: Gate,
     pub(crate) clock: Clock,
-    /// Who may attempt what: the Cedar policy set, validated when the gateway opened.
-    pub(crate) gate: PolicyGate,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("data_dir", &self.data_dir).finish_non_exhaustive()
+        f.debug_struct("App").field("sealed", &self.sealed).field("runner", &self.runner).finish_non_exhaustive()
     }
 }
 
@@ -167,50 +148,31 @@ fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
 }
 
 impl App {
-    /// Opens the gateway over an initialised data directory.
-    pub async fn open(data_dir: DataDir, clock: Clock) -> anyhow::Result<Arc<Self>> {
-        let data_dir_policies = data_dir.root().join("policies.cedar");
+    /// Opens the gateway over an initialised data directory, as `config` describes.
+    pub async fn open(config: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        let data_dir = config.data_dir.clone();
         let store = Store::open_sqlite(&data_dir.database(), false).await?;
-        let master = open_master_key(&data_dir, &store).await?;
+        let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
+        let master = open_master_key(&data_dir, &store, from_environment).await?;
         sweep_partial_ingests(&data_dir.blobs())?;
-        let signing = SigningKey::load(&data_dir.signing_key())?;
-        let limits = RuntimeLimits::default();
-        let slots = limits.max_concurrent_runs as usize;
-        let runtime = Runtime::new(limits).context("starting the sandbox runtime")?;
-        Ok(Arc::new(Self {
-            store,
-            data_dir,
-            master: tokio::sync::RwLock::new(master),
-            signing,
-            runtime: Arc::new(runtime),
-            compiled: Mutex::new(HashMap::new()),
-            run_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-            ingest_lock: tokio::sync::Mutex::new(()),
-            checkpoint_lock: tokio::sync::Mutex::new(()),
-            max_runs_per_hour: std::sync::atomic::AtomicU64::new(max_runs_per_hour()?),
-            model_review_quorum: std::sync::atomic::AtomicU64::new(model_review_quorum()?),
-            min_epsilon_units: std::sync::atomic::AtomicU64::new(min_epsilon_per_run()?.units()),
-            visibility_base_ms: std::sync::atomic::AtomicU64::new(env_u64(
-                RUN_VISIBILITY_BASE_ENV,
-                DEFAULT_RUN_VISIBILITY_BASE_MS,
-            )?),
-            clock,
-            gate: load_policies(&data_dir_policies)?,
-        }))
+        let log = AuditLog::new(data_dir.load_signing_key()?);
+        let gate = Gate::new(&config)?;
+        let runner = Runner::new(RuntimeLimits::default())?;
+        let sealed = Sealed::new(data_dir, master, from_environment.is_some());
+        Ok(Arc::new(Self { store, sealed, log, runner, gate, clock }))
+    }
+
+    /// The gate, whose limits an administrator's tooling (and the tests) may change.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.runner
     }
 
     pub fn now(&self) -> OffsetDateTime {
         self.clock.now()
-    }
-
-    /// Sets how many independent approvals a model needs: 1 or 2.
-    pub fn set_model_review_quorum(&self, quorum: u64) {
-        self.model_review_quorum.store(quorum.clamp(1, 2), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Changes how many runs an authorisation allows in any hour (at least 1).
-    pub fn set_max_runs_per_hour(&self, limit: u64) {
-        self.max_runs_per_hour.store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn clock(&self) -> &Clock {
@@ -221,8 +183,8 @@ impl App {
         &self.store
     }
 
-    pub fn public_key(&self) -> crate::keys::PublicKey {
-        self.signing.public_key()
+    pub fn public_key(&self) -> sluice_audit::PublicKey {
+        self.log.public_key()
     }
 
     /// Resolves an API token to its principal. Failures are audited, without the token.
@@ -288,7 +250,7 @@ impl App {
     pub(crate) async fn guard(&self, caller: &Caller, action: Action, object: &str) -> ServiceResult<()> {
         let licence = check_licence(&caller.principal, self.now());
         let licensed = caller.principal.role == Role::Operator && licence.is_ok();
-        if let Err(denial) = self.gate.decide(caller.principal.role, licensed, action) {
+        if let Err(denial) = self.gate.policies.decide(caller.principal.role, licensed, action) {
             // When only the licence stands in the way, say exactly what is wrong with it.
             let denial = match (denial.reason, licence) {
                 (DenialReason::LicenceExpired, Err(licence)) => licence,
@@ -392,99 +354,9 @@ impl App {
         })
     }
 
-    /// Sets the least ε a run may spend.
-    pub fn set_min_epsilon_per_run(&self, epsilon: sluice_policies::Epsilon) {
-        self.min_epsilon_units.store(epsilon.units(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn min_epsilon_per_run(&self) -> sluice_policies::Epsilon {
-        sluice_policies::Epsilon::from_units(self.min_epsilon_units.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Sets the fixed part of every run's visibility delay (tests shorten it).
-    pub fn set_run_visibility_base(&self, base: std::time::Duration) {
-        let millis = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
-        self.visibility_base_ms.store(millis, std::sync::atomic::Ordering::Relaxed);
-    }
-
     pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
         let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
         principal_from_row(&row)
-    }
-}
-
-/// Environment variable that sets how many runs an authorisation allows in any hour.
-pub const MAX_RUNS_PER_HOUR_ENV: &str = "SLUICE_MAX_RUNS_PER_HOUR";
-const DEFAULT_MAX_RUNS_PER_HOUR: u64 = 60;
-
-fn max_runs_per_hour() -> anyhow::Result<u64> {
-    match std::env::var(MAX_RUNS_PER_HOUR_ENV) {
-        Ok(text) => text
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|limit| *limit > 0)
-            .with_context(|| format!("${MAX_RUNS_PER_HOUR_ENV} must be a whole number above 0")),
-        Err(_) => Ok(DEFAULT_MAX_RUNS_PER_HOUR),
-    }
-}
-
-/// Environment variable that sets the least ε a run may spend.
-pub const MIN_EPSILON_PER_RUN_ENV: &str = "SLUICE_MIN_EPSILON_PER_RUN";
-
-fn min_epsilon_per_run() -> anyhow::Result<sluice_policies::Epsilon> {
-    match std::env::var(MIN_EPSILON_PER_RUN_ENV) {
-        Ok(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|epsilon| sluice_policies::Epsilon::from_f64(epsilon).ok())
-            .with_context(|| format!("${MIN_EPSILON_PER_RUN_ENV} must be a number above 0 and at most 1000")),
-        Err(_) => Ok(sluice_policies::DEFAULT_MIN_EPSILON_PER_RUN),
-    }
-}
-
-/// Environment variable that sets the fixed part of a run's visibility delay, in ms.
-pub const RUN_VISIBILITY_BASE_ENV: &str = "SLUICE_RUN_VISIBILITY_BASE_MS";
-const DEFAULT_RUN_VISIBILITY_BASE_MS: u64 = 1_000;
-
-fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse::<u64>().with_context(|| format!("${name} must be a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// Environment variable naming an administrator's Cedar policy file.
-pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
-
-/// The policy set: `$SLUICE_POLICY_FILE`, else `policies.cedar` in the data directory, else
-/// the shipped default. One that does not parse or validate stops the gateway.
-fn load_policies(in_data_dir: &std::path::Path) -> anyhow::Result<PolicyGate> {
-    let path = std::env::var_os(POLICY_FILE_ENV)
-        .map(std::path::PathBuf::from)
-        .or_else(|| in_data_dir.exists().then(|| in_data_dir.to_path_buf()));
-    match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading the policy file {}", path.display()))?;
-            PolicyGate::new(&text).with_context(|| format!("the policy file {} is refused", path.display()))
-        }
-        None => PolicyGate::default_policies().context("the default policies"),
-    }
-}
-
-/// Environment variable that sets the model review quorum (1 or 2).
-pub const MODEL_REVIEW_QUORUM_ENV: &str = "SLUICE_MODEL_REVIEW_QUORUM";
-
-fn model_review_quorum() -> anyhow::Result<u64> {
-    match std::env::var(MODEL_REVIEW_QUORUM_ENV) {
-        Ok(text) => match text.trim() {
-            "1" => Ok(1),
-            "2" => Ok(2),
-            _ => anyhow::bail!("${MODEL_REVIEW_QUORUM_ENV} must be 1 or 2"),
-        },
-        Err(_) => Ok(1),
     }
 }
 
@@ -493,11 +365,11 @@ const MASTER_FINGERPRINT: &str = "master_key_fingerprint";
 
 /// Loads the master key, finishing or undoing a rotation that was interrupted, and checks
 /// it is the key this data directory's data keys are wrapped under.
-async fn open_master_key(data_dir: &DataDir, store: &Store) -> anyhow::Result<AeadKey> {
+async fn open_master_key(data_dir: &DataDir, store: &Store, from_environment: Option<&str>) -> anyhow::Result<AeadKey> {
     let recorded = store.meta(MASTER_FINGERPRINT).await?;
     let next_path = data_dir.master_key_next();
     if next_path.exists() {
-        let next = crate::keys::read_key_file(&next_path)?;
+        let next = sluice_vault::keys::read_key_file(&next_path)?;
         if recorded.as_deref() == Some(next.fingerprint().as_str()) {
             // The re-wrap committed but the new key file was not moved into place.
             std::fs::rename(&next_path, data_dir.master_key()).context("finishing an interrupted key rotation")?;
@@ -506,7 +378,7 @@ async fn open_master_key(data_dir: &DataDir, store: &Store) -> anyhow::Result<Ae
             std::fs::remove_file(&next_path).context("removing an unfinished key rotation")?;
         }
     }
-    let master = crate::keys::load_master_key(&data_dir.master_key())?;
+    let master = sluice_vault::keys::load_master_key(&data_dir.master_key(), from_environment)?;
     match recorded {
         Some(fingerprint) if fingerprint != master.fingerprint() => anyhow::bail!(
             "the master key does not match this data directory (it wraps its data keys under key {}…)",
@@ -551,18 +423,18 @@ impl App {
     pub async fn rotate_master_key(&self, caller: &Caller) -> ServiceResult<RotationSummary> {
         let action = Action::RotateKeys;
         self.guard(caller, action, "master_key").await?;
-        if std::env::var_os(crate::keys::MASTER_KEY_ENV).is_some() {
+        if self.sealed.master_from_environment {
             return Err(ServiceError::invalid(format!(
                 "the master key comes from ${}; rotate it where it is kept, or use a key file",
-                crate::keys::MASTER_KEY_ENV
+                sluice_vault::keys::MASTER_KEY_ENV
             )));
         }
-        let _no_ingest = self.ingest_lock.lock().await;
-        let mut master = self.master.write().await;
+        let _no_ingest = self.sealed.ingest_lock.lock().await;
+        let mut master = self.sealed.master.write().await;
         let new_key = AeadKey::generate()?;
-        let next_path = self.data_dir.master_key_next();
+        let next_path = self.sealed.data_dir.master_key_next();
         let _ = std::fs::remove_file(&next_path);
-        crate::keys::write_secret_file(&next_path, format!("{}\n", new_key.to_hex().as_str()).as_bytes())?;
+        sluice_vault::keys::write_secret_file(&next_path, format!("{}\n", new_key.to_hex().as_str()).as_bytes())?;
         let outcome = self.rewrap_all(caller, &master, &new_key).await;
         let rewrapped = match outcome {
             Ok(count) => count,
@@ -571,8 +443,8 @@ impl App {
                 return Err(error.into());
             }
         };
-        std::fs::rename(&next_path, self.data_dir.master_key()).context("installing the new master key")?;
-        if let Ok(directory) = std::fs::File::open(self.data_dir.root()) {
+        std::fs::rename(&next_path, self.sealed.data_dir.master_key()).context("installing the new master key")?;
+        if let Ok(directory) = std::fs::File::open(self.sealed.data_dir.root()) {
             let _ = directory.sync_all();
         }
         *master = new_key;
@@ -585,7 +457,7 @@ impl App {
         let keys = Store::wrapped_keys(&mut tx).await?;
         for (dataset_id, version, wrapped) in &keys {
             let context =
-                crate::vault::ChunkContext { dataset_id: *dataset_id, version: *version, schema_hash: [0; 32] };
+                sluice_vault::chunks::ChunkContext { dataset_id: *dataset_id, version: *version, schema_hash: [0; 32] };
             let data_key = old
                 .unwrap_key(wrapped, &context.key_context())
                 .map_err(|error| anyhow::anyhow!("dataset {dataset_id} version {version}: {error}"))?;

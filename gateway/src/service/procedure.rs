@@ -16,10 +16,10 @@ use sluice_policies::{
 use sluice_sandbox::{CompiledModel, Manifest};
 
 use super::{App, Caller, invalid_denial};
-use crate::audit::AuditOutcome;
 use crate::error::{ServiceError, ServiceResult};
-use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 use crate::store::{ApplicationRow, ModelRow, Store, format_time, parse_time};
+use sluice_audit::AuditOutcome;
+use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 
 /// A scenario application (一场景一申请).
 #[derive(Debug, Clone, Deserialize)]
@@ -297,7 +297,7 @@ impl App {
         // left, could never run: refuse it now rather than approve it and fail every run.
         let epsilon = Epsilon::from_f64(compiled.manifest().epsilon_per_run()).map_err(ServiceError::Denied)?;
         let remaining = super::runs::budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining();
-        if let Err(denial) = check_epsilon_per_run(epsilon, self.min_epsilon_per_run(), remaining) {
+        if let Err(denial) = check_epsilon_per_run(epsilon, self.gate.min_epsilon_per_run(), remaining) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         let digest = compiled.digest().to_string();
@@ -321,7 +321,7 @@ impl App {
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model")?;
         let epsilon_per_run = manifest.epsilon_per_run();
-        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), compiled.clone());
+        self.runner.remember(&compiled);
         let automated = self.automated_results(&compiled, authorisation.dataset_id).await?;
         self.store.set_automated_results(id, &automated.to_string()).await?;
         Ok(ModelView {
@@ -344,7 +344,7 @@ impl App {
         dataset_id: i64,
     ) -> ServiceResult<CompiledModel> {
         let manifest = Manifest::from_toml(manifest).map_err(ServiceError::ModelRejected)?;
-        let runtime = self.runtime.clone();
+        let runtime = self.runner.runtime().clone();
         let module = module.to_vec();
         let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module, manifest))
             .await
@@ -416,7 +416,7 @@ impl App {
         for approver in Store::model_approvers(&mut tx, id).await? {
             prior.push((approver, self.principal(approver).await?.organisation));
         }
-        let quorum = self.model_review_quorum.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let quorum = self.gate.model_review_quorum() as usize;
         let next = match model_review_outcome(&prior, &caller.principal, approve, quorum) {
             Ok(next) => next,
             Err(denial) => {
@@ -490,26 +490,27 @@ impl App {
         let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        let (runtime, compiled) = (self.runtime.clone(), compiled.clone());
-        let outcome =
-            tokio::task::spawn_blocking(move || crate::dev::run(&runtime, &compiled, &schema, DUMMY_REVIEW_ROWS, 0))
-                .await
-                .context("the review run panicked")?;
+        let (runtime, compiled) = (self.runner.runtime().clone(), compiled.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::runner::dummy_run(&runtime, &compiled, &schema, DUMMY_REVIEW_ROWS, 0)
+        })
+        .await
+        .context("the review run panicked")?;
         let dummy_run = match outcome {
             // Dummy rows are not secret, so the counts of failed rows are shown to reviewers.
-            Ok(run) if run.fallbacks.total() > 0 => serde_json::json!({
+            Ok(run) if run.outputs.fallbacks().total() > 0 => serde_json::json!({
                 "rows": DUMMY_REVIEW_ROWS,
                 "outcome": "failed",
                 "code": "row_fallbacks",
                 "fallback_rows": {
-                    "trap": run.fallbacks.trap,
-                    "fuel": run.fallbacks.fuel,
-                    "stack": run.fallbacks.stack,
-                    "non_finite": run.fallbacks.non_finite,
+                    "trap": run.outputs.fallbacks().trap,
+                    "fuel": run.outputs.fallbacks().fuel,
+                    "stack": run.outputs.fallbacks().stack,
+                    "non_finite": run.outputs.fallbacks().non_finite,
                 },
             }),
             Ok(run) => {
-                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": run.outputs.len()})
+                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": run.released.len()})
             }
             Err(error) => {
                 let code = error.downcast_ref::<sluice_sandbox::SandboxError>().map_or("failed", |error| error.code());

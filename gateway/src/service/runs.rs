@@ -6,77 +6,25 @@
 //! its audit entry commit together afterwards. A run's result becomes visible at a time
 //! fixed before data is read, and rows the model failed on are counted only in the audit
 //! log, so neither the time nor the outcome tells the operator what the model did on the
-//! data. Raw model outputs never leave this module except through `sluice_policies::release`.
+//! data. Raw model outputs never reach this module: the runner hands back only the release.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use sluice_audit::{AuditOutcome, Receipt};
 use sluice_policies::{
-    Action, AggregateKind, AuthorisationFacts, Denial, DenialReason, Epsilon, HistogramRule, ModelFacts, ModelState,
-    OutputRule, PrivacyBudget, QuantileRule, ReleasedGroups, ReleasedHistogram, ReleasedValue, Role, RunFacts,
-    authorise_run, check_epsilon_per_run, check_run_rate, release, release_gaussian, release_grouped,
-    release_histogram, release_quantile, review_result,
+    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
+    PrivacyBudget, ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, review_result,
 };
-use sluice_sandbox::{
-    CompiledModel, DEFAULT_CANDIDATES, Fallbacks, Manifest, ModelDigest, NoiseKind, OutputKind, SandboxError,
-};
+use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
+use sluice_vault::chunks::{ChunkContext, VersionReader};
+use sluice_vault::schema::DatasetSchema;
 
-use super::{App, Caller};
-use crate::audit::{AuditOutcome, Receipt};
+use super::{App, Caller, principal_from_row};
 use crate::error::{ServiceError, ServiceResult};
-use crate::schema::DatasetSchema;
+use crate::runner::{ReleaseFacts, RunError, run_and_release};
 use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
-use crate::vault::{ChunkContext, VersionReader};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReleasedOutput {
-    pub name: String,
-    pub kind: String,
-    /// The noisy aggregate; for a histogram or a grouped count or sum, the total of what was
-    /// released; none for a grouped mean.
-    pub value: Option<f64>,
-    pub epsilon: f64,
-    pub noise_scale: f64,
-    /// Half-width of the value's 95% interval. Counts and histogram bins use opendp's
-    /// discrete Laplace, so theirs is exact; for a grouped count or sum it is the total's,
-    /// for a grouped mean the widest group's (each group also carries its own).
-    pub ci95_half_width: f64,
-    /// A histogram's bins: each noisy count, or none when suppressed by the disclosure rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bins: Option<Vec<ReleasedBinView>>,
-    /// A grouped output's groups, in the declared domain's order; suppressed ones have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub groups: Option<Vec<ReleasedGroupView>>,
-    /// The mechanism: `laplace`, `gaussian` (zCDP, charged as (ε, δ = 1e-9)) or
-    /// `exponential` (a quantile, whose half-width is half a candidate step).
-    #[serde(default = "laplace")]
-    pub mechanism: String,
-    /// For a quantile: with 95% probability its rank is within this many rows of the true one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rank_error_95: Option<f64>,
-}
-
-fn laplace() -> String {
-    "laplace".into()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReleasedGroupView {
-    pub label: String,
-    pub value: Option<f64>,
-    pub suppressed: bool,
-    /// This group's own 95% half-width; none when suppressed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci95_half_width: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReleasedBinView {
-    pub label: String,
-    pub count: Option<f64>,
-    pub suppressed: bool,
-}
 
 /// What an operator sees of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,150 +57,6 @@ pub struct BudgetView {
     pub dataset_epsilon_spent: f64,
 }
 
-fn released_output(value: ReleasedValue) -> ReleasedOutput {
-    ReleasedOutput {
-        name: value.name,
-        kind: value.kind.as_str().into(),
-        value: Some(value.value),
-        epsilon: value.epsilon,
-        noise_scale: value.noise_scale,
-        ci95_half_width: value.ci95_half_width,
-        bins: None,
-        groups: None,
-        mechanism: laplace(),
-        rank_error_95: None,
-    }
-}
-
-fn released_groups(released: ReleasedGroups) -> ReleasedOutput {
-    let total =
-        (released.kind != AggregateKind::Mean).then(|| released.groups.iter().filter_map(|group| group.value).sum());
-    // A count's or sum's total has its own interval; a grouped mean has no total, and its
-    // top-level half-width is the widest group's. Each group carries its own.
-    let widest = released.groups.iter().filter_map(|group| group.ci95_half_width).fold(0.0, f64::max);
-    ReleasedOutput {
-        name: released.name,
-        kind: released.kind.as_str().into(),
-        value: total,
-        epsilon: released.epsilon,
-        noise_scale: released.noise_scale,
-        ci95_half_width: released.total_ci95_half_width.unwrap_or(widest),
-        bins: None,
-        groups: Some(
-            released
-                .groups
-                .into_iter()
-                .map(|group| ReleasedGroupView {
-                    label: group.label,
-                    value: group.value,
-                    suppressed: group.suppressed,
-                    ci95_half_width: group.ci95_half_width,
-                })
-                .collect(),
-        ),
-        mechanism: laplace(),
-        rank_error_95: None,
-    }
-}
-
-fn released_histogram(histogram: ReleasedHistogram) -> ReleasedOutput {
-    ReleasedOutput {
-        name: histogram.name,
-        kind: "histogram".into(),
-        value: Some(histogram.bins.iter().filter_map(|bin| bin.count).sum()),
-        epsilon: histogram.epsilon,
-        noise_scale: histogram.noise_scale,
-        ci95_half_width: histogram.ci95_half_width,
-        bins: Some(
-            histogram
-                .bins
-                .into_iter()
-                .map(|bin| ReleasedBinView { label: bin.label, count: bin.count, suppressed: bin.suppressed })
-                .collect(),
-        ),
-        groups: None,
-        mechanism: laplace(),
-        rank_error_95: None,
-    }
-}
-
-/// The declared domain of the manifest's group-by column, from the dataset schema.
-pub fn group_labels(manifest: &Manifest, schema: &DatasetSchema) -> Vec<String> {
-    manifest
-        .group_by()
-        .and_then(|index| schema.column(&manifest.inputs()[index].name))
-        .map(|(_, column)| column.domain.clone())
-        .unwrap_or_default()
-}
-
-/// Releases every output the manifest declares, in its order, from the model's per-row
-/// values: scalar aggregates through [`release`] (or [`release_grouped`] when the manifest
-/// groups by a column, whose declared domain is `group_labels`), histograms through
-/// [`release_histogram`], with the dataset's minimum group size as the disclosure threshold.
-pub fn release_outputs(
-    manifest: &Manifest,
-    outputs: &sluice_sandbox::ModelOutputs,
-    rows: usize,
-    rows_per_person: u32,
-    min_group_size: u32,
-    group_labels: &[String],
-) -> Result<Vec<ReleasedOutput>, sluice_policies::ReleaseError> {
-    manifest
-        .outputs()
-        .iter()
-        .enumerate()
-        .map(|(index, output)| {
-            let values = outputs.column(index);
-            if output.kind == OutputKind::Histogram {
-                let rule =
-                    HistogramRule { name: output.name.clone(), bins: output.bins.clone(), epsilon: output.epsilon };
-                return release_histogram(&rule, values, rows_per_person, min_group_size).map(released_histogram);
-            }
-            let (lower, upper) = output.bounds();
-            if output.kind == OutputKind::Quantile {
-                let rule = QuantileRule {
-                    name: output.name.clone(),
-                    lower,
-                    upper,
-                    alpha: output.alpha.unwrap_or(0.5),
-                    candidates: output.candidates.unwrap_or(DEFAULT_CANDIDATES),
-                    epsilon: output.epsilon,
-                };
-                let released = release_quantile(&rule, values, rows, rows_per_person)?;
-                return Ok(ReleasedOutput {
-                    name: released.name,
-                    kind: "quantile".into(),
-                    value: Some(released.value),
-                    epsilon: released.epsilon,
-                    noise_scale: 0.0,
-                    ci95_half_width: (upper - lower) / (rule.candidates - 1) as f64 / 2.0,
-                    bins: None,
-                    groups: None,
-                    mechanism: "exponential".into(),
-                    rank_error_95: Some(released.rank_error_95),
-                });
-            }
-            let kind = match output.kind {
-                OutputKind::Count => AggregateKind::Count,
-                OutputKind::Mean => AggregateKind::Mean,
-                OutputKind::Sum | OutputKind::Histogram | OutputKind::Quantile => AggregateKind::Sum,
-            };
-            let rule = OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon };
-            if output.noise == NoiseKind::Gaussian {
-                let released = release_gaussian(&rule, values, rows, rows_per_person)?;
-                return Ok(ReleasedOutput { mechanism: "gaussian".into(), ..released_output(released) });
-            }
-            if manifest.group_by().is_some() {
-                let grouped =
-                    release_grouped(&rule, values, outputs.groups(), group_labels, rows_per_person, min_group_size)?;
-                return Ok(released_groups(grouped));
-            }
-            let mut released = release(&[rule], &[values], rows, rows_per_person)?;
-            Ok(released_output(released.remove(0)))
-        })
-        .collect()
-}
-
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
     Ok(AuthorisationFacts {
         id: row.id,
@@ -270,18 +74,33 @@ pub(super) fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
         .map_err(|denial| anyhow::anyhow!("stored budget is inconsistent: {}", denial.message))
 }
 
-/// Everything a permitted run needs, gathered before the charge.
+/// Everything a permitted run needs, gathered once before the charge.
 struct PreparedRun {
+    /// What the gate decided: who pays, how much.
+    permit: RunPermit,
+    model_id: i64,
     compiled: CompiledModel,
     version: VersionRow,
     schema: DatasetSchema,
-    epsilon: Epsilon,
     /// Unwrapped before the charge, so a key problem never costs the operator budget.
-    key: crate::keys::AeadKey,
-    /// The dataset's disclosure threshold for histogram bins.
+    key: sluice_vault::keys::AeadKey,
+    /// The dataset's disclosure threshold for histogram bins and groups.
     min_group_size: u32,
     /// Releases under this authorisation wait for data product review.
     hold_outputs: bool,
+}
+
+/// A prepared run whose charge committed: the only thing [`App::execute`] accepts.
+struct ChargedRun {
+    run_id: i64,
+    charged: Charged,
+    prepared: PreparedRun,
+}
+
+/// How a charge ended: with the run recorded and both budgets debited, or refused.
+enum ChargeOutcome {
+    Charged(Box<ChargedRun>),
+    Refused(Denial),
 }
 
 /// Assumed cost of one unit of fuel when fixing a run's visibility time: a row that uses
@@ -294,7 +113,9 @@ type Executed = Result<(Vec<ReleasedOutput>, Fallbacks), RunFailure>;
 
 impl App {
     /// Runs `model_id` under `authorisation_id` and returns the DP release once it is
-    /// visible.
+    /// visible. One path, each fact read once: decide (a [`RunPermit`]), prepare (compile,
+    /// unwrap the key), charge with the permit (a [`ChargedRun`] or a refusal), execute
+    /// only what was charged, release, record.
     ///
     /// The visibility time is fixed before the charge, from public facts only (the row
     /// count, the model's declared fuel per row and a base delay); the answer is held until
@@ -310,18 +131,21 @@ impl App {
         let action = Action::RunModel;
         let object = format!("authorisation:{authorisation_id}");
         self.guard(caller, action, &object).await?;
-        let prepared = self.prepare_run(caller, authorisation_id, model_id).await?;
+        let prepared = self.decide_and_prepare(caller, authorisation_id, model_id).await?;
         let started = self.now();
         // The wait is timed on the monotonic clock: the gateway's clock may be set by hand.
         let started_instant = tokio::time::Instant::now();
         let delay = self.visibility_delay(&prepared);
         let visible_at = started + delay;
-        let run_id = self.charge(caller, authorisation_id, model_id, &prepared, visible_at).await?;
+        let charged = match self.charge(caller, prepared, visible_at).await? {
+            ChargeOutcome::Charged(charged) => charged,
+            ChargeOutcome::Refused(denial) => return Err(self.deny(caller, action.as_str(), object, denial).await),
+        };
         let app = Arc::clone(self);
         let task_caller = caller.clone();
         let task = tokio::spawn(async move {
-            let outcome = app.execute(authorisation_id, &prepared).await;
-            app.finish(&task_caller, run_id, authorisation_id, &prepared, outcome).await
+            let outcome = app.execute(&charged).await;
+            app.finish(&task_caller, &charged, outcome).await
         });
         let outcome = task.await.map_err(|error| anyhow::anyhow!("the run task failed: {error}"))?;
         wait_until_visible(started_instant, delay).await;
@@ -333,18 +157,26 @@ impl App {
     /// How long after its start a run's result becomes visible: a base delay plus the time
     /// the model may take if every row uses all its fuel.
     fn visibility_delay(&self, prepared: &PreparedRun) -> time::Duration {
-        let base = self.visibility_base_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let fuel = self.runtime.fuel_per_row(prepared.compiled.manifest()) as f64;
+        let base = self.gate.visibility_base();
+        let fuel = self.runner.runtime().fuel_per_row(prepared.compiled.manifest()) as f64;
         let rows = prepared.version.row_count.max(0) as f64;
         let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / 1e6).ceil() as i64;
-        time::Duration::milliseconds(i64::try_from(base).unwrap_or(i64::MAX).saturating_add(model_millis))
+        let base_millis = i64::try_from(base.as_millis()).unwrap_or(i64::MAX);
+        time::Duration::milliseconds(base_millis.saturating_add(model_millis))
     }
 
-    async fn prepare_run(&self, caller: &Caller, authorisation_id: i64, model_id: i64) -> ServiceResult<PreparedRun> {
+    /// Reads the run's facts in one snapshot, asks the gate once, and prepares what the
+    /// permitted run needs (the compiled model, the data key) before anything is charged.
+    async fn decide_and_prepare(
+        &self,
+        caller: &Caller,
+        authorisation_id: i64,
+        model_id: i64,
+    ) -> ServiceResult<PreparedRun> {
         let action = Action::RunModel.as_str();
         let object = format!("authorisation:{authorisation_id}");
-        let authorisation = self.store.authorisation(authorisation_id).await?;
-        let Some(model) = self.store.model(model_id).await? else {
+        let facts = self.store.run_facts(authorisation_id, model_id).await?;
+        let Some(model) = facts.model else {
             return Err(self.not_found(caller, action, "model", model_id).await);
         };
         let manifest =
@@ -352,7 +184,7 @@ impl App {
         // The digest is recomputed from the stored bytes: a byte changed after review
         // (even in the database) no longer matches the approved digest.
         let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
-        let submitter = self.principal(model.submitter_id).await?;
+        let submitter = principal_from_row(&facts.submitter.context("the model's submitter is missing")?)?;
         let model_facts = ModelFacts {
             state: ModelState::parse(&model.state).context("stored model state")?,
             submitter_id: submitter.id,
@@ -360,10 +192,8 @@ impl App {
             authorisation_id: model.authorisation_id,
             approved_digest: model.digest.clone(),
         };
-        let authorisation_facts = authorisation.as_ref().map(authorisation_facts).transpose()?;
-        let dataset_id = authorisation.as_ref().map_or(0, |row| row.dataset_id);
-        let dataset = self.store.dataset(dataset_id).await?;
-        let dataset_budget = match &dataset {
+        let authorisation_facts = facts.authorisation.as_ref().map(authorisation_facts).transpose()?;
+        let dataset_budget = match &facts.dataset {
             Some(dataset) => budget(dataset.epsilon_total, dataset.epsilon_spent)?,
             None => {
                 PrivacyBudget::new(Epsilon::ZERO, Epsilon::ZERO).map_err(|denial| anyhow::anyhow!(denial.message))?
@@ -372,23 +202,22 @@ impl App {
         let columns_read: Vec<String> = manifest.inputs().iter().map(|input| input.name.clone()).collect();
         let epsilon =
             Epsilon::from_f64(manifest.epsilon_per_run()).map_err(|denial| ServiceError::invalid(denial.message))?;
-        let facts = RunFacts {
+        let run_facts = RunFacts {
             operator: &caller.principal,
             authorisation: authorisation_facts.as_ref(),
             model: &model_facts,
             digest_to_run: &digest_to_run,
             columns_read: &columns_read,
             epsilon,
+            min_epsilon: self.gate.min_epsilon_per_run(),
+            dataset_id: facts.dataset.as_ref().map_or(0, |dataset| dataset.id),
             dataset_budget,
         };
-        if let Err(denial) = authorise_run(&facts, self.now()) {
-            return Err(self.deny(caller, action, object, denial).await);
-        }
-        let remaining = authorisation_facts.as_ref().map_or(Epsilon::ZERO, |facts| facts.budget.remaining());
-        if let Err(denial) = check_epsilon_per_run(epsilon, self.min_epsilon_per_run(), remaining) {
-            return Err(self.deny(caller, action, object, denial).await);
-        }
-        let dataset = dataset.context("authorised dataset")?;
+        let permit = match authorise_run(&run_facts, self.now()) {
+            Ok(permit) => permit,
+            Err(denial) => return Err(self.deny(caller, action, object, denial).await),
+        };
+        let dataset = facts.dataset.context("authorised dataset")?;
         if dataset.destroyed_at.is_some() {
             let denial = Denial::new(
                 DenialReason::DatasetDestroyed,
@@ -396,121 +225,126 @@ impl App {
             );
             return Err(self.deny(caller, action, object, denial).await);
         }
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        // The version row and the master key are read under one lock, so a rotation cannot
-        // slip between reading a wrapped key and unwrapping it.
-        let master = self.master.read().await;
-        let Some(version) = self.store.versions(dataset.id).await?.pop() else {
+        let Some(version) = facts.version else {
             return Err(ServiceError::invalid("the dataset has no data yet"));
         };
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let key = self.unwrap_data_key(&version, &schema).await?;
+        let compiled = self.runner.compiled(&digest_to_run, &model.module, manifest).await?;
+        Ok(PreparedRun {
+            permit,
+            model_id,
+            compiled,
+            version,
+            schema,
+            key,
+            min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
+            hold_outputs: facts.authorisation.as_ref().is_some_and(|row| row.hold_outputs),
+        })
+    }
+
+    /// Unwraps a version's data key under the master key. A wrapped key read before a
+    /// rotation committed no longer opens; the version is then read again under the lock.
+    async fn unwrap_data_key(
+        &self,
+        version: &VersionRow,
+        schema: &DatasetSchema,
+    ) -> anyhow::Result<sluice_vault::keys::AeadKey> {
         let context =
             ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: schema.hash() };
-        let key = master
-            .unwrap_key(&version.wrapped_key, &context.key_context())
-            .map_err(|error| anyhow::anyhow!("unwrapping the data key of dataset {}: {error}", dataset.id))?;
-        drop(master);
-        let compiled = self.compiled_model(&digest_to_run, &model.module, manifest).await?;
-        let min_group_size = u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX);
-        let hold_outputs = authorisation.as_ref().is_some_and(|row| row.hold_outputs);
-        Ok(PreparedRun { compiled, version, schema, epsilon, key, min_group_size, hold_outputs })
-    }
-
-    /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
-    async fn compiled_model(&self, digest: &str, module: &[u8], manifest: Manifest) -> ServiceResult<CompiledModel> {
-        if let Some(compiled) = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(digest) {
-            return Ok(compiled.clone());
+        let master = self.sealed.master.read().await;
+        if let Ok(key) = master.unwrap_key(&version.wrapped_key, &context.key_context()) {
+            return Ok(key);
         }
-        let runtime = self.runtime.clone();
-        let module = module.to_vec();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module, manifest))
-            .await
-            .context("the compile task panicked")?
-            .map_err(|error| anyhow::anyhow!("an approved model no longer compiles: {error}"))?;
-        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.into(), compiled.clone());
-        Ok(compiled)
+        // A rotation committed between the snapshot and the lock: the key it wrapped anew is
+        // in the store now, and the lock keeps another rotation out while it is read.
+        let current = self
+            .store
+            .versions(version.dataset_id)
+            .await?
+            .into_iter()
+            .find(|row| row.version == version.version)
+            .context("the dataset version disappeared")?;
+        master
+            .unwrap_key(&current.wrapped_key, &context.key_context())
+            .map_err(|error| anyhow::anyhow!("unwrapping the data key of dataset {}: {error}", version.dataset_id))
     }
 
-    /// Debits both budgets and records the start, in one transaction, before any data is
-    /// read. The conditional updates make the check and the debit one atomic step.
+    /// Charges the permit and records the start, in one transaction, before any data is
+    /// read. The budgets, the revocation and the run rate are read under the write lock and
+    /// checked by the permit ([`RunPermit::charge`]); the refusal names its own reason.
     async fn charge(
         &self,
         caller: &Caller,
-        authorisation_id: i64,
-        model_id: i64,
-        prepared: &PreparedRun,
+        prepared: PreparedRun,
         visible_at: time::OffsetDateTime,
-    ) -> ServiceResult<i64> {
+    ) -> ServiceResult<ChargeOutcome> {
         let now = self.now();
-        let units = prepared.epsilon.units() as i64;
+        let permit = prepared.permit;
         let mut tx = self.store.begin().await?;
-        let recent = Store::runs_since(&mut tx, authorisation_id, now - time::Duration::hours(1)).await?;
-        let denial = if let Err(denial) =
-            check_run_rate(recent, self.max_runs_per_hour.load(std::sync::atomic::Ordering::Relaxed))
-        {
-            Some(denial)
-        } else if !Store::charge_authorisation(&mut tx, authorisation_id, units).await? {
-            // The charge refuses a revoked authorisation too: revocation wins any race.
-            let revoked =
-                Store::authorisation_in(&mut tx, authorisation_id).await?.is_some_and(|row| row.revoked_at.is_some());
-            Some(if revoked {
-                Denial::new(DenialReason::AuthorisationRevoked, "the authorisation has been revoked")
-            } else {
-                Denial::new(DenialReason::BudgetExhausted, "the authorisation's privacy budget is exhausted")
-            })
-        } else if !Store::charge_dataset(&mut tx, prepared.version.dataset_id, units).await? {
-            Some(Denial::new(
-                DenialReason::DatasetBudgetExhausted,
-                "the dataset's lifetime privacy budget is exhausted",
-            ))
-        } else {
-            None
+        let row =
+            Store::charge_facts(&mut tx, permit.authorisation_id, permit.dataset_id, now - time::Duration::hours(1))
+                .await?
+                .context("the authorisation or its dataset disappeared")?;
+        let facts = ChargeFacts {
+            revoked: row.revoked,
+            authorisation_budget: budget(row.authorisation_total, row.authorisation_spent)?,
+            dataset_budget: budget(row.dataset_total, row.dataset_spent)?,
+            runs_in_last_hour: u64::try_from(row.runs_since).unwrap_or(0),
+            max_runs_per_hour: self.gate.max_runs_per_hour(),
         };
-        if let Some(denial) = denial {
-            drop(tx);
-            return Err(self
-                .deny(caller, Action::RunModel.as_str(), format!("authorisation:{authorisation_id}"), denial)
-                .await);
-        }
-        let row = RunRow {
+        let charged = match permit.charge(&facts) {
+            Ok(charged) => charged,
+            Err(denial) => {
+                drop(tx);
+                return Ok(ChargeOutcome::Refused(denial));
+            }
+        };
+        Store::apply_charge(
+            &mut tx,
+            permit.authorisation_id,
+            charged.authorisation_budget_after.spent().units() as i64,
+            permit.dataset_id,
+            charged.dataset_budget_after.spent().units() as i64,
+        )
+        .await?;
+        let run = RunRow {
             id: 0,
-            authorisation_id,
-            model_id,
+            authorisation_id: permit.authorisation_id,
+            model_id: prepared.model_id,
             operator_id: caller.principal.id,
             dataset_id: prepared.version.dataset_id,
             dataset_version: prepared.version.version,
-            epsilon: units,
+            epsilon: permit.epsilon.units() as i64,
             state: "running".into(),
             outcome: None,
             result_json: None,
             visible_at: Some(crate::store::format_time(visible_at)),
         };
-        let run_id = Store::insert_run(&mut tx, &row, now).await?;
+        let run_id = Store::insert_run(&mut tx, &run, now).await?;
         let event = Self::event(caller, Action::RunModel.as_str(), format!("run:{run_id}"), AuditOutcome::Ok)
-            .detail("authorisation", authorisation_id)
-            .detail("model", model_id)
+            .detail("authorisation", permit.authorisation_id)
+            .detail("model", prepared.model_id)
             .detail("digest", prepared.compiled.digest())
             .detail("dataset", prepared.version.dataset_id)
             .detail("dataset_version", prepared.version.version)
-            .detail("epsilon_charged", prepared.epsilon)
+            .detail("epsilon_charged", permit.epsilon)
             .detail("visible_at", crate::store::format_time(visible_at));
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the budget charge")?;
-        Ok(run_id)
+        Ok(ChargeOutcome::Charged(Box::new(ChargedRun { run_id, charged, prepared })))
     }
 
-    /// Decrypts the version chunk by chunk into the sandbox, then releases with DP.
-    async fn execute(&self, authorisation_id: i64, prepared: &PreparedRun) -> Executed {
-        let _slot = self.run_slots.clone().acquire_owned().await.map_err(|error| RunFailure::Host(error.into()))?;
+    /// Decrypts the version chunk by chunk into the sandbox, then releases with DP. Takes
+    /// only a charged run.
+    async fn execute(&self, run: &ChargedRun) -> Executed {
+        let _slot = self.runner.slot().await.map_err(RunFailure::Host)?;
+        let prepared = &run.prepared;
+        let authorisation_id = run.charged.permit.authorisation_id;
         // A run queued for a sandbox slot does not start under an authorisation revoked
         // meanwhile; its charge stands (no data was read, but the attempt was made).
-        let revoked = self
-            .store
-            .authorisation(authorisation_id)
-            .await
-            .map_err(RunFailure::Host)?
-            .is_none_or(|row| row.revoked_at.is_some());
-        if revoked {
+        if self.store.authorisation_revoked(authorisation_id).await.map_err(RunFailure::Host)? {
             return Err(RunFailure::Revoked);
         }
         let version = &prepared.version;
@@ -519,48 +353,40 @@ impl App {
             version: version.version,
             schema_hash: prepared.schema.hash(),
         };
-        let key = prepared.key.clone();
         let columns: Vec<String> =
             prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
         let reader = VersionReader::open(
-            &self.data_dir.blobs(),
+            &self.sealed.data_dir.blobs(),
             context,
             version.chunk_count as u64,
-            key,
+            prepared.key.clone(),
             &prepared.schema,
             &columns,
         )
         .map_err(RunFailure::Host)?;
-        let runtime = self.runtime.clone();
+        let runtime = self.runner.runtime().clone();
         let compiled = prepared.compiled.clone();
-        let rows = version.row_count as usize;
-        let rows_per_person = prepared.schema.rows_per_person();
-        let min_group_size = prepared.min_group_size;
-        let group_labels = group_labels(compiled.manifest(), &prepared.schema);
+        let facts = ReleaseFacts::new(
+            compiled.manifest(),
+            &prepared.schema,
+            version.row_count as usize,
+            prepared.min_group_size,
+        );
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
-            let outputs = runtime.run(&compiled, reader).map_err(RunFailure::Sandbox)?;
-            if outputs.rows() != rows {
-                return Err(RunFailure::Host(anyhow::anyhow!("the model mapped {} rows of {rows}", outputs.rows())));
-            }
-            let released =
-                release_outputs(compiled.manifest(), &outputs, rows, rows_per_person, min_group_size, &group_labels)
-                    .map_err(|error| RunFailure::Host(error.into()))?;
-            Ok((released, outputs.fallbacks()))
+            run_and_release(&runtime, &compiled, reader, &facts).map_err(|error| match error {
+                RunError::Sandbox(error) => RunFailure::Sandbox(error),
+                other => RunFailure::Host(other.into()),
+            })
         })
         .await
         .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
     }
 
     /// Stores the release (or the failure) with its audit entry, in one transaction.
-    async fn finish(
-        &self,
-        caller: &Caller,
-        run_id: i64,
-        authorisation_id: i64,
-        prepared: &PreparedRun,
-        outcome: Executed,
-    ) -> ServiceResult<RunView> {
+    async fn finish(&self, caller: &Caller, run: &ChargedRun, outcome: Executed) -> ServiceResult<RunView> {
+        let (run_id, prepared) = (run.run_id, &run.prepared);
+        let authorisation_id = run.charged.permit.authorisation_id;
         let now = self.now();
         let object = format!("run:{run_id}");
         let mut tx = self.store.begin().await?;
@@ -573,8 +399,9 @@ impl App {
                     dataset_version: prepared.version.version,
                     rows: prepared.version.row_count,
                     outputs: values,
-                    epsilon_charged: prepared.epsilon.as_f64(),
-                    authorisation_epsilon_remaining: 0.0,
+                    epsilon_charged: run.charged.permit.epsilon.as_f64(),
+                    // Known from the charge: no need to read the budget again.
+                    authorisation_epsilon_remaining: run.charged.authorisation_budget_after.remaining().as_f64(),
                     receipt: None,
                     visible_at: None,
                 };
@@ -591,7 +418,7 @@ impl App {
                 // operator knows every other field, so a secret salt keeps the small counts
                 // from being found by trying them all against that hash.
                 let mut salt = [0u8; 16];
-                crate::keys::random_bytes(&mut salt)?;
+                sluice_vault::keys::random_bytes(&mut salt)?;
                 let fallback_event = Self::event(caller, "run.fallbacks", &object, AuditOutcome::Ok)
                     .detail("salt", hex::encode(salt))
                     .detail("fallback_rows", fallbacks.total())
@@ -621,9 +448,6 @@ impl App {
         };
         tx.commit().await.context("committing the run's outcome")?;
         let (mut view, seq) = view?;
-        let authorisation = self.store.authorisation(authorisation_id).await?.context("authorisation")?;
-        view.authorisation_epsilon_remaining =
-            budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
         view.receipt = Some(self.receipt(seq).await?);
         Ok(view)
     }

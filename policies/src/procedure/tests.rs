@@ -75,6 +75,8 @@ fn decide(case: &Case) -> Result<RunPermit, Denial> {
         digest_to_run: &case.digest,
         columns_read: &case.columns,
         epsilon: Epsilon::from_f64(case.epsilon).expect("valid"),
+        min_epsilon: DEFAULT_MIN_EPSILON_PER_RUN,
+        dataset_id: 3,
         dataset_budget: case.dataset_budget,
     };
     authorise_run(&facts, NOW)
@@ -124,9 +126,18 @@ fn run_decisions() {
 
 #[test]
 fn permit_carries_the_budgets_after_the_charge() {
-    let permit = decide(&baseline()).expect("allowed");
-    assert_eq!(permit.authorisation_budget_after.remaining(), Epsilon::from_f64(0.5).expect("valid"));
-    assert_eq!(permit.dataset_budget_after.spent(), Epsilon::from_f64(0.5).expect("valid"));
+    let case = baseline();
+    let permit = decide(&case).expect("allowed");
+    let facts = ChargeFacts {
+        revoked: false,
+        authorisation_budget: case.authorisation.as_ref().expect("baseline has one").budget,
+        dataset_budget: case.dataset_budget,
+        runs_in_last_hour: 0,
+        max_runs_per_hour: 60,
+    };
+    let charged = permit.charge(&facts).expect("fits");
+    assert_eq!(charged.authorisation_budget_after.remaining(), Epsilon::from_f64(0.5).expect("valid"));
+    assert_eq!(charged.dataset_budget_after.spent(), Epsilon::from_f64(0.5).expect("valid"));
 }
 
 fn application(state: ApplicationState) -> ApplicationFacts {
@@ -289,4 +300,40 @@ fn epsilon_per_run_has_a_floor_and_must_fit_the_budget() {
     assert_eq!(check(1_000_001, 50_000, 1_000_000), Err(DenialReason::EpsilonAboveBudget));
     assert_eq!(check(1_000_000, 50_000, 1_000_000), Ok(()));
     assert_eq!(DEFAULT_MIN_EPSILON_PER_RUN.as_f64(), 0.05);
+}
+
+#[test]
+fn a_permit_carries_the_decision_and_charges_only_what_still_fits() {
+    let permit = decide(&baseline()).expect("the baseline may run");
+    assert_eq!((permit.authorisation_id, permit.dataset_id), (7, 3));
+    assert_eq!(permit.epsilon, Epsilon::from_f64(0.5).expect("valid"));
+    let facts = ChargeFacts {
+        revoked: false,
+        authorisation_budget: budget(1.0, 0.25),
+        dataset_budget: budget(10.0, 9.0),
+        runs_in_last_hour: 0,
+        max_runs_per_hour: 60,
+    };
+    let charged = permit.charge(&facts).expect("fits");
+    assert_eq!(charged.authorisation_budget_after.spent(), Epsilon::from_f64(0.75).expect("valid"));
+    assert_eq!(charged.dataset_budget_after.spent(), Epsilon::from_f64(9.5).expect("valid"));
+    // What changed since the decision decides the refusal, each with its own reason.
+    let refused = |facts: ChargeFacts| permit.charge(&facts).expect_err("refused").reason;
+    assert_eq!(refused(ChargeFacts { revoked: true, ..facts }), DenialReason::AuthorisationRevoked);
+    assert_eq!(refused(ChargeFacts { runs_in_last_hour: 60, ..facts }), DenialReason::RateLimited);
+    assert_eq!(
+        refused(ChargeFacts { authorisation_budget: budget(1.0, 0.75), ..facts }),
+        DenialReason::BudgetExhausted
+    );
+    assert_eq!(
+        refused(ChargeFacts { dataset_budget: budget(10.0, 9.75), ..facts }),
+        DenialReason::DatasetBudgetExhausted
+    );
+}
+
+#[test]
+fn the_run_decision_includes_the_minimum_epsilon() {
+    let mut case = baseline();
+    case.epsilon = 0.01;
+    assert_eq!(decide(&case).expect_err("below the minimum").reason, DenialReason::EpsilonBelowMinimum);
 }

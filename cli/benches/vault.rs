@@ -1,4 +1,4 @@
-//! Vault benchmarks: `cargo bench -p sluice-gateway --bench vault`.
+//! Vault benchmarks: `cargo bench -p sluice --bench vault`.
 //!
 //! - AES-256-GCM decryption of 1 MiB, ring (what Sluice uses) against RustCrypto's aes-gcm;
 //! - ingest of the 100,000-row vehicles CSV: parse, validate, encode and seal (MB/s of CSV);
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_gateway::examples::{VEHICLES_SCHEMA, vehicles_csv};
-use sluice_gateway::keys::AeadKey;
-use sluice_gateway::schema::DatasetSchema;
-use sluice_gateway::vault::{ChunkContext, VersionReader, ingest};
+use sluice::examples::{VEHICLES_SCHEMA, vehicles_csv};
+use sluice_vault::chunks::{ChunkContext, VersionReader, ingest};
+use sluice_vault::keys::AeadKey;
+use sluice_vault::schema::DatasetSchema;
 
 const MIB: usize = 1 << 20;
 

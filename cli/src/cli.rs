@@ -12,10 +12,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::audit::verify_export;
-use crate::datadir::DataDir;
-use crate::keys::PublicKey;
-use crate::service::{App, Clock};
+use sluice_audit::tool::{Verdict, verify_export_file, verify_receipt_file};
+use sluice_gateway::config::Config;
+use sluice_gateway::runner::{CheckReport, check};
+use sluice_gateway::service::AuditQuery;
+use sluice_gateway::service::{App, Clock};
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A trusted development sandbox for public data: usable, not visible")]
@@ -37,6 +38,10 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// A settings file (TOML); default `DATA_DIR/sluice.toml` when it exists. The
+        /// environment overrides it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the whole lifecycle end to end in a temporary directory.
     Demo {
@@ -82,6 +87,50 @@ enum Command {
     },
 }
 
+/// `sluice audit search`'s flags: the service's `AuditQuery`, every field optional.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct AuditSearchArgs {
+    #[arg(long)]
+    actor_id: Option<i64>,
+    #[arg(long)]
+    action: Option<String>,
+    /// Prefix match on the object, e.g. `authorisation:3` or `dataset:`.
+    #[arg(long)]
+    object: Option<String>,
+    /// ok, denied or failed.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// RFC 3339 bounds on the entry's time.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    /// Entries whose details or object name this authorisation.
+    #[arg(long)]
+    authorisation: Option<i64>,
+    /// Entries whose details or object name this dataset.
+    #[arg(long)]
+    dataset: Option<i64>,
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl From<AuditSearchArgs> for AuditQuery {
+    fn from(args: AuditSearchArgs) -> Self {
+        AuditQuery {
+            actor_id: args.actor_id,
+            action: args.action,
+            object: args.object,
+            outcome: args.outcome,
+            since: args.since,
+            until: args.until,
+            authorisation: args.authorisation,
+            dataset: args.dataset,
+            limit: args.limit,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify an audit export offline: every leaf, the Merkle root, the signed checkpoint.
@@ -108,7 +157,7 @@ enum AuditCommand {
         #[command(flatten)]
         acting: Acting,
         #[command(flatten)]
-        query: crate::service::AuditQuery,
+        query: AuditSearchArgs,
     },
     /// Verify a release receipt offline: the checkpoint signature and the inclusion proof.
     VerifyReceipt {
@@ -240,7 +289,7 @@ pub fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init { data_dir } => init(data_dir).await,
-        Command::Serve { data_dir, listen } => serve(data_dir, listen).await,
+        Command::Serve { data_dir, listen, config } => serve(data_dir, listen, config).await,
         Command::Demo { keep } => demo(keep).await,
         Command::Audit { command: AuditCommand::Verify { export, public_key, trusted_checkpoint } } => {
             verify(export, public_key, trusted_checkpoint)
@@ -260,7 +309,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit { command: AuditCommand::Search { acting, query } } => {
             let (app, caller) = open_as(&acting).await?;
             let mut stdout = std::io::stdout().lock();
-            for entry in app.search_audit(&caller, query).await.map_err(service_error)? {
+            for entry in app.search_audit(&caller, query.into()).await.map_err(service_error)? {
                 writeln!(stdout, "{}", entry.canonical())?;
             }
             Ok(ExitCode::SUCCESS)
@@ -278,7 +327,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev { command: DevCommand::Run { files, schema, rows, seed } } => dev_run(&files, &schema, rows, seed),
         Command::Dataset { command: DatasetCommand::Dummy { schema, rows, seed, output } } => {
             let schema = read_schema(&schema)?;
-            let csv = crate::dummy::dummy_csv(&schema, rows, seed);
+            let csv = sluice_vault::dummy::dummy_csv(&schema, rows, seed);
             match output {
                 Some(path) => std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?,
                 None => std::io::stdout().lock().write_all(csv.as_bytes())?,
@@ -314,9 +363,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let data_dir = DataDir::new(&dir);
-    data_dir.init().await?;
-    let app = App::open(data_dir, Clock::System).await?;
+    let config = Config::load(&dir, None).context("reading the configuration")?;
+    config.data_dir.init(config.master_key_from_environment.is_none()).await?;
+    let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("admin", "platform").await?;
     println!("initialised {}", dir.display());
     println!("audit public key: {}", app.public_key());
@@ -325,13 +374,12 @@ async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    let app =
-        App::open(DataDir::new(&dir), Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
+async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let app = open_app(&dir, config.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
     let checkpointer = app.spawn_checkpointer();
-    axum::serve(listener, crate::api::router(app.clone()))
+    axum::serve(listener, sluice_gateway::api::router(app.clone()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -352,61 +400,29 @@ async fn demo(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(export: PathBuf, public_key: Option<String>, trusted: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&export).with_context(|| format!("reading {}", export.display()))?;
-    let pinned = public_key.as_deref().map(PublicKey::parse).transpose().context("--public-key")?;
-    let trusted = trusted
-        .map(|path| std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display())))
-        .transpose()?;
-    match verify_export(&text, pinned.as_ref(), trusted.as_deref()) {
-        Ok(summary) => {
-            println!("ok: {} entries and {} checkpoints verified", summary.entries, summary.checkpoints);
-            println!("merkle root: {}", summary.root_hex);
-            let pinning = if summary.key_pinned { "pinned" } else { "taken from the export; pin it with --public-key" };
-            println!("signed by: {} ({pinning})", summary.public_key);
-            if let Some(size) = summary.trusted_size {
-                println!("extends your trusted checkpoint of {size} entries");
-            }
-            println!(
-                "content rules hold: every run under a created authorisation, with an approved model, within budget"
-            );
-            println!("denied: {}, failed: {}", summary.denied, summary.failed);
-            for (action, count) in &summary.by_action {
-                println!("  {action:<24} {count}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => {
-            eprintln!("error: audit export does not verify: {error}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let verdict = verify_export_file(&export, public_key.as_deref(), trusted.as_deref(), &mut out, &mut err)
+        .map_err(anyhow::Error::msg)?;
+    Ok(if verdict == Verdict::Verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn verify_receipt(path: PathBuf, public_key: String) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).context("the receipt is not JSON")?;
-    // Accept a bare receipt or a whole run result holding one.
-    let receipt_value = if value.get("receipt").is_some() { value["receipt"].clone() } else { value };
-    let receipt: crate::audit::Receipt = serde_json::from_value(receipt_value).context("the receipt's fields")?;
-    let key = PublicKey::parse(&public_key).context("--public-key")?;
-    match crate::audit::verify_receipt(&receipt, &key) {
-        Ok(entry) => {
-            println!(
-                "ok: entry {} ({} {}, {}) is in the log signed by {key}",
-                entry.seq, entry.action, entry.object, entry.time
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(problem) => {
-            eprintln!("error: the receipt does not verify: {problem}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let verdict = verify_receipt_file(&path, &public_key, &mut out, &mut err).map_err(anyhow::Error::msg)?;
+    Ok(if verdict == Verdict::Verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn read_schema(path: &std::path::Path) -> anyhow::Result<crate::schema::DatasetSchema> {
+/// Opens the gateway over `dir` with its configuration read once (`DATA_DIR/sluice.toml`,
+/// or `config`, then the environment).
+async fn open_app(dir: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<App>> {
+    let config = Config::load(dir, config).context("reading the configuration")?;
+    App::open(config, Clock::System).await.with_context(|| format!("opening {}", dir.display()))
+}
+
+fn read_schema(path: &std::path::Path) -> anyhow::Result<sluice_vault::schema::DatasetSchema> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    crate::schema::DatasetSchema::from_toml(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    sluice_vault::schema::DatasetSchema::from_toml(&text)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
 fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {
@@ -419,11 +435,12 @@ fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {
 fn checked_model(
     runtime: &sluice_sandbox::Runtime,
     files: &ModelFiles,
-    schema: Option<&crate::schema::DatasetSchema>,
+    schema: Option<&sluice_vault::schema::DatasetSchema>,
 ) -> anyhow::Result<Option<sluice_sandbox::CompiledModel>> {
     let (module, manifest) = read_model(files)?;
-    match crate::dev::check(runtime, &module, &manifest, schema) {
+    match check(runtime, &module, &manifest, schema) {
         Ok((compiled, report)) => {
+            let report: CheckReport = report;
             println!("ok: {} {} passed the static review", report.name, report.version);
             println!("digest: {}", report.digest);
             println!("reads: {}", report.inputs.join(", "));
@@ -494,19 +511,19 @@ fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64)
 }
 
 /// Opens the data directory and authenticates the token, as the HTTP API would.
-async fn open_as(acting: &Acting) -> anyhow::Result<(std::sync::Arc<App>, crate::service::Caller)> {
-    let app = App::open(DataDir::new(&acting.data_dir), Clock::System)
+async fn open_as(acting: &Acting) -> anyhow::Result<(std::sync::Arc<App>, sluice_gateway::service::Caller)> {
+    let app = open_app(&acting.data_dir, None).await?;
+    let caller = app
+        .authenticate(Some(&acting.token), &sluice_gateway::service::new_request_id())
         .await
-        .with_context(|| format!("opening {}", acting.data_dir.display()))?;
-    let caller =
-        app.authenticate(Some(&acting.token), &crate::service::new_request_id()).await.map_err(service_error)?;
+        .map_err(service_error)?;
     Ok((app, caller))
 }
 
 /// A service error as a one-line CLI error: its code and message.
-fn service_error(error: crate::error::ServiceError) -> anyhow::Error {
+fn service_error(error: sluice_gateway::error::ServiceError) -> anyhow::Error {
     match error {
-        crate::error::ServiceError::Internal(detail) => detail,
+        sluice_gateway::error::ServiceError::Internal(detail) => detail,
         other => anyhow::anyhow!("{} ({})", other, other.code()),
     }
 }

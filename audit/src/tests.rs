@@ -4,12 +4,8 @@
 use super::*;
 use crate::keys::SigningKey;
 
-fn signing_key() -> (tempfile::TempDir, SigningKey) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("signing.key");
-    SigningKey::create(&path).expect("create");
-    let key = SigningKey::load(&path).expect("load");
-    (dir, key)
+fn signing_key() -> SigningKey {
+    SigningKey::generate().expect("key")
 }
 
 /// An export of `events`, chained and checkpointed as the gateway would write it.
@@ -52,7 +48,7 @@ fn lawful_history() -> Vec<AuditEvent> {
 
 #[test]
 fn content_rules_name_the_first_unlawful_entry() {
-    let (_dir, key) = signing_key();
+    let key = signing_key();
     let public = key.public_key();
     verify_export(&export(lawful_history(), &key), Some(&public), None).expect("lawful");
 
@@ -77,7 +73,7 @@ fn content_rules_name_the_first_unlawful_entry() {
 
 #[test]
 fn a_trusted_checkpoint_catches_rollback_and_rewrite() {
-    let (_dir, key) = signing_key();
+    let key = signing_key();
     let public = key.public_key();
     let history: Vec<AuditEvent> =
         (0..20).map(|index| event("catalogue.read", &format!("catalogue:{index}"))).collect();
@@ -105,7 +101,7 @@ fn a_trusted_checkpoint_catches_rollback_and_rewrite() {
 /// only the chain link of the next entry can show it).
 #[test]
 fn any_single_mutation_of_a_large_export_is_detected_and_located() {
-    let (_dir, key) = signing_key();
+    let key = signing_key();
     let public = key.public_key();
     let history: Vec<AuditEvent> = (0..1_000)
         .map(|index| event(["catalogue.read", "run.release", "budget.read"][index % 3], &format!("run:{index}")))

@@ -1,5 +1,6 @@
-//! Key material: the master key that wraps data keys, data keys themselves, and the
-//! audit signing key.
+//! Key material at rest: the master key that wraps data keys, data keys themselves, and
+//! the private files secrets live in (the audit signing key's bytes too; the key type is
+//! `sluice_audit::SigningKey`).
 //!
 //! It owns generating, storing (mode 0600), loading and wrapping keys. It must not log or
 //! format key bytes: every key type has a redacting `Debug`, and key bytes are zeroized on
@@ -12,10 +13,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Environment variable that may hold the master key (64 hex characters) instead of a file.
@@ -162,11 +161,11 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<AeadKey> {
     AeadKey::from_hex(text).with_context(|| format!("reading the key in {}", path.display()))
 }
 
-/// Loads the master key from [`MASTER_KEY_ENV`] if set, else from `path`.
-pub fn load_master_key(path: &Path) -> anyhow::Result<AeadKey> {
-    if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
-        let text = Zeroizing::new(text);
-        return AeadKey::from_hex(&text).with_context(|| format!("reading the master key from ${MASTER_KEY_ENV}"));
+/// Loads the master key from `from_environment` (the text of [`MASTER_KEY_ENV`], which
+/// the caller's configuration read) if given, else from `path`.
+pub fn load_master_key(path: &Path, from_environment: Option<&str>) -> anyhow::Result<AeadKey> {
+    if let Some(text) = from_environment {
+        return AeadKey::from_hex(text).with_context(|| format!("reading the master key from ${MASTER_KEY_ENV}"));
     }
     read_key_file(path)
 }
@@ -176,71 +175,6 @@ pub fn create_master_key(path: &Path) -> anyhow::Result<()> {
     let key = AeadKey::generate()?;
     let text = Zeroizing::new(hex::encode(key.0.as_ref()) + "\n");
     write_secret_file(path, text.as_bytes())
-}
-
-/// The Ed25519 key that signs audit checkpoints.
-pub struct SigningKey(Ed25519KeyPair);
-
-impl SigningKey {
-    pub fn create(path: &Path) -> anyhow::Result<()> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| anyhow::anyhow!("generating the audit signing key failed"))?;
-        write_secret_file(path, pkcs8.as_ref())
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = read_secret_file(path)?;
-        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
-            .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
-        Ok(Self(pair))
-    }
-
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        let mut signature = [0u8; 64];
-        signature.copy_from_slice(self.0.sign(message).as_ref());
-        signature
-    }
-
-    pub fn public_key(&self) -> PublicKey {
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(self.0.public_key().as_ref());
-        PublicKey(bytes)
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey(public {})", self.public_key())
-    }
-}
-
-/// An Ed25519 public key; `Display` is standard base64, the form regulators store.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(pub [u8; 32]);
-
-impl PublicKey {
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(text.trim()).context("public key is not base64")?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))?;
-        Ok(Self(bytes))
-    }
-
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ED25519, self.0).verify(message, signature).is_ok()
-    }
-}
-
-impl fmt::Display for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
-    }
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({self})")
-    }
 }
 
 #[cfg(test)]
@@ -309,10 +243,10 @@ mod tests {
         let path = dir.path().join("master.key");
         create_master_key(&path).expect("create");
         assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        load_master_key(&path).expect("load");
+        load_master_key(&path, None).expect("load");
         assert!(create_master_key(&path).is_err(), "must not overwrite");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let error = load_master_key(&path).expect_err("world-readable");
+        let error = load_master_key(&path, None).expect_err("world-readable");
         assert!(error.to_string().contains("readable by other users"), "{error}");
     }
 }

@@ -13,15 +13,15 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::api::router;
-use crate::audit::verify_export;
 use crate::client::InProcessClient;
-use crate::datadir::DataDir;
 use crate::examples::{
     VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_ROWS, VEHICLES_SCHEMA, VEHICLES_SEED, vehicles_csv,
 };
-use crate::service::{App, Clock};
-use crate::store::format_time;
+use sluice_audit::verify_export;
+use sluice_gateway::api::router;
+use sluice_gateway::config::Config;
+use sluice_gateway::service::{App, Clock};
+use sluice_gateway::store::format_time;
 
 /// What the demo proved, for callers (and tests) that want more than the narration.
 #[derive(Debug, Clone)]
@@ -64,9 +64,11 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     writeln!(say.out, "(seed 002, item 11) without ever seeing a vehicle record.")?;
 
     say.step("Initialise a data directory")?;
-    let data_dir = DataDir::new(dir);
-    data_dir.init().await?;
-    let app = App::open(data_dir.clone(), Clock::System).await?;
+    // The demo uses the defaults, whatever the environment says, so it always tells the
+    // same story.
+    let config = Config::new(dir);
+    config.data_dir.init(true).await?;
+    let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("platform admin", "Zunyi Big Data Platform").await?.token;
     let api = InProcessClient::new(router(app.clone()));
     say.say(format!("{}: SQLite database, master key (0600), audit signing key (0600)", dir.display()))?;
@@ -251,11 +253,12 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     ))?;
     let key =
         api.send(axum::http::Method::GET, "/v1/audit/public-key", None, "application/json", Vec::new()).await.ok()?;
-    let pinned = crate::keys::PublicKey::parse(key["public_key"].as_str().unwrap_or_default())?;
-    let receipt: crate::audit::Receipt =
+    let pinned =
+        sluice_audit::PublicKey::parse(key["public_key"].as_str().unwrap_or_default()).map_err(anyhow::Error::msg)?;
+    let receipt: sluice_audit::Receipt =
         serde_json::from_value(fetched["receipt"].clone()).context("the result carries a receipt")?;
     let entry =
-        crate::audit::verify_receipt(&receipt, &pinned).map_err(|problem| anyhow::anyhow!("receipt: {problem}"))?;
+        sluice_audit::verify_receipt(&receipt, &pinned).map_err(|problem| anyhow::anyhow!("receipt: {problem}"))?;
     say.say(format!(
         "its receipt verifies offline: entry {} ({}) is in the log, by an inclusion proof to a signed checkpoint",
         entry.seq, entry.action

@@ -1,4 +1,4 @@
-//! Sandbox benchmarks: `cargo bench -p sluice-gateway --bench sandbox`.
+//! Sandbox benchmarks: `cargo bench -p sluice --bench sandbox`.
 //!
 //! - instantiate: a fresh store with the model and its driver instantiated from the
 //!   pooling allocator and linked, the fixed cost of every run;
@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_gateway::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM};
+use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM};
 use sluice_sandbox::{Batch, Column, ColumnValues, Manifest, Metering, Runtime, RuntimeLimits};
 
 #[path = "../../examples/models/vehicle-risk/src/score.rs"]

@@ -1,5 +1,5 @@
 //! The `sluice` binary: all of it lives in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    sluice_gateway::cli::main()
+    sluice::cli::main()
 }

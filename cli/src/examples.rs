@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::dummy::SplitMix64;
+use sluice_vault::dummy::SplitMix64;
 
 /// The vehicle-risk model, compiled for wasm32-unknown-unknown from this repository.
 pub const VEHICLE_RISK_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vehicle_risk.wasm"));
@@ -147,7 +147,7 @@ mod tests {
     /// Every generated row satisfies the shipped schema.
     #[test]
     fn generated_rows_follow_the_schema() {
-        let schema = crate::schema::DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("valid schema");
+        let schema = sluice_vault::schema::DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("valid schema");
         let csv = vehicles_csv(5_000, 7);
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let headers = reader.headers().expect("header").clone();

@@ -1,13 +1,19 @@
-//! The audit log's content: entries, their canonical encoding, the Merkle tree over them
-//! and signed checkpoints.
+//! Sluice's audit log and its offline verifier: entries, their canonical encoding, the
+//! Merkle tree over them, signed checkpoints, release receipts, and the checks a regulator
+//! runs on an export (the `sluice-verify` binary, and `sluice audit verify`).
 //!
-//! It owns what an entry says and how it is hashed. It must not hold personal data,
-//! secrets or raw results: entries carry ids, roles, actions, digests, ε and outcomes,
-//! and the constructors take no free-form data values. Persistence is `store`'s job, in
-//! the same transaction as the change an entry records.
+//! It owns what an entry says, how it is hashed and how a log is verified. It depends on
+//! blake3, ring, serde and two encoders only, so a regulator builds the verifier without
+//! the sandbox, the DP library, the database or the HTTP stack (the tidy test checks it).
+//! It must not hold personal data, secrets or raw results: entries carry ids, roles,
+//! actions, digests, ε and outcomes, and the constructors take no free-form data values.
+//! Persistence is the gateway store's job, in the same transaction as the change an entry
+//! records.
 
 mod checkpoint;
+pub mod keys;
 pub mod merkle;
+pub mod tool;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -15,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::Checkpoint;
+pub use keys::{PublicKey, SigningKey};
 pub use merkle::{
     Hash, ProofError, RootBuilder, consistency_proof, inclusion_proof, leaf_hash, merkle_root, verify_consistency,
     verify_inclusion,

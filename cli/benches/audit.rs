@@ -1,4 +1,4 @@
-//! Audit log benchmarks: `cargo bench -p sluice-gateway --bench audit`.
+//! Audit log benchmarks: `cargo bench -p sluice --bench audit`.
 //!
 //! - durable appends: one entry per transaction into SQLite (WAL, synchronous=FULL), the
 //!   way every audited action commits;
@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_gateway::audit::{
+use sluice_audit::SigningKey;
+use sluice_audit::{
     AuditEntry, AuditEvent, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, RootBuilder, leaf_hash,
     verify_export,
 };
-use sluice_gateway::keys::SigningKey;
 use sluice_gateway::store::Store;
 
 const ENTRIES: u64 = 1_000_000;
@@ -71,9 +71,7 @@ fn export(key: &SigningKey) -> String {
 }
 
 fn verification(criterion: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    SigningKey::create(&dir.path().join("key")).expect("key");
-    let key = SigningKey::load(&dir.path().join("key")).expect("key");
+    let key = SigningKey::generate().expect("key");
     let text = export(&key);
     let public = key.public_key();
     let mut group = criterion.benchmark_group("audit");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sluice_sandbox::{ColumnType, is_input_or_output_name};
 
-use crate::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
+use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 
 /// The guest SDK's source, copied into every new model crate.
 const SDK_SOURCE: &str = include_str!("../../examples/sdk/src/lib.rs");
@@ -99,8 +99,8 @@ fn type_name(column_type: ColumnType) -> &'static str {
 
 fn model_source(
     name: &str,
-    inputs: &[&crate::schema::ColumnSchema],
-    measured: Option<&&crate::schema::ColumnSchema>,
+    inputs: &[&sluice_vault::schema::ColumnSchema],
+    measured: Option<&&sluice_vault::schema::ColumnSchema>,
 ) -> String {
     let function = name.replace('-', "_");
     let mut source = format!(
@@ -132,8 +132,8 @@ fn model_source(
 
 fn manifest(
     name: &str,
-    inputs: &[&crate::schema::ColumnSchema],
-    measured: Option<&&crate::schema::ColumnSchema>,
+    inputs: &[&sluice_vault::schema::ColumnSchema],
+    measured: Option<&&sluice_vault::schema::ColumnSchema>,
 ) -> String {
     let mut text = format!(
         "abi_version = 2\nname = \"{name}\"\nversion = \"0.1.0\"\ndescription = \"A new Sluice model\"\n\

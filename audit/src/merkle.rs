@@ -123,17 +123,26 @@ fn subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofError {
-    #[error("the index is not inside the tree")]
     IndexOutOfRange,
-    #[error("the sizes are not in order (0 < old size <= new size)")]
     BadSizes,
-    #[error("the proof has the wrong number of hashes")]
     WrongLength,
-    #[error("the proof does not lead to the expected root")]
     RootMismatch,
 }
+
+impl std::fmt::Display for ProofError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProofError::IndexOutOfRange => "the index is not inside the tree",
+            ProofError::BadSizes => "the sizes are not in order (0 < old size <= new size)",
+            ProofError::WrongLength => "the proof has the wrong number of hashes",
+            ProofError::RootMismatch => "the proof does not lead to the expected root",
+        })
+    }
+}
+
+impl std::error::Error for ProofError {}
 
 /// RFC 9162 §2.1.3.2: verifies that `leaf` is entry `index` of the tree of `size` with `root`.
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {

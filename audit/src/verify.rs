@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{Hash, RootBuilder, verify_inclusion};
-use super::{AuditEntry, AuditOutcome, Checkpoint, ENTRY_VERSION, leaf_hash};
 use crate::keys::PublicKey;
+use crate::merkle::{Hash, RootBuilder, verify_inclusion};
+use crate::{AuditEntry, AuditOutcome, Checkpoint, ENTRY_VERSION, leaf_hash};
 
 pub const EXPORT_FORMAT: &str = "sluice-audit-export/1";
 
@@ -34,12 +34,19 @@ pub struct ExportCheckpoint {
 }
 
 /// The first problem found, with the 1-based line of the export it is on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {problem}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
     pub line: usize,
     pub problem: String,
 }
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.problem)
+    }
+}
+
+impl std::error::Error for VerifyError {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySummary {

@@ -76,17 +76,12 @@ mod tests {
 
     #[test]
     fn signed_checkpoints_verify_and_tampering_fails() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("signing.key");
-        SigningKey::create(&path).expect("create");
-        let key = SigningKey::load(&path).expect("load");
+        let key = SigningKey::generate().expect("key");
         let checkpoint = Checkpoint { origin: "sluice.audit/v1".into(), size: 42, root: [7; 32] };
         let note = checkpoint.sign(&key);
         assert_eq!(Checkpoint::verify(&note, &key.public_key()), Ok(checkpoint));
         assert!(Checkpoint::verify(&note.replace("\n42\n", "\n43\n"), &key.public_key()).is_err());
-        let other_path = dir.path().join("other.key");
-        SigningKey::create(&other_path).expect("create");
-        let other = SigningKey::load(&other_path).expect("load");
+        let other = SigningKey::generate().expect("key");
         assert!(Checkpoint::verify(&note, &other.public_key()).is_err());
         assert!(Checkpoint::verify("garbage", &key.public_key()).is_err());
     }

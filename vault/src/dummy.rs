@@ -116,7 +116,7 @@ fn dummy_field(column: &ColumnSchema, random: &mut SplitMix64, out: &mut String)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::examples::VEHICLES_SCHEMA;
+    const VEHICLES_SCHEMA: &str = include_str!("../../examples/data/vehicles.schema.toml");
 
     #[test]
     fn dummy_rows_follow_the_schema_and_repeat_for_a_seed() {
@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(csv, dummy_csv(&schema, 2_000, 5));
         assert_ne!(csv, dummy_csv(&schema, 2_000, 6));
         let parsed =
-            crate::vault::parse_chunks(csv.as_bytes(), &schema, false, |_, _, _| Ok(())).expect("every row valid");
+            crate::chunks::parse_chunks(csv.as_bytes(), &schema, false, |_, _, _| Ok(())).expect("every row valid");
         assert_eq!(parsed.rows, 2_000);
         let nulls = csv.lines().skip(1).filter(|line| line.ends_with(',')).count();
         assert!((40..=160).contains(&nulls), "about 5% nulls in the nullable column, got {nulls}");

@@ -1,0 +1,96 @@
+//! The regulator's two offline checks as commands: verify an export file, verify a receipt
+//! file. Both `sluice-verify` and `sluice audit verify` call these, so they print the same.
+//!
+//! It owns reading the files and reporting. It must not decide anything the verifier does
+//! not: every check is `verify_export` or `verify_receipt`.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{PublicKey, Receipt, verify_export, verify_receipt};
+
+/// How a check ended: the files could not be used, or they were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Verified,
+    Refused,
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|error| format!("reading {}: {error}", path.display()))
+}
+
+/// Verifies the export at `export`, pinned to `public_key` when given and extending the
+/// signed note in `trusted_checkpoint` when given. The summary goes to `out`, a refusal to
+/// `err`.
+pub fn verify_export_file(
+    export: &Path,
+    public_key: Option<&str>,
+    trusted_checkpoint: Option<&Path>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Verdict, String> {
+    let text = read(export)?;
+    let pinned = public_key.map(PublicKey::parse).transpose().map_err(|error| format!("--public-key: {error}"))?;
+    let trusted = trusted_checkpoint.map(read).transpose()?;
+    let report = |error: std::io::Error| format!("writing the report: {error}");
+    match verify_export(&text, pinned.as_ref(), trusted.as_deref()) {
+        Ok(summary) => {
+            writeln!(out, "ok: {} entries and {} checkpoints verified", summary.entries, summary.checkpoints)
+                .map_err(report)?;
+            writeln!(out, "merkle root: {}", summary.root_hex).map_err(report)?;
+            let pinning = if summary.key_pinned { "pinned" } else { "taken from the export; pin it with --public-key" };
+            writeln!(out, "signed by: {} ({pinning})", summary.public_key).map_err(report)?;
+            if let Some(size) = summary.trusted_size {
+                writeln!(out, "extends your trusted checkpoint of {size} entries").map_err(report)?;
+            }
+            writeln!(
+                out,
+                "content rules hold: every run under a created authorisation, with an approved model, within budget"
+            )
+            .map_err(report)?;
+            writeln!(out, "denied: {}, failed: {}", summary.denied, summary.failed).map_err(report)?;
+            for (action, count) in &summary.by_action {
+                writeln!(out, "  {action:<24} {count}").map_err(report)?;
+            }
+            Ok(Verdict::Verified)
+        }
+        Err(error) => {
+            writeln!(err, "error: audit export does not verify: {error}").map_err(report)?;
+            Ok(Verdict::Refused)
+        }
+    }
+}
+
+/// Verifies a receipt (bare, or inside a whole run result) against `public_key`.
+pub fn verify_receipt_file(
+    path: &Path,
+    public_key: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Verdict, String> {
+    let text = read(path)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| format!("the receipt is not JSON: {error}"))?;
+    // Accept a bare receipt or a whole run result holding one.
+    let receipt_value = if value.get("receipt").is_some() { value["receipt"].clone() } else { value };
+    let receipt: Receipt =
+        serde_json::from_value(receipt_value).map_err(|error| format!("the receipt's fields: {error}"))?;
+    let key = PublicKey::parse(public_key).map_err(|error| format!("--public-key: {error}"))?;
+    let report = |error: std::io::Error| format!("writing the report: {error}");
+    match verify_receipt(&receipt, &key) {
+        Ok(entry) => {
+            writeln!(
+                out,
+                "ok: entry {} ({} {}, {}) is in the log signed by {key}",
+                entry.seq, entry.action, entry.object, entry.time
+            )
+            .map_err(report)?;
+            Ok(Verdict::Verified)
+        }
+        Err(problem) => {
+            writeln!(err, "error: the receipt does not verify: {problem}").map_err(report)?;
+            Ok(Verdict::Refused)
+        }
+    }
+}

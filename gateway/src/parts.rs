@@ -1,0 +1,141 @@
+//! The parts an [`crate::service::App`] is composed of, each with one job: the [`Sealed`]
+//! data at rest (the data directory and the master key), the [`AuditLog`]'s signing key,
+//! and the [`Gate`] (the Cedar policies and the configured limits). The fourth part, the
+//! sandbox [`crate::runner::Runner`], lives in its own module.
+//!
+//! It owns the state each part guards and the locks that guard it. It must not decide
+//! anything (the gate's decisions are `sluice_policies`'), touch the store, or read the
+//! environment (that was `Config`'s job, once).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use sluice_audit::SigningKey;
+use sluice_policies::{Epsilon, PolicyGate};
+use sluice_vault::keys::AeadKey;
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+
+/// The data at rest: where sealed chunks live and the master key that wraps their keys.
+pub struct Sealed {
+    pub(crate) data_dir: DataDir,
+    /// Held for reading while a data key is wrapped or unwrapped, for writing during a
+    /// rotation, so no operation mixes the old and the new master key.
+    pub(crate) master: tokio::sync::RwLock<AeadKey>,
+    /// One ingest (or rotation, or destruction) at a time.
+    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    /// The master key came from the environment, so it is rotated where it is kept.
+    pub(crate) master_from_environment: bool,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed").field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Sealed {
+    pub(crate) fn new(data_dir: DataDir, master: AeadKey, master_from_environment: bool) -> Self {
+        Self {
+            data_dir,
+            master: tokio::sync::RwLock::new(master),
+            ingest_lock: tokio::sync::Mutex::new(()),
+            master_from_environment,
+        }
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+}
+
+/// The audit log's signing key, and the lock that keeps two checkpoints from racing to
+/// sign the same size. Entries themselves are appended by the store, in the transaction of
+/// the change they record.
+#[derive(Debug)]
+pub struct AuditLog {
+    pub(crate) signing: SigningKey,
+    pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
+}
+
+impl AuditLog {
+    pub(crate) fn new(signing: SigningKey) -> Self {
+        Self { signing, checkpoint_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn public_key(&self) -> sluice_audit::PublicKey {
+        self.signing.public_key()
+    }
+}
+
+/// Who may attempt what (the Cedar policy set, validated when the gateway opened) and the
+/// limits the procedure applies. The limits start from the `Config`; an administrator's
+/// tooling and the tests may change them while the gateway runs.
+#[derive(Debug)]
+pub struct Gate {
+    pub(crate) policies: PolicyGate,
+    max_runs_per_hour: AtomicU64,
+    model_review_quorum: AtomicU64,
+    /// In millionths of ε.
+    min_epsilon_units: AtomicU64,
+    visibility_base_ms: AtomicU64,
+}
+
+impl Gate {
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
+        let policies = match config.policy_path() {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the policy file {}", path.display()))?;
+                PolicyGate::new(&text).with_context(|| format!("the policy file {} is refused", path.display()))?
+            }
+            None => PolicyGate::default_policies().context("the default policies")?,
+        };
+        Ok(Self {
+            policies,
+            max_runs_per_hour: AtomicU64::new(config.max_runs_per_hour),
+            model_review_quorum: AtomicU64::new(config.model_review_quorum),
+            min_epsilon_units: AtomicU64::new(config.min_epsilon_per_run.units()),
+            visibility_base_ms: AtomicU64::new(
+                u64::try_from(config.run_visibility_base.as_millis()).unwrap_or(u64::MAX),
+            ),
+        })
+    }
+
+    pub fn max_runs_per_hour(&self) -> u64 {
+        self.max_runs_per_hour.load(Ordering::Relaxed)
+    }
+
+    pub fn model_review_quorum(&self) -> u64 {
+        self.model_review_quorum.load(Ordering::Relaxed)
+    }
+
+    pub fn min_epsilon_per_run(&self) -> Epsilon {
+        Epsilon::from_units(self.min_epsilon_units.load(Ordering::Relaxed))
+    }
+
+    pub fn visibility_base(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.visibility_base_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets how many independent approvals a model needs: 1 or 2.
+    pub fn set_model_review_quorum(&self, quorum: u64) {
+        self.model_review_quorum.store(quorum.clamp(1, 2), Ordering::Relaxed);
+    }
+
+    /// Changes how many runs an authorisation allows in any hour (at least 1).
+    pub fn set_max_runs_per_hour(&self, limit: u64) {
+        self.max_runs_per_hour.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets the least ε a run may spend.
+    pub fn set_min_epsilon_per_run(&self, epsilon: Epsilon) {
+        self.min_epsilon_units.store(epsilon.units(), Ordering::Relaxed);
+    }
+
+    /// Sets the fixed part of every run's visibility delay (tests shorten it).
+    pub fn set_visibility_base(&self, base: std::time::Duration) {
+        self.visibility_base_ms.store(u64::try_from(base.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,344 @@
+//! The runner: the sandbox runtime, the cache of compiled models, the slots that bound how
+//! many runs execute at once, and the one function that turns a model's per-row outputs
+//! into a release ([`run_and_release`]). Real runs, the automated review's dummy run and
+//! `sluice dev run` all go through it, so a model is judged on dummy rows exactly as it
+//! will be run on real ones.
+//!
+//! It owns executing approved code and handing its outputs to `sluice_policies`'s release.
+//! It must not decide who may run (the gate did), touch the store, or return an output
+//! unnoised except [`dummy_run`]'s, whose rows are made up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use sluice_policies::{
+    AggregateKind, HistogramRule, Noise, OutputRule, QuantileRule, ReleaseContext, ReleaseError, ReleaseSpec,
+    ReleasedOutput, release_outputs,
+};
+use sluice_sandbox::{
+    Batch, CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelOutputs, NoiseKind, OutputKind, Runtime, RuntimeLimits,
+    SandboxError,
+};
+use sluice_vault::dummy::dummy_csv;
+use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
+use sluice_vault::{batches_of, parse_chunks};
+
+/// The sandbox runtime and what it keeps between runs.
+pub struct Runner {
+    runtime: Arc<Runtime>,
+    /// Compiled models by digest: compiled here at submission, never loaded from outside.
+    compiled: Mutex<HashMap<String, CompiledModel>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("free_slots", &self.slots.available_permits()).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    pub fn new(limits: RuntimeLimits) -> anyhow::Result<Self> {
+        let slots = limits.max_concurrent_runs as usize;
+        let runtime = Runtime::new(limits).context("starting the sandbox runtime")?;
+        Ok(Self {
+            runtime: Arc::new(runtime),
+            compiled: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Waits for a free sandbox slot; the run holds it until the permit drops.
+    pub async fn slot(&self) -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.context("the run slots are closed")
+    }
+
+    /// Remembers a model compiled at submission.
+    pub fn remember(&self, compiled: &CompiledModel) {
+        self.cache().insert(compiled.digest().to_string(), compiled.clone());
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompiledModel>> {
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Compiled code by digest; compiles (here, never from outside) on a cache miss.
+    pub async fn compiled(&self, digest: &str, module: &[u8], manifest: Manifest) -> anyhow::Result<CompiledModel> {
+        if let Some(compiled) = self.cache().get(digest) {
+            return Ok(compiled.clone());
+        }
+        let runtime = self.runtime.clone();
+        let module = module.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module, manifest))
+            .await
+            .context("the compile task panicked")?
+            .map_err(|error| anyhow::anyhow!("an approved model no longer compiles: {error}"))?;
+        self.cache().insert(digest.into(), compiled.clone());
+        Ok(compiled)
+    }
+}
+
+/// What a release is calibrated to, besides the manifest: the dataset's public facts.
+#[derive(Debug, Clone)]
+pub struct ReleaseFacts {
+    pub rows: usize,
+    pub rows_per_person: u32,
+    pub min_group_size: u32,
+    /// The declared domain of the manifest's group-by column, when it has one.
+    pub group_labels: Vec<String>,
+}
+
+impl ReleaseFacts {
+    pub fn new(manifest: &Manifest, schema: &DatasetSchema, rows: usize, min_group_size: u32) -> Self {
+        Self {
+            rows,
+            rows_per_person: schema.rows_per_person(),
+            min_group_size,
+            group_labels: group_labels(manifest, schema),
+        }
+    }
+}
+
+/// The declared domain of the manifest's group-by column, from the dataset schema.
+pub fn group_labels(manifest: &Manifest, schema: &DatasetSchema) -> Vec<String> {
+    manifest
+        .group_by()
+        .and_then(|index| schema.column(&manifest.inputs()[index].name))
+        .map(|(_, column)| column.domain.clone())
+        .unwrap_or_default()
+}
+
+/// How each output the manifest declares is released, in its order.
+pub fn release_specs(manifest: &Manifest) -> Vec<ReleaseSpec> {
+    manifest
+        .outputs()
+        .iter()
+        .map(|output| {
+            let (lower, upper) = output.bounds();
+            let kind = match output.kind {
+                OutputKind::Histogram => {
+                    return ReleaseSpec::Histogram(HistogramRule {
+                        name: output.name.clone(),
+                        bins: output.bins.clone(),
+                        epsilon: output.epsilon,
+                    });
+                }
+                OutputKind::Quantile => {
+                    return ReleaseSpec::Quantile(QuantileRule {
+                        name: output.name.clone(),
+                        lower,
+                        upper,
+                        alpha: output.alpha.unwrap_or(0.5),
+                        candidates: output.candidates.unwrap_or(DEFAULT_CANDIDATES),
+                        epsilon: output.epsilon,
+                    });
+                }
+                OutputKind::Count => AggregateKind::Count,
+                OutputKind::Mean => AggregateKind::Mean,
+                OutputKind::Sum => AggregateKind::Sum,
+            };
+            let noise = match output.noise {
+                NoiseKind::Gaussian => Noise::Gaussian,
+                NoiseKind::Laplace => Noise::Laplace,
+            };
+            ReleaseSpec::Aggregate {
+                rule: OutputRule { name: output.name.clone(), kind, lower, upper, epsilon: output.epsilon },
+                noise,
+            }
+        })
+        .collect()
+}
+
+/// Releases the model's per-row outputs as the manifest declares.
+pub fn release(
+    manifest: &Manifest,
+    outputs: &ModelOutputs,
+    facts: &ReleaseFacts,
+) -> Result<Vec<ReleasedOutput>, ReleaseError> {
+    let specs = release_specs(manifest);
+    let columns: Vec<&[f64]> = (0..specs.len()).map(|index| outputs.column(index)).collect();
+    let groups = manifest.group_by().map(|_| (outputs.groups(), facts.group_labels.as_slice()));
+    let context = ReleaseContext {
+        rows: facts.rows,
+        rows_per_person: facts.rows_per_person,
+        min_group_size: facts.min_group_size,
+        groups,
+    };
+    release_outputs(&specs, &columns, &context)
+}
+
+/// Why a run produced no release.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("the model mapped {mapped} rows of {rows}")]
+    RowCount { mapped: usize, rows: usize },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+}
+
+/// Runs `compiled` over `batches` and releases what it computed: the one path from rows to
+/// a release. Also returns the raw outputs, which only [`dummy_run`] may show.
+fn run_batches<B: std::borrow::Borrow<Batch>, E: std::fmt::Display>(
+    runtime: &Runtime,
+    compiled: &CompiledModel,
+    batches: impl Iterator<Item = Result<B, E>>,
+    facts: &ReleaseFacts,
+) -> Result<(Vec<ReleasedOutput>, ModelOutputs), RunError> {
+    let outputs = runtime.run(compiled, batches)?;
+    if outputs.rows() != facts.rows {
+        return Err(RunError::RowCount { mapped: outputs.rows(), rows: facts.rows });
+    }
+    let released = release(compiled.manifest(), &outputs, facts)?;
+    Ok((released, outputs))
+}
+
+/// A real run: the released outputs and how many rows fell back to their defaults (for
+/// the regulators' audit entry). The raw outputs are dropped here.
+pub fn run_and_release<B: std::borrow::Borrow<Batch>, E: std::fmt::Display>(
+    runtime: &Runtime,
+    compiled: &CompiledModel,
+    batches: impl Iterator<Item = Result<B, E>>,
+    facts: &ReleaseFacts,
+) -> Result<(Vec<ReleasedOutput>, sluice_sandbox::Fallbacks), RunError> {
+    let (released, outputs) = run_batches(runtime, compiled, batches, facts)?;
+    Ok((released, outputs.fallbacks()))
+}
+
+/// The disclosure threshold a dummy run applies (a dataset's default).
+pub const DUMMY_MIN_GROUP_SIZE: u32 = 10;
+
+/// A run on dummy rows: the release, and the raw per-row outputs (the rows are made up,
+/// so showing them is harmless).
+#[derive(Debug)]
+pub struct DummyRun {
+    pub released: Vec<ReleasedOutput>,
+    pub outputs: ModelOutputs,
+}
+
+/// Runs `compiled` over `rows` dummy rows made from `schema` with `seed`, exactly as a real
+/// run would (same limits, same release).
+pub fn dummy_run(
+    runtime: &Runtime,
+    compiled: &CompiledModel,
+    schema: &DatasetSchema,
+    rows: usize,
+    seed: u64,
+) -> anyhow::Result<DummyRun> {
+    let selected: Vec<_> = compiled
+        .manifest()
+        .inputs()
+        .iter()
+        .map(|input| schema.column(&input.name).map(|(index, column)| (index, column.column_type)))
+        .collect::<Option<_>>()
+        .context("the manifest reads a column the schema does not have; run `sluice dev check --schema` first")?;
+    let csv = dummy_csv(schema, rows, seed);
+    let mut batches: Vec<Batch> = Vec::new();
+    parse_chunks(csv.as_bytes(), schema, false, |chunk, _, _| {
+        batches.extend(batches_of(chunk, &selected));
+        Ok(())
+    })
+    .map_err(|error| anyhow::anyhow!("dummy data did not parse: {error}"))?;
+    let facts = ReleaseFacts::new(compiled.manifest(), schema, rows, DUMMY_MIN_GROUP_SIZE);
+    let batches = batches.into_iter().map(Ok::<_, std::convert::Infallible>);
+    match run_batches(runtime, compiled, batches, &facts) {
+        Ok((released, outputs)) => Ok(DummyRun { released, outputs }),
+        Err(RunError::Sandbox(error)) => Err(error.into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What the static review found, for printing.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub digest: String,
+    pub name: String,
+    pub version: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub epsilon_per_run: f64,
+    /// The fuel each row may use, within the host's cap.
+    pub fuel_per_row: u64,
+}
+
+/// A refusal by the static review or the schema check, with its stable code.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<SandboxError> for Refusal {
+    fn from(error: SandboxError) -> Self {
+        Refusal { code: error.code(), message: error.to_string() }
+    }
+}
+
+/// The server's static review, plus the manifest's columns against `schema` when given.
+pub fn check(
+    runtime: &Runtime,
+    module: &[u8],
+    manifest: &str,
+    schema: Option<&DatasetSchema>,
+) -> Result<(CompiledModel, CheckReport), Refusal> {
+    let manifest = Manifest::from_toml(manifest)?;
+    let compiled = runtime.compile(module, manifest)?;
+    let manifest = compiled.manifest();
+    if let Some(schema) = schema {
+        check_columns(manifest, schema)?;
+    }
+    let report = CheckReport {
+        digest: compiled.digest().to_string(),
+        name: manifest.name().to_owned(),
+        version: manifest.version().to_owned(),
+        inputs: manifest
+            .inputs()
+            .iter()
+            .map(|input| format!("{} ({})", input.name, input.column_type.as_str()))
+            .collect(),
+        outputs: manifest.outputs().iter().map(|output| output.name.clone()).collect(),
+        epsilon_per_run: manifest.epsilon_per_run(),
+        fuel_per_row: runtime.fuel_per_row(manifest),
+    };
+    Ok((compiled, report))
+}
+
+/// Every input the manifest reads exists in `schema` with the same type and a grantable level.
+pub fn check_columns(manifest: &Manifest, schema: &DatasetSchema) -> Result<(), Refusal> {
+    for input in manifest.inputs() {
+        let Some((_, column)) = schema.column(&input.name) else {
+            return Err(Refusal {
+                code: "column_unknown",
+                message: format!("the schema has no column `{}`", input.name),
+            });
+        };
+        if column.column_type != input.column_type {
+            return Err(Refusal {
+                code: "column_type_mismatch",
+                message: format!(
+                    "`{}` is {} in the schema, {} in the manifest",
+                    input.name,
+                    column.column_type.as_str(),
+                    input.column_type.as_str()
+                ),
+            });
+        }
+        if column.classification > MAX_GRANTABLE_LEVEL {
+            return Err(Refusal {
+                code: "column_not_grantable",
+                message: format!(
+                    "`{}` is classification level {}, which is never granted",
+                    input.name, column.classification
+                ),
+            });
+        }
+    }
+    Ok(())
+}
