@@ -9,6 +9,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -178,6 +180,7 @@ pub struct ChargeFactsRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -197,13 +200,26 @@ impl Store {
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
-        Ok(Self { pool })
+        Ok(Self { pool, round_trips: Arc::default() })
     }
 
     /// Starts a write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up
     /// front, so concurrent writers queue instead of failing halfway.
     pub async fn begin(&self) -> anyhow::Result<Tx> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")
+        self.pool().begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")
+    }
+
+    /// The pool, counting one round trip: every read and every transaction goes through
+    /// here, so [`Store::round_trips`] is how many times a request went to the database.
+    fn pool(&self) -> &SqlitePool {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        &self.pool
+    }
+
+    /// How many reads and transactions this store (and its clones) has started. Tests use
+    /// it to hold the run path to its designed number of round trips.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     pub async fn close(&self) {
@@ -238,16 +254,16 @@ impl Store {
 
     pub async fn principal_by_token_hash(&self, token_hash: &str) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE token_hash = $1", Self::PRINCIPAL_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(token_hash).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as(&sql).bind(token_hash).fetch_optional(self.pool()).await?)
     }
 
     pub async fn principal(&self, id: i64) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
     }
 
     pub async fn principal_count(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(self.pool()).await?)
     }
 
     // ----- datasets -----
@@ -283,23 +299,23 @@ impl Store {
     pub async fn dataset_name_taken(&self, name: &str) -> anyhow::Result<bool> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(count > 0)
     }
 
     pub async fn dataset(&self, id: i64) -> anyhow::Result<Option<DatasetRow>> {
-        Ok(sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(self.pool()).await?)
     }
 
     pub async fn datasets(&self) -> anyhow::Result<Vec<DatasetRow>> {
-        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(self.pool()).await?)
     }
 
     pub async fn next_version(&self, dataset_id: i64) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = $1")
             .bind(dataset_id)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?)
     }
 
@@ -322,7 +338,7 @@ impl Store {
     pub async fn versions(&self, dataset_id: i64) -> anyhow::Result<Vec<VersionRow>> {
         Ok(sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version")
             .bind(dataset_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?)
     }
 
@@ -346,7 +362,7 @@ impl Store {
     /// `secure_delete` has zeroed freed content) and truncates the log, so no old page image
     /// survives in the WAL file.
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.pool()).await?;
         Ok(())
     }
 
@@ -370,7 +386,7 @@ impl Store {
     }
 
     pub async fn meta(&self, name: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1").bind(name).fetch_optional(self.pool()).await?)
     }
 
     pub async fn set_meta(tx: &mut Tx, name: &str, value: &str) -> anyhow::Result<()> {
@@ -408,7 +424,7 @@ impl Store {
     }
 
     pub async fn application(&self, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
-        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(self.pool()).await?)
     }
 
     pub async fn application_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
@@ -480,20 +496,20 @@ impl Store {
 
     pub async fn authorisation(&self, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
     }
 
     pub async fn authorisation_for_application(&self, application_id: i64) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
             .bind(application_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?)
     }
 
     pub async fn authorisations_for_dataset(&self, dataset_id: i64) -> anyhow::Result<Vec<AuthorisationRow>> {
         let sql =
             format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(self.pool()).await?)
     }
 
     /// Revokes an authorisation at once; false when it already was.
@@ -540,7 +556,7 @@ impl Store {
             "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?)
     }
 
@@ -556,7 +572,7 @@ impl Store {
         sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
             .bind(results)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -564,7 +580,7 @@ impl Store {
     pub async fn automated_results(&self, id: i64) -> anyhow::Result<Option<String>> {
         let results: Option<Option<String>> = sqlx::query_scalar("SELECT automated_results FROM models WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(results.flatten())
     }
@@ -609,7 +625,7 @@ impl Store {
     /// Every fact a run decision needs, read in one snapshot: the authorisation, the model,
     /// its submitter, the authorisation's dataset and that dataset's latest version.
     pub async fn run_facts(&self, authorisation_id: i64, model_id: i64) -> anyhow::Result<RunFactsRows> {
-        let mut tx = self.pool.begin().await.context("starting a read")?;
+        let mut tx = self.pool().begin().await.context("starting a read")?;
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
         let authorisation: Option<AuthorisationRow> =
             sqlx::query_as(&sql).bind(authorisation_id).fetch_optional(&mut *tx).await?;
@@ -694,7 +710,7 @@ impl Store {
         let revoked: Option<bool> =
             sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM authorisations WHERE id = $1")
                 .bind(authorisation_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?;
         Ok(revoked.unwrap_or(true))
     }
@@ -754,7 +770,7 @@ impl Store {
              result_json, visible_at FROM runs WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?)
     }
 
@@ -763,6 +779,16 @@ impl Store {
     /// Appends one entry inside `tx`, so it commits or rolls back with the change it
     /// records. The write lock held by the transaction serialises sequence numbers.
     pub async fn append_audit(tx: &mut Tx, event: AuditEvent, now: OffsetDateTime) -> anyhow::Result<u64> {
+        Ok(Self::append_audit_entry(tx, event, now).await?.0)
+    }
+
+    /// [`Store::append_audit`], also giving back the entry's canonical text (for a receipt,
+    /// so the entry just written need not be read back).
+    pub async fn append_audit_entry(
+        tx: &mut Tx,
+        event: AuditEvent,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<(u64, String)> {
         let last: Option<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
@@ -781,12 +807,12 @@ impl Store {
             .bind(leaf_hash(canonical.as_bytes()).to_vec())
             .execute(&mut **tx)
             .await?;
-        Ok(seq as u64)
+        Ok((seq as u64, canonical))
     }
 
     /// Every entry's canonical text, in sequence order.
     pub async fn audit_entries(&self) -> anyhow::Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(self.pool()).await?)
     }
 
     /// The leaf hashes of the first `size` entries (all of them without a size).
@@ -794,7 +820,7 @@ impl Store {
         let limit = size.map_or(i64::MAX, |size| size as i64);
         let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM audit_log ORDER BY seq LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.into_iter()
             .map(|hash| hash.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes")))
@@ -802,14 +828,15 @@ impl Store {
     }
 
     pub async fn audit_size(&self) -> anyhow::Result<u64> {
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(&self.pool).await?;
+        let size: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(self.pool()).await?;
         Ok(size as u64)
     }
 
     pub async fn audit_entry(&self, seq: u64) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT entry FROM audit_log WHERE seq = $1")
             .bind(seq as i64)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?)
     }
 
@@ -825,19 +852,19 @@ impl Store {
             .bind(root.to_vec())
             .bind(note)
             .bind(format_time(now))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
 
     /// Stored checkpoints as (size, signed note), oldest first.
     pub async fn checkpoints(&self) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size").fetch_all(self.pool()).await?)
     }
 
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<(i64, String)>> {
         Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?)
     }
 
@@ -853,7 +880,7 @@ impl Store {
     pub async fn release_seq(&self, run_id: i64) -> anyhow::Result<Option<u64>> {
         let seq: Option<Option<i64>> = sqlx::query_scalar("SELECT release_seq FROM runs WHERE id = $1")
             .bind(run_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(seq.flatten().map(|seq| seq as u64))
     }

@@ -43,6 +43,12 @@ fn parse(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, Strin
 }
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|argument| argument == "--help" || argument == "-h") {
+        println!(
+            "sluice-verify: check a Sluice audit export or a run's receipt offline\n{USAGE}\n\nexit status: 0 verified, 1 refused, 2 unusable arguments or files"
+        );
+        return ExitCode::SUCCESS;
+    }
     let arguments = match parse(std::env::args().skip(1)) {
         Ok(arguments) => arguments,
         Err(problem) => {

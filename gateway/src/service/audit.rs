@@ -60,18 +60,28 @@ pub struct AuditQuery {
 impl App {
     /// Signs and stores a checkpoint of the whole log, unless the latest already covers it.
     pub async fn issue_checkpoint(&self) -> anyhow::Result<CheckpointView> {
+        Ok(self.checkpoint_covering(None).await?.0)
+    }
+
+    /// A checkpoint covering the first `at_least` entries (the whole log without it) and
+    /// the leaves of the tree it signs: the latest checkpoint if it covers them, otherwise
+    /// a fresh one of the whole log. The leaves are read once either way.
+    async fn checkpoint_covering(&self, at_least: Option<u64>) -> anyhow::Result<(CheckpointView, Vec<[u8; 32]>)> {
         let _one_at_a_time = self.log.checkpoint_lock.lock().await;
-        let leaves = self.store.leaf_hashes(None).await?;
+        let mut leaves = self.store.leaf_hashes(None).await?;
         let size = leaves.len() as u64;
+        let wanted = at_least.unwrap_or(size);
         if let Some((latest, note)) = self.store.latest_checkpoint().await?
-            && latest as u64 == size
+            && latest as u64 >= wanted
+            && latest as u64 <= size
         {
-            return Ok(CheckpointView { size, checkpoint: note });
+            leaves.truncate(latest as usize);
+            return Ok((CheckpointView { size: latest as u64, checkpoint: note }, leaves));
         }
         let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root: merkle_root(&leaves) };
         let note = checkpoint.sign(&self.log.signing);
         self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
-        Ok(CheckpointView { size, checkpoint: note })
+        Ok((CheckpointView { size, checkpoint: note }, leaves))
     }
 
     /// Issues checkpoints in the background while the gateway serves: whenever
@@ -147,12 +157,14 @@ impl App {
 
     /// A receipt for entry `seq`: the entry, a checkpoint covering it, the inclusion proof.
     pub(crate) async fn receipt(&self, seq: u64) -> anyhow::Result<Receipt> {
-        let view = match self.store.latest_checkpoint().await? {
-            Some((size, note)) if size as u64 >= seq => CheckpointView { size: size as u64, checkpoint: note },
-            _ => self.issue_checkpoint().await?,
-        };
-        let leaves = self.store.leaf_hashes(Some(view.size)).await?;
         let entry = self.store.audit_entry(seq).await?.context("the receipt's entry")?;
+        self.receipt_for(seq, entry).await
+    }
+
+    /// A receipt for entry `seq` whose canonical text the caller already holds (it just
+    /// wrote it).
+    pub(crate) async fn receipt_for(&self, seq: u64, entry: String) -> anyhow::Result<Receipt> {
+        let (view, leaves) = self.checkpoint_covering(Some(seq)).await?;
         Ok(Receipt {
             seq,
             entry,

@@ -432,9 +432,9 @@ impl App {
                     // releases it.
                     view.outputs.clear();
                 }
-                let seq = Store::append_audit(&mut tx, event, now).await?;
+                let (seq, entry) = Store::append_audit_entry(&mut tx, event, now).await?;
                 Store::set_release_seq(&mut tx, run_id, seq).await?;
-                Ok((view, seq))
+                Ok((view, seq, entry))
             }
             Err(failure) => {
                 let (code, message) = failure.describe();
@@ -447,8 +447,8 @@ impl App {
             }
         };
         tx.commit().await.context("committing the run's outcome")?;
-        let (mut view, seq) = view?;
-        view.receipt = Some(self.receipt(seq).await?);
+        let (mut view, seq, entry) = view?;
+        view.receipt = Some(self.receipt_for(seq, entry).await?);
         Ok(view)
     }
 
