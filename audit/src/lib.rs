@@ -11,6 +11,7 @@
 //! records.
 
 mod checkpoint;
+mod export;
 pub mod keys;
 pub mod merkle;
 pub mod tool;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::Checkpoint;
+pub use export::{LogWriter, export_text};
 pub use keys::{PublicKey, SigningKey};
 pub use merkle::{
     Hash, ProofError, RootBuilder, consistency_proof, inclusion_proof, leaf_hash, merkle_root, verify_consistency,

@@ -10,21 +10,11 @@ fn signing_key() -> SigningKey {
 
 /// An export of `events`, chained and checkpointed as the gateway would write it.
 fn export(events: Vec<AuditEvent>, key: &SigningKey) -> String {
-    let header =
-        ExportHeader { format: EXPORT_FORMAT.into(), origin: ORIGIN.into(), public_key: key.public_key().to_string() };
-    let mut lines = vec![serde_json::to_string(&header).expect("json")];
-    let mut builder = RootBuilder::default();
-    let mut previous = [0u8; 32];
-    for (index, event) in events.into_iter().enumerate() {
-        let entry = AuditEntry::from_event(event, index as u64 + 1, previous, "2026-06-01T00:00:00Z".into());
-        let text = entry.canonical();
-        previous = leaf_hash(text.as_bytes());
-        builder.push(previous);
-        lines.push(text);
+    let mut log = LogWriter::default();
+    for event in events {
+        log.append(event, "2026-06-01T00:00:00Z");
     }
-    let checkpoint = Checkpoint { origin: ORIGIN.into(), size: builder.size(), root: builder.root() };
-    lines.push(serde_json::json!({ "checkpoint": checkpoint.sign(key) }).to_string());
-    lines.join("\n") + "\n"
+    log.export(key)
 }
 
 fn event(action: &str, object: &str) -> AuditEvent {

@@ -5,32 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice_audit::{
-    AuditEntry, AuditEvent, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, RootBuilder, SigningKey,
-    leaf_hash,
-};
+use sluice_audit::{AuditEvent, AuditOutcome, LogWriter, SigningKey};
 
 /// A small export of `entries` read events with one signed checkpoint at the end.
 fn export(key: &SigningKey, entries: u64) -> String {
-    let header =
-        ExportHeader { format: EXPORT_FORMAT.into(), origin: ORIGIN.into(), public_key: key.public_key().to_string() };
-    let mut text = serde_json::to_string(&header).expect("json") + "\n";
-    let (mut builder, mut previous) = (RootBuilder::default(), [0u8; 32]);
-    for seq in 1..=entries {
+    let mut log = LogWriter::default();
+    for _ in 0..entries {
         let mut event = AuditEvent::new("catalogue.read", "catalogue", AuditOutcome::Ok);
         event.actor_id = Some(2);
         event.role = "operator".into();
-        let entry = AuditEntry::from_event(event, seq, previous, "2026-11-30T12:00:00Z".into());
-        let canonical = entry.canonical();
-        previous = leaf_hash(canonical.as_bytes());
-        builder.push(previous);
-        text.push_str(&canonical);
-        text.push('\n');
+        log.append(event, "2026-11-30T12:00:00Z");
     }
-    let checkpoint = Checkpoint { origin: ORIGIN.into(), size: builder.size(), root: builder.root() };
-    text.push_str(&serde_json::json!({ "checkpoint": checkpoint.sign(key) }).to_string());
-    text.push('\n');
-    text
+    log.export(key)
 }
 
 fn scratch(name: &str, text: &str) -> PathBuf {

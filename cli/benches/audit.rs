@@ -8,11 +8,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_audit::SigningKey;
-use sluice_audit::{
-    AuditEntry, AuditEvent, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, RootBuilder, leaf_hash,
-    verify_export,
-};
+use sluice_audit::{AuditEvent, AuditOutcome, LogWriter, SigningKey, verify_export};
 use sluice_gateway::store::Store;
 
 const ENTRIES: u64 = 1_000_000;
@@ -51,23 +47,11 @@ fn appends(criterion: &mut Criterion) {
 }
 
 fn export(key: &SigningKey) -> String {
-    let header =
-        ExportHeader { format: EXPORT_FORMAT.into(), origin: ORIGIN.into(), public_key: key.public_key().to_string() };
-    let mut text = serde_json::to_string(&header).expect("json") + "\n";
-    let mut builder = RootBuilder::default();
-    let mut previous = [0u8; 32];
+    let mut log = LogWriter::default();
     for index in 0..ENTRIES {
-        let entry = AuditEntry::from_event(event(index), index + 1, previous, "2026-11-23T12:00:00Z".into());
-        let canonical = entry.canonical();
-        previous = leaf_hash(canonical.as_bytes());
-        builder.push(previous);
-        text.push_str(&canonical);
-        text.push('\n');
+        log.append(event(index), "2026-11-23T12:00:00Z");
     }
-    let checkpoint = Checkpoint { origin: ORIGIN.into(), size: builder.size(), root: builder.root() };
-    text.push_str(&serde_json::json!({ "checkpoint": checkpoint.sign(key) }).to_string());
-    text.push('\n');
-    text
+    log.export(key)
 }
 
 fn verification(criterion: &mut Criterion) {

@@ -15,8 +15,7 @@ use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::parse_time;
 use sluice_audit::{
-    AuditEntry, AuditOutcome, Checkpoint, EXPORT_FORMAT, ExportHeader, ORIGIN, Receipt, consistency_proof,
-    inclusion_proof, merkle_root,
+    AuditEntry, AuditOutcome, Checkpoint, ORIGIN, Receipt, consistency_proof, export_text, inclusion_proof, merkle_root,
 };
 
 /// A checkpoint is issued once this many entries are not covered by the latest one…
@@ -234,23 +233,12 @@ impl App {
     pub async fn audit_export_text(&self) -> anyhow::Result<String> {
         let latest = self.issue_checkpoint().await?;
         let entries = self.store.audit_entries().await?;
-        let header = ExportHeader {
-            format: EXPORT_FORMAT.into(),
-            origin: ORIGIN.into(),
-            public_key: self.public_key().to_string(),
-        };
-        let mut text = serde_json::to_string(&header)?;
-        text.push('\n');
-        for entry in entries.iter().take(latest.size as usize) {
-            text.push_str(entry);
-            text.push('\n');
-        }
-        for (size, note) in self.store.checkpoints().await? {
-            if size as u64 <= latest.size {
-                text.push_str(&serde_json::to_string(&serde_json::json!({ "checkpoint": note }))?);
-                text.push('\n');
-            }
-        }
+        let checkpoints = self.store.checkpoints().await?;
+        let text = export_text(
+            &self.public_key(),
+            entries.iter().take(latest.size as usize).map(String::as_str),
+            checkpoints.iter().filter(|(size, _)| *size as u64 <= latest.size).map(|(_, note)| note.as_str()),
+        );
         Ok(text)
     }
 }
