@@ -14,6 +14,7 @@ mod checkpoint;
 mod export;
 pub mod keys;
 pub mod merkle;
+pub mod release;
 pub mod tool;
 mod verify;
 

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::release::{RELEASE_DETAIL, check_release};
 use crate::{PublicKey, Receipt, verify_export, verify_receipt};
 
 /// How a check ended: the files could not be used, or they were checked.
@@ -72,13 +73,26 @@ pub fn verify_receipt_file(
     let text = read(path)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|error| format!("the receipt is not JSON: {error}"))?;
-    // Accept a bare receipt or a whole run result holding one.
-    let receipt_value = if value.get("receipt").is_some() { value["receipt"].clone() } else { value };
+    // Accept a bare receipt or a whole run result holding one; a whole result's values are
+    // checked against what its entry committed to.
+    let (receipt_value, released) = if value.get("receipt").is_some() {
+        let released =
+            value.get("outputs").map(|outputs| (outputs.clone(), value.get("run_id").and_then(|id| id.as_i64())));
+        (value["receipt"].clone(), released)
+    } else {
+        (value, None)
+    };
     let receipt: Receipt =
         serde_json::from_value(receipt_value).map_err(|error| format!("the receipt's fields: {error}"))?;
     let key = PublicKey::parse(public_key).map_err(|error| format!("--public-key: {error}"))?;
     let report = |error: std::io::Error| format!("writing the report: {error}");
-    match verify_receipt(&receipt, &key) {
+    let checked = verify_receipt(&receipt, &key).and_then(|entry| {
+        if let Some((outputs, run_id)) = &released {
+            check_release(&entry, outputs, *run_id)?;
+        }
+        Ok(entry)
+    });
+    match checked {
         Ok(entry) => {
             writeln!(
                 out,
@@ -86,6 +100,14 @@ pub fn verify_receipt_file(
                 entry.seq, entry.action, entry.object, entry.time
             )
             .map_err(report)?;
+            let values = match (&released, entry.details.get(RELEASE_DETAIL)) {
+                (Some(_), _) => "the released values are the ones the log recorded".to_owned(),
+                (None, Some(digest)) => format!(
+                    "it commits to released values with digest {digest} (pass the whole run result to check them)"
+                ),
+                (None, None) => "it commits to no released values".to_owned(),
+            };
+            writeln!(out, "{values}").map_err(report)?;
             Ok(Verdict::Verified)
         }
         Err(problem) => {

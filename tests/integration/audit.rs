@@ -1,6 +1,7 @@
 //! The regulator's side: an export verifies offline against a pinned key, and every
 //! tampering tried here is caught and located.
 
+use serde_json::{Value, json};
 use sluice_audit::PublicKey;
 use sluice_audit::verify_export;
 
@@ -137,6 +138,51 @@ async fn releases_come_with_receipts_that_verify_offline() {
     misplaced.seq -= 1;
     assert!(verify_receipt(&misplaced, &key).is_err());
     assert!(verify_receipt(&receipt, &PublicKey([9; 32])).is_err(), "another key");
+}
+
+/// The attack: an operator (or anyone passing a result on) edits a released value and
+/// shows the result with its genuine receipt. The receipt's entry commits to the released
+/// values, so the check names the edit; the regulator reads the same values in the log.
+#[tokio::test]
+async fn a_receipt_commits_to_the_released_values() {
+    use sluice_audit::release::{RELEASE_DETAIL, VALUES_DETAIL, check_release, release_digest};
+    use sluice_audit::tool::{Verdict, verify_receipt_file};
+    use sluice_audit::{Receipt, verify_receipt};
+    let world = World::new(500, 1.0).await;
+    let run = world.run().await.ok().expect("run");
+    let receipt: Receipt = serde_json::from_value(run["receipt"].clone()).expect("receipt");
+    let entry = verify_receipt(&receipt, &world.app.public_key()).expect("verifies");
+    let run_id = run["run_id"].as_i64();
+    check_release(&entry, &run["outputs"], run_id).expect("the genuine values match");
+    assert_eq!(entry.details[RELEASE_DETAIL], release_digest(&run["outputs"]));
+    let logged: Value = serde_json::from_str(&entry.details[VALUES_DETAIL]).expect("values in the log");
+    assert_eq!(logged, run["outputs"], "the regulator sees exactly what left");
+
+    let mut edited = run.clone();
+    let value = edited["outputs"][1]["value"].as_f64().expect("mean");
+    edited["outputs"][1]["value"] = json!(value + 0.01);
+    let refused = check_release(&entry, &edited["outputs"], run_id).expect_err("an edited value");
+    assert!(refused.contains("differ from the ones the log recorded"), "{refused}");
+    let mut widened = run.clone();
+    widened["outputs"][0]["ci95_half_width"] = json!(0.0);
+    assert!(check_release(&entry, &widened["outputs"], run_id).is_err(), "an edited interval");
+    assert!(check_release(&entry, &run["outputs"], Some(999)).is_err(), "another run's receipt");
+
+    // The same through the regulator's command, on files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = world.app.public_key().to_string();
+    let check = |value: &Value| {
+        let path = dir.path().join("run.json");
+        std::fs::write(&path, value.to_string()).expect("write");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let verdict = verify_receipt_file(&path, &key, &mut out, &mut err).expect("usable");
+        (verdict, String::from_utf8(out).expect("utf-8") + &String::from_utf8(err).expect("utf-8"))
+    };
+    let (verdict, text) = check(&run);
+    assert_eq!(verdict, Verdict::Verified, "{text}");
+    assert!(text.contains("the released values are the ones the log recorded"), "{text}");
+    let (verdict, text) = check(&edited);
+    assert_eq!(verdict, Verdict::Refused, "{text}");
 }
 
 /// Proofs served by the API check against the checkpoints it signs, and an export extends

@@ -491,6 +491,8 @@ async fn held_outputs_wait_for_data_product_review() {
     assert_eq!(held["state"], "held");
     assert_eq!(held["outputs"].as_array().map(Vec::len), Some(0), "nothing reaches the operator yet");
     assert!(held["receipt"].is_object(), "the release is logged all the same");
+    let held_entry = held["receipt"]["entry"].as_str().expect("entry");
+    assert!(!held_entry.contains("\"values\""), "a held result's values stay out of the operator's receipt");
     let run = held["run_id"].as_i64().expect("run id");
     let message = expect_error(&world.api.get(&format!("/v1/runs/{run}"), &world.operator).await, "conflict");
     assert!(message.contains("held for data product review"), "{message}");
@@ -508,6 +510,12 @@ async fn held_outputs_wait_for_data_product_review() {
     assert_eq!((released["state"].as_str(), released["outputs"].as_array().map(Vec::len)), (Some("released"), Some(3)));
     let fetched = world.api.get(&format!("/v1/runs/{run}"), &world.operator).await.ok().expect("now visible");
     assert_eq!(fetched["outputs"].as_array().map(Vec::len), Some(3));
+    // Now the receipt proves the reviewer's release, which commits to the values.
+    let receipt: sluice_audit::Receipt = serde_json::from_value(fetched["receipt"].clone()).expect("receipt");
+    let entry = sluice_audit::verify_receipt(&receipt, &world.app.public_key()).expect("verifies");
+    assert_eq!(entry.action, "result.review");
+    sluice_audit::release::check_release(&entry, &fetched["outputs"], Some(run))
+        .expect("commits to the released values");
     expect_error(&world.api.post(&path, &world.bureau, &json!({"approve": true})).await, "not_pending");
 
     let second =

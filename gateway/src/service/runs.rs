@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sluice_audit::{AuditOutcome, Receipt};
+use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
     Action, AuthorisationFacts, ChargeFacts, Charged, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
     PrivacyBudget, ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, review_result,
@@ -407,10 +407,15 @@ impl App {
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
                 Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?;
-                let event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
+                let mut event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
                     .detail("authorisation", authorisation_id)
                     .detail("outputs", view.outputs.len())
                     .detail("held", prepared.hold_outputs);
+                if !prepared.hold_outputs {
+                    // What left, in the entry the operator's receipt proves (去向可查); a held
+                    // result's values enter the log only when a reviewer releases them.
+                    event = commit_to_release(event, &view.outputs)?;
+                }
                 // Rows the model failed on, which contributed their defaults. The count is
                 // not noised, so it goes into an entry of its own that only regulators read
                 // (the `run.release` entry travels to the operator inside the receipt). The
@@ -523,10 +528,20 @@ impl App {
         if !Store::review_held_run(&mut tx, run_id, state).await? {
             return Err(ServiceError::Conflict(format!("run {run_id} was reviewed meanwhile")));
         }
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+        let mut event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
             .detail("decision", if approve { "release" } else { "withhold" })
             .detail("note", comment.chars().take(200).collect::<String>());
-        Store::append_audit(&mut tx, event, now).await?;
+        if approve {
+            // The released values enter the log with the decision that releases them, and
+            // from now on the run's receipt proves this entry.
+            let stored: RunView = serde_json::from_str(run.result_json.as_deref().context("a held run's release")?)
+                .context("stored release")?;
+            event = commit_to_release(event, &stored.outputs)?;
+        }
+        let seq = Store::append_audit(&mut tx, event, now).await?;
+        if approve {
+            Store::set_release_seq(&mut tx, run_id, seq).await?;
+        }
         tx.commit().await.context("committing the result review")?;
         self.run_result(caller, run_id).await
     }
@@ -595,4 +610,12 @@ impl RunFailure {
             }
         }
     }
+}
+
+/// Adds the released values and their digest to the entry that releases them.
+fn commit_to_release(event: AuditEvent, outputs: &[ReleasedOutput]) -> anyhow::Result<AuditEvent> {
+    let values = serde_json::to_value(outputs).context("encoding the release")?;
+    Ok(event
+        .detail(release::VALUES_DETAIL, release::canonical_json(&values))
+        .detail(release::RELEASE_DETAIL, release::release_digest(&values)))
 }
