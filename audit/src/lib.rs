@@ -30,7 +30,8 @@ pub use merkle::{
     verify_inclusion,
 };
 pub use verify::{
-    EXPORT_FORMAT, ExportCheckpoint, ExportHeader, Receipt, VerifyError, VerifySummary, verify_export, verify_receipt,
+    EXPORT_FORMAT, ExportCheckpoint, ExportHeader, KeyTrust, Receipt, VerifyError, VerifySummary, verify_export,
+    verify_receipt,
 };
 
 /// Version of the canonical entry encoding.

@@ -21,44 +21,234 @@ fn event(action: &str, object: &str) -> AuditEvent {
     AuditEvent::new(action, object, AuditOutcome::Ok)
 }
 
-fn lawful_history() -> Vec<AuditEvent> {
-    vec![
-        event("authorisation.create", "authorisation:1").detail("epsilon_total", "1"),
-        event("model.review", "model:1").detail("decision", "approve").detail("digest", "ab".repeat(32)),
-        event("run.start", "run:1")
-            .detail("authorisation", 1)
-            .detail("digest", "ab".repeat(32))
-            .detail("epsilon_charged", "0.5"),
-        event("run.start", "run:2")
-            .detail("authorisation", 1)
-            .detail("digest", "ab".repeat(32))
-            .detail("epsilon_charged", "0.5"),
-    ]
+/// `event` done by principal `actor` in `role`.
+fn by(actor: i64, role: &str, action: &str, object: &str) -> AuditEvent {
+    let mut event = event(action, object);
+    event.actor_id = Some(actor);
+    event.role = role.into();
+    event
 }
 
+const ADMIN: i64 = 1;
+const PROVIDER: i64 = 2;
+const OPERATOR: i64 = 3;
+const BUREAU: i64 = 4;
+const DEPARTMENT: i64 = 5;
+const OTHER_OPERATOR: i64 = 6;
+
+fn digest() -> String {
+    "ab".repeat(32)
+}
+
+fn run(id: u32, epsilon: &str) -> AuditEvent {
+    by(OPERATOR, "operator", "run.start", &format!("run:{id}"))
+        .detail("authorisation", 1)
+        .detail("dataset", 1)
+        .detail("digest", digest())
+        .detail("epsilon_charged", epsilon)
+}
+
+/// The lawful life of one scenario, as the gateway logs it: principals, a dataset, an
+/// application reviewed twice, its authorisation, a model submitted and approved, two runs
+/// and their releases. Indices: 0–5 principals, 6 dataset, 7 application, 8–9 reviews,
+/// 10 authorisation, 11 model submit, 12 model review, 13 run 1, 14 release 1, 15 run 2.
+fn lawful_history() -> Vec<AuditEvent> {
+    let mut history = vec![event("principal.bootstrap", "principal:1").detail("role", "admin")];
+    for (id, role) in [
+        (PROVIDER, "provider"),
+        (OPERATOR, "operator"),
+        (BUREAU, "reviewer"),
+        (DEPARTMENT, "reviewer"),
+        (OTHER_OPERATOR, "operator"),
+    ] {
+        history.push(by(ADMIN, "admin", "principal.create", &format!("principal:{id}")).detail("role", role));
+    }
+    history.extend([
+        by(PROVIDER, "provider", "dataset.register", "dataset:1").detail("epsilon_total", "2"),
+        by(OPERATOR, "operator", "application.submit", "application:1").detail("dataset", 1).detail("epsilon", "1"),
+        by(BUREAU, "reviewer", "application.review", "application:1").detail("state", "bureau_approved"),
+        by(DEPARTMENT, "reviewer", "application.review", "application:1").detail("state", "approved"),
+        by(DEPARTMENT, "reviewer", "authorisation.create", "authorisation:1")
+            .detail("application", 1)
+            .detail("operator", OPERATOR)
+            .detail("dataset", 1)
+            .detail("epsilon_total", "1")
+            .detail("valid_until", "2026-12-01T00:00:00Z"),
+        by(OPERATOR, "operator", "model.submit", "model:1").detail("authorisation", 1).detail("digest", digest()),
+        by(BUREAU, "reviewer", "model.review", "model:1")
+            .detail("decision", "approve")
+            .detail("digest", digest())
+            .detail("state", "approved"),
+        run(1, "0.5"),
+        by(OPERATOR, "operator", "run.release", "run:1").detail("authorisation", 1),
+        run(2, "0.5"),
+    ]);
+    history
+}
+
+fn refused(history: Vec<AuditEvent>) -> VerifyError {
+    let key = signing_key();
+    verify_export(&export(history, &key), KeyTrust::Pinned(&key.public_key()), None).expect_err("refused")
+}
+
+/// Each dishonest log here is genuinely signed; the verifier names the entry (export
+/// line = index + 2) and the rule.
 #[test]
 fn content_rules_name_the_first_unlawful_entry() {
     let key = signing_key();
-    let public = key.public_key();
-    verify_export(&export(lawful_history(), &key), Some(&public), None).expect("lawful");
+    verify_export(&export(lawful_history(), &key), KeyTrust::Pinned(&key.public_key()), None).expect("lawful");
 
-    let mut overspent = lawful_history();
-    overspent.push(overspent[2].clone());
-    let error = verify_export(&export(overspent, &key), Some(&public), None).expect_err("overspent");
-    assert_eq!(error.line, 6);
-    assert!(error.problem.contains("more than its budget"), "{error}");
+    let check = |history: Vec<AuditEvent>, line: usize, words: &str| {
+        let error = refused(history);
+        assert!(error.problem.contains(words), "expected `{words}`: {error}");
+        assert_eq!(error.line, line, "{error}");
+    };
+    let lawful = lawful_history;
 
-    let mut unapproved = lawful_history();
-    unapproved[3] = unapproved[3].clone().detail("digest", "cd".repeat(32));
-    let error = verify_export(&export(unapproved, &key), Some(&public), None).expect_err("unapproved");
-    assert_eq!(error.line, 5);
-    assert!(error.problem.contains("no reviewer approved"), "{error}");
+    let mut overspent = lawful();
+    overspent.push(run(3, "0.5"));
+    check(overspent, 18, "more than its budget");
 
-    let mut unauthorised = lawful_history();
-    unauthorised.remove(0);
-    let error = verify_export(&export(unauthorised, &key), Some(&public), None).expect_err("unauthorised");
-    assert_eq!(error.line, 3);
-    assert!(error.problem.contains("never created"), "{error}");
+    let mut unapproved = lawful();
+    unapproved[15] = unapproved[15].clone().detail("digest", "cd".repeat(32));
+    check(unapproved, 17, "no review approved");
+
+    let mut unauthorised = lawful();
+    unauthorised.remove(10);
+    check(unauthorised, 14, "never created"); // the model submission parses; its run does not
+
+    // A second authorisation.create for the same id would reset its budget.
+    let mut reset = lawful();
+    reset.insert(15, reset[10].clone());
+    check(reset, 17, "created twice");
+
+    // A charged run written as failed still spends.
+    let mut hidden = lawful();
+    let mut failed = run(3, "0.5");
+    failed.outcome = AuditOutcome::Failed;
+    hidden.push(failed);
+    check(hidden, 18, "more than its budget");
+
+    // ε must be exact millionths.
+    for sloppy in ["1e-7", "+0.5", ".5", "0.50000049", "0.50", "0x1", " 0.5", "0.5 "] {
+        let mut history = lawful();
+        history[15] = run(2, sloppy);
+        check(history, 17, "exact millionths");
+    }
+    let mut budget = lawful();
+    budget[10] = budget[10].clone().detail("epsilon_total", "0.9999995");
+    check(budget, 12, "exact millionths");
+
+    // A revocation must say which bytes; revoked bytes are not approved again.
+    let mut vague = lawful();
+    vague.insert(13, by(BUREAU, "reviewer", "model.revoke", "model:1"));
+    check(vague, 15, "without its digest");
+    let mut again = lawful();
+    again.insert(13, by(BUREAU, "reviewer", "model.revoke", "model:1").detail("digest", digest()));
+    again.insert(
+        14,
+        by(OPERATOR, "operator", "model.submit", "model:2").detail("authorisation", 1).detail("digest", digest()),
+    );
+    again.insert(
+        15,
+        by(DEPARTMENT, "reviewer", "model.review", "model:2").detail("digest", digest()).detail("state", "approved"),
+    );
+    check(again, 17, "approved again after it was revoked");
+
+    // Approval is per authorisation: bytes approved under 1 do not run under 2.
+    let mut elsewhere = lawful();
+    elsewhere.insert(
+        13,
+        by(DEPARTMENT, "reviewer", "authorisation.create", "authorisation:2")
+            .detail("application", 1)
+            .detail("operator", OPERATOR)
+            .detail("dataset", 1)
+            .detail("epsilon_total", "1"),
+    );
+    let mut stray = run(3, "0.1");
+    stray.details.insert("authorisation".into(), "2".into());
+    elsewhere.push(stray);
+    check(elsewhere, 19, "no review approved for authorisation 2");
+
+    // A quorum shows as the resulting state: an approve that left the model pending is no approval.
+    let mut pending = lawful();
+    pending[12] = pending[12].clone().detail("state", "submitted");
+    check(pending, 15, "no review approved");
+
+    // A run after the window, or by someone other than the authorisation's operator.
+    let mut late = lawful();
+    late[10] = late[10].clone().detail("valid_until", "2026-05-31T00:00:00Z");
+    check(late, 15, "window closed");
+    let mut stranger = lawful();
+    stranger[15].actor_id = Some(OTHER_OPERATOR);
+    check(stranger, 17, "other than its operator");
+
+    // An authorisation with no approved application.
+    let mut unreviewed = lawful();
+    unreviewed.remove(9);
+    check(unreviewed, 11, "which no review approved");
+
+    // A release with no matching start, or twice.
+    let mut orphan = lawful();
+    orphan.push(by(OPERATOR, "operator", "run.release", "run:9"));
+    check(orphan, 18, "never started");
+    let mut twice = lawful();
+    twice.push(twice[14].clone());
+    check(twice, 18, "released twice");
+
+    // Self-review of an application and of a model.
+    let mut own_application = lawful();
+    own_application[8].actor_id = Some(OPERATOR);
+    check(own_application, 10, "acts as reviewer but was created as operator");
+    let mut own_model = lawful();
+    own_model[11] =
+        by(BUREAU, "reviewer", "model.submit", "model:1").detail("authorisation", 1).detail("digest", digest());
+    check(own_model, 13, "model.submit done as reviewer");
+    let mut self_review = lawful();
+    self_review[12].actor_id = Some(OPERATOR);
+    self_review[12].role = "operator".into();
+    check(self_review, 14, "model.review done as operator");
+
+    // An actor the log never created, and a role the actor was not created with.
+    let mut ghost = lawful();
+    ghost[12].actor_id = Some(42);
+    check(ghost, 14, "never created");
+
+    // The dataset's lifetime budget holds across authorisations.
+    let mut dataset = lawful();
+    dataset[6] = dataset[6].clone().detail("epsilon_total", "0.75");
+    check(dataset, 17, "lifetime budget");
+}
+
+#[test]
+fn self_review_by_id_is_caught_even_in_the_right_role() {
+    // A reviewer who submitted an application (a log the server would never write, but a
+    // forger might): the same principal on both sides is named.
+    let mut history = lawful_history();
+    history[7] = by(BUREAU, "reviewer", "application.submit", "application:1");
+    let error = refused(history);
+    assert!(error.problem.contains("application.submit done as reviewer"), "{error}");
+    let mut history = lawful_history();
+    history.insert(8, by(OPERATOR, "operator", "application.submit", "application:2"));
+    history.insert(9, {
+        let mut review = by(OPERATOR, "operator", "application.review", "application:2").detail("state", "approved");
+        review.role = "reviewer".into();
+        review
+    });
+    let error = refused(history);
+    assert!(error.problem.contains("acts as reviewer but was created as operator"), "{error}");
+}
+
+#[test]
+fn unusual_text_never_panics_the_rules() {
+    let mut history = lawful_history();
+    history[15] = run(2, "0.5").detail("digest", "é".repeat(40));
+    let error = refused(history);
+    assert!(error.problem.contains("éééé"), "{error}");
+    let mut history = lawful_history();
+    history[10] = history[10].clone().detail("valid_until", "2026-13-01T00:00:00+08:00");
+    let error = refused(history);
+    assert!(error.problem.contains("cannot read"), "{error}");
 }
 
 #[test]
@@ -71,17 +261,18 @@ fn a_trusted_checkpoint_catches_rollback_and_rewrite() {
     let kept = export(history[..12].to_vec(), &key);
     let kept_note: ExportCheckpoint =
         serde_json::from_str(kept.lines().last().expect("checkpoint line")).expect("checkpoint json");
-    let summary = verify_export(&full, Some(&public), Some(&kept_note.checkpoint)).expect("extends");
+    let summary = verify_export(&full, KeyTrust::Pinned(&public), Some(&kept_note.checkpoint)).expect("extends");
     assert_eq!(summary.trusted_size, Some(12));
 
     let rolled_back = export(history[..8].to_vec(), &key);
-    let error = verify_export(&rolled_back, Some(&public), Some(&kept_note.checkpoint)).expect_err("rolled back");
+    let error =
+        verify_export(&rolled_back, KeyTrust::Pinned(&public), Some(&kept_note.checkpoint)).expect_err("rolled back");
     assert!(error.problem.contains("rolled back"), "{error}");
 
     let mut rewritten = history.clone();
     rewritten[5] = event("catalogue.read", "catalogue:rewritten");
-    let error =
-        verify_export(&export(rewritten, &key), Some(&public), Some(&kept_note.checkpoint)).expect_err("rewritten");
+    let error = verify_export(&export(rewritten, &key), KeyTrust::Pinned(&public), Some(&kept_note.checkpoint))
+        .expect_err("rewritten");
     assert!(error.problem.contains("rewritten"), "{error}");
     assert_eq!(error.line, 13, "named at the trusted size");
 }
@@ -94,7 +285,7 @@ fn any_single_mutation_of_a_large_export_is_detected_and_located() {
     let key = signing_key();
     let public = key.public_key();
     let history: Vec<AuditEvent> = (0..1_000)
-        .map(|index| event(["catalogue.read", "run.release", "budget.read"][index % 3], &format!("run:{index}")))
+        .map(|index| event(["catalogue.read", "result.read", "budget.read"][index % 3], &format!("run:{index}")))
         .collect();
     let original: Vec<String> = export(history, &key).lines().map(str::to_owned).collect();
     let entries = 1..original.len() - 1;
@@ -134,7 +325,7 @@ fn any_single_mutation_of_a_large_export_is_detected_and_located() {
         if text == original.join("\n") + "\n" {
             continue; // a swap of two identical lines or a flip undone by lossy decoding
         }
-        let error = verify_export(&text, Some(&public), None).expect_err("mutation detected");
+        let error = verify_export(&text, KeyTrust::Pinned(&public), None).expect_err("mutation detected");
         let last = lines.len();
         assert!(
             error.line == expected || error.line + 1 == expected || (error.line == last && expected >= last - 1),

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::release::{RELEASE_DETAIL, check_release};
-use crate::{PublicKey, Receipt, verify_export, verify_receipt};
+use crate::{KeyTrust, PublicKey, Receipt, verify_export, verify_receipt};
 
 /// How a check ended: the files could not be used, or they were checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,21 +21,41 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|error| format!("reading {}: {error}", path.display()))
 }
 
-/// Verifies the export at `export`, pinned to `public_key` when given and extending the
-/// signed note in `trusted_checkpoint` when given. The summary goes to `out`, a refusal to
-/// `err`.
+/// Verifies the export at `export`, signed by the pinned `public_key` — or, only when
+/// `trust_embedded_key` says so, by the key the export names (with a warning on `err`) —
+/// and extending the signed note in `trusted_checkpoint` when given. The summary goes to
+/// `out`, a refusal to `err`.
 pub fn verify_export_file(
     export: &Path,
     public_key: Option<&str>,
+    trust_embedded_key: bool,
     trusted_checkpoint: Option<&Path>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Verdict, String> {
-    let text = read(export)?;
-    let pinned = public_key.map(PublicKey::parse).transpose().map_err(|error| format!("--public-key: {error}"))?;
-    let trusted = trusted_checkpoint.map(read).transpose()?;
     let report = |error: std::io::Error| format!("writing the report: {error}");
-    match verify_export(&text, pinned.as_ref(), trusted.as_deref()) {
+    let pinned = match (public_key, trust_embedded_key) {
+        (Some(key), false) => Some(PublicKey::parse(key).map_err(|error| format!("--public-key: {error}"))?),
+        (None, true) => {
+            writeln!(
+                err,
+                "WARNING: trusting the key inside the export. This shows only that the log is consistent with \
+                 itself: whoever re-signs a rewritten log also controls that key. Pin the key with --public-key."
+            )
+            .map_err(report)?;
+            None
+        }
+        (Some(_), true) => return Err("pass --public-key or --trust-embedded-key, not both".into()),
+        (None, false) => {
+            return Err("which key signs this log? Pass the key you pinned out of band with --public-key BASE64 \
+                        (or, to check only that the export is consistent with itself, --trust-embedded-key)"
+                .into());
+        }
+    };
+    let text = read(export)?;
+    let trusted = trusted_checkpoint.map(read).transpose()?;
+    let trust = pinned.as_ref().map_or(KeyTrust::Embedded, KeyTrust::Pinned);
+    match verify_export(&text, trust, trusted.as_deref()) {
         Ok(summary) => {
             writeln!(out, "ok: {} entries and {} checkpoints verified", summary.entries, summary.checkpoints)
                 .map_err(report)?;
@@ -47,7 +67,8 @@ pub fn verify_export_file(
             }
             writeln!(
                 out,
-                "content rules hold: every run under a created authorisation, with an approved model, within budget"
+                "content rules hold: roles as created, no self-review, every run by its authorisation's operator \
+                 inside its window, with a model approved for that authorisation, within both budgets"
             )
             .map_err(report)?;
             writeln!(out, "denied: {}, failed: {}", summary.denied, summary.failed).map_err(report)?;

@@ -67,14 +67,29 @@ fn fail(line: usize, problem: impl Into<String>) -> VerifyError {
     VerifyError { line, problem: problem.into() }
 }
 
-/// Verifies a whole export. With `pinned_key`, the export must be signed by that key; with
-/// `trusted_checkpoint` (a signed note the regulator kept from before), the export must
-/// extend the log that checkpoint describes: a rolled-back or rewritten log is caught.
+/// Which key an export must be signed by. There is no default: a caller names the key it
+/// pinned out of band, or says out loud that it trusts the one inside the export (which a
+/// forger who re-signs the whole log also controls).
+#[derive(Debug, Clone, Copy)]
+pub enum KeyTrust<'a> {
+    /// The key the regulator pinned (from `GET /v1/audit/public-key`, kept out of band).
+    Pinned(&'a PublicKey),
+    /// The key the export names: proves only that the log is self-consistent.
+    Embedded,
+}
+
+/// Verifies a whole export, signed by the key `trust` names. With `trusted_checkpoint` (a
+/// signed note the regulator kept from before), the export must extend the log that
+/// checkpoint describes: a rolled-back or rewritten log is caught.
 pub fn verify_export(
     export: &str,
-    pinned_key: Option<&PublicKey>,
+    trust: KeyTrust<'_>,
     trusted_checkpoint: Option<&str>,
 ) -> Result<VerifySummary, VerifyError> {
+    let pinned_key = match trust {
+        KeyTrust::Pinned(key) => Some(key),
+        KeyTrust::Embedded => None,
+    };
     let lines: Vec<&str> = export.lines().collect();
     if lines.len() < 2 {
         return Err(fail(lines.len().max(1), "an export needs a header line and a checkpoint line"));
@@ -224,71 +239,315 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
     Ok(entry)
 }
 
-/// What the log itself must show, whatever the server says: a run only under an
-/// authorisation that was created and not revoked, only with a model digest a reviewer
-/// approved and did not revoke, and never past the authorisation's budget.
+/// What the log itself must show, whatever the server says. Each rule here was once
+/// accepted on a genuinely signed but dishonest log:
+/// - an actor acts only in the role it was created with, and the actions that belong to a
+///   role (a review, a run, a registration) are done by that role;
+/// - an authorisation is created once, for an application whose last review approved it;
+/// - a model runs only under the authorisation it was submitted for, once a review left it
+///   `approved` there (a quorum shows as the resulting state), and not after it was revoked
+///   there; revoked bytes are never approved again for that authorisation;
+/// - nobody reviews their own application or model;
+/// - a run is started by the authorisation's operator, inside its window, never after a
+///   revocation, and its charge counts whatever outcome the entry claims; neither the
+///   authorisation's nor the dataset's budget is overspent;
+/// - a release follows its run's start, once;
+/// - ε is written as exact millionths (digits, at most six decimals, nothing else).
 #[derive(Debug, Default)]
 struct ContentRules {
-    /// Authorisation id → (total, spent) in millionths of ε.
-    budgets: HashMap<String, (u64, u64)>,
-    approved_digests: HashSet<String>,
-    revoked_authorisations: HashSet<String>,
+    /// Principal id → the role it was created with.
+    roles: HashMap<i64, String>,
+    /// Application id → (applicant, the state its last review left).
+    applications: HashMap<String, (Option<i64>, String)>,
+    authorisations: HashMap<String, Authorisation>,
+    /// Dataset id → (total, spent) in millionths of ε.
+    datasets: HashMap<String, (u64, u64)>,
+    /// Model id → (authorisation, digest, submitter).
+    models: HashMap<String, (String, String, Option<i64>)>,
+    /// (authorisation, digest) pairs approved, and those revoked for good.
+    approved: HashSet<(String, String)>,
+    revoked: HashSet<(String, String)>,
+    /// Runs started with a charge, and those released.
+    started: HashSet<String>,
+    released: HashSet<String>,
 }
 
-fn micro_epsilon(text: Option<&String>) -> Option<u64> {
-    let value: f64 = text?.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| (value * 1e6).round() as u64)
+#[derive(Debug)]
+struct Authorisation {
+    operator: Option<i64>,
+    dataset: Option<String>,
+    valid_until: Option<Timestamp>,
+    total: u64,
+    spent: u64,
+    revoked: bool,
+}
+
+/// The role an action that succeeded must have been done in.
+fn required_role(action: &str) -> Option<&'static str> {
+    Some(match action {
+        "principal.create" | "keys.rotate" => "admin",
+        "dataset.register" | "dataset.ingest" | "dataset.destroy" => "provider",
+        "application.submit" | "application.withdraw" | "model.submit" | "run.start" => "operator",
+        "application.review"
+        | "authorisation.create"
+        | "authorisation.revoke"
+        | "model.review"
+        | "model.revoke"
+        | "result.review" => "reviewer",
+        "audit.export" | "audit.search" => "regulator",
+        _ => return None,
+    })
+}
+
+/// ε as the gateway writes it: digits, optionally a point and one to six digits, no sign,
+/// exponent or padding; returned in millionths, exactly.
+pub(crate) fn micro_epsilon(text: Option<&String>) -> Option<u64> {
+    let text = text?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > 6
+        || (whole.len() > 1 && whole.starts_with('0'))
+    {
+        return None;
+    }
+    if text.contains('.') && (fraction.is_empty() || fraction.ends_with('0')) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let fraction: u64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().ok()? };
+    whole.checked_mul(1_000_000)?.checked_add(fraction)
+}
+
+/// An RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`) as a comparable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timestamp(u64, u64, u64, u64, u64, u64, u64);
+
+fn timestamp(text: &str) -> Option<Timestamp> {
+    let text = text.strip_suffix('Z').or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = text.split_once('T')?;
+    let number = |part: &str, width: usize| -> Option<u64> {
+        (part.len() == width && part.bytes().all(|byte| byte.is_ascii_digit())).then(|| part.parse().ok()).flatten()
+    };
+    let mut date = date.split('-');
+    let (year, month, day) = (number(date.next()?, 4)?, number(date.next()?, 2)?, number(date.next()?, 2)?);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.split(':');
+    let (hour, minute, second) = (number(clock.next()?, 2)?, number(clock.next()?, 2)?, number(clock.next()?, 2)?);
+    if date.next().is_some()
+        || clock.next().is_some()
+        || fraction.len() > 9
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let nanos = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().ok()? };
+    Some(Timestamp(year, month, day, hour, minute, second, nanos))
+}
+
+/// At most 16 characters of a value, for a message (never splits a character).
+fn short(text: &str) -> String {
+    text.chars().take(16).collect()
+}
+
+fn id_of<'a>(object: &'a str, kind: &str) -> Result<&'a str, String> {
+    object
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| format!("`{}` names no {kind}", short(object)))
 }
 
 impl ContentRules {
     fn check(&mut self, entry: &AuditEntry) -> Result<(), String> {
+        let detail = |key: &str| entry.details.get(key);
+        let need = |key: &str| detail(key).ok_or_else(|| format!("a {} entry without its {key}", entry.action));
+        // A charge is a charge, whatever outcome the entry claims.
+        if entry.action == "run.start" && entry.outcome != AuditOutcome::Ok && detail("epsilon_charged").is_some() {
+            return self.charge(entry);
+        }
         if entry.outcome != AuditOutcome::Ok {
             return Ok(());
         }
+        if let Some(actor) = entry.actor_id
+            && let Some(created) = self.roles.get(&actor)
+            && *created != entry.role
+        {
+            return Err(format!("principal {actor} acts as {} but was created as {created}", short(&entry.role)));
+        }
+        if let Some(role) = required_role(&entry.action) {
+            let Some(actor) = entry.actor_id else {
+                return Err(format!("a {} entry with no actor", entry.action));
+            };
+            if !self.roles.contains_key(&actor) {
+                return Err(format!("principal {actor}, whom the log never created, did {}", entry.action));
+            }
+            if entry.role != role {
+                return Err(format!("{} done as {}, not by a {role}", entry.action, short(&entry.role)));
+            }
+        }
         match entry.action.as_str() {
+            "principal.bootstrap" | "principal.create" => {
+                let id: i64 =
+                    id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
+                if self.roles.insert(id, need("role")?.clone()).is_some() {
+                    return Err(format!("principal {id} created twice"));
+                }
+            }
+            "dataset.register" => {
+                let id = id_of(&entry.object, "dataset")?.to_owned();
+                let total = micro_epsilon(Some(need("epsilon_total")?))
+                    .ok_or("a dataset budget that is not exact millionths of ε")?;
+                if self.datasets.insert(id.clone(), (total, 0)).is_some() {
+                    return Err(format!("dataset {id} registered twice"));
+                }
+            }
+            "application.submit" => {
+                let id = id_of(&entry.object, "application")?.to_owned();
+                let state = self.applications.entry(id).or_insert((entry.actor_id, "submitted".into()));
+                state.1 = "submitted".into();
+            }
+            "application.review" => {
+                let id = id_of(&entry.object, "application")?.to_owned();
+                let Some((applicant, state)) = self.applications.get_mut(&id) else {
+                    return Err(format!("a review of application {id}, which was never submitted"));
+                };
+                if entry.actor_id.is_some() && *applicant == entry.actor_id {
+                    return Err(format!("application {id} reviewed by its own applicant"));
+                }
+                *state = need("state")?.clone();
+            }
             "authorisation.create" => {
-                let id = entry.object.strip_prefix("authorisation:").unwrap_or_default().to_owned();
-                let total = micro_epsilon(entry.details.get("epsilon_total"))
-                    .ok_or("an authorisation without a valid epsilon_total")?;
-                self.budgets.insert(id, (total, 0));
-            }
-            "authorisation.revoke" => {
-                let id = entry.object.strip_prefix("authorisation:").unwrap_or_default().to_owned();
-                self.revoked_authorisations.insert(id);
-            }
-            "model.revoke" => {
-                if let Some(digest) = entry.details.get("digest") {
-                    self.approved_digests.remove(digest);
-                }
-            }
-            "model.review" if entry.details.get("decision").map(String::as_str) == Some("approve") => {
-                if let Some(digest) = entry.details.get("digest") {
-                    self.approved_digests.insert(digest.clone());
-                }
-            }
-            "run.start" => {
-                let id = entry.details.get("authorisation").ok_or("a run without an authorisation")?;
-                let digest = entry.details.get("digest").ok_or("a run without a model digest")?;
-                let charged =
-                    micro_epsilon(entry.details.get("epsilon_charged")).ok_or("a run without a valid charge")?;
-                if self.revoked_authorisations.contains(id.as_str()) {
-                    return Err(format!("a run under authorisation {id} after it was revoked"));
-                }
-                if !self.approved_digests.contains(digest) {
+                let id = id_of(&entry.object, "authorisation")?.to_owned();
+                let application = need("application")?;
+                if self.applications.get(application.as_str()).map(|(_, state)| state.as_str()) != Some("approved") {
                     return Err(format!(
-                        "a run of model {}… that no reviewer approved",
-                        &digest[..digest.len().min(16)]
+                        "authorisation {id} for application {}, which no review approved",
+                        short(application)
                     ));
                 }
-                let Some((total, spent)) = self.budgets.get_mut(id.as_str()) else {
-                    return Err(format!("a run under authorisation {id}, which the log never created"));
+                let total = micro_epsilon(Some(need("epsilon_total")?))
+                    .ok_or("an authorisation budget that is not exact millionths of ε")?;
+                let valid_until = match detail("valid_until") {
+                    Some(text) => Some(timestamp(text).ok_or("an authorisation window the verifier cannot read")?),
+                    None => None,
                 };
-                *spent += charged;
-                if *spent > *total {
-                    return Err(format!("authorisation {id} spent more than its budget"));
+                let operator = detail("operator").and_then(|text| text.parse().ok());
+                let authorisation = Authorisation {
+                    operator,
+                    dataset: detail("dataset").cloned(),
+                    valid_until,
+                    total,
+                    spent: 0,
+                    revoked: false,
+                };
+                if self.authorisations.insert(id.clone(), authorisation).is_some() {
+                    return Err(format!("authorisation {id} created twice (its budget would start again)"));
+                }
+            }
+            "authorisation.revoke" => {
+                let id = id_of(&entry.object, "authorisation")?;
+                if let Some(authorisation) = self.authorisations.get_mut(id) {
+                    authorisation.revoked = true;
+                }
+            }
+            "model.submit" => {
+                let id = id_of(&entry.object, "model")?.to_owned();
+                self.models.insert(id, (need("authorisation")?.clone(), need("digest")?.clone(), entry.actor_id));
+            }
+            "model.review" => {
+                let id = id_of(&entry.object, "model")?;
+                let Some((authorisation, digest, submitter)) = self.models.get(id) else {
+                    return Err(format!("a review of model {id}, which was never submitted"));
+                };
+                if need("digest")? != digest {
+                    return Err(format!("a review of model {id} names other bytes than were submitted"));
+                }
+                if entry.actor_id.is_some() && *submitter == entry.actor_id {
+                    return Err(format!("model {id} reviewed by its own submitter"));
+                }
+                if need("state")? == "approved" {
+                    let key = (authorisation.clone(), digest.clone());
+                    if self.revoked.contains(&key) {
+                        return Err(format!("model {}… approved again after it was revoked", short(digest)));
+                    }
+                    self.approved.insert(key);
+                }
+            }
+            "model.revoke" => {
+                let id = id_of(&entry.object, "model")?;
+                let digest = need("digest")?;
+                let Some((authorisation, submitted, _)) = self.models.get(id) else {
+                    return Err(format!("a revocation of model {id}, which was never submitted"));
+                };
+                if digest != submitted {
+                    return Err(format!("a revocation of model {id} names other bytes than were submitted"));
+                }
+                let key = (authorisation.clone(), digest.clone());
+                self.approved.remove(&key);
+                self.revoked.insert(key);
+            }
+            "run.start" => self.charge(entry)?,
+            "run.release" => {
+                let run = id_of(&entry.object, "run")?.to_owned();
+                if !self.started.contains(&run) {
+                    return Err(format!("a release of run {run}, which never started with a charge"));
+                }
+                if !self.released.insert(run.clone()) {
+                    return Err(format!("run {run} released twice"));
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A run's start: who, under what, when, with which model, and what it costs.
+    fn charge(&mut self, entry: &AuditEntry) -> Result<(), String> {
+        let need = |key: &str| entry.details.get(key).ok_or_else(|| format!("a run.start entry without its {key}"));
+        let id = need("authorisation")?;
+        let digest = need("digest")?;
+        let charged = micro_epsilon(entry.details.get("epsilon_charged"))
+            .ok_or("a run charge that is not exact millionths of ε")?;
+        let run = id_of(&entry.object, "run")?.to_owned();
+        if !self.started.insert(run.clone()) {
+            return Err(format!("run {run} started twice"));
+        }
+        let Some(authorisation) = self.authorisations.get_mut(id.as_str()) else {
+            return Err(format!("a run under authorisation {}, which the log never created", short(id)));
+        };
+        if authorisation.revoked {
+            return Err(format!("a run under authorisation {id} after it was revoked"));
+        }
+        if authorisation.operator.is_some() && authorisation.operator != entry.actor_id {
+            return Err(format!("a run under authorisation {id} by someone other than its operator"));
+        }
+        if let Some(until) = authorisation.valid_until
+            && timestamp(&entry.time).is_none_or(|time| time > until)
+        {
+            return Err(format!("a run under authorisation {id} after its window closed"));
+        }
+        if !self.approved.contains(&(id.clone(), digest.clone())) {
+            return Err(format!("a run of model {}… that no review approved for authorisation {id}", short(digest)));
+        }
+        authorisation.spent = authorisation.spent.saturating_add(charged);
+        if authorisation.spent > authorisation.total {
+            return Err(format!("authorisation {id} spent more than its budget"));
+        }
+        let dataset = entry.details.get("dataset").or(authorisation.dataset.as_ref());
+        if let Some(dataset) = dataset {
+            if authorisation.dataset.as_ref().is_some_and(|granted| granted != dataset) {
+                return Err(format!("a run under authorisation {id} read another dataset than it grants"));
+            }
+            let Some((total, spent)) = self.datasets.get_mut(dataset.as_str()) else {
+                return Err(format!("a run on dataset {}, which the log never registered", short(dataset)));
+            };
+            *spent = spent.saturating_add(charged);
+            if *spent > *total {
+                return Err(format!("dataset {dataset} spent more than its lifetime budget"));
+            }
         }
         Ok(())
     }

@@ -58,8 +58,19 @@ fn a_regulator_verifies_an_export_and_refuses_a_tampered_or_foreign_one() {
     let (code, _, err) = verify(&["export", "--public-key", &public], &scratch("forged.jsonl", &forged));
     assert_eq!(code, 1, "{err}");
 
+    // No pinned key is not a default: the regulator must say which key, or say out loud
+    // that the export's own key is trusted, which a re-signed forgery passes.
+    let (code, _, err) = verify(&["export"], &path);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--public-key"), "{err}");
+    let (code, _, err) = verify(&["export", "--trust-embedded-key"], &scratch("forged-embedded.jsonl", &forged));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("WARNING: trusting the key inside the export"), "{err}");
+    let (code, _, err) = verify(&["export", "--trust-embedded-key", "--public-key", &public], &path);
+    assert_eq!(code, 2, "{err}");
+
     // Unusable input is exit 2, not a verdict.
-    let (code, _, err) = verify(&["export"], &path.with_file_name("missing.jsonl"));
+    let (code, _, err) = verify(&["export", "--public-key", &public], &path.with_file_name("missing.jsonl"));
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = verify(&["export", "--public-key", "not base64!"], &path);
     assert_eq!(code, 2, "{err}");

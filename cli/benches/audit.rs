@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_audit::{AuditEvent, AuditOutcome, LogWriter, SigningKey, verify_export};
+use sluice_audit::{AuditEvent, AuditOutcome, KeyTrust, LogWriter, SigningKey, verify_export};
 use sluice_gateway::store::Store;
 
 const ENTRIES: u64 = 1_000_000;
@@ -62,7 +62,7 @@ fn verification(criterion: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(ENTRIES));
     group.bench_function("verify a 1,000,000-entry export offline", |bench| {
         bench.iter(|| {
-            let summary = verify_export(&text, Some(&public), None).expect("verifies");
+            let summary = verify_export(&text, KeyTrust::Pinned(&public), None).expect("verifies");
             assert_eq!(summary.entries, ENTRIES);
         })
     });

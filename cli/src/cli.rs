@@ -136,9 +136,13 @@ enum AuditCommand {
     /// Verify an audit export offline: every leaf, the Merkle root, the signed checkpoint.
     Verify {
         export: PathBuf,
-        /// The public key you pinned (base64); without it the export's own key is used.
-        #[arg(long)]
+        /// The public key you pinned out of band (base64, from `GET /v1/audit/public-key`).
+        #[arg(long, required_unless_present = "trust_embedded_key", conflicts_with = "trust_embedded_key")]
         public_key: Option<String>,
+        /// Use the key the export names instead: checks only that the log is consistent with
+        /// itself (a re-signed forgery passes), and says so.
+        #[arg(long)]
+        trust_embedded_key: bool,
         /// A checkpoint you kept from before (a file holding the signed note): the export
         /// must extend it, so a rolled-back or rewritten log is caught.
         #[arg(long)]
@@ -291,9 +295,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Init { data_dir } => init(data_dir).await,
         Command::Serve { data_dir, listen, config } => serve(data_dir, listen, config).await,
         Command::Demo { keep } => demo(keep).await,
-        Command::Audit { command: AuditCommand::Verify { export, public_key, trusted_checkpoint } } => {
-            verify(export, public_key, trusted_checkpoint)
-        }
+        Command::Audit {
+            command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint },
+        } => verify(export, public_key, trust_embedded_key, trusted_checkpoint),
         Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } } => {
             verify_receipt(receipt, public_key)
         }
@@ -399,10 +403,16 @@ async fn demo(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(export: PathBuf, public_key: Option<String>, trusted: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn verify(
+    export: PathBuf,
+    public_key: Option<String>,
+    trust_embedded_key: bool,
+    trusted: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    let verdict = verify_export_file(&export, public_key.as_deref(), trusted.as_deref(), &mut out, &mut err)
-        .map_err(anyhow::Error::msg)?;
+    let verdict =
+        verify_export_file(&export, public_key.as_deref(), trust_embedded_key, trusted.as_deref(), &mut out, &mut err)
+            .map_err(anyhow::Error::msg)?;
     Ok(if verdict == Verdict::Verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -271,7 +271,14 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     }
     let export_path = dir.join("audit-export.jsonl");
     std::fs::write(&export_path, &export.text).with_context(|| format!("writing {}", export_path.display()))?;
-    let summary = verify_export(&export.text, Some(&pinned), Some(&kept_checkpoint))
+    // What the regulator keeps beside the export: the key pinned out of band and the
+    // checkpoint kept earlier (`sluice audit verify` takes both).
+    let pinned_path = dir.join("public-key.txt");
+    std::fs::write(&pinned_path, format!("{pinned}\n"))
+        .with_context(|| format!("writing {}", pinned_path.display()))?;
+    let kept_path = dir.join("kept-checkpoint.txt");
+    std::fs::write(&kept_path, &kept_checkpoint).with_context(|| format!("writing {}", kept_path.display()))?;
+    let summary = verify_export(&export.text, sluice_audit::KeyTrust::Pinned(&pinned), Some(&kept_checkpoint))
         .map_err(|error| anyhow::anyhow!("audit verification failed: {error}"))?;
     say.say(format!("export written to {} (`sluice audit verify` checks it with no server)", export_path.display()))?;
     say.say(format!(
@@ -284,7 +291,10 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         "it extends the checkpoint the regulator kept at {} entries: nothing was rolled back or rewritten",
         summary.trusted_size.unwrap_or_default()
     ))?;
-    say.say("every run was under a created authorisation, with an approved model digest, within budget")?;
+    say.say(
+        "roles as created, no self-review; every run by its authorisation's operator, inside its window, with a model \
+         approved for that authorisation, within both budgets",
+    )?;
     say.say(format!("{} denials and {} failures recorded; by action:", summary.denied, summary.failed))?;
     for (action, count) in &summary.by_action {
         say.say(format!("   {action:<22} {count}"))?;

@@ -561,6 +561,17 @@ impl Store {
     }
 
     /// Reviewers who have approved a model so far.
+    /// Whether a model with these bytes was revoked under this authorisation.
+    pub async fn digest_revoked(tx: &mut Tx, authorisation_id: i64, digest: &str) -> anyhow::Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM models WHERE authorisation_id = $1 AND digest = $2 AND state = 'revoked')",
+        )
+        .bind(authorisation_id)
+        .bind(digest)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
     pub async fn model_approvers(tx: &mut Tx, model_id: i64) -> anyhow::Result<Vec<i64>> {
         Ok(sqlx::query_scalar("SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE")
             .bind(model_id)

@@ -30,6 +30,7 @@ pub enum DenialReason {
     EpsilonBelowMinimum,
     EpsilonAboveBudget,
     DummyRunFailed,
+    ModelRevoked,
 }
 
 impl DenialReason {
@@ -57,6 +58,7 @@ impl DenialReason {
             DenialReason::EpsilonBelowMinimum => "epsilon_below_minimum",
             DenialReason::EpsilonAboveBudget => "epsilon_above_budget",
             DenialReason::DummyRunFailed => "dummy_run_failed",
+            DenialReason::ModelRevoked => "model_revoked",
         }
     }
 }

@@ -269,6 +269,19 @@ pub fn revoke_authorisation(
     Ok(())
 }
 
+/// Revocation is of the bytes, for the authorisation: once a model's digest was revoked
+/// under an authorisation, the same bytes are never submitted or approved there again
+/// (a new model row with identical bytes would otherwise undo the revocation).
+pub fn check_not_revoked(digest_revoked_here: bool) -> Result<(), Denial> {
+    if digest_revoked_here {
+        return Err(Denial::new(
+            DenialReason::ModelRevoked,
+            "these exact bytes were revoked for this authorisation; a changed model needs a new review",
+        ));
+    }
+    Ok(())
+}
+
 /// A reviewer from outside the submitting organisation may revoke a model's approval (or
 /// refuse a pending one for good).
 pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Denial> {

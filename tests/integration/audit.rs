@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sluice_audit::PublicKey;
-use sluice_audit::verify_export;
+use sluice_audit::{KeyTrust, verify_export};
 
 use crate::harness::{World, expect_error};
 
@@ -27,7 +27,7 @@ fn join(lines: &[String]) -> String {
 #[tokio::test]
 async fn an_export_verifies_against_the_pinned_key() {
     let (world, export, key) = exported_world().await;
-    let summary = verify_export(&export, Some(&key), None).expect("verifies");
+    let summary = verify_export(&export, KeyTrust::Pinned(&key), None).expect("verifies");
     let entries = world.app.store().audit_entries().await.expect("entries");
     assert_eq!(summary.entries as usize, entries.len());
     assert!(summary.key_pinned);
@@ -47,7 +47,7 @@ async fn every_tampering_is_caught_and_located() {
     let original = lines(&export);
     let entry_count = original.iter().filter(|line| !line.starts_with("{\"checkpoint\"")).count() - 1;
     let rejects = |text: String, what: &str| -> usize {
-        match verify_export(&text, Some(&key), None) {
+        match verify_export(&text, KeyTrust::Pinned(&key), None) {
             Ok(_) => panic!("{what} was accepted"),
             Err(error) => error.line,
         }
@@ -88,7 +88,7 @@ async fn every_tampering_is_caught_and_located() {
     rejects(join(&extended), "an appended entry");
     // A forged key: the export names a different key than the regulator pinned.
     let forged_key = PublicKey([7; 32]);
-    assert_eq!(verify_export(&export, Some(&forged_key), None).expect_err("wrong key").line, 1);
+    assert_eq!(verify_export(&export, KeyTrust::Pinned(&forged_key), None).expect_err("wrong key").line, 1);
     // The checkpoint's signature altered.
     let mut resigned = original.clone();
     let last = resigned.len() - 1;
@@ -111,7 +111,7 @@ fn the_verifier_never_panics_on_arbitrary_input() {
     for _ in 0..3_000 {
         let length = (next() % 400) as usize;
         let bytes: Vec<u8> = (0..length).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
-        let _ = verify_export(&String::from_utf8_lossy(&bytes), None, None);
+        let _ = verify_export(&String::from_utf8_lossy(&bytes), KeyTrust::Embedded, None);
     }
 }
 
@@ -228,7 +228,8 @@ async fn served_proofs_verify_and_exports_extend_kept_checkpoints() {
     expect_error(&bad, "invalid_request");
 
     let export = world.export().await;
-    let summary = verify_export(&export, Some(&key), Some(&kept_note)).expect("extends the kept checkpoint");
+    let summary =
+        verify_export(&export, KeyTrust::Pinned(&key), Some(&kept_note)).expect("extends the kept checkpoint");
     assert_eq!(summary.trusted_size, Some(old.size));
     assert!(summary.checkpoints >= 3, "{} checkpoints exported", summary.checkpoints);
 

@@ -195,6 +195,17 @@ impl World {
         response.text
     }
 
+    /// The whole log, exported and verified offline against the pinned key with every
+    /// content rule: whatever a test did, the log the gateway wrote must pass.
+    pub async fn assert_log_verifies(&self) {
+        let export = self.export().await;
+        if let Err(error) =
+            sluice_audit::verify_export(&export, sluice_audit::KeyTrust::Pinned(&self.app.public_key()), None)
+        {
+            panic!("the gateway's own log does not verify: {error}");
+        }
+    }
+
     /// Audit entries (parsed) whose action is `action`.
     pub async fn audit_entries(&self, action: &str) -> Vec<Value> {
         self.app

@@ -47,6 +47,7 @@ async fn a_run_releases_noisy_aggregates_and_charges_the_budget() {
         world.audit_entries("run.start").await.into_iter().filter(|entry| entry["outcome"] == "denied").collect();
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0]["reason"], "budget_exhausted");
+    world.assert_log_verifies().await;
 }
 
 /// Each denial the foundation lists: the clear error the caller gets and the audit reason.
@@ -105,6 +106,7 @@ async fn denials_are_clear_and_audited() {
         .map(|entry| entry["reason"].as_str().expect("reason").to_owned())
         .collect();
     assert_eq!(audited, expected_reasons, "every denial is in the audit log, in order");
+    world.assert_log_verifies().await;
 }
 
 #[tokio::test]
@@ -153,6 +155,7 @@ async fn reviews_follow_the_procedure_and_nobody_reviews_their_own() {
         &world.api.post(&format!("/v1/models/{model}/reviews"), &world.department, &json!({"approve": true})).await,
         "not_pending",
     );
+    world.assert_log_verifies().await;
 }
 
 #[tokio::test]
@@ -338,6 +341,7 @@ async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
     assert!((650.0..850.0).contains(&severe), "{severe}");
     let visible: f64 = bins.iter().filter_map(|bin| bin["count"].as_f64()).sum();
     assert_eq!(histogram["value"].as_f64(), Some(visible), "the total covers released bins only");
+    world.assert_log_verifies().await;
 }
 
 /// The ledger is in the database: a restarted gateway sees every charge, and refuses a
@@ -392,20 +396,32 @@ async fn revocation_wins_against_racing_runs_and_the_log_shows_it() {
     expect_error(&world.run().await, "authorisation_revoked");
     expect_error(&world.api.post(&path, &world.bureau, &json!({})).await, "not_pending");
     let export = world.export().await;
-    sluice_audit::verify_export(&export, Some(&world.app.public_key()), None)
+    sluice_audit::verify_export(&export, sluice_audit::KeyTrust::Pinned(&world.app.public_key()), None)
         .expect("no run started after the revocation");
+    world.assert_log_verifies().await;
 }
 
 #[tokio::test]
 async fn models_can_be_revoked_and_applications_withdrawn() {
     let world = World::new(100, 2.0).await;
     world.run().await.ok().expect("runs while approved");
+    // The same bytes submitted again while the first copy is still approved: pending.
+    let twin = world.submit_model(VEHICLE_RISK_WASM, VEHICLE_RISK_MANIFEST).await.ok().expect("a second copy")["id"]
+        .as_i64()
+        .expect("id");
     let path = format!("/v1/models/{}/revoke", world.model_id);
     expect_error(&world.api.post(&path, &world.operator, &json!({})).await, "wrong_role");
     let revoked =
         world.api.post(&path, &world.bureau, &json!({"reason": "found to leak"})).await.ok().expect("revoked");
     assert_eq!(revoked["state"], "revoked");
     expect_error(&world.run().await, "model_not_approved");
+    // The attack: undo the revocation with a copy of the revoked bytes. Neither the pending
+    // twin is approved nor a fresh upload accepted; a changed model needs its own review.
+    let approve_twin =
+        world.api.post(&format!("/v1/models/{twin}/reviews"), &world.bureau, &crate::harness::approve_model()).await;
+    let message = expect_error(&approve_twin, "model_revoked");
+    assert!(message.contains("revoked for this authorisation"), "{message}");
+    expect_error(&world.submit_model(VEHICLE_RISK_WASM, VEHICLE_RISK_MANIFEST).await, "model_revoked");
 
     let application = world.apply(0.5).await;
     let withdraw = format!("/v1/applications/{application}/withdraw");
@@ -415,6 +431,7 @@ async fn models_can_be_revoked_and_applications_withdrawn() {
     let review = format!("/v1/applications/{application}/reviews");
     expect_error(&world.api.post(&review, &world.bureau, &json!({"approve": true})).await, "not_pending");
     expect_error(&world.api.post(&withdraw, &world.operator, &json!({})).await, "not_pending");
+    world.assert_log_verifies().await;
 }
 
 /// An authorisation allows a bounded number of runs an hour, whatever its budget.
@@ -528,6 +545,7 @@ async fn held_outputs_wait_for_data_product_review() {
         .expect("withheld");
     let message = expect_error(&world.api.get(&format!("/v1/runs/{second}"), &world.operator).await, "conflict");
     assert!(message.contains("withheld"), "{message}");
+    world.assert_log_verifies().await;
 }
 
 /// With a quorum of two, a model runs only after two independent approvals.
@@ -545,6 +563,7 @@ async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
     let second = world.api.post(&path, &world.department, &crate::harness::approve_model()).await.ok().expect("second");
     assert_eq!(second["state"], "approved");
     world.run_as(&world.operator, world.authorisation_id, id).await.ok().expect("runs after two approvals");
+    world.assert_log_verifies().await;
 }
 
 /// Who may do what is a Cedar policy set: an administrator's stricter file takes effect,
@@ -626,6 +645,7 @@ async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
     let message =
         expect_error(&world.api.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");
     assert!(message.contains("level 4"), "{message}");
+    world.assert_log_verifies().await;
 }
 
 /// The run path decides once, charges once and records once: each fact is read once per

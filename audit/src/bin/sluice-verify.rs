@@ -1,7 +1,7 @@
 //! `sluice-verify`: the regulator's offline verifier, built from the audit crate alone.
 //!
 //! ```text
-//! sluice-verify export FILE [--public-key BASE64] [--trusted-checkpoint FILE]
+//! sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE]
 //! sluice-verify receipt FILE --public-key BASE64
 //! ```
 //!
@@ -14,22 +14,24 @@ use std::process::ExitCode;
 use sluice_audit::tool::{Verdict, verify_export_file, verify_receipt_file};
 
 const USAGE: &str = "usage:
-  sluice-verify export FILE [--public-key BASE64] [--trusted-checkpoint FILE]
+  sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE]
   sluice-verify receipt FILE --public-key BASE64";
 
 struct Arguments {
     command: String,
     file: PathBuf,
     public_key: Option<String>,
+    trust_embedded_key: bool,
     trusted_checkpoint: Option<PathBuf>,
 }
 
 fn parse(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, String> {
     let command = arguments.next().ok_or("missing command")?;
     let mut file = None;
-    let (mut public_key, mut trusted_checkpoint) = (None, None);
+    let (mut public_key, mut trusted_checkpoint, mut trust_embedded_key) = (None, None, false);
     while let Some(argument) = arguments.next() {
         match argument.as_str() {
+            "--trust-embedded-key" => trust_embedded_key = true,
             "--public-key" => public_key = Some(arguments.next().ok_or("--public-key needs a value")?),
             "--trusted-checkpoint" => {
                 trusted_checkpoint = Some(PathBuf::from(arguments.next().ok_or("--trusted-checkpoint needs a file")?))
@@ -39,7 +41,7 @@ fn parse(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, Strin
             _ => return Err(format!("unexpected argument {argument}")),
         }
     }
-    Ok(Arguments { command, file: file.ok_or("missing FILE")?, public_key, trusted_checkpoint })
+    Ok(Arguments { command, file: file.ok_or("missing FILE")?, public_key, trust_embedded_key, trusted_checkpoint })
 }
 
 fn main() -> ExitCode {
@@ -58,9 +60,14 @@ fn main() -> ExitCode {
     };
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let verdict = match (arguments.command.as_str(), arguments.public_key.as_deref()) {
-        ("export", key) => {
-            verify_export_file(&arguments.file, key, arguments.trusted_checkpoint.as_deref(), &mut out, &mut err)
-        }
+        ("export", key) => verify_export_file(
+            &arguments.file,
+            key,
+            arguments.trust_embedded_key,
+            arguments.trusted_checkpoint.as_deref(),
+            &mut out,
+            &mut err,
+        ),
         ("receipt", Some(key)) => verify_receipt_file(&arguments.file, key, &mut out, &mut err),
         ("receipt", None) => Err("a receipt is checked against the key you pinned: pass --public-key".into()),
         (other, _) => Err(format!("unknown command {other}")),

@@ -10,8 +10,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    check_epsilon_per_run, model_review_outcome, review_application, review_model, revoke_authorisation, revoke_model,
-    submit_draft, withdraw_application,
+    check_epsilon_per_run, check_not_revoked, model_review_outcome, review_application, review_model,
+    revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -314,6 +314,10 @@ impl App {
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        if let Err(denial) = check_not_revoked(Store::digest_revoked(&mut tx, authorisation.id, &digest).await?) {
+            drop(tx);
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
         let id = Store::insert_model(&mut tx, &row, now).await?;
         let event = Self::event(caller, action.as_str(), format!("model:{id}"), AuditOutcome::Ok)
             .detail("authorisation", authorisation.id)
@@ -405,6 +409,13 @@ impl App {
                 DenialReason::DummyRunFailed,
                 "the model failed on dummy rows (see its automated results); a model that cannot run is not approved",
             );
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
+        }
+        if approve
+            && let Err(denial) =
+                check_not_revoked(Store::digest_revoked(&mut tx, model.authorisation_id, &model.digest).await?)
+        {
+            drop(tx);
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         if approve && !checklist.is_some_and(|checklist| checklist.all_confirmed()) {
