@@ -257,6 +257,8 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
 struct ContentRules {
     /// Principal id → the role it was created with.
     roles: HashMap<i64, String>,
+    /// Principals an administrator disabled: they act no more.
+    disabled: HashSet<i64>,
     /// Application id → (applicant, the state its last review left).
     applications: HashMap<String, (Option<i64>, String)>,
     authorisations: HashMap<String, Authorisation>,
@@ -285,7 +287,11 @@ struct Authorisation {
 /// The role an action that succeeded must have been done in.
 fn required_role(action: &str) -> Option<&'static str> {
     Some(match action {
-        "principal.create" | "keys.rotate" => "admin",
+        "principal.create"
+        | "keys.rotate"
+        | "principal.token.issue"
+        | "principal.token.revoke"
+        | "principal.disable" => "admin",
         "dataset.register" | "dataset.ingest" | "dataset.destroy" => "provider",
         "application.submit" | "application.withdraw" | "model.submit" | "run.start" => "operator",
         "application.review"
@@ -377,6 +383,11 @@ impl ContentRules {
         {
             return Err(format!("principal {actor} acts as {} but was created as {created}", short(&entry.role)));
         }
+        if let Some(actor) = entry.actor_id
+            && self.disabled.contains(&actor)
+        {
+            return Err(format!("principal {actor} acted after it was disabled"));
+        }
         if let Some(role) = required_role(&entry.action) {
             let Some(actor) = entry.actor_id else {
                 return Err(format!("a {} entry with no actor", entry.action));
@@ -395,6 +406,11 @@ impl ContentRules {
                 if self.roles.insert(id, need("role")?.clone()).is_some() {
                     return Err(format!("principal {id} created twice"));
                 }
+            }
+            "principal.disable" => {
+                let id: i64 =
+                    id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
+                self.disabled.insert(id);
             }
             "dataset.register" => {
                 let id = id_of(&entry.object, "dataset")?.to_owned();

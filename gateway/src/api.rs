@@ -30,6 +30,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/principals", post(create_principal))
+        .route("/v1/principals/{id}/token", post(issue_token).delete(revoke_token))
+        .route("/v1/principals/{id}/disable", post(disable_principal))
+        .route("/v1/token/rotate", post(rotate_own_token))
         .route("/v1/catalogue", get(catalogue))
         .route("/v1/datasets", post(register_dataset))
         .route("/v1/datasets/{id}", delete(destroy_dataset))
@@ -142,6 +145,50 @@ async fn create_principal(
     let request: NewPrincipalRequest = parse_json(&body, &caller)?;
     let created = app.create_principal(&caller, request).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn issue_token(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let issued = app.issue_token(&caller, id).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+async fn rotate_own_token(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    let issued = app.rotate_own_token(&caller).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+/// `{"note": "…"}`, optional, for revocations and disabling.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    #[serde(default)]
+    note: String,
+}
+
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let note: Note = if body.is_empty() { Note::default() } else { parse_json(&body, &caller)? };
+    app.revoke_token(&caller, id, &note.note).await.for_caller(&caller)?;
+    Ok(Json(json!({ "principal_id": id, "token": "revoked" })).into_response())
+}
+
+async fn disable_principal(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let note: Note = if body.is_empty() { Note::default() } else { parse_json(&body, &caller)? };
+    app.disable_principal(&caller, id, &note.note).await.for_caller(&caller)?;
+    Ok(Json(json!({ "principal_id": id, "state": "disabled" })).into_response())
 }
 
 async fn catalogue(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
@@ -489,7 +536,7 @@ async fn public_key(State(app): State<Arc<App>>) -> Response {
 /// The HTTP status for each kind of service error.
 fn status_of(error: &ServiceError) -> StatusCode {
     match error {
-        ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         ServiceError::Denied(_) => StatusCode::FORBIDDEN,
         ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
         ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,

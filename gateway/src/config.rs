@@ -26,6 +26,8 @@ pub const MIN_EPSILON_PER_RUN_ENV: &str = "SLUICE_MIN_EPSILON_PER_RUN";
 pub const RUN_VISIBILITY_BASE_ENV: &str = "SLUICE_RUN_VISIBILITY_BASE_MS";
 /// Environment variable naming an administrator's Cedar policy file.
 pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
+/// How many days a newly issued API token is valid.
+pub const TOKEN_LIFETIME_DAYS_ENV: &str = "SLUICE_TOKEN_LIFETIME_DAYS";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -46,6 +48,8 @@ pub struct Config {
     pub min_epsilon_per_run: Epsilon,
     /// The fixed part of a run's visibility delay (default 1 s).
     pub run_visibility_base: std::time::Duration,
+    /// How long an issued API token is valid (1 to 400 days).
+    pub token_lifetime: time::Duration,
     /// The master key's hex text when it comes from the environment, not a file.
     pub master_key_from_environment: Option<Zeroizing<String>>,
 }
@@ -59,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("model_review_quorum", &self.model_review_quorum)
             .field("min_epsilon_per_run", &self.min_epsilon_per_run.as_f64())
             .field("run_visibility_base", &self.run_visibility_base)
+            .field("token_lifetime", &self.token_lifetime)
             .field("master_key_from_environment", &self.master_key_from_environment.is_some())
             .finish()
     }
@@ -73,6 +78,7 @@ struct ConfigFile {
     model_review_quorum: Option<u64>,
     min_epsilon_per_run: Option<f64>,
     run_visibility_base_ms: Option<u64>,
+    token_lifetime_days: Option<u64>,
 }
 
 impl Config {
@@ -85,6 +91,7 @@ impl Config {
             model_review_quorum: 1,
             min_epsilon_per_run: DEFAULT_MIN_EPSILON_PER_RUN,
             run_visibility_base: std::time::Duration::from_secs(1),
+            token_lifetime: time::Duration::days(90),
             master_key_from_environment: None,
         }
     }
@@ -133,6 +140,9 @@ impl Config {
         if let Some(millis) = file.run_visibility_base_ms {
             self.run_visibility_base = std::time::Duration::from_millis(millis);
         }
+        if let Some(days) = file.token_lifetime_days {
+            self.token_lifetime = check_token_days(days).context("token_lifetime_days")?;
+        }
         Ok(())
     }
 
@@ -158,6 +168,9 @@ impl Config {
         if let Some(millis) = number(RUN_VISIBILITY_BASE_ENV)? {
             self.run_visibility_base = std::time::Duration::from_millis(millis);
         }
+        if let Some(days) = number(TOKEN_LIFETIME_DAYS_ENV)? {
+            self.token_lifetime = check_token_days(days).with_context(|| format!("${TOKEN_LIFETIME_DAYS_ENV}"))?;
+        }
         self.master_key_from_environment = environment(MASTER_KEY_ENV).map(Zeroizing::new);
         Ok(())
     }
@@ -172,6 +185,11 @@ impl Config {
 fn check_max_runs(limit: u64) -> anyhow::Result<u64> {
     anyhow::ensure!(limit > 0, "must be a whole number above 0");
     Ok(limit)
+}
+
+fn check_token_days(days: u64) -> anyhow::Result<time::Duration> {
+    anyhow::ensure!((1..=400).contains(&days), "must be a whole number of days from 1 to 400");
+    Ok(time::Duration::days(days as i64))
 }
 
 fn check_quorum(quorum: u64) -> anyhow::Result<u64> {
@@ -204,6 +222,23 @@ mod tests {
         let config =
             Config::load_with(dir.path(), None, environment(&[(MAX_RUNS_PER_HOUR_ENV, "7")])).expect("environment");
         assert_eq!((config.max_runs_per_hour, config.model_review_quorum), (7, 2), "the environment wins");
+    }
+
+    #[test]
+    fn token_lifetime_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::load_with(dir.path(), None, environment(&[])).expect("defaults");
+        assert_eq!(config.token_lifetime, time::Duration::days(90));
+        let config = Config::load_with(dir.path(), None, environment(&[(TOKEN_LIFETIME_DAYS_ENV, "30")])).expect("30");
+        assert_eq!(config.token_lifetime, time::Duration::days(30));
+        for bad in ["0", "401", "-1", "a month"] {
+            let lookup = move |name: &str| (name == TOKEN_LIFETIME_DAYS_ENV).then(|| bad.to_owned());
+            let error = Config::load_with(dir.path(), None, lookup).expect_err("refused");
+            assert!(format!("{error:#}").contains(TOKEN_LIFETIME_DAYS_ENV), "{error:#}");
+        }
+        std::fs::write(dir.path().join(CONFIG_FILE), "token_lifetime_days = 7\n").expect("write");
+        let config = Config::load_with(dir.path(), None, environment(&[])).expect("file");
+        assert_eq!(config.token_lifetime, time::Duration::days(7));
     }
 
     #[test]

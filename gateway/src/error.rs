@@ -9,8 +9,10 @@ use sluice_sandbox::SandboxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("missing or unknown API token")]
-    Unauthenticated,
+    /// No usable token: the reason is the stable code (`unauthenticated` for a missing or
+    /// unknown token, `token_expired`, `token_revoked`, `principal_disabled`).
+    #[error("{}", unauthenticated_message(.0))]
+    Unauthenticated(&'static str),
     #[error("{}", .0.message)]
     Denied(Denial),
     #[error("{what} {id} does not exist")]
@@ -31,7 +33,7 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn code(&self) -> &'static str {
         match self {
-            ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::Unauthenticated(code) => code,
             ServiceError::Denied(denial) => denial.reason.code(),
             ServiceError::NotFound { .. } => "not_found",
             ServiceError::Invalid(_) => "invalid_request",
@@ -48,3 +50,12 @@ impl ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+fn unauthenticated_message(code: &str) -> &'static str {
+    match code {
+        "token_expired" => "the API token has expired; ask an administrator for a new one",
+        "token_revoked" => "the API token was revoked or replaced; use the newest token you were given",
+        "principal_disabled" => "this principal was disabled by an administrator",
+        _ => "missing or unknown API token",
+    }
+}

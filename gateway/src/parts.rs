@@ -80,6 +80,7 @@ pub struct Gate {
     /// In millionths of ε.
     min_epsilon_units: AtomicU64,
     visibility_base_ms: AtomicU64,
+    token_lifetime_seconds: AtomicU64,
 }
 
 impl Gate {
@@ -100,6 +101,7 @@ impl Gate {
             visibility_base_ms: AtomicU64::new(
                 u64::try_from(config.run_visibility_base.as_millis()).unwrap_or(u64::MAX),
             ),
+            token_lifetime_seconds: AtomicU64::new(config.token_lifetime.whole_seconds().max(1) as u64),
         })
     }
 
@@ -117,6 +119,16 @@ impl Gate {
 
     pub fn visibility_base(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.visibility_base_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long a token issued now stays valid.
+    pub fn token_lifetime(&self) -> time::Duration {
+        time::Duration::seconds(self.token_lifetime_seconds.load(Ordering::Relaxed) as i64)
+    }
+
+    /// Sets how long tokens issued from now on stay valid (at least a second).
+    pub fn set_token_lifetime(&self, lifetime: time::Duration) {
+        self.token_lifetime_seconds.store(lifetime.whole_seconds().max(1) as u64, Ordering::Relaxed);
     }
 
     /// Sets how many independent approvals a model needs: 1 or 2.

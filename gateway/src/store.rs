@@ -42,6 +42,8 @@ pub struct PrincipalRow {
     pub licence_number: Option<String>,
     pub licence_valid_from: Option<String>,
     pub licence_valid_until: Option<String>,
+    pub token_expires_at: Option<String>,
+    pub disabled_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ pub struct NewPrincipal {
     pub reviewer_kind: Option<String>,
     pub licence: Option<(String, String, String)>,
     pub token_hash: String,
+    pub token_expires_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -233,7 +236,8 @@ impl Store {
             new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
         let id = sqlx::query_scalar(
             "INSERT INTO principals (name, role, organisation, reviewer_kind, licence_number, licence_valid_from, \
-             licence_valid_until, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+             licence_valid_until, token_hash, created_at, token_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.role)
@@ -244,13 +248,63 @@ impl Store {
         .bind(until)
         .bind(&new.token_hash)
         .bind(format_time(now))
+        .bind(format_time(new.token_expires_at))
         .fetch_one(&mut **tx)
         .await?;
         Ok(id)
     }
 
-    const PRINCIPAL_COLUMNS: &str =
-        "id, name, role, organisation, reviewer_kind, licence_number, licence_valid_from, licence_valid_until";
+    const PRINCIPAL_COLUMNS: &str = "id, name, role, organisation, reviewer_kind, licence_number, licence_valid_from, licence_valid_until, \
+         token_expires_at, disabled_at";
+
+    /// Why a token that no principal holds any more stopped working (`rotated`, `revoked`).
+    pub async fn revoked_token(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT reason FROM revoked_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Gives principal `id` a new token hash and expiry; the old hash is kept as revoked
+    /// for `reason`. False if there is no such principal.
+    pub async fn replace_token(
+        tx: &mut Tx,
+        id: i64,
+        new_hash: &str,
+        expires_at: OffsetDateTime,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO revoked_tokens (token_hash, principal_id, reason, revoked_at) \
+             SELECT token_hash, id, $2, $3 FROM principals WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(format_time(now))
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE principals SET token_hash = $1, token_expires_at = $2 WHERE id = $3")
+            .bind(new_hash)
+            .bind(format_time(expires_at))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
+    }
+
+    /// Disables principal `id` for good. False if it does not exist or already was.
+    pub async fn disable_principal(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+        let updated = sqlx::query("UPDATE principals SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
+            .bind(format_time(now))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
 
     pub async fn principal_by_token_hash(&self, token_hash: &str) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE token_hash = $1", Self::PRINCIPAL_COLUMNS);

@@ -124,6 +124,10 @@ mod tests {
             (Action::RevokeAuthorisation, [false, true, false, true, false]),
             (Action::RevokeModel, [false, false, false, true, false]),
             (Action::ReviewResult, [false, false, false, true, false]),
+            (Action::IssueToken, [true, false, false, false, false]),
+            (Action::RevokeToken, [true, false, false, false, false]),
+            (Action::DisablePrincipal, [true, false, false, false, false]),
+            (Action::RotateOwnToken, [true, true, true, true, true]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {
@@ -132,7 +136,7 @@ mod tests {
             }
             // Without a licence an operator can do nothing but read the catalogue.
             let unlicensed = gate.decide(Role::Operator, false, *action);
-            let keeps = *action == Action::ReadCatalogue;
+            let keeps = matches!(*action, Action::ReadCatalogue | Action::RotateOwnToken);
             assert_eq!(unlicensed.is_ok(), keeps, "unlicensed operator {action:?}");
             if row[2] && !keeps {
                 assert_eq!(unlicensed.expect_err("denied").reason, DenialReason::LicenceExpired);

@@ -77,10 +77,14 @@ pub enum Action {
     RevokeAuthorisation,
     RevokeModel,
     ReviewResult,
+    IssueToken,
+    RevokeToken,
+    DisablePrincipal,
+    RotateOwnToken,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 22] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -99,6 +103,10 @@ impl Action {
         Action::RevokeAuthorisation,
         Action::RevokeModel,
         Action::ReviewResult,
+        Action::IssueToken,
+        Action::RevokeToken,
+        Action::DisablePrincipal,
+        Action::RotateOwnToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +129,10 @@ impl Action {
             Action::RevokeAuthorisation => "authorisation.revoke",
             Action::RevokeModel => "model.revoke",
             Action::ReviewResult => "result.review",
+            Action::IssueToken => "principal.token.issue",
+            Action::RevokeToken => "principal.token.revoke",
+            Action::DisablePrincipal => "principal.disable",
+            Action::RotateOwnToken => "token.rotate",
         }
     }
 }

@@ -667,3 +667,82 @@ async fn a_run_reads_each_fact_once() {
     // the log's leaves, the latest checkpoint, and (this run is not yet covered) a fresh one.
     assert_eq!(trips, 8, "a run took {trips} round trips to the database");
 }
+
+/// Principals do not live for ever: a token expires, is replaced by its holder or by an
+/// administrator (the old one stops working at once), can be revoked, and a principal can
+/// be disabled. Each refusal is a 401 with its own code and an audit entry; a reviewer who
+/// leaves keeps no access.
+#[tokio::test]
+async fn tokens_expire_rotate_and_are_revoked_and_principals_disabled() {
+    let world = World::new(100, 1.0).await;
+    world.app.gate().set_token_lifetime(time::Duration::days(1));
+    let body = json!({"name": "auditor", "role": "regulator", "organisation": "Provincial Audit Office"});
+    let created = world.api.post("/v1/principals", &world.admin, &body).await.ok().expect("created");
+    let id = created["id"].as_i64().expect("id");
+    let first = created["token"].as_str().expect("token").to_owned();
+    assert_eq!(created["expires_at"], time(1), "a token says when it stops working");
+    world.api.get("/v1/catalogue", &first).await.ok().expect("a fresh token works");
+
+    // Its holder replaces it: the old token is refused as revoked, not as unknown.
+    let rotated = world.api.post("/v1/token/rotate", &first, &json!({})).await.ok().expect("rotated");
+    let second = rotated["token"].as_str().expect("token").to_owned();
+    assert_ne!(second, first);
+    let refused = world.api.get("/v1/catalogue", &first).await;
+    assert_eq!(refused.status.as_u16(), 401);
+    let message = expect_error(&refused, "token_revoked");
+    assert!(message.contains("revoked or replaced"), "{message}");
+    world.api.get("/v1/catalogue", &second).await.ok().expect("the new token works");
+
+    // An administrator issues a new one (the holder lost it); only an administrator may.
+    let path = format!("/v1/principals/{id}/token");
+    expect_error(&world.api.post(&path, &world.operator, &json!({})).await, "wrong_role");
+    let issued = world.api.post(&path, &world.admin, &json!({})).await.ok().expect("issued");
+    let third = issued["token"].as_str().expect("token").to_owned();
+    expect_error(&world.api.get("/v1/catalogue", &second).await, "token_revoked");
+
+    // Time passes: the token expires.
+    world.clock.advance(time::Duration::days(2));
+    let expired = world.api.get("/v1/catalogue", &third).await;
+    assert_eq!(expired.status.as_u16(), 401);
+    expect_error(&expired, "token_expired");
+
+    // Revoked by an administrator: it stops at once, and nothing works until a new one.
+    let fourth = world.api.post(&path, &world.admin, &json!({})).await.ok().expect("reissued")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    world.api.get("/v1/catalogue", &fourth).await.ok().expect("works again");
+    world.api.delete(&path, &world.admin).await.ok().expect("revoked");
+    expect_error(&world.api.get("/v1/catalogue", &fourth).await, "token_revoked");
+
+    // A reviewer who leaves is disabled: every request refused, whatever token it holds.
+    let reviewer = world.colleague_reviewer().await;
+    world.api.get("/v1/catalogue", &reviewer).await.ok().expect("a reviewer reads the catalogue");
+    let reviewer_id = world.app.authenticate(Some(&reviewer), "test").await.expect("caller").principal.id;
+    let disable = format!("/v1/principals/{reviewer_id}/disable");
+    expect_error(&world.api.post(&disable, &world.bureau, &json!({})).await, "wrong_role");
+    world.api.post(&disable, &world.admin, &json!({"note": "left the bureau"})).await.ok().expect("disabled");
+    expect_error(&world.api.get("/v1/catalogue", &reviewer).await, "principal_disabled");
+    expect_error(&world.api.post(&disable, &world.admin, &json!({})).await, "conflict");
+    let admin_id = world.app.authenticate(Some(&world.admin), "test").await.expect("caller").principal.id;
+    expect_error(
+        &world.api.post(&format!("/v1/principals/{admin_id}/disable"), &world.admin, &json!({})).await,
+        "invalid_request",
+    );
+    expect_error(&world.api.get("/v1/catalogue", "sk_never-issued").await, "unauthenticated");
+
+    // Every refusal is in the log with its reason; every change with its actor.
+    let denials: Vec<String> = world
+        .audit_entries("authenticate")
+        .await
+        .iter()
+        .map(|entry| entry["reason"].as_str().expect("reason").to_owned())
+        .collect();
+    for reason in ["token_revoked", "token_expired", "principal_disabled", "unknown_token"] {
+        assert!(denials.iter().any(|found| found == reason), "{reason} not audited: {denials:?}");
+    }
+    for action in ["token.rotate", "principal.token.issue", "principal.token.revoke", "principal.disable"] {
+        assert!(!world.audit_entries(action).await.is_empty(), "{action} not audited");
+    }
+    world.assert_log_verifies().await;
+}

@@ -110,6 +110,8 @@ pub struct CreatedPrincipal {
     pub id: i64,
     /// Shown once; only its hash is stored.
     pub token: String,
+    /// When the token stops working (RFC 3339).
+    pub expires_at: String,
 }
 
 impl std::fmt::Debug for CreatedPrincipal {
@@ -189,21 +191,117 @@ impl App {
 
     /// Resolves an API token to its principal. Failures are audited, without the token.
     pub async fn authenticate(&self, token: Option<&str>, request_id: &str) -> ServiceResult<Caller> {
-        let row = match token {
-            Some(token) => self.store.principal_by_token_hash(&token_hash(token)).await?,
-            None => None,
-        };
-        let Some(row) = row else {
-            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied).reason(if token.is_some() {
-                "unknown_token"
-            } else {
-                "missing_token"
-            });
+        let refuse = |reason: &'static str, code: &'static str, actor: Option<i64>| async move {
+            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied).reason(reason);
             event.request_id = request_id.into();
+            event.actor_id = actor;
             self.record(event).await?;
-            return Err(ServiceError::Unauthenticated);
+            Err(ServiceError::Unauthenticated(code))
         };
+        let Some(token) = token else {
+            return refuse("missing_token", "unauthenticated", None).await;
+        };
+        let hash = token_hash(token);
+        let Some(row) = self.store.principal_by_token_hash(&hash).await? else {
+            // A token rotated away or revoked is told apart from one never issued.
+            return match self.store.revoked_token(&hash).await? {
+                Some(_) => refuse("token_revoked", "token_revoked", None).await,
+                None => refuse("unknown_token", "unauthenticated", None).await,
+            };
+        };
+        if row.disabled_at.is_some() {
+            return refuse("principal_disabled", "principal_disabled", Some(row.id)).await;
+        }
+        let expires_at = row.token_expires_at.as_deref().map(parse_time).transpose()?;
+        if expires_at.is_none_or(|expires_at| self.now() >= expires_at) {
+            return refuse("token_expired", "token_expired", Some(row.id)).await;
+        }
         Ok(Caller { principal: principal_from_row(&row)?, name: row.name, request_id: request_id.into() })
+    }
+
+    /// Issues principal `id` a new token (an administrator's action): the old one stops
+    /// working at once and is remembered as revoked. The new token is shown once.
+    pub async fn issue_token(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
+        let action = Action::IssueToken;
+        let object = format!("principal:{id}");
+        self.guard(caller, action, &object).await?;
+        self.replace_token(caller, action, id, "reissued").await
+    }
+
+    /// Replaces the caller's own token; the old one stops working at once.
+    pub async fn rotate_own_token(&self, caller: &Caller) -> ServiceResult<CreatedPrincipal> {
+        let action = Action::RotateOwnToken;
+        let object = format!("principal:{}", caller.principal.id);
+        self.guard(caller, action, &object).await?;
+        self.replace_token(caller, action, caller.principal.id, "rotated").await
+    }
+
+    async fn replace_token(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: i64,
+        reason: &str,
+    ) -> ServiceResult<CreatedPrincipal> {
+        let token = new_token()?;
+        let now = self.now();
+        let expires_at = now + self.gate.token_lifetime();
+        let mut tx = self.store.begin().await?;
+        if !Store::replace_token(&mut tx, id, &token_hash(&token), expires_at, reason, now).await? {
+            drop(tx);
+            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+        }
+        let event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok)
+            .detail("expires_at", format_time(expires_at));
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the new token")?;
+        Ok(CreatedPrincipal { id, token, expires_at: format_time(expires_at) })
+    }
+
+    /// Revokes principal `id`'s token (an administrator's action): it stops working at once,
+    /// and the principal has no token until one is issued again.
+    pub async fn revoke_token(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
+        let action = Action::RevokeToken;
+        let object = format!("principal:{id}");
+        self.guard(caller, action, &object).await?;
+        // The replacement is a random hash nobody holds the token for.
+        let unusable = token_hash(&new_token()?);
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !Store::replace_token(&mut tx, id, &unusable, now, "revoked", now).await? {
+            drop(tx);
+            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+        }
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("note", note.chars().take(200).collect::<String>());
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the revocation")?;
+        Ok(())
+    }
+
+    /// Disables principal `id` for good (an administrator's action): every token it holds
+    /// stops working at once. An administrator cannot disable itself.
+    pub async fn disable_principal(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
+        let action = Action::DisablePrincipal;
+        let object = format!("principal:{id}");
+        self.guard(caller, action, &object).await?;
+        if id == caller.principal.id {
+            return Err(ServiceError::invalid("an administrator cannot disable itself; another administrator can"));
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !Store::disable_principal(&mut tx, id, now).await? {
+            drop(tx);
+            return match self.store.principal(id).await? {
+                Some(_) => Err(ServiceError::Conflict(format!("principal {id} is already disabled"))),
+                None => Err(self.not_found(caller, action.as_str(), "principal", id).await),
+            };
+        }
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("note", note.chars().take(200).collect::<String>());
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the disabling")?;
+        Ok(())
     }
 
     /// Records one audit event in a transaction of its own.
@@ -272,6 +370,7 @@ impl App {
             reviewer_kind: None,
             licence: None,
             token_hash: token_hash(&token),
+            token_expires_at: self.now() + self.gate.token_lifetime(),
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -282,7 +381,7 @@ impl App {
         event.role = "admin".into();
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await?;
-        Ok(CreatedPrincipal { id, token })
+        Ok(CreatedPrincipal { id, token, expires_at: format_time(new.token_expires_at) })
     }
 
     pub async fn create_principal(
@@ -294,7 +393,11 @@ impl App {
         self.guard(caller, action, "principal:new").await?;
         let new = self.validate_principal(request)?;
         let token = new_token()?;
-        let new = NewPrincipal { token_hash: token_hash(&token), ..new };
+        let new = NewPrincipal {
+            token_hash: token_hash(&token),
+            token_expires_at: self.now() + self.gate.token_lifetime(),
+            ..new
+        };
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
@@ -305,7 +408,7 @@ impl App {
         }
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new principal")?;
-        Ok(CreatedPrincipal { id, token })
+        Ok(CreatedPrincipal { id, token, expires_at: format_time(new.token_expires_at) })
     }
 
     fn validate_principal(&self, request: NewPrincipalRequest) -> ServiceResult<NewPrincipal> {
@@ -351,6 +454,7 @@ impl App {
             reviewer_kind,
             licence,
             token_hash: String::new(),
+            token_expires_at: self.now(),
         })
     }
 
