@@ -300,17 +300,58 @@ pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
     Ok(())
 }
 
-/// Data product review (数据产品审查): a reviewer from outside the operator's organisation
-/// releases or withholds a held result.
-pub fn review_result(held: bool, operator_organisation: &str, reviewer: &Principal) -> Result<(), Denial> {
+/// The organisations a result lies between: the operator who ran it and the department
+/// providing the data.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultParties<'a> {
+    pub operator_organisation: &'a str,
+    pub provider_organisation: &'a str,
+}
+
+/// The one reviewer with a part in a result: a reviewer of the department providing the
+/// data (which asked for the hold), never one from the operator's organisation.
+fn result_reviewer(parties: ResultParties<'_>, reviewer: &Principal) -> Result<(), Denial> {
     if reviewer.role != Role::Reviewer {
         return Err(Denial::new(DenialReason::WrongRole, "only reviewers review held results"));
     }
-    if reviewer.organisation == operator_organisation {
+    if reviewer.organisation == parties.operator_organisation {
         return Err(Denial::new(DenialReason::SelfReview, "nobody reviews a result for their own organisation"));
     }
+    if reviewer.reviewer_kind != Some(ReviewerKind::ProvidingDepartment)
+        || reviewer.organisation != parties.provider_organisation
+    {
+        return Err(Denial::new(
+            DenialReason::WrongReviewer,
+            "held results are reviewed by the department that provides the data",
+        ));
+    }
+    Ok(())
+}
+
+/// Data product review (数据产品审查): the providing department releases or withholds a
+/// held result.
+pub fn review_result(held: bool, parties: ResultParties<'_>, reviewer: &Principal) -> Result<(), Denial> {
+    result_reviewer(parties, reviewer)?;
     if !held {
         return Err(Denial::new(DenialReason::NotPending, "the result is not held for review"));
+    }
+    Ok(())
+}
+
+/// A reviewer reads a result only to review it: the providing department's reviewer, for a
+/// result of an authorisation whose outputs are held. Every other release is in the audit
+/// log for regulators; no reviewer needs it.
+pub fn reviewer_reads_result(
+    outputs_held: bool,
+    parties: ResultParties<'_>,
+    reviewer: &Principal,
+) -> Result<(), Denial> {
+    result_reviewer(parties, reviewer)?;
+    if !outputs_held {
+        return Err(Denial::new(
+            DenialReason::WrongReviewer,
+            "reviewers read only results held for their review; regulators read every release in the audit log",
+        ));
     }
     Ok(())
 }

@@ -28,6 +28,10 @@ async fn a_run_releases_noisy_aggregates_and_charges_the_budget() {
     assert_eq!(fetched["outputs"], first["outputs"], "a fetched result is the stored release, not a new draw");
     let other = world.api.get(&format!("/v1/runs/{run_id}"), &world.other_operator).await;
     expect_error(&other, "authorisation_not_yours");
+    // No reviewer has a part in a result that was not held (regulators read it in the log).
+    for reviewer in [&world.bureau, &world.department] {
+        expect_error(&world.api.get(&format!("/v1/runs/{run_id}"), reviewer).await, "wrong_reviewer");
+    }
 
     world.run().await.ok().expect("second run");
     let budget = world
@@ -518,9 +522,14 @@ async fn held_outputs_wait_for_data_product_review() {
     let path = format!("/v1/runs/{run}/review");
     expect_error(&world.api.post(&path, &colleague, &json!({"approve": true})).await, "self_review");
     expect_error(&world.api.post(&path, &world.operator, &json!({"approve": true})).await, "wrong_role");
+    // The data bureau has no part in a held result: neither reading nor releasing it.
+    expect_error(&world.api.post(&path, &world.bureau, &json!({"approve": true})).await, "wrong_reviewer");
+    expect_error(&world.api.get(&format!("/v1/runs/{run}"), &world.bureau).await, "wrong_reviewer");
+    let pending = world.api.get(&format!("/v1/runs/{run}"), &world.department).await.ok().expect("department reads");
+    assert_eq!(pending["state"], "held");
     let released = world
         .api
-        .post(&path, &world.bureau, &json!({"approve": true, "comment": "aggregates only"}))
+        .post(&path, &world.department, &json!({"approve": true, "comment": "aggregates only"}))
         .await
         .ok()
         .expect("released");
@@ -533,7 +542,7 @@ async fn held_outputs_wait_for_data_product_review() {
     assert_eq!(entry.action, "result.review");
     sluice_audit::release::check_release(&entry, &fetched["outputs"], Some(run))
         .expect("commits to the released values");
-    expect_error(&world.api.post(&path, &world.bureau, &json!({"approve": true})).await, "not_pending");
+    expect_error(&world.api.post(&path, &world.department, &json!({"approve": true})).await, "not_pending");
 
     let second =
         world.run_as(&world.operator, authorisation, model).await.ok().expect("run")["run_id"].as_i64().expect("id");

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
     Action, AuthorisationFacts, ChargeFacts, Charged, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    PrivacyBudget, ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, review_result,
+    PrivacyBudget, ReleasedOutput, ResultParties, Role, RunFacts, RunPermit, authorise_run, review_result,
+    reviewer_reads_result,
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
@@ -457,8 +458,16 @@ impl App {
         Ok(view)
     }
 
+    /// The organisations a run lies between: its operator's and its data provider's.
+    async fn result_parties(&self, run: &RunRow) -> anyhow::Result<(String, String)> {
+        let operator = self.principal(run.operator_id).await?;
+        let dataset = self.store.dataset(run.dataset_id).await?.context("the run's dataset")?;
+        let provider = self.principal(dataset.provider_id).await?;
+        Ok((operator.organisation, provider.organisation))
+    }
+
     /// A finished run's release, for the operator who ran it (once any data product review
-    /// released it), and for reviewers.
+    /// released it), and for the providing department's reviewer when its outputs are held.
     pub async fn run_result(&self, caller: &Caller, run_id: i64) -> ServiceResult<RunView> {
         let action = Action::ReadResult;
         let object = format!("run:{run_id}");
@@ -472,6 +481,17 @@ impl App {
             }
             None => return Err(self.not_found(caller, action.as_str(), "run", run_id).await),
         };
+        let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
+        if is_reviewer {
+            let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
+            let parties = ResultParties {
+                operator_organisation: &operator_organisation,
+                provider_organisation: &provider_organisation,
+            };
+            if let Err(denial) = reviewer_reads_result(authorisation.hold_outputs, parties, &caller.principal) {
+                return Err(self.deny(caller, action.as_str(), object, denial).await);
+            }
+        }
         let visible_at = run.visible_at.as_deref().map(parse_time).transpose()?;
         if let Some(visible_at) = visible_at
             && !is_reviewer
@@ -497,7 +517,6 @@ impl App {
         if let Some(seq) = self.store.release_seq(run_id).await? {
             view.receipt = Some(self.receipt(seq).await?);
         }
-        let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         view.authorisation_epsilon_remaining =
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
         self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
@@ -518,8 +537,12 @@ impl App {
         let Some(run) = self.store.run(run_id).await? else {
             return Err(self.not_found(caller, action.as_str(), "run", run_id).await);
         };
-        let operator = self.principal(run.operator_id).await?;
-        if let Err(denial) = review_result(run.state == "held", &operator.organisation, &caller.principal) {
+        let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
+        let parties = ResultParties {
+            operator_organisation: &operator_organisation,
+            provider_organisation: &provider_organisation,
+        };
+        if let Err(denial) = review_result(run.state == "held", parties, &caller.principal) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         let state = if approve { "released" } else { "withheld" };

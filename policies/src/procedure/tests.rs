@@ -244,16 +244,27 @@ fn run_rate_is_bounded() {
 }
 
 #[test]
-fn held_results_are_reviewed_by_outsiders_only() {
+fn held_results_are_the_providing_departments_to_read_and_release() {
+    let parties = ResultParties {
+        operator_organisation: "Qianbei Data Co.",
+        provider_organisation: "Zunyi Public Security Bureau",
+    };
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Bureau");
+    assert_eq!(review_result(true, parties, &department), Ok(()));
+    assert_eq!(reviewer_reads_result(true, parties, &department), Ok(()));
+    assert_eq!(review_result(false, parties, &department).expect_err("not held").reason, DenialReason::NotPending);
+    let unheld = reviewer_reads_result(false, parties, &department).expect_err("nothing to review");
+    assert_eq!(unheld.reason, DenialReason::WrongReviewer);
+    // The bureau, another department, and a department reviewer from the operator's own
+    // organisation have no part in it.
     let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
-    assert_eq!(review_result(true, "Qianbei Data Co.", &bureau), Ok(()));
-    assert_eq!(
-        review_result(false, "Qianbei Data Co.", &bureau).expect_err("not held").reason,
-        DenialReason::NotPending
-    );
-    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
-    assert_eq!(review_result(true, "Qianbei Data Co.", &colleague).expect_err("own").reason, DenialReason::SelfReview);
-    assert_eq!(review_result(true, "Qianbei Data Co.", &operator()).expect_err("role").reason, DenialReason::WrongRole);
+    assert_eq!(review_result(true, parties, &bureau).expect_err("bureau").reason, DenialReason::WrongReviewer);
+    assert_eq!(reviewer_reads_result(true, parties, &bureau).expect_err("bureau").reason, DenialReason::WrongReviewer);
+    let other = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
+    assert_eq!(review_result(true, parties, &other).expect_err("other").reason, DenialReason::WrongReviewer);
+    let colleague = reviewer(14, ReviewerKind::ProvidingDepartment, "Qianbei Data Co.");
+    assert_eq!(review_result(true, parties, &colleague).expect_err("own").reason, DenialReason::SelfReview);
+    assert_eq!(review_result(true, parties, &operator()).expect_err("role").reason, DenialReason::WrongRole);
 }
 
 #[test]
