@@ -161,22 +161,15 @@ async fn rotate_own_token(State(app): State<Arc<App>>, Authenticated(caller): Au
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
-/// `{"note": "…"}`, optional, for revocations and disabling.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Note {
-    #[serde(default)]
-    note: String,
-}
-
 async fn revoke_token(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let note: Note = if body.is_empty() { Note::default() } else { parse_json(&body, &caller)? };
-    app.revoke_token(&caller, id, &note.note).await.for_caller(&caller)?;
+    // A DELETE may come without a body; a body, when sent, is a revocation's `{reason}`.
+    let request = if body.is_empty() { RevokeRequest::default() } else { parse_json(&body, &caller)? };
+    app.revoke_token(&caller, id, &request.reason).await.for_caller(&caller)?;
     Ok(Json(json!({ "principal_id": id, "token": "revoked" })).into_response())
 }
 
@@ -186,8 +179,8 @@ async fn disable_principal(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let note: Note = if body.is_empty() { Note::default() } else { parse_json(&body, &caller)? };
-    app.disable_principal(&caller, id, &note.note).await.for_caller(&caller)?;
+    let request: RevokeRequest = parse_json(&body, &caller)?;
+    app.disable_principal(&caller, id, &request.reason).await.for_caller(&caller)?;
     Ok(Json(json!({ "principal_id": id, "state": "disabled" })).into_response())
 }
 
@@ -377,7 +370,7 @@ async fn review_model(
     Ok(Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeRequest {
     #[serde(default)]

@@ -730,7 +730,7 @@ async fn tokens_expire_rotate_and_are_revoked_and_principals_disabled() {
     let reviewer_id = world.app.authenticate(Some(&reviewer), "test").await.expect("caller").principal.id;
     let disable = format!("/v1/principals/{reviewer_id}/disable");
     expect_error(&world.api.post(&disable, &world.bureau, &json!({})).await, "wrong_role");
-    world.api.post(&disable, &world.admin, &json!({"note": "left the bureau"})).await.ok().expect("disabled");
+    world.api.post(&disable, &world.admin, &json!({"reason": "left the bureau"})).await.ok().expect("disabled");
     expect_error(&world.api.get("/v1/catalogue", &reviewer).await, "principal_disabled");
     expect_error(&world.api.post(&disable, &world.admin, &json!({})).await, "conflict");
     let admin_id = world.app.authenticate(Some(&world.admin), "test").await.expect("caller").principal.id;
