@@ -75,6 +75,12 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Administrators, created at the host (the trust root the API's two-person rule
+    /// starts from).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Master key management.
     Keys {
         #[command(subcommand)]
@@ -216,6 +222,22 @@ struct Acting {
 }
 
 #[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Add another administrator (audited as `principal.bootstrap`). Under the two-person
+    /// rule a second administrator approves the reviewers, operators and administrators
+    /// the first creates through the API.
+    Add {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Its organisation's name; created if no organisation has that name (normalised).
+        #[arg(long, default_value = "platform")]
+        organisation: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Re-wrap every data key under a new master key (no data is re-encrypted). Run it
     /// with the gateway stopped, or use `POST /v1/keys/rotate` while it serves. Admin only.
@@ -345,6 +367,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let (app, caller) = open_as(&acting).await?;
             let summary = app.destroy_dataset(&caller, dataset).await.map_err(service_error)?;
             println!("dataset {dataset} destroyed: {} data keys deleted, chunks removed", summary.data_keys_deleted);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command: AdminCommand::Add { data_dir, name, organisation } } => {
+            let app = open_app(&data_dir, None).await?;
+            let admin = app.add_host_admin(&name, &organisation).await?;
+            println!("administrator {} created", admin.id);
+            println!("token: {}", admin.token);
+            println!("(the token is shown once; Sluice stores only its hash)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Rotate { acting } } => {

@@ -70,28 +70,66 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     config.data_dir.init(true).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("platform admin", "Zunyi Big Data Platform").await?.token;
+    let second_admin = app.add_host_admin("platform duty officer", "Zunyi Big Data Platform").await?.token;
     let api = InProcessClient::new(router(app.clone()));
     say.say(format!("{}: SQLite database, master key (0600), audit signing key (0600)", dir.display()))?;
+    say.say("two administrators created at the host: one creates accounts, the other approves them")?;
 
-    say.step("The admin creates the principals, each with its own API token")?;
+    say.step("The admin creates the organisations, then the principals, each with its own API token")?;
+    let mut organisations = std::collections::BTreeMap::new();
+    for name in [
+        "Zunyi Traffic Police Detachment",
+        "Qianbei Data Operations Co.",
+        "Zunyi Big Data Development Administration",
+        "Zunyi Cyberspace Administration",
+    ] {
+        let created = api.post("/v1/organisations", &admin, &json!({ "name": name })).await.ok()?;
+        organisations.insert(name, created["id"].as_i64().context("organisation id")?);
+    }
+    let copy = api.post("/v1/organisations", &admin, &json!({"name": "qianbei data operations co. "})).await;
+    if copy.status.as_u16() != 409 {
+        bail!("a second spelling of an organisation was not refused: HTTP {}: {}", copy.status, copy.text);
+    }
+    say.say(format!(
+        "{} organisations, each an id; a second spelling (`qianbei data operations co. `) is refused",
+        organisations.len()
+    ))?;
     let now = OffsetDateTime::now_utc();
-    let create = |body: Value| {
+    let create = |mut body: Value, organisation: &str| {
         let api = api.clone();
         let admin = admin.clone();
-        async move { api.post("/v1/principals", &admin, &body).await.ok() }
+        let second_admin = second_admin.clone();
+        body["organisation_id"] = json!(organisations[organisation]);
+        async move {
+            let created = api.post("/v1/principals", &admin, &body).await.ok()?;
+            if created["state"] == "pending_approval" {
+                // The two-person rule: reviewers and licences take a second administrator.
+                let id = created["id"].as_i64().context("principal id")?;
+                return api.post(&format!("/v1/principals/{id}/approve"), &second_admin, &json!({})).await.ok();
+            }
+            Ok(created)
+        }
     };
-    let provider = create(
-        json!({"name": "traffic data office", "role": "provider", "organisation": "Zunyi Traffic Police Detachment"}),
-    )
-    .await?;
+    let provider =
+        create(json!({"name": "traffic data office", "role": "provider"}), "Zunyi Traffic Police Detachment").await?;
     let licence = json!({"number": "ZY-SJYY-2026-017", "valid_from": format_time(now - time::Duration::days(30)), "valid_until": format_time(now + time::Duration::days(365))});
-    let operator = create(json!({"name": "risk analytics team", "role": "operator", "organisation": "Qianbei Data Operations Co.", "licence": licence})).await?;
-    let bureau = create(json!({"name": "demand review desk", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Zunyi Big Data Development Administration"})).await?;
-    let department = create(json!({"name": "data release officer", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Zunyi Traffic Police Detachment"})).await?;
-    let regulator = create(
-        json!({"name": "audit inspector", "role": "regulator", "organisation": "Zunyi Cyberspace Administration"}),
+    let operator = create(
+        json!({"name": "risk analytics team", "role": "operator", "licence": licence}),
+        "Qianbei Data Operations Co.",
     )
     .await?;
+    let bureau = create(
+        json!({"name": "demand review desk", "role": "reviewer", "reviewer_kind": "data_bureau"}),
+        "Zunyi Big Data Development Administration",
+    )
+    .await?;
+    let department = create(
+        json!({"name": "data release officer", "role": "reviewer", "reviewer_kind": "providing_department"}),
+        "Zunyi Traffic Police Detachment",
+    )
+    .await?;
+    let regulator =
+        create(json!({"name": "audit inspector", "role": "regulator"}), "Zunyi Cyberspace Administration").await?;
     let token = |principal: &Value| principal["token"].as_str().unwrap_or_default().to_owned();
     let (provider, operator, bureau, department, regulator) =
         (token(&provider), token(&operator), token(&bureau), token(&department), token(&regulator));
@@ -99,6 +137,7 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     say.say("operator: Qianbei Data Operations Co., licence ZY-SJYY-2026-017")?;
     say.say("reviewers: the Big Data Development Administration (data bureau) and the detachment")?;
     say.say("regulator: Zunyi Cyberspace Administration")?;
+    say.say("the reviewers and the licensed operator got their tokens only when the second admin approved")?;
 
     say.step("The provider registers the vehicles dataset and ingests it, encrypted")?;
     let dataset =

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -19,7 +19,9 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ServiceError;
-use crate::service::{App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, new_request_id};
+use crate::service::{
+    App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, PrincipalCreation, new_request_id,
+};
 
 /// Largest JSON request body (a model upload: 8 MiB of WebAssembly as base64, and its
 /// manifest). CSV uploads stream and have no limit.
@@ -32,6 +34,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/principals", post(create_principal))
         .route("/v1/principals/{id}/token", post(issue_token).delete(revoke_token))
         .route("/v1/principals/{id}/disable", post(disable_principal))
+        .route("/v1/principals/{id}/approve", post(approve_principal))
+        .route("/v1/organisations", post(create_organisation).get(organisations))
+        .route("/v1/organisations/{id}", patch(rename_organisation))
         .route("/v1/token/rotate", post(rotate_own_token))
         .route("/v1/catalogue", get(catalogue))
         .route("/v1/datasets", post(register_dataset))
@@ -144,7 +149,53 @@ async fn create_principal(
 ) -> ApiResult<Response> {
     let request: NewPrincipalRequest = parse_json(&body, &caller)?;
     let created = app.create_principal(&caller, request).await.for_caller(&caller)?;
+    let status = match created {
+        PrincipalCreation::Active(_) => StatusCode::CREATED,
+        PrincipalCreation::Pending { .. } => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(created)).into_response())
+}
+
+async fn approve_principal(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let approved = app.approve_principal(&caller, id).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(approved)).into_response())
+}
+
+/// An organisation's name, to create or rename it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganisationRequest {
+    name: String,
+}
+
+async fn create_organisation(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: OrganisationRequest = parse_json(&body, &caller)?;
+    let created = app.create_organisation(&caller, &request.name).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn rename_organisation(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: OrganisationRequest = parse_json(&body, &caller)?;
+    let renamed = app.rename_organisation(&caller, id, &request.name).await.for_caller(&caller)?;
+    Ok(Json(renamed).into_response())
+}
+
+async fn organisations(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    let organisations = app.organisations(&caller).await.for_caller(&caller)?;
+    Ok(Json(json!({ "organisations": organisations })).into_response())
 }
 
 async fn issue_token(

@@ -28,6 +28,7 @@ pub const RUN_VISIBILITY_BASE_ENV: &str = "SLUICE_RUN_VISIBILITY_BASE_MS";
 pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
 /// How many days a newly issued API token is valid.
 pub const TOKEN_LIFETIME_DAYS_ENV: &str = "SLUICE_TOKEN_LIFETIME_DAYS";
+pub const TWO_PERSON_RULE_ENV: &str = "SLUICE_TWO_PERSON_RULE";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -50,6 +51,9 @@ pub struct Config {
     pub run_visibility_base: std::time::Duration,
     /// How long an issued API token is valid (1 to 400 days).
     pub token_lifetime: time::Duration,
+    /// Whether a reviewer, an operator (a licence) or an administrator created through the
+    /// API waits for a second administrator's approval before it gets a token (default on).
+    pub two_person_rule: bool,
     /// The master key's hex text when it comes from the environment, not a file.
     pub master_key_from_environment: Option<Zeroizing<String>>,
 }
@@ -64,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("min_epsilon_per_run", &self.min_epsilon_per_run.as_f64())
             .field("run_visibility_base", &self.run_visibility_base)
             .field("token_lifetime", &self.token_lifetime)
+            .field("two_person_rule", &self.two_person_rule)
             .field("master_key_from_environment", &self.master_key_from_environment.is_some())
             .finish()
     }
@@ -79,6 +84,7 @@ struct ConfigFile {
     min_epsilon_per_run: Option<f64>,
     run_visibility_base_ms: Option<u64>,
     token_lifetime_days: Option<u64>,
+    two_person_rule: Option<bool>,
 }
 
 impl Config {
@@ -92,6 +98,7 @@ impl Config {
             min_epsilon_per_run: DEFAULT_MIN_EPSILON_PER_RUN,
             run_visibility_base: std::time::Duration::from_secs(1),
             token_lifetime: time::Duration::days(90),
+            two_person_rule: true,
             master_key_from_environment: None,
         }
     }
@@ -143,6 +150,9 @@ impl Config {
         if let Some(days) = file.token_lifetime_days {
             self.token_lifetime = check_token_days(days).context("token_lifetime_days")?;
         }
+        if let Some(rule) = file.two_person_rule {
+            self.two_person_rule = rule;
+        }
         Ok(())
     }
 
@@ -170,6 +180,13 @@ impl Config {
         }
         if let Some(days) = number(TOKEN_LIFETIME_DAYS_ENV)? {
             self.token_lifetime = check_token_days(days).with_context(|| format!("${TOKEN_LIFETIME_DAYS_ENV}"))?;
+        }
+        if let Some(text) = environment(TWO_PERSON_RULE_ENV) {
+            self.two_person_rule = match text.trim() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => anyhow::bail!("${TWO_PERSON_RULE_ENV} must be true or false"),
+            };
         }
         self.master_key_from_environment = environment(MASTER_KEY_ENV).map(Zeroizing::new);
         Ok(())

@@ -7,7 +7,7 @@
 //! anything (the gate's decisions are `sluice_policies`'), touch the store, or read the
 //! environment (that was `Config`'s job, once).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context;
 use sluice_audit::SigningKey;
@@ -81,6 +81,7 @@ pub struct Gate {
     min_epsilon_units: AtomicU64,
     visibility_base_ms: AtomicU64,
     token_lifetime_seconds: AtomicU64,
+    two_person_rule: AtomicBool,
 }
 
 impl Gate {
@@ -102,6 +103,7 @@ impl Gate {
                 u64::try_from(config.run_visibility_base.as_millis()).unwrap_or(u64::MAX),
             ),
             token_lifetime_seconds: AtomicU64::new(config.token_lifetime.whole_seconds().max(1) as u64),
+            two_person_rule: AtomicBool::new(config.two_person_rule),
         })
     }
 
@@ -129,6 +131,16 @@ impl Gate {
     /// Sets how long tokens issued from now on stay valid (at least a second).
     pub fn set_token_lifetime(&self, lifetime: time::Duration) {
         self.token_lifetime_seconds.store(lifetime.whole_seconds().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Whether reviewers, operators and administrators created through the API wait for a
+    /// second administrator's approval.
+    pub fn two_person_rule(&self) -> bool {
+        self.two_person_rule.load(Ordering::Relaxed)
+    }
+
+    pub fn set_two_person_rule(&self, on: bool) {
+        self.two_person_rule.store(on, Ordering::Relaxed);
     }
 
     /// Sets how many independent approvals a model needs: 1 or 2.

@@ -37,24 +37,37 @@ pub struct PrincipalRow {
     pub id: i64,
     pub name: String,
     pub role: String,
-    pub organisation: String,
+    pub organisation_id: i64,
     pub reviewer_kind: Option<String>,
     pub licence_number: Option<String>,
     pub licence_valid_from: Option<String>,
     pub licence_valid_until: Option<String>,
     pub token_expires_at: Option<String>,
     pub disabled_at: Option<String>,
+    pub created_by: Option<i64>,
+    pub pending_approval: bool,
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct OrganisationRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewPrincipal {
     pub name: String,
     pub role: String,
-    pub organisation: String,
+    pub organisation_id: i64,
     pub reviewer_kind: Option<String>,
     pub licence: Option<(String, String, String)>,
     pub token_hash: String,
     pub token_expires_at: OffsetDateTime,
+    /// The administrator who created it (none when bootstrapped at the host).
+    pub created_by: Option<i64>,
+    /// Waits for a second administrator's approval before its token works.
+    pub pending_approval: bool,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -236,12 +249,14 @@ impl Store {
             new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
         let id = sqlx::query_scalar(
             "INSERT INTO principals (name, role, organisation, reviewer_kind, licence_number, licence_valid_from, \
-             licence_valid_until, token_hash, created_at, token_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             licence_valid_until, token_hash, created_at, token_expires_at, organisation_id, created_by, \
+             pending_approval) \
+             VALUES ($1, $2, (SELECT name FROM organisations WHERE id = $3), $4, $5, $6, $7, $8, $9, $10, $3, $11, $12) \
+             RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.role)
-        .bind(&new.organisation)
+        .bind(&new.organisation_id)
         .bind(&new.reviewer_kind)
         .bind(number)
         .bind(from)
@@ -249,13 +264,106 @@ impl Store {
         .bind(&new.token_hash)
         .bind(format_time(now))
         .bind(format_time(new.token_expires_at))
+        .bind(new.created_by)
+        .bind(new.pending_approval)
         .fetch_one(&mut **tx)
         .await?;
         Ok(id)
     }
 
-    const PRINCIPAL_COLUMNS: &str = "id, name, role, organisation, reviewer_kind, licence_number, licence_valid_from, licence_valid_until, \
-         token_expires_at, disabled_at";
+    const PRINCIPAL_COLUMNS: &str = "id, name, role, organisation_id, reviewer_kind, licence_number, licence_valid_from, \
+         licence_valid_until, token_expires_at, disabled_at, created_by, pending_approval";
+
+    /// A second administrator's approval: the principal gets its first working token.
+    /// False if it does not exist or is not waiting for approval.
+    pub async fn approve_principal(
+        tx: &mut Tx,
+        id: i64,
+        token_hash: &str,
+        expires_at: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE principals SET pending_approval = 0, token_hash = $1, token_expires_at = $2 \
+             WHERE id = $3 AND pending_approval = 1 AND disabled_at IS NULL",
+        )
+        .bind(token_hash)
+        .bind(format_time(expires_at))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    // ----- organisations -----
+
+    /// Creates an organisation keyed by `name_key`; `Err(id)` names the organisation that
+    /// already has that key.
+    pub async fn insert_organisation(
+        tx: &mut Tx,
+        name: &str,
+        name_key: &str,
+        created_by: Option<i64>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Result<i64, i64>> {
+        if let Some(existing) = sqlx::query_scalar("SELECT id FROM organisations WHERE name_key = $1")
+            .bind(name_key)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Ok(Err(existing));
+        }
+        let id = sqlx::query_scalar(
+            "INSERT INTO organisations (name, name_key, created_by, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(name_key)
+        .bind(created_by)
+        .bind(format_time(now))
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(Ok(id))
+    }
+
+    /// Renames organisation `id`; `Err(other)` if another organisation has that key,
+    /// `Ok(false)` if there is no organisation `id`.
+    pub async fn rename_organisation(
+        tx: &mut Tx,
+        id: i64,
+        name: &str,
+        name_key: &str,
+    ) -> anyhow::Result<Result<bool, i64>> {
+        if let Some(existing) = sqlx::query_scalar::<_, i64>("SELECT id FROM organisations WHERE name_key = $1")
+            .bind(name_key)
+            .fetch_optional(&mut **tx)
+            .await?
+            && existing != id
+        {
+            return Ok(Err(existing));
+        }
+        let updated = sqlx::query("UPDATE organisations SET name = $1, name_key = $2 WHERE id = $3")
+            .bind(name)
+            .bind(name_key)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE principals SET organisation = $1 WHERE organisation_id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Ok(updated.rows_affected() == 1))
+    }
+
+    pub async fn organisation(&self, id: i64) -> anyhow::Result<Option<OrganisationRow>> {
+        Ok(sqlx::query_as("SELECT id, name, created_at FROM organisations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn organisations(&self) -> anyhow::Result<Vec<OrganisationRow>> {
+        Ok(sqlx::query_as("SELECT id, name, created_at FROM organisations ORDER BY id").fetch_all(self.pool()).await?)
+    }
 
     /// Why a token that no principal holds any more stopped working (`rotated`, `revoked`).
     pub async fn revoked_token(&self, token_hash: &str) -> anyhow::Result<Option<String>> {

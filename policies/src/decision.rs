@@ -31,6 +31,7 @@ pub enum DenialReason {
     EpsilonAboveBudget,
     DummyRunFailed,
     ModelRevoked,
+    TwoPersonRule,
 }
 
 impl DenialReason {
@@ -59,6 +60,7 @@ impl DenialReason {
             DenialReason::EpsilonAboveBudget => "epsilon_above_budget",
             DenialReason::DummyRunFailed => "dummy_run_failed",
             DenialReason::ModelRevoked => "model_revoked",
+            DenialReason::TwoPersonRule => "two_person_rule",
         }
     }
 }

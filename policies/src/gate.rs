@@ -128,6 +128,10 @@ mod tests {
             (Action::RevokeToken, [true, false, false, false, false]),
             (Action::DisablePrincipal, [true, false, false, false, false]),
             (Action::RotateOwnToken, [true, true, true, true, true]),
+            (Action::ApprovePrincipal, [true, false, false, false, false]),
+            (Action::CreateOrganisation, [true, false, false, false, false]),
+            (Action::RenameOrganisation, [true, false, false, false, false]),
+            (Action::ReadOrganisations, [true, true, true, true, true]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {
@@ -136,7 +140,7 @@ mod tests {
             }
             // Without a licence an operator can do nothing but read the catalogue.
             let unlicensed = gate.decide(Role::Operator, false, *action);
-            let keeps = matches!(*action, Action::ReadCatalogue | Action::RotateOwnToken);
+            let keeps = matches!(*action, Action::ReadCatalogue | Action::RotateOwnToken | Action::ReadOrganisations);
             assert_eq!(unlicensed.is_ok(), keeps, "unlicensed operator {action:?}");
             if row[2] && !keeps {
                 assert_eq!(unlicensed.expect_err("denied").reason, DenialReason::LicenceExpired);

@@ -17,6 +17,7 @@
 mod budget;
 mod decision;
 mod gate;
+mod organisation;
 mod procedure;
 mod release;
 mod roles;
@@ -24,6 +25,7 @@ mod roles;
 pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};
 pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate};
+pub use organisation::{MAX_ORGANISATION_NAME, OrganisationId, check_second_admin, normalise_organisation_name};
 pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, ChargeFacts, Charged, DEFAULT_MIN_EPSILON_PER_RUN, Licence,
     ModelFacts, ModelState, Principal, ResultParties, RunFacts, RunPermit, authorise_run, check_epsilon_per_run,

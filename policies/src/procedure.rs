@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::budget::{Epsilon, PrivacyBudget};
 use crate::decision::{Denial, DenialReason};
+use crate::organisation::OrganisationId;
 use crate::roles::{ReviewerKind, Role};
 
 /// An operator's licence (持牌): number and validity window.
@@ -24,7 +25,7 @@ pub struct Licence {
 pub struct Principal {
     pub id: i64,
     pub role: Role,
-    pub organisation: String,
+    pub organisation: OrganisationId,
     pub reviewer_kind: Option<ReviewerKind>,
     pub licence: Option<Licence>,
 }
@@ -82,9 +83,9 @@ impl ApplicationState {
 pub struct ApplicationFacts {
     pub state: ApplicationState,
     pub operator_id: i64,
-    pub operator_organisation: String,
+    pub operator_organisation: OrganisationId,
     /// The organisation (department) that provides the dataset applied for.
-    pub provider_organisation: String,
+    pub provider_organisation: OrganisationId,
     /// Who approved at the bureau stage, once it has.
     pub bureau_reviewer_id: Option<i64>,
 }
@@ -167,7 +168,7 @@ impl ModelState {
 pub struct ModelFacts {
     pub state: ModelState,
     pub submitter_id: i64,
-    pub submitter_organisation: String,
+    pub submitter_organisation: OrganisationId,
     pub authorisation_id: i64,
     /// The digest the review approved (module + manifest).
     pub approved_digest: String,
@@ -196,7 +197,7 @@ pub fn review_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
 /// rejection settles it; a second approval must come from another reviewer of another
 /// organisation.
 pub fn model_review_outcome(
-    prior_approvals: &[(i64, String)],
+    prior_approvals: &[(i64, OrganisationId)],
     reviewer: &Principal,
     approve: bool,
     quorum: usize,
@@ -247,7 +248,7 @@ pub fn submit_draft(application: &ApplicationFacts, caller: &Principal) -> Resul
 /// or its reviewer) or by the data bureau. Revocation takes effect at once.
 pub fn revoke_authorisation(
     caller: &Principal,
-    provider_organisation: &str,
+    provider_organisation: OrganisationId,
     already_revoked: bool,
 ) -> Result<(), Denial> {
     let allowed = match caller.role {
@@ -303,14 +304,14 @@ pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Deni
 /// The organisations a result lies between: the operator who ran it and the department
 /// providing the data.
 #[derive(Debug, Clone, Copy)]
-pub struct ResultParties<'a> {
-    pub operator_organisation: &'a str,
-    pub provider_organisation: &'a str,
+pub struct ResultParties {
+    pub operator_organisation: OrganisationId,
+    pub provider_organisation: OrganisationId,
 }
 
 /// The one reviewer with a part in a result: a reviewer of the department providing the
 /// data (which asked for the hold), never one from the operator's organisation.
-fn result_reviewer(parties: ResultParties<'_>, reviewer: &Principal) -> Result<(), Denial> {
+fn result_reviewer(parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
     if reviewer.role != Role::Reviewer {
         return Err(Denial::new(DenialReason::WrongRole, "only reviewers review held results"));
     }
@@ -330,7 +331,7 @@ fn result_reviewer(parties: ResultParties<'_>, reviewer: &Principal) -> Result<(
 
 /// Data product review (数据产品审查): the providing department releases or withholds a
 /// held result.
-pub fn review_result(held: bool, parties: ResultParties<'_>, reviewer: &Principal) -> Result<(), Denial> {
+pub fn review_result(held: bool, parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
     result_reviewer(parties, reviewer)?;
     if !held {
         return Err(Denial::new(DenialReason::NotPending, "the result is not held for review"));
@@ -341,11 +342,7 @@ pub fn review_result(held: bool, parties: ResultParties<'_>, reviewer: &Principa
 /// A reviewer reads a result only to review it: the providing department's reviewer, for a
 /// result of an authorisation whose outputs are held. Every other release is in the audit
 /// log for regulators; no reviewer needs it.
-pub fn reviewer_reads_result(
-    outputs_held: bool,
-    parties: ResultParties<'_>,
-    reviewer: &Principal,
-) -> Result<(), Denial> {
+pub fn reviewer_reads_result(outputs_held: bool, parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
     result_reviewer(parties, reviewer)?;
     if !outputs_held {
         return Err(Denial::new(

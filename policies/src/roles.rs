@@ -81,10 +81,14 @@ pub enum Action {
     RevokeToken,
     DisablePrincipal,
     RotateOwnToken,
+    ApprovePrincipal,
+    CreateOrganisation,
+    RenameOrganisation,
+    ReadOrganisations,
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 26] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -107,6 +111,10 @@ impl Action {
         Action::RevokeToken,
         Action::DisablePrincipal,
         Action::RotateOwnToken,
+        Action::ApprovePrincipal,
+        Action::CreateOrganisation,
+        Action::RenameOrganisation,
+        Action::ReadOrganisations,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +141,10 @@ impl Action {
             Action::RevokeToken => "principal.token.revoke",
             Action::DisablePrincipal => "principal.disable",
             Action::RotateOwnToken => "token.rotate",
+            Action::ApprovePrincipal => "principal.approve",
+            Action::CreateOrganisation => "organisation.create",
+            Action::RenameOrganisation => "organisation.rename",
+            Action::ReadOrganisations => "organisation.read",
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct World {
     pub api: InProcessClient,
     pub clock: Clock,
     pub admin: String,
+    /// The administrator who approves what `admin` creates (the two-person rule).
+    pub second_admin: String,
     pub provider: String,
     pub operator: String,
     pub other_operator: String,
@@ -43,9 +45,39 @@ pub fn module_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn create(api: &InProcessClient, admin: &str, body: Value) -> String {
+/// The id of the organisation called `name`, created by `admin` if there is none yet.
+pub async fn organisation(api: &InProcessClient, admin: &str, name: &str) -> i64 {
+    let listed = api.get("/v1/organisations", admin).await.ok().expect("organisations");
+    let known =
+        listed["organisations"].as_array().expect("list").iter().find(|organisation| organisation["name"] == name);
+    if let Some(known) = known {
+        return known["id"].as_i64().expect("id");
+    }
+    api.post("/v1/organisations", admin, &json!({ "name": name })).await.ok().expect("organisation")["id"]
+        .as_i64()
+        .expect("id")
+}
+
+/// Creates a principal as `admin` from a body naming its organisation by name (created if
+/// need be); one waiting under the two-person rule is approved by `second_admin`. The
+/// response that carries its token.
+pub async fn create_principal(api: &InProcessClient, admin: &str, second_admin: &str, mut body: Value) -> Value {
+    let name = body.as_object_mut().expect("object").remove("organisation").expect("an organisation name");
+    body["organisation_id"] = json!(organisation(api, admin, name.as_str().expect("name")).await);
     let created = api.post("/v1/principals", admin, &body).await.ok().expect("principal created");
-    created["token"].as_str().expect("token").to_owned()
+    if created["state"] == "pending_approval" {
+        let id = created["id"].as_i64().expect("id");
+        return api
+            .post(&format!("/v1/principals/{id}/approve"), second_admin, &json!({}))
+            .await
+            .ok()
+            .expect("approved by a second administrator");
+    }
+    created
+}
+
+async fn create(api: &InProcessClient, admins: &(String, String), body: Value) -> String {
+    create_principal(api, &admins.0, &admins.1, body).await["token"].as_str().expect("token").to_owned()
 }
 
 fn operator_body(organisation: &str) -> Value {
@@ -70,22 +102,24 @@ impl World {
         // Tests run many runs; the fixed delay is tested on its own (`runs.rs`).
         app.gate().set_visibility_base(std::time::Duration::ZERO);
         let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
+        let second_admin = app.add_host_admin("second admin", "platform").await.expect("second admin").token;
         let api = InProcessClient::new(router(app.clone()));
+        let admins = (admin.clone(), second_admin.clone());
 
         let provider =
-            create(&api, &admin, json!({"name": "p", "role": "provider", "organisation": "Traffic Police"})).await;
-        let operator = create(&api, &admin, operator_body("Qianbei Data")).await;
-        let other_operator = create(&api, &admin, operator_body("Other Data")).await;
+            create(&api, &admins, json!({"name": "p", "role": "provider", "organisation": "Traffic Police"})).await;
+        let operator = create(&api, &admins, operator_body("Qianbei Data")).await;
+        let other_operator = create(&api, &admins, operator_body("Other Data")).await;
         let bureau = create(
             &api,
-            &admin,
+            &admins,
             json!({"name": "b", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Big Data Bureau"}),
         )
         .await;
-        let department = create(&api, &admin, json!({"name": "d", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Traffic Police"})).await;
+        let department = create(&api, &admins, json!({"name": "d", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Traffic Police"})).await;
         let regulator = create(
             &api,
-            &admin,
+            &admins,
             json!({"name": "r", "role": "regulator", "organisation": "Cyberspace Administration"}),
         )
         .await;
@@ -107,6 +141,7 @@ impl World {
             api,
             clock,
             admin,
+            second_admin,
             provider,
             operator,
             other_operator,
@@ -164,12 +199,19 @@ impl World {
     /// A data bureau reviewer employed by the operator's own organisation, for the
     /// self-review refusals.
     pub async fn colleague_reviewer(&self) -> String {
+        let admins = (self.admin.clone(), self.second_admin.clone());
         create(
             &self.api,
-            &self.admin,
+            &admins,
             json!({"name": "c", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation": "Qianbei Data"}),
         )
         .await
+    }
+
+    /// A new principal (organisation by name), approved by the second administrator when
+    /// the two-person rule holds it: the response with its id and token.
+    pub async fn principal(&self, body: Value) -> Value {
+        create_principal(&self.api, &self.admin, &self.second_admin, body).await
     }
 
     /// Runs a model; the POST answers once the result is visible, and the gateway's

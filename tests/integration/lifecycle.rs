@@ -686,7 +686,7 @@ async fn tokens_expire_rotate_and_are_revoked_and_principals_disabled() {
     let world = World::new(100, 1.0).await;
     world.app.gate().set_token_lifetime(time::Duration::days(1));
     let body = json!({"name": "auditor", "role": "regulator", "organisation": "Provincial Audit Office"});
-    let created = world.api.post("/v1/principals", &world.admin, &body).await.ok().expect("created");
+    let created = world.principal(body).await;
     let id = created["id"].as_i64().expect("id");
     let first = created["token"].as_str().expect("token").to_owned();
     assert_eq!(created["expires_at"], time(1), "a token says when it stops working");

@@ -79,12 +79,8 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
         }
     }
 
-    let other_provider = world
-        .api
-        .post("/v1/principals", &world.admin, &json!({"name": "x", "role": "provider", "organisation": "Tax Bureau"}))
-        .await
-        .ok()
-        .expect("provider")["token"]
+    let other_provider = world.principal(json!({"name": "x", "role": "provider", "organisation": "Tax Bureau"})).await
+        ["token"]
         .as_str()
         .expect("token")
         .to_owned();

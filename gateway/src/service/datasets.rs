@@ -78,6 +78,8 @@ pub struct CatalogueAuthorisation {
 /// One dataset as the catalogue lists it: metadata, never rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogueEntry {
+    /// The providing department's organisation id (its name is `provider`).
+    pub provider_organisation_id: i64,
     pub id: i64,
     pub name: String,
     pub description: String,
@@ -291,7 +293,7 @@ impl App {
                 let operator = self.principal(authorisation.operator_id).await?;
                 authorisations.push(CatalogueAuthorisation {
                     authorisation_id: authorisation.id,
-                    operator_organisation: operator.organisation,
+                    operator_organisation: self.organisation_name(operator.organisation).await?,
                     purpose: authorisation.purpose,
                     valid_until: authorisation.valid_until,
                     revoked: authorisation.revoked_at.is_some(),
@@ -301,7 +303,8 @@ impl App {
                 id: dataset.id,
                 name: dataset.name,
                 description: dataset.description,
-                provider: provider.organisation,
+                provider: self.organisation_name(provider.organisation).await?,
+                provider_organisation_id: provider.organisation.0,
                 schema_hash: dataset.schema_hash,
                 columns: schema.columns.iter().map(catalogue_column).collect(),
                 versions: versions

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use base64::Engine as _;
-use sluice_policies::{Action, Denial, DenialReason, Licence, Principal, ReviewerKind, Role, check_licence};
+use sluice_policies::{
+    Action, Denial, DenialReason, Licence, OrganisationId, Principal, ReviewerKind, Role, check_licence,
+    check_second_admin, normalise_organisation_name,
+};
 use sluice_sandbox::RuntimeLimits;
 use time::OffsetDateTime;
 
@@ -28,7 +31,7 @@ use crate::datadir::DataDir;
 use crate::error::{ServiceError, ServiceResult};
 use crate::parts::{AuditLog, Gate, Sealed};
 use crate::runner::Runner;
-use crate::store::{NewPrincipal, PrincipalRow, Store, format_time, parse_time};
+use crate::store::{NewPrincipal, OrganisationRow, PrincipalRow, Store, format_time, parse_time};
 use sluice_audit::{AuditEvent, AuditOutcome};
 use sluice_vault::keys::{AeadKey, random_bytes};
 
@@ -90,7 +93,8 @@ impl std::fmt::Debug for App {
 pub struct NewPrincipalRequest {
     pub name: String,
     pub role: String,
-    pub organisation: String,
+    /// The organisation it works for, by id (`POST /v1/organisations` creates one).
+    pub organisation_id: i64,
     #[serde(default)]
     pub reviewer_kind: Option<String>,
     #[serde(default)]
@@ -112,6 +116,29 @@ pub struct CreatedPrincipal {
     pub token: String,
     /// When the token stops working (RFC 3339).
     pub expires_at: String,
+}
+
+/// What creating a principal through the API gave: a token at once, or, under the
+/// two-person rule, a principal waiting for a second administrator's approval.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum PrincipalCreation {
+    Active(CreatedPrincipal),
+    Pending { id: i64, state: &'static str },
+}
+
+/// An organisation as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrganisationView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<OrganisationRow> for OrganisationView {
+    fn from(row: OrganisationRow) -> Self {
+        Self { id: row.id, name: row.name, created_at: row.created_at }
+    }
 }
 
 impl std::fmt::Debug for CreatedPrincipal {
@@ -146,7 +173,7 @@ fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
         }
         _ => None,
     };
-    Ok(Principal { id: row.id, role, organisation: row.organisation.clone(), reviewer_kind, licence })
+    Ok(Principal { id: row.id, role, organisation: OrganisationId(row.organisation_id), reviewer_kind, licence })
 }
 
 impl App {
@@ -225,6 +252,12 @@ impl App {
         let action = Action::IssueToken;
         let object = format!("principal:{id}");
         self.guard(caller, action, &object).await?;
+        if self.store.principal(id).await?.is_some_and(|row| row.pending_approval) {
+            // A token for it now would step around the second administrator.
+            return Err(ServiceError::Conflict(format!(
+                "principal {id} waits for a second administrator's approval (POST /v1/principals/{id}/approve)"
+            )));
+        }
         self.replace_token(caller, action, id, "reissued").await
     }
 
@@ -362,21 +395,46 @@ impl App {
     /// Creates the first admin of a new data directory; refuses once any principal exists.
     pub async fn bootstrap_admin(&self, name: &str, organisation: &str) -> anyhow::Result<CreatedPrincipal> {
         anyhow::ensure!(self.store.principal_count().await? == 0, "this data directory already has principals");
+        self.host_admin(name, organisation).await
+    }
+
+    /// Creates a further administrator from the host (`sluice admin add`), where the data
+    /// directory and its keys are: the trust root the API's two-person rule starts from.
+    /// The organisation is created if no organisation has that name's normal form.
+    pub async fn add_host_admin(&self, name: &str, organisation: &str) -> anyhow::Result<CreatedPrincipal> {
+        anyhow::ensure!(self.store.principal_count().await? > 0, "initialise the data directory first (`sluice init`)");
+        self.host_admin(name, organisation).await
+    }
+
+    async fn host_admin(&self, name: &str, organisation: &str) -> anyhow::Result<CreatedPrincipal> {
+        anyhow::ensure!(!name.trim().is_empty(), "an administrator needs a name");
+        let (shown, key) =
+            normalise_organisation_name(organisation).map_err(|denial| anyhow::anyhow!(denial.message))?;
         let token = new_token()?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let (organisation_id, created) = match Store::insert_organisation(&mut tx, &shown, &key, None, now).await? {
+            Ok(id) => (id, true),
+            Err(existing) => (existing, false),
+        };
         let new = NewPrincipal {
-            name: name.into(),
+            name: name.trim().into(),
             role: Role::Admin.as_str().into(),
-            organisation: organisation.into(),
+            organisation_id,
             reviewer_kind: None,
             licence: None,
             token_hash: token_hash(&token),
-            token_expires_at: self.now() + self.gate.token_lifetime(),
+            token_expires_at: now + self.gate.token_lifetime(),
+            created_by: None,
+            pending_approval: false,
         };
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event =
-            AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok).detail("role", "admin");
+        let mut event = AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok)
+            .detail("role", "admin")
+            .detail("organisation", organisation_id);
+        if created {
+            event = event.detail("organisation_name", &shown);
+        }
         event.actor_id = Some(id);
         event.role = "admin".into();
         Store::append_audit(&mut tx, event, now).await?;
@@ -384,31 +442,150 @@ impl App {
         Ok(CreatedPrincipal { id, token, expires_at: format_time(new.token_expires_at) })
     }
 
+    /// Creates an organisation (an administrator's action). Its name is normalised; a name
+    /// whose normal form an organisation already has is refused with that organisation's id.
+    pub async fn create_organisation(&self, caller: &Caller, name: &str) -> ServiceResult<OrganisationView> {
+        let action = Action::CreateOrganisation;
+        self.guard(caller, action, "organisation:new").await?;
+        let (shown, key) = match normalise_organisation_name(name) {
+            Ok(normal) => normal,
+            Err(denial) => return Err(self.deny(caller, action.as_str(), "organisation:new", denial).await),
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let id = match Store::insert_organisation(&mut tx, &shown, &key, Some(caller.principal.id), now).await? {
+            Ok(id) => id,
+            Err(existing) => {
+                drop(tx);
+                return Err(ServiceError::Conflict(format!(
+                    "organisation {existing} already has this name (names are compared after normalising \
+                     spaces, case and full-width letters)"
+                )));
+            }
+        };
+        let event =
+            Self::event(caller, action.as_str(), format!("organisation:{id}"), AuditOutcome::Ok).detail("name", &shown);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the new organisation")?;
+        Ok(OrganisationView { id, name: shown, created_at: format_time(now) })
+    }
+
+    /// Renames organisation `id` (an administrator's action); its id, and so every
+    /// separation of duties, stays.
+    pub async fn rename_organisation(&self, caller: &Caller, id: i64, name: &str) -> ServiceResult<OrganisationView> {
+        let action = Action::RenameOrganisation;
+        let object = format!("organisation:{id}");
+        self.guard(caller, action, &object).await?;
+        let (shown, key) = match normalise_organisation_name(name) {
+            Ok(normal) => normal,
+            Err(denial) => return Err(self.deny(caller, action.as_str(), &object, denial).await),
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        match Store::rename_organisation(&mut tx, id, &shown, &key).await? {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(tx);
+                return Err(self.not_found(caller, action.as_str(), "organisation", id).await);
+            }
+            Err(existing) => {
+                drop(tx);
+                return Err(ServiceError::Conflict(format!("organisation {existing} already has this name")));
+            }
+        }
+        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok).detail("name", &shown);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the renaming")?;
+        let row = self.store.organisation(id).await?.with_context(|| format!("organisation {id} vanished"))?;
+        Ok(row.into())
+    }
+
+    /// Every organisation (names are public: the catalogue shows the providers').
+    pub async fn organisations(&self, caller: &Caller) -> ServiceResult<Vec<OrganisationView>> {
+        self.guard(caller, Action::ReadOrganisations, "organisation:*").await?;
+        Ok(self.store.organisations().await?.into_iter().map(OrganisationView::from).collect())
+    }
+
+    /// A second administrator approves a principal created under the two-person rule;
+    /// it gets its first token (shown once).
+    pub async fn approve_principal(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
+        let action = Action::ApprovePrincipal;
+        let object = format!("principal:{id}");
+        self.guard(caller, action, &object).await?;
+        let Some(row) = self.store.principal(id).await? else {
+            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+        };
+        if !row.pending_approval {
+            return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
+        }
+        if let Err(denial) = check_second_admin(row.created_by, caller.principal.id) {
+            return Err(self.deny(caller, action.as_str(), &object, denial).await);
+        }
+        let token = new_token()?;
+        let now = self.now();
+        let expires_at = now + self.gate.token_lifetime();
+        let mut tx = self.store.begin().await?;
+        if !Store::approve_principal(&mut tx, id, &token_hash(&token), expires_at).await? {
+            drop(tx);
+            return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
+        }
+        let mut event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
+            .detail("expires_at", format_time(expires_at));
+        if let Some(creator) = row.created_by {
+            event = event.detail("created_by", creator);
+        }
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the approval")?;
+        Ok(CreatedPrincipal { id, token, expires_at: format_time(expires_at) })
+    }
+
+    /// Creates a principal. Under the two-person rule a reviewer, an operator (its licence)
+    /// or an administrator waits, without a working token, for a second administrator.
     pub async fn create_principal(
         &self,
         caller: &Caller,
         request: NewPrincipalRequest,
-    ) -> ServiceResult<CreatedPrincipal> {
+    ) -> ServiceResult<PrincipalCreation> {
         let action = Action::CreatePrincipal;
         self.guard(caller, action, "principal:new").await?;
         let new = self.validate_principal(request)?;
+        if self.store.organisation(new.organisation_id).await?.is_none() {
+            return Err(ServiceError::invalid(format!(
+                "organisation {} does not exist (POST /v1/organisations creates it)",
+                new.organisation_id
+            )));
+        }
+        let pending = self.gate.two_person_rule() && matches!(new.role.as_str(), "reviewer" | "operator" | "admin");
         let token = new_token()?;
+        let now = self.now();
         let new = NewPrincipal {
-            token_hash: token_hash(&token),
-            token_expires_at: self.now() + self.gate.token_lifetime(),
+            // Until a second administrator approves, the stored hash is of a token nobody holds.
+            token_hash: if pending { token_hash(&new_token()?) } else { token_hash(&token) },
+            token_expires_at: if pending { now } else { now + self.gate.token_lifetime() },
+            created_by: Some(caller.principal.id),
+            pending_approval: pending,
             ..new
         };
-        let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event =
-            Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok).detail("role", &new.role);
+        let mut event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok)
+            .detail("role", &new.role)
+            .detail("organisation", new.organisation_id)
+            .detail("approval", if pending { "pending" } else { "not_required" });
         if let Some(kind) = &new.reviewer_kind {
             event = event.detail("reviewer_kind", kind);
         }
+        if let Some((number, from, until)) = &new.licence {
+            event =
+                event.detail("licence", number).detail("licence_valid_from", from).detail("licence_valid_until", until);
+        }
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new principal")?;
-        Ok(CreatedPrincipal { id, token, expires_at: format_time(new.token_expires_at) })
+        Ok(if pending {
+            PrincipalCreation::Pending { id, state: "pending_approval" }
+        } else {
+            PrincipalCreation::Active(CreatedPrincipal { id, token, expires_at: format_time(new.token_expires_at) })
+        })
     }
 
     fn validate_principal(&self, request: NewPrincipalRequest) -> ServiceResult<NewPrincipal> {
@@ -418,8 +595,8 @@ impl App {
                 request.role
             ))
         })?;
-        if request.name.trim().is_empty() || request.organisation.trim().is_empty() {
-            return Err(ServiceError::invalid("name and organisation must not be empty"));
+        if request.name.trim().is_empty() {
+            return Err(ServiceError::invalid("a principal needs a name"));
         }
         let reviewer_kind = match (role, request.reviewer_kind.as_deref()) {
             (Role::Reviewer, Some(kind)) => Some(
@@ -450,12 +627,18 @@ impl App {
         Ok(NewPrincipal {
             name: request.name,
             role: role.as_str().into(),
-            organisation: request.organisation,
+            organisation_id: request.organisation_id,
             reviewer_kind,
             licence,
             token_hash: String::new(),
             token_expires_at: self.now(),
+            created_by: None,
+            pending_approval: false,
         })
+    }
+
+    pub(crate) async fn organisation_name(&self, id: OrganisationId) -> anyhow::Result<String> {
+        Ok(self.store.organisation(id.0).await?.with_context(|| format!("organisation {id} is missing"))?.name)
     }
 
     pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {

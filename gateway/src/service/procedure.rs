@@ -585,11 +585,13 @@ impl App {
             return Err(self.not_found(caller, action.as_str(), "application", id).await);
         };
         let operator = self.principal(application.operator_id).await?;
+        let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
+        let provider = self.principal(dataset.provider_id).await?;
         let facts = ApplicationFacts {
             state: ApplicationState::parse(&application.state).context("stored application state")?,
             operator_id: operator.id,
             operator_organisation: operator.organisation,
-            provider_organisation: String::new(),
+            provider_organisation: provider.organisation,
             bureau_reviewer_id: application.bureau_reviewer_id,
         };
         let next = match decide(&facts, &caller.principal) {
@@ -617,7 +619,7 @@ impl App {
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?;
         let provider = self.principal(dataset.provider_id).await?;
         if let Err(denial) =
-            revoke_authorisation(&caller.principal, &provider.organisation, authorisation.revoked_at.is_some())
+            revoke_authorisation(&caller.principal, provider.organisation, authorisation.revoked_at.is_some())
         {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }

@@ -459,7 +459,10 @@ impl App {
     }
 
     /// The organisations a run lies between: its operator's and its data provider's.
-    async fn result_parties(&self, run: &RunRow) -> anyhow::Result<(String, String)> {
+    async fn result_parties(
+        &self,
+        run: &RunRow,
+    ) -> anyhow::Result<(sluice_policies::OrganisationId, sluice_policies::OrganisationId)> {
         let operator = self.principal(run.operator_id).await?;
         let dataset = self.store.dataset(run.dataset_id).await?.context("the run's dataset")?;
         let provider = self.principal(dataset.provider_id).await?;
@@ -484,10 +487,7 @@ impl App {
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         if is_reviewer {
             let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
-            let parties = ResultParties {
-                operator_organisation: &operator_organisation,
-                provider_organisation: &provider_organisation,
-            };
+            let parties = ResultParties { operator_organisation, provider_organisation };
             if let Err(denial) = reviewer_reads_result(authorisation.hold_outputs, parties, &caller.principal) {
                 return Err(self.deny(caller, action.as_str(), object, denial).await);
             }
@@ -538,10 +538,7 @@ impl App {
             return Err(self.not_found(caller, action.as_str(), "run", run_id).await);
         };
         let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
-        let parties = ResultParties {
-            operator_organisation: &operator_organisation,
-            provider_organisation: &provider_organisation,
-        };
+        let parties = ResultParties { operator_organisation, provider_organisation };
         if let Err(denial) = review_result(run.state == "held", parties, &caller.principal) {
             return Err(self.deny(caller, action.as_str(), object, denial).await);
         }

@@ -6,13 +6,19 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 
+const QIANBEI: OrganisationId = OrganisationId(1);
+const BIG_DATA: OrganisationId = OrganisationId(2);
+const TRAFFIC_POLICE: OrganisationId = OrganisationId(3);
+const TAX: OrganisationId = OrganisationId(4);
+const PUBLIC_SECURITY: OrganisationId = OrganisationId(5);
+
 const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
 fn operator() -> Principal {
     Principal {
         id: 1,
         role: Role::Operator,
-        organisation: "Qianbei Data Co.".into(),
+        organisation: QIANBEI,
         reviewer_kind: None,
         licence: Some(Licence {
             number: "ZY-2026-001".into(),
@@ -22,8 +28,8 @@ fn operator() -> Principal {
     }
 }
 
-fn reviewer(id: i64, kind: ReviewerKind, organisation: &str) -> Principal {
-    Principal { id, role: Role::Reviewer, organisation: organisation.into(), reviewer_kind: Some(kind), licence: None }
+fn reviewer(id: i64, kind: ReviewerKind, organisation: OrganisationId) -> Principal {
+    Principal { id, role: Role::Reviewer, organisation, reviewer_kind: Some(kind), licence: None }
 }
 
 fn budget(total: f64, spent: f64) -> PrivacyBudget {
@@ -56,7 +62,7 @@ fn baseline() -> Case {
         model: ModelFacts {
             state: ModelState::Approved,
             submitter_id: 1,
-            submitter_organisation: "Qianbei Data Co.".into(),
+            submitter_organisation: QIANBEI,
             authorisation_id: 7,
             approved_digest: "ab".repeat(32),
         },
@@ -144,8 +150,8 @@ fn application(state: ApplicationState) -> ApplicationFacts {
     ApplicationFacts {
         state,
         operator_id: 1,
-        operator_organisation: "Qianbei Data Co.".into(),
-        provider_organisation: "Zunyi Public Security Traffic Police".into(),
+        operator_organisation: QIANBEI,
+        provider_organisation: TRAFFIC_POLICE,
         bureau_reviewer_id: (state == ApplicationState::BureauApproved).then_some(10),
     }
 }
@@ -153,9 +159,9 @@ fn application(state: ApplicationState) -> ApplicationFacts {
 #[test]
 fn application_reviews_follow_the_two_stage_procedure() {
     use ApplicationState::*;
-    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
-    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Traffic Police");
-    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
+    let bureau = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, TRAFFIC_POLICE);
+    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, TAX);
 
     assert_eq!(review_application(&application(Submitted), &bureau, true), Ok(BureauApproved));
     assert_eq!(review_application(&application(Submitted), &bureau, false), Ok(Rejected));
@@ -169,7 +175,7 @@ fn application_reviews_follow_the_two_stage_procedure() {
     assert_eq!(reason(&application(Approved), &department), DenialReason::NotPending);
     assert_eq!(reason(&application(Rejected), &bureau), DenialReason::NotPending);
     assert_eq!(reason(&application(Submitted), &operator()), DenialReason::WrongRole);
-    let colleague = reviewer(13, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    let colleague = reviewer(13, ReviewerKind::DataBureau, QIANBEI);
     assert_eq!(reason(&application(Submitted), &colleague), DenialReason::SelfReview);
     // The department reviewer cannot also have been the bureau reviewer.
     let mut same_person = application(BureauApproved);
@@ -181,9 +187,9 @@ fn application_reviews_follow_the_two_stage_procedure() {
 fn model_review_refuses_self_review_and_settled_models() {
     let model = baseline().model;
     let pending = ModelFacts { state: ModelState::Submitted, ..model.clone() };
-    let outsider = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let outsider = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
     assert_eq!(review_model(&pending, &outsider), Ok(()));
-    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    let colleague = reviewer(14, ReviewerKind::DataBureau, QIANBEI);
     assert_eq!(review_model(&pending, &colleague).expect_err("denied").reason, DenialReason::SelfReview);
     assert_eq!(review_model(&pending, &operator()).expect_err("denied").reason, DenialReason::WrongRole);
     assert_eq!(review_model(&model, &outsider).expect_err("denied").reason, DenialReason::NotPending);
@@ -205,12 +211,11 @@ fn withdrawal_and_revocation_follow_their_rules() {
         DenialReason::WrongRole
     );
 
-    let provider = "Zunyi Public Security Traffic Police";
-    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let provider = TRAFFIC_POLICE;
+    let bureau = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
     let department = reviewer(11, ReviewerKind::ProvidingDepartment, provider);
-    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
-    let owner =
-        Principal { id: 20, role: Role::Provider, organisation: provider.into(), reviewer_kind: None, licence: None };
+    let other_department = reviewer(12, ReviewerKind::ProvidingDepartment, TAX);
+    let owner = Principal { id: 20, role: Role::Provider, organisation: provider, reviewer_kind: None, licence: None };
     assert_eq!(revoke_authorisation(&bureau, provider, false), Ok(()));
     assert_eq!(revoke_authorisation(&department, provider, false), Ok(()));
     assert_eq!(revoke_authorisation(&owner, provider, false), Ok(()));
@@ -226,7 +231,7 @@ fn withdrawal_and_revocation_follow_their_rules() {
 
     let model = baseline().model;
     assert_eq!(revoke_model(&model, &bureau), Ok(()));
-    let colleague = reviewer(14, ReviewerKind::DataBureau, "Qianbei Data Co.");
+    let colleague = reviewer(14, ReviewerKind::DataBureau, QIANBEI);
     assert_eq!(revoke_model(&model, &colleague).expect_err("own").reason, DenialReason::SelfReview);
     let revoked = ModelFacts { state: ModelState::Revoked, ..model };
     assert_eq!(revoke_model(&revoked, &bureau).expect_err("twice").reason, DenialReason::NotPending);
@@ -245,11 +250,8 @@ fn run_rate_is_bounded() {
 
 #[test]
 fn held_results_are_the_providing_departments_to_read_and_release() {
-    let parties = ResultParties {
-        operator_organisation: "Qianbei Data Co.",
-        provider_organisation: "Zunyi Public Security Bureau",
-    };
-    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Bureau");
+    let parties = ResultParties { operator_organisation: QIANBEI, provider_organisation: PUBLIC_SECURITY };
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, PUBLIC_SECURITY);
     assert_eq!(review_result(true, parties, &department), Ok(()));
     assert_eq!(reviewer_reads_result(true, parties, &department), Ok(()));
     assert_eq!(review_result(false, parties, &department).expect_err("not held").reason, DenialReason::NotPending);
@@ -257,24 +259,24 @@ fn held_results_are_the_providing_departments_to_read_and_release() {
     assert_eq!(unheld.reason, DenialReason::WrongReviewer);
     // The bureau, another department, and a department reviewer from the operator's own
     // organisation have no part in it.
-    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let bureau = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
     assert_eq!(review_result(true, parties, &bureau).expect_err("bureau").reason, DenialReason::WrongReviewer);
     assert_eq!(reviewer_reads_result(true, parties, &bureau).expect_err("bureau").reason, DenialReason::WrongReviewer);
-    let other = reviewer(12, ReviewerKind::ProvidingDepartment, "Zunyi Tax Bureau");
+    let other = reviewer(12, ReviewerKind::ProvidingDepartment, TAX);
     assert_eq!(review_result(true, parties, &other).expect_err("other").reason, DenialReason::WrongReviewer);
-    let colleague = reviewer(14, ReviewerKind::ProvidingDepartment, "Qianbei Data Co.");
+    let colleague = reviewer(14, ReviewerKind::ProvidingDepartment, QIANBEI);
     assert_eq!(review_result(true, parties, &colleague).expect_err("own").reason, DenialReason::SelfReview);
     assert_eq!(review_result(true, parties, &operator()).expect_err("role").reason, DenialReason::WrongRole);
 }
 
 #[test]
 fn a_quorum_of_two_needs_independent_approvals() {
-    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
-    let department = reviewer(11, ReviewerKind::ProvidingDepartment, "Zunyi Public Security Traffic Police");
-    let bureau_colleague = reviewer(12, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let bureau = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
+    let department = reviewer(11, ReviewerKind::ProvidingDepartment, TRAFFIC_POLICE);
+    let bureau_colleague = reviewer(12, ReviewerKind::DataBureau, BIG_DATA);
     assert_eq!(model_review_outcome(&[], &bureau, true, 1), Ok(ModelState::Approved));
     assert_eq!(model_review_outcome(&[], &bureau, true, 2), Ok(ModelState::Submitted));
-    let first = [(10, "Zunyi Big Data Bureau".to_owned())];
+    let first = [(10, BIG_DATA)];
     assert_eq!(model_review_outcome(&first, &department, true, 2), Ok(ModelState::Approved));
     assert_eq!(model_review_outcome(&first, &bureau, true, 2).expect_err("same").reason, DenialReason::WrongReviewer);
     assert_eq!(
@@ -291,7 +293,7 @@ fn drafts_are_submitted_by_their_applicant_and_never_reviewed() {
     assert_eq!(submit_draft(&application(Submitted), &operator()).expect_err("twice").reason, DenialReason::NotPending);
     let stranger = Principal { id: 99, ..operator() };
     assert_eq!(submit_draft(&application(Draft), &stranger).expect_err("not theirs").reason, DenialReason::WrongRole);
-    let bureau = reviewer(10, ReviewerKind::DataBureau, "Zunyi Big Data Bureau");
+    let bureau = reviewer(10, ReviewerKind::DataBureau, BIG_DATA);
     assert_eq!(
         review_application(&application(Draft), &bureau, true).expect_err("draft").reason,
         DenialReason::NotPending
