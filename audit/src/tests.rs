@@ -35,6 +35,13 @@ const OPERATOR: i64 = 3;
 const BUREAU: i64 = 4;
 const DEPARTMENT: i64 = 5;
 const OTHER_OPERATOR: i64 = 6;
+const SECOND_ADMIN: i64 = 7;
+
+/// Organisation ids (1 is the platform's).
+const TRAFFIC_POLICE: i64 = 2;
+const QIANBEI: i64 = 3;
+const BIG_DATA: i64 = 4;
+const OTHER_DATA: i64 = 5;
 
 fn digest() -> String {
     "ab".repeat(32)
@@ -48,20 +55,48 @@ fn run(id: u32, epsilon: &str) -> AuditEvent {
         .detail("epsilon_charged", epsilon)
 }
 
-/// The lawful life of one scenario, as the gateway logs it: principals, a dataset, an
-/// application reviewed twice, its authorisation, a model submitted and approved, two runs
-/// and their releases. Indices: 0–5 principals, 6 dataset, 7 application, 8–9 reviews,
-/// 10 authorisation, 11 model submit, 12 model review, 13 run 1, 14 release 1, 15 run 2.
+/// The lawful life of one scenario, as the gateway logs it: two administrators at the
+/// host, four organisations, the principals (the reviewers and operators approved by the
+/// second administrator), a dataset, an application reviewed twice, its authorisation, a
+/// model submitted and approved, two runs and their releases. Indices: 0–14 organisations
+/// and principals, 15 dataset, 16 application, 17–18 reviews, 19 authorisation, 20 model
+/// submit, 21 model review, 22 run 1, 23 release 1, 24 run 2.
 fn lawful_history() -> Vec<AuditEvent> {
-    let mut history = vec![event("principal.bootstrap", "principal:1").detail("role", "admin")];
-    for (id, role) in [
-        (PROVIDER, "provider"),
-        (OPERATOR, "operator"),
-        (BUREAU, "reviewer"),
-        (DEPARTMENT, "reviewer"),
-        (OTHER_OPERATOR, "operator"),
-    ] {
-        history.push(by(ADMIN, "admin", "principal.create", &format!("principal:{id}")).detail("role", role));
+    let mut history = vec![
+        by(ADMIN, "admin", "principal.bootstrap", "principal:1")
+            .detail("role", "admin")
+            .detail("organisation", 1)
+            .detail("organisation_name", "platform"),
+        by(SECOND_ADMIN, "admin", "principal.bootstrap", "principal:7")
+            .detail("role", "admin")
+            .detail("organisation", 1),
+    ];
+    for organisation in [TRAFFIC_POLICE, QIANBEI, BIG_DATA, OTHER_DATA] {
+        history.push(by(ADMIN, "admin", "organisation.create", &format!("organisation:{organisation}")));
+    }
+    let licence = |event: AuditEvent| {
+        event
+            .detail("licence", "ZY-1")
+            .detail("licence_valid_from", "2026-01-01T00:00:00Z")
+            .detail("licence_valid_until", "2027-01-01T00:00:00Z")
+    };
+    let create = |id: i64, role: &str, organisation: i64, approval: &str| {
+        by(ADMIN, "admin", "principal.create", &format!("principal:{id}"))
+            .detail("role", role)
+            .detail("organisation", organisation)
+            .detail("approval", approval)
+    };
+    history.extend([
+        create(PROVIDER, "provider", TRAFFIC_POLICE, "not_required"),
+        licence(create(OPERATOR, "operator", QIANBEI, "pending")),
+        create(BUREAU, "reviewer", BIG_DATA, "pending").detail("reviewer_kind", "data_bureau"),
+        create(DEPARTMENT, "reviewer", TRAFFIC_POLICE, "pending").detail("reviewer_kind", "providing_department"),
+        licence(create(OTHER_OPERATOR, "operator", OTHER_DATA, "pending")),
+    ]);
+    for id in [OPERATOR, BUREAU, DEPARTMENT, OTHER_OPERATOR] {
+        history.push(
+            by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{id}")).detail("created_by", ADMIN),
+        );
     }
     history.extend([
         by(PROVIDER, "provider", "dataset.register", "dataset:1").detail("epsilon_total", "2"),
@@ -107,58 +142,58 @@ fn content_rules_name_the_first_unlawful_entry() {
 
     let mut overspent = lawful();
     overspent.push(run(3, "0.5"));
-    check(overspent, 18, "more than its budget");
+    check(overspent, 27, "more than its budget");
 
     let mut unapproved = lawful();
-    unapproved[15] = unapproved[15].clone().detail("digest", "cd".repeat(32));
-    check(unapproved, 17, "no review approved");
+    unapproved[24] = unapproved[24].clone().detail("digest", "cd".repeat(32));
+    check(unapproved, 26, "no review approved");
 
     let mut unauthorised = lawful();
-    unauthorised.remove(10);
-    check(unauthorised, 14, "never created"); // the model submission parses; its run does not
+    unauthorised.remove(19);
+    check(unauthorised, 23, "never created"); // the model submission parses; its run does not
 
     // A second authorisation.create for the same id would reset its budget.
     let mut reset = lawful();
-    reset.insert(15, reset[10].clone());
-    check(reset, 17, "created twice");
+    reset.insert(24, reset[19].clone());
+    check(reset, 26, "created twice");
 
     // A charged run written as failed still spends.
     let mut hidden = lawful();
     let mut failed = run(3, "0.5");
     failed.outcome = AuditOutcome::Failed;
     hidden.push(failed);
-    check(hidden, 18, "more than its budget");
+    check(hidden, 27, "more than its budget");
 
     // ε must be exact millionths.
     for sloppy in ["1e-7", "+0.5", ".5", "0.50000049", "0.50", "0x1", " 0.5", "0.5 "] {
         let mut history = lawful();
-        history[15] = run(2, sloppy);
-        check(history, 17, "exact millionths");
+        history[24] = run(2, sloppy);
+        check(history, 26, "exact millionths");
     }
     let mut budget = lawful();
-    budget[10] = budget[10].clone().detail("epsilon_total", "0.9999995");
-    check(budget, 12, "exact millionths");
+    budget[19] = budget[19].clone().detail("epsilon_total", "0.9999995");
+    check(budget, 21, "exact millionths");
 
     // A revocation must say which bytes; revoked bytes are not approved again.
     let mut vague = lawful();
-    vague.insert(13, by(BUREAU, "reviewer", "model.revoke", "model:1"));
-    check(vague, 15, "without its digest");
+    vague.insert(22, by(BUREAU, "reviewer", "model.revoke", "model:1"));
+    check(vague, 24, "without its digest");
     let mut again = lawful();
-    again.insert(13, by(BUREAU, "reviewer", "model.revoke", "model:1").detail("digest", digest()));
+    again.insert(22, by(BUREAU, "reviewer", "model.revoke", "model:1").detail("digest", digest()));
     again.insert(
-        14,
+        23,
         by(OPERATOR, "operator", "model.submit", "model:2").detail("authorisation", 1).detail("digest", digest()),
     );
     again.insert(
-        15,
+        24,
         by(DEPARTMENT, "reviewer", "model.review", "model:2").detail("digest", digest()).detail("state", "approved"),
     );
-    check(again, 17, "approved again after it was revoked");
+    check(again, 26, "approved again after it was revoked");
 
     // Approval is per authorisation: bytes approved under 1 do not run under 2.
     let mut elsewhere = lawful();
     elsewhere.insert(
-        13,
+        22,
         by(DEPARTMENT, "reviewer", "authorisation.create", "authorisation:2")
             .detail("application", 1)
             .detail("operator", OPERATOR)
@@ -168,56 +203,128 @@ fn content_rules_name_the_first_unlawful_entry() {
     let mut stray = run(3, "0.1");
     stray.details.insert("authorisation".into(), "2".into());
     elsewhere.push(stray);
-    check(elsewhere, 19, "no review approved for authorisation 2");
+    check(elsewhere, 28, "no review approved for authorisation 2");
 
     // A quorum shows as the resulting state: an approve that left the model pending is no approval.
     let mut pending = lawful();
-    pending[12] = pending[12].clone().detail("state", "submitted");
-    check(pending, 15, "no review approved");
+    pending[21] = pending[21].clone().detail("state", "submitted");
+    check(pending, 24, "no review approved");
 
     // A run after the window, or by someone other than the authorisation's operator.
     let mut late = lawful();
-    late[10] = late[10].clone().detail("valid_until", "2026-05-31T00:00:00Z");
-    check(late, 15, "window closed");
+    late[19] = late[19].clone().detail("valid_until", "2026-05-31T00:00:00Z");
+    check(late, 24, "window closed");
     let mut stranger = lawful();
-    stranger[15].actor_id = Some(OTHER_OPERATOR);
-    check(stranger, 17, "other than its operator");
+    stranger[24].actor_id = Some(OTHER_OPERATOR);
+    check(stranger, 26, "other than its operator");
 
     // An authorisation with no approved application.
     let mut unreviewed = lawful();
-    unreviewed.remove(9);
-    check(unreviewed, 11, "which no review approved");
+    unreviewed.remove(18);
+    check(unreviewed, 20, "which no review approved");
 
     // A release with no matching start, or twice.
     let mut orphan = lawful();
     orphan.push(by(OPERATOR, "operator", "run.release", "run:9"));
-    check(orphan, 18, "never started");
+    check(orphan, 27, "never started");
     let mut twice = lawful();
-    twice.push(twice[14].clone());
-    check(twice, 18, "released twice");
+    twice.push(twice[23].clone());
+    check(twice, 27, "released twice");
 
     // Self-review of an application and of a model.
     let mut own_application = lawful();
-    own_application[8].actor_id = Some(OPERATOR);
-    check(own_application, 10, "acts as reviewer but was created as operator");
+    own_application[17].actor_id = Some(OPERATOR);
+    check(own_application, 19, "acts as reviewer but was created as operator");
     let mut own_model = lawful();
-    own_model[11] =
+    own_model[20] =
         by(BUREAU, "reviewer", "model.submit", "model:1").detail("authorisation", 1).detail("digest", digest());
-    check(own_model, 13, "model.submit done as reviewer");
+    check(own_model, 22, "model.submit done as reviewer");
     let mut self_review = lawful();
-    self_review[12].actor_id = Some(OPERATOR);
-    self_review[12].role = "operator".into();
-    check(self_review, 14, "model.review done as operator");
+    self_review[21].actor_id = Some(OPERATOR);
+    self_review[21].role = "operator".into();
+    check(self_review, 23, "model.review done as operator");
 
     // An actor the log never created, and a role the actor was not created with.
     let mut ghost = lawful();
-    ghost[12].actor_id = Some(42);
-    check(ghost, 14, "never created");
+    ghost[21].actor_id = Some(42);
+    check(ghost, 23, "never created");
 
     // The dataset's lifetime budget holds across authorisations.
     let mut dataset = lawful();
-    dataset[6] = dataset[6].clone().detail("epsilon_total", "0.75");
-    check(dataset, 17, "lifetime budget");
+    dataset[15] = dataset[15].clone().detail("epsilon_total", "0.75");
+    check(dataset, 26, "lifetime budget");
+}
+
+/// The insider's forgeries the organisation and principal rules catch, each on a genuinely
+/// signed log: separation of duties by organisation id, licence windows, the two-person rule.
+#[test]
+fn insiders_are_caught_by_organisation_licence_and_second_admin() {
+    let caught = |history: Vec<AuditEvent>, words: &str| {
+        let error = refused(history);
+        assert!(error.problem.contains(words), "expected `{words}`: {error}");
+    };
+    let create = |id: i64, role: &str, organisation: i64| {
+        by(ADMIN, "admin", "principal.create", &format!("principal:{id}"))
+            .detail("role", role)
+            .detail("organisation", organisation)
+            .detail("approval", "pending")
+    };
+    let approve = |id: i64| by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{id}"));
+    // A data bureau reviewer employed by the operator's organisation (by id, whatever its
+    // name) approves the first stage.
+    let mut colleague = lawful_history();
+    colleague.insert(15, create(8, "reviewer", QIANBEI).detail("reviewer_kind", "data_bureau"));
+    colleague.insert(16, approve(8));
+    colleague[19].actor_id = Some(8);
+    caught(colleague, "reviewed from its applicant's own organisation");
+    // The first review by a department reviewer; the second by another department's.
+    let mut wrong_stage = lawful_history();
+    wrong_stage[17].actor_id = Some(DEPARTMENT);
+    caught(wrong_stage, "first review was not the data bureau's");
+    let mut other_department = lawful_history();
+    other_department.insert(15, create(8, "reviewer", BIG_DATA).detail("reviewer_kind", "providing_department"));
+    other_department.insert(16, approve(8));
+    other_department[20].actor_id = Some(8);
+    caught(other_department, "not by the department providing the data");
+    // A model approved by a reviewer of the submitter's organisation.
+    let mut model = lawful_history();
+    model.insert(15, create(8, "reviewer", QIANBEI).detail("reviewer_kind", "data_bureau"));
+    model.insert(16, approve(8));
+    model[23].actor_id = Some(8);
+    caught(model, "reviewed from its submitter's own organisation");
+    // A held result released by someone other than the providing department.
+    let mut result = lawful_history();
+    result.push(by(BUREAU, "reviewer", "result.review", "run:2").detail("decision", "release"));
+    caught(result, "another than the department providing the data");
+    let mut result = lawful_history();
+    result.push(by(DEPARTMENT, "reviewer", "result.review", "run:2").detail("decision", "release"));
+    let key = signing_key();
+    verify_export(&export(result, &key), KeyTrust::Pinned(&key.public_key()), None).expect("the department's own");
+
+    // An operator acting after its licence ended.
+    let mut expired = lawful_history();
+    expired[7] = expired[7].clone().detail("licence_valid_until", "2026-05-01T00:00:00Z");
+    caught(expired, "outside its licence's window");
+
+    // The two-person rule: a reviewer created without approval, one approved by its own
+    // creator, and one acting before any approval.
+    let mut alone = lawful_history();
+    alone[9] = alone[9].clone().detail("approval", "not_required");
+    caught(alone, "created without a second administrator's approval");
+    let mut own = lawful_history();
+    own[12].actor_id = Some(ADMIN);
+    caught(own, "approved by the administrator who created it");
+    let mut early = lawful_history();
+    early.remove(12);
+    caught(early, "acted before a second administrator approved it");
+
+    // A principal in an organisation nobody created, and an organisation created twice.
+    let mut unknown = lawful_history();
+    unknown[6] = unknown[6].clone().detail("organisation", 99);
+    caught(unknown, "which the log never created");
+    let mut twice = lawful_history();
+    twice.insert(3, twice[2].clone());
+    caught(twice, "created twice");
 }
 
 #[test]
@@ -225,12 +332,12 @@ fn self_review_by_id_is_caught_even_in_the_right_role() {
     // A reviewer who submitted an application (a log the server would never write, but a
     // forger might): the same principal on both sides is named.
     let mut history = lawful_history();
-    history[7] = by(BUREAU, "reviewer", "application.submit", "application:1");
+    history[16] = by(BUREAU, "reviewer", "application.submit", "application:1");
     let error = refused(history);
     assert!(error.problem.contains("application.submit done as reviewer"), "{error}");
     let mut history = lawful_history();
-    history.insert(8, by(OPERATOR, "operator", "application.submit", "application:2"));
-    history.insert(9, {
+    history.insert(17, by(OPERATOR, "operator", "application.submit", "application:2"));
+    history.insert(18, {
         let mut review = by(OPERATOR, "operator", "application.review", "application:2").detail("state", "approved");
         review.role = "reviewer".into();
         review
@@ -242,11 +349,11 @@ fn self_review_by_id_is_caught_even_in_the_right_role() {
 #[test]
 fn unusual_text_never_panics_the_rules() {
     let mut history = lawful_history();
-    history[15] = run(2, "0.5").detail("digest", "é".repeat(40));
+    history[24] = run(2, "0.5").detail("digest", "é".repeat(40));
     let error = refused(history);
     assert!(error.problem.contains("éééé"), "{error}");
     let mut history = lawful_history();
-    history[10] = history[10].clone().detail("valid_until", "2026-13-01T00:00:00+08:00");
+    history[19] = history[19].clone().detail("valid_until", "2026-13-01T00:00:00+08:00");
     let error = refused(history);
     assert!(error.problem.contains("cannot read"), "{error}");
 }

@@ -252,15 +252,28 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
 ///   revocation, and its charge counts whatever outcome the entry claims; neither the
 ///   authorisation's nor the dataset's budget is overspent;
 /// - a release follows its run's start, once;
-/// - ε is written as exact millionths (digits, at most six decimals, nothing else).
+/// - ε is written as exact millionths (digits, at most six decimals, nothing else);
+/// - every principal belongs to an organisation the log created; separation of duties is
+///   by organisation id: nobody reviews an application, a model or a result of their own
+///   organisation, the second demand review and a held result's review are the providing
+///   department's, the first is the data bureau's;
+/// - an operator acts only inside its licence's window;
+/// - a reviewer, an operator or an administrator created through the API acts only after a
+///   second administrator (not its creator) approved it: the two-person rule.
 #[derive(Debug, Default)]
 struct ContentRules {
-    /// Principal id → the role it was created with.
-    roles: HashMap<i64, String>,
+    /// Principal id → what its creation recorded.
+    principals: HashMap<i64, PrincipalFacts>,
+    /// Organisations the log created.
+    organisations: HashSet<String>,
     /// Principals an administrator disabled: they act no more.
     disabled: HashSet<i64>,
-    /// Application id → (applicant, the state its last review left).
-    applications: HashMap<String, (Option<i64>, String)>,
+    /// Application id → (applicant, the state its last review left, its dataset).
+    applications: HashMap<String, (Option<i64>, String, Option<String>)>,
+    /// Dataset id → the organisation of the provider that registered it.
+    providers: HashMap<String, String>,
+    /// Run id → (dataset, operator).
+    runs: HashMap<String, (Option<String>, Option<i64>)>,
     authorisations: HashMap<String, Authorisation>,
     /// Dataset id → (total, spent) in millionths of ε.
     datasets: HashMap<String, (u64, u64)>,
@@ -273,6 +286,26 @@ struct ContentRules {
     started: HashSet<String>,
     released: HashSet<String>,
 }
+
+/// A principal as `principal.create` (or `principal.bootstrap`) recorded it.
+#[derive(Debug)]
+struct PrincipalFacts {
+    role: String,
+    organisation: String,
+    reviewer_kind: Option<String>,
+    /// An operator's licence window.
+    licence: Option<(Timestamp, Timestamp)>,
+    created_by: Option<i64>,
+    /// Waits for a second administrator's `principal.approve`.
+    pending: bool,
+}
+
+/// The roles the two-person rule holds: created through the API, they wait for a second
+/// administrator.
+const SECOND_ADMIN_ROLES: [&str; 3] = ["reviewer", "operator", "admin"];
+
+/// The operator's actions that need a licence valid at the time.
+const LICENSED_ACTIONS: [&str; 4] = ["application.submit", "application.withdraw", "model.submit", "run.start"];
 
 #[derive(Debug)]
 struct Authorisation {
@@ -291,7 +324,10 @@ fn required_role(action: &str) -> Option<&'static str> {
         | "keys.rotate"
         | "principal.token.issue"
         | "principal.token.revoke"
-        | "principal.disable" => "admin",
+        | "principal.disable"
+        | "principal.approve"
+        | "organisation.create"
+        | "organisation.rename" => "admin",
         "dataset.register" | "dataset.ingest" | "dataset.destroy" => "provider",
         "application.submit" | "application.withdraw" | "model.submit" | "run.start" => "operator",
         "application.review"
@@ -378,10 +414,24 @@ impl ContentRules {
             return Ok(());
         }
         if let Some(actor) = entry.actor_id
-            && let Some(created) = self.roles.get(&actor)
-            && *created != entry.role
+            && let Some(created) = self.principals.get(&actor)
         {
-            return Err(format!("principal {actor} acts as {} but was created as {created}", short(&entry.role)));
+            if created.role != entry.role {
+                return Err(format!(
+                    "principal {actor} acts as {} but was created as {}",
+                    short(&entry.role),
+                    short(&created.role)
+                ));
+            }
+            if created.pending {
+                return Err(format!("principal {actor} acted before a second administrator approved it"));
+            }
+            if let Some((from, until)) = created.licence
+                && LICENSED_ACTIONS.contains(&entry.action.as_str())
+                && timestamp(&entry.time).is_none_or(|time| time < from || time >= until)
+            {
+                return Err(format!("operator {actor} did {} outside its licence's window", entry.action));
+            }
         }
         if let Some(actor) = entry.actor_id
             && self.disabled.contains(&actor)
@@ -392,7 +442,7 @@ impl ContentRules {
             let Some(actor) = entry.actor_id else {
                 return Err(format!("a {} entry with no actor", entry.action));
             };
-            if !self.roles.contains_key(&actor) {
+            if !self.principals.contains_key(&actor) {
                 return Err(format!("principal {actor}, whom the log never created, did {}", entry.action));
             }
             if entry.role != role {
@@ -400,12 +450,26 @@ impl ContentRules {
             }
         }
         match entry.action.as_str() {
-            "principal.bootstrap" | "principal.create" => {
+            "organisation.create" => {
+                let id = id_of(&entry.object, "organisation")?.to_owned();
+                if !self.organisations.insert(id.clone()) {
+                    return Err(format!("organisation {} created twice", short(&id)));
+                }
+            }
+            "principal.bootstrap" | "principal.create" => self.create_principal(entry)?,
+            "principal.approve" => {
                 let id: i64 =
                     id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
-                if self.roles.insert(id, need("role")?.clone()).is_some() {
-                    return Err(format!("principal {id} created twice"));
+                let Some(principal) = self.principals.get_mut(&id) else {
+                    return Err(format!("an approval of principal {id}, whom the log never created"));
+                };
+                if !principal.pending {
+                    return Err(format!("an approval of principal {id}, which was not waiting for one"));
                 }
+                if principal.created_by == entry.actor_id {
+                    return Err(format!("principal {id} approved by the administrator who created it"));
+                }
+                principal.pending = false;
             }
             "principal.disable" => {
                 let id: i64 =
@@ -419,26 +483,57 @@ impl ContentRules {
                 if self.datasets.insert(id.clone(), (total, 0)).is_some() {
                     return Err(format!("dataset {id} registered twice"));
                 }
+                if let Some(provider) = self.organisation_of(entry.actor_id) {
+                    self.providers.insert(id, provider);
+                }
             }
             "application.submit" => {
                 let id = id_of(&entry.object, "application")?.to_owned();
-                let state = self.applications.entry(id).or_insert((entry.actor_id, "submitted".into()));
+                let dataset = detail("dataset").cloned();
+                let state = self.applications.entry(id).or_insert((entry.actor_id, "submitted".into(), None));
                 state.1 = "submitted".into();
+                if dataset.is_some() {
+                    state.2 = dataset;
+                }
             }
             "application.review" => {
                 let id = id_of(&entry.object, "application")?.to_owned();
-                let Some((applicant, state)) = self.applications.get_mut(&id) else {
+                let Some((applicant, state, dataset)) = self.applications.get(&id).cloned() else {
                     return Err(format!("a review of application {id}, which was never submitted"));
                 };
-                if entry.actor_id.is_some() && *applicant == entry.actor_id {
+                if entry.actor_id.is_some() && applicant == entry.actor_id {
                     return Err(format!("application {id} reviewed by its own applicant"));
                 }
-                *state = need("state")?.clone();
+                let reviewer = self.organisation_of(entry.actor_id);
+                if reviewer.is_some() && reviewer == self.organisation_of(applicant) {
+                    return Err(format!("application {id} reviewed from its applicant's own organisation"));
+                }
+                let kind =
+                    entry.actor_id.and_then(|actor| self.principals.get(&actor)).and_then(|p| p.reviewer_kind.clone());
+                match state.as_str() {
+                    "submitted" if kind.as_deref() != Some("data_bureau") => {
+                        return Err(format!("application {id}'s first review was not the data bureau's"));
+                    }
+                    "bureau_approved"
+                        if kind.as_deref() != Some("providing_department")
+                            || reviewer.is_none()
+                            || reviewer
+                                != dataset.as_ref().and_then(|dataset| self.providers.get(dataset)).cloned() =>
+                    {
+                        return Err(format!(
+                            "application {id}'s second review was not by the department providing the data"
+                        ));
+                    }
+                    _ => {}
+                }
+                if let Some(application) = self.applications.get_mut(&id) {
+                    application.1 = need("state")?.clone();
+                }
             }
             "authorisation.create" => {
                 let id = id_of(&entry.object, "authorisation")?.to_owned();
                 let application = need("application")?;
-                if self.applications.get(application.as_str()).map(|(_, state)| state.as_str()) != Some("approved") {
+                if self.applications.get(application.as_str()).map(|(_, state, _)| state.as_str()) != Some("approved") {
                     return Err(format!(
                         "authorisation {id} for application {}, which no review approved",
                         short(application)
@@ -484,6 +579,10 @@ impl ContentRules {
                 if entry.actor_id.is_some() && *submitter == entry.actor_id {
                     return Err(format!("model {id} reviewed by its own submitter"));
                 }
+                let reviewer = self.organisation_of(entry.actor_id);
+                if reviewer.is_some() && reviewer == self.organisation_of(*submitter) {
+                    return Err(format!("model {id} reviewed from its submitter's own organisation"));
+                }
                 if need("state")? == "approved" {
                     let key = (authorisation.clone(), digest.clone());
                     if self.revoked.contains(&key) {
@@ -495,9 +594,13 @@ impl ContentRules {
             "model.revoke" => {
                 let id = id_of(&entry.object, "model")?;
                 let digest = need("digest")?;
-                let Some((authorisation, submitted, _)) = self.models.get(id) else {
+                let Some((authorisation, submitted, submitter)) = self.models.get(id) else {
                     return Err(format!("a revocation of model {id}, which was never submitted"));
                 };
+                let reviewer = self.organisation_of(entry.actor_id);
+                if reviewer.is_some() && reviewer == self.organisation_of(*submitter) {
+                    return Err(format!("model {id} revoked from its submitter's own organisation"));
+                }
                 if digest != submitted {
                     return Err(format!("a revocation of model {id} names other bytes than were submitted"));
                 }
@@ -515,7 +618,79 @@ impl ContentRules {
                     return Err(format!("run {run} released twice"));
                 }
             }
+            "result.review" => {
+                let run = id_of(&entry.object, "run")?.to_owned();
+                let Some((dataset, operator)) = self.runs.get(&run).cloned() else {
+                    return Err(format!("a review of run {run}'s result, which never started with a charge"));
+                };
+                let reviewer = self.organisation_of(entry.actor_id);
+                if reviewer.is_some() && reviewer == self.organisation_of(operator) {
+                    return Err(format!("run {run}'s result reviewed from its operator's own organisation"));
+                }
+                if reviewer.is_none() || reviewer != dataset.and_then(|dataset| self.providers.get(&dataset).cloned()) {
+                    return Err(format!(
+                        "run {run}'s result reviewed by another than the department providing the data"
+                    ));
+                }
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The organisation principal `id` was created in.
+    fn organisation_of(&self, id: Option<i64>) -> Option<String> {
+        id.and_then(|id| self.principals.get(&id)).map(|principal| principal.organisation.clone())
+    }
+
+    /// `principal.bootstrap` (an administrator made at the host, perhaps with its new
+    /// organisation) or `principal.create` (through the API, by an administrator).
+    fn create_principal(&mut self, entry: &AuditEntry) -> Result<(), String> {
+        let need =
+            |key: &str| entry.details.get(key).ok_or_else(|| format!("a {} entry without its {key}", entry.action));
+        let id: i64 = id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
+        let role = need("role")?.clone();
+        let organisation = need("organisation")?.clone();
+        let bootstrap = entry.action == "principal.bootstrap";
+        if bootstrap && entry.details.contains_key("organisation_name") {
+            if !self.organisations.insert(organisation.clone()) {
+                return Err(format!("organisation {} created twice", short(&organisation)));
+            }
+        } else if !self.organisations.contains(&organisation) {
+            return Err(format!(
+                "principal {id} belongs to organisation {}, which the log never created",
+                short(&organisation)
+            ));
+        }
+        let pending = !bootstrap && need("approval")? == "pending";
+        if !bootstrap && !pending && SECOND_ADMIN_ROLES.contains(&role.as_str()) {
+            return Err(format!("{} {id} created without a second administrator's approval", short(&role)));
+        }
+        let reviewer_kind = entry.details.get("reviewer_kind").cloned();
+        if role == "reviewer" && reviewer_kind.is_none() {
+            return Err(format!("reviewer {id} created without its kind"));
+        }
+        let licence = if role == "operator" {
+            let window = |key: &str| {
+                need(key).and_then(|text| {
+                    timestamp(text).ok_or_else(|| format!("operator {id}'s {key} the verifier cannot read"))
+                })
+            };
+            need("licence")?;
+            Some((window("licence_valid_from")?, window("licence_valid_until")?))
+        } else {
+            None
+        };
+        let facts = PrincipalFacts {
+            role,
+            organisation,
+            reviewer_kind,
+            licence,
+            created_by: if bootstrap { None } else { entry.actor_id },
+            pending,
+        };
+        if self.principals.insert(id, facts).is_some() {
+            return Err(format!("principal {id} created twice"));
         }
         Ok(())
     }
@@ -553,6 +728,7 @@ impl ContentRules {
             return Err(format!("authorisation {id} spent more than its budget"));
         }
         let dataset = entry.details.get("dataset").or(authorisation.dataset.as_ref());
+        self.runs.insert(run.clone(), (dataset.cloned(), entry.actor_id));
         if let Some(dataset) = dataset {
             if authorisation.dataset.as_ref().is_some_and(|granted| granted != dataset) {
                 return Err(format!("a run under authorisation {id} read another dataset than it grants"));

@@ -80,6 +80,10 @@ impl InProcessClient {
         self.send(Method::POST, path, Some(token), "application/json", body.to_string().into_bytes()).await
     }
 
+    pub async fn patch(&self, path: &str, token: &str, body: &serde_json::Value) -> ApiResponse {
+        self.send(Method::PATCH, path, Some(token), "application/json", body.to_string().into_bytes()).await
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> ApiResponse {
         self.send(Method::DELETE, path, Some(token), "application/json", Vec::new()).await
     }

@@ -256,7 +256,7 @@ impl Store {
         )
         .bind(&new.name)
         .bind(&new.role)
-        .bind(&new.organisation_id)
+        .bind(new.organisation_id)
         .bind(&new.reviewer_kind)
         .bind(number)
         .bind(from)

@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn spellings_of_one_name_share_a_key() {
-        let (_, key) = normalise_organisation_name("Qianbei Data Operations Co.").unwrap();
+        let (_, key) = normalise_organisation_name("Qianbei Data Operations Co.").expect("valid");
         for spelling in [
             "Qianbei Data Operations Co. ",
             " qianbei  data   operations co.",
@@ -68,11 +68,11 @@ mod tests {
             "Ｑｉａｎｂｅｉ Ｄａｔａ Ｏｐｅｒａｔｉｏｎｓ Ｃｏ．",
             "Qianbei\u{3000}Data Operations Co.",
         ] {
-            assert_eq!(normalise_organisation_name(spelling).unwrap().1, key, "{spelling:?}");
+            assert_eq!(normalise_organisation_name(spelling).expect("valid").1, key, "{spelling:?}");
         }
-        let (shown, _) = normalise_organisation_name("  Zunyi  Traffic Police ").unwrap();
+        let (shown, _) = normalise_organisation_name("  Zunyi  Traffic Police ").expect("valid");
         assert_eq!(shown, "Zunyi Traffic Police");
-        assert_ne!(normalise_organisation_name("Qianbei Data").unwrap().1, key);
+        assert_ne!(normalise_organisation_name("Qianbei Data").expect("valid").1, key);
     }
 
     #[test]
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_creator_cannot_approve() {
-        assert_eq!(check_second_admin(Some(1), 1).unwrap_err().reason, DenialReason::TwoPersonRule);
+        assert_eq!(check_second_admin(Some(1), 1).expect_err("refused").reason, DenialReason::TwoPersonRule);
         assert!(check_second_admin(Some(1), 2).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod harness;
+mod insiders;
 mod lifecycle;
 mod privacy;
 mod sandbox;
