@@ -21,16 +21,31 @@ for _ in $(seq 1 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.2
 
 # A JSON call with a token: api TOKEN METHOD PATH [BODY]
 api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+-d "$4"}; }
-principal() { api "$ADMIN" POST /v1/principals "$1" | jq -r .token; }
+organisation() { api "$ADMIN" POST /v1/organisations "{\"name\":\"$1\"}" | jq .id; }
+# A principal's token: created by the admin; a reviewer or a licensed operator waits for
+# the second administrator's approval (the two-person rule) before it gets one.
+principal() {
+  local created; created=$(api "$ADMIN" POST /v1/principals "$1")
+  if [ "$(jq -r .state <<<"$created")" = pending_approval ]; then
+    created=$(api "$SECOND_ADMIN" POST "/v1/principals/$(jq .id <<<"$created")/approve" '{}')
+  fi
+  jq -r .token <<<"$created"
+}
 
-# 2. The admin creates the principals; each gets a token (only its hash is stored).
+# 2. A second administrator is added at the host; the admin creates the organisations and
+#    the principals; each gets a token (only its hash is stored).
+SECOND_ADMIN=$($SLUICE admin add --data-dir "$work/data" --name "duty officer" | sed -n 's/^token: //p')
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 later=$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)
-PROVIDER=$(principal '{"name":"traffic data office","role":"provider","organisation":"Zunyi Traffic Police Detachment"}')
-OPERATOR=$(principal "{\"name\":\"risk team\",\"role\":\"operator\",\"organisation\":\"Qianbei Data Operations Co.\",\"licence\":{\"number\":\"ZY-SJYY-2026-017\",\"valid_from\":\"2026-01-01T00:00:00Z\",\"valid_until\":\"2030-01-01T00:00:00Z\"}}")
-BUREAU=$(principal '{"name":"demand desk","role":"reviewer","reviewer_kind":"data_bureau","organisation":"Zunyi Big Data Development Administration"}')
-DEPARTMENT=$(principal '{"name":"release officer","role":"reviewer","reviewer_kind":"providing_department","organisation":"Zunyi Traffic Police Detachment"}')
-REGULATOR=$(principal '{"name":"inspector","role":"regulator","organisation":"Zunyi Cyberspace Administration"}')
+POLICE=$(organisation "Zunyi Traffic Police Detachment")
+QIANBEI=$(organisation "Qianbei Data Operations Co.")
+BIGDATA=$(organisation "Zunyi Big Data Development Administration")
+CAC=$(organisation "Zunyi Cyberspace Administration")
+PROVIDER=$(principal "{\"name\":\"traffic data office\",\"role\":\"provider\",\"organisation_id\":$POLICE}")
+OPERATOR=$(principal "{\"name\":\"risk team\",\"role\":\"operator\",\"organisation_id\":$QIANBEI,\"licence\":{\"number\":\"ZY-SJYY-2026-017\",\"valid_from\":\"2026-01-01T00:00:00Z\",\"valid_until\":\"2030-01-01T00:00:00Z\"}}")
+BUREAU=$(principal "{\"name\":\"demand desk\",\"role\":\"reviewer\",\"reviewer_kind\":\"data_bureau\",\"organisation_id\":$BIGDATA}")
+DEPARTMENT=$(principal "{\"name\":\"release officer\",\"role\":\"reviewer\",\"reviewer_kind\":\"providing_department\",\"organisation_id\":$POLICE}")
+REGULATOR=$(principal "{\"name\":\"inspector\",\"role\":\"regulator\",\"organisation_id\":$CAC}")
 
 # 3. The provider registers the dataset and uploads the CSV; it is encrypted on ingest.
 DATASET=$(api "$PROVIDER" POST /v1/datasets "$(jq -n --rawfile schema "$work/examples/vehicles.schema.toml" '{schema: $schema, epsilon_total: 10}')" | jq .id)
