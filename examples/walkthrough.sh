@@ -15,7 +15,10 @@ trap cleanup EXIT
 # 1. Example files, a data directory, and the gateway.
 $SLUICE examples write "$work/examples"
 ADMIN=$($SLUICE init --data-dir "$work/data" | sed -n 's/^admin token: //p')
-$SLUICE serve --data-dir "$work/data" --listen "127.0.0.1:$PORT" 2>"$work/server.log" &
+# The regulator's witness, on its own machine: a key and a name; the gateway accepts its
+# cosignatures.
+WITNESS=$($SLUICE audit witness init --state "$work/witness" --name cac.example/witness | sed -n 's/^vkey: //p')
+SLUICE_WITNESSES="$WITNESS" $SLUICE serve --data-dir "$work/data" --listen "127.0.0.1:$PORT" 2>"$work/server.log" &
 server=$!
 for _ in $(seq 1 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.2; done
 
@@ -76,6 +79,14 @@ api "$OPERATOR" GET "/v1/runs/$RUN" | jq -c '{run_id, epsilon_charged}'
 KEY=$(curl -sS "$URL/v1/audit/public-key" | jq -r .public_key)
 $SLUICE audit verify-receipt "$work/run.json" --public-key "$KEY"
 api "$REGULATOR" GET /v1/audit/checkpoint | jq -r .checkpoint > "$work/kept-checkpoint.txt"
+# The witness checks the latest checkpoint against what it kept (nothing yet) and cosigns
+# it; the gateway stores the cosignature and serves it with the checkpoint.
+api "$REGULATOR" GET "/v1/audit/witness?old=0" > "$work/witness-request.txt"
+$SLUICE audit witness add-checkpoint --state "$work/witness" --log-key "$KEY" \
+  --request "$work/witness-request.txt" > "$work/cosignature.txt"
+api "$REGULATOR" POST /v1/audit/cosignatures "$(jq -n --rawfile line "$work/cosignature.txt" \
+  --argjson size "$(sed -n 2p "$work/witness/checkpoint")" '{size: $size, cosignature: $line}')" | jq -c .
 api "$REGULATOR" GET /v1/audit/export > "$work/audit.jsonl"
-$SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY" --trusted-checkpoint "$work/kept-checkpoint.txt"
+$SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY" --trusted-checkpoint "$work/kept-checkpoint.txt" \
+  --witness "$WITNESS"
 SLUICE_TOKEN=$REGULATOR $SLUICE audit search --data-dir "$work/data" --action run.start --outcome denied | jq -c '{seq, reason}'

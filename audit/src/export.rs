@@ -42,6 +42,8 @@ pub struct LogWriter {
     entries: Vec<String>,
     tree: RootBuilder,
     previous: [u8; 32],
+    /// The time of the latest entry: the time its checkpoints carry.
+    time: Option<String>,
 }
 
 impl LogWriter {
@@ -52,12 +54,14 @@ impl LogWriter {
         self.previous = leaf_hash(canonical.as_bytes());
         self.tree.push(self.previous);
         self.entries.push(canonical);
+        self.time = Some(time.into());
         self.entries.last().expect("just pushed")
     }
 
     /// A checkpoint of everything appended so far, signed by `key`.
     pub fn checkpoint(&self, key: &SigningKey) -> String {
-        Checkpoint { origin: ORIGIN.into(), size: self.tree.size(), root: self.tree.root() }.sign(key)
+        Checkpoint { origin: ORIGIN.into(), size: self.tree.size(), root: self.tree.root(), time: self.time.clone() }
+            .sign(key)
     }
 
     /// The export of everything appended so far, with one checkpoint over all of it.

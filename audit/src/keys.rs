@@ -55,12 +55,48 @@ impl fmt::Debug for SigningKey {
 pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
+    /// A key as standard base64 of its 32 bytes, or as a C2SP vkey
+    /// (`name+hex key id+base64(type ‖ key)`, see [`PublicKey::vkey`]) whose key id matches.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| "the public key is not base64".to_owned())?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| "the public key must be 32 bytes".to_owned())?;
-        Ok(Self(bytes))
+        let text = text.trim();
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| "the public key must be 32 bytes".to_owned())?;
+            return Ok(Self(bytes));
+        }
+        Self::parse_vkey(text).map(|(_, _, key)| key).map_err(|error| format!("the public key is {error}"))
+    }
+
+    /// A C2SP verifier key: its name, signature type and key, once its key id is checked.
+    pub fn parse_vkey(text: &str) -> Result<(String, u8, Self), String> {
+        // The name holds no `+` (signed-note); the base64 key material may.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("neither base64 of 32 bytes nor a vkey (name+keyid+base64)".into());
+        };
+        let material = base64::engine::general_purpose::STANDARD
+            .decode(material)
+            .map_err(|_| "a vkey whose key material is not base64".to_owned())?;
+        let [signature_type, key @ ..] = material.as_slice() else {
+            return Err("a vkey with no key material".into());
+        };
+        let key: [u8; 32] = key.try_into().map_err(|_| "a vkey whose Ed25519 key is not 32 bytes".to_owned())?;
+        let key = Self(key);
+        if name.is_empty() || hex::encode(crate::checkpoint::key_id(name, *signature_type, &key)) != id {
+            return Err("a vkey whose key id does not match its name and key".into());
+        }
+        Ok((name.to_owned(), *signature_type, key))
+    }
+
+    /// The C2SP vkey naming this key as `name`'s signer of `signature_type` (0x01 for the
+    /// log's Ed25519 note signatures, 0x04 for a witness's Ed25519 cosignatures).
+    pub fn vkey(&self, name: &str, signature_type: u8) -> String {
+        let mut material = vec![signature_type];
+        material.extend_from_slice(&self.0);
+        format!(
+            "{name}+{}+{}",
+            hex::encode(crate::checkpoint::key_id(name, signature_type, self)),
+            base64::engine::general_purpose::STANDARD.encode(material)
+        )
     }
 
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
@@ -94,6 +130,10 @@ mod tests {
         assert!(!public.verify(b"other", &key.sign(b"message")));
         assert!(SigningKey::from_pkcs8(b"not a key").is_err());
         assert!(PublicKey::parse("AAAA").is_err());
+        let vkey = public.vkey("sluice.audit/v1", 0x01);
+        assert_eq!(PublicKey::parse(&vkey), Ok(public));
+        assert_eq!(PublicKey::parse_vkey(&vkey), Ok(("sluice.audit/v1".to_owned(), 0x01, public)));
+        assert!(PublicKey::parse(&vkey.replace("sluice.audit/v1", "other.log")).is_err(), "a renamed vkey");
         assert!(!format!("{key:?}").contains(&hex::encode(&pkcs8)));
     }
 }

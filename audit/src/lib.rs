@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod release;
 pub mod tool;
 mod verify;
+pub mod witness;
 
 use std::collections::BTreeMap;
 

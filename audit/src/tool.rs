@@ -23,13 +23,15 @@ fn read(path: &Path) -> Result<String, String> {
 
 /// Verifies the export at `export`, signed by the pinned `public_key` — or, only when
 /// `trust_embedded_key` says so, by the key the export names (with a warning on `err`) —
-/// and extending the signed note in `trusted_checkpoint` when given. The summary goes to
-/// `out`, a refusal to `err`.
+/// extending the signed note in `trusted_checkpoint` when given, and with a checkpoint
+/// cosigned by each witness in `witnesses` (C2SP vkeys). The summary goes to `out`, a
+/// refusal to `err`.
 pub fn verify_export_file(
     export: &Path,
     public_key: Option<&str>,
     trust_embedded_key: bool,
     trusted_checkpoint: Option<&Path>,
+    witnesses: &[String],
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Verdict, String> {
@@ -52,6 +54,14 @@ pub fn verify_export_file(
                 .into());
         }
     };
+    let witnesses = witnesses
+        .iter()
+        .map(|vkey| match PublicKey::parse_vkey(vkey) {
+            Ok((name, crate::witness::ED25519_COSIGNATURE, key)) => Ok((name, key)),
+            Ok((name, _, _)) => Err(format!("--witness {name}: not an Ed25519 cosigner's vkey (type 0x04)")),
+            Err(error) => Err(format!("--witness: {error}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let text = read(export)?;
     let trusted = trusted_checkpoint.map(read).transpose()?;
     let trust = pinned.as_ref().map_or(KeyTrust::Embedded, KeyTrust::Pinned);
@@ -64,6 +74,21 @@ pub fn verify_export_file(
             writeln!(out, "signed by: {} ({pinning})", summary.public_key).map_err(report)?;
             if let Some(size) = summary.trusted_size {
                 writeln!(out, "extends your trusted checkpoint of {size} entries").map_err(report)?;
+            }
+            for (name, key) in &witnesses {
+                match crate::witness::witnessed(&text, name, key) {
+                    Some((size, time)) => writeln!(
+                        out,
+                        "witness {name} cosigned the checkpoint of {size} entries (at POSIX time {time}); \
+                         entries after it are not yet witnessed"
+                    )
+                    .map_err(report)?,
+                    None => {
+                        writeln!(err, "error: no checkpoint in the export carries a cosignature of witness {name}")
+                            .map_err(report)?;
+                        return Ok(Verdict::Refused);
+                    }
+                }
             }
             writeln!(
                 out,

@@ -153,6 +153,15 @@ enum AuditCommand {
         /// must extend it, so a rolled-back or rewritten log is caught.
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
+        /// Require a checkpoint cosigned by this witness (its C2SP vkey); repeat for more.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+    },
+    /// A witness on the regulator's own machine: keeps the latest checkpoint it saw, checks
+    /// each new one extends it, and cosigns it (C2SP tlog-witness / tlog-cosignature).
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
     },
     /// Export the log (entries and signed checkpoints) as a regulator, for `audit verify`.
     Export {
@@ -219,6 +228,33 @@ struct Acting {
     /// The acting principal's API token.
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum WitnessCommand {
+    /// Create a witness in DIR: its Ed25519 key (0600) and name; prints its vkey, which the
+    /// gateway's `witnesses` setting and `audit verify --witness` take.
+    Init {
+        #[arg(long)]
+        state: PathBuf,
+        /// The witness's name, a schema-less URL such as `cac.zunyi.gov.cn/witness`.
+        #[arg(long)]
+        name: String,
+    },
+    /// Check an `add-checkpoint` request (`GET /v1/audit/witness?old=SIZE`, from a file or
+    /// standard input) against the kept checkpoint and cosign it: prints the cosignature
+    /// line and keeps the new checkpoint. A fork is reported (exit 3) with both notes kept
+    /// as evidence in DIR; a stale request (exit 4) says which size to ask from.
+    AddCheckpoint {
+        #[arg(long)]
+        state: PathBuf,
+        /// The log's public key, pinned out of band.
+        #[arg(long)]
+        log_key: String,
+        /// The request; standard input when absent.
+        #[arg(long)]
+        request: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,8 +354,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve { data_dir, listen, config } => serve(data_dir, listen, config).await,
         Command::Demo { keep } => demo(keep).await,
         Command::Audit {
-            command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint },
-        } => verify(export, public_key, trust_embedded_key, trusted_checkpoint),
+            command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint, witnesses },
+        } => verify(export, public_key, trust_embedded_key, trusted_checkpoint, &witnesses),
         Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } } => {
             verify_receipt(receipt, public_key)
         }
@@ -369,6 +405,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("dataset {dataset} destroyed: {} data keys deleted, chunks removed", summary.data_keys_deleted);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command: AuditCommand::Witness { command: WitnessCommand::Init { state, name } } } => {
+            crate::witness::init(&state, &name)
+        }
+        Command::Audit {
+            command: AuditCommand::Witness { command: WitnessCommand::AddCheckpoint { state, log_key, request } },
+        } => crate::witness::add_checkpoint(&state, &log_key, request.as_deref()),
         Command::Admin { command: AdminCommand::Add { data_dir, name, organisation } } => {
             let app = open_app(&data_dir, None).await?;
             let admin = app.add_host_admin(&name, &organisation).await?;
@@ -438,11 +480,19 @@ fn verify(
     public_key: Option<String>,
     trust_embedded_key: bool,
     trusted: Option<PathBuf>,
+    witnesses: &[String],
 ) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    let verdict =
-        verify_export_file(&export, public_key.as_deref(), trust_embedded_key, trusted.as_deref(), &mut out, &mut err)
-            .map_err(anyhow::Error::msg)?;
+    let verdict = verify_export_file(
+        &export,
+        public_key.as_deref(),
+        trust_embedded_key,
+        trusted.as_deref(),
+        witnesses,
+        &mut out,
+        &mut err,
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(if verdict == Verdict::Verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -11,3 +11,4 @@ pub mod demo;
 pub mod dev;
 pub mod examples;
 pub mod scaffold;
+pub mod witness;

@@ -63,6 +63,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/v1/audit/proofs/inclusion", get(inclusion))
         .route("/v1/audit/proofs/consistency", get(consistency))
+        .route("/v1/audit/witness", get(witness_request))
+        .route("/v1/audit/cosignatures", post(add_cosignature))
         .route("/v1/audit/entries", get(search_audit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
@@ -561,6 +563,40 @@ async fn consistency(
     Query(query): Query<ConsistencyQuery>,
 ) -> ApiResult<Response> {
     Ok(Json(app.consistency(&caller, query.from, query.to).await.for_caller(&caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessQuery {
+    #[serde(default)]
+    old: u64,
+}
+
+/// The C2SP tlog-witness `add-checkpoint` body (text) for a witness keeping `old` entries.
+async fn witness_request(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<WitnessQuery>,
+) -> ApiResult<Response> {
+    let body = app.witness_request(&caller, query.old).await.for_caller(&caller)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CosignatureRequest {
+    size: u64,
+    cosignature: String,
+}
+
+async fn add_cosignature(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: CosignatureRequest = parse_json(&body, &caller)?;
+    app.add_cosignature(&caller, request.size, &request.cosignature).await.for_caller(&caller)?;
+    Ok((StatusCode::CREATED, Json(json!({ "size": request.size, "cosigned": true }))).into_response())
 }
 
 async fn search_audit(

@@ -29,6 +29,7 @@ pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
 /// How many days a newly issued API token is valid.
 pub const TOKEN_LIFETIME_DAYS_ENV: &str = "SLUICE_TOKEN_LIFETIME_DAYS";
 pub const TWO_PERSON_RULE_ENV: &str = "SLUICE_TWO_PERSON_RULE";
+pub const WITNESSES_ENV: &str = "SLUICE_WITNESSES";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -54,6 +55,8 @@ pub struct Config {
     /// Whether a reviewer, an operator (a licence) or an administrator created through the
     /// API waits for a second administrator's approval before it gets a token (default on).
     pub two_person_rule: bool,
+    /// Witnesses whose cosignatures the gateway accepts, as C2SP vkeys (type 0x04).
+    pub witnesses: Vec<String>,
     /// The master key's hex text when it comes from the environment, not a file.
     pub master_key_from_environment: Option<Zeroizing<String>>,
 }
@@ -69,6 +72,7 @@ impl std::fmt::Debug for Config {
             .field("run_visibility_base", &self.run_visibility_base)
             .field("token_lifetime", &self.token_lifetime)
             .field("two_person_rule", &self.two_person_rule)
+            .field("witnesses", &self.witnesses)
             .field("master_key_from_environment", &self.master_key_from_environment.is_some())
             .finish()
     }
@@ -85,6 +89,7 @@ struct ConfigFile {
     run_visibility_base_ms: Option<u64>,
     token_lifetime_days: Option<u64>,
     two_person_rule: Option<bool>,
+    witnesses: Option<Vec<String>>,
 }
 
 impl Config {
@@ -99,6 +104,7 @@ impl Config {
             run_visibility_base: std::time::Duration::from_secs(1),
             token_lifetime: time::Duration::days(90),
             two_person_rule: true,
+            witnesses: Vec::new(),
             master_key_from_environment: None,
         }
     }
@@ -153,6 +159,9 @@ impl Config {
         if let Some(rule) = file.two_person_rule {
             self.two_person_rule = rule;
         }
+        if let Some(witnesses) = file.witnesses {
+            self.witnesses = witnesses;
+        }
         Ok(())
     }
 
@@ -180,6 +189,10 @@ impl Config {
         }
         if let Some(days) = number(TOKEN_LIFETIME_DAYS_ENV)? {
             self.token_lifetime = check_token_days(days).with_context(|| format!("${TOKEN_LIFETIME_DAYS_ENV}"))?;
+        }
+        if let Some(text) = environment(WITNESSES_ENV) {
+            self.witnesses =
+                text.split(',').map(str::trim).filter(|vkey| !vkey.is_empty()).map(str::to_owned).collect();
         }
         if let Some(text) = environment(TWO_PERSON_RULE_ENV) {
             self.two_person_rule = match text.trim() {

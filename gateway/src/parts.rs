@@ -57,16 +57,41 @@ impl Sealed {
 pub struct AuditLog {
     pub(crate) signing: SigningKey,
     pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
+    /// The witnesses whose cosignatures the gateway accepts: (name, Ed25519 key).
+    witnesses: std::sync::RwLock<Vec<(String, sluice_audit::PublicKey)>>,
 }
 
 impl AuditLog {
-    pub(crate) fn new(signing: SigningKey) -> Self {
-        Self { signing, checkpoint_lock: tokio::sync::Mutex::new(()) }
+    pub(crate) fn new(signing: SigningKey, witnesses: Vec<(String, sluice_audit::PublicKey)>) -> Self {
+        Self { signing, checkpoint_lock: tokio::sync::Mutex::new(()), witnesses: std::sync::RwLock::new(witnesses) }
+    }
+
+    /// The key of witness `name`, if the gateway accepts its cosignatures.
+    pub fn witness(&self, name: &str) -> Option<sluice_audit::PublicKey> {
+        let witnesses = self.witnesses.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        witnesses.iter().find(|(known, _)| known == name).map(|(_, key)| *key)
+    }
+
+    /// Accepts cosignatures from the witness a C2SP vkey names (type 0x04).
+    pub fn add_witness(&self, vkey: &str) -> anyhow::Result<()> {
+        let witness = parse_witness(vkey)?;
+        self.witnesses.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(witness);
+        Ok(())
     }
 
     pub fn public_key(&self) -> sluice_audit::PublicKey {
         self.signing.public_key()
     }
+}
+
+/// A witness's C2SP vkey (`name+keyid+base64(0x04 ‖ key)`) as (name, key).
+pub(crate) fn parse_witness(vkey: &str) -> anyhow::Result<(String, sluice_audit::PublicKey)> {
+    let (name, kind, key) = sluice_audit::PublicKey::parse_vkey(vkey).map_err(|error| anyhow::anyhow!(error))?;
+    anyhow::ensure!(
+        kind == sluice_audit::witness::ED25519_COSIGNATURE,
+        "witness `{name}`'s vkey is not of an Ed25519 cosigner (type 0x04)"
+    );
+    Ok((name, key))
 }
 
 /// Who may attempt what (the Cedar policy set, validated when the gateway opened) and the

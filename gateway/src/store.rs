@@ -1031,14 +1031,48 @@ impl Store {
     }
 
     /// Stored checkpoints as (size, signed note), oldest first.
+    /// A checkpoint's note with its witnesses' cosignature lines appended.
+    const COSIGNED_NOTE: &str = "c.size, c.note || COALESCE((SELECT group_concat(s.line || char(10), '') \
+         FROM (SELECT line FROM audit_cosignatures WHERE size = c.size ORDER BY witness) s), '')";
+
     pub async fn checkpoints(&self) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size").fetch_all(self.pool()).await?)
+        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size", Self::COSIGNED_NOTE);
+        Ok(sqlx::query_as(&sql).fetch_all(self.pool()).await?)
     }
 
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<(i64, String)>> {
-        Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size DESC LIMIT 1", Self::COSIGNED_NOTE);
+        Ok(sqlx::query_as(&sql).fetch_optional(self.pool()).await?)
+    }
+
+    /// The log's own note of the checkpoint of `size`, without cosignatures.
+    pub async fn checkpoint_note(&self, size: u64) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT note FROM audit_checkpoints WHERE size = $1")
+            .bind(size as i64)
             .fetch_optional(self.pool())
             .await?)
+    }
+
+    /// Stores witness `witness`'s cosignature line on the checkpoint of `size`; false if it
+    /// already cosigned that size.
+    pub async fn insert_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO audit_cosignatures (size, witness, line, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (size, witness) DO NOTHING",
+        )
+        .bind(size as i64)
+        .bind(witness)
+        .bind(line)
+        .bind(format_time(now))
+        .execute(self.pool())
+        .await?;
+        Ok(inserted.rows_affected() == 1)
     }
 
     pub async fn set_release_seq(tx: &mut Tx, run_id: i64, seq: u64) -> anyhow::Result<()> {

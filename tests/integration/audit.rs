@@ -238,3 +238,89 @@ async fn served_proofs_verify_and_exports_extend_kept_checkpoints() {
     assert_eq!(search["entries"].as_array().map(Vec::len), Some(1));
     expect_error(&world.api.get("/v1/audit/entries", &world.operator).await, "wrong_role");
 }
+
+/// A regulator's witness keeps the latest checkpoint, cosigns each one that extends it,
+/// and the gateway stores and serves the cosignatures; the offline verifier can require
+/// one. Cosignatures the gateway cannot verify, or from witnesses it does not know, are
+/// refused.
+#[tokio::test]
+async fn a_witness_cosigns_checkpoints_the_gateway_serves_them_and_the_verifier_requires_one() {
+    use sluice_audit::witness::{ED25519_COSIGNATURE, add_checkpoint, witnessed};
+    let world = World::new(200, 2.0).await;
+    let name = "cac.example/witness";
+    let witness = sluice_audit::SigningKey::generate().expect("key");
+    let vkey = witness.public_key().vkey(name, ED25519_COSIGNATURE);
+    world.app.audit_log().add_witness(&vkey).expect("a witness's vkey");
+    let log_key = world.app.public_key();
+
+    let request = world.api.get("/v1/audit/witness?old=0", &world.regulator).await;
+    assert!(request.status.is_success(), "{}", request.text);
+    let (kept, line) = add_checkpoint(None, &log_key, &request.text, name, &witness, 1_800_000_000).expect("cosigned");
+    let size = sluice_audit::Checkpoint::verify(&kept, &log_key).expect("the log's").size;
+    let post = |line: String, size: u64| {
+        let api = world.api.clone();
+        let regulator = world.regulator.clone();
+        async move {
+            api.post("/v1/audit/cosignatures", &regulator, &serde_json::json!({"size": size, "cosignature": line}))
+                .await
+        }
+    };
+    let stored = post(line.clone(), size).await;
+    assert_eq!(stored.status.as_u16(), 201, "{}", stored.text);
+    expect_error(&post(line.clone(), size).await, "conflict");
+    expect_error(&post(line.replace(name, "someone.else/w"), size).await, "invalid_request");
+    let forged = sluice_audit::SigningKey::generate().expect("key");
+    let (_, forged_line) = add_checkpoint(None, &log_key, &request.text, name, &forged, 1).expect("cosigned");
+    expect_error(&post(forged_line, size).await, "invalid_request");
+    expect_error(&post(line.clone(), size + 1000).await, "not_found");
+    let refused = world.api.get("/v1/audit/witness?old=0", &world.operator).await;
+    expect_error(&refused, "wrong_role");
+
+    // The checkpoint is served with its cosignature, and the log's signature still holds.
+    let served = world.api.get("/v1/audit/checkpoint", &world.regulator).await.ok().expect("checkpoint");
+    let note = served["checkpoint"].as_str().expect("note");
+    assert!(note.contains(&line), "{note}");
+    sluice_audit::Checkpoint::verify(note, &log_key).expect("the log's signature beside the cosignature");
+
+    // The log grows; the witness moves on by a consistency proof from what it kept.
+    world.run().await.ok().expect("run");
+    let request = world.api.get(&format!("/v1/audit/witness?old={size}"), &world.regulator).await;
+    let (next, line) = add_checkpoint(Some(&kept), &log_key, &request.text, name, &witness, 1_800_000_100)
+        .expect("the new checkpoint extends the kept one");
+    let next_size = sluice_audit::Checkpoint::verify(&next, &log_key).expect("the log's").size;
+    assert!(next_size > size);
+    post(line, next_size).await.ok().expect("stored");
+    // A witness that already moved on refuses a request from an older size.
+    assert!(add_checkpoint(Some(&next), &log_key, &request.text, name, &witness, 1).is_err());
+
+    let export = world.export().await;
+    sluice_audit::verify_export(&export, sluice_audit::KeyTrust::Pinned(&log_key), None).expect("verifies");
+    assert_eq!(witnessed(&export, name, &witness.public_key()), Some((next_size, 1_800_000_100)));
+    assert_eq!(witnessed(&export, name, &forged.public_key()), None, "another key's cosignature is no witness");
+
+    // The offline tool requires the witness when told to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, &export).expect("write");
+    let check = |witnesses: &[String]| {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let verdict = sluice_audit::tool::verify_export_file(
+            &path,
+            Some(&log_key.to_string()),
+            false,
+            None,
+            witnesses,
+            &mut out,
+            &mut err,
+        )
+        .expect("usable");
+        (verdict, String::from_utf8_lossy(&out).into_owned() + &String::from_utf8_lossy(&err))
+    };
+    let (verdict, report) = check(std::slice::from_ref(&vkey));
+    assert_eq!(verdict, sluice_audit::tool::Verdict::Verified, "{report}");
+    assert!(report.contains(&format!("cosigned the checkpoint of {next_size} entries")), "{report}");
+    let stranger = sluice_audit::SigningKey::generate().expect("key").public_key().vkey(name, ED25519_COSIGNATURE);
+    let (verdict, report) = check(&[stranger]);
+    assert_eq!(verdict, sluice_audit::tool::Verdict::Refused, "{report}");
+    assert!(report.contains("no checkpoint in the export carries a cosignature"), "{report}");
+}

@@ -1,7 +1,7 @@
 //! `sluice-verify`: the regulator's offline verifier, built from the audit crate alone.
 //!
 //! ```text
-//! sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE]
+//! sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE] [--witness VKEY]...
 //! sluice-verify receipt FILE --public-key BASE64
 //! ```
 //!
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use sluice_audit::tool::{Verdict, verify_export_file, verify_receipt_file};
 
 const USAGE: &str = "usage:
-  sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE]
+  sluice-verify export FILE (--public-key BASE64 | --trust-embedded-key) [--trusted-checkpoint FILE] [--witness VKEY]...
   sluice-verify receipt FILE --public-key BASE64";
 
 struct Arguments {
@@ -23,15 +23,18 @@ struct Arguments {
     public_key: Option<String>,
     trust_embedded_key: bool,
     trusted_checkpoint: Option<PathBuf>,
+    witnesses: Vec<String>,
 }
 
 fn parse(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, String> {
     let command = arguments.next().ok_or("missing command")?;
     let mut file = None;
     let (mut public_key, mut trusted_checkpoint, mut trust_embedded_key) = (None, None, false);
+    let mut witnesses = Vec::new();
     while let Some(argument) = arguments.next() {
         match argument.as_str() {
             "--trust-embedded-key" => trust_embedded_key = true,
+            "--witness" => witnesses.push(arguments.next().ok_or("--witness needs a vkey")?),
             "--public-key" => public_key = Some(arguments.next().ok_or("--public-key needs a value")?),
             "--trusted-checkpoint" => {
                 trusted_checkpoint = Some(PathBuf::from(arguments.next().ok_or("--trusted-checkpoint needs a file")?))
@@ -41,7 +44,14 @@ fn parse(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, Strin
             _ => return Err(format!("unexpected argument {argument}")),
         }
     }
-    Ok(Arguments { command, file: file.ok_or("missing FILE")?, public_key, trust_embedded_key, trusted_checkpoint })
+    Ok(Arguments {
+        command,
+        file: file.ok_or("missing FILE")?,
+        public_key,
+        trust_embedded_key,
+        trusted_checkpoint,
+        witnesses,
+    })
 }
 
 fn main() -> ExitCode {
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
             key,
             arguments.trust_embedded_key,
             arguments.trusted_checkpoint.as_deref(),
+            &arguments.witnesses,
             &mut out,
             &mut err,
         ),

@@ -77,7 +77,12 @@ impl App {
             leaves.truncate(latest as usize);
             return Ok((CheckpointView { size: latest as u64, checkpoint: note }, leaves));
         }
-        let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root: merkle_root(&leaves) };
+        let checkpoint = Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: merkle_root(&leaves),
+            time: Some(crate::store::format_time(self.now())),
+        };
         let note = checkpoint.sign(&self.log.signing);
         self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
         Ok((CheckpointView { size, checkpoint: note }, leaves))
@@ -152,6 +157,65 @@ impl App {
         )
         .await?;
         Ok(ProofView { proof })
+    }
+
+    /// A C2SP tlog-witness `add-checkpoint` request for a witness that keeps the tree of
+    /// `old` entries (0 before its first): the consistency proof from `old` to the latest
+    /// checkpoint, and that checkpoint's note. A regulator's witness checks and cosigns it.
+    pub async fn witness_request(&self, caller: &Caller, old: u64) -> ServiceResult<String> {
+        self.guard(caller, Action::ExportAudit, "audit_log").await?;
+        let (latest, leaves) = self.checkpoint_covering(None).await?;
+        if old > latest.size {
+            return Err(ServiceError::Conflict(format!(
+                "the witness keeps {old} entries but the latest checkpoint has {}: a fork or a rollback, keep the evidence",
+                latest.size
+            )));
+        }
+        let proof = if old == 0 || old == latest.size { Vec::new() } else { consistency_proof(&leaves, old as usize) };
+        let note = self.store.checkpoint_note(latest.size).await?.context("the latest checkpoint's note")?;
+        self.record(
+            Self::event(caller, "audit.witness", "audit_log", AuditOutcome::Ok)
+                .detail("from", old)
+                .detail("to", latest.size),
+        )
+        .await?;
+        Ok(sluice_audit::witness::add_checkpoint_request(old, &proof, &note))
+    }
+
+    /// Stores a witness's cosignature on the checkpoint of `size`, once it verifies against
+    /// the key of a witness the gateway is configured to accept.
+    pub async fn add_cosignature(&self, caller: &Caller, size: u64, line: &str) -> ServiceResult<()> {
+        let action = Action::ExportAudit;
+        self.guard(caller, action, "audit_log").await?;
+        let line = line.trim_end_matches('\n');
+        let name = line
+            .strip_prefix("\u{2014} ")
+            .and_then(|rest| rest.split_once(' '))
+            .map(|(name, _)| name)
+            .filter(|_| !line.contains('\n'))
+            .ok_or_else(|| ServiceError::invalid("a cosignature is one line: `— <witness name> <base64>`"))?;
+        let Some(key) = self.log.witness(name) else {
+            return Err(ServiceError::invalid(format!("`{name}` is not a witness this gateway accepts (`witnesses`)")));
+        };
+        let Some(note) = self.store.checkpoint_note(size).await? else {
+            return Err(self.not_found(caller, "audit.cosign", "checkpoint", size as i64).await);
+        };
+        let (_, body, _) = Checkpoint::parse(&note).map_err(|error| anyhow::anyhow!("a stored checkpoint: {error}"))?;
+        if sluice_audit::witness::cosigned_at(&body, line, name, &key).is_none() {
+            return Err(ServiceError::invalid(format!(
+                "the cosignature does not verify with witness `{name}`'s key over the checkpoint of size {size}"
+            )));
+        }
+        if !self.store.insert_cosignature(size, name, line, self.now()).await? {
+            return Err(ServiceError::Conflict(format!(
+                "witness `{name}` already cosigned the checkpoint of size {size}"
+            )));
+        }
+        self.record(
+            Self::event(caller, "audit.cosign", format!("checkpoint:{size}"), AuditOutcome::Ok).detail("witness", name),
+        )
+        .await?;
+        Ok(())
     }
 
     /// A receipt for entry `seq`: the entry, a checkpoint covering it, the inclusion proof.

@@ -184,7 +184,12 @@ impl App {
         let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
         let master = open_master_key(&data_dir, &store, from_environment).await?;
         sweep_partial_ingests(&data_dir.blobs())?;
-        let log = AuditLog::new(data_dir.load_signing_key()?);
+        let witnesses = config
+            .witnesses
+            .iter()
+            .map(|vkey| crate::parts::parse_witness(vkey).context("a witness in the configuration"))
+            .collect::<anyhow::Result<_>>()?;
+        let log = AuditLog::new(data_dir.load_signing_key()?, witnesses);
         let gate = Gate::new(&config)?;
         let runner = Runner::new(RuntimeLimits::default())?;
         let sealed = Sealed::new(data_dir, master, from_environment.is_some());
@@ -214,6 +219,11 @@ impl App {
 
     pub fn public_key(&self) -> sluice_audit::PublicKey {
         self.log.public_key()
+    }
+
+    /// The audit log's part: its key and the witnesses it accepts.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.log
     }
 
     /// Resolves an API token to its principal. Failures are audited, without the token.
