@@ -26,6 +26,12 @@ impl SigningKey {
         Ed25519KeyPair::from_pkcs8(bytes).map(Self).map_err(|_| "not an Ed25519 PKCS#8 key".to_owned())
     }
 
+    /// The key whose RFC 8032 private key (seed) is `seed`: for published test vectors only;
+    /// a real key comes from [`SigningKey::generate_pkcs8`].
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, String> {
+        Ed25519KeyPair::from_seed_unchecked(seed).map(Self).map_err(|_| "not an Ed25519 seed".to_owned())
+    }
+
     /// A fresh key held only in memory (tests and benchmarks).
     pub fn generate() -> Result<Self, String> {
         Self::from_pkcs8(&Self::generate_pkcs8()?)

@@ -15,6 +15,8 @@ mod export;
 pub mod keys;
 pub mod merkle;
 pub mod release;
+#[cfg(test)]
+mod spec;
 pub mod tool;
 mod verify;
 pub mod witness;
