@@ -67,8 +67,78 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/cosignatures", post(add_cosignature))
         .route("/v1/audit/entries", get(search_audit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), audit_invalid_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// Marks a response as an [`ApiError`] of ours; an error response without it was made by
+/// the framework (no such route, wrong method, a body over the limit, a path or query that
+/// does not parse).
+#[derive(Debug, Clone)]
+struct OurError {
+    /// The caller, when the request got as far as authenticating: (actor id, role).
+    actor: Option<(i64, String)>,
+    code: &'static str,
+    /// Whether the service already recorded it (denials, lookups of what does not exist).
+    recorded: bool,
+}
+
+/// Every invalid request is audited (`request.invalid`, denied, with its code), whoever
+/// refused it; and the framework's own refusals answer in the API's JSON error shape.
+async fn audit_invalid_requests(
+    State(app): State<Arc<App>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // One request id for the extractors and for this record.
+    let id = request_id(request.headers());
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        request.headers_mut().insert("x-request-id", value);
+    }
+    let method = request.method().clone();
+    let path: String = request.uri().path().chars().filter(|c| c.is_ascii_graphic()).take(120).collect();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return response;
+    }
+    let (ours, response) = match response.extensions().get::<OurError>().cloned() {
+        Some(ours) => (ours, response),
+        None => {
+            let code = match status {
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                _ => "invalid_request",
+            };
+            let detail = response.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
+            let message = match String::from_utf8_lossy(&detail).trim() {
+                "" => format!("{} {path}: {}", method, status.canonical_reason().unwrap_or("refused")),
+                text => text.chars().take(300).collect(),
+            };
+            let body = json!({ "error": { "code": code, "message": message }, "request_id": id });
+            (OurError { actor: None, code, recorded: false }, (status, Json(body)).into_response())
+        }
+    };
+    if !ours.recorded {
+        let mut event = sluice_audit::AuditEvent::new(
+            "request.invalid",
+            format!("{method} {path}"),
+            sluice_audit::AuditOutcome::Denied,
+        )
+        .reason(ours.code);
+        event.request_id = id;
+        if let Some((actor, role)) = ours.actor {
+            event.actor_id = Some(actor);
+            event.role = role;
+        }
+        if let Err(error) = app.record(event).await {
+            tracing::error!(error = %format!("{error:#}"), "recording an invalid request failed");
+        }
+    }
+    response
 }
 
 /// An error as the API answers it: `{"error": {"code", "message"}, "request_id"}`.
@@ -76,6 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
 pub struct ApiError {
     error: ServiceError,
     request_id: String,
+    actor: Option<(i64, String)>,
 }
 
 impl IntoResponse for ApiError {
@@ -89,7 +160,13 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = json!({ "error": { "code": self.error.code(), "message": message }, "request_id": self.request_id });
-        (status, Json(body)).into_response()
+        // Denials, lookups of what does not exist, refused models and failed runs are
+        // recorded by the service; invalid input and conflicts are recorded on the way out.
+        let recorded = !matches!(self.error, ServiceError::Invalid(_) | ServiceError::Conflict(_));
+        let ours = OurError { actor: self.actor, code: self.error.code(), recorded };
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ours);
+        response
     }
 }
 
@@ -122,7 +199,7 @@ impl FromRequestParts<Arc<App>> for Authenticated {
             .and_then(|value| value.strip_prefix("Bearer "));
         match app.authenticate(token, &request_id).await {
             Ok(caller) => Ok(Authenticated(caller)),
-            Err(error) => Err(ApiError { error, request_id }),
+            Err(error) => Err(ApiError { error, request_id, actor: None }),
         }
     }
 }
@@ -133,7 +210,11 @@ trait WithRequest<T> {
 
 impl<T> WithRequest<T> for Result<T, ServiceError> {
     fn for_caller(self, caller: &Caller) -> ApiResult<T> {
-        self.map_err(|error| ApiError { error, request_id: caller.request_id.clone() })
+        self.map_err(|error| ApiError {
+            error,
+            request_id: caller.request_id.clone(),
+            actor: Some((caller.principal.id, caller.principal.role.as_str().to_owned())),
+        })
     }
 }
 
@@ -619,7 +700,7 @@ fn status_of(error: &ServiceError) -> StatusCode {
         ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         ServiceError::Denied(_) => StatusCode::FORBIDDEN,
         ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::Invalid(_) | ServiceError::InvalidRecorded(_) => StatusCode::BAD_REQUEST,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::ModelRejected(_) | ServiceError::RunFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,9 @@ pub enum ServiceError {
     NotFound { what: &'static str, id: i64 },
     #[error("{0}")]
     Invalid(String),
+    /// Invalid input whose refusal the service already recorded (a failed ingest).
+    #[error("{0}")]
+    InvalidRecorded(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the model failed static review: {0}")]
@@ -36,7 +39,7 @@ impl ServiceError {
             ServiceError::Unauthenticated(code) => code,
             ServiceError::Denied(denial) => denial.reason.code(),
             ServiceError::NotFound { .. } => "not_found",
-            ServiceError::Invalid(_) => "invalid_request",
+            ServiceError::Invalid(_) | ServiceError::InvalidRecorded(_) => "invalid_request",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::ModelRejected(error) => error.code(),
             ServiceError::RunFailed { .. } => "run_failed",

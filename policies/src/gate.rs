@@ -132,6 +132,8 @@ mod tests {
             (Action::CreateOrganisation, [true, false, false, false, false]),
             (Action::RenameOrganisation, [true, false, false, false, false]),
             (Action::ReadOrganisations, [true, true, true, true, true]),
+            (Action::ReadApplication, [false, false, true, true, false]),
+            (Action::ReadModel, [false, false, true, true, false]),
         ];
         assert_eq!(expected.len(), Action::ALL.len());
         for (action, row) in expected {

@@ -29,8 +29,9 @@ pub use organisation::{MAX_ORGANISATION_NAME, OrganisationId, check_second_admin
 pub use procedure::{
     ApplicationFacts, ApplicationState, AuthorisationFacts, ChargeFacts, Charged, DEFAULT_MIN_EPSILON_PER_RUN, Licence,
     ModelFacts, ModelState, Principal, ResultParties, RunFacts, RunPermit, authorise_run, check_epsilon_per_run,
-    check_licence, check_not_revoked, check_run_rate, model_review_outcome, review_application, review_model,
-    review_result, reviewer_reads_result, revoke_authorisation, revoke_model, submit_draft, withdraw_application,
+    check_licence, check_not_revoked, check_run_rate, model_review_outcome, reads_submission, review_application,
+    review_model, review_result, reviewer_reads_result, revoke_authorisation, revoke_model, submit_draft,
+    withdraw_application,
 };
 pub use release::spec::{
     Noise, ReleaseContext, ReleaseSpec, ReleasedBinView, ReleasedGroupView, ReleasedOutput, release_outputs,

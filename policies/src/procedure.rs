@@ -353,6 +353,29 @@ pub fn reviewer_reads_result(outputs_held: bool, parties: ResultParties, reviewe
     Ok(())
 }
 
+/// Who reads an application or a model (its manifest, review state and automated
+/// results): the operator who submitted it, and reviewers from outside the submitting
+/// organisation (those who could review it). `what` names the object in the message.
+pub fn reads_submission(
+    caller: &Principal,
+    submitter_id: i64,
+    submitter_organisation: OrganisationId,
+    what: &str,
+) -> Result<(), Denial> {
+    match caller.role {
+        Role::Operator if caller.id == submitter_id => Ok(()),
+        Role::Reviewer if caller.organisation != submitter_organisation => Ok(()),
+        Role::Reviewer => Err(Denial::new(
+            DenialReason::SelfReview,
+            format!("reviewers of the submitting organisation have no part in its {what}"),
+        )),
+        _ => Err(Denial::new(
+            DenialReason::WrongRole,
+            format!("only the submitter and reviewers outside its organisation may read a {what}"),
+        )),
+    }
+}
+
 /// Run-rate limit: an authorisation allows at most `limit` runs in any hour. Rapid runs are
 /// how an operator would probe a model's behaviour on the data, so they are bounded
 /// besides the budget.

@@ -85,10 +85,12 @@ pub enum Action {
     CreateOrganisation,
     RenameOrganisation,
     ReadOrganisations,
+    ReadApplication,
+    ReadModel,
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 28] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -115,6 +117,8 @@ impl Action {
         Action::CreateOrganisation,
         Action::RenameOrganisation,
         Action::ReadOrganisations,
+        Action::ReadApplication,
+        Action::ReadModel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +149,8 @@ impl Action {
             Action::CreateOrganisation => "organisation.create",
             Action::RenameOrganisation => "organisation.rename",
             Action::ReadOrganisations => "organisation.read",
+            Action::ReadApplication => "application.read",
+            Action::ReadModel => "model.read",
         }
     }
 }

@@ -134,3 +134,60 @@ async fn without_the_rule_the_verifier_names_the_lone_administrator() {
         .expect_err("the regulator's rules want a second administrator");
     assert!(error.problem.contains("created without a second administrator's approval"), "{error}");
 }
+
+/// Invalid requests leave a trace too: malformed bodies, unknown routes, wrong methods,
+/// unparsable ids and oversized bodies are each answered in the API's JSON error shape and
+/// recorded as `request.invalid` with their code (and the caller, when it authenticated).
+#[tokio::test]
+async fn invalid_requests_are_answered_in_json_and_audited() {
+    use sluice::client::Method;
+    let world = World::new(50, 1.0).await;
+    let cases: Vec<(Method, &str, Vec<u8>, u16, &str)> = vec![
+        (Method::POST, "/v1/principals", b"{not json".to_vec(), 400, "invalid_request"),
+        (Method::GET, "/v1/no-such-thing", Vec::new(), 404, "not_found"),
+        (Method::DELETE, "/v1/catalogue", Vec::new(), 405, "method_not_allowed"),
+        (Method::GET, "/v1/runs/not-a-number", Vec::new(), 400, "invalid_request"),
+        (Method::POST, "/v1/organisations", vec![b' '; (16 << 20) + 1], 413, "payload_too_large"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let response = world.api.send(method.clone(), path, Some(&world.admin), "application/json", body).await;
+        assert_eq!(response.status.as_u16(), status, "{method} {path}: {}", response.text);
+        assert_eq!(response.error_code().as_deref(), Some(code), "{method} {path}: {}", response.text);
+        assert!(response.json()["request_id"].is_string(), "{}", response.text);
+    }
+    let found = world.api.get("/v1/audit/entries?action=request.invalid", &world.regulator).await.ok().expect("search");
+    let entries = found["entries"].as_array().expect("entries");
+    let reasons: Vec<&str> = entries.iter().filter_map(|entry| entry["reason"].as_str()).collect();
+    for code in ["invalid_request", "not_found", "method_not_allowed", "payload_too_large"] {
+        assert!(reasons.contains(&code), "no request.invalid with {code}: {reasons:?}");
+    }
+    let malformed = entries.iter().find(|entry| entry["object"] == "POST /v1/principals").expect("the malformed body");
+    assert_eq!(malformed["outcome"], "denied");
+    assert!(malformed["actor_id"].is_i64(), "the authenticated caller is named: {malformed}");
+    world.assert_log_verifies().await;
+}
+
+/// Applications and models are read through the gate: by their submitter and by reviewers
+/// outside its organisation, each read audited; a reviewer of the submitting organisation
+/// and another operator are refused, and the refusal is audited too.
+#[tokio::test]
+async fn applications_and_models_are_read_through_the_gate_and_audited() {
+    let world = World::new(50, 1.0).await;
+    let colleague = world.colleague_reviewer().await;
+    for path in [format!("/v1/applications/{}", world.application_id), format!("/v1/models/{}", world.model_id)] {
+        world.api.get(&path, &world.operator).await.ok().expect("the submitter reads it");
+        world.api.get(&path, &world.bureau).await.ok().expect("an outside reviewer reads it");
+        expect_error(&world.api.get(&path, &colleague).await, "self_review");
+        expect_error(&world.api.get(&path, &world.other_operator).await, "wrong_role");
+        expect_error(&world.api.get(&path, &world.regulator).await, "wrong_role");
+    }
+    for action in ["application.read", "model.read"] {
+        let found =
+            world.api.get(&format!("/v1/audit/entries?action={action}"), &world.regulator).await.ok().expect("search");
+        let outcomes: Vec<&str> =
+            found["entries"].as_array().expect("entries").iter().filter_map(|e| e["outcome"].as_str()).collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == "ok").count(), 2, "{action}: {outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| **o == "denied").count(), 3, "{action}: {outcomes:?}");
+    }
+    world.assert_log_verifies().await;
+}

@@ -185,7 +185,7 @@ impl App {
                 self.record(event).await?;
                 return Err(match error {
                     IngestError::Storage(error) => ServiceError::Internal(error),
-                    other => ServiceError::invalid(other.to_string()),
+                    other => ServiceError::InvalidRecorded(other.to_string()),
                 });
             }
         };

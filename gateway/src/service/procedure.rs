@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    check_epsilon_per_run, check_not_revoked, model_review_outcome, review_application, review_model,
+    check_epsilon_per_run, check_not_revoked, model_review_outcome, reads_submission, review_application, review_model,
     revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
@@ -174,16 +174,18 @@ impl App {
     }
 
     pub async fn application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+        let action = Action::ReadApplication;
+        let object = format!("application:{id}");
+        self.guard(caller, action, &object).await?;
         let Some(row) = self.store.application(id).await? else {
-            return Err(self.not_found(caller, "application.read", "application", id).await);
+            return Err(self.not_found(caller, action.as_str(), "application", id).await);
         };
-        let is_owner = row.operator_id == caller.principal.id;
-        if !is_owner && caller.principal.role != sluice_policies::Role::Reviewer {
-            let denial =
-                Denial::new(DenialReason::WrongRole, "only the applicant and reviewers may read an application");
-            return Err(self.deny(caller, "application.read", format!("application:{id}"), denial).await);
+        let applicant = self.principal(row.operator_id).await?;
+        if let Err(denial) = reads_submission(&caller.principal, applicant.id, applicant.organisation, "application") {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
         let state = ApplicationState::parse(&row.state).context("stored application state")?;
+        self.record(Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)).await?;
         Ok(ApplicationView {
             id,
             state: state.as_str(),
@@ -468,13 +470,17 @@ impl App {
 
     /// A model submission with its automated results, for its submitter and reviewers.
     pub async fn model_view(&self, caller: &Caller, id: i64) -> ServiceResult<ModelView> {
+        let action = Action::ReadModel;
+        let object = format!("model:{id}");
+        self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
-            return Err(self.not_found(caller, "model.read", "model", id).await);
+            return Err(self.not_found(caller, action.as_str(), "model", id).await);
         };
-        if caller.principal.id != model.submitter_id && caller.principal.role != sluice_policies::Role::Reviewer {
-            let denial = Denial::new(DenialReason::WrongRole, "only the submitter and reviewers may read a model");
-            return Err(self.deny(caller, "model.read", format!("model:{id}"), denial).await);
+        let submitter = self.principal(model.submitter_id).await?;
+        if let Err(denial) = reads_submission(&caller.principal, submitter.id, submitter.organisation, "model") {
+            return Err(self.deny(caller, action.as_str(), object, denial).await);
         }
+        self.record(Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)).await?;
         let manifest =
             Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
         let automated_results = self
