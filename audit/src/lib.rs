@@ -19,6 +19,7 @@ pub mod release;
 mod spec;
 pub mod tool;
 mod verify;
+pub mod vocabulary;
 pub mod witness;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ pub use verify::{
     EXPORT_FORMAT, ExportCheckpoint, ExportHeader, KeyTrust, Receipt, VerifyError, VerifySummary, verify_export,
     verify_receipt,
 };
+pub use vocabulary::{Act, Detail};
 
 /// Version of the canonical entry encoding.
 pub const ENTRY_VERSION: u32 = 1;
@@ -67,11 +69,11 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(action: &str, object: impl Into<String>, outcome: AuditOutcome) -> Self {
+    pub fn new(action: Act, object: impl Into<String>, outcome: AuditOutcome) -> Self {
         Self {
             actor_id: None,
             role: "anonymous".into(),
-            action: action.into(),
+            action: action.as_str().into(),
             object: object.into(),
             outcome,
             reason: String::new(),
@@ -80,8 +82,8 @@ impl AuditEvent {
         }
     }
 
-    pub fn detail(mut self, key: &str, value: impl ToString) -> Self {
-        self.details.insert(key.into(), value.to_string());
+    pub fn detail(mut self, key: Detail, value: impl ToString) -> Self {
+        self.details.insert(key.as_str().into(), value.to_string());
         self
     }
 

@@ -12,9 +12,9 @@ use serde_json::Value;
 use crate::AuditEntry;
 
 /// The detail key holding the canonical released values.
-pub const VALUES_DETAIL: &str = "values";
+pub const VALUES_DETAIL: crate::Detail = crate::Detail::Values;
 /// The detail key holding their blake3 digest (hex).
-pub const RELEASE_DETAIL: &str = "release";
+pub const RELEASE_DETAIL: crate::Detail = crate::Detail::Release;
 
 /// The canonical encoding of `value`: keys sorted, no whitespace.
 pub fn canonical_json(value: &Value) -> String {
@@ -66,7 +66,7 @@ pub fn check_release(entry: &AuditEntry, outputs: &Value, run_id: Option<i64>) -
     {
         return Err(format!("the receipt is for {}, not for run {run_id}", entry.object));
     }
-    let Some(committed) = entry.details.get(RELEASE_DETAIL) else {
+    let Some(committed) = entry.details.get(RELEASE_DETAIL.as_str()) else {
         return Err(format!(
             "the receipt's entry ({} {}) does not commit to released values: the result is held, or the log predates receipts that do",
             entry.action, entry.object

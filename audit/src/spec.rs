@@ -11,7 +11,10 @@ use base64::Engine as _;
 use crate::checkpoint::{ED25519_NOTE, key_id};
 use crate::release::{canonical_json, release_digest};
 use crate::witness::{ED25519_COSIGNATURE, cosign};
-use crate::{AuditEvent, AuditOutcome, Checkpoint, KeyTrust, LogWriter, ORIGIN, SigningKey, leaf_hash, verify_export};
+use crate::{
+    Act, AuditEvent, AuditOutcome, Checkpoint, Detail, KeyTrust, LogWriter, ORIGIN, SigningKey, leaf_hash,
+    verify_export,
+};
 
 const SPEC: &str = include_str!("../../docs/audit-format.md");
 
@@ -31,16 +34,16 @@ fn key(seed: &str) -> SigningKey {
 /// The example log: an administrator made at the host with a new organisation, a denied
 /// authentication, and a second organisation.
 fn example_events() -> Vec<AuditEvent> {
-    let mut bootstrap = AuditEvent::new("principal.bootstrap", "principal:1", AuditOutcome::Ok)
-        .detail("role", "admin")
-        .detail("organisation", 1)
-        .detail("organisation_name", "遵义市大数据发展管理局 \"Zunyi\"");
+    let mut bootstrap = AuditEvent::new(Act::PrincipalBootstrap, "principal:1", AuditOutcome::Ok)
+        .detail(Detail::Role, "admin")
+        .detail(Detail::Organisation, 1)
+        .detail(Detail::OrganisationName, "遵义市大数据发展管理局 \"Zunyi\"");
     bootstrap.actor_id = Some(1);
     bootstrap.role = "admin".into();
-    let mut denied = AuditEvent::new("authenticate", "api", AuditOutcome::Denied).reason("unknown_token");
+    let mut denied = AuditEvent::new(Act::Authenticate, "api", AuditOutcome::Denied).reason("unknown_token");
     denied.request_id = "5f1c2a9e0b7d4c13".into();
-    let mut organisation = AuditEvent::new("organisation.create", "organisation:2", AuditOutcome::Ok)
-        .detail("name", "Qianbei Data Operations Co.");
+    let mut organisation = AuditEvent::new(Act::OrganisationCreate, "organisation:2", AuditOutcome::Ok)
+        .detail(Detail::Name, "Qianbei Data Operations Co.");
     organisation.actor_id = Some(1);
     organisation.role = "admin".into();
     organisation.request_id = "a0c4e1f2d3b59687".into();
@@ -120,6 +123,18 @@ fn the_specification_s_vectors_are_what_the_code_computes() {
     }
     for name in blocks.keys() {
         assert!(vectors.contains_key(name.as_str()), "docs/audit-format.md shows `{name}`, which nothing checks");
+    }
+}
+
+/// The vocabulary section names every action and every detail key there is.
+#[test]
+fn the_specification_names_the_whole_vocabulary() {
+    let vocabulary = &SPEC[SPEC.find("## 8. Vocabulary").expect("a vocabulary section")..];
+    for act in Act::ALL {
+        assert!(vocabulary.contains(&format!("`{act}`")), "docs/audit-format.md §8 does not name action `{act}`");
+    }
+    for detail in Detail::ALL {
+        assert!(vocabulary.contains(&format!("`{detail}`")), "docs/audit-format.md §8 does not name detail `{detail}`");
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::keys::SigningKey;
+use crate::{Act, Detail};
 
 fn signing_key() -> SigningKey {
     SigningKey::generate().expect("key")
@@ -18,7 +19,7 @@ fn export(events: Vec<AuditEvent>, key: &SigningKey) -> String {
 }
 
 fn event(action: &str, object: &str) -> AuditEvent {
-    AuditEvent::new(action, object, AuditOutcome::Ok)
+    AuditEvent::new(Act::parse(action).expect("an action of the vocabulary"), object, AuditOutcome::Ok)
 }
 
 /// `event` done by principal `actor` in `role`.
@@ -49,10 +50,10 @@ fn digest() -> String {
 
 fn run(id: u32, epsilon: &str) -> AuditEvent {
     by(OPERATOR, "operator", "run.start", &format!("run:{id}"))
-        .detail("authorisation", 1)
-        .detail("dataset", 1)
-        .detail("digest", digest())
-        .detail("epsilon_charged", epsilon)
+        .detail(Detail::Authorisation, 1)
+        .detail(Detail::Dataset, 1)
+        .detail(Detail::Digest, digest())
+        .detail(Detail::EpsilonCharged, epsilon)
 }
 
 /// The lawful life of one scenario, as the gateway logs it: two administrators at the
@@ -64,58 +65,62 @@ fn run(id: u32, epsilon: &str) -> AuditEvent {
 fn lawful_history() -> Vec<AuditEvent> {
     let mut history = vec![
         by(ADMIN, "admin", "principal.bootstrap", "principal:1")
-            .detail("role", "admin")
-            .detail("organisation", 1)
-            .detail("organisation_name", "platform"),
+            .detail(Detail::Role, "admin")
+            .detail(Detail::Organisation, 1)
+            .detail(Detail::OrganisationName, "platform"),
         by(SECOND_ADMIN, "admin", "principal.bootstrap", "principal:7")
-            .detail("role", "admin")
-            .detail("organisation", 1),
+            .detail(Detail::Role, "admin")
+            .detail(Detail::Organisation, 1),
     ];
     for organisation in [TRAFFIC_POLICE, QIANBEI, BIG_DATA, OTHER_DATA] {
         history.push(by(ADMIN, "admin", "organisation.create", &format!("organisation:{organisation}")));
     }
     let licence = |event: AuditEvent| {
         event
-            .detail("licence", "ZY-1")
-            .detail("licence_valid_from", "2026-01-01T00:00:00Z")
-            .detail("licence_valid_until", "2027-01-01T00:00:00Z")
+            .detail(Detail::Licence, "ZY-1")
+            .detail(Detail::LicenceValidFrom, "2026-01-01T00:00:00Z")
+            .detail(Detail::LicenceValidUntil, "2027-01-01T00:00:00Z")
     };
     let create = |id: i64, role: &str, organisation: i64, approval: &str| {
         by(ADMIN, "admin", "principal.create", &format!("principal:{id}"))
-            .detail("role", role)
-            .detail("organisation", organisation)
-            .detail("approval", approval)
+            .detail(Detail::Role, role)
+            .detail(Detail::Organisation, organisation)
+            .detail(Detail::Approval, approval)
     };
     history.extend([
         create(PROVIDER, "provider", TRAFFIC_POLICE, "not_required"),
         licence(create(OPERATOR, "operator", QIANBEI, "pending")),
-        create(BUREAU, "reviewer", BIG_DATA, "pending").detail("reviewer_kind", "data_bureau"),
-        create(DEPARTMENT, "reviewer", TRAFFIC_POLICE, "pending").detail("reviewer_kind", "providing_department"),
+        create(BUREAU, "reviewer", BIG_DATA, "pending").detail(Detail::ReviewerKind, "data_bureau"),
+        create(DEPARTMENT, "reviewer", TRAFFIC_POLICE, "pending").detail(Detail::ReviewerKind, "providing_department"),
         licence(create(OTHER_OPERATOR, "operator", OTHER_DATA, "pending")),
     ]);
     for id in [OPERATOR, BUREAU, DEPARTMENT, OTHER_OPERATOR] {
         history.push(
-            by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{id}")).detail("created_by", ADMIN),
+            by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{id}")).detail(Detail::CreatedBy, ADMIN),
         );
     }
     history.extend([
-        by(PROVIDER, "provider", "dataset.register", "dataset:1").detail("epsilon_total", "2"),
-        by(OPERATOR, "operator", "application.submit", "application:1").detail("dataset", 1).detail("epsilon", "1"),
-        by(BUREAU, "reviewer", "application.review", "application:1").detail("state", "bureau_approved"),
-        by(DEPARTMENT, "reviewer", "application.review", "application:1").detail("state", "approved"),
+        by(PROVIDER, "provider", "dataset.register", "dataset:1").detail(Detail::EpsilonTotal, "2"),
+        by(OPERATOR, "operator", "application.submit", "application:1")
+            .detail(Detail::Dataset, 1)
+            .detail(Detail::Epsilon, "1"),
+        by(BUREAU, "reviewer", "application.review", "application:1").detail(Detail::State, "bureau_approved"),
+        by(DEPARTMENT, "reviewer", "application.review", "application:1").detail(Detail::State, "approved"),
         by(DEPARTMENT, "reviewer", "authorisation.create", "authorisation:1")
-            .detail("application", 1)
-            .detail("operator", OPERATOR)
-            .detail("dataset", 1)
-            .detail("epsilon_total", "1")
-            .detail("valid_until", "2026-12-01T00:00:00Z"),
-        by(OPERATOR, "operator", "model.submit", "model:1").detail("authorisation", 1).detail("digest", digest()),
+            .detail(Detail::Application, 1)
+            .detail(Detail::Operator, OPERATOR)
+            .detail(Detail::Dataset, 1)
+            .detail(Detail::EpsilonTotal, "1")
+            .detail(Detail::ValidUntil, "2026-12-01T00:00:00Z"),
+        by(OPERATOR, "operator", "model.submit", "model:1")
+            .detail(Detail::Authorisation, 1)
+            .detail(Detail::Digest, digest()),
         by(BUREAU, "reviewer", "model.review", "model:1")
-            .detail("decision", "approve")
-            .detail("digest", digest())
-            .detail("state", "approved"),
+            .detail(Detail::Decision, "approve")
+            .detail(Detail::Digest, digest())
+            .detail(Detail::State, "approved"),
         run(1, "0.5"),
-        by(OPERATOR, "operator", "run.release", "run:1").detail("authorisation", 1),
+        by(OPERATOR, "operator", "run.release", "run:1").detail(Detail::Authorisation, 1),
         run(2, "0.5"),
     ]);
     history
@@ -145,7 +150,7 @@ fn content_rules_name_the_first_unlawful_entry() {
     check(overspent, 27, "more than its budget");
 
     let mut unapproved = lawful();
-    unapproved[24] = unapproved[24].clone().detail("digest", "cd".repeat(32));
+    unapproved[24] = unapproved[24].clone().detail(Detail::Digest, "cd".repeat(32));
     check(unapproved, 26, "no review approved");
 
     let mut unauthorised = lawful();
@@ -171,7 +176,7 @@ fn content_rules_name_the_first_unlawful_entry() {
         check(history, 26, "exact millionths");
     }
     let mut budget = lawful();
-    budget[19] = budget[19].clone().detail("epsilon_total", "0.9999995");
+    budget[19] = budget[19].clone().detail(Detail::EpsilonTotal, "0.9999995");
     check(budget, 21, "exact millionths");
 
     // A revocation must say which bytes; revoked bytes are not approved again.
@@ -179,14 +184,18 @@ fn content_rules_name_the_first_unlawful_entry() {
     vague.insert(22, by(BUREAU, "reviewer", "model.revoke", "model:1"));
     check(vague, 24, "without its digest");
     let mut again = lawful();
-    again.insert(22, by(BUREAU, "reviewer", "model.revoke", "model:1").detail("digest", digest()));
+    again.insert(22, by(BUREAU, "reviewer", "model.revoke", "model:1").detail(Detail::Digest, digest()));
     again.insert(
         23,
-        by(OPERATOR, "operator", "model.submit", "model:2").detail("authorisation", 1).detail("digest", digest()),
+        by(OPERATOR, "operator", "model.submit", "model:2")
+            .detail(Detail::Authorisation, 1)
+            .detail(Detail::Digest, digest()),
     );
     again.insert(
         24,
-        by(DEPARTMENT, "reviewer", "model.review", "model:2").detail("digest", digest()).detail("state", "approved"),
+        by(DEPARTMENT, "reviewer", "model.review", "model:2")
+            .detail(Detail::Digest, digest())
+            .detail(Detail::State, "approved"),
     );
     check(again, 26, "approved again after it was revoked");
 
@@ -195,10 +204,10 @@ fn content_rules_name_the_first_unlawful_entry() {
     elsewhere.insert(
         22,
         by(DEPARTMENT, "reviewer", "authorisation.create", "authorisation:2")
-            .detail("application", 1)
-            .detail("operator", OPERATOR)
-            .detail("dataset", 1)
-            .detail("epsilon_total", "1"),
+            .detail(Detail::Application, 1)
+            .detail(Detail::Operator, OPERATOR)
+            .detail(Detail::Dataset, 1)
+            .detail(Detail::EpsilonTotal, "1"),
     );
     let mut stray = run(3, "0.1");
     stray.details.insert("authorisation".into(), "2".into());
@@ -207,12 +216,12 @@ fn content_rules_name_the_first_unlawful_entry() {
 
     // A quorum shows as the resulting state: an approve that left the model pending is no approval.
     let mut pending = lawful();
-    pending[21] = pending[21].clone().detail("state", "submitted");
+    pending[21] = pending[21].clone().detail(Detail::State, "submitted");
     check(pending, 24, "no review approved");
 
     // A run after the window, or by someone other than the authorisation's operator.
     let mut late = lawful();
-    late[19] = late[19].clone().detail("valid_until", "2026-05-31T00:00:00Z");
+    late[19] = late[19].clone().detail(Detail::ValidUntil, "2026-05-31T00:00:00Z");
     check(late, 24, "window closed");
     let mut stranger = lawful();
     stranger[24].actor_id = Some(OTHER_OPERATOR);
@@ -236,8 +245,9 @@ fn content_rules_name_the_first_unlawful_entry() {
     own_application[17].actor_id = Some(OPERATOR);
     check(own_application, 19, "acts as reviewer but was created as operator");
     let mut own_model = lawful();
-    own_model[20] =
-        by(BUREAU, "reviewer", "model.submit", "model:1").detail("authorisation", 1).detail("digest", digest());
+    own_model[20] = by(BUREAU, "reviewer", "model.submit", "model:1")
+        .detail(Detail::Authorisation, 1)
+        .detail(Detail::Digest, digest());
     check(own_model, 22, "model.submit done as reviewer");
     let mut self_review = lawful();
     self_review[21].actor_id = Some(OPERATOR);
@@ -251,7 +261,7 @@ fn content_rules_name_the_first_unlawful_entry() {
 
     // The dataset's lifetime budget holds across authorisations.
     let mut dataset = lawful();
-    dataset[15] = dataset[15].clone().detail("epsilon_total", "0.75");
+    dataset[15] = dataset[15].clone().detail(Detail::EpsilonTotal, "0.75");
     check(dataset, 26, "lifetime budget");
 }
 
@@ -265,15 +275,15 @@ fn insiders_are_caught_by_organisation_licence_and_second_admin() {
     };
     let create = |id: i64, role: &str, organisation: i64| {
         by(ADMIN, "admin", "principal.create", &format!("principal:{id}"))
-            .detail("role", role)
-            .detail("organisation", organisation)
-            .detail("approval", "pending")
+            .detail(Detail::Role, role)
+            .detail(Detail::Organisation, organisation)
+            .detail(Detail::Approval, "pending")
     };
     let approve = |id: i64| by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{id}"));
     // A data bureau reviewer employed by the operator's organisation (by id, whatever its
     // name) approves the first stage.
     let mut colleague = lawful_history();
-    colleague.insert(15, create(8, "reviewer", QIANBEI).detail("reviewer_kind", "data_bureau"));
+    colleague.insert(15, create(8, "reviewer", QIANBEI).detail(Detail::ReviewerKind, "data_bureau"));
     colleague.insert(16, approve(8));
     colleague[19].actor_id = Some(8);
     caught(colleague, "reviewed from its applicant's own organisation");
@@ -282,34 +292,34 @@ fn insiders_are_caught_by_organisation_licence_and_second_admin() {
     wrong_stage[17].actor_id = Some(DEPARTMENT);
     caught(wrong_stage, "first review was not the data bureau's");
     let mut other_department = lawful_history();
-    other_department.insert(15, create(8, "reviewer", BIG_DATA).detail("reviewer_kind", "providing_department"));
+    other_department.insert(15, create(8, "reviewer", BIG_DATA).detail(Detail::ReviewerKind, "providing_department"));
     other_department.insert(16, approve(8));
     other_department[20].actor_id = Some(8);
     caught(other_department, "not by the department providing the data");
     // A model approved by a reviewer of the submitter's organisation.
     let mut model = lawful_history();
-    model.insert(15, create(8, "reviewer", QIANBEI).detail("reviewer_kind", "data_bureau"));
+    model.insert(15, create(8, "reviewer", QIANBEI).detail(Detail::ReviewerKind, "data_bureau"));
     model.insert(16, approve(8));
     model[23].actor_id = Some(8);
     caught(model, "reviewed from its submitter's own organisation");
     // A held result released by someone other than the providing department.
     let mut result = lawful_history();
-    result.push(by(BUREAU, "reviewer", "result.review", "run:2").detail("decision", "release"));
+    result.push(by(BUREAU, "reviewer", "result.review", "run:2").detail(Detail::Decision, "release"));
     caught(result, "another than the department providing the data");
     let mut result = lawful_history();
-    result.push(by(DEPARTMENT, "reviewer", "result.review", "run:2").detail("decision", "release"));
+    result.push(by(DEPARTMENT, "reviewer", "result.review", "run:2").detail(Detail::Decision, "release"));
     let key = signing_key();
     verify_export(&export(result, &key), KeyTrust::Pinned(&key.public_key()), None).expect("the department's own");
 
     // An operator acting after its licence ended.
     let mut expired = lawful_history();
-    expired[7] = expired[7].clone().detail("licence_valid_until", "2026-05-01T00:00:00Z");
+    expired[7] = expired[7].clone().detail(Detail::LicenceValidUntil, "2026-05-01T00:00:00Z");
     caught(expired, "outside its licence's window");
 
     // The two-person rule: a reviewer created without approval, one approved by its own
     // creator, and one acting before any approval.
     let mut alone = lawful_history();
-    alone[9] = alone[9].clone().detail("approval", "not_required");
+    alone[9] = alone[9].clone().detail(Detail::Approval, "not_required");
     caught(alone, "created without a second administrator's approval");
     let mut own = lawful_history();
     own[12].actor_id = Some(ADMIN);
@@ -320,11 +330,23 @@ fn insiders_are_caught_by_organisation_licence_and_second_admin() {
 
     // A principal in an organisation nobody created, and an organisation created twice.
     let mut unknown = lawful_history();
-    unknown[6] = unknown[6].clone().detail("organisation", 99);
+    unknown[6] = unknown[6].clone().detail(Detail::Organisation, 99);
     caught(unknown, "which the log never created");
     let mut twice = lawful_history();
     twice.insert(3, twice[2].clone());
     caught(twice, "created twice");
+}
+
+/// The writer can only write the vocabulary; a forger can write anything, and the
+/// verifier refuses an action outside it.
+#[test]
+fn an_action_outside_the_vocabulary_is_refused() {
+    let mut history = lawful_history();
+    let mut stray = history[15].clone();
+    stray.action = "data.steal".into();
+    history.insert(16, stray);
+    let error = refused(history);
+    assert!(error.problem.contains("`data.steal` is not an action of the audit vocabulary"), "{error}");
 }
 
 #[test]
@@ -338,7 +360,8 @@ fn self_review_by_id_is_caught_even_in_the_right_role() {
     let mut history = lawful_history();
     history.insert(17, by(OPERATOR, "operator", "application.submit", "application:2"));
     history.insert(18, {
-        let mut review = by(OPERATOR, "operator", "application.review", "application:2").detail("state", "approved");
+        let mut review =
+            by(OPERATOR, "operator", "application.review", "application:2").detail(Detail::State, "approved");
         review.role = "reviewer".into();
         review
     });
@@ -349,11 +372,11 @@ fn self_review_by_id_is_caught_even_in_the_right_role() {
 #[test]
 fn unusual_text_never_panics_the_rules() {
     let mut history = lawful_history();
-    history[24] = run(2, "0.5").detail("digest", "é".repeat(40));
+    history[24] = run(2, "0.5").detail(Detail::Digest, "é".repeat(40));
     let error = refused(history);
     assert!(error.problem.contains("éééé"), "{error}");
     let mut history = lawful_history();
-    history[19] = history[19].clone().detail("valid_until", "2026-13-01T00:00:00+08:00");
+    history[19] = history[19].clone().detail(Detail::ValidUntil, "2026-13-01T00:00:00+08:00");
     let error = refused(history);
     assert!(error.problem.contains("cannot read"), "{error}");
 }

@@ -146,7 +146,7 @@ pub fn verify_receipt_file(
                 entry.seq, entry.action, entry.object, entry.time
             )
             .map_err(report)?;
-            let values = match (&released, entry.details.get(RELEASE_DETAIL)) {
+            let values = match (&released, entry.details.get(RELEASE_DETAIL.as_str())) {
                 (Some(_), _) => "the released values are the ones the log recorded".to_owned(),
                 (None, Some(digest)) => format!(
                     "it commits to released values with digest {digest} (pass the whole run result to check them)"

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::PublicKey;
 use crate::merkle::{Hash, RootBuilder, verify_inclusion};
-use crate::{AuditEntry, AuditOutcome, Checkpoint, ENTRY_VERSION, leaf_hash};
+use crate::{Act, AuditEntry, AuditOutcome, Checkpoint, Detail, ENTRY_VERSION, leaf_hash};
 
 pub const EXPORT_FORMAT: &str = "sluice-audit-export/1";
 
@@ -317,30 +317,6 @@ struct Authorisation {
     revoked: bool,
 }
 
-/// The role an action that succeeded must have been done in.
-fn required_role(action: &str) -> Option<&'static str> {
-    Some(match action {
-        "principal.create"
-        | "keys.rotate"
-        | "principal.token.issue"
-        | "principal.token.revoke"
-        | "principal.disable"
-        | "principal.approve"
-        | "organisation.create"
-        | "organisation.rename" => "admin",
-        "dataset.register" | "dataset.ingest" | "dataset.destroy" => "provider",
-        "application.submit" | "application.withdraw" | "model.submit" | "run.start" => "operator",
-        "application.review"
-        | "authorisation.create"
-        | "authorisation.revoke"
-        | "model.review"
-        | "model.revoke"
-        | "result.review" => "reviewer",
-        "audit.export" | "audit.search" => "regulator",
-        _ => return None,
-    })
-}
-
 /// ε as the gateway writes it: digits, optionally a point and one to six digits, no sign,
 /// exponent or padding; returned in millionths, exactly.
 pub(crate) fn micro_epsilon(text: Option<&String>) -> Option<u64> {
@@ -404,10 +380,13 @@ fn id_of<'a>(object: &'a str, kind: &str) -> Result<&'a str, String> {
 
 impl ContentRules {
     fn check(&mut self, entry: &AuditEntry) -> Result<(), String> {
-        let detail = |key: &str| entry.details.get(key);
-        let need = |key: &str| detail(key).ok_or_else(|| format!("a {} entry without its {key}", entry.action));
+        let Some(act) = Act::parse(&entry.action) else {
+            return Err(format!("`{}` is not an action of the audit vocabulary", short(&entry.action)));
+        };
+        let detail = |key: Detail| entry.details.get(key.as_str());
+        let need = |key: Detail| detail(key).ok_or_else(|| format!("a {} entry without its {key}", entry.action));
         // A charge is a charge, whatever outcome the entry claims.
-        if entry.action == "run.start" && entry.outcome != AuditOutcome::Ok && detail("epsilon_charged").is_some() {
+        if act == Act::RunStart && entry.outcome != AuditOutcome::Ok && detail(Detail::EpsilonCharged).is_some() {
             return self.charge(entry);
         }
         if entry.outcome != AuditOutcome::Ok {
@@ -438,7 +417,7 @@ impl ContentRules {
         {
             return Err(format!("principal {actor} acted after it was disabled"));
         }
-        if let Some(role) = required_role(&entry.action) {
+        if let Some(role) = act.required_role() {
             let Some(actor) = entry.actor_id else {
                 return Err(format!("a {} entry with no actor", entry.action));
             };
@@ -449,15 +428,15 @@ impl ContentRules {
                 return Err(format!("{} done as {}, not by a {role}", entry.action, short(&entry.role)));
             }
         }
-        match entry.action.as_str() {
-            "organisation.create" => {
+        match act {
+            Act::OrganisationCreate => {
                 let id = id_of(&entry.object, "organisation")?.to_owned();
                 if !self.organisations.insert(id.clone()) {
                     return Err(format!("organisation {} created twice", short(&id)));
                 }
             }
-            "principal.bootstrap" | "principal.create" => self.create_principal(entry)?,
-            "principal.approve" => {
+            Act::PrincipalBootstrap | Act::PrincipalCreate => self.create_principal(entry)?,
+            Act::PrincipalApprove => {
                 let id: i64 =
                     id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
                 let Some(principal) = self.principals.get_mut(&id) else {
@@ -471,14 +450,14 @@ impl ContentRules {
                 }
                 principal.pending = false;
             }
-            "principal.disable" => {
+            Act::PrincipalDisable => {
                 let id: i64 =
                     id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
                 self.disabled.insert(id);
             }
-            "dataset.register" => {
+            Act::DatasetRegister => {
                 let id = id_of(&entry.object, "dataset")?.to_owned();
-                let total = micro_epsilon(Some(need("epsilon_total")?))
+                let total = micro_epsilon(Some(need(Detail::EpsilonTotal)?))
                     .ok_or("a dataset budget that is not exact millionths of ε")?;
                 if self.datasets.insert(id.clone(), (total, 0)).is_some() {
                     return Err(format!("dataset {id} registered twice"));
@@ -487,16 +466,16 @@ impl ContentRules {
                     self.providers.insert(id, provider);
                 }
             }
-            "application.submit" => {
+            Act::ApplicationSubmit => {
                 let id = id_of(&entry.object, "application")?.to_owned();
-                let dataset = detail("dataset").cloned();
+                let dataset = detail(Detail::Dataset).cloned();
                 let state = self.applications.entry(id).or_insert((entry.actor_id, "submitted".into(), None));
                 state.1 = "submitted".into();
                 if dataset.is_some() {
                     state.2 = dataset;
                 }
             }
-            "application.review" => {
+            Act::ApplicationReview => {
                 let id = id_of(&entry.object, "application")?.to_owned();
                 let Some((applicant, state, dataset)) = self.applications.get(&id).cloned() else {
                     return Err(format!("a review of application {id}, which was never submitted"));
@@ -527,28 +506,28 @@ impl ContentRules {
                     _ => {}
                 }
                 if let Some(application) = self.applications.get_mut(&id) {
-                    application.1 = need("state")?.clone();
+                    application.1 = need(Detail::State)?.clone();
                 }
             }
-            "authorisation.create" => {
+            Act::AuthorisationCreate => {
                 let id = id_of(&entry.object, "authorisation")?.to_owned();
-                let application = need("application")?;
+                let application = need(Detail::Application)?;
                 if self.applications.get(application.as_str()).map(|(_, state, _)| state.as_str()) != Some("approved") {
                     return Err(format!(
                         "authorisation {id} for application {}, which no review approved",
                         short(application)
                     ));
                 }
-                let total = micro_epsilon(Some(need("epsilon_total")?))
+                let total = micro_epsilon(Some(need(Detail::EpsilonTotal)?))
                     .ok_or("an authorisation budget that is not exact millionths of ε")?;
-                let valid_until = match detail("valid_until") {
+                let valid_until = match detail(Detail::ValidUntil) {
                     Some(text) => Some(timestamp(text).ok_or("an authorisation window the verifier cannot read")?),
                     None => None,
                 };
-                let operator = detail("operator").and_then(|text| text.parse().ok());
+                let operator = detail(Detail::Operator).and_then(|text| text.parse().ok());
                 let authorisation = Authorisation {
                     operator,
-                    dataset: detail("dataset").cloned(),
+                    dataset: detail(Detail::Dataset).cloned(),
                     valid_until,
                     total,
                     spent: 0,
@@ -558,22 +537,23 @@ impl ContentRules {
                     return Err(format!("authorisation {id} created twice (its budget would start again)"));
                 }
             }
-            "authorisation.revoke" => {
+            Act::AuthorisationRevoke => {
                 let id = id_of(&entry.object, "authorisation")?;
                 if let Some(authorisation) = self.authorisations.get_mut(id) {
                     authorisation.revoked = true;
                 }
             }
-            "model.submit" => {
+            Act::ModelSubmit => {
                 let id = id_of(&entry.object, "model")?.to_owned();
-                self.models.insert(id, (need("authorisation")?.clone(), need("digest")?.clone(), entry.actor_id));
+                self.models
+                    .insert(id, (need(Detail::Authorisation)?.clone(), need(Detail::Digest)?.clone(), entry.actor_id));
             }
-            "model.review" => {
+            Act::ModelReview => {
                 let id = id_of(&entry.object, "model")?;
                 let Some((authorisation, digest, submitter)) = self.models.get(id) else {
                     return Err(format!("a review of model {id}, which was never submitted"));
                 };
-                if need("digest")? != digest {
+                if need(Detail::Digest)? != digest {
                     return Err(format!("a review of model {id} names other bytes than were submitted"));
                 }
                 if entry.actor_id.is_some() && *submitter == entry.actor_id {
@@ -583,7 +563,7 @@ impl ContentRules {
                 if reviewer.is_some() && reviewer == self.organisation_of(*submitter) {
                     return Err(format!("model {id} reviewed from its submitter's own organisation"));
                 }
-                if need("state")? == "approved" {
+                if need(Detail::State)? == "approved" {
                     let key = (authorisation.clone(), digest.clone());
                     if self.revoked.contains(&key) {
                         return Err(format!("model {}… approved again after it was revoked", short(digest)));
@@ -591,9 +571,9 @@ impl ContentRules {
                     self.approved.insert(key);
                 }
             }
-            "model.revoke" => {
+            Act::ModelRevoke => {
                 let id = id_of(&entry.object, "model")?;
-                let digest = need("digest")?;
+                let digest = need(Detail::Digest)?;
                 let Some((authorisation, submitted, submitter)) = self.models.get(id) else {
                     return Err(format!("a revocation of model {id}, which was never submitted"));
                 };
@@ -608,8 +588,8 @@ impl ContentRules {
                 self.approved.remove(&key);
                 self.revoked.insert(key);
             }
-            "run.start" => self.charge(entry)?,
-            "run.release" => {
+            Act::RunStart => self.charge(entry)?,
+            Act::RunRelease => {
                 let run = id_of(&entry.object, "run")?.to_owned();
                 if !self.started.contains(&run) {
                     return Err(format!("a release of run {run}, which never started with a charge"));
@@ -618,7 +598,7 @@ impl ContentRules {
                     return Err(format!("run {run} released twice"));
                 }
             }
-            "result.review" => {
+            Act::ResultReview => {
                 let run = id_of(&entry.object, "run")?.to_owned();
                 let Some((dataset, operator)) = self.runs.get(&run).cloned() else {
                     return Err(format!("a review of run {run}'s result, which never started with a charge"));
@@ -646,13 +626,14 @@ impl ContentRules {
     /// `principal.bootstrap` (an administrator made at the host, perhaps with its new
     /// organisation) or `principal.create` (through the API, by an administrator).
     fn create_principal(&mut self, entry: &AuditEntry) -> Result<(), String> {
-        let need =
-            |key: &str| entry.details.get(key).ok_or_else(|| format!("a {} entry without its {key}", entry.action));
+        let need = |key: Detail| {
+            entry.details.get(key.as_str()).ok_or_else(|| format!("a {} entry without its {key}", entry.action))
+        };
         let id: i64 = id_of(&entry.object, "principal")?.parse().map_err(|_| "a principal id that is not a number")?;
-        let role = need("role")?.clone();
-        let organisation = need("organisation")?.clone();
-        let bootstrap = entry.action == "principal.bootstrap";
-        if bootstrap && entry.details.contains_key("organisation_name") {
+        let role = need(Detail::Role)?.clone();
+        let organisation = need(Detail::Organisation)?.clone();
+        let bootstrap = entry.action == Act::PrincipalBootstrap.as_str();
+        if bootstrap && entry.details.contains_key(Detail::OrganisationName.as_str()) {
             if !self.organisations.insert(organisation.clone()) {
                 return Err(format!("organisation {} created twice", short(&organisation)));
             }
@@ -662,22 +643,22 @@ impl ContentRules {
                 short(&organisation)
             ));
         }
-        let pending = !bootstrap && need("approval")? == "pending";
+        let pending = !bootstrap && need(Detail::Approval)? == "pending";
         if !bootstrap && !pending && SECOND_ADMIN_ROLES.contains(&role.as_str()) {
             return Err(format!("{} {id} created without a second administrator's approval", short(&role)));
         }
-        let reviewer_kind = entry.details.get("reviewer_kind").cloned();
+        let reviewer_kind = entry.details.get(Detail::ReviewerKind.as_str()).cloned();
         if role == "reviewer" && reviewer_kind.is_none() {
             return Err(format!("reviewer {id} created without its kind"));
         }
         let licence = if role == "operator" {
-            let window = |key: &str| {
+            let window = |key: Detail| {
                 need(key).and_then(|text| {
                     timestamp(text).ok_or_else(|| format!("operator {id}'s {key} the verifier cannot read"))
                 })
             };
-            need("licence")?;
-            Some((window("licence_valid_from")?, window("licence_valid_until")?))
+            need(Detail::Licence)?;
+            Some((window(Detail::LicenceValidFrom)?, window(Detail::LicenceValidUntil)?))
         } else {
             None
         };
@@ -697,10 +678,11 @@ impl ContentRules {
 
     /// A run's start: who, under what, when, with which model, and what it costs.
     fn charge(&mut self, entry: &AuditEntry) -> Result<(), String> {
-        let need = |key: &str| entry.details.get(key).ok_or_else(|| format!("a run.start entry without its {key}"));
-        let id = need("authorisation")?;
-        let digest = need("digest")?;
-        let charged = micro_epsilon(entry.details.get("epsilon_charged"))
+        let need =
+            |key: Detail| entry.details.get(key.as_str()).ok_or_else(|| format!("a run.start entry without its {key}"));
+        let id = need(Detail::Authorisation)?;
+        let digest = need(Detail::Digest)?;
+        let charged = micro_epsilon(entry.details.get(Detail::EpsilonCharged.as_str()))
             .ok_or("a run charge that is not exact millionths of ε")?;
         let run = id_of(&entry.object, "run")?.to_owned();
         if !self.started.insert(run.clone()) {
@@ -727,7 +709,7 @@ impl ContentRules {
         if authorisation.spent > authorisation.total {
             return Err(format!("authorisation {id} spent more than its budget"));
         }
-        let dataset = entry.details.get("dataset").or(authorisation.dataset.as_ref());
+        let dataset = entry.details.get(Detail::Dataset.as_str()).or(authorisation.dataset.as_ref());
         self.runs.insert(run.clone(), (dataset.cloned(), entry.actor_id));
         if let Some(dataset) = dataset {
             if authorisation.dataset.as_ref().is_some_and(|granted| granted != dataset) {

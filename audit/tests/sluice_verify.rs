@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice_audit::{AuditEvent, AuditOutcome, LogWriter, SigningKey};
+use sluice_audit::{Act, AuditEvent, AuditOutcome, LogWriter, SigningKey};
 
 /// A small export of `entries` read events with one signed checkpoint at the end.
 fn export(key: &SigningKey, entries: u64) -> String {
     let mut log = LogWriter::default();
     for _ in 0..entries {
-        let mut event = AuditEvent::new("catalogue.read", "catalogue", AuditOutcome::Ok);
+        let mut event = AuditEvent::new(Act::CatalogueRead, "catalogue", AuditOutcome::Ok);
         event.actor_id = Some(2);
         event.role = "operator".into();
         log.append(event, "2026-11-30T12:00:00Z");

@@ -8,18 +8,18 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_audit::{AuditEvent, AuditOutcome, KeyTrust, LogWriter, SigningKey, verify_export};
+use sluice_audit::{Act, AuditEvent, AuditOutcome, Detail, KeyTrust, LogWriter, SigningKey, verify_export};
 use sluice_gateway::store::Store;
 
 const ENTRIES: u64 = 1_000_000;
 
 fn event(index: u64) -> AuditEvent {
     let mut event = AuditEvent::new(
-        ["catalogue.read", "budget.read", "result.read"][(index % 3) as usize],
+        [Act::CatalogueRead, Act::BudgetRead, Act::ResultRead][(index % 3) as usize],
         format!("run:{index}"),
         AuditOutcome::Ok,
     )
-    .detail("authorisation", index % 97);
+    .detail(Detail::Authorisation, index % 97);
     event.actor_id = Some((index % 13) as i64);
     event.role = "operator".into();
     event.request_id = format!("{index:016x}");

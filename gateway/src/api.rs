@@ -124,7 +124,7 @@ async fn audit_invalid_requests(
     };
     if !ours.recorded {
         let mut event = sluice_audit::AuditEvent::new(
-            "request.invalid",
+            sluice_audit::Act::RequestInvalid,
             format!("{method} {path}"),
             sluice_audit::AuditOutcome::Denied,
         )

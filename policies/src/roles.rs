@@ -3,6 +3,8 @@
 //! It owns the names of roles and actions; who may attempt what is the Cedar policy set in
 //! `gate`. It must not look at object state (that is `procedure`).
 
+use sluice_audit::Act;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The platform operator: licences, accounts, keys.
@@ -121,37 +123,43 @@ impl Action {
         Action::ReadModel,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The name the audit log records this action under: one vocabulary for the gate,
+    /// the writer and the regulator's verifier.
+    pub fn audit(self) -> Act {
         match self {
-            Action::CreatePrincipal => "principal.create",
-            Action::RegisterDataset => "dataset.register",
-            Action::IngestDataset => "dataset.ingest",
-            Action::ReadCatalogue => "catalogue.read",
-            Action::SubmitApplication => "application.submit",
-            Action::ReviewApplication => "application.review",
-            Action::SubmitModel => "model.submit",
-            Action::ReviewModel => "model.review",
-            Action::RunModel => "run.start",
-            Action::ReadResult => "result.read",
-            Action::ReadBudget => "budget.read",
-            Action::ExportAudit => "audit.export",
-            Action::DestroyDataset => "dataset.destroy",
-            Action::RotateKeys => "keys.rotate",
-            Action::WithdrawApplication => "application.withdraw",
-            Action::RevokeAuthorisation => "authorisation.revoke",
-            Action::RevokeModel => "model.revoke",
-            Action::ReviewResult => "result.review",
-            Action::IssueToken => "principal.token.issue",
-            Action::RevokeToken => "principal.token.revoke",
-            Action::DisablePrincipal => "principal.disable",
-            Action::RotateOwnToken => "token.rotate",
-            Action::ApprovePrincipal => "principal.approve",
-            Action::CreateOrganisation => "organisation.create",
-            Action::RenameOrganisation => "organisation.rename",
-            Action::ReadOrganisations => "organisation.read",
-            Action::ReadApplication => "application.read",
-            Action::ReadModel => "model.read",
+            Action::CreatePrincipal => Act::PrincipalCreate,
+            Action::RegisterDataset => Act::DatasetRegister,
+            Action::IngestDataset => Act::DatasetIngest,
+            Action::ReadCatalogue => Act::CatalogueRead,
+            Action::SubmitApplication => Act::ApplicationSubmit,
+            Action::ReviewApplication => Act::ApplicationReview,
+            Action::SubmitModel => Act::ModelSubmit,
+            Action::ReviewModel => Act::ModelReview,
+            Action::RunModel => Act::RunStart,
+            Action::ReadResult => Act::ResultRead,
+            Action::ReadBudget => Act::BudgetRead,
+            Action::ExportAudit => Act::AuditExport,
+            Action::DestroyDataset => Act::DatasetDestroy,
+            Action::RotateKeys => Act::KeysRotate,
+            Action::WithdrawApplication => Act::ApplicationWithdraw,
+            Action::RevokeAuthorisation => Act::AuthorisationRevoke,
+            Action::RevokeModel => Act::ModelRevoke,
+            Action::ReviewResult => Act::ResultReview,
+            Action::IssueToken => Act::PrincipalTokenIssue,
+            Action::RevokeToken => Act::PrincipalTokenRevoke,
+            Action::DisablePrincipal => Act::PrincipalDisable,
+            Action::RotateOwnToken => Act::TokenRotate,
+            Action::ApprovePrincipal => Act::PrincipalApprove,
+            Action::CreateOrganisation => Act::OrganisationCreate,
+            Action::RenameOrganisation => Act::OrganisationRename,
+            Action::ReadOrganisations => Act::OrganisationRead,
+            Action::ReadApplication => Act::ApplicationRead,
+            Action::ReadModel => Act::ModelRead,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.audit().as_str()
     }
 }
 

@@ -154,8 +154,8 @@ async fn a_receipt_commits_to_the_released_values() {
     let entry = verify_receipt(&receipt, &world.app.public_key()).expect("verifies");
     let run_id = run["run_id"].as_i64();
     check_release(&entry, &run["outputs"], run_id).expect("the genuine values match");
-    assert_eq!(entry.details[RELEASE_DETAIL], release_digest(&run["outputs"]));
-    let logged: Value = serde_json::from_str(&entry.details[VALUES_DETAIL]).expect("values in the log");
+    assert_eq!(entry.details[RELEASE_DETAIL.as_str()], release_digest(&run["outputs"]));
+    let logged: Value = serde_json::from_str(&entry.details[VALUES_DETAIL.as_str()]).expect("values in the log");
     assert_eq!(logged, run["outputs"], "the regulator sees exactly what left");
 
     let mut edited = run.clone();

@@ -23,7 +23,7 @@ fn dependencies(crate_dir: &str) -> Vec<String> {
 /// The crates Sluice is built from, each with the workspace crates it may depend on.
 const INTERNAL: &[(&str, &str, &[&str])] = &[
     ("sandbox", "sluice-sandbox", &[]),
-    ("policies", "sluice-policies", &[]),
+    ("policies", "sluice-policies", &["sluice-audit"]),
     ("audit", "sluice-audit", &[]),
     ("vault", "sluice-vault", &["sluice-sandbox"]),
     ("gateway", "sluice-gateway", &["sluice-sandbox", "sluice-policies", "sluice-audit", "sluice-vault"]),

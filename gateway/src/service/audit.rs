@@ -4,6 +4,7 @@
 //! It reads the log and signs tree heads; it must not write entries other than its own
 //! access records, and it never changes one.
 
+use sluice_audit::{Act, Detail};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,8 +129,10 @@ impl App {
             (false, Some((size, note))) => CheckpointView { size: size as u64, checkpoint: note },
             _ => self.issue_checkpoint().await?,
         };
-        self.record(Self::event(caller, "audit.checkpoint", "audit_log", AuditOutcome::Ok).detail("size", view.size))
-            .await?;
+        self.record(
+            Self::event(caller, Act::AuditCheckpoint, "audit_log", AuditOutcome::Ok).detail(Detail::Size, view.size),
+        )
+        .await?;
         Ok(view)
     }
 
@@ -140,8 +143,10 @@ impl App {
             return Err(ServiceError::invalid(format!("need 1 <= seq <= size <= {} (the log's size)", leaves.len())));
         }
         let proof = inclusion_proof(&leaves, seq as usize - 1).iter().map(hex::encode).collect();
-        self.record(Self::event(caller, "audit.proof", format!("audit:{seq}"), AuditOutcome::Ok).detail("size", size))
-            .await?;
+        self.record(
+            Self::event(caller, Act::AuditProof, format!("audit:{seq}"), AuditOutcome::Ok).detail(Detail::Size, size),
+        )
+        .await?;
         Ok(ProofView { proof })
     }
 
@@ -153,7 +158,9 @@ impl App {
         }
         let proof = consistency_proof(&leaves, from as usize).iter().map(hex::encode).collect();
         self.record(
-            Self::event(caller, "audit.proof", "audit_log", AuditOutcome::Ok).detail("from", from).detail("to", to),
+            Self::event(caller, Act::AuditProof, "audit_log", AuditOutcome::Ok)
+                .detail(Detail::From, from)
+                .detail(Detail::To, to),
         )
         .await?;
         Ok(ProofView { proof })
@@ -174,9 +181,9 @@ impl App {
         let proof = if old == 0 || old == latest.size { Vec::new() } else { consistency_proof(&leaves, old as usize) };
         let note = self.store.checkpoint_note(latest.size).await?.context("the latest checkpoint's note")?;
         self.record(
-            Self::event(caller, "audit.witness", "audit_log", AuditOutcome::Ok)
-                .detail("from", old)
-                .detail("to", latest.size),
+            Self::event(caller, Act::AuditWitness, "audit_log", AuditOutcome::Ok)
+                .detail(Detail::From, old)
+                .detail(Detail::To, latest.size),
         )
         .await?;
         Ok(sluice_audit::witness::add_checkpoint_request(old, &proof, &note))
@@ -198,7 +205,7 @@ impl App {
             return Err(ServiceError::invalid(format!("`{name}` is not a witness this gateway accepts (`witnesses`)")));
         };
         let Some(note) = self.store.checkpoint_note(size).await? else {
-            return Err(self.not_found(caller, "audit.cosign", "checkpoint", size as i64).await);
+            return Err(self.not_found(caller, Act::AuditCosign, "checkpoint", size as i64).await);
         };
         let (_, body, _) = Checkpoint::parse(&note).map_err(|error| anyhow::anyhow!("a stored checkpoint: {error}"))?;
         if sluice_audit::witness::cosigned_at(&body, line, name, &key).is_none() {
@@ -212,7 +219,8 @@ impl App {
             )));
         }
         self.record(
-            Self::event(caller, "audit.cosign", format!("checkpoint:{size}"), AuditOutcome::Ok).detail("witness", name),
+            Self::event(caller, Act::AuditCosign, format!("checkpoint:{size}"), AuditOutcome::Ok)
+                .detail(Detail::Witness, name),
         )
         .await?;
         Ok(())
@@ -279,8 +287,10 @@ impl App {
                 }
             }
         }
-        self.record(Self::event(caller, "audit.search", "audit_log", AuditOutcome::Ok).detail("results", found.len()))
-            .await?;
+        self.record(
+            Self::event(caller, Act::AuditSearch, "audit_log", AuditOutcome::Ok).detail(Detail::Results, found.len()),
+        )
+        .await?;
         Ok(found)
     }
 
@@ -289,7 +299,7 @@ impl App {
     pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
         let action = Action::ExportAudit;
         self.guard(caller, action, "audit_log").await?;
-        self.record(Self::event(caller, action.as_str(), "audit_log", AuditOutcome::Ok)).await?;
+        self.record(Self::event(caller, action.audit(), "audit_log", AuditOutcome::Ok)).await?;
         Ok(self.audit_export_text().await?)
     }
 

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use sluice_audit::{Act, Detail};
 use sluice_policies::{Action, Epsilon};
 
 use super::{App, Caller};
@@ -124,9 +125,9 @@ impl App {
             now,
         )
         .await?;
-        let event = Self::event(caller, action.as_str(), format!("dataset:{id}"), AuditOutcome::Ok)
-            .detail("schema_hash", &schema_hash)
-            .detail("epsilon_total", epsilon_total);
+        let event = Self::event(caller, action.audit(), format!("dataset:{id}"), AuditOutcome::Ok)
+            .detail(Detail::SchemaHash, &schema_hash)
+            .detail(Detail::EpsilonTotal, epsilon_total);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the dataset")?;
         Ok(id)
@@ -142,7 +143,7 @@ impl App {
         skip_invalid: bool,
         progress: impl FnMut(u64) + Send + 'static,
     ) -> ServiceResult<IngestSummary> {
-        let action = Action::IngestDataset.as_str();
+        let action = Action::IngestDataset.audit();
         let object = format!("dataset:{dataset_id}");
         self.guard(caller, Action::IngestDataset, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
@@ -201,10 +202,10 @@ impl App {
         let mut tx = self.store.begin().await?;
         Store::insert_version(&mut tx, &row).await?;
         let event = Self::event(caller, action, &object, AuditOutcome::Ok)
-            .detail("version", version)
-            .detail("rows", report.rows)
-            .detail("chunks", report.chunks)
-            .detail("rows_skipped", report.skipped);
+            .detail(Detail::Version, version)
+            .detail(Detail::Rows, report.rows)
+            .detail(Detail::Chunks, report.chunks)
+            .detail(Detail::RowsSkipped, report.skipped);
         Store::append_audit(&mut tx, event, now).await?;
         if let Err(error) = tx.commit().await {
             // The chunks are useless without the wrapped key that was just rolled back.
@@ -233,14 +234,14 @@ impl App {
         let object = format!("dataset:{dataset_id}");
         self.guard(caller, action, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "dataset", dataset_id).await);
+            return Err(self.not_found(caller, action.audit(), "dataset", dataset_id).await);
         };
         if dataset.provider_id != caller.principal.id {
             let denial = sluice_policies::Denial::new(
                 sluice_policies::DenialReason::WrongRole,
                 "only the provider that registered a dataset may destroy it",
             );
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was already destroyed")));
@@ -249,9 +250,9 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let versions = Store::shred_dataset(&mut tx, dataset_id, now).await?;
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("data_keys_deleted", versions)
-            .detail("method", "crypto-shredding");
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::DataKeysDeleted, versions)
+            .detail(Detail::Method, "crypto-shredding");
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the destruction")?;
         let blobs = self.sealed.data_dir.blobs().join(format!("dataset-{dataset_id}"));
@@ -269,13 +270,13 @@ impl App {
             return Err(ServiceError::invalid("at most 1,000,000 dummy rows per request"));
         }
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
-            return Err(self.not_found(caller, "dataset.dummy", "dataset", dataset_id).await);
+            return Err(self.not_found(caller, Act::DatasetDummy, "dataset", dataset_id).await);
         };
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        let event = Self::event(caller, "dataset.dummy", format!("dataset:{dataset_id}"), AuditOutcome::Ok)
-            .detail("rows", rows)
-            .detail("seed", seed);
+        let event = Self::event(caller, Act::DatasetDummy, format!("dataset:{dataset_id}"), AuditOutcome::Ok)
+            .detail(Detail::Rows, rows)
+            .detail(Detail::Seed, seed);
         self.record(event).await?;
         Ok(sluice_vault::dummy::dummy_csv(&schema, rows, seed))
     }
@@ -322,8 +323,8 @@ impl App {
                 authorisations,
             });
         }
-        let event = Self::event(caller, Action::ReadCatalogue.as_str(), "catalogue", AuditOutcome::Ok)
-            .detail("datasets", entries.len());
+        let event = Self::event(caller, Action::ReadCatalogue.audit(), "catalogue", AuditOutcome::Ok)
+            .detail(Detail::Datasets, entries.len());
         self.record(event).await?;
         Ok(entries)
     }

@@ -32,7 +32,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::parts::{AuditLog, Gate, Sealed};
 use crate::runner::Runner;
 use crate::store::{NewPrincipal, OrganisationRow, PrincipalRow, Store, format_time, parse_time};
-use sluice_audit::{AuditEvent, AuditOutcome};
+use sluice_audit::{Act, AuditEvent, AuditOutcome, Detail};
 use sluice_vault::keys::{AeadKey, random_bytes};
 
 /// Where "now" comes from. Tests use a manual clock to step past validity windows.
@@ -229,7 +229,7 @@ impl App {
     /// Resolves an API token to its principal. Failures are audited, without the token.
     pub async fn authenticate(&self, token: Option<&str>, request_id: &str) -> ServiceResult<Caller> {
         let refuse = |reason: &'static str, code: &'static str, actor: Option<i64>| async move {
-            let mut event = AuditEvent::new("authenticate", "api", AuditOutcome::Denied).reason(reason);
+            let mut event = AuditEvent::new(Act::Authenticate, "api", AuditOutcome::Denied).reason(reason);
             event.request_id = request_id.into();
             event.actor_id = actor;
             self.record(event).await?;
@@ -292,10 +292,10 @@ impl App {
         let mut tx = self.store.begin().await?;
         if !Store::replace_token(&mut tx, id, &token_hash(&token), expires_at, reason, now).await? {
             drop(tx);
-            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
         }
-        let event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok)
-            .detail("expires_at", format_time(expires_at));
+        let event = Self::event(caller, action.audit(), format!("principal:{id}"), AuditOutcome::Ok)
+            .detail(Detail::ExpiresAt, format_time(expires_at));
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new token")?;
         Ok(CreatedPrincipal { id, token, expires_at: format_time(expires_at) })
@@ -313,10 +313,10 @@ impl App {
         let mut tx = self.store.begin().await?;
         if !Store::replace_token(&mut tx, id, &unusable, now, "revoked", now).await? {
             drop(tx);
-            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
         }
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("note", note.chars().take(200).collect::<String>());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Note, note.chars().take(200).collect::<String>());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the revocation")?;
         Ok(())
@@ -337,11 +337,11 @@ impl App {
             drop(tx);
             return match self.store.principal(id).await? {
                 Some(_) => Err(ServiceError::Conflict(format!("principal {id} is already disabled"))),
-                None => Err(self.not_found(caller, action.as_str(), "principal", id).await),
+                None => Err(self.not_found(caller, action.audit(), "principal", id).await),
             };
         }
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("note", note.chars().take(200).collect::<String>());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Note, note.chars().take(200).collect::<String>());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the disabling")?;
         Ok(())
@@ -355,7 +355,7 @@ impl App {
     }
 
     /// An audit event attributed to `caller`.
-    pub(crate) fn event(caller: &Caller, action: &str, object: impl Into<String>, outcome: AuditOutcome) -> AuditEvent {
+    pub(crate) fn event(caller: &Caller, action: Act, object: impl Into<String>, outcome: AuditOutcome) -> AuditEvent {
         let mut event = AuditEvent::new(action, object, outcome);
         event.actor_id = Some(caller.principal.id);
         event.role = caller.principal.role.as_str().into();
@@ -367,7 +367,7 @@ impl App {
     pub(crate) async fn deny(
         &self,
         caller: &Caller,
-        action: &str,
+        action: Act,
         object: impl Into<String>,
         denial: Denial,
     ) -> ServiceError {
@@ -379,7 +379,7 @@ impl App {
     }
 
     /// Records a lookup of something that does not exist, then returns the error.
-    pub(crate) async fn not_found(&self, caller: &Caller, action: &str, what: &'static str, id: i64) -> ServiceError {
+    pub(crate) async fn not_found(&self, caller: &Caller, action: Act, what: &'static str, id: i64) -> ServiceError {
         let event = Self::event(caller, action, format!("{what}:{id}"), AuditOutcome::Denied).reason("not_found");
         match self.record(event).await {
             Ok(()) => ServiceError::NotFound { what, id },
@@ -397,7 +397,7 @@ impl App {
                 (DenialReason::LicenceExpired, Err(licence)) => licence,
                 (_, _) => denial,
             };
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         Ok(())
     }
@@ -439,11 +439,11 @@ impl App {
             pending_approval: false,
         };
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event = AuditEvent::new("principal.bootstrap", format!("principal:{id}"), AuditOutcome::Ok)
-            .detail("role", "admin")
-            .detail("organisation", organisation_id);
+        let mut event = AuditEvent::new(Act::PrincipalBootstrap, format!("principal:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Role, "admin")
+            .detail(Detail::Organisation, organisation_id);
         if created {
-            event = event.detail("organisation_name", &shown);
+            event = event.detail(Detail::OrganisationName, &shown);
         }
         event.actor_id = Some(id);
         event.role = "admin".into();
@@ -459,7 +459,7 @@ impl App {
         self.guard(caller, action, "organisation:new").await?;
         let (shown, key) = match normalise_organisation_name(name) {
             Ok(normal) => normal,
-            Err(denial) => return Err(self.deny(caller, action.as_str(), "organisation:new", denial).await),
+            Err(denial) => return Err(self.deny(caller, action.audit(), "organisation:new", denial).await),
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -473,8 +473,8 @@ impl App {
                 )));
             }
         };
-        let event =
-            Self::event(caller, action.as_str(), format!("organisation:{id}"), AuditOutcome::Ok).detail("name", &shown);
+        let event = Self::event(caller, action.audit(), format!("organisation:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Name, &shown);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new organisation")?;
         Ok(OrganisationView { id, name: shown, created_at: format_time(now) })
@@ -488,7 +488,7 @@ impl App {
         self.guard(caller, action, &object).await?;
         let (shown, key) = match normalise_organisation_name(name) {
             Ok(normal) => normal,
-            Err(denial) => return Err(self.deny(caller, action.as_str(), &object, denial).await),
+            Err(denial) => return Err(self.deny(caller, action.audit(), &object, denial).await),
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -496,14 +496,14 @@ impl App {
             Ok(true) => {}
             Ok(false) => {
                 drop(tx);
-                return Err(self.not_found(caller, action.as_str(), "organisation", id).await);
+                return Err(self.not_found(caller, action.audit(), "organisation", id).await);
             }
             Err(existing) => {
                 drop(tx);
                 return Err(ServiceError::Conflict(format!("organisation {existing} already has this name")));
             }
         }
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok).detail("name", &shown);
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok).detail(Detail::Name, &shown);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the renaming")?;
         let row = self.store.organisation(id).await?.with_context(|| format!("organisation {id} vanished"))?;
@@ -523,13 +523,13 @@ impl App {
         let object = format!("principal:{id}");
         self.guard(caller, action, &object).await?;
         let Some(row) = self.store.principal(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "principal", id).await);
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
         };
         if !row.pending_approval {
             return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
         }
         if let Err(denial) = check_second_admin(row.created_by, caller.principal.id) {
-            return Err(self.deny(caller, action.as_str(), &object, denial).await);
+            return Err(self.deny(caller, action.audit(), &object, denial).await);
         }
         let token = new_token()?;
         let now = self.now();
@@ -539,10 +539,10 @@ impl App {
             drop(tx);
             return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
         }
-        let mut event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("expires_at", format_time(expires_at));
+        let mut event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::ExpiresAt, format_time(expires_at));
         if let Some(creator) = row.created_by {
-            event = event.detail("created_by", creator);
+            event = event.detail(Detail::CreatedBy, creator);
         }
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the approval")?;
@@ -578,16 +578,18 @@ impl App {
         };
         let mut tx = self.store.begin().await?;
         let id = Store::insert_principal(&mut tx, &new, now).await?;
-        let mut event = Self::event(caller, action.as_str(), format!("principal:{id}"), AuditOutcome::Ok)
-            .detail("role", &new.role)
-            .detail("organisation", new.organisation_id)
-            .detail("approval", if pending { "pending" } else { "not_required" });
+        let mut event = Self::event(caller, action.audit(), format!("principal:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Role, &new.role)
+            .detail(Detail::Organisation, new.organisation_id)
+            .detail(Detail::Approval, if pending { "pending" } else { "not_required" });
         if let Some(kind) = &new.reviewer_kind {
-            event = event.detail("reviewer_kind", kind);
+            event = event.detail(Detail::ReviewerKind, kind);
         }
         if let Some((number, from, until)) = &new.licence {
-            event =
-                event.detail("licence", number).detail("licence_valid_from", from).detail("licence_valid_until", until);
+            event = event
+                .detail(Detail::Licence, number)
+                .detail(Detail::LicenceValidFrom, from)
+                .detail(Detail::LicenceValidUntil, until);
         }
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new principal")?;
@@ -762,10 +764,10 @@ impl App {
                 .await?;
         }
         Store::set_meta(&mut tx, MASTER_FINGERPRINT, &new.fingerprint()).await?;
-        let event = Self::event(caller, Action::RotateKeys.as_str(), "master_key", AuditOutcome::Ok)
-            .detail("data_keys_rewrapped", keys.len())
-            .detail("old_fingerprint", &old.fingerprint()[..16])
-            .detail("new_fingerprint", &new.fingerprint()[..16]);
+        let event = Self::event(caller, Action::RotateKeys.audit(), "master_key", AuditOutcome::Ok)
+            .detail(Detail::DataKeysRewrapped, keys.len())
+            .detail(Detail::OldFingerprint, &old.fingerprint()[..16])
+            .detail(Detail::NewFingerprint, &new.fingerprint()[..16]);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the key rotation")?;
         Ok(keys.len() as u64)

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use sluice_audit::{Act, Detail};
 use sluice_policies::{
     Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
     check_epsilon_per_run, check_not_revoked, model_review_outcome, reads_submission, review_application, review_model,
@@ -114,7 +115,7 @@ impl App {
         let object = format!("dataset:{}", request.dataset_id);
         self.guard(caller, action, &object).await?;
         let Some(dataset) = self.store.dataset(request.dataset_id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "dataset", request.dataset_id).await);
+            return Err(self.not_found(caller, action.audit(), "dataset", request.dataset_id).await);
         };
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
@@ -133,7 +134,7 @@ impl App {
                         column.classification
                     ),
                 );
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         }
         let (valid_from, valid_until) = parse_window(&request.valid_from, &request.valid_until)?;
@@ -158,10 +159,10 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_application(&mut tx, &row, now).await?;
-        let event = Self::event(caller, action.as_str(), format!("application:{id}"), AuditOutcome::Ok)
-            .detail("dataset", dataset.id)
-            .detail("columns", request.columns.join(","))
-            .detail("epsilon", epsilon);
+        let event = Self::event(caller, action.audit(), format!("application:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Dataset, dataset.id)
+            .detail(Detail::Columns, request.columns.join(","))
+            .detail(Detail::Epsilon, epsilon);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the application")?;
         Ok(ApplicationView {
@@ -178,14 +179,14 @@ impl App {
         let object = format!("application:{id}");
         self.guard(caller, action, &object).await?;
         let Some(row) = self.store.application(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "application", id).await);
+            return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let applicant = self.principal(row.operator_id).await?;
         if let Err(denial) = reads_submission(&caller.principal, applicant.id, applicant.organisation, "application") {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let state = ApplicationState::parse(&row.state).context("stored application state")?;
-        self.record(Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)).await?;
+        self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         Ok(ApplicationView {
             id,
             state: state.as_str(),
@@ -212,7 +213,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
             drop(tx);
-            return Err(self.not_found(caller, action.as_str(), "application", id).await);
+            return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
         let operator = self.principal(application.operator_id).await?;
@@ -229,7 +230,7 @@ impl App {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
         Store::record_application_review(
@@ -243,22 +244,22 @@ impl App {
             now,
         )
         .await?;
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("stage", state.as_str())
-            .detail("decision", if approve { "approve" } else { "reject" })
-            .detail("state", next.as_str());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Stage, state.as_str())
+            .detail(Detail::Decision, if approve { "approve" } else { "reject" })
+            .detail(Detail::State, next.as_str());
         Store::append_audit(&mut tx, event, now).await?;
         let mut authorisation_id = None;
         if next == ApplicationState::Approved {
             let new_id = Store::insert_authorisation(&mut tx, &application, hold_outputs, now).await?;
             let event =
-                Self::event(caller, "authorisation.create", format!("authorisation:{new_id}"), AuditOutcome::Ok)
-                    .detail("application", id)
-                    .detail("operator", application.operator_id)
-                    .detail("dataset", application.dataset_id)
-                    .detail("epsilon_total", Epsilon::from_units(application.epsilon_requested as u64))
-                    .detail("hold_outputs", hold_outputs)
-                    .detail("valid_until", &application.valid_until);
+                Self::event(caller, Act::AuthorisationCreate, format!("authorisation:{new_id}"), AuditOutcome::Ok)
+                    .detail(Detail::Application, id)
+                    .detail(Detail::Operator, application.operator_id)
+                    .detail(Detail::Dataset, application.dataset_id)
+                    .detail(Detail::EpsilonTotal, Epsilon::from_units(application.epsilon_requested as u64))
+                    .detail(Detail::HoldOutputs, hold_outputs)
+                    .detail(Detail::ValidUntil, &application.valid_until);
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);
         }
@@ -273,12 +274,12 @@ impl App {
         let object = format!("authorisation:{}", request.authorisation_id);
         self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(request.authorisation_id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "authorisation", request.authorisation_id).await);
+            return Err(self.not_found(caller, action.audit(), "authorisation", request.authorisation_id).await);
         };
         if authorisation.operator_id != caller.principal.id {
             let denial =
                 Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator");
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let module = base64::engine::general_purpose::STANDARD
             .decode(request.module_base64.trim())
@@ -290,7 +291,7 @@ impl App {
             Ok(compiled) => compiled,
             Err(error) => {
                 let reason = error.code();
-                let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Failed).reason(reason);
+                let event = Self::event(caller, action.audit(), &object, AuditOutcome::Failed).reason(reason);
                 self.record(event).await?;
                 return Err(error);
             }
@@ -300,7 +301,7 @@ impl App {
         let epsilon = Epsilon::from_f64(compiled.manifest().epsilon_per_run()).map_err(ServiceError::Denied)?;
         let remaining = super::runs::budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining();
         if let Err(denial) = check_epsilon_per_run(epsilon, self.gate.min_epsilon_per_run(), remaining) {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let digest = compiled.digest().to_string();
         let manifest = compiled.manifest();
@@ -318,12 +319,12 @@ impl App {
         let mut tx = self.store.begin().await?;
         if let Err(denial) = check_not_revoked(Store::digest_revoked(&mut tx, authorisation.id, &digest).await?) {
             drop(tx);
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let id = Store::insert_model(&mut tx, &row, now).await?;
-        let event = Self::event(caller, action.as_str(), format!("model:{id}"), AuditOutcome::Ok)
-            .detail("authorisation", authorisation.id)
-            .detail("digest", &digest);
+        let event = Self::event(caller, action.audit(), format!("model:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Authorisation, authorisation.id)
+            .detail(Detail::Digest, &digest);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model")?;
         let epsilon_per_run = manifest.epsilon_per_run();
@@ -392,7 +393,7 @@ impl App {
         let object = format!("model:{id}");
         self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "model", id).await);
+            return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
         let submitter = self.principal(model.submitter_id).await?;
         // Read before the write transaction: the automated results never change, and the
@@ -403,7 +404,7 @@ impl App {
         let facts = Self::model_facts(&mut tx, &model, submitter).await?;
         if let Err(denial) = review_model(&facts, &caller.principal) {
             drop(tx);
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve && !dummy_run_passed {
             drop(tx);
@@ -411,14 +412,14 @@ impl App {
                 DenialReason::DummyRunFailed,
                 "the model failed on dummy rows (see its automated results); a model that cannot run is not approved",
             );
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve
             && let Err(denial) =
                 check_not_revoked(Store::digest_revoked(&mut tx, model.authorisation_id, &model.digest).await?)
         {
             drop(tx);
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve && !checklist.is_some_and(|checklist| checklist.all_confirmed()) {
             return Err(ServiceError::invalid(
@@ -434,7 +435,7 @@ impl App {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
         let checklist_json = serde_json::to_string(&checklist.unwrap_or_default()).context("encoding the checklist")?;
@@ -449,11 +450,11 @@ impl App {
             now,
         )
         .await?;
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("decision", if approve { "approve" } else { "reject" })
-            .detail("digest", &model.digest)
-            .detail("checklist", &checklist_json)
-            .detail("state", next.as_str());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Decision, if approve { "approve" } else { "reject" })
+            .detail(Detail::Digest, &model.digest)
+            .detail(Detail::Checklist, &checklist_json)
+            .detail(Detail::State, next.as_str());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model review")?;
         let manifest =
@@ -474,13 +475,13 @@ impl App {
         let object = format!("model:{id}");
         self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "model", id).await);
+            return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
         let submitter = self.principal(model.submitter_id).await?;
         if let Err(denial) = reads_submission(&caller.principal, submitter.id, submitter.organisation, "model") {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
-        self.record(Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)).await?;
+        self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         let manifest =
             Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
         let automated_results = self
@@ -588,7 +589,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
             drop(tx);
-            return Err(self.not_found(caller, action.as_str(), "application", id).await);
+            return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let operator = self.principal(application.operator_id).await?;
         let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
@@ -604,11 +605,11 @@ impl App {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
         Store::set_application_state(&mut tx, id, next.as_str()).await?;
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok).detail("state", next.as_str());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok).detail(Detail::State, next.as_str());
         Store::append_audit(&mut tx, event, self.now()).await?;
         tx.commit().await.context("committing the application's new state")?;
         self.application(caller, id).await
@@ -620,22 +621,22 @@ impl App {
         let object = format!("authorisation:{id}");
         self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "authorisation", id).await);
+            return Err(self.not_found(caller, action.audit(), "authorisation", id).await);
         };
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?;
         let provider = self.principal(dataset.provider_id).await?;
         if let Err(denial) =
             revoke_authorisation(&caller.principal, provider.organisation, authorisation.revoked_at.is_some())
         {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::revoke_authorisation(&mut tx, id, now).await? {
             return Err(ServiceError::Conflict(format!("authorisation {id} is already revoked")));
         }
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("note", reason.chars().take(200).collect::<String>());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Note, reason.chars().take(200).collect::<String>());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the revocation")?;
         Ok(())
@@ -647,19 +648,19 @@ impl App {
         let object = format!("model:{id}");
         self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "model", id).await);
+            return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
         let submitter = self.principal(model.submitter_id).await?;
         let mut tx = self.store.begin().await?;
         let facts = Self::model_facts(&mut tx, &model, submitter).await?;
         if let Err(denial) = revoke_model(&facts, &caller.principal) {
             drop(tx);
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         Store::set_model_state(&mut tx, id, ModelState::Revoked.as_str()).await?;
-        let event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("digest", &model.digest)
-            .detail("note", reason.chars().take(200).collect::<String>());
+        let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Digest, &model.digest)
+            .detail(Detail::Note, reason.chars().take(200).collect::<String>());
         Store::append_audit(&mut tx, event, self.now()).await?;
         tx.commit().await.context("committing the model revocation")?;
         let manifest =

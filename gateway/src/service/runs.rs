@@ -8,6 +8,7 @@
 //! log, so neither the time nor the outcome tells the operator what the model did on the
 //! data. Raw model outputs never reach this module: the runner hands back only the release.
 
+use sluice_audit::{Act, Detail};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -140,7 +141,7 @@ impl App {
         let visible_at = started + delay;
         let charged = match self.charge(caller, prepared, visible_at).await? {
             ChargeOutcome::Charged(charged) => charged,
-            ChargeOutcome::Refused(denial) => return Err(self.deny(caller, action.as_str(), object, denial).await),
+            ChargeOutcome::Refused(denial) => return Err(self.deny(caller, action.audit(), object, denial).await),
         };
         let app = Arc::clone(self);
         let task_caller = caller.clone();
@@ -174,7 +175,7 @@ impl App {
         authorisation_id: i64,
         model_id: i64,
     ) -> ServiceResult<PreparedRun> {
-        let action = Action::RunModel.as_str();
+        let action = Action::RunModel.audit();
         let object = format!("authorisation:{authorisation_id}");
         let facts = self.store.run_facts(authorisation_id, model_id).await?;
         let Some(model) = facts.model else {
@@ -324,14 +325,14 @@ impl App {
             visible_at: Some(crate::store::format_time(visible_at)),
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
-        let event = Self::event(caller, Action::RunModel.as_str(), format!("run:{run_id}"), AuditOutcome::Ok)
-            .detail("authorisation", permit.authorisation_id)
-            .detail("model", prepared.model_id)
-            .detail("digest", prepared.compiled.digest())
-            .detail("dataset", prepared.version.dataset_id)
-            .detail("dataset_version", prepared.version.version)
-            .detail("epsilon_charged", permit.epsilon)
-            .detail("visible_at", crate::store::format_time(visible_at));
+        let event = Self::event(caller, Action::RunModel.audit(), format!("run:{run_id}"), AuditOutcome::Ok)
+            .detail(Detail::Authorisation, permit.authorisation_id)
+            .detail(Detail::Model, prepared.model_id)
+            .detail(Detail::Digest, prepared.compiled.digest())
+            .detail(Detail::Dataset, prepared.version.dataset_id)
+            .detail(Detail::DatasetVersion, prepared.version.version)
+            .detail(Detail::EpsilonCharged, permit.epsilon)
+            .detail(Detail::VisibleAt, crate::store::format_time(visible_at));
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the budget charge")?;
         Ok(ChargeOutcome::Charged(Box::new(ChargedRun { run_id, charged, prepared })))
@@ -408,10 +409,10 @@ impl App {
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
                 Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?;
-                let mut event = Self::event(caller, "run.release", &object, AuditOutcome::Ok)
-                    .detail("authorisation", authorisation_id)
-                    .detail("outputs", view.outputs.len())
-                    .detail("held", prepared.hold_outputs);
+                let mut event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Ok)
+                    .detail(Detail::Authorisation, authorisation_id)
+                    .detail(Detail::Outputs, view.outputs.len())
+                    .detail(Detail::Held, prepared.hold_outputs);
                 if !prepared.hold_outputs {
                     // What left, in the entry the operator's receipt proves (去向可查); a held
                     // result's values enter the log only when a reviewer releases them.
@@ -425,13 +426,13 @@ impl App {
                 // from being found by trying them all against that hash.
                 let mut salt = [0u8; 16];
                 sluice_vault::keys::random_bytes(&mut salt)?;
-                let fallback_event = Self::event(caller, "run.fallbacks", &object, AuditOutcome::Ok)
-                    .detail("salt", hex::encode(salt))
-                    .detail("fallback_rows", fallbacks.total())
-                    .detail("trap", fallbacks.trap)
-                    .detail("fuel", fallbacks.fuel)
-                    .detail("stack", fallbacks.stack)
-                    .detail("non_finite", fallbacks.non_finite);
+                let fallback_event = Self::event(caller, Act::RunFallbacks, &object, AuditOutcome::Ok)
+                    .detail(Detail::Salt, hex::encode(salt))
+                    .detail(Detail::FallbackRows, fallbacks.total())
+                    .detail(Detail::Trap, fallbacks.trap)
+                    .detail(Detail::Fuel, fallbacks.fuel)
+                    .detail(Detail::Stack, fallbacks.stack)
+                    .detail(Detail::NonFinite, fallbacks.non_finite);
                 Store::append_audit(&mut tx, fallback_event, now).await?;
                 if prepared.hold_outputs {
                     // Computed and charged, but the operator sees nothing until a reviewer
@@ -447,7 +448,7 @@ impl App {
                 tracing::warn!(run_id, code, "run failed");
                 Store::finish_run(&mut tx, run_id, "failed", code, None, now).await?;
                 // The audit log keeps the detailed code; the operator gets the coarse class.
-                let event = Self::event(caller, "run.release", &object, AuditOutcome::Failed).reason(code);
+                let event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Failed).reason(code);
                 Store::append_audit(&mut tx, event, now).await?;
                 Err(ServiceError::RunFailed { message })
             }
@@ -480,16 +481,16 @@ impl App {
             Some(run) if run.operator_id == caller.principal.id || is_reviewer => run,
             Some(_) => {
                 let denial = Denial::new(DenialReason::AuthorisationNotYours, "the run belongs to another operator");
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
-            None => return Err(self.not_found(caller, action.as_str(), "run", run_id).await),
+            None => return Err(self.not_found(caller, action.audit(), "run", run_id).await),
         };
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         if is_reviewer {
             let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
             let parties = ResultParties { operator_organisation, provider_organisation };
             if let Err(denial) = reviewer_reads_result(authorisation.hold_outputs, parties, &caller.principal) {
-                return Err(self.deny(caller, action.as_str(), object, denial).await);
+                return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         }
         let visible_at = run.visible_at.as_deref().map(parse_time).transpose()?;
@@ -519,7 +520,7 @@ impl App {
         }
         view.authorisation_epsilon_remaining =
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
-        self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
+        self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
 
@@ -535,12 +536,12 @@ impl App {
         let object = format!("run:{run_id}");
         self.guard(caller, action, &object).await?;
         let Some(run) = self.store.run(run_id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "run", run_id).await);
+            return Err(self.not_found(caller, action.audit(), "run", run_id).await);
         };
         let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
         let parties = ResultParties { operator_organisation, provider_organisation };
         if let Err(denial) = review_result(run.state == "held", parties, &caller.principal) {
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let state = if approve { "released" } else { "withheld" };
         let now = self.now();
@@ -548,9 +549,9 @@ impl App {
         if !Store::review_held_run(&mut tx, run_id, state).await? {
             return Err(ServiceError::Conflict(format!("run {run_id} was reviewed meanwhile")));
         }
-        let mut event = Self::event(caller, action.as_str(), &object, AuditOutcome::Ok)
-            .detail("decision", if approve { "release" } else { "withhold" })
-            .detail("note", comment.chars().take(200).collect::<String>());
+        let mut event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
+            .detail(Detail::Decision, if approve { "release" } else { "withhold" })
+            .detail(Detail::Note, comment.chars().take(200).collect::<String>());
         if approve {
             // The released values enter the log with the decision that releases them, and
             // from now on the run's receipt proves this entry.
@@ -572,7 +573,7 @@ impl App {
         let object = format!("authorisation:{authorisation_id}");
         self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(authorisation_id).await? else {
-            return Err(self.not_found(caller, action.as_str(), "authorisation", authorisation_id).await);
+            return Err(self.not_found(caller, action.audit(), "authorisation", authorisation_id).await);
         };
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
         let allowed = match caller.principal.role {
@@ -584,7 +585,7 @@ impl App {
         if !allowed {
             let denial =
                 Denial::new(DenialReason::AuthorisationNotYours, "this budget belongs to another operator or provider");
-            return Err(self.deny(caller, action.as_str(), object, denial).await);
+            return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
         let view = BudgetView {
@@ -595,7 +596,7 @@ impl App {
             dataset_epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
             dataset_epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
         };
-        self.record(Self::event(caller, action.as_str(), object, AuditOutcome::Ok)).await?;
+        self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
 }
