@@ -550,3 +550,36 @@ fn randomly_edited_signed_logs_never_panic_the_verifier() {
     }
     assert!(refused > 5_000, "most random edits break a rule ({accepted} accepted, {refused} refused)");
 }
+
+/// Checkpoints carry their time, and the verifier holds the log to it: a checkpoint is
+/// signed after every entry it covers, and checkpoint times never go backwards.
+#[test]
+fn a_checkpoint_dated_before_its_entries_or_its_predecessor_is_refused() {
+    let key = signing_key();
+    let public = key.public_key();
+    let lawful = export(lawful_history(), &key);
+    let mut lines: Vec<String> = lawful.lines().map(str::to_owned).collect();
+    let last: ExportCheckpoint = serde_json::from_str(lines.last().expect("line")).expect("checkpoint");
+    let signed = Checkpoint::verify(&last.checkpoint, &public).expect("verifies");
+    assert_eq!(signed.time.as_deref(), Some("2026-06-01T00:00:00Z"), "the checkpoint carries its time");
+    let backdated = Checkpoint { time: Some("2026-05-31T23:59:59Z".into()), ..signed.clone() }.sign(&key);
+    *lines.last_mut().expect("line") =
+        serde_json::to_string(&ExportCheckpoint { checkpoint: backdated }).expect("json");
+    let error = verify_export(&(lines.join("\n") + "\n"), KeyTrust::Pinned(&public), None).expect_err("backdated");
+    assert!(error.problem.contains("dated before an entry it covers"), "{error}");
+
+    // Two checkpoints whose times go backwards.
+    let mut writer = LogWriter::default();
+    let mut notes = Vec::new();
+    for (index, time) in ["2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z"].into_iter().enumerate() {
+        writer.append(event("catalogue.read", &format!("catalogue:{index}")), time);
+        notes.push(writer.checkpoint(&key));
+    }
+    let first = Checkpoint::verify(&notes[0], &public).expect("first");
+    let late_first = Checkpoint { time: Some("2026-06-03T00:00:00Z".into()), ..first }.sign(&key);
+    let text = writer.export(&key);
+    let entries: Vec<&str> = text.lines().skip(1).take(2).collect();
+    let broken = export_text(&public, entries, [late_first.as_str(), notes[1].as_str()]);
+    let error = verify_export(&broken, KeyTrust::Pinned(&public), None).expect_err("backwards");
+    assert!(error.problem.contains("went backwards"), "{error}");
+}

@@ -131,10 +131,13 @@ pub fn verify_export(
     // A checkpoint that does not match is reported after the pass, unless an entry error
     // names the altered entry more precisely first (the chain usually does, one line on).
     let mut checkpoint_mismatch: Option<VerifyError> = None;
+    // The latest entry time so far: a checkpoint is signed after every entry it covers.
+    let mut latest_entry: Option<Timestamp> = None;
     for (index, text) in entry_lines.iter().enumerate() {
         let line = index + 2;
         let entry = check_entry(text, line, index as u64 + 1, &previous)?;
         rules.check(&entry).map_err(|problem| fail(line, problem))?;
+        latest_entry = latest_entry.max(timestamp(&entry.time));
         previous = leaf_hash(text.as_bytes());
         builder.push(previous);
         *summary.by_action.entry(entry.action.clone()).or_default() += 1;
@@ -157,6 +160,12 @@ pub fn verify_export(
                 checkpoint_mismatch = Some(fail(
                     *checkpoint_line,
                     format!("the checkpoint at size {} does not match the entries", checkpoint.size),
+                ));
+            }
+            if checkpoint.time.as_deref().and_then(timestamp).is_some_and(|signed| Some(signed) < latest_entry) {
+                return Err(fail(
+                    *checkpoint_line,
+                    format!("the checkpoint at size {} is dated before an entry it covers", checkpoint.size),
                 ));
             }
             pending.next();
@@ -210,6 +219,15 @@ fn parse_checkpoints(
         }
         if checkpoints.last().is_some_and(|(_, last)| last.size >= checkpoint.size) {
             return Err(fail(line, "checkpoints must grow in size"));
+        }
+        if let Some(time) = &checkpoint.time {
+            let Some(time) = timestamp(time) else {
+                return Err(fail(line, "a checkpoint time the verifier cannot read"));
+            };
+            let earlier = checkpoints.iter().rev().find_map(|(_, last)| last.time.as_deref().and_then(timestamp));
+            if earlier.is_some_and(|earlier| time < earlier) {
+                return Err(fail(line, "a checkpoint signed before the one before it (its time went backwards)"));
+            }
         }
         checkpoints.push((line, checkpoint));
     }
