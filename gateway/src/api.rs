@@ -69,7 +69,24 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit_invalid_requests))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(detached))
         .with_state(app)
+}
+
+/// Runs a request to its end whether or not its client waits: a client that hangs up drops
+/// this future, not the request's work, so no request stops between two `.await`s with a
+/// transaction open (sqlx's SQLite pool would take the connection back still inside it, and
+/// every later write would wait for a lock nobody releases) or a change half-made. What a
+/// request does once begun is bounded by its own limits (run deadlines, body limits).
+async fn detached(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(error = %error, "a request's task failed");
+            let body = json!({ "error": { "code": "internal", "message": "internal error" } });
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+        }
+    }
 }
 
 /// Marks a response as an [`ApiError`] of ours; an error response without it was made by

@@ -6,6 +6,7 @@ mod harness;
 mod insiders;
 mod lifecycle;
 mod privacy;
+mod robustness;
 mod sandbox;
 mod scaffold;
 mod tidy;
