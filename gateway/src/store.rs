@@ -937,6 +937,24 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Runs still marked `running`.
+    pub async fn running_runs(&self) -> anyhow::Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM runs WHERE state = 'running' ORDER BY id").fetch_all(self.pool()).await?)
+    }
+
+    /// Marks a run that never finished as `interrupted`; false if it is not `running`.
+    pub async fn interrupt_run(tx: &mut Tx, run_id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE runs SET state = 'interrupted', outcome = 'interrupted', finished_at = $1 \
+             WHERE id = $2 AND state = 'running'",
+        )
+        .bind(format_time(now))
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
         Ok(sqlx::query_as(
             "SELECT id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \

@@ -59,3 +59,76 @@ async fn a_client_that_hangs_up_mid_request_wedges_nothing() {
     assert_eq!(abandoned_rows, logged, "every organisation that exists has its audit entry, and no entry lacks one");
     world.assert_log_verifies().await;
 }
+
+/// A kill between moving an ingest's chunks into place and committing its version leaves a
+/// version directory no row refers to; start-up removes it, and the next ingest of that
+/// dataset works (it used to fail with `Directory not empty` for good).
+#[tokio::test]
+async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
+    use sluice::client::InProcessClient;
+    use sluice::examples::vehicles_csv;
+    use sluice_gateway::api::router;
+    use sluice_gateway::config::Config;
+    use sluice_gateway::service::App;
+    let world = World::new(50, 1.0).await;
+    let dataset = world.data_dir().join("blobs").join(format!("dataset-{}", world.dataset_id));
+    // What the kill left: the next version's chunks in place, and a staging directory.
+    for left in ["v2", "v3.partial"] {
+        std::fs::create_dir_all(dataset.join(left)).expect("mkdir");
+        std::fs::write(dataset.join(left).join("00000000.chunk"), b"sealed bytes nobody has a key for").expect("write");
+    }
+    world.app.store().close().await;
+
+    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    assert!(!dataset.join("v2").exists() && !dataset.join("v3.partial").exists(), "start-up removes what no row names");
+    assert!(dataset.join("v1").exists(), "an acknowledged version stays");
+    let api = InProcessClient::new(router(reopened));
+    let path = format!("/v1/datasets/{}/data", world.dataset_id);
+    let ingested = api.put_csv(&path, &world.provider, vehicles_csv(30, 3).into_bytes()).await.ok().expect("ingest");
+    assert_eq!(ingested["version"], 2);
+}
+
+/// A charged run cut off by a crash stays `running` no more: start-up settles it as
+/// interrupted, logs a failed release, keeps the charge, and the operator is told why.
+#[tokio::test]
+async fn runs_cut_off_by_a_crash_are_settled_at_start_up() {
+    use sluice::client::InProcessClient;
+    use sluice_gateway::api::router;
+    use sluice_gateway::config::Config;
+    use sluice_gateway::service::App;
+    let world = World::new(50, 1.0).await;
+    let run = world.run().await.ok().expect("run");
+    let run_id = run["run_id"].as_i64().expect("id");
+    // The state a kill leaves mid-run: charged and started, never finished.
+    sqlx::query("UPDATE runs SET state = 'running', result_json = NULL, finished_at = NULL WHERE id = $1")
+        .bind(run_id)
+        .execute(world.app.store().pool_for_tests())
+        .await
+        .expect("simulate the crash");
+    world.app.store().close().await;
+
+    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let api = InProcessClient::new(router(reopened.clone()));
+    let answer = api.get(&format!("/v1/runs/{run_id}"), &world.operator).await;
+    let message = crate::harness::expect_error(&answer, "run_failed");
+    assert!(message.contains("cut off by a restart"), "{message}");
+    let budget = api
+        .get(&format!("/v1/authorisations/{}/budget", world.authorisation_id), &world.operator)
+        .await
+        .ok()
+        .expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(0.5), "the charge stands");
+    let export = api.get("/v1/audit/export", &world.regulator).await.text;
+    assert!(
+        export
+            .lines()
+            .any(|line| line.contains(&format!(r#""object":"run:{run_id}""#))
+                && line.contains(r#""reason":"interrupted""#)),
+        "the settling is in the log"
+    );
+    sluice_audit::verify_export(&export, sluice_audit::KeyTrust::Pinned(&reopened.public_key()), None)
+        .expect("the log verifies");
+    // A second start-up finds nothing left to settle.
+    reopened.store().close().await;
+    App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens again");
+}

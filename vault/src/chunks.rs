@@ -207,6 +207,11 @@ pub fn ingest(
         }
     };
     let wrapped_key = master.wrap(&data_key, &context.key_context())?;
+    // The caller gives a version no row refers to: a directory already there is what a
+    // crash left between this rename and the version's commit; it holds nothing anyone has.
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir).with_context(|| format!("clearing {}", final_dir.display()))?;
+    }
     fs::rename(&staging, &final_dir).with_context(|| format!("moving chunks into {}", final_dir.display()))?;
     Ok(IngestReport {
         rows: parsed.rows,

@@ -183,7 +183,7 @@ impl App {
         let store = Store::open_sqlite(&data_dir.database(), false).await?;
         let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
         let master = open_master_key(&data_dir, &store, from_environment).await?;
-        sweep_partial_ingests(&data_dir.blobs())?;
+        sweep_unfinished_ingests(&data_dir.blobs(), &store).await?;
         let witnesses = config
             .witnesses
             .iter()
@@ -193,7 +193,9 @@ impl App {
         let gate = Gate::new(&config)?;
         let runner = Runner::new(RuntimeLimits::default())?;
         let sealed = Sealed::new(data_dir, master, from_environment.is_some());
-        Ok(Arc::new(Self { store, sealed, log, runner, gate, clock }))
+        let app = Self { store, sealed, log, runner, gate, clock };
+        app.settle_interrupted_runs().await?;
+        Ok(Arc::new(app))
     }
 
     /// The gate, whose limits an administrator's tooling (and the tests) may change.
@@ -693,18 +695,54 @@ async fn open_master_key(data_dir: &DataDir, store: &Store, from_environment: Op
     Ok(master)
 }
 
-/// An ingest interrupted by a crash leaves a staging directory; nothing refers to it.
-fn sweep_partial_ingests(blobs: &std::path::Path) -> anyhow::Result<()> {
+/// An ingest interrupted by a crash leaves a staging directory (`vN.partial`), or — when
+/// it died between moving the chunks into place and committing the version — a `vN` that
+/// no version row refers to. Neither was acknowledged; both are removed at start-up, before
+/// any request runs, so the next ingest of that dataset is not blocked by them.
+async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> anyhow::Result<()> {
     let Ok(datasets) = std::fs::read_dir(blobs) else { return Ok(()) };
     for dataset in datasets.flatten() {
+        let name = dataset.file_name();
+        let Some(dataset_id) = name.to_str().and_then(|name| name.strip_prefix("dataset-")?.parse::<i64>().ok()) else {
+            continue;
+        };
+        let known: std::collections::HashSet<String> =
+            store.versions(dataset_id).await?.iter().map(|version| format!("v{}", version.version)).collect();
         for entry in std::fs::read_dir(dataset.path()).into_iter().flatten().flatten() {
-            if entry.path().extension().is_some_and(|extension| extension == "partial") {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            let unfinished = file.ends_with(".partial") || (file.starts_with('v') && !known.contains(file.as_ref()));
+            if unfinished {
+                tracing::warn!(dataset_id, directory = %file, "removing an ingest a crash interrupted");
                 std::fs::remove_dir_all(entry.path())
                     .with_context(|| format!("removing the interrupted ingest {}", entry.path().display()))?;
             }
         }
     }
     Ok(())
+}
+
+impl App {
+    /// Runs that were charged but never finished — the process died while they ran — are
+    /// settled at start-up: `interrupted`, with a failed `run.release` in the log, and the
+    /// charge kept (the model may have read the data). Nothing else runs yet, so none of
+    /// them is still under way.
+    async fn settle_interrupted_runs(&self) -> anyhow::Result<()> {
+        for run_id in self.store.running_runs().await? {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            if !Store::interrupt_run(&mut tx, run_id, now).await? {
+                continue;
+            }
+            let mut event =
+                AuditEvent::new(Act::RunRelease, format!("run:{run_id}"), AuditOutcome::Failed).reason("interrupted");
+            event.role = "system".into();
+            Store::append_audit(&mut tx, event, now).await?;
+            tx.commit().await.context("settling an interrupted run")?;
+            tracing::warn!(run_id, "a run cut off by a restart was settled as interrupted; its charge stands");
+        }
+        Ok(())
+    }
 }
 
 /// What a key rotation did.

@@ -506,6 +506,11 @@ impl App {
         if !is_reviewer && run.state == "held" {
             return Err(ServiceError::Conflict(format!("run {run_id} is held for data product review")));
         }
+        if run.state == "interrupted" {
+            return Err(ServiceError::RunFailed {
+                message: "the run was cut off by a restart of the gateway and released nothing; its charge stands",
+            });
+        }
         if !is_reviewer && run.state == "withheld" {
             return Err(ServiceError::Conflict(format!("run {run_id} was withheld by data product review")));
         }
