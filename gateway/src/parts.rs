@@ -59,11 +59,18 @@ pub struct AuditLog {
     pub(crate) checkpoint_lock: tokio::sync::Mutex<()>,
     /// The witnesses whose cosignatures the gateway accepts: (name, Ed25519 key).
     witnesses: std::sync::RwLock<Vec<(String, sluice_audit::PublicKey)>>,
+    /// When a caller last had a checkpoint issued on demand (`?fresh=true`).
+    pub(crate) last_fresh: std::sync::Mutex<Option<time::OffsetDateTime>>,
 }
 
 impl AuditLog {
     pub(crate) fn new(signing: SigningKey, witnesses: Vec<(String, sluice_audit::PublicKey)>) -> Self {
-        Self { signing, checkpoint_lock: tokio::sync::Mutex::new(()), witnesses: std::sync::RwLock::new(witnesses) }
+        Self {
+            signing,
+            checkpoint_lock: tokio::sync::Mutex::new(()),
+            witnesses: std::sync::RwLock::new(witnesses),
+            last_fresh: std::sync::Mutex::new(None),
+        }
     }
 
     /// The key of witness `name`, if the gateway accepts its cosignatures.

@@ -194,7 +194,12 @@ async fn served_proofs_verify_and_exports_extend_kept_checkpoints() {
     let kept = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
     let kept_note = kept["checkpoint"].as_str().expect("note").to_owned();
     world.run().await.ok().expect("run");
+    // Checkpoints on demand are one every five seconds, for all callers together.
+    let refused = world.api.get("/v1/audit/checkpoint?fresh=true", &world.operator).await;
+    expect_error(&refused, "rate_limited");
+    world.clock.advance(time::Duration::seconds(5));
     let later = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
+    world.api.get("/v1/audit/checkpoint", &world.operator).await.ok().expect("the latest is always served");
     let key = world.app.public_key();
     let old = Checkpoint::verify(&kept_note, &key).expect("signed");
     let new = Checkpoint::verify(later["checkpoint"].as_str().expect("note"), &key).expect("signed");

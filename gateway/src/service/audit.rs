@@ -23,6 +23,8 @@ use sluice_audit::{
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 256;
 /// …or once any entry has waited this long.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// Checkpoints issued on demand (`?fresh=true`) are at most one this often.
+pub const FRESH_CHECKPOINT_EVERY: time::Duration = time::Duration::seconds(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CheckpointView {
@@ -123,8 +125,35 @@ impl App {
         })
     }
 
-    /// The latest checkpoint; with `fresh`, a new one covering everything logged so far.
+    /// The latest checkpoint; with `fresh`, a new one covering everything logged so far —
+    /// at most one every [`FRESH_CHECKPOINT_EVERY`] for all callers together, since each
+    /// signs over the whole tree (receipts get theirs regardless).
     pub async fn checkpoint(&self, caller: &Caller, fresh: bool) -> ServiceResult<CheckpointView> {
+        if fresh {
+            let now = self.now();
+            let wait = {
+                let mut last = self.log.last_fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match *last {
+                    Some(issued) if now < issued + FRESH_CHECKPOINT_EVERY => {
+                        Some((issued + FRESH_CHECKPOINT_EVERY - now).whole_seconds().max(1))
+                    }
+                    _ => {
+                        *last = Some(now);
+                        None
+                    }
+                }
+            };
+            if let Some(wait) = wait {
+                let denial = sluice_policies::Denial::new(
+                    sluice_policies::DenialReason::RateLimited,
+                    format!(
+                        "a checkpoint was issued on demand less than {}s ago; use the latest or ask again in {wait}s",
+                        FRESH_CHECKPOINT_EVERY.whole_seconds()
+                    ),
+                );
+                return Err(self.deny(caller, Act::AuditCheckpoint, "audit_log", denial).await);
+            }
+        }
         let view = match (fresh, self.store.latest_checkpoint().await?) {
             (false, Some((size, note))) => CheckpointView { size: size as u64, checkpoint: note },
             _ => self.issue_checkpoint().await?,
