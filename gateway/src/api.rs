@@ -5,6 +5,7 @@
 //! touch storage directly; a 5xx answer is generic, and its detail goes to the log.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -407,24 +408,54 @@ async fn rotate_keys(State(app): State<Arc<App>>, Authenticated(caller): Authent
     Ok(Json(app.rotate_master_key(&caller).await.for_caller(&caller)?).into_response())
 }
 
+/// The largest CSV upload accepted.
+pub const MAX_UPLOAD_BYTES: u64 = 16 << 30;
+/// The longest CSV line accepted (a record with no newline is refused here rather than
+/// buffered whole).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// An upload that sends nothing for this long is abandoned.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
 /// A blocking `Read` over an HTTP body, fed by a task: the vault's parser reads it on a
-/// blocking thread while the body arrives.
+/// blocking thread while the body arrives. It bounds what a client can make the gateway
+/// hold or wait for: the whole upload ([`MAX_UPLOAD_BYTES`]), one line
+/// ([`MAX_LINE_BYTES`]) and a silence ([`UPLOAD_IDLE`]); each ends the upload with an error
+/// that says which.
 struct BodyReader {
     receiver: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     current: Bytes,
+    /// Bytes read since the last newline.
+    line: usize,
 }
 
 impl BodyReader {
-    fn spawn(mut body: Body) -> Self {
+    fn spawn(body: Body) -> Self {
+        Self::spawn_bounded(body, MAX_UPLOAD_BYTES, UPLOAD_IDLE)
+    }
+
+    fn spawn_bounded(mut body: Body, max_bytes: u64, idle: Duration) -> Self {
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            while let Some(frame) = body.frame().await {
-                let item = match frame {
-                    Ok(frame) => match frame.into_data() {
-                        Ok(data) => Ok(data),
+            let mut total = 0u64;
+            loop {
+                let item = match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the upload sent nothing for {} s", idle.as_secs()),
+                    )),
+                    Ok(None) => break,
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => {
+                            total += data.len() as u64;
+                            if total > max_bytes {
+                                Err(std::io::Error::other(format!("the upload is over {max_bytes} bytes")))
+                            } else {
+                                Ok(data)
+                            }
+                        }
                         Err(_) => continue, // trailers carry no data
                     },
-                    Err(error) => Err(std::io::Error::other(error)),
+                    Ok(Some(Err(error))) => Err(std::io::Error::other(error)),
                 };
                 let failed = item.is_err();
                 if sender.send(item).await.is_err() || failed {
@@ -432,7 +463,7 @@ impl BodyReader {
                 }
             }
         });
-        Self { receiver, current: Bytes::new() }
+        Self { receiver, current: Bytes::new(), line: 0 }
     }
 }
 
@@ -448,6 +479,13 @@ impl std::io::Read for BodyReader {
         let count = buffer.len().min(self.current.len());
         buffer[..count].copy_from_slice(&self.current[..count]);
         self.current = self.current.slice(count..);
+        self.line = match buffer[..count].iter().rposition(|&byte| byte == b'\n') {
+            Some(last) => count - last - 1,
+            None => self.line + count,
+        };
+        if self.line > MAX_LINE_BYTES {
+            return Err(std::io::Error::other(format!("a line is longer than {MAX_LINE_BYTES} bytes")));
+        }
         Ok(count)
     }
 }
@@ -721,5 +759,55 @@ fn status_of(error: &ServiceError) -> StatusCode {
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::ModelRejected(_) | ServiceError::RunFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Reads a whole body through a [`BodyReader`] on a blocking thread, as ingest does.
+    async fn read_all(reader: BodyReader) -> std::io::Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map(|_| bytes)
+        })
+        .await
+        .expect("reader thread")
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_bounded_in_size_line_length_and_silence() {
+        let ok = read_all(BodyReader::spawn(Body::from("a,b\n1,2\n"))).await.expect("a small upload");
+        assert_eq!(ok, b"a,b\n1,2\n");
+
+        let long_line = vec![b'x'; MAX_LINE_BYTES + 10];
+        let error = read_all(BodyReader::spawn(Body::from(long_line))).await.expect_err("one endless line");
+        assert!(error.to_string().contains("a line is longer"), "{error}");
+        let mut many_lines = Vec::new();
+        for _ in 0..3 {
+            many_lines.extend(vec![b'y'; MAX_LINE_BYTES - 1]);
+            many_lines.push(b'\n');
+        }
+        assert_eq!(read_all(BodyReader::spawn(Body::from(many_lines))).await.expect("long lines").len(), 3 << 20);
+
+        let error = read_all(BodyReader::spawn_bounded(Body::from(vec![b'z'; 100]), 64, UPLOAD_IDLE))
+            .await
+            .expect_err("too large");
+        assert!(error.to_string().contains("over 64 bytes"), "{error}");
+
+        // A client that sends a little, then nothing: the upload ends with a timeout.
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        sender.send(Ok(Bytes::from_static(b"a,b\n"))).await.expect("send");
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        let reader = BodyReader::spawn_bounded(Body::from_stream(stream), MAX_UPLOAD_BYTES, Duration::from_millis(200));
+        let error = read_all(reader).await.expect_err("silence");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+        drop(sender);
     }
 }

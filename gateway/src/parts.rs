@@ -23,8 +23,10 @@ pub struct Sealed {
     /// Held for reading while a data key is wrapped or unwrapped, for writing during a
     /// rotation, so no operation mixes the old and the new master key.
     pub(crate) master: tokio::sync::RwLock<AeadKey>,
-    /// One ingest (or rotation, or destruction) at a time.
-    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    /// One ingest at a time per dataset (its next version number is bound into every
+    /// chunk before the version row exists). Nothing else waits for an ingest: a rotation
+    /// or a destruction only waits for the short moment an ingest commits.
+    ingest_locks: std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The master key came from the environment, so it is rotated where it is kept.
     pub(crate) master_from_environment: bool,
 }
@@ -40,13 +42,19 @@ impl Sealed {
         Self {
             data_dir,
             master: tokio::sync::RwLock::new(master),
-            ingest_lock: tokio::sync::Mutex::new(()),
+            ingest_locks: std::sync::Mutex::default(),
             master_from_environment,
         }
     }
 
     pub fn data_dir(&self) -> &DataDir {
         &self.data_dir
+    }
+
+    /// The lock that orders ingests of `dataset_id`.
+    pub(crate) fn ingest_lock(&self, dataset_id: i64) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.ingest_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(dataset_id).or_default().clone()
     }
 }
 

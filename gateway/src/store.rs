@@ -481,10 +481,12 @@ impl Store {
             .await?)
     }
 
-    pub async fn insert_version(tx: &mut Tx, row: &VersionRow) -> anyhow::Result<()> {
-        sqlx::query(
+    /// Adds a version, unless its dataset was destroyed meanwhile (false then).
+    pub async fn insert_version(tx: &mut Tx, row: &VersionRow) -> anyhow::Result<bool> {
+        let inserted = sqlx::query(
             "INSERT INTO dataset_versions (dataset_id, version, row_count, chunk_count, wrapped_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
+             (SELECT 1 FROM datasets WHERE id = $1 AND destroyed_at IS NULL)",
         )
         .bind(row.dataset_id)
         .bind(row.version)
@@ -494,7 +496,7 @@ impl Store {
         .bind(&row.created_at)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     pub async fn versions(&self, dataset_id: i64) -> anyhow::Result<Vec<VersionRow>> {

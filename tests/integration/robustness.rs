@@ -132,3 +132,77 @@ async fn runs_cut_off_by_a_crash_are_settled_at_start_up() {
     reopened.store().close().await;
     App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens again");
 }
+
+/// A blocking reader fed by the test: an upload as slow as the test likes.
+struct SlowUpload {
+    receiver: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for SlowUpload {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let count = self.current.read(buffer)?;
+            if count > 0 {
+                return Ok(count);
+            }
+            match self.receiver.recv() {
+                Ok(bytes) => self.current = std::io::Cursor::new(bytes),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
+/// A slow upload holds up nobody else: while one provider's ingest is waiting for its
+/// data, another provider destroys its own dataset and the admin rotates the master key.
+/// The upload then finishes, its data key re-wrapped under the new master key, and a run
+/// reads the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_blocks_no_destruction_and_no_key_rotation() {
+    let world = World::new(50, 2.0).await;
+    let tax = world.principal(json!({"name": "t", "role": "provider", "organisation": "Tax Bureau"})).await;
+    let tax = tax["token"].as_str().expect("token").to_owned();
+    let schema = sluice::examples::VEHICLES_SCHEMA.replacen("name = \"zunyi-vehicles\"", "name = \"tax-vehicles\"", 1);
+    let other = world.api.post("/v1/datasets", &tax, &json!({"schema": schema, "epsilon_total": 1.0})).await;
+    let other = other.ok().expect("another dataset")["id"].as_i64().expect("id");
+    world
+        .api
+        .put_csv(&format!("/v1/datasets/{other}/data"), &tax, sluice::examples::vehicles_csv(20, 5).into_bytes())
+        .await
+        .ok()
+        .expect("ingest");
+
+    let csv = sluice::examples::vehicles_csv(60, 9);
+    let (header, rows) = csv.split_once('\n').expect("a header");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    sender.send(format!("{header}\n").into_bytes()).expect("send");
+    let caller = world.app.authenticate(Some(&world.provider), "slow-upload").await.expect("provider");
+    let app = world.app.clone();
+    let dataset = world.dataset_id;
+    let upload = tokio::spawn(async move {
+        let reader = SlowUpload { receiver, current: std::io::Cursor::new(Vec::new()) };
+        app.ingest(&caller, dataset, reader, false, |_| {}).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!upload.is_finished(), "the upload waits for its data");
+
+    let destroyed =
+        tokio::time::timeout(Duration::from_secs(10), world.api.delete(&format!("/v1/datasets/{other}"), &tax))
+            .await
+            .expect("destruction does not wait for another dataset's upload");
+    assert_eq!(destroyed.status.as_u16(), 200, "{}", destroyed.text);
+    let rotated =
+        tokio::time::timeout(Duration::from_secs(10), world.api.post("/v1/keys/rotate", &world.admin, &json!({})))
+            .await
+            .expect("rotation does not wait for an upload");
+    assert_eq!(rotated.status.as_u16(), 200, "{}", rotated.text);
+
+    sender.send(rows.as_bytes().to_vec()).expect("send the rows");
+    drop(sender);
+    let summary = upload.await.expect("task").expect("the upload commits after the rotation");
+    assert_eq!(summary.version, 2);
+    let run = world.run().await.ok().expect("a run reads the new version under the new master key");
+    assert!(run["outputs"].as_array().is_some_and(|outputs| !outputs.is_empty()), "{run}");
+    world.assert_log_verifies().await;
+}

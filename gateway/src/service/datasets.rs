@@ -158,16 +158,19 @@ impl App {
         }
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        // One ingest at a time: the version number is bound into every chunk's associated
-        // data before the version row exists, so two ingests must not pick the same one.
-        // The database write lock is taken only at the end, so ingest never blocks audit.
-        let _ingest_guard = self.sealed.ingest_lock.lock().await;
+        // One ingest of this dataset at a time: the version number is bound into every
+        // chunk's associated data before the version row exists, so two ingests must not
+        // pick the same one. Nothing else waits for the upload: the database write lock
+        // and the master key are taken only for the commit at the end.
+        let ingest_lock = self.sealed.ingest_lock(dataset_id);
+        let _ingest_guard = ingest_lock.lock().await;
         let version = self.store.next_version(dataset_id).await?;
         let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed")));
         }
         let master = self.sealed.master.read().await.clone();
+        let wrapped_under = master.clone();
         let blobs = self.sealed.data_dir.blobs();
         let outcome = tokio::task::spawn_blocking(move || {
             chunks::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
@@ -177,6 +180,13 @@ impl App {
         let report = match outcome {
             Ok(report) => report,
             Err(error) => {
+                if matches!(error, IngestError::Storage(_))
+                    && self.store.dataset(dataset_id).await?.is_some_and(|dataset| dataset.destroyed_at.is_some())
+                {
+                    return Err(ServiceError::Conflict(format!(
+                        "dataset {dataset_id} was destroyed during the upload"
+                    )));
+                }
                 let reason = match &error {
                     IngestError::Csv(_) => "csv_invalid",
                     IngestError::InvalidRows(_) => "rows_invalid",
@@ -190,17 +200,34 @@ impl App {
                 });
             }
         };
+        // The master key may have been rotated during the upload: the data key is then
+        // wrapped again under the new one, and the read lock is held until the version
+        // commits, so a rotation cannot re-wrap the keys between the two.
+        let master = self.sealed.master.read().await;
+        let wrapped_key = if master.fingerprint() == wrapped_under.fingerprint() {
+            report.wrapped_key
+        } else {
+            let data_key = wrapped_under
+                .unwrap_key(&report.wrapped_key, &context.key_context())
+                .map_err(|_| anyhow::anyhow!("re-wrapping a new data key after a master key rotation"))?;
+            master.wrap(&data_key, &context.key_context())?
+        };
         let now = self.now();
         let row = VersionRow {
             dataset_id,
             version,
             row_count: report.rows as i64,
             chunk_count: report.chunks as i64,
-            wrapped_key: report.wrapped_key,
+            wrapped_key,
             created_at: format_time(now),
         };
+        let version_dir = chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version);
         let mut tx = self.store.begin().await?;
-        Store::insert_version(&mut tx, &row).await?;
+        if !Store::insert_version(&mut tx, &row).await? {
+            drop(tx);
+            let _ = std::fs::remove_dir_all(&version_dir);
+            return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed during the upload")));
+        }
         let event = Self::event(caller, action, &object, AuditOutcome::Ok)
             .detail(Detail::Version, version)
             .detail(Detail::Rows, report.rows)
@@ -209,9 +236,10 @@ impl App {
         Store::append_audit(&mut tx, event, now).await?;
         if let Err(error) = tx.commit().await {
             // The chunks are useless without the wrapped key that was just rolled back.
-            let _ = std::fs::remove_dir_all(chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version));
+            let _ = std::fs::remove_dir_all(&version_dir);
             return Err(anyhow::Error::from(error).context("committing the dataset version").into());
         }
+        drop(master);
         Ok(IngestSummary {
             dataset_id,
             version,
@@ -246,7 +274,7 @@ impl App {
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was already destroyed")));
         }
-        let _no_ingest = self.sealed.ingest_lock.lock().await;
+        // No wait for an ingest under way: it finds the dataset destroyed when it commits.
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let versions = Store::shred_dataset(&mut tx, dataset_id, now).await?;

@@ -766,7 +766,8 @@ impl App {
                 sluice_vault::keys::MASTER_KEY_ENV
             )));
         }
-        let _no_ingest = self.sealed.ingest_lock.lock().await;
+        // Ingests under way go on; each re-wraps its new data key under whichever master key
+        // is current when it commits (holding the read lock this write lock waits for).
         let mut master = self.sealed.master.write().await;
         let new_key = AeadKey::generate()?;
         let next_path = self.sealed.data_dir.master_key_next();
