@@ -92,8 +92,10 @@ pub fn verify_export_file(
             }
             writeln!(
                 out,
-                "content rules hold: roles as created, no self-review, every run by its authorisation's operator \
-                 inside its window, with a model approved for that authorisation, within both budgets"
+                "content rules hold: roles and organisations as created, a second administrator for every \
+                 reviewer, operator and administrator, no review from the submitter's organisation, licences \
+                 in their windows, every run by its authorisation's operator inside its window, with a model \
+                 approved for that authorisation, within both budgets"
             )
             .map_err(report)?;
             writeln!(out, "denied: {}, failed: {}", summary.denied, summary.failed).map_err(report)?;

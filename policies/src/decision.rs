@@ -76,6 +76,11 @@ impl Denial {
     pub fn new(reason: DenialReason, message: impl Into<String>) -> Self {
         Self { reason, message: message.into() }
     }
+
+    /// A request the gate refuses because it is malformed, not because of who sent it.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(DenialReason::InvalidRequest, message)
+    }
 }
 
 impl fmt::Display for Denial {

@@ -13,7 +13,10 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 
+use time::OffsetDateTime;
+
 use crate::decision::{Denial, DenialReason};
+use crate::procedure::{Principal, check_licence};
 use crate::roles::{Action, Role};
 
 /// The Cedar schema every policy set is validated against.
@@ -56,6 +59,18 @@ impl PolicyGate {
     /// The shipped default policy set.
     pub fn default_policies() -> Result<Self, PolicyError> {
         Self::new(DEFAULT_POLICIES)
+    }
+
+    /// May `principal` attempt `action` at `now`? Cedar decides on its role and whether it
+    /// holds a licence valid now; when only the licence stands in the way, the denial is the
+    /// licence's own, which says what is wrong with it.
+    pub fn decide_for(&self, principal: &Principal, now: OffsetDateTime, action: Action) -> Result<(), Denial> {
+        let licence = check_licence(principal, now);
+        let licensed = principal.role == Role::Operator && licence.is_ok();
+        self.decide(principal.role, licensed, action).map_err(|denial| match (denial.reason, licence) {
+            (DenialReason::LicenceExpired, Err(licence)) => licence,
+            _ => denial,
+        })
     }
 
     /// May a caller with `role` (and a licence valid now, or not) attempt `action`?

@@ -14,6 +14,7 @@
 //! assert!(gate.decide(Role::Regulator, true, Action::RunModel).is_err());
 //! ```
 
+mod access;
 mod budget;
 mod decision;
 mod gate;
@@ -22,6 +23,10 @@ mod procedure;
 mod release;
 mod roles;
 
+pub use access::{
+    check_authorisation_holder, check_budget_reader, check_column_grantable, check_column_granted,
+    check_dataset_provider, check_dummy_run, check_fresh_checkpoint, check_not_destroyed, check_run_reader,
+};
 pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};
 pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate};

@@ -145,6 +145,14 @@ fn sql_lives_only_in_the_store() {
     assert!(found.is_empty(), "SQL outside gateway/src/store.rs: {found:#?}");
 }
 
+/// Every refusal the gateway gives is decided in `sluice_policies` (the Cedar gate or a
+/// pure check there): no handler builds its own denial.
+#[test]
+fn no_handler_builds_its_own_denial() {
+    let found = offending(&["gateway/src", "cli/src"], &["Denial::new", "DenialReason::", "Denial { reason"], &[]);
+    assert!(found.is_empty(), "denials are decided in policies, not built in the gateway: {found:#?}");
+}
+
 #[test]
 fn policies_read_no_clock_and_no_environment() {
     let impure = [

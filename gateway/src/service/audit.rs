@@ -143,14 +143,7 @@ impl App {
                     }
                 }
             };
-            if let Some(wait) = wait {
-                let denial = sluice_policies::Denial::new(
-                    sluice_policies::DenialReason::RateLimited,
-                    format!(
-                        "a checkpoint was issued on demand less than {}s ago; use the latest or ask again in {wait}s",
-                        FRESH_CHECKPOINT_EVERY.whole_seconds()
-                    ),
-                );
+            if let Err(denial) = sluice_policies::check_fresh_checkpoint(wait, FRESH_CHECKPOINT_EVERY.whole_seconds()) {
                 return Err(self.deny(caller, Act::AuditCheckpoint, "audit_log", denial).await);
             }
         }

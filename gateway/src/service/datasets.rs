@@ -5,7 +5,7 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
-use sluice_policies::{Action, Epsilon};
+use sluice_policies::{Action, Epsilon, check_dataset_provider};
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
@@ -149,11 +149,7 @@ impl App {
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, action, "dataset", dataset_id).await);
         };
-        if dataset.provider_id != caller.principal.id {
-            let denial = sluice_policies::Denial::new(
-                sluice_policies::DenialReason::WrongRole,
-                "only the provider that registered a dataset may add data to it",
-            );
+        if let Err(denial) = check_dataset_provider(&caller.principal, dataset.provider_id, "add data to") {
             return Err(self.deny(caller, action, object, denial).await);
         }
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
@@ -264,11 +260,7 @@ impl App {
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, action.audit(), "dataset", dataset_id).await);
         };
-        if dataset.provider_id != caller.principal.id {
-            let denial = sluice_policies::Denial::new(
-                sluice_policies::DenialReason::WrongRole,
-                "only the provider that registered a dataset may destroy it",
-            );
+        if let Err(denial) = check_dataset_provider(&caller.principal, dataset.provider_id, "destroy") {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if dataset.destroyed_at.is_some() {

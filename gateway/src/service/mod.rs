@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use base64::Engine as _;
 use sluice_policies::{
-    Action, Denial, DenialReason, Licence, OrganisationId, Principal, ReviewerKind, Role, check_licence,
-    check_second_admin, normalise_organisation_name,
+    Action, Denial, Licence, OrganisationId, Principal, ReviewerKind, Role, check_second_admin,
+    normalise_organisation_name,
 };
 use sluice_sandbox::RuntimeLimits;
 use time::OffsetDateTime;
@@ -391,14 +391,7 @@ impl App {
 
     /// Role check, plus a valid licence for an operator acting beyond reading.
     pub(crate) async fn guard(&self, caller: &Caller, action: Action, object: &str) -> ServiceResult<()> {
-        let licence = check_licence(&caller.principal, self.now());
-        let licensed = caller.principal.role == Role::Operator && licence.is_ok();
-        if let Err(denial) = self.gate.policies.decide(caller.principal.role, licensed, action) {
-            // When only the licence stands in the way, say exactly what is wrong with it.
-            let denial = match (denial.reason, licence) {
-                (DenialReason::LicenceExpired, Err(licence)) => licence,
-                (_, _) => denial,
-            };
+        if let Err(denial) = self.gate.policies.decide_for(&caller.principal, self.now(), action) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         Ok(())
@@ -815,5 +808,5 @@ impl App {
 
 /// Denial helper for requests the gate never saw because they were malformed.
 pub(crate) fn invalid_denial(message: impl Into<String>) -> Denial {
-    Denial::new(DenialReason::InvalidRequest, message)
+    Denial::invalid_request(message)
 }

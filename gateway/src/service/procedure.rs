@@ -10,9 +10,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
 use sluice_policies::{
-    Action, ApplicationFacts, ApplicationState, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    check_epsilon_per_run, check_not_revoked, model_review_outcome, reads_submission, review_application, review_model,
-    revoke_authorisation, revoke_model, submit_draft, withdraw_application,
+    Action, ApplicationFacts, ApplicationState, Denial, Epsilon, ModelFacts, ModelState, check_authorisation_holder,
+    check_column_grantable, check_column_granted, check_dummy_run, check_epsilon_per_run, check_not_revoked,
+    model_review_outcome, reads_submission, review_application, review_model, revoke_authorisation, revoke_model,
+    submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -126,14 +127,7 @@ impl App {
             let Some((_, column)) = schema.column(name) else {
                 return Err(ServiceError::invalid(format!("dataset {} has no column `{name}`", dataset.id)));
             };
-            if column.classification > MAX_GRANTABLE_LEVEL {
-                let denial = Denial::new(
-                    DenialReason::ColumnNotAuthorised,
-                    format!(
-                        "column `{name}` is classification level {}, which is never granted",
-                        column.classification
-                    ),
-                );
+            if let Err(denial) = check_column_grantable(name, column.classification, MAX_GRANTABLE_LEVEL) {
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         }
@@ -276,9 +270,7 @@ impl App {
         let Some(authorisation) = self.store.authorisation(request.authorisation_id).await? else {
             return Err(self.not_found(caller, action.audit(), "authorisation", request.authorisation_id).await);
         };
-        if authorisation.operator_id != caller.principal.id {
-            let denial =
-                Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator");
+        if let Err(denial) = check_authorisation_holder(&caller.principal, authorisation.operator_id) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let module = base64::engine::general_purpose::STANDARD
@@ -362,12 +354,7 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         for input in compiled.manifest().inputs() {
-            if !granted.contains(&input.name) {
-                return Err(ServiceError::Denied(Denial::new(
-                    DenialReason::ColumnNotAuthorised,
-                    format!("the manifest reads column `{}`, which the authorisation does not grant", input.name),
-                )));
-            }
+            check_column_granted(&input.name, granted.contains(&input.name)).map_err(ServiceError::Denied)?;
             let declared = schema.column(&input.name).map(|(_, column)| column.column_type);
             if declared != Some(input.column_type) {
                 return Err(ServiceError::Denied(invalid_denial(format!(
@@ -406,12 +393,8 @@ impl App {
             drop(tx);
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
-        if approve && !dummy_run_passed {
+        if approve && let Err(denial) = check_dummy_run(dummy_run_passed) {
             drop(tx);
-            let denial = Denial::new(
-                DenialReason::DummyRunFailed,
-                "the model failed on dummy rows (see its automated results); a model that cannot run is not approved",
-            );
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve

@@ -15,9 +15,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
-    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, DenialReason, Epsilon, ModelFacts, ModelState,
-    PrivacyBudget, ReleasedOutput, ResultParties, Role, RunFacts, RunPermit, authorise_run, review_result,
-    reviewer_reads_result,
+    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, Epsilon, ModelFacts, ModelState, PrivacyBudget,
+    ReleasedOutput, ResultParties, Role, RunFacts, RunPermit, authorise_run, check_budget_reader, check_not_destroyed,
+    check_run_reader, review_result, reviewer_reads_result,
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
@@ -220,11 +220,7 @@ impl App {
             Err(denial) => return Err(self.deny(caller, action, object, denial).await),
         };
         let dataset = facts.dataset.context("authorised dataset")?;
-        if dataset.destroyed_at.is_some() {
-            let denial = Denial::new(
-                DenialReason::DatasetDestroyed,
-                "the dataset was destroyed; its data can no longer be read",
-            );
+        if let Err(denial) = check_not_destroyed(dataset.destroyed_at.is_some()) {
             return Err(self.deny(caller, action, object, denial).await);
         }
         let Some(version) = facts.version else {
@@ -477,14 +473,12 @@ impl App {
         let object = format!("run:{run_id}");
         self.guard(caller, action, &object).await?;
         let is_reviewer = caller.principal.role == Role::Reviewer;
-        let run = match self.store.run(run_id).await? {
-            Some(run) if run.operator_id == caller.principal.id || is_reviewer => run,
-            Some(_) => {
-                let denial = Denial::new(DenialReason::AuthorisationNotYours, "the run belongs to another operator");
-                return Err(self.deny(caller, action.audit(), object, denial).await);
-            }
-            None => return Err(self.not_found(caller, action.audit(), "run", run_id).await),
+        let Some(run) = self.store.run(run_id).await? else {
+            return Err(self.not_found(caller, action.audit(), "run", run_id).await);
         };
+        if let Err(denial) = check_run_reader(&caller.principal, run.operator_id) {
+            return Err(self.deny(caller, action.audit(), object, denial).await);
+        }
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         if is_reviewer {
             let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
@@ -581,15 +575,7 @@ impl App {
             return Err(self.not_found(caller, action.audit(), "authorisation", authorisation_id).await);
         };
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
-        let allowed = match caller.principal.role {
-            Role::Operator => authorisation.operator_id == caller.principal.id,
-            Role::Provider => dataset.provider_id == caller.principal.id,
-            Role::Regulator => true,
-            _ => false,
-        };
-        if !allowed {
-            let denial =
-                Denial::new(DenialReason::AuthorisationNotYours, "this budget belongs to another operator or provider");
+        if let Err(denial) = check_budget_reader(&caller.principal, authorisation.operator_id, dataset.provider_id) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
