@@ -67,6 +67,16 @@ pub fn verify_export_file(
     let trust = pinned.as_ref().map_or(KeyTrust::Embedded, KeyTrust::Pinned);
     match verify_export(&text, trust, trusted.as_deref()) {
         Ok(summary) => {
+            // Each required witness must have cosigned a checkpoint of this export.
+            let mut witnessed = Vec::new();
+            for (name, key) in &witnesses {
+                let Some((size, time)) = crate::witness::witnessed(&text, name, key) else {
+                    writeln!(err, "error: no checkpoint in the export carries a cosignature of witness {name}")
+                        .map_err(report)?;
+                    return Ok(Verdict::Refused);
+                };
+                witnessed.push((name, size, time));
+            }
             writeln!(out, "ok: {} entries and {} checkpoints verified", summary.entries, summary.checkpoints)
                 .map_err(report)?;
             writeln!(out, "merkle root: {}", summary.root_hex).map_err(report)?;
@@ -75,20 +85,13 @@ pub fn verify_export_file(
             if let Some(size) = summary.trusted_size {
                 writeln!(out, "extends your trusted checkpoint of {size} entries").map_err(report)?;
             }
-            for (name, key) in &witnesses {
-                match crate::witness::witnessed(&text, name, key) {
-                    Some((size, time)) => writeln!(
-                        out,
-                        "witness {name} cosigned the checkpoint of {size} entries (at POSIX time {time}); \
-                         entries after it are not yet witnessed"
-                    )
-                    .map_err(report)?,
-                    None => {
-                        writeln!(err, "error: no checkpoint in the export carries a cosignature of witness {name}")
-                            .map_err(report)?;
-                        return Ok(Verdict::Refused);
-                    }
-                }
+            for (name, size, time) in &witnessed {
+                writeln!(
+                    out,
+                    "witness {name} cosigned the checkpoint of {size} entries (at POSIX time {time}); entries after \
+                     it are not yet witnessed"
+                )
+                .map_err(report)?;
             }
             writeln!(
                 out,

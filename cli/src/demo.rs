@@ -66,7 +66,13 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     say.step("Initialise a data directory")?;
     // The demo uses the defaults, whatever the environment says, so it always tells the
     // same story.
-    let config = Config::new(dir);
+    let mut config = Config::new(dir);
+    // The regulator's witness runs on the regulator's own machine; the gateway is told
+    // which witness's cosignatures to accept (its vkey), nothing more.
+    let witness_name = "cac.zunyi.example/witness";
+    let witness = sluice_audit::SigningKey::generate().map_err(anyhow::Error::msg)?;
+    let witness_vkey = witness.public_key().vkey(witness_name, sluice_audit::witness::ED25519_COSIGNATURE);
+    config.witnesses = vec![witness_vkey.clone()];
     config.data_dir.init(true).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("platform admin", "Zunyi Big Data Platform").await?.token;
@@ -303,6 +309,26 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         entry.seq, entry.action
     ))?;
 
+    say.step("The regulator's witness cosigns the log's latest checkpoint")?;
+    let request = api.get("/v1/audit/witness?old=0", &regulator).await;
+    if !request.status.is_success() {
+        bail!("the witness request failed: HTTP {} {}", request.status, request.text);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let (witnessed, cosignature) =
+        sluice_audit::witness::add_checkpoint(None, &pinned, &request.text, witness_name, &witness, now)
+            .map_err(|refusal| anyhow::anyhow!("the witness refused: {refusal}"))?;
+    let witnessed = sluice_audit::Checkpoint::verify(&witnessed, &pinned).map_err(anyhow::Error::msg)?;
+    api.post("/v1/audit/cosignatures", &regulator, &json!({"size": witnessed.size, "cosignature": cosignature}))
+        .await
+        .ok()?;
+    say.say(format!(
+        "the witness checked the checkpoint of {} entries (signed {}) and cosigned it; the gateway now serves it with the cosignature",
+        witnessed.size,
+        witnessed.time.as_deref().unwrap_or("at an unknown time")
+    ))?;
+    say.say("whoever runs the server can no longer rewrite those entries without the witness seeing two histories")?;
+
     say.step("The regulator exports the audit log and verifies it offline")?;
     let export = api.get("/v1/audit/export", &regulator).await;
     if !export.status.is_success() {
@@ -315,6 +341,9 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     let pinned_path = dir.join("public-key.txt");
     std::fs::write(&pinned_path, format!("{pinned}\n"))
         .with_context(|| format!("writing {}", pinned_path.display()))?;
+    let witness_path = dir.join("witness-vkey.txt");
+    std::fs::write(&witness_path, format!("{witness_vkey}\n"))
+        .with_context(|| format!("writing {}", witness_path.display()))?;
     let kept_path = dir.join("kept-checkpoint.txt");
     std::fs::write(&kept_path, &kept_checkpoint).with_context(|| format!("writing {}", kept_path.display()))?;
     let summary = verify_export(&export.text, sluice_audit::KeyTrust::Pinned(&pinned), Some(&kept_checkpoint))
@@ -330,8 +359,12 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         "it extends the checkpoint the regulator kept at {} entries: nothing was rolled back or rewritten",
         summary.trusted_size.unwrap_or_default()
     ))?;
+    let (cosigned_size, _) = sluice_audit::witness::witnessed(&export.text, witness_name, &witness.public_key())
+        .context("the export carries no cosignature of the regulator's witness")?;
+    say.say(format!("the witness's cosignature covers the first {cosigned_size} entries"))?;
     say.say(
-        "roles as created, no self-review; every run by its authorisation's operator, inside its window, with a model \
+        "roles and organisations as created, a second administrator for every reviewer and licence, no review from \
+         one's own organisation; every run by its authorisation's operator, inside its window, with a model \
          approved for that authorisation, within both budgets",
     )?;
     say.say(format!("{} denials and {} failures recorded; by action:", summary.denied, summary.failed))?;
