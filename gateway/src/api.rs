@@ -179,8 +179,10 @@ impl IntoResponse for ApiError {
         };
         let body = json!({ "error": { "code": self.error.code(), "message": message }, "request_id": self.request_id });
         // Denials, lookups of what does not exist, refused models and failed runs are
-        // recorded by the service; invalid input and conflicts are recorded on the way out.
-        let recorded = !matches!(self.error, ServiceError::Invalid(_) | ServiceError::Conflict(_));
+        // recorded by the service; invalid input is recorded on the way out. A conflict (a
+        // result not visible yet, a name taken) is about state, not the request, and a
+        // client polling for a result must not fill the log.
+        let recorded = !matches!(self.error, ServiceError::Invalid(_));
         let ours = OurError { actor: self.actor, code: self.error.code(), recorded };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(ours);

@@ -69,6 +69,9 @@ pub struct AuditLog {
     witnesses: std::sync::RwLock<Vec<(String, sluice_audit::PublicKey)>>,
     /// When a caller last had a checkpoint issued on demand (`?fresh=true`).
     pub(crate) last_fresh: std::sync::Mutex<Option<time::OffsetDateTime>>,
+    /// The tree so far, as its frontier: a checkpoint reads only the leaves logged since the
+    /// last one (the log is append-only, so the frontier never has to be rebuilt).
+    pub(crate) tree: tokio::sync::Mutex<sluice_audit::RootBuilder>,
 }
 
 impl AuditLog {
@@ -78,6 +81,7 @@ impl AuditLog {
             checkpoint_lock: tokio::sync::Mutex::new(()),
             witnesses: std::sync::RwLock::new(witnesses),
             last_fresh: std::sync::Mutex::new(None),
+            tree: tokio::sync::Mutex::new(sluice_audit::RootBuilder::default()),
         }
     }
 

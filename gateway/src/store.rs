@@ -1020,6 +1020,17 @@ impl Store {
             .collect()
     }
 
+    /// The leaf hashes of the entries after the first `after`, in order.
+    pub async fn leaf_hashes_after(&self, after: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq")
+            .bind(after as i64)
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter()
+            .map(|hash| hash.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes")))
+            .collect()
+    }
+
     pub async fn audit_size(&self) -> anyhow::Result<u64> {
         let size: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(self.pool()).await?;

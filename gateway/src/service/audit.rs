@@ -61,8 +61,29 @@ pub struct AuditQuery {
 
 impl App {
     /// Signs and stores a checkpoint of the whole log, unless the latest already covers it.
+    /// It reads only the leaves logged since the previous call: the tree's frontier is kept.
     pub async fn issue_checkpoint(&self) -> anyhow::Result<CheckpointView> {
-        Ok(self.checkpoint_covering(None).await?.0)
+        let _one_at_a_time = self.log.checkpoint_lock.lock().await;
+        let mut tree = self.log.tree.lock().await;
+        for leaf in self.store.leaf_hashes_after(tree.size()).await? {
+            tree.push(leaf);
+        }
+        let size = tree.size();
+        if let Some((latest, note)) = self.store.latest_checkpoint().await?
+            && latest as u64 == size
+        {
+            return Ok(CheckpointView { size, checkpoint: note });
+        }
+        let checkpoint = Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: tree.root(),
+            time: Some(crate::store::format_time(self.now())),
+        };
+        let note = checkpoint.sign(&self.log.signing);
+        self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
+        let served = self.store.latest_checkpoint().await?.map_or(note, |(_, note)| note);
+        Ok(CheckpointView { size, checkpoint: served })
     }
 
     /// A checkpoint covering the first `at_least` entries (the whole log without it) and
