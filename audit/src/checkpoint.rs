@@ -34,6 +34,13 @@ pub fn key_id(name: &str, signature_type: u8, key: &PublicKey) -> [u8; 4] {
     id
 }
 
+/// A signed-note signature line, `— <name> <base64>`, as (name, the decoded signature
+/// field); none for any other line.
+pub fn signature_line(line: &str) -> Option<(&str, Vec<u8>)> {
+    let (name, signature) = line.strip_prefix("\u{2014} ")?.split_once(' ')?;
+    Some((name, STANDARD.decode(signature).ok()?))
+}
+
 impl Checkpoint {
     /// The note body: origin, size, root and the time line, each ending in a newline.
     pub fn body(&self) -> String {
@@ -86,10 +93,7 @@ impl Checkpoint {
         let (checkpoint, body, signatures) = Checkpoint::parse(note)?;
         let origin = checkpoint.origin.as_str();
         let expected_id = key_id(origin, ED25519_NOTE, key);
-        let signed = signatures.lines().any(|line| {
-            let Some(rest) = line.strip_prefix("\u{2014} ") else { return false };
-            let Some((name, signature)) = rest.split_once(' ') else { return false };
-            let Ok(signature) = STANDARD.decode(signature) else { return false };
+        let signed = signatures.lines().filter_map(signature_line).any(|(name, signature)| {
             name == origin
                 && signature.len() == 68
                 && signature[..4] == expected_id

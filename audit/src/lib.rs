@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, signature_line};
 pub use export::{LogWriter, export_text};
 pub use keys::{PublicKey, SigningKey};
 pub use merkle::{

@@ -323,7 +323,7 @@ struct PrincipalFacts {
 const SECOND_ADMIN_ROLES: [&str; 3] = ["reviewer", "operator", "admin"];
 
 /// The operator's actions that need a licence valid at the time.
-const LICENSED_ACTIONS: [&str; 4] = ["application.submit", "application.withdraw", "model.submit", "run.start"];
+const LICENSED_ACTIONS: [Act; 4] = [Act::ApplicationSubmit, Act::ApplicationWithdraw, Act::ModelSubmit, Act::RunStart];
 
 #[derive(Debug)]
 struct Authorisation {
@@ -424,7 +424,7 @@ impl ContentRules {
                 return Err(format!("principal {actor} acted before a second administrator approved it"));
             }
             if let Some((from, until)) = created.licence
-                && LICENSED_ACTIONS.contains(&entry.action.as_str())
+                && LICENSED_ACTIONS.contains(&act)
                 && timestamp(&entry.time).is_none_or(|time| time < from || time >= until)
             {
                 return Err(format!("operator {actor} did {} outside its licence's window", entry.action));

@@ -11,7 +11,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::checkpoint::{Checkpoint, key_id};
+use crate::checkpoint::{Checkpoint, key_id, signature_line};
 use crate::keys::{PublicKey, SigningKey};
 use crate::merkle::{Hash, verify_consistency};
 
@@ -36,9 +36,7 @@ pub fn cosign(checkpoint: &Checkpoint, name: &str, key: &SigningKey, timestamp: 
 /// over the checkpoint with note body `body`, if there is one.
 pub fn cosigned_at(body: &str, signature_lines: &str, name: &str, key: &PublicKey) -> Option<u64> {
     let expected = key_id(name, ED25519_COSIGNATURE, key);
-    signature_lines.lines().find_map(|line| {
-        let (signer, signature) = line.strip_prefix("\u{2014} ")?.split_once(' ')?;
-        let signature = STANDARD.decode(signature).ok()?;
+    signature_lines.lines().filter_map(signature_line).find_map(|(signer, signature)| {
         if signer != name || signature.len() != 4 + 8 + 64 || signature[..4] != expected {
             return None;
         }
@@ -61,8 +59,11 @@ pub fn verify_cosigned(note: &str, name: &str, key: &PublicKey) -> Result<(Check
 /// The largest checkpoint of an (already verified) export that witness `name` cosigned,
 /// and when: (size, POSIX time).
 pub fn witnessed(export: &str, name: &str, key: &PublicKey) -> Option<(u64, u64)> {
+    // Checkpoint lines come after the entries; an entry line is never parsed as one.
     export
         .lines()
+        .rev()
+        .take_while(|line| line.starts_with(r#"{"checkpoint":"#))
         .filter_map(|line| serde_json::from_str::<crate::ExportCheckpoint>(line).ok())
         .filter_map(|line| verify_cosigned(&line.checkpoint, name, key).ok())
         .map(|(checkpoint, time)| (checkpoint.size, time))

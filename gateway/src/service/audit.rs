@@ -74,16 +74,18 @@ impl App {
         {
             return Ok(CheckpointView { size, checkpoint: note });
         }
-        let checkpoint = Checkpoint {
-            origin: ORIGIN.into(),
-            size,
-            root: tree.root(),
-            time: Some(crate::store::format_time(self.now())),
-        };
+        let checkpoint = self.sign_checkpoint(size, tree.root()).await?;
+        Ok(CheckpointView { size, checkpoint })
+    }
+
+    /// Signs the tree head of `size` entries with `root`, dated now, and stores it: the one
+    /// place a checkpoint is made. Call it holding `checkpoint_lock`.
+    async fn sign_checkpoint(&self, size: u64, root: [u8; 32]) -> anyhow::Result<String> {
+        let now = self.now();
+        let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root, time: Some(crate::store::format_time(now)) };
         let note = checkpoint.sign(&self.log.signing);
-        self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
-        let served = self.store.latest_checkpoint().await?.map_or(note, |(_, note)| note);
-        Ok(CheckpointView { size, checkpoint: served })
+        self.store.insert_checkpoint(size, &root, &note, now).await?;
+        Ok(note)
     }
 
     /// A checkpoint covering the first `at_least` entries (the whole log without it) and
@@ -101,14 +103,7 @@ impl App {
             leaves.truncate(latest as usize);
             return Ok((CheckpointView { size: latest as u64, checkpoint: note }, leaves));
         }
-        let checkpoint = Checkpoint {
-            origin: ORIGIN.into(),
-            size,
-            root: merkle_root(&leaves),
-            time: Some(crate::store::format_time(self.now())),
-        };
-        let note = checkpoint.sign(&self.log.signing);
-        self.store.insert_checkpoint(size, &checkpoint.root, &note, self.now()).await?;
+        let note = self.sign_checkpoint(size, merkle_root(&leaves)).await?;
         Ok((CheckpointView { size, checkpoint: note }, leaves))
     }
 
@@ -238,9 +233,7 @@ impl App {
         let action = Action::ExportAudit;
         self.guard(caller, action, "audit_log").await?;
         let line = line.trim_end_matches('\n');
-        let name = line
-            .strip_prefix("\u{2014} ")
-            .and_then(|rest| rest.split_once(' '))
+        let name = sluice_audit::signature_line(line)
             .map(|(name, _)| name)
             .filter(|_| !line.contains('\n'))
             .ok_or_else(|| ServiceError::invalid("a cosignature is one line: `— <witness name> <base64>`"))?;

@@ -158,6 +158,8 @@ impl App {
         // chunk's associated data before the version row exists, so two ingests must not
         // pick the same one. Nothing else waits for the upload: the database write lock
         // and the master key are taken only for the commit at the end.
+        let destroyed_meanwhile =
+            || ServiceError::Conflict(format!("dataset {dataset_id} was destroyed during the upload"));
         let ingest_lock = self.sealed.ingest_lock(dataset_id);
         let _ingest_guard = ingest_lock.lock().await;
         let version = self.store.next_version(dataset_id).await?;
@@ -179,9 +181,7 @@ impl App {
                 if matches!(error, IngestError::Storage(_))
                     && self.store.dataset(dataset_id).await?.is_some_and(|dataset| dataset.destroyed_at.is_some())
                 {
-                    return Err(ServiceError::Conflict(format!(
-                        "dataset {dataset_id} was destroyed during the upload"
-                    )));
+                    return Err(destroyed_meanwhile());
                 }
                 let reason = match &error {
                     IngestError::Csv(_) => "csv_invalid",
@@ -222,7 +222,7 @@ impl App {
         if !Store::insert_version(&mut tx, &row).await? {
             drop(tx);
             let _ = std::fs::remove_dir_all(&version_dir);
-            return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed during the upload")));
+            return Err(destroyed_meanwhile());
         }
         let event = Self::event(caller, action, &object, AuditOutcome::Ok)
             .detail(Detail::Version, version)

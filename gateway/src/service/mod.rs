@@ -564,8 +564,9 @@ impl App {
         let token = new_token()?;
         let now = self.now();
         let new = NewPrincipal {
-            // Until a second administrator approves, the stored hash is of a token nobody holds.
-            token_hash: if pending { token_hash(&new_token()?) } else { token_hash(&token) },
+            // A pending principal's token is never shown: nobody holds the one hashed here
+            // until a second administrator approves and a new one is issued.
+            token_hash: token_hash(&token),
             token_expires_at: if pending { now } else { now + self.gate.token_lifetime() },
             created_by: Some(caller.principal.id),
             pending_approval: pending,
@@ -804,9 +805,4 @@ impl App {
         tx.commit().await.context("committing the key rotation")?;
         Ok(keys.len() as u64)
     }
-}
-
-/// Denial helper for requests the gate never saw because they were malformed.
-pub(crate) fn invalid_denial(message: impl Into<String>) -> Denial {
-    Denial::invalid_request(message)
 }

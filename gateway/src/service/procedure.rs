@@ -17,7 +17,7 @@ use sluice_policies::{
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
-use super::{App, Caller, invalid_denial};
+use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::{ApplicationRow, ModelRow, Store, format_time, parse_time};
 use sluice_audit::AuditOutcome;
@@ -357,7 +357,7 @@ impl App {
             check_column_granted(&input.name, granted.contains(&input.name)).map_err(ServiceError::Denied)?;
             let declared = schema.column(&input.name).map(|(_, column)| column.column_type);
             if declared != Some(input.column_type) {
-                return Err(ServiceError::Denied(invalid_denial(format!(
+                return Err(ServiceError::Denied(Denial::invalid_request(format!(
                     "the manifest reads `{}` as {}, the dataset declares it differently",
                     input.name,
                     input.column_type.as_str()
