@@ -176,9 +176,12 @@ pub struct RunRow {
 pub struct RunFactsRows {
     pub authorisation: Option<AuthorisationRow>,
     pub model: Option<ModelRow>,
-    pub submitter: Option<PrincipalRow>,
     pub dataset: Option<DatasetRow>,
     pub version: Option<VersionRow>,
+    /// The organisations of the authorisation's operator and of the dataset's provider,
+    /// for the policy set's decision.
+    pub operator_organisation: Option<i64>,
+    pub provider_organisation: Option<i64>,
 }
 
 /// The facts a charge is checked against ([`Store::charge_facts`]).
@@ -798,7 +801,7 @@ impl Store {
     // ----- the run path -----
 
     /// Every fact a run decision needs, read in one snapshot: the authorisation, the model,
-    /// its submitter, the authorisation's dataset and that dataset's latest version.
+    /// the authorisation's dataset and that dataset's latest version.
     pub async fn run_facts(&self, authorisation_id: i64, model_id: i64) -> anyhow::Result<RunFactsRows> {
         let mut tx = self.pool().begin().await.context("starting a read")?;
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
@@ -810,13 +813,6 @@ impl Store {
         .bind(model_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let submitter: Option<PrincipalRow> = match &model {
-            Some(model) => {
-                let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
-                sqlx::query_as(&sql).bind(model.submitter_id).fetch_optional(&mut *tx).await?
-            }
-            None => None,
-        };
         let (dataset, version) = match &authorisation {
             Some(authorisation) => {
                 let dataset: Option<DatasetRow> = sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
@@ -833,8 +829,17 @@ impl Store {
             }
             None => (None, None),
         };
+        let mut organisation_of = async |principal: Option<i64>| -> anyhow::Result<Option<i64>> {
+            let Some(principal) = principal else { return Ok(None) };
+            Ok(sqlx::query_scalar("SELECT organisation_id FROM principals WHERE id = $1")
+                .bind(principal)
+                .fetch_optional(&mut *tx)
+                .await?)
+        };
+        let operator_organisation = organisation_of(authorisation.as_ref().map(|row| row.operator_id)).await?;
+        let provider_organisation = organisation_of(dataset.as_ref().map(|row| row.provider_id)).await?;
         tx.commit().await.context("finishing a read")?;
-        Ok(RunFactsRows { authorisation, model, submitter, dataset, version })
+        Ok(RunFactsRows { authorisation, model, dataset, version, operator_organisation, provider_organisation })
     }
 
     /// What may have changed since a run was decided, read under the charging

@@ -32,6 +32,8 @@ pub enum DenialReason {
     DummyRunFailed,
     ModelRevoked,
     TwoPersonRule,
+    /// A forbid policy without a `@reason` of its own (an administrator's addition).
+    Forbidden,
 }
 
 impl DenialReason {
@@ -61,7 +63,41 @@ impl DenialReason {
             DenialReason::DummyRunFailed => "dummy_run_failed",
             DenialReason::ModelRevoked => "model_revoked",
             DenialReason::TwoPersonRule => "two_person_rule",
+            DenialReason::Forbidden => "forbidden",
         }
+    }
+
+    /// Every reason, for parsing a code (a policy's `@reason`).
+    pub const ALL: [DenialReason; 25] = [
+        DenialReason::WrongRole,
+        DenialReason::LicenceMissing,
+        DenialReason::LicenceExpired,
+        DenialReason::AuthorisationMissing,
+        DenialReason::AuthorisationNotYours,
+        DenialReason::AuthorisationRevoked,
+        DenialReason::AuthorisationOutsideWindow,
+        DenialReason::ModelNotApproved,
+        DenialReason::ModelNotForAuthorisation,
+        DenialReason::ModelDigestMismatch,
+        DenialReason::ColumnNotAuthorised,
+        DenialReason::BudgetExhausted,
+        DenialReason::DatasetBudgetExhausted,
+        DenialReason::SelfReview,
+        DenialReason::WrongReviewer,
+        DenialReason::NotPending,
+        DenialReason::InvalidRequest,
+        DenialReason::DatasetDestroyed,
+        DenialReason::RateLimited,
+        DenialReason::EpsilonBelowMinimum,
+        DenialReason::EpsilonAboveBudget,
+        DenialReason::DummyRunFailed,
+        DenialReason::ModelRevoked,
+        DenialReason::TwoPersonRule,
+        DenialReason::Forbidden,
+    ];
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
     }
 }
 

@@ -1,22 +1,28 @@
-//! Who may attempt what, as Cedar policies: the default set ships in `policies/cedar/`,
-//! validated against the Cedar schema beside it; an administrator may supply a stricter
-//! set, which must validate too or the gateway does not start.
+//! The one decision point for who may do what to which object: Cedar policies over real
+//! entities. The default set ships in `policies/cedar/`, validated against the Cedar schema
+//! beside it; an administrator may supply another set, which must validate too or the
+//! gateway does not start.
 //!
-//! It owns loading, validating and evaluating the policy set. It is pure: the caller's role
-//! and whether its licence is valid now are passed in. Default deny: a request no policy
-//! permits is denied, and so is one where any policy fails to evaluate.
+//! It owns loading and validating the policy set, turning a caller and a [`Resource`] into
+//! Cedar entities, and turning Cedar's answer into a [`Denial`] that names its rule (a
+//! forbid policy's `@reason` and `@message`). It is pure: the caller, the object's facts and
+//! the time are passed in. Default deny: a request no policy permits is denied, and so is
+//! one that does not validate or where any policy fails to evaluate. The procedure's state
+//! machine (which state follows which, quorums, budgets, windows) is `procedure`'s.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use time::OffsetDateTime;
 
 use crate::decision::{Denial, DenialReason};
-use crate::procedure::{Principal, check_licence};
+use crate::organisation::OrganisationId;
+use crate::procedure::{ApplicationState, ModelState, Principal, check_licence};
 use crate::roles::{Action, Role};
 
 /// The Cedar schema every policy set is validated against.
@@ -34,15 +40,94 @@ pub enum PolicyError {
     Invalid(String),
 }
 
+/// The object a request acts on, with the facts the policies may look at. Actions on no
+/// particular object (creating one, the catalogue, the audit log) act on the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Platform,
+    /// An account an administrator acts on; `created_by` is the administrator who created
+    /// it through the API.
+    Principal {
+        principal: Principal,
+        created_by: Option<i64>,
+    },
+    Organisation(OrganisationId),
+    /// `owner` is the provider that registered it.
+    Dataset {
+        id: i64,
+        owner: i64,
+        organisation: OrganisationId,
+        destroyed: bool,
+    },
+    /// `owner` is the applicant; `provider_organisation` provides the data applied for.
+    Application {
+        id: i64,
+        owner: i64,
+        organisation: OrganisationId,
+        provider_organisation: OrganisationId,
+        state: ApplicationState,
+        bureau_reviewer: Option<i64>,
+    },
+    /// `owner` is the submitter.
+    Model {
+        id: i64,
+        owner: i64,
+        organisation: OrganisationId,
+        state: ModelState,
+    },
+    /// `owner` is the operator it was granted to; `provider` registered its dataset.
+    Authorisation {
+        id: i64,
+        owner: i64,
+        organisation: OrganisationId,
+        provider: i64,
+        provider_organisation: OrganisationId,
+        revoked: bool,
+    },
+    /// `owner` is the operator who ran it; `outputs_held` whether its authorisation holds
+    /// outputs for data product review.
+    Run {
+        id: i64,
+        owner: i64,
+        organisation: OrganisationId,
+        provider_organisation: OrganisationId,
+        outputs_held: bool,
+        state: String,
+    },
+}
+
+/// A forbid policy's reason, read from its annotations at load.
+#[derive(Debug, Clone)]
+struct ForbidReason {
+    /// Position in the policy file: the first applicable forbid names the reason.
+    position: usize,
+    reason: DenialReason,
+    message: Option<String>,
+}
+
 /// A validated policy set and its schema.
 #[derive(Debug, Clone)]
 pub struct PolicyGate {
     policies: PolicySet,
+    /// The permits alone: whether the caller's role may attempt the action at all, before
+    /// any forbid names a relation or a state.
+    permits: PolicySet,
     schema: Schema,
+    forbids: HashMap<PolicyId, ForbidReason>,
+}
+
+/// What Cedar said, before the licence is considered.
+enum Verdict {
+    Allow,
+    /// No permit applied.
+    NotPermitted,
+    /// A forbid applied; the first one's reason.
+    Forbidden(Denial),
 }
 
 impl PolicyGate {
-    /// Parses `policies` and validates it strictly against [`CEDAR_SCHEMA`].
+    /// Parses `policies`, validates it strictly against [`CEDAR_SCHEMA`], and reads each
+    /// forbid's `@reason` (which must be a known code) and `@message`.
     pub fn new(policies: &str) -> Result<Self, PolicyError> {
         let (schema, _warnings) =
             Schema::from_cedarschema_str(CEDAR_SCHEMA).map_err(|error| PolicyError::Schema(error.to_string()))?;
@@ -53,7 +138,26 @@ impl PolicyGate {
             let errors: Vec<String> = validation.validation_errors().map(|error| error.to_string()).collect();
             return Err(PolicyError::Invalid(errors.join("; ")));
         }
-        Ok(Self { policies, schema })
+        let permits =
+            PolicySet::from_policies(policies.policies().filter(|policy| policy.effect() == Effect::Permit).cloned())
+                .map_err(|error| PolicyError::Invalid(error.to_string()))?;
+        let mut forbids = HashMap::new();
+        for policy in policies.policies().filter(|policy| policy.effect() == Effect::Forbid) {
+            let reason = match policy.annotation("reason") {
+                None => DenialReason::Forbidden,
+                Some(code) => DenialReason::parse(code).ok_or_else(|| {
+                    PolicyError::Invalid(format!("policy {}: @reason(\"{code}\") is not a denial code", policy.id()))
+                })?,
+            };
+            // Parsed policies are named policy0, policy1, ... in the order of the file.
+            let position = policy.id().to_string().strip_prefix("policy").and_then(|n| n.parse().ok());
+            let message = policy.annotation("message").map(str::to_owned);
+            forbids.insert(
+                policy.id().clone(),
+                ForbidReason { position: position.unwrap_or(usize::MAX), reason, message },
+            );
+        }
+        Ok(Self { policies, permits, schema, forbids })
     }
 
     /// The shipped default policy set.
@@ -61,127 +165,202 @@ impl PolicyGate {
         Self::new(DEFAULT_POLICIES)
     }
 
-    /// May `principal` attempt `action` at `now`? Cedar decides on its role and whether it
-    /// holds a licence valid now; when only the licence stands in the way, the denial is the
-    /// licence's own, which says what is wrong with it.
-    pub fn decide_for(&self, principal: &Principal, now: OffsetDateTime, action: Action) -> Result<(), Denial> {
-        let licence = check_licence(principal, now);
-        let licensed = principal.role == Role::Operator && licence.is_ok();
-        self.decide(principal.role, licensed, action).map_err(|denial| match (denial.reason, licence) {
-            (DenialReason::LicenceExpired, Err(licence)) => licence,
-            _ => denial,
-        })
-    }
-
-    /// May a caller with `role` (and a licence valid now, or not) attempt `action`?
-    pub fn decide(&self, role: Role, licensed: bool, action: Action) -> Result<(), Denial> {
-        if self.allows(role, licensed, action) {
-            return Ok(());
+    /// May `caller` perform `action` on `resource` at `now`? Cedar decides on the caller's
+    /// role, organisation, reviewer kind and licence and on the object's owner,
+    /// organisations and state. When only an operator's licence stands in the way, the
+    /// denial is the licence's own, which says what is wrong with it.
+    pub fn decide(
+        &self,
+        caller: &Principal,
+        now: OffsetDateTime,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), Denial> {
+        let licence = check_licence(caller, now);
+        let licensed = caller.role == Role::Operator && licence.is_ok();
+        match self.evaluate(caller, licensed, now, action, resource) {
+            Verdict::Allow => Ok(()),
+            Verdict::Forbidden(denial) => Err(denial),
+            Verdict::NotPermitted => {
+                if caller.role == Role::Operator
+                    && !licensed
+                    && matches!(self.evaluate(caller, true, now, action, resource), Verdict::Allow)
+                    && let Err(licence) = licence
+                {
+                    return Err(licence);
+                }
+                Err(Denial::new(
+                    DenialReason::WrongRole,
+                    format!("the {} role may not perform {} on this object", caller.role.as_str(), action.as_str()),
+                ))
+            }
         }
-        // Name the rule: when a licence would have allowed it, the licence is the reason.
-        let reason = if !licensed && self.allows(role, true, action) {
-            DenialReason::LicenceExpired
-        } else {
-            DenialReason::WrongRole
-        };
-        let message = match reason {
-            DenialReason::LicenceExpired => format!("{} needs a licence valid now", action.as_str()),
-            _ => format!("the {} role may not perform {}", role.as_str(), action.as_str()),
-        };
-        Err(Denial::new(reason, message))
     }
 
-    fn allows(&self, role: Role, licensed: bool, action: Action) -> bool {
-        let request = (|| {
-            let principal = EntityUid::from_str(r#"Sluice::Principal::"caller""#).ok()?;
-            let resource = EntityUid::from_str(r#"Sluice::Resource::"object""#).ok()?;
-            let action = EntityUid::from_str(&format!(r#"Sluice::Action::"{}""#, action.as_str())).ok()?;
-            let context = Context::from_pairs([
-                ("role".to_owned(), RestrictedExpression::new_string(role.as_str().to_owned())),
-                ("licensed".to_owned(), RestrictedExpression::new_bool(licensed)),
-            ])
-            .ok()?;
-            Request::new(principal, action, resource, context, Some(&self.schema)).ok()
-        })();
-        // A request that cannot be formed is denied, like one no policy permits.
-        let Some(request) = request else { return false };
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &Entities::empty());
-        response.decision() == Decision::Allow && response.diagnostics().errors().next().is_none()
+    fn evaluate(
+        &self,
+        caller: &Principal,
+        licensed: bool,
+        now: OffsetDateTime,
+        action: Action,
+        resource: &Resource,
+    ) -> Verdict {
+        let Some((request, entities)) = self.request(caller, licensed, now, action, resource) else {
+            // A request that cannot be formed (the wrong kind of object for the action) is
+            // denied, like one no policy permits.
+            return Verdict::NotPermitted;
+        };
+        // The role first: a caller no permit lets attempt the action is told so, whatever
+        // relation a forbid would also name.
+        let permitted = Authorizer::new().is_authorized(&request, &self.permits, &entities);
+        if permitted.decision() != Decision::Allow || permitted.diagnostics().errors().next().is_some() {
+            return Verdict::NotPermitted;
+        }
+        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        if response.diagnostics().errors().next().is_some() {
+            return Verdict::NotPermitted;
+        }
+        if response.decision() == Decision::Allow {
+            return Verdict::Allow;
+        }
+        let first = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.forbids.get(id).map(|forbid| (id, forbid)))
+            .min_by_key(|(_, forbid)| forbid.position);
+        match first {
+            None => Verdict::NotPermitted,
+            Some((id, forbid)) => Verdict::Forbidden(Denial::new(
+                forbid.reason,
+                forbid
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("the platform's policy ({id}) forbids {} here", action.as_str())),
+            )),
+        }
     }
+
+    fn request(
+        &self,
+        caller: &Principal,
+        licensed: bool,
+        now: OffsetDateTime,
+        action: Action,
+        resource: &Resource,
+    ) -> Option<(Request, Entities)> {
+        let caller_uid = uid("Principal", caller.id)?;
+        let mut caller_attributes = principal_attributes(caller, licensed)?;
+        let (resource_uid, resource_entity) = match resource {
+            Resource::Platform => (uid_named("Platform", "sluice")?, None),
+            Resource::Principal { principal, created_by } => {
+                let created_by = match created_by {
+                    Some(id) => Some(entity_value("Principal", *id)?),
+                    None => None,
+                };
+                if principal.id == caller.id {
+                    // One entity per principal: the caller acting on itself.
+                    if let Some(created_by) = created_by {
+                        caller_attributes.insert("created_by".into(), created_by);
+                    }
+                    (caller_uid.clone(), None)
+                } else {
+                    let target_licensed = principal.role == Role::Operator && check_licence(principal, now).is_ok();
+                    let mut attributes = principal_attributes(principal, target_licensed)?;
+                    if let Some(created_by) = created_by {
+                        attributes.insert("created_by".into(), created_by);
+                    }
+                    let target = uid("Principal", principal.id)?;
+                    (target.clone(), Some(Entity::new(target, attributes, HashSet::new()).ok()?))
+                }
+            }
+            Resource::Organisation(id) => (uid("Organisation", id.0)?, None),
+            other => {
+                let (kind, id, attributes) = object_attributes(other)?;
+                let target = uid(kind, id)?;
+                (target.clone(), Some(Entity::new(target, attributes, HashSet::new()).ok()?))
+            }
+        };
+        let caller_entity = Entity::new(caller_uid.clone(), caller_attributes, HashSet::new()).ok()?;
+        let entities =
+            Entities::from_entities([Some(caller_entity), resource_entity].into_iter().flatten(), Some(&self.schema))
+                .ok()?;
+        let action = EntityUid::from_str(&format!(r#"Sluice::Action::"{}""#, action.as_str())).ok()?;
+        let request = Request::new(caller_uid, action, resource_uid, Context::empty(), Some(&self.schema)).ok()?;
+        Some((request, entities))
+    }
+}
+
+fn uid_named(kind: &str, id: &str) -> Option<EntityUid> {
+    let kind = EntityTypeName::from_str(&format!("Sluice::{kind}")).ok()?;
+    Some(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+}
+
+fn uid(kind: &str, id: i64) -> Option<EntityUid> {
+    uid_named(kind, &id.to_string())
+}
+
+fn entity_value(kind: &str, id: i64) -> Option<RestrictedExpression> {
+    Some(RestrictedExpression::new_entity_uid(uid(kind, id)?))
+}
+
+fn string(text: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(text.to_owned())
+}
+
+fn principal_attributes(principal: &Principal, licensed: bool) -> Option<HashMap<String, RestrictedExpression>> {
+    Some(HashMap::from([
+        ("role".to_owned(), string(principal.role.as_str())),
+        ("organisation".to_owned(), entity_value("Organisation", principal.organisation.0)?),
+        ("reviewer_kind".to_owned(), string(principal.reviewer_kind.map_or("", |kind| kind.as_str()))),
+        ("licensed".to_owned(), RestrictedExpression::new_bool(licensed)),
+    ]))
+}
+
+/// The entity type, id and attributes of an owned object.
+fn object_attributes(resource: &Resource) -> Option<(&'static str, i64, HashMap<String, RestrictedExpression>)> {
+    let owned = |owner: i64, organisation: OrganisationId| -> Option<HashMap<String, RestrictedExpression>> {
+        Some(HashMap::from([
+            ("owner".to_owned(), entity_value("Principal", owner)?),
+            ("organisation".to_owned(), entity_value("Organisation", organisation.0)?),
+        ]))
+    };
+    Some(match resource {
+        Resource::Dataset { id, owner, organisation, destroyed } => {
+            let mut attributes = owned(*owner, *organisation)?;
+            attributes.insert("destroyed".into(), RestrictedExpression::new_bool(*destroyed));
+            ("Dataset", *id, attributes)
+        }
+        Resource::Application { id, owner, organisation, provider_organisation, state, bureau_reviewer } => {
+            let mut attributes = owned(*owner, *organisation)?;
+            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("state".into(), string(state.as_str()));
+            if let Some(reviewer) = bureau_reviewer {
+                attributes.insert("bureau_reviewer".into(), entity_value("Principal", *reviewer)?);
+            }
+            ("Application", *id, attributes)
+        }
+        Resource::Model { id, owner, organisation, state } => {
+            let mut attributes = owned(*owner, *organisation)?;
+            attributes.insert("state".into(), string(state.as_str()));
+            ("Model", *id, attributes)
+        }
+        Resource::Authorisation { id, owner, organisation, provider, provider_organisation, revoked } => {
+            let mut attributes = owned(*owner, *organisation)?;
+            attributes.insert("provider".into(), entity_value("Principal", *provider)?);
+            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("revoked".into(), RestrictedExpression::new_bool(*revoked));
+            ("Authorisation", *id, attributes)
+        }
+        Resource::Run { id, owner, organisation, provider_organisation, outputs_held, state } => {
+            let mut attributes = owned(*owner, *organisation)?;
+            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("outputs_held".into(), RestrictedExpression::new_bool(*outputs_held));
+            attributes.insert("state".into(), string(state));
+            ("Run", *id, attributes)
+        }
+        Resource::Platform | Resource::Principal { .. } | Resource::Organisation(_) => return None,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every cell of the role × action table under the default policies, written out so a
-    /// change is a visible diff; operators also without a licence.
-    #[test]
-    fn role_action_matrix() {
-        let gate = PolicyGate::default_policies().expect("the default policies validate");
-        let expected: &[(Action, [bool; 5])] = &[
-            //                            admin  provider operator reviewer regulator
-            (Action::CreatePrincipal, [true, false, false, false, false]),
-            (Action::RegisterDataset, [false, true, false, false, false]),
-            (Action::IngestDataset, [false, true, false, false, false]),
-            (Action::ReadCatalogue, [true, true, true, true, true]),
-            (Action::SubmitApplication, [false, false, true, false, false]),
-            (Action::ReviewApplication, [false, false, false, true, false]),
-            (Action::SubmitModel, [false, false, true, false, false]),
-            (Action::ReviewModel, [false, false, false, true, false]),
-            (Action::RunModel, [false, false, true, false, false]),
-            (Action::ReadResult, [false, false, true, true, false]),
-            (Action::ReadBudget, [false, true, true, false, true]),
-            (Action::ExportAudit, [false, false, false, false, true]),
-            (Action::DestroyDataset, [false, true, false, false, false]),
-            (Action::RotateKeys, [true, false, false, false, false]),
-            (Action::WithdrawApplication, [false, false, true, false, false]),
-            (Action::RevokeAuthorisation, [false, true, false, true, false]),
-            (Action::RevokeModel, [false, false, false, true, false]),
-            (Action::ReviewResult, [false, false, false, true, false]),
-            (Action::IssueToken, [true, false, false, false, false]),
-            (Action::RevokeToken, [true, false, false, false, false]),
-            (Action::DisablePrincipal, [true, false, false, false, false]),
-            (Action::RotateOwnToken, [true, true, true, true, true]),
-            (Action::ApprovePrincipal, [true, false, false, false, false]),
-            (Action::CreateOrganisation, [true, false, false, false, false]),
-            (Action::RenameOrganisation, [true, false, false, false, false]),
-            (Action::ReadOrganisations, [true, true, true, true, true]),
-            (Action::ReadApplication, [false, false, true, true, false]),
-            (Action::ReadModel, [false, false, true, true, false]),
-        ];
-        assert_eq!(expected.len(), Action::ALL.len());
-        for (action, row) in expected {
-            for (role, expected) in Role::ALL.iter().zip(row) {
-                assert_eq!(gate.decide(*role, true, *action).is_ok(), *expected, "{role:?} {action:?}");
-            }
-            // Without a licence an operator can do nothing but read the catalogue.
-            let unlicensed = gate.decide(Role::Operator, false, *action);
-            let keeps = matches!(*action, Action::ReadCatalogue | Action::RotateOwnToken | Action::ReadOrganisations);
-            assert_eq!(unlicensed.is_ok(), keeps, "unlicensed operator {action:?}");
-            if row[2] && !keeps {
-                assert_eq!(unlicensed.expect_err("denied").reason, DenialReason::LicenceExpired);
-            }
-        }
-        let denial = gate.decide(Role::Regulator, true, Action::RunModel).expect_err("denied");
-        assert_eq!(denial.to_string(), "wrong_role: the regulator role may not perform run.start");
-    }
-
-    #[test]
-    fn broken_or_invalid_policy_sets_are_refused() {
-        assert!(matches!(PolicyGate::new("permit (principal, action, resource"), Err(PolicyError::Parse(_))));
-        let unknown_action = r#"permit (principal, action == Sluice::Action::"data.steal", resource);"#;
-        assert!(matches!(PolicyGate::new(unknown_action), Err(PolicyError::Invalid(_))));
-        let unknown_attribute =
-            r#"permit (principal, action == Sluice::Action::"run.start", resource) when { context.clearance == 4 };"#;
-        assert!(matches!(PolicyGate::new(unknown_attribute), Err(PolicyError::Invalid(_))));
-        // An empty set validates and denies everything: default deny.
-        let nothing = PolicyGate::new("").expect("an empty set is valid");
-        assert!(Action::ALL.iter().all(|action| nothing.decide(Role::Admin, true, *action).is_err()));
-        // A stricter administrator's set: only regulators may read the catalogue.
-        let strict = PolicyGate::new(r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { context.role == "regulator" };"#)
-            .expect("valid");
-        assert!(strict.decide(Role::Regulator, true, Action::ReadCatalogue).is_ok());
-        assert!(strict.decide(Role::Operator, true, Action::ReadCatalogue).is_err());
-    }
-}
+mod tests;

@@ -8,10 +8,13 @@
 //! opendp, which takes it from the operating system through OpenSSL.
 //!
 //! ```
-//! use sluice_policies::{Action, PolicyGate, Role};
+//! use sluice_policies::{Action, OrganisationId, PolicyGate, Principal, Resource, Role};
 //! let gate = PolicyGate::default_policies().expect("the shipped policies validate");
-//! assert!(gate.decide(Role::Operator, true, Action::RunModel).is_ok());
-//! assert!(gate.decide(Role::Regulator, true, Action::RunModel).is_err());
+//! let now = time::OffsetDateTime::now_utc();
+//! let regulator =
+//!     Principal { id: 7, role: Role::Regulator, organisation: OrganisationId(3), reviewer_kind: None, licence: None };
+//! assert!(gate.decide(&regulator, now, Action::ExportAudit, &Resource::Platform).is_ok());
+//! assert!(gate.decide(&regulator, now, Action::RegisterDataset, &Resource::Platform).is_err());
 //! ```
 
 mod access;
@@ -24,19 +27,17 @@ mod release;
 mod roles;
 
 pub use access::{
-    check_authorisation_holder, check_budget_reader, check_column_grantable, check_column_granted,
-    check_dataset_provider, check_dummy_run, check_fresh_checkpoint, check_not_destroyed, check_run_reader,
+    check_column_grantable, check_column_granted, check_dummy_run, check_fresh_checkpoint, check_not_destroyed,
 };
 pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};
-pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate};
-pub use organisation::{MAX_ORGANISATION_NAME, OrganisationId, check_second_admin, normalise_organisation_name};
+pub use gate::{CEDAR_SCHEMA, DEFAULT_POLICIES, PolicyError, PolicyGate, Resource};
+pub use organisation::{MAX_ORGANISATION_NAME, OrganisationId, normalise_organisation_name};
 pub use procedure::{
-    ApplicationFacts, ApplicationState, AuthorisationFacts, ChargeFacts, Charged, DEFAULT_MIN_EPSILON_PER_RUN, Licence,
-    ModelFacts, ModelState, Principal, ResultParties, RunFacts, RunPermit, authorise_run, check_epsilon_per_run,
-    check_licence, check_not_revoked, check_run_rate, model_review_outcome, reads_submission, review_application,
-    review_model, review_result, reviewer_reads_result, revoke_authorisation, revoke_model, submit_draft,
-    withdraw_application,
+    ApplicationState, AuthorisationFacts, ChargeFacts, Charged, DEFAULT_MIN_EPSILON_PER_RUN, Licence, ModelFacts,
+    ModelState, Principal, RunFacts, RunPermit, authorise_run, check_epsilon_per_run, check_licence, check_not_revoked,
+    check_run_rate, model_review_outcome, review_application, review_model, review_result, revoke_authorisation,
+    revoke_model, submit_draft, withdraw_application,
 };
 pub use release::spec::{
     Noise, ReleaseContext, ReleaseSpec, ReleasedBinView, ReleasedGroupView, ReleasedOutput, release_outputs,

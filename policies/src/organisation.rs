@@ -42,18 +42,6 @@ pub fn normalise_organisation_name(name: &str) -> Result<(String, String), Denia
     Ok((shown, folded.to_lowercase()))
 }
 
-/// The two-person rule (双人复核): a principal that needs a second administrator's approval
-/// is approved by an administrator other than the one who created it.
-pub fn check_second_admin(created_by: Option<i64>, approver: i64) -> Result<(), Denial> {
-    if created_by == Some(approver) {
-        return Err(Denial::new(
-            DenialReason::TwoPersonRule,
-            "a second administrator, not the one who created it, approves this principal",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,11 +70,5 @@ mod tests {
         }
         assert!(normalise_organisation_name(&"x".repeat(201)).is_err());
         assert!(normalise_organisation_name(&"遵".repeat(200)).is_ok());
-    }
-
-    #[test]
-    fn the_creator_cannot_approve() {
-        assert_eq!(check_second_admin(Some(1), 1).expect_err("refused").reason, DenialReason::TwoPersonRule);
-        assert!(check_second_admin(Some(1), 2).is_ok());
     }
 }

@@ -78,60 +78,21 @@ impl ApplicationState {
     }
 }
 
-/// What the gate needs to know about a scenario application under review.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplicationFacts {
-    pub state: ApplicationState,
-    pub operator_id: i64,
-    pub operator_organisation: OrganisationId,
-    /// The organisation (department) that provides the dataset applied for.
-    pub provider_organisation: OrganisationId,
-    /// Who approved at the bureau stage, once it has.
-    pub bureau_reviewer_id: Option<i64>,
-}
-
-/// One demand, one review (一需求一审核): the data bureau first, then the providing
-/// department, by two different people, neither from the applying organisation.
-/// Returns the application's next state.
-pub fn review_application(
-    application: &ApplicationFacts,
-    reviewer: &Principal,
-    approve: bool,
-) -> Result<ApplicationState, Denial> {
-    if reviewer.role != Role::Reviewer {
-        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review applications"));
-    }
-    if reviewer.id == application.operator_id || reviewer.organisation == application.operator_organisation {
-        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews an application from their own organisation"));
-    }
-    let next = match application.state {
-        ApplicationState::Submitted => {
-            if reviewer.reviewer_kind != Some(ReviewerKind::DataBureau) {
-                return Err(Denial::new(DenialReason::WrongReviewer, "the data bureau reviews an application first"));
-            }
-            ApplicationState::BureauApproved
-        }
-        ApplicationState::BureauApproved => {
-            if reviewer.reviewer_kind != Some(ReviewerKind::ProvidingDepartment)
-                || reviewer.organisation != application.provider_organisation
-            {
-                return Err(Denial::new(
-                    DenialReason::WrongReviewer,
-                    "the second review is by the department that provides the data",
-                ));
-            }
-            if application.bureau_reviewer_id == Some(reviewer.id) {
-                return Err(Denial::new(DenialReason::WrongReviewer, "the two reviews need two different reviewers"));
-            }
-            ApplicationState::Approved
-        }
+/// One demand, one review (一需求一审核): the state an application moves to after a
+/// review. Who may review at which stage (the data bureau first, then the department
+/// providing the data, two different reviewers, neither from the applying organisation)
+/// is the policy set's (`policies/cedar/default.cedar`).
+pub fn review_application(state: ApplicationState, approve: bool) -> Result<ApplicationState, Denial> {
+    let next = match state {
+        ApplicationState::Submitted => ApplicationState::BureauApproved,
+        ApplicationState::BureauApproved => ApplicationState::Approved,
         ApplicationState::Draft
         | ApplicationState::Approved
         | ApplicationState::Rejected
         | ApplicationState::Withdrawn => {
             return Err(Denial::new(
                 DenialReason::NotPending,
-                format!("the application is {}, not awaiting review", application.state.as_str()),
+                format!("the application is {}, not awaiting review", state.as_str()),
             ));
         }
     };
@@ -167,26 +128,18 @@ impl ModelState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFacts {
     pub state: ModelState,
-    pub submitter_id: i64,
-    pub submitter_organisation: OrganisationId,
     pub authorisation_id: i64,
     /// The digest the review approved (module + manifest).
     pub approved_digest: String,
 }
 
-/// One model, one review (一模型一审定): a reviewer from outside the submitting
-/// organisation decides on a pending submission.
-pub fn review_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Denial> {
-    if reviewer.role != Role::Reviewer {
-        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review models"));
-    }
-    if reviewer.id == model.submitter_id || reviewer.organisation == model.submitter_organisation {
-        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews a model from their own organisation"));
-    }
-    if model.state != ModelState::Submitted {
+/// One model, one review (一模型一审定): only a pending submission is reviewed (who may
+/// review it is the policy set's: a reviewer from outside the submitting organisation).
+pub fn review_model(state: ModelState) -> Result<(), Denial> {
+    if state != ModelState::Submitted {
         return Err(Denial::new(
             DenialReason::NotPending,
-            format!("the model is {}, not awaiting review", model.state.as_str()),
+            format!("the model is {}, not awaiting review", state.as_str()),
         ));
     }
     Ok(())
@@ -215,11 +168,8 @@ pub fn model_review_outcome(
 }
 
 /// The applicant may withdraw its application while it awaits a decision.
-pub fn withdraw_application(application: &ApplicationFacts, caller: &Principal) -> Result<ApplicationState, Denial> {
-    if caller.role != Role::Operator || caller.id != application.operator_id {
-        return Err(Denial::new(DenialReason::WrongRole, "only the applicant may withdraw an application"));
-    }
-    match application.state {
+pub fn withdraw_application(state: ApplicationState) -> Result<ApplicationState, Denial> {
+    match state {
         ApplicationState::Draft | ApplicationState::Submitted | ApplicationState::BureauApproved => {
             Ok(ApplicationState::Withdrawn)
         }
@@ -231,39 +181,19 @@ pub fn withdraw_application(application: &ApplicationFacts, caller: &Principal) 
 }
 
 /// The applicant submits its draft for review.
-pub fn submit_draft(application: &ApplicationFacts, caller: &Principal) -> Result<ApplicationState, Denial> {
-    if caller.role != Role::Operator || caller.id != application.operator_id {
-        return Err(Denial::new(DenialReason::WrongRole, "only the applicant may submit its draft"));
-    }
-    if application.state != ApplicationState::Draft {
+pub fn submit_draft(state: ApplicationState) -> Result<ApplicationState, Denial> {
+    if state != ApplicationState::Draft {
         return Err(Denial::new(
             DenialReason::NotPending,
-            format!("the application is {}, not a draft", application.state.as_str()),
+            format!("the application is {}, not a draft", state.as_str()),
         ));
     }
     Ok(ApplicationState::Submitted)
 }
 
-/// An authorisation may be revoked by the department that provides its data (its provider
-/// or its reviewer) or by the data bureau. Revocation takes effect at once.
-pub fn revoke_authorisation(
-    caller: &Principal,
-    provider_organisation: OrganisationId,
-    already_revoked: bool,
-) -> Result<(), Denial> {
-    let allowed = match caller.role {
-        Role::Provider => caller.organisation == provider_organisation,
-        Role::Reviewer => {
-            caller.reviewer_kind == Some(ReviewerKind::DataBureau) || caller.organisation == provider_organisation
-        }
-        _ => false,
-    };
-    if !allowed {
-        return Err(Denial::new(
-            DenialReason::WrongRole,
-            "only the data bureau or the department providing the data may revoke an authorisation",
-        ));
-    }
+/// An authorisation is revoked once; revocation takes effect at once (who may revoke it is
+/// the policy set's: the data bureau or the department providing its data).
+pub fn revoke_authorisation(already_revoked: bool) -> Result<(), Denial> {
     if already_revoked {
         return Err(Denial::new(DenialReason::NotPending, "the authorisation is already revoked"));
     }
@@ -283,97 +213,25 @@ pub fn check_not_revoked(digest_revoked_here: bool) -> Result<(), Denial> {
     Ok(())
 }
 
-/// A reviewer from outside the submitting organisation may revoke a model's approval (or
-/// refuse a pending one for good).
-pub fn revoke_model(model: &ModelFacts, reviewer: &Principal) -> Result<(), Denial> {
-    if reviewer.role != Role::Reviewer {
-        return Err(Denial::new(DenialReason::WrongRole, "only reviewers revoke models"));
-    }
-    if reviewer.id == model.submitter_id || reviewer.organisation == model.submitter_organisation {
-        return Err(Denial::new(DenialReason::SelfReview, "nobody revokes a model from their own organisation"));
-    }
-    if !matches!(model.state, ModelState::Submitted | ModelState::Approved) {
+/// A pending or approved model may be revoked (refused for good, or its approval
+/// withdrawn); who may is the policy set's.
+pub fn revoke_model(state: ModelState) -> Result<(), Denial> {
+    if !matches!(state, ModelState::Submitted | ModelState::Approved) {
         return Err(Denial::new(
             DenialReason::NotPending,
-            format!("the model is {}, there is nothing to revoke", model.state.as_str()),
+            format!("the model is {}, there is nothing to revoke", state.as_str()),
         ));
     }
     Ok(())
 }
 
-/// The organisations a result lies between: the operator who ran it and the department
-/// providing the data.
-#[derive(Debug, Clone, Copy)]
-pub struct ResultParties {
-    pub operator_organisation: OrganisationId,
-    pub provider_organisation: OrganisationId,
-}
-
-/// The one reviewer with a part in a result: a reviewer of the department providing the
-/// data (which asked for the hold), never one from the operator's organisation.
-fn result_reviewer(parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
-    if reviewer.role != Role::Reviewer {
-        return Err(Denial::new(DenialReason::WrongRole, "only reviewers review held results"));
-    }
-    if reviewer.organisation == parties.operator_organisation {
-        return Err(Denial::new(DenialReason::SelfReview, "nobody reviews a result for their own organisation"));
-    }
-    if reviewer.reviewer_kind != Some(ReviewerKind::ProvidingDepartment)
-        || reviewer.organisation != parties.provider_organisation
-    {
-        return Err(Denial::new(
-            DenialReason::WrongReviewer,
-            "held results are reviewed by the department that provides the data",
-        ));
-    }
-    Ok(())
-}
-
-/// Data product review (数据产品审查): the providing department releases or withholds a
-/// held result.
-pub fn review_result(held: bool, parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
-    result_reviewer(parties, reviewer)?;
+/// Data product review (数据产品审查): only a held result is released or withheld (by the
+/// providing department, under the policy set).
+pub fn review_result(held: bool) -> Result<(), Denial> {
     if !held {
         return Err(Denial::new(DenialReason::NotPending, "the result is not held for review"));
     }
     Ok(())
-}
-
-/// A reviewer reads a result only to review it: the providing department's reviewer, for a
-/// result of an authorisation whose outputs are held. Every other release is in the audit
-/// log for regulators; no reviewer needs it.
-pub fn reviewer_reads_result(outputs_held: bool, parties: ResultParties, reviewer: &Principal) -> Result<(), Denial> {
-    result_reviewer(parties, reviewer)?;
-    if !outputs_held {
-        return Err(Denial::new(
-            DenialReason::WrongReviewer,
-            "reviewers read only results held for their review; regulators read every release in the audit log",
-        ));
-    }
-    Ok(())
-}
-
-/// Who reads an application or a model (its manifest, review state and automated
-/// results): the operator who submitted it, and reviewers from outside the submitting
-/// organisation (those who could review it). `what` names the object in the message.
-pub fn reads_submission(
-    caller: &Principal,
-    submitter_id: i64,
-    submitter_organisation: OrganisationId,
-    what: &str,
-) -> Result<(), Denial> {
-    match caller.role {
-        Role::Operator if caller.id == submitter_id => Ok(()),
-        Role::Reviewer if caller.organisation != submitter_organisation => Ok(()),
-        Role::Reviewer => Err(Denial::new(
-            DenialReason::SelfReview,
-            format!("reviewers of the submitting organisation have no part in its {what}"),
-        )),
-        _ => Err(Denial::new(
-            DenialReason::WrongRole,
-            format!("only the submitter and reviewers outside its organisation may read a {what}"),
-        )),
-    }
 }
 
 /// Run-rate limit: an authorisation allows at most `limit` runs in any hour. Rapid runs are
@@ -420,7 +278,6 @@ pub fn check_epsilon_per_run(epsilon: Epsilon, minimum: Epsilon, remaining: Epsi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorisationFacts {
     pub id: i64,
-    pub operator_id: i64,
     pub columns: Vec<String>,
     pub valid_from: OffsetDateTime,
     pub valid_until: OffsetDateTime,
@@ -491,13 +348,10 @@ impl RunPermit {
 /// Decides whether a run may start. Checks run from the actor outwards, so the reason
 /// names the first rule that fails.
 pub fn authorise_run(facts: &RunFacts<'_>, now: OffsetDateTime) -> Result<RunPermit, Denial> {
-    check_licence(facts.operator, now)?;
     let Some(authorisation) = facts.authorisation else {
         return Err(Denial::new(DenialReason::AuthorisationMissing, "no authorisation covers this run"));
     };
-    if authorisation.operator_id != facts.operator.id {
-        return Err(Denial::new(DenialReason::AuthorisationNotYours, "the authorisation belongs to another operator"));
-    }
+    check_licence(facts.operator, now)?;
     if authorisation.revoked {
         return Err(Denial::new(DenialReason::AuthorisationRevoked, "the authorisation has been revoked"));
     }

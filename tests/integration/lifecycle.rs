@@ -95,7 +95,8 @@ async fn denials_are_clear_and_audited() {
     // The operator's licence ends after 200 days; then it can do nothing but read.
     world.clock.advance(time::Duration::days(110));
     expected_reasons.push(check(world.run().await, "licence_expired"));
-    expected_reasons.push(check(world.api.get("/v1/runs/1", &world.operator).await, "licence_expired"));
+    let own_budget = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    expected_reasons.push(check(world.api.get(&own_budget, &world.operator).await, "licence_expired"));
     world.api.get("/v1/catalogue", &world.operator).await.ok().expect("catalogue stays readable");
 
     let audited: Vec<String> = world
@@ -595,7 +596,7 @@ async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start
     assert!(format!("{error:#}").contains("does not validate"), "{error:#}");
 
     // Stricter: only regulators read the catalogue; nothing else is permitted at all.
-    std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { context.role == "regulator" };"#)
+    std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { principal.role == "regulator" };"#)
         .expect("write");
     let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
     let api = InProcessClient::new(router(app));
@@ -609,6 +610,50 @@ async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start
         )
         .await;
     expect_error(&run, "wrong_role");
+
+    // Looser: the default set, and regulators read results directly.
+    let looser = format!(
+        "{}\npermit (principal, action == Sluice::Action::\"result.read\", resource) when {{ principal.role == \"regulator\" }};\n",
+        sluice_policies::DEFAULT_POLICIES
+    );
+    std::fs::write(&policy_file, looser).expect("write");
+    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let api = InProcessClient::new(router(app));
+    let run = api
+        .post(
+            "/v1/runs",
+            &world.operator,
+            &json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id}),
+        )
+        .await
+        .ok()
+        .expect("runs are as before");
+    let result = format!("/v1/runs/{}", run["run_id"]);
+    world.clock.advance(time::Duration::minutes(1));
+    api.get(&result, &world.regulator).await.ok().expect("the looser policy lets a regulator read it");
+    expect_error(&api.get(&result, &world.other_operator).await, "authorisation_not_yours");
+
+    // Stricter, by a forbid with its own reason: reviewers of the data bureau only review
+    // models. The department's reviewer is refused with the policy's code and message,
+    // and the refusal is in the log under that code.
+    let stricter = format!(
+        "{}\n@reason(\"wrong_reviewer\")\n@message(\"in this province only the data bureau reviews models\")\n\
+         forbid (principal, action == Sluice::Action::\"model.review\", resource)\n\
+         when {{ principal.role == \"reviewer\" && principal.reviewer_kind != \"data_bureau\" }};\n",
+        sluice_policies::DEFAULT_POLICIES
+    );
+    std::fs::write(&policy_file, stricter).expect("write");
+    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let api = InProcessClient::new(router(app.clone()));
+    let review = format!("/v1/models/{}/reviews", world.model_id);
+    let refused = api.post(&review, &world.department, &json!({"approve": false})).await;
+    let message = expect_error(&refused, "wrong_reviewer");
+    assert_eq!(message, "in this province only the data bureau reviews models");
+    let denials = app.store().audit_entries().await.expect("entries");
+    assert!(
+        denials.iter().any(|entry| entry.contains("\"model.review\"") && entry.contains("\"wrong_reviewer\"")),
+        "the refusal is audited with the policy's reason"
+    );
 }
 
 /// An application may start as a draft, which no reviewer sees until its applicant submits
@@ -736,7 +781,7 @@ async fn tokens_expire_rotate_and_are_revoked_and_principals_disabled() {
     let admin_id = world.app.authenticate(Some(&world.admin), "test").await.expect("caller").principal.id;
     expect_error(
         &world.api.post(&format!("/v1/principals/{admin_id}/disable"), &world.admin, &json!({})).await,
-        "invalid_request",
+        "wrong_role",
     );
     expect_error(&world.api.get("/v1/catalogue", "sk_never-issued").await, "unauthenticated");
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sluice_policies::Action;
+use sluice_policies::{Action, Resource};
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
@@ -208,7 +208,7 @@ impl App {
     /// `old` entries (0 before its first): the consistency proof from `old` to the latest
     /// checkpoint, and that checkpoint's note. A regulator's witness checks and cosigns it.
     pub async fn witness_request(&self, caller: &Caller, old: u64) -> ServiceResult<String> {
-        self.guard(caller, Action::ExportAudit, "audit_log").await?;
+        self.guard(caller, Action::ExportAudit, "audit_log", &Resource::Platform).await?;
         let (latest, leaves) = self.checkpoint_covering(None).await?;
         if old > latest.size {
             return Err(ServiceError::Conflict(format!(
@@ -231,7 +231,7 @@ impl App {
     /// the key of a witness the gateway is configured to accept.
     pub async fn add_cosignature(&self, caller: &Caller, size: u64, line: &str) -> ServiceResult<()> {
         let action = Action::ExportAudit;
-        self.guard(caller, action, "audit_log").await?;
+        self.guard(caller, action, "audit_log", &Resource::Platform).await?;
         let line = line.trim_end_matches('\n');
         let name = sluice_audit::signature_line(line)
             .map(|(name, _)| name)
@@ -282,7 +282,7 @@ impl App {
 
     /// Searches the log (regulators only).
     pub async fn search_audit(&self, caller: &Caller, query: AuditQuery) -> ServiceResult<Vec<AuditEntry>> {
-        self.guard(caller, Action::ExportAudit, "audit_log").await?;
+        self.guard(caller, Action::ExportAudit, "audit_log", &Resource::Platform).await?;
         let since = query
             .since
             .as_deref()
@@ -334,7 +334,7 @@ impl App {
     /// issued now over all of them. The export records itself first, so it appears in it.
     pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
         let action = Action::ExportAudit;
-        self.guard(caller, action, "audit_log").await?;
+        self.guard(caller, action, "audit_log", &Resource::Platform).await?;
         self.record(Self::event(caller, action.audit(), "audit_log", AuditOutcome::Ok)).await?;
         Ok(self.audit_export_text().await?)
     }

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
-use sluice_policies::{Action, Epsilon, check_dataset_provider};
+use sluice_policies::{Action, Epsilon, Resource};
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
@@ -99,7 +99,7 @@ pub struct CatalogueEntry {
 impl App {
     pub async fn register_dataset(&self, caller: &Caller, request: NewDataset) -> ServiceResult<i64> {
         let action = Action::RegisterDataset;
-        self.guard(caller, action, "dataset:new").await?;
+        self.guard(caller, action, "dataset:new", &Resource::Platform).await?;
         let schema = DatasetSchema::from_toml(&request.schema)
             .map_err(|error| ServiceError::invalid(format!("schema: {error}")))?;
         let epsilon_total =
@@ -145,13 +145,10 @@ impl App {
     ) -> ServiceResult<IngestSummary> {
         let action = Action::IngestDataset.audit();
         let object = format!("dataset:{dataset_id}");
-        self.guard(caller, Action::IngestDataset, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, action, "dataset", dataset_id).await);
         };
-        if let Err(denial) = check_dataset_provider(&caller.principal, dataset.provider_id, "add data to") {
-            return Err(self.deny(caller, action, object, denial).await);
-        }
+        self.guard(caller, Action::IngestDataset, &object, &self.dataset_resource(&dataset).await?).await?;
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         // One ingest of this dataset at a time: the version number is bound into every
@@ -256,13 +253,10 @@ impl App {
     pub async fn destroy_dataset(&self, caller: &Caller, dataset_id: i64) -> ServiceResult<DestroySummary> {
         let action = Action::DestroyDataset;
         let object = format!("dataset:{dataset_id}");
-        self.guard(caller, action, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, action.audit(), "dataset", dataset_id).await);
         };
-        if let Err(denial) = check_dataset_provider(&caller.principal, dataset.provider_id, "destroy") {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
+        self.guard(caller, action, &object, &self.dataset_resource(&dataset).await?).await?;
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was already destroyed")));
         }
@@ -285,7 +279,7 @@ impl App {
 
     /// Dummy rows for a dataset: made from its schema (public metadata), never its data.
     pub async fn dummy_rows(&self, caller: &Caller, dataset_id: i64, rows: usize, seed: u64) -> ServiceResult<String> {
-        self.guard(caller, Action::ReadCatalogue, &format!("dataset:{dataset_id}")).await?;
+        self.guard(caller, Action::ReadCatalogue, &format!("dataset:{dataset_id}"), &Resource::Platform).await?;
         if rows > 1_000_000 {
             return Err(ServiceError::invalid("at most 1,000,000 dummy rows per request"));
         }
@@ -302,7 +296,7 @@ impl App {
     }
 
     pub async fn catalogue(&self, caller: &Caller) -> ServiceResult<Vec<CatalogueEntry>> {
-        self.guard(caller, Action::ReadCatalogue, "catalogue").await?;
+        self.guard(caller, Action::ReadCatalogue, "catalogue", &Resource::Platform).await?;
         let mut entries = Vec::new();
         for dataset in self.store.datasets().await? {
             let schema = DatasetSchema::from_toml(&dataset.schema_toml)

@@ -7,6 +7,7 @@
 
 mod audit;
 mod datasets;
+mod objects;
 mod procedure;
 mod runs;
 
@@ -15,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use base64::Engine as _;
 use sluice_policies::{
-    Action, Denial, Licence, OrganisationId, Principal, ReviewerKind, Role, check_second_admin,
-    normalise_organisation_name,
+    Action, Denial, Licence, OrganisationId, Principal, Resource, ReviewerKind, Role, normalise_organisation_name,
 };
 use sluice_sandbox::RuntimeLimits;
 use time::OffsetDateTime;
@@ -263,8 +263,11 @@ impl App {
     pub async fn issue_token(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
         let action = Action::IssueToken;
         let object = format!("principal:{id}");
-        self.guard(caller, action, &object).await?;
-        if self.store.principal(id).await?.is_some_and(|row| row.pending_approval) {
+        let Some(row) = self.store.principal(id).await? else {
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
+        };
+        self.guard(caller, action, &object, &self.account_resource(&row).await?).await?;
+        if row.pending_approval {
             // A token for it now would step around the second administrator.
             return Err(ServiceError::Conflict(format!(
                 "principal {id} waits for a second administrator's approval (POST /v1/principals/{id}/approve)"
@@ -277,7 +280,7 @@ impl App {
     pub async fn rotate_own_token(&self, caller: &Caller) -> ServiceResult<CreatedPrincipal> {
         let action = Action::RotateOwnToken;
         let object = format!("principal:{}", caller.principal.id);
-        self.guard(caller, action, &object).await?;
+        self.guard(caller, action, &object, &Resource::Platform).await?;
         self.replace_token(caller, action, caller.principal.id, "rotated").await
     }
 
@@ -308,7 +311,10 @@ impl App {
     pub async fn revoke_token(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
         let action = Action::RevokeToken;
         let object = format!("principal:{id}");
-        self.guard(caller, action, &object).await?;
+        let Some(row) = self.store.principal(id).await? else {
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
+        };
+        self.guard(caller, action, &object, &self.account_resource(&row).await?).await?;
         // The replacement is a random hash nobody holds the token for.
         let unusable = token_hash(&new_token()?);
         let now = self.now();
@@ -329,10 +335,10 @@ impl App {
     pub async fn disable_principal(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
         let action = Action::DisablePrincipal;
         let object = format!("principal:{id}");
-        self.guard(caller, action, &object).await?;
-        if id == caller.principal.id {
-            return Err(ServiceError::invalid("an administrator cannot disable itself; another administrator can"));
-        }
+        let Some(row) = self.store.principal(id).await? else {
+            return Err(self.not_found(caller, action.audit(), "principal", id).await);
+        };
+        self.guard(caller, action, &object, &self.account_resource(&row).await?).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::disable_principal(&mut tx, id, now).await? {
@@ -389,9 +395,22 @@ impl App {
         }
     }
 
-    /// Role check, plus a valid licence for an operator acting beyond reading.
-    pub(crate) async fn guard(&self, caller: &Caller, action: Action, object: &str) -> ServiceResult<()> {
-        if let Err(denial) = self.gate.policies.decide_for(&caller.principal, self.now(), action) {
+    /// The policy set's decision without recording it, for a handler that must first close
+    /// its transaction (then it records the denial with [`App::deny`]).
+    pub(crate) fn decide(&self, caller: &Caller, action: Action, resource: &Resource) -> Result<(), Denial> {
+        self.gate.policies.decide(&caller.principal, self.now(), action, resource)
+    }
+
+    /// The one decision point: may the caller perform `action` on `resource` (named
+    /// `object` in the audit log)? A denial is recorded and returned.
+    pub(crate) async fn guard(
+        &self,
+        caller: &Caller,
+        action: Action,
+        object: &str,
+        resource: &Resource,
+    ) -> ServiceResult<()> {
+        if let Err(denial) = self.decide(caller, action, resource) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         Ok(())
@@ -451,7 +470,7 @@ impl App {
     /// whose normal form an organisation already has is refused with that organisation's id.
     pub async fn create_organisation(&self, caller: &Caller, name: &str) -> ServiceResult<OrganisationView> {
         let action = Action::CreateOrganisation;
-        self.guard(caller, action, "organisation:new").await?;
+        self.guard(caller, action, "organisation:new", &Resource::Platform).await?;
         let (shown, key) = match normalise_organisation_name(name) {
             Ok(normal) => normal,
             Err(denial) => return Err(self.deny(caller, action.audit(), "organisation:new", denial).await),
@@ -480,7 +499,7 @@ impl App {
     pub async fn rename_organisation(&self, caller: &Caller, id: i64, name: &str) -> ServiceResult<OrganisationView> {
         let action = Action::RenameOrganisation;
         let object = format!("organisation:{id}");
-        self.guard(caller, action, &object).await?;
+        self.guard(caller, action, &object, &Resource::Organisation(OrganisationId(id))).await?;
         let (shown, key) = match normalise_organisation_name(name) {
             Ok(normal) => normal,
             Err(denial) => return Err(self.deny(caller, action.audit(), &object, denial).await),
@@ -507,7 +526,7 @@ impl App {
 
     /// Every organisation (names are public: the catalogue shows the providers').
     pub async fn organisations(&self, caller: &Caller) -> ServiceResult<Vec<OrganisationView>> {
-        self.guard(caller, Action::ReadOrganisations, "organisation:*").await?;
+        self.guard(caller, Action::ReadOrganisations, "organisation:*", &Resource::Platform).await?;
         Ok(self.store.organisations().await?.into_iter().map(OrganisationView::from).collect())
     }
 
@@ -516,15 +535,12 @@ impl App {
     pub async fn approve_principal(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
         let action = Action::ApprovePrincipal;
         let object = format!("principal:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(row) = self.store.principal(id).await? else {
             return Err(self.not_found(caller, action.audit(), "principal", id).await);
         };
+        self.guard(caller, action, &object, &self.account_resource(&row).await?).await?;
         if !row.pending_approval {
             return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
-        }
-        if let Err(denial) = check_second_admin(row.created_by, caller.principal.id) {
-            return Err(self.deny(caller, action.audit(), &object, denial).await);
         }
         let token = new_token()?;
         let now = self.now();
@@ -552,7 +568,7 @@ impl App {
         request: NewPrincipalRequest,
     ) -> ServiceResult<PrincipalCreation> {
         let action = Action::CreatePrincipal;
-        self.guard(caller, action, "principal:new").await?;
+        self.guard(caller, action, "principal:new", &Resource::Platform).await?;
         let new = self.validate_principal(request)?;
         if self.store.organisation(new.organisation_id).await?.is_none() {
             return Err(ServiceError::invalid(format!(
@@ -753,7 +769,7 @@ impl App {
     /// (an interrupted rotation is finished or undone when the gateway next opens).
     pub async fn rotate_master_key(&self, caller: &Caller) -> ServiceResult<RotationSummary> {
         let action = Action::RotateKeys;
-        self.guard(caller, action, "master_key").await?;
+        self.guard(caller, action, "master_key", &Resource::Platform).await?;
         if self.sealed.master_from_environment {
             return Err(ServiceError::invalid(format!(
                 "the master key comes from ${}; rotate it where it is kept, or use a key file",

@@ -10,10 +10,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
 use sluice_policies::{
-    Action, ApplicationFacts, ApplicationState, Denial, Epsilon, ModelFacts, ModelState, check_authorisation_holder,
-    check_column_grantable, check_column_granted, check_dummy_run, check_epsilon_per_run, check_not_revoked,
-    model_review_outcome, reads_submission, review_application, review_model, revoke_authorisation, revoke_model,
-    submit_draft, withdraw_application,
+    Action, ApplicationState, Denial, Epsilon, ModelState, check_column_grantable, check_column_granted,
+    check_dummy_run, check_epsilon_per_run, check_not_revoked, model_review_outcome, review_application, review_model,
+    revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -114,10 +113,10 @@ impl App {
     pub async fn submit_application(&self, caller: &Caller, request: NewApplication) -> ServiceResult<ApplicationView> {
         let action = Action::SubmitApplication;
         let object = format!("dataset:{}", request.dataset_id);
-        self.guard(caller, action, &object).await?;
         let Some(dataset) = self.store.dataset(request.dataset_id).await? else {
             return Err(self.not_found(caller, action.audit(), "dataset", request.dataset_id).await);
         };
+        self.guard(caller, action, &object, &self.dataset_resource(&dataset).await?).await?;
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         if request.columns.is_empty() || request.purpose.trim().is_empty() {
@@ -171,15 +170,11 @@ impl App {
     pub async fn application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
         let action = Action::ReadApplication;
         let object = format!("application:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(row) = self.store.application(id).await? else {
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let applicant = self.principal(row.operator_id).await?;
-        if let Err(denial) = reads_submission(&caller.principal, applicant.id, applicant.organisation, "application") {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
         let state = ApplicationState::parse(&row.state).context("stored application state")?;
+        self.guard(caller, action, &object, &self.application_resource(&row, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         Ok(ApplicationView {
             id,
@@ -202,25 +197,15 @@ impl App {
     ) -> ServiceResult<ReviewOutcome> {
         let action = Action::ReviewApplication;
         let object = format!("application:{id}");
-        self.guard(caller, action, &object).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
             drop(tx);
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
-        let operator = self.principal(application.operator_id).await?;
-        let provider = self.principal(dataset.provider_id).await?;
         let state = ApplicationState::parse(&application.state).context("stored application state")?;
-        let facts = ApplicationFacts {
-            state,
-            operator_id: operator.id,
-            operator_organisation: operator.organisation,
-            provider_organisation: provider.organisation,
-            bureau_reviewer_id: application.bureau_reviewer_id,
-        };
-        let next = match review_application(&facts, &caller.principal, approve) {
+        let resource = self.application_resource(&application, state).await?;
+        let next = match self.decide(caller, action, &resource).and_then(|()| review_application(state, approve)) {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
@@ -266,13 +251,10 @@ impl App {
     pub async fn submit_model(&self, caller: &Caller, request: NewModel) -> ServiceResult<ModelView> {
         let action = Action::SubmitModel;
         let object = format!("authorisation:{}", request.authorisation_id);
-        self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(request.authorisation_id).await? else {
             return Err(self.not_found(caller, action.audit(), "authorisation", request.authorisation_id).await);
         };
-        if let Err(denial) = check_authorisation_holder(&caller.principal, authorisation.operator_id) {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
+        self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
         let module = base64::engine::general_purpose::STANDARD
             .decode(request.module_base64.trim())
             .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
@@ -378,18 +360,17 @@ impl App {
     ) -> ServiceResult<ModelView> {
         let action = Action::ReviewModel;
         let object = format!("model:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
             return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
-        let submitter = self.principal(model.submitter_id).await?;
         // Read before the write transaction: the automated results never change, and the
         // write lock should not wait on another read.
         let dummy_run_passed = self.dummy_run_passed(id).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let facts = Self::model_facts(&mut tx, &model, submitter).await?;
-        if let Err(denial) = review_model(&facts, &caller.principal) {
+        let state = Self::model_state_in(&mut tx, &model).await?;
+        let resource = self.model_resource(&model, state).await?;
+        if let Err(denial) = self.decide(caller, action, &resource).and_then(|()| review_model(state)) {
             drop(tx);
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
@@ -456,14 +437,11 @@ impl App {
     pub async fn model_view(&self, caller: &Caller, id: i64) -> ServiceResult<ModelView> {
         let action = Action::ReadModel;
         let object = format!("model:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
             return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
-        let submitter = self.principal(model.submitter_id).await?;
-        if let Err(denial) = reads_submission(&caller.principal, submitter.id, submitter.organisation, "model") {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
+        let state = ModelState::parse(&model.state).context("model state")?;
+        self.guard(caller, action, &object, &self.model_resource(&model, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         let manifest =
             Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
@@ -478,7 +456,7 @@ impl App {
             id,
             name: model.name,
             digest: model.digest,
-            state: ModelState::parse(&model.state).context("model state")?.as_str(),
+            state: state.as_str(),
             epsilon_per_run: manifest.epsilon_per_run(),
             automated_results,
         })
@@ -534,24 +512,13 @@ impl App {
         self.settle_own_application(caller, id, Action::SubmitApplication, submit_draft).await
     }
 
-    /// A model's facts for the gate, its state read inside `tx` so two reviews of one model
-    /// cannot both act on the same state.
-    async fn model_facts(
-        tx: &mut crate::store::Tx,
-        model: &ModelRow,
-        submitter: sluice_policies::Principal,
-    ) -> ServiceResult<ModelFacts> {
-        let state = Store::model_state_in(tx, model.id)
+    /// A model's state read inside `tx`, so two reviews of one model cannot both act on
+    /// the same state.
+    async fn model_state_in(tx: &mut crate::store::Tx, model: &ModelRow) -> ServiceResult<ModelState> {
+        Ok(Store::model_state_in(tx, model.id)
             .await?
             .and_then(|state| ModelState::parse(&state))
-            .context("model state")?;
-        Ok(ModelFacts {
-            state,
-            submitter_id: submitter.id,
-            submitter_organisation: submitter.organisation,
-            authorisation_id: model.authorisation_id,
-            approved_digest: model.digest.clone(),
-        })
+            .context("model state")?)
     }
 
     /// The applicant withdraws an application that awaits a decision.
@@ -565,26 +532,17 @@ impl App {
         caller: &Caller,
         id: i64,
         action: Action,
-        decide: fn(&ApplicationFacts, &sluice_policies::Principal) -> Result<ApplicationState, Denial>,
+        next_state: fn(ApplicationState) -> Result<ApplicationState, Denial>,
     ) -> ServiceResult<ApplicationView> {
         let object = format!("application:{id}");
-        self.guard(caller, action, &object).await?;
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
             drop(tx);
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let operator = self.principal(application.operator_id).await?;
-        let dataset = self.store.dataset(application.dataset_id).await?.context("application's dataset")?;
-        let provider = self.principal(dataset.provider_id).await?;
-        let facts = ApplicationFacts {
-            state: ApplicationState::parse(&application.state).context("stored application state")?,
-            operator_id: operator.id,
-            operator_organisation: operator.organisation,
-            provider_organisation: provider.organisation,
-            bureau_reviewer_id: application.bureau_reviewer_id,
-        };
-        let next = match decide(&facts, &caller.principal) {
+        let state = ApplicationState::parse(&application.state).context("stored application state")?;
+        let resource = self.application_resource(&application, state).await?;
+        let next = match self.decide(caller, action, &resource).and_then(|()| next_state(state)) {
             Ok(next) => next,
             Err(denial) => {
                 drop(tx);
@@ -602,15 +560,11 @@ impl App {
     pub async fn revoke_authorisation(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<()> {
         let action = Action::RevokeAuthorisation;
         let object = format!("authorisation:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(id).await? else {
             return Err(self.not_found(caller, action.audit(), "authorisation", id).await);
         };
-        let dataset = self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?;
-        let provider = self.principal(dataset.provider_id).await?;
-        if let Err(denial) =
-            revoke_authorisation(&caller.principal, provider.organisation, authorisation.revoked_at.is_some())
-        {
+        self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
+        if let Err(denial) = revoke_authorisation(authorisation.revoked_at.is_some()) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let now = self.now();
@@ -629,14 +583,13 @@ impl App {
     pub async fn revoke_model(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<ModelView> {
         let action = Action::RevokeModel;
         let object = format!("model:{id}");
-        self.guard(caller, action, &object).await?;
         let Some(model) = self.store.model(id).await? else {
             return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
-        let submitter = self.principal(model.submitter_id).await?;
         let mut tx = self.store.begin().await?;
-        let facts = Self::model_facts(&mut tx, &model, submitter).await?;
-        if let Err(denial) = revoke_model(&facts, &caller.principal) {
+        let state = Self::model_state_in(&mut tx, &model).await?;
+        let resource = self.model_resource(&model, state).await?;
+        if let Err(denial) = self.decide(caller, action, &resource).and_then(|()| revoke_model(state)) {
             drop(tx);
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }

@@ -15,15 +15,14 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
-    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, Epsilon, ModelFacts, ModelState, PrivacyBudget,
-    ReleasedOutput, ResultParties, Role, RunFacts, RunPermit, authorise_run, check_budget_reader, check_not_destroyed,
-    check_run_reader, review_result, reviewer_reads_result,
+    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, Epsilon, ModelFacts, ModelState, OrganisationId,
+    PrivacyBudget, ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, check_not_destroyed, review_result,
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
 use sluice_vault::schema::DatasetSchema;
 
-use super::{App, Caller, principal_from_row};
+use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::runner::{ReleaseFacts, RunError, run_and_release};
 use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
@@ -62,7 +61,6 @@ pub struct BudgetView {
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
     Ok(AuthorisationFacts {
         id: row.id,
-        operator_id: row.operator_id,
         columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
         valid_from: parse_time(&row.valid_from)?,
         valid_until: parse_time(&row.valid_until)?,
@@ -132,7 +130,6 @@ impl App {
     ) -> ServiceResult<RunView> {
         let action = Action::RunModel;
         let object = format!("authorisation:{authorisation_id}");
-        self.guard(caller, action, &object).await?;
         let prepared = self.decide_and_prepare(caller, authorisation_id, model_id).await?;
         let started = self.now();
         // The wait is timed on the monotonic clock: the gateway's clock may be set by hand.
@@ -178,6 +175,22 @@ impl App {
         let action = Action::RunModel.audit();
         let object = format!("authorisation:{authorisation_id}");
         let facts = self.store.run_facts(authorisation_id, model_id).await?;
+        // Who may run under this authorisation is the policy set's; a missing authorisation
+        // is the run procedure's `authorisation_missing`, below.
+        if let Some(authorisation) = &facts.authorisation {
+            let (Some(dataset), Some(organisation), Some(provider_organisation)) =
+                (&facts.dataset, facts.operator_organisation, facts.provider_organisation)
+            else {
+                return Err(anyhow::anyhow!("authorisation {authorisation_id}'s dataset or parties are missing").into());
+            };
+            let resource = super::objects::authorisation_resource(
+                authorisation,
+                OrganisationId(organisation),
+                dataset.provider_id,
+                OrganisationId(provider_organisation),
+            );
+            self.guard(caller, Action::RunModel, &object, &resource).await?;
+        }
         let Some(model) = facts.model else {
             return Err(self.not_found(caller, action, "model", model_id).await);
         };
@@ -186,11 +199,8 @@ impl App {
         // The digest is recomputed from the stored bytes: a byte changed after review
         // (even in the database) no longer matches the approved digest.
         let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
-        let submitter = principal_from_row(&facts.submitter.context("the model's submitter is missing")?)?;
         let model_facts = ModelFacts {
             state: ModelState::parse(&model.state).context("stored model state")?,
-            submitter_id: submitter.id,
-            submitter_organisation: submitter.organisation,
             authorisation_id: model.authorisation_id,
             approved_digest: model.digest.clone(),
         };
@@ -455,38 +465,17 @@ impl App {
         Ok(view)
     }
 
-    /// The organisations a run lies between: its operator's and its data provider's.
-    async fn result_parties(
-        &self,
-        run: &RunRow,
-    ) -> anyhow::Result<(sluice_policies::OrganisationId, sluice_policies::OrganisationId)> {
-        let operator = self.principal(run.operator_id).await?;
-        let dataset = self.store.dataset(run.dataset_id).await?.context("the run's dataset")?;
-        let provider = self.principal(dataset.provider_id).await?;
-        Ok((operator.organisation, provider.organisation))
-    }
-
     /// A finished run's release, for the operator who ran it (once any data product review
     /// released it), and for the providing department's reviewer when its outputs are held.
     pub async fn run_result(&self, caller: &Caller, run_id: i64) -> ServiceResult<RunView> {
         let action = Action::ReadResult;
         let object = format!("run:{run_id}");
-        self.guard(caller, action, &object).await?;
         let is_reviewer = caller.principal.role == Role::Reviewer;
         let Some(run) = self.store.run(run_id).await? else {
             return Err(self.not_found(caller, action.audit(), "run", run_id).await);
         };
-        if let Err(denial) = check_run_reader(&caller.principal, run.operator_id) {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
-        if is_reviewer {
-            let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
-            let parties = ResultParties { operator_organisation, provider_organisation };
-            if let Err(denial) = reviewer_reads_result(authorisation.hold_outputs, parties, &caller.principal) {
-                return Err(self.deny(caller, action.audit(), object, denial).await);
-            }
-        }
+        self.guard(caller, action, &object, &self.run_resource(&run, &authorisation).await?).await?;
         let visible_at = run.visible_at.as_deref().map(parse_time).transpose()?;
         if let Some(visible_at) = visible_at
             && !is_reviewer
@@ -533,13 +522,12 @@ impl App {
     ) -> ServiceResult<RunView> {
         let action = Action::ReviewResult;
         let object = format!("run:{run_id}");
-        self.guard(caller, action, &object).await?;
         let Some(run) = self.store.run(run_id).await? else {
             return Err(self.not_found(caller, action.audit(), "run", run_id).await);
         };
-        let (operator_organisation, provider_organisation) = self.result_parties(&run).await?;
-        let parties = ResultParties { operator_organisation, provider_organisation };
-        if let Err(denial) = review_result(run.state == "held", parties, &caller.principal) {
+        let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
+        self.guard(caller, action, &object, &self.run_resource(&run, &authorisation).await?).await?;
+        if let Err(denial) = review_result(run.state == "held") {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let state = if approve { "released" } else { "withheld" };
@@ -570,14 +558,11 @@ impl App {
     pub async fn budget(&self, caller: &Caller, authorisation_id: i64) -> ServiceResult<BudgetView> {
         let action = Action::ReadBudget;
         let object = format!("authorisation:{authorisation_id}");
-        self.guard(caller, action, &object).await?;
         let Some(authorisation) = self.store.authorisation(authorisation_id).await? else {
             return Err(self.not_found(caller, action.audit(), "authorisation", authorisation_id).await);
         };
+        self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
-        if let Err(denial) = check_budget_reader(&caller.principal, authorisation.operator_id, dataset.provider_id) {
-            return Err(self.deny(caller, action.audit(), object, denial).await);
-        }
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
         let view = BudgetView {
             authorisation_id,
