@@ -4,7 +4,8 @@
 //!   pooling allocator and linked, the fixed cost of every run;
 //! - throughput: the vehicle-risk model over 65,536 rows in the sandbox with each metering
 //!   configuration, against the same scoring function compiled natively, in one run;
-//! - a tight loop (1,000 additions per row), where metering costs the most.
+//! - a tight loop (1,000 additions per row), where metering costs the most;
+//! - the same rows in one part and in two parts mapped at once (both cores).
 //!
 //! Compare ratios within one run; absolute times vary on shared machines.
 
@@ -110,6 +111,22 @@ fn throughput(criterion: &mut Criterion) {
     group.bench_function("sandbox fuel+epoch, copy model (host and ABI overhead)", |bench| {
         bench.iter(|| runtime.run(&copy, batches.iter().map(Ok::<_, std::convert::Infallible>)).expect("runs"))
     });
+    // The rows split into consecutive parts mapped at once, one instance and thread each
+    // (`Runtime::run_parts`, what a run does with a dataset of several chunks): against
+    // "sandbox fuel+epoch" above, what the second core buys.
+    let model = runtime
+        .compile(VEHICLE_RISK_WASM, Manifest::from_toml(VEHICLE_RISK_MANIFEST).expect("manifest"))
+        .expect("compiles");
+    for parts in [1usize, 2] {
+        group.bench_function(format!("sandbox fuel+epoch, {parts} part(s) at once"), |bench| {
+            bench.iter(|| {
+                let per_part = batches.len().div_ceil(parts);
+                let split: Vec<_> =
+                    batches.chunks(per_part).map(|part| part.iter().map(Ok::<_, std::convert::Infallible>)).collect();
+                runtime.run_parts(&model, split).expect("runs")
+            })
+        });
+    }
     group.finish();
 }
 

@@ -183,15 +183,13 @@ pub enum RunError {
     Release(#[from] ReleaseError),
 }
 
-/// Runs `compiled` over `batches` and releases what it computed: the one path from rows to
+/// Releases what the model computed over every row: the one path from per-row outputs to
 /// a release. Also returns the raw outputs, which only [`dummy_run`] may show.
-fn run_batches<B: std::borrow::Borrow<Batch>, E: std::fmt::Display>(
-    runtime: &Runtime,
+fn release_all(
     compiled: &CompiledModel,
-    batches: impl Iterator<Item = Result<B, E>>,
+    outputs: ModelOutputs,
     facts: &ReleaseFacts,
 ) -> Result<(Vec<ReleasedOutput>, ModelOutputs), RunError> {
-    let outputs = runtime.run(compiled, batches)?;
     if outputs.rows() != facts.rows {
         return Err(RunError::RowCount { mapped: outputs.rows(), rows: facts.rows });
     }
@@ -199,15 +197,23 @@ fn run_batches<B: std::borrow::Borrow<Batch>, E: std::fmt::Display>(
     Ok((released, outputs))
 }
 
-/// A real run: the released outputs and how many rows fell back to their defaults (for
-/// the regulators' audit entry). The raw outputs are dropped here.
-pub fn run_and_release<B: std::borrow::Borrow<Batch>, E: std::fmt::Display>(
+/// A real run over consecutive `parts` of the rows, mapped at once (one sandbox instance
+/// and thread each, see [`Runtime::run_parts`]): the released outputs and how many rows
+/// fell back to their defaults (for the regulators' audit entry). The raw outputs are
+/// dropped here.
+pub fn run_and_release<I, B, E>(
     runtime: &Runtime,
     compiled: &CompiledModel,
-    batches: impl Iterator<Item = Result<B, E>>,
+    parts: Vec<I>,
     facts: &ReleaseFacts,
-) -> Result<(Vec<ReleasedOutput>, sluice_sandbox::Fallbacks), RunError> {
-    let (released, outputs) = run_batches(runtime, compiled, batches, facts)?;
+) -> Result<(Vec<ReleasedOutput>, sluice_sandbox::Fallbacks), RunError>
+where
+    I: Iterator<Item = Result<B, E>> + Send,
+    B: std::borrow::Borrow<Batch>,
+    E: std::fmt::Display,
+{
+    let outputs = runtime.run_parts(compiled, parts)?;
+    let (released, outputs) = release_all(compiled, outputs, facts)?;
     Ok((released, outputs.fallbacks()))
 }
 
@@ -247,7 +253,11 @@ pub fn dummy_run(
     .map_err(|error| anyhow::anyhow!("dummy data did not parse: {error}"))?;
     let facts = ReleaseFacts::new(compiled.manifest(), schema, rows, DUMMY_MIN_GROUP_SIZE);
     let batches = batches.into_iter().map(Ok::<_, std::convert::Infallible>);
-    match run_batches(runtime, compiled, batches, &facts) {
+    match runtime
+        .run(compiled, batches)
+        .map_err(RunError::from)
+        .and_then(|outputs| release_all(compiled, outputs, &facts))
+    {
         Ok((released, outputs)) => Ok(DummyRun { released, outputs }),
         Err(RunError::Sandbox(error)) => Err(error.into()),
         Err(error) => Err(error.into()),

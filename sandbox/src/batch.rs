@@ -127,6 +127,24 @@ impl ModelOutputs {
         Self { rows: 0, columns: vec![Vec::new(); outputs], groups: Vec::new(), fallbacks: Fallbacks::default() }
     }
 
+    /// Appends the outputs of the rows that follow these (the next part of a run).
+    pub(crate) fn append(&mut self, next: ModelOutputs) {
+        if self.rows == 0 {
+            *self = next;
+            return;
+        }
+        for (column, more) in self.columns.iter_mut().zip(next.columns) {
+            column.extend(more);
+        }
+        self.groups.extend(next.groups);
+        self.rows += next.rows;
+        let more = next.fallbacks;
+        self.fallbacks.trap += more.trap;
+        self.fallbacks.fuel += more.fuel;
+        self.fallbacks.stack += more.stack;
+        self.fallbacks.non_finite += more.non_finite;
+    }
+
     /// Rows that contributed defaults instead of the model's values, by reason.
     pub fn fallbacks(&self) -> Fallbacks {
         self.fallbacks

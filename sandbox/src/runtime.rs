@@ -67,6 +67,10 @@ pub struct RuntimeLimits {
     pub max_wasm_stack: usize,
     /// Runs that may execute at once (pooling allocator slots).
     pub max_concurrent_runs: u32,
+    /// Instances one run's rows are split across, each on its own thread with every limit
+    /// above ([`Runtime::run_parts`]); the pool holds `max_concurrent_runs` ×
+    /// `workers_per_run` runs' instances.
+    pub workers_per_run: u32,
     pub metering: Metering,
 }
 
@@ -82,9 +86,15 @@ impl Default for RuntimeLimits {
             deadline: Duration::from_secs(60),
             max_wasm_stack: 512 << 10,
             max_concurrent_runs: 16,
+            workers_per_run: default_workers(),
             metering: Metering::FuelAndEpoch,
         }
     }
+}
+
+/// The cores this machine offers, at most four: one run's parts.
+fn default_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4) as u32)
 }
 
 /// A module that passed static review, compiled by this host, bound to its digest, with
@@ -211,6 +221,34 @@ impl Runtime {
         }
         Ok(outputs)
     }
+
+    /// Runs `model` over consecutive `parts` of the rows at once, each part in a store of
+    /// its own on its own thread with every per-run limit, and joins their outputs in part
+    /// order. Rows are independent (the isolation review proves it) and each row's fuel is
+    /// its own, so the outputs are exactly [`Runtime::run`]'s over the parts one after the
+    /// other; only a host fault, which does not depend on row values, fails the run (the
+    /// first part's in order).
+    pub fn run_parts<I, B, E>(&self, model: &CompiledModel, parts: Vec<I>) -> Result<ModelOutputs, SandboxError>
+    where
+        I: Iterator<Item = Result<B, E>> + Send,
+        B: Borrow<Batch>,
+        E: std::fmt::Display,
+    {
+        let results: Vec<Result<ModelOutputs, SandboxError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = parts.into_iter().map(|part| scope.spawn(move || self.run(model, part))).collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| Err(SandboxError::Engine("a run's worker thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut joined = ModelOutputs::new(model.manifest.outputs().len());
+        for part in results {
+            joined.append(part?);
+        }
+        Ok(joined)
+    }
 }
 
 fn engine_config(limits: &RuntimeLimits) -> Config {
@@ -239,8 +277,9 @@ fn engine_config(limits: &RuntimeLimits) -> Config {
         config.wasm_features(feature, false);
     }
     let mut pool = PoolingAllocationConfig::default();
-    // Each run holds two instances: the model and its driver, with a memory and a table each.
-    let slots = limits.max_concurrent_runs.saturating_mul(2);
+    // Each part of a run holds two instances: the model and its driver, with a memory and a
+    // table each.
+    let slots = limits.max_concurrent_runs.saturating_mul(limits.workers_per_run.max(1)).saturating_mul(2);
     pool.total_memories(slots)
         .total_tables(slots)
         .total_core_instances(slots)

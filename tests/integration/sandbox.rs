@@ -88,6 +88,20 @@ fn assert_isolated(what: &str, module: &[u8], values: &[f64]) -> Fallbacks {
             "{what}: row {index} changed when moved to another batch and position"
         );
     }
+    // Split into three parts mapped at once, each in its own instance and thread, the rows
+    // give the same outputs and the same fallback counts, in order.
+    let compiled = runtime().compile(module, Manifest::from_toml(MANIFEST).expect("manifest")).expect(what);
+    let parts: Vec<_> = values
+        .chunks(count.div_ceil(3))
+        .map(|part| part.chunks(1000).map(batch).map(Ok::<_, std::convert::Infallible>).collect::<Vec<_>>().into_iter())
+        .collect();
+    let joined = runtime().run_parts(&compiled, parts).expect(what);
+    assert_eq!(joined.fallbacks(), fallbacks, "{what}: fallbacks depend on how the rows were split");
+    assert!(
+        joined.column(0).iter().zip(&in_order).all(|(part, whole)| part.to_bits() == whole.to_bits()),
+        "{what}: rows changed when the run was split into parts"
+    );
+    assert_eq!(joined.rows(), count);
     for index in (0..count).step_by(count / 25 + 1) {
         let alone = run(module, &values[index..=index]).expect(what);
         assert_eq!(alone[0].to_bits(), in_order[index].to_bits(), "{what}: row {index} differs when run alone");

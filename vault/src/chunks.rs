@@ -417,6 +417,9 @@ pub struct VersionReader {
     /// (schema index, type) of each requested column, in the requested order.
     selected: Vec<(usize, ColumnType)>,
     next_chunk: u64,
+    /// One past the last chunk this reader reads (a part of the version, see
+    /// [`VersionReader::split`]).
+    end_chunk: u64,
     current: Option<ColumnarRows>,
     offset: usize,
 }
@@ -456,13 +459,41 @@ impl VersionReader {
             schema_columns: schema.columns.len(),
             selected,
             next_chunk: 0,
+            end_chunk: chunk_count,
             current: None,
             offset: 0,
         })
     }
 
+    /// Splits the version into at most `parts` readers over consecutive runs of whole
+    /// chunks, in order, each holding its own copy of the key: read one after the other
+    /// they give exactly this reader's batches. A version with fewer chunks gives fewer.
+    pub fn split(self, parts: usize) -> Vec<VersionReader> {
+        let chunks = self.end_chunk - self.next_chunk;
+        let parts = (parts.max(1) as u64).min(chunks.max(1));
+        // Part i reads chunks [start + i·chunks/parts, start + (i+1)·chunks/parts): as even
+        // as whole chunks allow, none empty.
+        let boundary = |part: u64| self.next_chunk + chunks * part / parts;
+        let mut readers = Vec::new();
+        for part in 0..parts {
+            readers.push(VersionReader {
+                dir: self.dir.clone(),
+                key: self.key.clone(),
+                context: self.context,
+                chunk_count: self.chunk_count,
+                schema_columns: self.schema_columns,
+                selected: self.selected.clone(),
+                next_chunk: boundary(part),
+                end_chunk: boundary(part + 1),
+                current: None,
+                offset: 0,
+            });
+        }
+        readers
+    }
+
     fn load_next_chunk(&mut self) -> anyhow::Result<Option<ColumnarRows>> {
-        if self.next_chunk == self.chunk_count {
+        if self.next_chunk >= self.end_chunk {
             return Ok(None);
         }
         let index = self.next_chunk;

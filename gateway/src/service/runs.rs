@@ -382,7 +382,8 @@ impl App {
         );
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
-            run_and_release(&runtime, &compiled, reader, &facts).map_err(|error| match error {
+            let parts = reader.split(runtime.limits().workers_per_run as usize);
+            run_and_release(&runtime, &compiled, parts, &facts).map_err(|error| match error {
                 RunError::Sandbox(error) => RunFailure::Sandbox(error),
                 other => RunFailure::Host(other.into()),
             })

@@ -73,6 +73,31 @@ fn ingest_round_trips_across_chunks() {
 }
 
 #[test]
+fn a_split_reader_reads_the_same_batches_in_parts() {
+    let fixture = fixture();
+    let context = context(1, &fixture);
+    let rows = 3 * CHUNK_ROWS + 10;
+    let report = ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
+        .expect("ingest");
+    assert_eq!(report.chunks, 4);
+    let whole = read_all(&fixture, context, &report).expect("read");
+    let key = fixture.master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
+    let columns = ["value".to_string(), "count".to_string()];
+    let open = || VersionReader::open(&fixture.root, context, report.chunks, key.clone(), &fixture.schema, &columns);
+    for parts in [1, 2, 3, 4, 9] {
+        let readers = open().expect("open").split(parts);
+        assert_eq!(readers.len(), parts.min(4), "{parts} parts");
+        let joined: Vec<Batch> =
+            readers.into_iter().flatten().collect::<anyhow::Result<_>>().expect("every part reads");
+        assert_eq!(joined, whole, "{parts} parts read other batches");
+    }
+    // The last chunk is still authenticated as the last one when read alone: a part that
+    // ends early cannot pass a truncated version off as whole.
+    let last_part = open().expect("open").split(4).pop().expect("a part");
+    assert_eq!(last_part.map(|batch| batch.expect("reads").rows).sum::<usize>(), 10);
+}
+
+#[test]
 fn tampering_is_refused() {
     let fixture = fixture();
     let context = context(1, &fixture);
