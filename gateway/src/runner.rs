@@ -197,6 +197,13 @@ fn release_all(
     Ok((released, outputs))
 }
 
+/// How many parts a run over `chunk_count` chunks is split into with `workers` per run:
+/// whole chunks, at least one part. Public facts only, so the visibility delay can count on
+/// it before any data is read.
+pub fn run_parts(workers: u32, chunk_count: i64) -> usize {
+    (workers.max(1) as usize).min(usize::try_from(chunk_count).unwrap_or(0).max(1))
+}
+
 /// A real run over consecutive `parts` of the rows, mapped at once (one sandbox instance
 /// and thread each, see [`Runtime::run_parts`]): the released outputs and how many rows
 /// fell back to their defaults (for the regulators' audit entry). The raw outputs are
@@ -351,4 +358,19 @@ pub fn check_columns(manifest: &Manifest, schema: &DatasetSchema) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_parts;
+
+    #[test]
+    fn a_run_has_one_part_per_worker_and_never_more_than_its_chunks() {
+        assert_eq!(run_parts(2, 16), 2);
+        assert_eq!(run_parts(4, 3), 3);
+        assert_eq!(run_parts(2, 1), 1);
+        // An empty version and a configuration of no workers still run in one part.
+        assert_eq!(run_parts(4, 0), 1);
+        assert_eq!(run_parts(0, 5), 1);
+    }
 }

@@ -24,7 +24,7 @@ use sluice_vault::schema::DatasetSchema;
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
-use crate::runner::{ReleaseFacts, RunError, run_and_release};
+use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
 use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
 
 /// What an operator sees of a run.
@@ -159,7 +159,10 @@ impl App {
         let base = self.gate.visibility_base();
         let fuel = self.runner.runtime().fuel_per_row(prepared.compiled.manifest()) as f64;
         let rows = prepared.version.row_count.max(0) as f64;
-        let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / 1e6).ceil() as i64;
+        // The rows are mapped in parts at once, one core each: the part count follows from
+        // the (public) chunk count and the configuration, never from the data.
+        let parts = run_parts(self.runner.runtime().limits().workers_per_run, prepared.version.chunk_count) as f64;
+        let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / parts / 1e6).ceil() as i64;
         let base_millis = i64::try_from(base.as_millis()).unwrap_or(i64::MAX);
         time::Duration::milliseconds(base_millis.saturating_add(model_millis))
     }
@@ -380,9 +383,10 @@ impl App {
             version.row_count as usize,
             prepared.min_group_size,
         );
+        let version_chunks = version.chunk_count;
         tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
-            let parts = reader.split(runtime.limits().workers_per_run as usize);
+            let parts = reader.split(run_parts(runtime.limits().workers_per_run, version_chunks));
             run_and_release(&runtime, &compiled, parts, &facts).map_err(|error| match error {
                 RunError::Sandbox(error) => RunFailure::Sandbox(error),
                 other => RunFailure::Host(other.into()),
