@@ -1,0 +1,62 @@
+"""Prints the benchmark's table and writes its plot: python bench/report.py RESULTS.jsonl PLOT.png
+
+Each line of RESULTS is {"profile", "sluice": sluice-bench's object, "peer": peer.py's}.
+Ratios are within one sitting: Sluice's run and work against the native floor and the peer.
+"""
+
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> None:
+    lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    if not lines:
+        sys.exit("no results")
+    profile = lines[0]["profile"]
+    print(f"Reference job (per district: DP count, DP mean, DP sum; epsilon 1), {profile} build")
+    header = (
+        "| rows | ingest s | run s (answered) | of which delay s | work s | floor s | peer s "
+        "| work / floor | peer / work | run peak MiB | work peak MiB | peer peak MiB |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for line in lines:
+        s, p = line["sluice"], line["peer"]
+        print(
+            f"| {s['rows']:,} | {s['ingest_s']:.3f} | {s['run_s']:.3f} | {s['run_delay_s']:.3f} | {s['work_s']:.3f} "
+            f"| {s['floor_s']:.3f} | {p['peer_s']:.3f} | {s['work_s'] / s['floor_s']:.2f} "
+            f"| {p['peer_s'] / s['work_s']:.2f} | {s['run_peak_mib']:.0f} | {s['work_peak_mib']:.0f} "
+            f"| {p['peer_peak_mib']:.0f} |"
+        )
+    rows = [line["sluice"]["rows"] for line in lines]
+    figure, (times, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, values in [
+        ("Sluice run, answered (with its visibility delay)", [line["sluice"]["run_s"] for line in lines]),
+        ("Sluice work (decrypt, sandbox, DP release)", [line["sluice"]["work_s"] for line in lines]),
+        ("native floor (decrypt, compute)", [line["sluice"]["floor_s"] for line in lines]),
+        ("peer: polars + OpenDP on Parquet", [line["peer"]["peer_s"] for line in lines]),
+    ]:
+        times.plot(rows, values, marker="o", label=label)
+    times.set(xscale="log", yscale="log", xlabel="rows", ylabel="seconds", title="Time")
+    times.legend(fontsize=7)
+    for label, values in [
+        ("Sluice run", [line["sluice"]["run_peak_mib"] for line in lines]),
+        ("Sluice work", [line["sluice"]["work_peak_mib"] for line in lines]),
+        ("peer", [line["peer"]["peer_peak_mib"] for line in lines]),
+    ]:
+        memory.plot(rows, values, marker="o", label=label)
+    memory.set(xscale="log", xlabel="rows", ylabel="peak RSS, MiB", title="Memory")
+    memory.legend(fontsize=7)
+    figure.suptitle(f"Sluice reference job ({profile} build)")
+    figure.tight_layout()
+    figure.savefig(sys.argv[2], dpi=110)
+    print(f"plot: {sys.argv[2]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+//! `sluice-bench`: the end-to-end benchmark of the reference job at one dataset size.
+//! `bench/run.sh` calls it for each size, runs the Python peer on the same CSV and prints
+//! the table; see `bench/README.md`.
+//!
+//! In one process, on a fresh data directory: generate the synthetic vehicles CSV
+//! (deterministic), set up the scenario through the API (organisations, principals under
+//! the two-person rule, dataset, application and both reviews, the reference model and
+//! its review), then measure, each with its own peak RSS:
+//! - `ingest`: the provider's upload, sealed into AES-256-GCM chunks;
+//! - `run`: `POST /v1/runs` as the operator sees it (authorise, charge, decrypt, sandbox,
+//!   DP release, audit, receipt), answered at its `visible_at`, whose delay is reported;
+//! - `work`: the same decryption, sandbox and release without the API, the ledger or the
+//!   visibility delay (what the run's cores spend);
+//! - `floor`: decrypting the same chunks and computing the job natively, without sandbox
+//!   or DP, on one core.
+//!
+//! It prints one JSON object. It must not be used as a test: times are measured, never
+//! asserted.
+
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice::client::InProcessClient;
+use sluice::examples::{VEHICLE_RISK_WASM, VEHICLES_SCHEMA, write_vehicles_csv};
+use sluice_gateway::api::router;
+use sluice_gateway::config::Config;
+use sluice_gateway::runner::{ReleaseFacts, run_and_release, run_parts};
+use sluice_gateway::service::{App, Clock};
+use sluice_sandbox::{ColumnValues, Manifest, Runtime, RuntimeLimits};
+use sluice_vault::chunks::{ChunkContext, VersionReader};
+use sluice_vault::schema::DatasetSchema;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[path = "../../examples/models/vehicle-risk/src/score.rs"]
+mod score;
+
+/// The reference job's manifest: the vehicle-risk model grouped by district.
+const REFERENCE_MANIFEST: &str = include_str!("../reference.manifest.toml");
+const SEED: u64 = 2026;
+
+struct Args {
+    rows: usize,
+    /// Where the CSV is (generated there if missing), so the peer reads the same bytes.
+    csv: Option<PathBuf>,
+    /// Where the data directory goes (a temporary directory under it).
+    work_dir: PathBuf,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args { rows: 0, csv: None, work_dir: std::env::temp_dir() };
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        let mut value = || given.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rows" => args.rows = value()?.parse().context("--rows is a whole number")?,
+            "--csv" => args.csv = Some(value()?.into()),
+            "--work-dir" => args.work_dir = value()?.into(),
+            other => bail!("unknown argument {other}; usage: sluice-bench --rows N [--csv PATH] [--work-dir DIR]"),
+        }
+    }
+    if args.rows == 0 {
+        bail!("usage: sluice-bench --rows N [--csv PATH] [--work-dir DIR]");
+    }
+    Ok(args)
+}
+
+/// Resets the process's peak resident set size (Linux: `clear_refs` 5), so each phase
+/// reports its own.
+fn reset_peak() {
+    // On a kernel without it the peaks only grow: reported as measured.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak resident set size since the last reset, in MiB.
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+fn time(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The scenario, set up through the API: the tokens and ids the measured steps need.
+struct Scenario {
+    provider: String,
+    operator: String,
+    bureau: String,
+    department: String,
+    dataset_id: i64,
+}
+
+/// The provider, operator, bureau reviewer and department reviewer, each in its
+/// organisation, created by one administrator and approved by another.
+async fn principals(app: &std::sync::Arc<App>, api: &InProcessClient) -> anyhow::Result<Vec<String>> {
+    let admin = app.bootstrap_admin("bench admin", "Bench Platform").await?.token;
+    let second = app.add_host_admin("bench second admin", "Bench Platform").await?.token;
+    let now = OffsetDateTime::now_utc();
+    let mut tokens = Vec::new();
+    for (name, body) in [
+        ("Bench Traffic Police", json!({"name": "provider", "role": "provider"})),
+        (
+            "Bench Operator Co.",
+            json!({"name": "operator", "role": "operator", "licence": {"number": "BENCH-1",
+                "valid_from": time(now - time::Duration::days(1)), "valid_until": time(now + time::Duration::days(30))}}),
+        ),
+        ("Bench Data Bureau", json!({"name": "bureau", "role": "reviewer", "reviewer_kind": "data_bureau"})),
+        (
+            "Bench Traffic Police",
+            json!({"name": "department", "role": "reviewer", "reviewer_kind": "providing_department"}),
+        ),
+    ] {
+        let organisations = api.get("/v1/organisations", &admin).await.ok()?;
+        let existing = organisations["organisations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|organisation| organisation["name"] == name)
+            .and_then(|organisation| organisation["id"].as_i64());
+        let organisation = match existing {
+            Some(id) => id,
+            None => api.post("/v1/organisations", &admin, &json!({"name": name})).await.ok()?["id"]
+                .as_i64()
+                .context("organisation id")?,
+        };
+        let mut body = body;
+        body["organisation_id"] = json!(organisation);
+        let mut created = api.post("/v1/principals", &admin, &body).await.ok()?;
+        if created["state"] == "pending_approval" {
+            let id = created["id"].as_i64().context("principal id")?;
+            created = api.post(&format!("/v1/principals/{id}/approve"), &second, &json!({})).await.ok()?;
+        }
+        tokens.push(created["token"].as_str().context("token")?.to_owned());
+    }
+    Ok(tokens)
+}
+
+async fn scenario(app: &std::sync::Arc<App>, api: &InProcessClient) -> anyhow::Result<Scenario> {
+    let tokens = principals(app, api).await?;
+    let [provider, operator, bureau, department] =
+        <[String; 4]>::try_from(tokens).map_err(|_| anyhow::anyhow!("four principals"))?;
+    let dataset =
+        api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 1000.0})).await.ok()?;
+    let dataset_id = dataset["id"].as_i64().context("dataset id")?;
+    Ok(Scenario { provider, operator, bureau, department, dataset_id })
+}
+
+/// The application, both reviews, the model and its review: the authorisation and model.
+async fn approve_reference_model(api: &InProcessClient, scenario: &Scenario) -> anyhow::Result<(i64, i64)> {
+    let now = OffsetDateTime::now_utc();
+    let application = api
+        .post(
+            "/v1/applications",
+            &scenario.operator,
+            &json!({
+                "dataset_id": scenario.dataset_id, "purpose": "benchmark", "use_scope": "benchmark",
+                "security_measures": "sandbox", "epsilon": 100.0,
+                "columns": ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny", "district"],
+                "valid_from": time(now - time::Duration::hours(1)), "valid_until": time(now + time::Duration::days(1)),
+            }),
+        )
+        .await
+        .ok()?;
+    let reviews = format!("/v1/applications/{}/reviews", application["id"]);
+    api.post(&reviews, &scenario.bureau, &json!({"approve": true})).await.ok()?;
+    let approved = api.post(&reviews, &scenario.department, &json!({"approve": true})).await.ok()?;
+    let authorisation_id = approved["authorisation_id"].as_i64().context("authorisation id")?;
+    let model = api
+        .post(
+            "/v1/models",
+            &scenario.operator,
+            &json!({
+                "authorisation_id": authorisation_id,
+                "module_base64": base64::engine::general_purpose::STANDARD.encode(VEHICLE_RISK_WASM),
+                "manifest": REFERENCE_MANIFEST,
+            }),
+        )
+        .await
+        .ok()?;
+    let model_id = model["id"].as_i64().context("model id")?;
+    let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
+    api.post(
+        &format!("/v1/models/{model_id}/reviews"),
+        &scenario.bureau,
+        &json!({"approve": true, "checklist": checklist}),
+    )
+    .await
+    .ok()?;
+    Ok((authorisation_id, model_id))
+}
+
+/// The native floor: decrypt the same chunks on one core and compute the job per district
+/// without sandbox or noise. Returns the per-district high-risk counts (so the work is not
+/// optimised away).
+fn floor(reader: VersionReader) -> anyhow::Result<Vec<f64>> {
+    let mut high_risk = vec![0.0; 64];
+    let mut scores = vec![0.0; 64];
+    let mut claims = vec![0.0; 64];
+    for batch in reader {
+        let batch = batch?;
+        let [age, violations, accidents, value, district] = &batch.columns[..] else {
+            bail!("five columns expected");
+        };
+        let (ColumnValues::F64(age), ColumnValues::I64(violations), ColumnValues::I64(accidents)) =
+            (&age.values, &violations.values, &accidents.values)
+        else {
+            bail!("column types");
+        };
+        let (ColumnValues::F64(value), ColumnValues::I64(district)) = (&value.values, &district.values) else {
+            bail!("column types");
+        };
+        for row in 0..batch.rows {
+            let [risk, score, claim] =
+                score::score(age[row], violations[row] as f64, accidents[row] as f64, value[row], f64::exp);
+            let group = (district[row].clamp(0, 63)) as usize;
+            high_risk[group] += risk;
+            scores[group] += score.clamp(0.0, 1.0);
+            claims[group] += claim.clamp(0.0, 20_000.0);
+        }
+    }
+    Ok(high_risk.iter().zip(&scores).zip(&claims).map(|((a, b), c)| a + b + c).collect())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    std::fs::create_dir_all(&args.work_dir).with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let dir = tempfile::tempdir_in(&args.work_dir).context("a temporary directory")?;
+    let csv = args.csv.clone().unwrap_or_else(|| dir.path().join("vehicles.csv"));
+    if !csv.exists() {
+        let started = Instant::now();
+        let mut out = BufWriter::new(std::fs::File::create(&csv).with_context(|| format!("{}", csv.display()))?);
+        write_vehicles_csv(&mut out, args.rows, SEED)?;
+        out.flush()?;
+        eprintln!("generated {} rows in {:.1}s", args.rows, started.elapsed().as_secs_f64());
+    }
+    let result = measure(&args, dir.path(), &csv).await?;
+    println!("{result}");
+    Ok(())
+}
+
+async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
+    let data = dir.join("data");
+    let config = Config::new(&data);
+    config.data_dir.init(true).await?;
+    let blobs = config.data_dir.blobs();
+    let master_key = config.data_dir.master_key();
+    let app = App::open(config, Clock::System).await?;
+    let api = InProcessClient::new(router(app.clone()));
+    let scenario = scenario(&app, &api).await?;
+
+    // Ingest.
+    let provider =
+        app.authenticate(Some(&scenario.provider), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let file = std::fs::File::open(csv).with_context(|| format!("{}", csv.display()))?;
+    reset_peak();
+    let started = Instant::now();
+    let ingested = app
+        .ingest(&provider, scenario.dataset_id, std::io::BufReader::new(file), false, |_| {})
+        .await
+        .map_err(|error| anyhow::anyhow!("ingest: {error}"))?;
+    let ingest_s = started.elapsed().as_secs_f64();
+    let ingest_mib = peak_mib();
+    if ingested.rows as usize != args.rows {
+        bail!("ingested {} rows of {}", ingested.rows, args.rows);
+    }
+
+    let (authorisation_id, model_id) = approve_reference_model(&api, &scenario).await?;
+
+    // The run, as the operator sees it.
+    let operator =
+        app.authenticate(Some(&scenario.operator), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    reset_peak();
+    let started_at = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let run = app.run(&operator, authorisation_id, model_id).await.map_err(|error| anyhow::anyhow!("run: {error}"))?;
+    let run_s = started.elapsed().as_secs_f64();
+    let run_mib = peak_mib();
+    let visible_at = run.visible_at.as_deref().map(|at| OffsetDateTime::parse(at, &Rfc3339)).transpose()?;
+    let delay_s = visible_at.map_or(f64::NAN, |at| (at - started_at).as_seconds_f64());
+
+    // The same work without the API: decrypt, sandbox, release.
+    let facts = app.store().run_facts(authorisation_id, model_id).await?;
+    let version = facts.version.context("the ingested version")?;
+    let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let context = ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: schema.hash() };
+    let master = sluice_vault::keys::read_key_file(&master_key)?;
+    let key =
+        master.unwrap_key(&version.wrapped_key, &context.key_context()).map_err(|_| anyhow::anyhow!("data key"))?;
+    let manifest = Manifest::from_toml(REFERENCE_MANIFEST).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let columns: Vec<String> = manifest.inputs().iter().map(|input| input.name.clone()).collect();
+    let open = || VersionReader::open(&blobs, context, version.chunk_count as u64, key.clone(), &schema, &columns);
+    let runtime = Runtime::new(RuntimeLimits::default())?;
+    let compiled = runtime.compile(VEHICLE_RISK_WASM, manifest)?;
+    let release_facts = ReleaseFacts::new(compiled.manifest(), &schema, args.rows, 10);
+    let parts = run_parts(runtime.limits().workers_per_run, version.chunk_count);
+    reset_peak();
+    let started = Instant::now();
+    run_and_release(&runtime, &compiled, open()?.split(parts), &release_facts)
+        .map_err(|error| anyhow::anyhow!("work: {error}"))?;
+    let work_s = started.elapsed().as_secs_f64();
+    let work_mib = peak_mib();
+
+    // The floor.
+    reset_peak();
+    let started = Instant::now();
+    let checksum = floor(open()?)?;
+    let floor_s = started.elapsed().as_secs_f64();
+    let floor_mib = peak_mib();
+    std::hint::black_box(checksum);
+
+    Ok(json!({
+        "rows": args.rows,
+        "chunks": version.chunk_count,
+        "parts": parts,
+        "ingest_s": ingest_s, "ingest_peak_mib": ingest_mib,
+        "run_s": run_s, "run_delay_s": delay_s, "run_peak_mib": run_mib,
+        "work_s": work_s, "work_peak_mib": work_mib,
+        "floor_s": floor_s, "floor_peak_mib": floor_mib,
+        "released_outputs": run.outputs.len(),
+    }))
+}
