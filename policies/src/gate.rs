@@ -116,6 +116,17 @@ pub struct PolicyGate {
     forbids: HashMap<PolicyId, ForbidReason>,
 }
 
+/// One question to the policy set: may `caller` (with a licence valid now, or not)
+/// perform `action` on `resource` at `now`?
+#[derive(Debug, Clone, Copy)]
+struct Question<'a> {
+    caller: &'a Principal,
+    licensed: bool,
+    now: OffsetDateTime,
+    action: Action,
+    resource: &'a Resource,
+}
+
 /// What Cedar said, before the licence is considered.
 enum Verdict {
     Allow,
@@ -178,13 +189,14 @@ impl PolicyGate {
     ) -> Result<(), Denial> {
         let licence = check_licence(caller, now);
         let licensed = caller.role == Role::Operator && licence.is_ok();
-        match self.evaluate(caller, licensed, now, action, resource) {
+        let question = Question { caller, licensed, now, action, resource };
+        match self.evaluate(question) {
             Verdict::Allow => Ok(()),
             Verdict::Forbidden(denial) => Err(denial),
             Verdict::NotPermitted => {
                 if caller.role == Role::Operator
                     && !licensed
-                    && matches!(self.evaluate(caller, true, now, action, resource), Verdict::Allow)
+                    && matches!(self.evaluate(Question { licensed: true, ..question }), Verdict::Allow)
                     && let Err(licence) = licence
                 {
                     return Err(licence);
@@ -197,15 +209,9 @@ impl PolicyGate {
         }
     }
 
-    fn evaluate(
-        &self,
-        caller: &Principal,
-        licensed: bool,
-        now: OffsetDateTime,
-        action: Action,
-        resource: &Resource,
-    ) -> Verdict {
-        let Some((request, entities)) = self.request(caller, licensed, now, action, resource) else {
+    fn evaluate(&self, question: Question<'_>) -> Verdict {
+        let action = question.action;
+        let Some((request, entities)) = self.request(question) else {
             // A request that cannot be formed (the wrong kind of object for the action) is
             // denied, like one no policy permits.
             return Verdict::NotPermitted;
@@ -240,14 +246,8 @@ impl PolicyGate {
         }
     }
 
-    fn request(
-        &self,
-        caller: &Principal,
-        licensed: bool,
-        now: OffsetDateTime,
-        action: Action,
-        resource: &Resource,
-    ) -> Option<(Request, Entities)> {
+    fn request(&self, question: Question<'_>) -> Option<(Request, Entities)> {
+        let Question { caller, licensed, now, action, resource } = question;
         let caller_uid = uid("Principal", caller.id)?;
         let mut caller_attributes = principal_attributes(caller, licensed)?;
         let (resource_uid, resource_entity) = match resource {
