@@ -21,7 +21,41 @@ use time::format_description::well_known::Rfc3339;
 
 use sluice_audit::{AuditEntry, AuditEvent, leaf_hash};
 
-pub type Tx = Transaction<'static, Sqlite>;
+/// A write transaction, holding this process's turn at SQLite's write lock: writers wait
+/// for it in the order they asked (a fair async queue) instead of in SQLite's busy handler,
+/// whose sleeps grow to 100 ms and made the slowest writes under load take hundreds of
+/// milliseconds. Dereferences to the connection; [`Tx::commit`] ends it, and dropping it
+/// rolls back and passes the turn on.
+pub struct Tx {
+    inner: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
 
 /// Formats a time the way every table stores it: RFC 3339, UTC.
 pub fn format_time(time: OffsetDateTime) -> String {
@@ -200,6 +234,8 @@ pub struct ChargeFactsRow {
 pub struct Store {
     pool: SqlitePool,
     round_trips: Arc<AtomicU64>,
+    /// This process's turn at the write lock (see [`Tx`]).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -219,13 +255,21 @@ impl Store {
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
-        Ok(Self { pool, round_trips: Arc::default() })
+        Ok(Self { pool, round_trips: Arc::default(), write_turn: Arc::default() })
     }
 
-    /// Starts a write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up
-    /// front, so concurrent writers queue instead of failing halfway.
+    /// Starts a write transaction: waits for this process's turn, then SQLite's `BEGIN
+    /// IMMEDIATE` takes the write lock up front, so concurrent writers queue instead of
+    /// failing halfway (another process, such as the CLI on the same data directory, still
+    /// waits in SQLite's busy handler).
     pub async fn begin(&self) -> anyhow::Result<Tx> {
-        self.pool().begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")
+        // As long as SQLite's own busy timeout: a writer that never gives its turn back
+        // (a bug) makes the others fail, not hang.
+        let turn = tokio::time::timeout(Duration::from_secs(30), self.write_turn.clone().lock_owned())
+            .await
+            .context("waited 30 s for the write lock")?;
+        let inner = self.pool().begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
+        Ok(Tx { inner, _turn: turn })
     }
 
     /// The pool, counting one round trip: every read and every transaction goes through

@@ -7,6 +7,7 @@
 
 mod audit;
 mod datasets;
+mod group_commit;
 mod objects;
 mod procedure;
 mod runs;
@@ -79,6 +80,8 @@ pub struct App {
     pub(crate) runner: Runner,
     pub(crate) gate: Gate,
     pub(crate) clock: Clock,
+    /// The one writer of audit entries that stand alone ([`App::record`]).
+    audit_batch: group_commit::AuditBatcher,
 }
 
 impl std::fmt::Debug for App {
@@ -193,7 +196,8 @@ impl App {
         let gate = Gate::new(&config)?;
         let runner = Runner::new(RuntimeLimits::default())?;
         let sealed = Sealed::new(data_dir, master, from_environment.is_some());
-        let app = Self { store, sealed, log, runner, gate, clock };
+        let audit_batch = group_commit::AuditBatcher::start(store.clone());
+        let app = Self { store, sealed, log, runner, gate, clock, audit_batch };
         app.settle_interrupted_runs().await?;
         Ok(Arc::new(app))
     }
@@ -355,11 +359,10 @@ impl App {
         Ok(())
     }
 
-    /// Records one audit event in a transaction of its own.
+    /// Records one audit event that stands alone, committed (with any others waiting at
+    /// the same moment: group commit) before this returns.
     pub(crate) async fn record(&self, event: AuditEvent) -> anyhow::Result<()> {
-        let mut tx = self.store.begin().await?;
-        Store::append_audit(&mut tx, event, self.now()).await?;
-        tx.commit().await.context("committing an audit entry")
+        self.audit_batch.record(event, self.now()).await
     }
 
     /// An audit event attributed to `caller`.
