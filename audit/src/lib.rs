@@ -30,8 +30,9 @@ pub use checkpoint::{Checkpoint, signature_line};
 pub use export::{LogWriter, export_text};
 pub use keys::{PublicKey, SigningKey};
 pub use merkle::{
-    Hash, ProofError, RootBuilder, consistency_proof, inclusion_proof, leaf_hash, merkle_root, verify_consistency,
-    verify_inclusion,
+    Hash, NeededSubtrees, ProofError, RootBuilder, SubtreeHashes, completed_subtrees, consistency_proof,
+    consistency_proof_from, inclusion_proof, inclusion_proof_from, leaf_hash, merkle_root, range_root,
+    verify_consistency, verify_inclusion,
 };
 pub use verify::{
     EXPORT_FORMAT, ExportCheckpoint, ExportHeader, KeyTrust, Receipt, VerifyError, VerifySummary, verify_export,

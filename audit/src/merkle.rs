@@ -71,6 +71,26 @@ impl RootBuilder {
         self.size
     }
 
+    /// The perfect subtrees (level, index) a tree of `size` leaves is made of, largest
+    /// first: one per bit of `size`.
+    pub fn frontier_of(size: u64) -> Vec<(u32, u64)> {
+        let mut start = 0u64;
+        let mut keys = Vec::new();
+        for level in (0..u64::BITS).rev() {
+            if size & (1 << level) != 0 {
+                keys.push((level, start >> level));
+                start += 1 << level;
+            }
+        }
+        keys
+    }
+
+    /// A builder that continues a tree of `size` leaves from the hashes of its perfect
+    /// subtrees ((level, hash), largest first, as [`RootBuilder::frontier_of`] names them).
+    pub fn resume(size: u64, frontier: Vec<(u32, Hash)>) -> Self {
+        Self { frontier, size }
+    }
+
     /// MTH of the leaves pushed so far: the subtrees folded right to left.
     pub fn root(&self) -> Hash {
         let mut subtrees = self.frontier.iter().rev();
@@ -121,6 +141,113 @@ fn subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
         proof.push(merkle_root(&leaves[..k]));
         proof
     }
+}
+
+/// A store of perfect subtree hashes: `node(level, index)` is MTH of leaves
+/// `[index·2^level, (index+1)·2^level)` (level 0: the leaf hashes). With one, the proofs
+/// below read O(log n) hashes instead of every leaf.
+pub trait SubtreeHashes {
+    fn node(&self, level: u32, index: u64) -> Hash;
+}
+
+/// Which subtree hashes a computation over a [`SubtreeHashes`] reads. They depend on the
+/// sizes and indices only, never on hash values, so a store can run a proof once with
+/// this to learn what to fetch, fetch it in one go, then run it again on what it fetched.
+#[derive(Debug, Default)]
+pub struct NeededSubtrees(std::cell::RefCell<Vec<(u32, u64)>>);
+
+impl NeededSubtrees {
+    pub fn into_keys(self) -> Vec<(u32, u64)> {
+        let mut keys = self.0.into_inner();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+impl SubtreeHashes for NeededSubtrees {
+    fn node(&self, level: u32, index: u64) -> Hash {
+        self.0.borrow_mut().push((level, index));
+        [0; 32]
+    }
+}
+
+impl SubtreeHashes for std::collections::HashMap<(u32, u64), Hash> {
+    fn node(&self, level: u32, index: u64) -> Hash {
+        // A key missing here is a store that fetched less than `NeededSubtrees` named.
+        self.get(&(level, index)).copied().unwrap_or_else(|| panic!("subtree ({level}, {index}) was not fetched"))
+    }
+}
+
+/// MTH(D[start:end]) by RFC 6962's recursion, reading a perfect aligned subtree whole.
+pub fn range_root(nodes: &impl SubtreeHashes, start: u64, end: u64) -> Hash {
+    let n = end - start;
+    match n {
+        0 => empty_root(),
+        n if n.is_power_of_two() && start.is_multiple_of(n) => nodes.node(n.trailing_zeros(), start / n),
+        n => {
+            let k = split(n as usize) as u64;
+            node_hash(&range_root(nodes, start, start + k), &range_root(nodes, start + k, end))
+        }
+    }
+}
+
+/// PATH(index, D[size]) from stored subtrees: the same proof as [`inclusion_proof`].
+pub fn inclusion_proof_from(nodes: &impl SubtreeHashes, index: u64, size: u64) -> Vec<Hash> {
+    assert!(index < size, "index within the tree");
+    fn path(nodes: &impl SubtreeHashes, index: u64, start: u64, end: u64) -> Vec<Hash> {
+        if end - start == 1 {
+            return Vec::new();
+        }
+        let k = split((end - start) as usize) as u64;
+        if index < start + k {
+            let mut proof = path(nodes, index, start, start + k);
+            proof.push(range_root(nodes, start + k, end));
+            proof
+        } else {
+            let mut proof = path(nodes, index, start + k, end);
+            proof.push(range_root(nodes, start, start + k));
+            proof
+        }
+    }
+    path(nodes, index, 0, size)
+}
+
+/// PROOF(old_size, D[size]) from stored subtrees: the same proof as [`consistency_proof`].
+pub fn consistency_proof_from(nodes: &impl SubtreeHashes, old_size: u64, size: u64) -> Vec<Hash> {
+    assert!(old_size >= 1 && old_size <= size, "0 < old_size <= size");
+    fn subproof(nodes: &impl SubtreeHashes, m: u64, start: u64, end: u64, complete: bool) -> Vec<Hash> {
+        let n = end - start;
+        if m == n {
+            return if complete { Vec::new() } else { vec![range_root(nodes, start, end)] };
+        }
+        let k = split(n as usize) as u64;
+        if m <= k {
+            let mut proof = subproof(nodes, m, start, start + k, complete);
+            proof.push(range_root(nodes, start + k, end));
+            proof
+        } else {
+            let mut proof = subproof(nodes, m - k, start + k, end, false);
+            proof.push(range_root(nodes, start, start + k));
+            proof
+        }
+    }
+    subproof(nodes, old_size, 0, size, true)
+}
+
+/// The perfect subtrees completed by appending the leaf at `index` whose hash is `leaf`:
+/// (level, index, hash) for every level ≥ 1 whose last leaf it is, bottom up. `left(level,
+/// index)` gives the stored left sibling on the way up.
+pub fn completed_subtrees(index: u64, leaf: Hash, mut left: impl FnMut(u32, u64) -> Hash) -> Vec<(u32, u64, Hash)> {
+    let (mut level, mut position, mut hash) = (0u32, index, leaf);
+    let mut completed = Vec::new();
+    while position % 2 == 1 {
+        hash = node_hash(&left(level, position - 1), &hash);
+        level += 1;
+        position /= 2;
+        completed.push((level, position, hash));
+    }
+    completed
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

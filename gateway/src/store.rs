@@ -255,7 +255,14 @@ impl Store {
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
-        Ok(Self { pool, round_trips: Arc::default(), write_turn: Arc::default() })
+        let store = Self { pool, round_trips: Arc::default(), write_turn: Arc::default() };
+        // A log written before the subtrees were kept gets them now, before anything is
+        // appended (an append reads its left siblings).
+        let written = store.backfill_subtrees().await.context("filling the log's Merkle subtrees")?;
+        if written > 0 {
+            tracing::info!(subtrees = written, "filled the audit log's Merkle subtrees");
+        }
+        Ok(store)
     }
 
     /// Starts a write transaction: waits for this process's turn, then SQLite's `BEGIN
@@ -1043,30 +1050,148 @@ impl Store {
         };
         let entry = AuditEntry::from_event(event, seq as u64, prev, format_time(now));
         let canonical = entry.canonical();
+        let leaf = leaf_hash(canonical.as_bytes());
         sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")
             .bind(seq)
             .bind(&canonical)
-            .bind(leaf_hash(canonical.as_bytes()).to_vec())
+            .bind(leaf.to_vec())
             .execute(&mut **tx)
             .await?;
+        Self::append_subtrees(tx, seq as u64 - 1, leaf).await?;
         Ok((seq as u64, canonical))
+    }
+
+    /// Writes the perfect subtrees the leaf at `index` completes (one on average, at most
+    /// log₂ n), each from its stored left sibling.
+    async fn append_subtrees(tx: &mut Tx, index: u64, leaf: [u8; 32]) -> anyhow::Result<()> {
+        let (mut level, mut position, mut hash) = (0u32, index, leaf);
+        while position % 2 == 1 {
+            let left = Self::subtree_in(tx, level, position - 1).await?;
+            hash = sluice_audit::merkle::node_hash(&left, &hash);
+            level += 1;
+            position /= 2;
+            sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
+                .bind(i64::from(level))
+                .bind(position as i64)
+                .bind(hash.to_vec())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn subtree_in(tx: &mut Tx, level: u32, index: u64) -> anyhow::Result<[u8; 32]> {
+        let hash: Option<Vec<u8>> = if level == 0 {
+            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
+                .bind(index as i64 + 1)
+                .fetch_optional(&mut **tx)
+                .await?
+        } else {
+            sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
+                .bind(i64::from(level))
+                .bind(index as i64)
+                .fetch_optional(&mut **tx)
+                .await?
+        };
+        hash.with_context(|| format!("the log's subtree ({level}, {index}) is missing"))?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a stored subtree hash is not 32 bytes"))
+    }
+
+    /// The stored perfect subtrees `keys` names ((level, index); level 0 the leaves), read
+    /// in one snapshot.
+    pub async fn subtrees(
+        &self,
+        keys: &[(u32, u64)],
+    ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {
+        let mut read = self.pool().begin().await.context("starting a read")?;
+        let mut found = std::collections::HashMap::with_capacity(keys.len());
+        for &(level, index) in keys {
+            let hash: Option<Vec<u8>> = if level == 0 {
+                sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
+                    .bind(index as i64 + 1)
+                    .fetch_optional(&mut *read)
+                    .await?
+            } else {
+                sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
+                    .bind(i64::from(level))
+                    .bind(index as i64)
+                    .fetch_optional(&mut *read)
+                    .await?
+            };
+            let hash = hash
+                .with_context(|| format!("the log's subtree ({level}, {index}) is missing"))?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a stored subtree hash is not 32 bytes"))?;
+            found.insert((level, index), hash);
+        }
+        read.commit().await.context("finishing a read")?;
+        Ok(found)
+    }
+
+    /// Fills `audit_subtrees` for a log written before it existed (an entry and its
+    /// subtrees are written in one transaction, so a log written since is never behind).
+    /// Streams the leaves a page at a time, keeping only the left siblings on the way up.
+    /// Returns how many subtrees it wrote.
+    pub async fn backfill_subtrees(&self) -> anyhow::Result<u64> {
+        const PAGE: u64 = 65_536;
+        let size = self.audit_size().await?;
+        let pairs: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtrees WHERE level = 1").fetch_one(self.pool()).await?;
+        if pairs as u64 == size / 2 {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        // The last even-positioned subtree at each level: the left sibling the next odd one
+        // at that level completes a parent with.
+        let mut left: Vec<[u8; 32]> = Vec::new();
+        fn remember(left: &mut Vec<[u8; 32]>, level: u32, position: u64, hash: [u8; 32]) {
+            if position.is_multiple_of(2) {
+                if left.len() <= level as usize {
+                    left.resize(level as usize + 1, [0; 32]);
+                }
+                left[level as usize] = hash;
+            }
+        }
+        let mut written = 0;
+        let mut index = 0u64;
+        while index < size {
+            let page: Vec<Vec<u8>> =
+                sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(index as i64)
+                    .bind(PAGE as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if page.is_empty() {
+                break;
+            }
+            for leaf in page {
+                let leaf: [u8; 32] =
+                    leaf.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes"))?;
+                let completed = sluice_audit::completed_subtrees(index, leaf, |level, _| left[level as usize]);
+                remember(&mut left, 0, index, leaf);
+                for (level, position, hash) in completed {
+                    remember(&mut left, level, position, hash);
+                    sqlx::query(
+                        "INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(i64::from(level))
+                    .bind(position as i64)
+                    .bind(hash.to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+                    written += 1;
+                }
+                index += 1;
+            }
+        }
+        tx.commit().await.context("committing the log's subtrees")?;
+        Ok(written)
     }
 
     /// Every entry's canonical text, in sequence order.
     pub async fn audit_entries(&self) -> anyhow::Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(self.pool()).await?)
-    }
-
-    /// The leaf hashes of the first `size` entries (all of them without a size).
-    pub async fn leaf_hashes(&self, size: Option<u64>) -> anyhow::Result<Vec<[u8; 32]>> {
-        let limit = size.map_or(i64::MAX, |size| size as i64);
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM audit_log ORDER BY seq LIMIT $1")
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter()
-            .map(|hash| hash.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes")))
-            .collect()
     }
 
     /// The leaf hashes of the entries after the first `after`, in order.

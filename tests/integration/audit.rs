@@ -329,3 +329,65 @@ async fn a_witness_cosigns_checkpoints_the_gateway_serves_them_and_the_verifier_
     assert_eq!(verdict, sluice_audit::tool::Verdict::Refused, "{report}");
     assert!(report.contains("no checkpoint in the export carries a cosignature"), "{report}");
 }
+
+/// Proofs and checkpoints read the log's stored Merkle subtrees, not every leaf. Every
+/// subtree the gateway wrote equals the root of its leaves; a log from before the subtrees
+/// were kept (emptied here behind the append-only triggers) is filled in when the gateway
+/// opens it, with the same hashes, and the proofs it serves still verify.
+#[tokio::test]
+async fn stored_subtrees_are_the_roots_of_their_leaves_and_an_old_log_is_filled_in() {
+    use sluice_audit::{leaf_hash, merkle_root};
+    let world = World::new(50, 3.0).await;
+    for _ in 0..3 {
+        world.run().await.ok().expect("run");
+    }
+    let entries = world.app.store().audit_entries().await.expect("entries");
+    let leaves: Vec<[u8; 32]> = entries.iter().map(|entry| leaf_hash(entry.as_bytes())).collect();
+    let database = world.data_dir().join("sluice.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.expect("open");
+    let stored: Vec<(i64, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT level, idx, hash FROM audit_subtrees ORDER BY level, idx")
+            .fetch_all(&pool)
+            .await
+            .expect("read");
+    let expected: usize = (1..20).map(|level| leaves.len() >> level).sum();
+    assert_eq!(stored.len(), expected, "one row per complete perfect subtree of {} leaves", leaves.len());
+    for (level, index, hash) in &stored {
+        let (start, end) = ((index << level) as usize, ((index + 1) << level) as usize);
+        assert_eq!(hash.as_slice(), merkle_root(&leaves[start..end]).as_slice(), "subtree ({level}, {index})");
+    }
+
+    // A log written before the table existed: the subtrees go, the gateway reopens.
+    sqlx::query("DROP TRIGGER audit_subtrees_no_delete").execute(&pool).await.expect("drop trigger");
+    sqlx::query("DELETE FROM audit_subtrees").execute(&pool).await.expect("empty");
+    pool.close().await;
+    let store = sluice_gateway::store::Store::open_sqlite(&database, false).await.expect("reopened and filled");
+    drop(store);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.expect("open");
+    let refilled: Vec<(i64, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT level, idx, hash FROM audit_subtrees ORDER BY level, idx")
+            .fetch_all(&pool)
+            .await
+            .expect("read");
+    assert_eq!(refilled, stored, "the filled-in subtrees are the ones written entry by entry");
+    pool.close().await;
+
+    // The running gateway's proofs over them still verify against its checkpoints.
+    let checkpoint = world.api.get("/v1/audit/checkpoint?fresh=true", &world.regulator).await.ok().expect("checkpoint");
+    let size = checkpoint["size"].as_u64().expect("size");
+    let note =
+        sluice_audit::Checkpoint::verify(checkpoint["checkpoint"].as_str().expect("note"), &world.app.public_key())
+            .expect("signed");
+    for seq in [1, size / 2, size] {
+        let proof = world.api.get(&format!("/v1/audit/proofs/inclusion?seq={seq}&size={size}"), &world.regulator).await;
+        let proof: Vec<[u8; 32]> = proof.ok().expect("proof")["proof"]
+            .as_array()
+            .expect("hashes")
+            .iter()
+            .map(|hash| hex::decode(hash.as_str().expect("hex")).expect("hex").try_into().expect("32 bytes"))
+            .collect();
+        let entries = world.app.store().audit_entries().await.expect("entries");
+        let leaf = leaf_hash(entries[seq as usize - 1].as_bytes());
+        sluice_audit::verify_inclusion(&leaf, seq - 1, size, &proof, &note.root).expect("the served proof verifies");
+    }
+}

@@ -164,3 +164,81 @@ fn corruption_probes_are_all_refused() {
     }
     assert!(probes > 3_000, "only {probes} probes ran");
 }
+
+/// Subtree hashes kept the way the gateway keeps them: built leaf by leaf with
+/// `completed_subtrees`, level 0 the leaves themselves.
+fn stored_subtrees(leaves: &[Hash]) -> std::collections::HashMap<(u32, u64), Hash> {
+    let mut nodes = std::collections::HashMap::new();
+    for (index, leaf) in leaves.iter().enumerate() {
+        nodes.insert((0, index as u64), *leaf);
+        let completed = completed_subtrees(index as u64, *leaf, |level, position| nodes[&(level, position)]);
+        for (level, position, hash) in completed {
+            nodes.insert((level, position), hash);
+        }
+    }
+    nodes
+}
+
+#[test]
+fn proofs_from_stored_subtrees_equal_proofs_from_every_leaf() {
+    let leaves: Vec<Hash> = (0..70).map(|index| leaf_hash(format!("leaf {index}").as_bytes())).collect();
+    let nodes = stored_subtrees(&leaves);
+    for size in 1..=leaves.len() {
+        let tree = &leaves[..size];
+        // Every perfect subtree the store holds is MTH of its leaves.
+        for (&(level, position), hash) in &nodes {
+            let (start, end) = ((position << level) as usize, ((position + 1) << level) as usize);
+            if end <= size {
+                assert_eq!(*hash, merkle_root(&leaves[start..end]), "subtree ({level}, {position})");
+            }
+        }
+        assert_eq!(range_root(&nodes, 0, size as u64), merkle_root(tree), "root of {size}");
+        for index in 0..size {
+            let proof = inclusion_proof_from(&nodes, index as u64, size as u64);
+            assert_eq!(proof, inclusion_proof(tree, index), "inclusion of {index} in {size}");
+            // Learning what to fetch, then fetching only that, gives the same proof.
+            let needed = NeededSubtrees::default();
+            inclusion_proof_from(&needed, index as u64, size as u64);
+            let keys = needed.into_keys();
+            assert!(keys.len() <= 2 * 64, "{} subtrees for one proof", keys.len());
+            let fetched: std::collections::HashMap<_, _> = keys.iter().map(|key| (*key, nodes[key])).collect();
+            assert_eq!(inclusion_proof_from(&fetched, index as u64, size as u64), proof);
+        }
+        for old in 1..=size {
+            assert_eq!(
+                consistency_proof_from(&nodes, old as u64, size as u64),
+                consistency_proof(tree, old),
+                "consistency {old} -> {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_proof_in_a_large_tree_reads_logarithmically_many_subtrees() {
+    // 10 million leaves: the receipt of the newest entry and of an old one, and the root.
+    let size = 10_000_000u64;
+    for index in [0, 4_194_303, size - 1] {
+        let needed = NeededSubtrees::default();
+        inclusion_proof_from(&needed, index, size);
+        assert!(needed.into_keys().len() <= 64, "inclusion of {index}");
+    }
+    let needed = NeededSubtrees::default();
+    range_root(&needed, 0, size);
+    assert!(needed.into_keys().len() <= 24);
+}
+
+#[test]
+fn a_builder_resumed_from_stored_subtrees_goes_on_as_one_that_saw_every_leaf() {
+    let leaves: Vec<Hash> = (0..200).map(|index| leaf_hash(format!("leaf {index}").as_bytes())).collect();
+    let nodes = stored_subtrees(&leaves);
+    for size in 0..150u64 {
+        let frontier = RootBuilder::frontier_of(size).iter().map(|key| (key.0, nodes[key])).collect();
+        let mut resumed = RootBuilder::resume(size, frontier);
+        assert_eq!(resumed.root(), merkle_root(&leaves[..size as usize]), "root of {size}");
+        for leaf in &leaves[size as usize..] {
+            resumed.push(*leaf);
+        }
+        assert_eq!(resumed.root(), merkle_root(&leaves), "resumed at {size}");
+    }
+}

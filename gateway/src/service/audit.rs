@@ -16,7 +16,8 @@ use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::parse_time;
 use sluice_audit::{
-    AuditEntry, AuditOutcome, Checkpoint, ORIGIN, Receipt, consistency_proof, export_text, inclusion_proof, merkle_root,
+    AuditEntry, AuditOutcome, Checkpoint, NeededSubtrees, ORIGIN, Receipt, RootBuilder, consistency_proof_from,
+    export_text, inclusion_proof_from,
 };
 
 /// A checkpoint is issued once this many entries are not covered by the latest one…
@@ -63,13 +64,35 @@ impl App {
     /// Signs and stores a checkpoint of the whole log, unless the latest already covers it.
     /// It reads only the leaves logged since the previous call: the tree's frontier is kept.
     pub async fn issue_checkpoint(&self) -> anyhow::Result<CheckpointView> {
+        self.checkpoint_covering(None).await
+    }
+
+    /// A checkpoint covering at least the first `at_least` entries (the whole log without
+    /// it): the latest if it does, otherwise a fresh one of the whole log. Reads the latest
+    /// checkpoint once, and the leaves logged since the tree's kept frontier.
+    async fn checkpoint_covering(&self, at_least: Option<u64>) -> anyhow::Result<CheckpointView> {
         let _one_at_a_time = self.log.checkpoint_lock.lock().await;
+        let latest = self.store.latest_checkpoint().await?;
+        if let (Some(at_least), Some((size, note))) = (at_least, &latest)
+            && *size as u64 >= at_least
+        {
+            return Ok(CheckpointView { size: *size as u64, checkpoint: note.clone() });
+        }
         let mut tree = self.log.tree.lock().await;
+        if tree.size() == 0 {
+            // First checkpoint since the gateway started: resume the frontier from the
+            // stored subtrees of the log's size (O(log n) rows) instead of every leaf.
+            let size = self.store.audit_size().await?;
+            let keys = RootBuilder::frontier_of(size);
+            let stored = self.store.subtrees(&keys).await?;
+            let frontier = keys.iter().map(|key| (key.0, stored[key])).collect();
+            *tree = RootBuilder::resume(size, frontier);
+        }
         for leaf in self.store.leaf_hashes_after(tree.size()).await? {
             tree.push(leaf);
         }
         let size = tree.size();
-        if let Some((latest, note)) = self.store.latest_checkpoint().await?
+        if let Some((latest, note)) = latest
             && latest as u64 == size
         {
             return Ok(CheckpointView { size, checkpoint: note });
@@ -88,23 +111,20 @@ impl App {
         Ok(note)
     }
 
-    /// A checkpoint covering the first `at_least` entries (the whole log without it) and
-    /// the leaves of the tree it signs: the latest checkpoint if it covers them, otherwise
-    /// a fresh one of the whole log. The leaves are read once either way.
-    async fn checkpoint_covering(&self, at_least: Option<u64>) -> anyhow::Result<(CheckpointView, Vec<[u8; 32]>)> {
-        let _one_at_a_time = self.log.checkpoint_lock.lock().await;
-        let mut leaves = self.store.leaf_hashes(None).await?;
-        let size = leaves.len() as u64;
-        let wanted = at_least.unwrap_or(size);
-        if let Some((latest, note)) = self.store.latest_checkpoint().await?
-            && latest as u64 >= wanted
-            && latest as u64 <= size
-        {
-            leaves.truncate(latest as usize);
-            return Ok((CheckpointView { size: latest as u64, checkpoint: note }, leaves));
-        }
-        let note = self.sign_checkpoint(size, merkle_root(&leaves)).await?;
-        Ok((CheckpointView { size, checkpoint: note }, leaves))
+    /// PATH(seq - 1, D[size]) from the stored subtrees: O(log n) rows.
+    async fn stored_inclusion_proof(&self, seq: u64, size: u64) -> anyhow::Result<Vec<String>> {
+        let needed = NeededSubtrees::default();
+        inclusion_proof_from(&needed, seq - 1, size);
+        let stored = self.store.subtrees(&needed.into_keys()).await?;
+        Ok(inclusion_proof_from(&stored, seq - 1, size).iter().map(hex::encode).collect())
+    }
+
+    /// PROOF(old, D[size]) from the stored subtrees: O(log n) rows.
+    async fn stored_consistency_proof(&self, old: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let needed = NeededSubtrees::default();
+        consistency_proof_from(&needed, old, size);
+        let stored = self.store.subtrees(&needed.into_keys()).await?;
+        Ok(consistency_proof_from(&stored, old, size))
     }
 
     /// Issues checkpoints in the background while the gateway serves: whenever
@@ -176,11 +196,11 @@ impl App {
 
     /// The proof that entry `seq` is in the tree of the first `size` entries.
     pub async fn inclusion(&self, caller: &Caller, seq: u64, size: u64) -> ServiceResult<ProofView> {
-        let leaves = self.store.leaf_hashes(Some(size)).await?;
-        if seq == 0 || seq > size || size > leaves.len() as u64 {
-            return Err(ServiceError::invalid(format!("need 1 <= seq <= size <= {} (the log's size)", leaves.len())));
+        let log_size = self.store.audit_size().await?;
+        if seq == 0 || seq > size || size > log_size {
+            return Err(ServiceError::invalid(format!("need 1 <= seq <= size <= {log_size} (the log's size)")));
         }
-        let proof = inclusion_proof(&leaves, seq as usize - 1).iter().map(hex::encode).collect();
+        let proof = self.stored_inclusion_proof(seq, size).await?;
         self.record(
             Self::event(caller, Act::AuditProof, format!("audit:{seq}"), AuditOutcome::Ok).detail(Detail::Size, size),
         )
@@ -190,11 +210,11 @@ impl App {
 
     /// The proof that the tree of `to` entries extends the tree of `from` entries.
     pub async fn consistency(&self, caller: &Caller, from: u64, to: u64) -> ServiceResult<ProofView> {
-        let leaves = self.store.leaf_hashes(Some(to)).await?;
-        if from == 0 || from > to || to > leaves.len() as u64 {
-            return Err(ServiceError::invalid(format!("need 1 <= from <= to <= {} (the log's size)", leaves.len())));
+        let log_size = self.store.audit_size().await?;
+        if from == 0 || from > to || to > log_size {
+            return Err(ServiceError::invalid(format!("need 1 <= from <= to <= {log_size} (the log's size)")));
         }
-        let proof = consistency_proof(&leaves, from as usize).iter().map(hex::encode).collect();
+        let proof = self.stored_consistency_proof(from, to).await?.iter().map(hex::encode).collect();
         self.record(
             Self::event(caller, Act::AuditProof, "audit_log", AuditOutcome::Ok)
                 .detail(Detail::From, from)
@@ -209,14 +229,18 @@ impl App {
     /// checkpoint, and that checkpoint's note. A regulator's witness checks and cosigns it.
     pub async fn witness_request(&self, caller: &Caller, old: u64) -> ServiceResult<String> {
         self.guard(caller, Action::ExportAudit, "audit_log", &Resource::Platform).await?;
-        let (latest, leaves) = self.checkpoint_covering(None).await?;
+        let latest = self.checkpoint_covering(None).await?;
         if old > latest.size {
             return Err(ServiceError::Conflict(format!(
                 "the witness keeps {old} entries but the latest checkpoint has {}: a fork or a rollback, keep the evidence",
                 latest.size
             )));
         }
-        let proof = if old == 0 || old == latest.size { Vec::new() } else { consistency_proof(&leaves, old as usize) };
+        let proof = if old == 0 || old == latest.size {
+            Vec::new()
+        } else {
+            self.stored_consistency_proof(old, latest.size).await?
+        };
         let note = self.store.checkpoint_note(latest.size).await?.context("the latest checkpoint's note")?;
         self.record(
             Self::event(caller, Act::AuditWitness, "audit_log", AuditOutcome::Ok)
@@ -271,13 +295,9 @@ impl App {
     /// A receipt for entry `seq` whose canonical text the caller already holds (it just
     /// wrote it).
     pub(crate) async fn receipt_for(&self, seq: u64, entry: String) -> anyhow::Result<Receipt> {
-        let (view, leaves) = self.checkpoint_covering(Some(seq)).await?;
-        Ok(Receipt {
-            seq,
-            entry,
-            checkpoint: view.checkpoint,
-            inclusion_proof: inclusion_proof(&leaves, seq as usize - 1).iter().map(hex::encode).collect(),
-        })
+        let view = self.checkpoint_covering(Some(seq)).await?;
+        let inclusion_proof = self.stored_inclusion_proof(seq, view.size).await?;
+        Ok(Receipt { seq, entry, checkpoint: view.checkpoint, inclusion_proof })
     }
 
     /// Searches the log (regulators only).
