@@ -755,6 +755,7 @@ async fn public_key(State(app): State<Arc<App>>) -> Response {
 fn status_of(error: &ServiceError) -> StatusCode {
     match error {
         ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ServiceError::Denied(denial) if denial.reason.retry_later() => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::Denied(_) => StatusCode::FORBIDDEN,
         ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
         ServiceError::Invalid(_) | ServiceError::InvalidRecorded(_) => StatusCode::BAD_REQUEST,

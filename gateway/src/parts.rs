@@ -7,6 +7,7 @@
 //! anything (the gate's decisions are `sluice_policies`'), touch the store, or read the
 //! environment (that was `Config`'s job, once).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context;
@@ -126,6 +127,31 @@ pub struct Gate {
     visibility_base_ms: AtomicU64,
     token_lifetime_seconds: AtomicU64,
     two_person_rule: AtomicBool,
+    /// Each principal's recent use of each expensive endpoint: (when, cost), oldest first.
+    usage: std::sync::Mutex<HashMap<(i64, Expensive), VecDeque<(time::OffsetDateTime, u64)>>>,
+}
+
+/// Endpoints whose cost a principal could turn against everyone else's, each with its
+/// per-principal budget over a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expensive {
+    /// Each submission compiles the module and runs it on 1,000 dummy rows.
+    ModelSubmission,
+    /// Rows of dummy data generated (a request may ask for a million).
+    DummyRows,
+    /// Each export reads and formats the whole log.
+    AuditExport,
+}
+
+impl Expensive {
+    /// (what is counted, the limit, the window, the window's name).
+    fn budget(self) -> (&'static str, u64, time::Duration, &'static str) {
+        match self {
+            Expensive::ModelSubmission => ("model submissions", 30, time::Duration::hours(1), "hour"),
+            Expensive::DummyRows => ("dummy rows", 5_000_000, time::Duration::minutes(1), "minute"),
+            Expensive::AuditExport => ("audit exports", 30, time::Duration::minutes(1), "minute"),
+        }
+    }
 }
 
 impl Gate {
@@ -148,7 +174,30 @@ impl Gate {
             ),
             token_lifetime_seconds: AtomicU64::new(config.token_lifetime.whole_seconds().max(1) as u64),
             two_person_rule: AtomicBool::new(config.two_person_rule),
+            usage: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Spends `cost` of `principal`'s budget for `kind` at `now`, or refuses (the decision
+    /// is `sluice_policies::check_principal_rate`'s) and spends nothing.
+    pub(crate) fn use_expensive(
+        &self,
+        principal: i64,
+        kind: Expensive,
+        cost: u64,
+        now: time::OffsetDateTime,
+    ) -> Result<(), sluice_policies::Denial> {
+        let (what, limit, window, per) = kind.budget();
+        let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recent = usage.entry((principal, kind)).or_default();
+        while recent.front().is_some_and(|(at, _)| *at + window <= now) {
+            recent.pop_front();
+        }
+        let used: u64 = recent.iter().map(|(_, cost)| cost).sum();
+        let retry = recent.front().map_or(0, |(at, _)| (*at + window - now).whole_seconds().max(1));
+        sluice_policies::check_principal_rate(what, used, cost, limit, per, retry)?;
+        recent.push_back((now, cost));
+        Ok(())
     }
 
     pub fn max_runs_per_hour(&self) -> u64 {

@@ -65,6 +65,26 @@ pub fn check_fresh_checkpoint(wait_seconds: Option<i64>, every_seconds: i64) -> 
     Ok(())
 }
 
+/// A principal's use of an expensive endpoint: `used` of its `limit` spent in the current
+/// window (`per`, e.g. "hour"), and this request would cost `cost` more. `retry_seconds` is
+/// when enough of the window has passed for it to fit.
+pub fn check_principal_rate(
+    what: &str,
+    used: u64,
+    cost: u64,
+    limit: u64,
+    per: &str,
+    retry_seconds: i64,
+) -> Result<(), Denial> {
+    if used.saturating_add(cost) > limit {
+        return Err(Denial::new(
+            DenialReason::RateLimited,
+            format!("at most {limit} {what} per {per} for each principal; try again in {retry_seconds}s"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +98,9 @@ mod tests {
         assert!(check_fresh_checkpoint(None, 5).is_ok());
         assert_eq!(check_dummy_run(false).expect_err("denied").reason, DenialReason::DummyRunFailed);
         assert_eq!(check_not_destroyed(true).expect_err("denied").reason, DenialReason::DatasetDestroyed);
+        assert!(check_principal_rate("model submissions", 29, 1, 30, "hour", 5).is_ok());
+        let denial = check_principal_rate("dummy rows", 4_500_000, 600_000, 5_000_000, "minute", 12).expect_err("over");
+        assert_eq!(denial.reason, DenialReason::RateLimited);
+        assert_eq!(denial.message, "at most 5000000 dummy rows per minute for each principal; try again in 12s");
     }
 }

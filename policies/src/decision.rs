@@ -96,6 +96,11 @@ impl DenialReason {
         DenialReason::Forbidden,
     ];
 
+    /// A refusal that asking again later may turn into a yes (a rate limit): HTTP 429.
+    pub fn retry_later(self) -> bool {
+        self == DenialReason::RateLimited
+    }
+
     pub fn parse(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|reason| reason.code() == code)
     }

@@ -28,6 +28,7 @@ mod roles;
 
 pub use access::{
     check_column_grantable, check_column_granted, check_dummy_run, check_fresh_checkpoint, check_not_destroyed,
+    check_principal_rate,
 };
 pub use budget::{Epsilon, PrivacyBudget};
 pub use decision::{Denial, DenialReason};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::World;
+use crate::harness::{World, expect_error};
 
 /// Hundreds of requests abandoned at every point of their life (the client hangs up after
 /// a few microseconds to a few milliseconds): afterwards every write still works at once,
@@ -205,4 +205,28 @@ async fn a_slow_upload_blocks_no_destruction_and_no_key_rotation() {
     let run = world.run().await.ok().expect("a run reads the new version under the new master key");
     assert!(run["outputs"].as_array().is_some_and(|outputs| !outputs.is_empty()), "{run}");
     world.assert_log_verifies().await;
+}
+
+/// A principal cannot turn an expensive endpoint against everyone else: past its budget
+/// (30 audit exports a minute here) it is refused with 429 `rate_limited`, the refusal is
+/// recorded, another principal is unaffected, and the window slides.
+#[tokio::test]
+async fn a_flood_of_expensive_requests_is_limited_per_principal() {
+    let world = World::new(20, 1.0).await;
+    for _ in 0..30 {
+        world.api.get("/v1/audit/export", &world.regulator).await.ok().expect("within the budget");
+    }
+    let refused = world.api.get("/v1/audit/export", &world.regulator).await;
+    assert_eq!(refused.status.as_u16(), 429, "{}", refused.text);
+    let message = expect_error(&refused, "rate_limited");
+    assert!(message.contains("30 audit exports per minute"), "{message}");
+    let other = world
+        .principal(json!({"name": "second inspector", "role": "regulator", "organisation": "Flood Test Audit Bureau"}))
+        .await;
+    let other = other["token"].as_str().expect("token").to_owned();
+    world.api.get("/v1/audit/export", &other).await.ok().expect("another principal has its own budget");
+    world.clock.advance(time::Duration::seconds(61));
+    world.api.get("/v1/audit/export", &world.regulator).await.ok().expect("the window slid");
+    let denials = world.audit_entries("audit.export").await;
+    assert!(denials.iter().any(|entry| entry["outcome"] == "denied" && entry["reason"] == "rate_limited"));
 }

@@ -355,6 +355,7 @@ impl App {
     pub async fn export_audit(&self, caller: &Caller) -> ServiceResult<String> {
         let action = Action::ExportAudit;
         self.guard(caller, action, "audit_log", &Resource::Platform).await?;
+        self.spend(caller, crate::parts::Expensive::AuditExport, 1, action.audit(), "audit_log").await?;
         self.record(Self::event(caller, action.audit(), "audit_log", AuditOutcome::Ok)).await?;
         Ok(self.audit_export_text().await?)
     }

@@ -283,6 +283,8 @@ impl App {
         if rows > 1_000_000 {
             return Err(ServiceError::invalid("at most 1,000,000 dummy rows per request"));
         }
+        let object = format!("dataset:{dataset_id}");
+        self.spend(caller, crate::parts::Expensive::DummyRows, rows as u64, Act::DatasetDummy, &object).await?;
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
             return Err(self.not_found(caller, Act::DatasetDummy, "dataset", dataset_id).await);
         };

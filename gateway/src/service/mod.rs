@@ -398,6 +398,22 @@ impl App {
         }
     }
 
+    /// Spends `cost` of the caller's budget for an expensive endpoint; a refusal
+    /// (`rate_limited`, 429) is recorded under `action` and `object`.
+    pub(crate) async fn spend(
+        &self,
+        caller: &Caller,
+        kind: crate::parts::Expensive,
+        cost: u64,
+        action: Act,
+        object: &str,
+    ) -> ServiceResult<()> {
+        if let Err(denial) = self.gate.use_expensive(caller.principal.id, kind, cost, self.now()) {
+            return Err(self.deny(caller, action, object, denial).await);
+        }
+        Ok(())
+    }
+
     /// The policy set's decision without recording it, for a handler that must first close
     /// its transaction (then it records the denial with [`App::deny`]).
     pub(crate) fn decide(&self, caller: &Caller, action: Action, resource: &Resource) -> Result<(), Denial> {

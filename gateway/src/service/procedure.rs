@@ -255,6 +255,7 @@ impl App {
             return Err(self.not_found(caller, action.audit(), "authorisation", request.authorisation_id).await);
         };
         self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
+        self.spend(caller, crate::parts::Expensive::ModelSubmission, 1, action.audit(), &object).await?;
         let module = base64::engine::general_purpose::STANDARD
             .decode(request.module_base64.trim())
             .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
