@@ -128,8 +128,12 @@ pub struct Gate {
     token_lifetime_seconds: AtomicU64,
     two_person_rule: AtomicBool,
     /// Each principal's recent use of each expensive endpoint: (when, cost), oldest first.
-    usage: std::sync::Mutex<HashMap<(i64, Expensive), VecDeque<(time::OffsetDateTime, u64)>>>,
+    usage: std::sync::Mutex<HashMap<(i64, Expensive), Spent>>,
 }
+
+/// What a principal spent on one expensive endpoint within its window: (when, cost),
+/// oldest first.
+type Spent = VecDeque<(time::OffsetDateTime, u64)>;
 
 /// Endpoints whose cost a principal could turn against everyone else's, each with its
 /// per-principal budget over a sliding window.
