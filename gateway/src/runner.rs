@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use sluice_policies::{
     AggregateKind, HistogramRule, Noise, OutputRule, QuantileRule, ReleaseContext, ReleaseError, ReleaseSpec,
-    ReleasedOutput, release_outputs,
+    ReleasedOutput, StreamingRelease, release_outputs,
 };
 use sluice_sandbox::{
     Batch, CompiledModel, DEFAULT_CANDIDATES, Manifest, ModelOutputs, NoiseKind, OutputKind, Runtime, RuntimeLimits,
@@ -204,10 +204,31 @@ pub fn run_parts(workers: u32, chunk_count: i64) -> usize {
     (workers.max(1) as usize).min(usize::try_from(chunk_count).unwrap_or(0).max(1))
 }
 
+/// One part's share of a streaming release: it takes the part's outputs a batch at a time
+/// and keeps only what the release needs (see [`StreamingRelease`]).
+struct ReleaseSink {
+    release: StreamingRelease,
+    grouped: bool,
+}
+
+impl sluice_sandbox::OutputSink for ReleaseSink {
+    fn take(&mut self, outputs: &ModelOutputs) {
+        let columns: Vec<&[f64]> = (0..self.release_outputs()).map(|index| outputs.column(index)).collect();
+        self.release.observe(&columns, self.grouped.then(|| outputs.groups()));
+    }
+}
+
+impl ReleaseSink {
+    fn release_outputs(&self) -> usize {
+        self.release.outputs()
+    }
+}
+
 /// A real run over consecutive `parts` of the rows, mapped at once (one sandbox instance
-/// and thread each, see [`Runtime::run_parts`]): the released outputs and how many rows
-/// fell back to their defaults (for the regulators' audit entry). The raw outputs are
-/// dropped here.
+/// and thread each, see [`Runtime::run_parts_into`]) and released in one pass: the per-row
+/// outputs are never all kept (only a histogram's, a quantile's or a Gaussian output's
+/// values are). Returns the released outputs and how many rows fell back to their
+/// defaults (for the regulators' audit entry).
 pub fn run_and_release<I, B, E>(
     runtime: &Runtime,
     compiled: &CompiledModel,
@@ -219,9 +240,38 @@ where
     B: std::borrow::Borrow<Batch>,
     E: std::fmt::Display,
 {
-    let outputs = runtime.run_parts(compiled, parts)?;
-    let (released, outputs) = release_all(compiled, outputs, facts)?;
-    Ok((released, outputs.fallbacks()))
+    let manifest = compiled.manifest();
+    let grouped = manifest.group_by().is_some();
+    let labels = grouped.then(|| facts.group_labels.clone());
+    let sinks = parts
+        .into_iter()
+        .map(|part| {
+            let release = StreamingRelease::new(
+                release_specs(manifest),
+                facts.rows,
+                facts.rows_per_person,
+                facts.min_group_size,
+                labels.clone(),
+            );
+            (part, ReleaseSink { release, grouped })
+        })
+        .collect();
+    let mut mapped = 0;
+    let mut fallbacks = sluice_sandbox::Fallbacks::default();
+    let mut whole: Option<StreamingRelease> = None;
+    for (sink, rows, part_fallbacks) in runtime.run_parts_into(compiled, sinks)? {
+        mapped += rows;
+        fallbacks.add(part_fallbacks);
+        match &mut whole {
+            Some(whole) => whole.merge(sink.release),
+            None => whole = Some(sink.release),
+        }
+    }
+    if mapped != facts.rows {
+        return Err(RunError::RowCount { mapped, rows: facts.rows });
+    }
+    let whole = whole.ok_or(RunError::RowCount { mapped, rows: facts.rows })?;
+    Ok((whole.release()?, fallbacks))
 }
 
 /// The disclosure threshold a dummy run applies (a dataset's default).

@@ -41,7 +41,8 @@ pub use procedure::{
     revoke_model, submit_draft, withdraw_application,
 };
 pub use release::spec::{
-    Noise, ReleaseContext, ReleaseSpec, ReleasedBinView, ReleasedGroupView, ReleasedOutput, release_outputs,
+    Noise, ReleaseContext, ReleaseSpec, ReleasedBinView, ReleasedGroupView, ReleasedOutput, StreamingRelease,
+    release_outputs,
 };
 pub use release::{
     AggregateKind, GAUSSIAN_DELTA, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedBin, ReleasedGroup,

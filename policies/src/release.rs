@@ -16,7 +16,7 @@ use thiserror::Error;
 /// Neighbouring datasets differ in one person: with the row count public, replacing one
 /// person's rows (at most `rows_per_person` of them) is a symmetric distance of
 /// 2 × `rows_per_person` (their rows out, another person's in).
-fn neighbour_distance(rows_per_person: u32) -> u32 {
+pub(crate) fn neighbour_distance(rows_per_person: u32) -> u32 {
     2 * rows_per_person.max(1)
 }
 
@@ -43,22 +43,68 @@ pub fn discrete_laplace_half_width(scale: f64, miss: f64) -> f64 {
 
 /// An integer count measurement: a sized sum of 0/1 indicators, then discrete Laplace.
 pub(crate) struct CalibratedCount {
-    measurement: Measurement<VectorDomain<AtomDomain<i64>>, SymmetricDistance, MaxDivergence, i64>,
-    /// The discrete Laplace half of `measurement`, for a count already taken in one pass
-    /// (the sum of 0/1 indicators is exact, so this is the same release).
+    /// The discrete Laplace of the chain opendp's map certified (sized sum of 0/1
+    /// indicators, then noise), for the count taken in one pass: the sum of indicators is
+    /// exact, so this is the chain's release.
     noise: Measurement<AtomDomain<i64>, AbsoluteDistance<i64>, MaxDivergence, i64>,
     pub scale: f64,
     pub epsilon: f64,
 }
 
 impl CalibratedCount {
-    pub(crate) fn invoke(&self, output: &str, indicators: Vec<i64>) -> Result<i64, ReleaseError> {
-        self.measurement.invoke(&indicators).map_err(|error| opendp_error(output, error))
-    }
-
     /// Noise for a count of indicators over the calibrated row count.
     pub(crate) fn noise_count(&self, output: &str, count: i64) -> Result<i64, ReleaseError> {
         self.noise.invoke(&count).map_err(|error| opendp_error(output, error))
+    }
+}
+
+/// One aggregate's sufficient statistics, per group (one group when ungrouped), built one
+/// batch of rows at a time and merged across the parts of a run in order: the count (of
+/// indicators, for a count output; of rows, otherwise) and the pairwise sum of values
+/// clamped to the output's bounds. Rows whose group code is outside the domain are in no
+/// group.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateStatistics {
+    counts: Vec<i64>,
+    sums: Vec<PairwiseSum>,
+}
+
+impl AggregateStatistics {
+    pub(crate) fn new(kind: AggregateKind, groups: usize) -> Self {
+        let sums = if kind == AggregateKind::Count { 0 } else { groups.max(1) };
+        Self { counts: vec![0; groups.max(1)], sums: vec![PairwiseSum::default(); sums] }
+    }
+
+    pub(crate) fn observe(&mut self, rule: &OutputRule, values: &[f64], codes: Option<&[i64]>) {
+        let groups = self.counts.len();
+        for (row, &value) in values.iter().enumerate() {
+            let code = match codes {
+                None => 0,
+                Some(codes) => match codes.get(row).and_then(|code| usize::try_from(*code).ok()) {
+                    Some(code) if code < groups => code,
+                    _ => continue,
+                },
+            };
+            match rule.kind {
+                AggregateKind::Count => self.counts[code] += indicator(value),
+                AggregateKind::Sum | AggregateKind::Mean => {
+                    self.counts[code] += 1;
+                    // Not `clamp`, which panics on bounds a rule has not been checked for yet
+                    // (the release refuses such a rule before anything is noised).
+                    self.sums[code].add(value.max(rule.lower).min(rule.upper));
+                }
+            }
+        }
+    }
+
+    /// Adds the statistics of the rows that follow these.
+    pub(crate) fn merge(&mut self, next: AggregateStatistics) {
+        for (count, more) in self.counts.iter_mut().zip(next.counts) {
+            *count += more;
+        }
+        for (sum, more) in self.sums.iter_mut().zip(next.sums) {
+            sum.merge(more);
+        }
     }
 }
 
@@ -88,6 +134,23 @@ impl PairwiseSum {
             level += 1;
         }
         self.partials.push((value, level));
+    }
+
+    /// Adds the sum of the values that follow these (a run's next part): its partials,
+    /// folded into one first, join these as one more addition, so every value takes part in
+    /// at most one more addition per merge — with a run's few parts, still within opendp's
+    /// relaxation (2·log₂ n leaves room for log₂ of the part count once n ≥ 4 parts' chunks).
+    pub(crate) fn merge(&mut self, next: PairwiseSum) {
+        if next.partials.is_empty() {
+            return;
+        }
+        if self.partials.is_empty() {
+            *self = next;
+            return;
+        }
+        let total = self.total() + next.total();
+        let level = self.partials.iter().chain(&next.partials).map(|(_, level)| *level).max().unwrap_or(0) + 1;
+        self.partials = vec![(total, level)];
     }
 
     pub(crate) fn total(&self) -> f64 {
@@ -134,8 +197,8 @@ pub(crate) fn calibrate_count_with_scale(
         let spent = measurement.map(&distance).map_err(to_error)?;
         Ok(((measurement, laplace), spent <= epsilon || scale_factor < 1.0, spent))
     })?;
-    let (measurement, noise) = measurement;
-    Ok(CalibratedCount { measurement, noise, scale, epsilon: spent })
+    let (_chain, noise) = measurement;
+    Ok(CalibratedCount { noise, scale, epsilon: spent })
 }
 
 /// The one noise-scale search: starting from `initial`, widen the scale a hair until
@@ -234,11 +297,24 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
     if values.len() != rows {
         return Err(ReleaseError::LengthMismatch { output: rule.name.clone(), got: values.len(), rows });
     }
+    let mut statistics = AggregateStatistics::new(rule.kind, 1);
+    statistics.observe(rule, values, None);
+    release_one_from(rule, &statistics, rows, distance)
+}
+
+/// One output's release from its one-pass statistics over all `rows`.
+pub(crate) fn release_one_from(
+    rule: &OutputRule,
+    statistics: &AggregateStatistics,
+    rows: usize,
+    distance: u32,
+) -> Result<ReleasedValue, ReleaseError> {
     if rule.kind == AggregateKind::Count {
         // A count is an integer: a sized sum of 0/1 indicators with opendp's discrete
-        // Laplace, whose interval is exact (a rounded continuous Laplace under-covers).
+        // Laplace, whose interval is exact (a rounded continuous Laplace under-covers). The
+        // sum of indicators is exact, so noising the count is the chain's release.
         let count = calibrate_count(&rule.name, rows, distance, rule.epsilon)?;
-        let noisy = count.invoke(&rule.name, values.iter().map(|value| indicator(*value)).collect())?;
+        let noisy = count.noise_count(&rule.name, statistics.counts[0])?;
         return Ok(ReleasedValue {
             name: rule.name.clone(),
             kind: rule.kind,
@@ -249,7 +325,19 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
         });
     }
     let calibrated = calibrate(rule, rows, distance)?;
-    let value = calibrated.measurement.invoke(&values.to_vec()).map_err(|error| opendp_error(&rule.name, error))?;
+    // The chain's aggregate, computed in one pass: the pairwise sum of clamped values (within
+    // opendp's `Pairwise` relaxation for `rows`, see `PairwiseSum`); for a mean, as opendp's
+    // `make_mean` continues, clamped to the sum's bounds (rounded to nearest, so inside
+    // opendp's outward-rounded ones) and multiplied by 1/rows.
+    let total = statistics.sums[0].total();
+    let statistic = match rule.kind {
+        AggregateKind::Mean => {
+            let n = rows as f64;
+            total.max(n * rule.lower).min(n * rule.upper) * n.recip()
+        }
+        _ => total,
+    };
+    let value = calibrated.noise.invoke(&statistic).map_err(|error| opendp_error(&rule.name, error))?;
     Ok(ReleasedValue {
         name: rule.name.clone(),
         kind: rule.kind,
@@ -260,14 +348,12 @@ fn release_one(rule: &OutputRule, values: &[f64], rows: usize, distance: u32) ->
     })
 }
 
-type ReleaseMeasurement = Measurement<VectorDomain<AtomDomain<f64>>, SymmetricDistance, MaxDivergence, f64>;
-
 /// An opendp measurement (clamp, aggregate, Laplace) for one output, with the noise scale
 /// chosen for the rule's ε and the ε opendp's privacy map reports for it.
 pub(crate) struct Calibrated {
-    pub measurement: ReleaseMeasurement,
-    /// The Laplace half of `measurement`, for a statistic already taken in one pass (see
-    /// [`PairwiseSum`] for why its sensitivity is within what the whole chain certifies).
+    /// The Laplace of the chain opendp's map certified (clamp, sized sum or mean, noise),
+    /// for the statistic taken in one pass (see [`PairwiseSum`] for why its sensitivity is
+    /// within what the whole chain's is).
     pub noise: Measurement<AtomDomain<f64>, AbsoluteDistance<f64>, MaxDivergence, f64>,
     pub scale: f64,
     pub epsilon: f64,
@@ -487,8 +573,8 @@ pub(crate) fn calibrate_with_scale(
         let epsilon = measurement.map(&distance).map_err(opendp_error)?;
         Ok(((measurement, laplace), epsilon <= rule.epsilon || scale_factor < 1.0, epsilon))
     })?;
-    let (measurement, noise) = measurement;
-    Ok(Calibrated { measurement, noise, scale, epsilon })
+    let (_chain, noise) = measurement;
+    Ok(Calibrated { noise, scale, epsilon })
 }
 
 fn clamp_output_domain(rule: &OutputRule, rows: usize) -> Result<VectorDomain<AtomDomain<f64>>, ReleaseError> {
@@ -632,6 +718,23 @@ pub fn release_grouped(
     if labels.is_empty() {
         return Err(ReleaseError::InvalidRule { output: rule.name.clone(), detail: "no groups declared".into() });
     }
+    let mut statistics = AggregateStatistics::new(rule.kind, labels.len());
+    statistics.observe(rule, values, Some(groups));
+    release_grouped_from(rule, &statistics, rows, rows_per_person, min_count, labels)
+}
+
+/// A grouped output's release from its one-pass statistics over all `rows`.
+pub(crate) fn release_grouped_from(
+    rule: &OutputRule,
+    statistics: &AggregateStatistics,
+    rows: usize,
+    rows_per_person: u32,
+    min_count: u32,
+    labels: &[String],
+) -> Result<ReleasedGroups, ReleaseError> {
+    if rows == 0 {
+        return Err(ReleaseError::NoRows);
+    }
     let distance = neighbour_distance(rows_per_person);
     let touched = (distance as usize).min(labels.len()) as f64;
     let group_epsilon = rule.epsilon / touched;
@@ -650,23 +753,14 @@ pub fn release_grouped(
     let count_share = if rule.kind == AggregateKind::Count { group_epsilon } else { count_epsilon };
     let count = calibrate_count(&rule.name, rows, distance, count_share)?;
     let sum_scale = sum.as_ref().map_or(0.0, |sum| sum.scale);
-    // One pass over the rows: each group's count (of indicators, for a count) and its
-    // pairwise sum of clamped values; rows whose code is outside the domain are in no
-    // group. Then opendp's noise on each group's statistics, at the scales its maps
-    // certified for sized sums over all `rows` with the other groups' rows as 0.
-    let mut counts = vec![0_i64; labels.len()];
-    let mut sums = vec![PairwiseSum::default(); if sum.is_some() { labels.len() } else { 0 }];
-    for (&value, &group) in values.iter().zip(groups) {
-        let Some(code) = usize::try_from(group).ok().filter(|code| *code < labels.len()) else { continue };
-        match rule.kind {
-            AggregateKind::Count => counts[code] += indicator(value),
-            AggregateKind::Sum | AggregateKind::Mean => {
-                counts[code] += 1;
-                if let Some(group_sum) = sums.get_mut(code) {
-                    group_sum.add(value.clamp(rule.lower, rule.upper));
-                }
-            }
-        }
+    // Opendp's noise on each group's one-pass statistics, at the scales its maps certified
+    // for sized sums over all `rows` with the other groups' rows as 0.
+    let (counts, sums) = (&statistics.counts, &statistics.sums);
+    if counts.len() != labels.len() {
+        return Err(ReleaseError::InvalidRule {
+            output: rule.name.clone(),
+            detail: format!("{} groups of statistics for {} declared groups", counts.len(), labels.len()),
+        });
     }
     let mut released = Vec::with_capacity(labels.len());
     for (code, label) in labels.iter().enumerate() {
@@ -915,6 +1009,72 @@ mod tests {
             let clamped = exact(code as i64, &|value| value.min(3.0));
             assert!((group.value.expect("shown") - clamped).abs() < 1e-3, "{}: {:?}", group.label, group.value);
         }
+    }
+
+    #[test]
+    fn a_release_streamed_in_batches_and_parts_is_the_release_of_all_rows() {
+        use crate::release::spec::{Noise, ReleaseContext, ReleaseSpec, StreamingRelease, release_outputs};
+        // At an enormous ε the noise is far below the tolerance, so both show the
+        // statistics: the streamed ones must be those of all the rows.
+        let rows = 50_000;
+        let values: Vec<f64> = (0..rows).map(|row| ((row * 7919) % 1000) as f64 / 999.0).collect();
+        let flags: Vec<f64> = (0..rows).map(|row| f64::from(u8::from(row % 3 == 0))).collect();
+        let codes: Vec<i64> = (0..rows).map(|row| (row % 5) as i64).collect();
+        let labels: Vec<String> = (0..5).map(|code| format!("g{code}")).collect();
+        let aggregate = |name: &str, kind, upper| ReleaseSpec::Aggregate {
+            rule: OutputRule { name: name.into(), kind, lower: 0.0, upper, epsilon: 1e6 },
+            noise: Noise::Laplace,
+        };
+        let specs = vec![
+            aggregate("count", AggregateKind::Count, 1.0),
+            aggregate("sum", AggregateKind::Sum, 1.0),
+            aggregate("mean", AggregateKind::Mean, 1.0),
+        ];
+        let columns: [&[f64]; 3] = [&flags, &values, &values];
+        for grouped in [false, true] {
+            let labels = grouped.then(|| labels.clone());
+            let context = ReleaseContext {
+                rows,
+                rows_per_person: 1,
+                min_group_size: 0,
+                groups: labels.as_ref().map(|labels| (codes.as_slice(), labels.as_slice())),
+            };
+            let whole = release_outputs(&specs, &columns, &context).expect("released");
+            // Three parts, each observed in uneven batches, merged in order.
+            let mut parts = Vec::new();
+            for part in [0..17_000, 17_000..17_001, 17_001..rows] {
+                let mut streamed = StreamingRelease::new(specs.clone(), rows, 1, 0, labels.clone());
+                let mut start = part.start;
+                while start < part.end {
+                    let end = (start + 4_096).min(part.end);
+                    let batch: Vec<&[f64]> = columns.iter().map(|column| &column[start..end]).collect();
+                    streamed.observe(&batch, Some(&codes[start..end]));
+                    start = end;
+                }
+                parts.push(streamed);
+            }
+            let mut parts = parts.into_iter();
+            let mut streamed = parts.next().expect("a part");
+            parts.for_each(|part| streamed.merge(part));
+            assert_eq!(streamed.rows_observed(), rows);
+            let streamed = streamed.release().expect("released");
+            for (one, other) in whole.iter().zip(&streamed) {
+                assert_eq!((one.name.as_str(), one.kind.as_str()), (other.name.as_str(), other.kind.as_str()));
+                let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+                    (a, b) => a == b,
+                };
+                assert!(close(one.value, other.value), "{}: {:?} vs {:?}", one.name, one.value, other.value);
+                assert_eq!(one.noise_scale, other.noise_scale);
+                for (a, b) in one.groups.iter().flatten().zip(other.groups.iter().flatten()) {
+                    assert!(close(a.value, b.value), "{} {}: {:?} vs {:?}", one.name, a.label, a.value, b.value);
+                }
+            }
+        }
+        // A release that did not see every row is refused, not made from part of them.
+        let mut short = StreamingRelease::new(specs.clone(), rows, 1, 0, None);
+        short.observe(&[&flags[..10], &values[..10], &values[..10]], None);
+        assert!(matches!(short.release(), Err(ReleaseError::LengthMismatch { .. })));
     }
 
     #[test]

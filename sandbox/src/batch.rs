@@ -112,6 +112,14 @@ impl Fallbacks {
         self.trap + self.fuel + self.stack + self.non_finite
     }
 
+    /// Adds another part's counts.
+    pub fn add(&mut self, more: Fallbacks) {
+        self.trap += more.trap;
+        self.fuel += more.fuel;
+        self.stack += more.stack;
+        self.non_finite += more.non_finite;
+    }
+
     pub(crate) fn record(&mut self, failure: RowFailure) {
         match failure {
             RowFailure::Trap => self.trap += 1,
@@ -138,11 +146,14 @@ impl ModelOutputs {
         }
         self.groups.extend(next.groups);
         self.rows += next.rows;
-        let more = next.fallbacks;
-        self.fallbacks.trap += more.trap;
-        self.fallbacks.fuel += more.fuel;
-        self.fallbacks.stack += more.stack;
-        self.fallbacks.non_finite += more.non_finite;
+        self.fallbacks.add(next.fallbacks);
+    }
+
+    /// Forgets the rows' values (a sink took them), keeping the fallback counts.
+    pub(crate) fn clear_rows(&mut self) {
+        self.columns.iter_mut().for_each(Vec::clear);
+        self.groups.clear();
+        self.rows = 0;
     }
 
     /// Rows that contributed defaults instead of the model's values, by reason.

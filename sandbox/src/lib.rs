@@ -46,4 +46,4 @@ pub use manifest::{
     ColumnType, DEFAULT_CANDIDATES, InputColumn, MAX_ABS_BOUND, Manifest, ModelDigest, NoiseKind, OutputKind,
     OutputSpec, is_input_or_output_name,
 };
-pub use runtime::{CompiledModel, Metering, Runtime, RuntimeLimits};
+pub use runtime::{CompiledModel, Metering, OutputSink, Runtime, RuntimeLimits};

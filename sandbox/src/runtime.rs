@@ -92,6 +92,12 @@ impl Default for RuntimeLimits {
     }
 }
 
+/// Takes a run's per-row outputs a batch at a time ([`Runtime::run_parts_into`]): what it
+/// keeps of them is its own business (a streaming release keeps sufficient statistics).
+pub trait OutputSink: Send {
+    fn take(&mut self, outputs: &ModelOutputs);
+}
+
 /// The cores this machine offers, at most four: one run's parts.
 fn default_workers() -> u32 {
     std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4) as u32)
@@ -220,6 +226,50 @@ impl Runtime {
             run.map_batch(batch.borrow(), &mut outputs)?;
         }
         Ok(outputs)
+    }
+
+    /// Runs `model` over consecutive `parts` of the rows at once, as [`Runtime::run_parts`]
+    /// does, but hands each part's outputs to its sink a batch at a time instead of keeping
+    /// them: a run's memory does not grow with its rows. Returns each part's sink with the
+    /// rows it mapped and the rows that fell back, in part order.
+    pub fn run_parts_into<I, B, E, S>(
+        &self,
+        model: &CompiledModel,
+        parts: Vec<(I, S)>,
+    ) -> Result<Vec<(S, usize, crate::Fallbacks)>, SandboxError>
+    where
+        I: Iterator<Item = Result<B, E>> + Send,
+        B: Borrow<Batch>,
+        E: std::fmt::Display,
+        S: OutputSink,
+    {
+        let results: Vec<Result<(S, usize, crate::Fallbacks), SandboxError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = parts
+                .into_iter()
+                .map(|(batches, mut sink)| {
+                    scope.spawn(move || {
+                        let mut run = GuestRun::start(self, model)?;
+                        let mut outputs = ModelOutputs::new(model.manifest.outputs().len());
+                        let mut rows = 0;
+                        for batch in batches {
+                            let batch = batch.map_err(|error| SandboxError::Input(error.to_string()))?;
+                            run.map_batch(batch.borrow(), &mut outputs)?;
+                            sink.take(&outputs);
+                            rows += outputs.rows();
+                            outputs.clear_rows();
+                        }
+                        Ok((sink, rows, outputs.fallbacks()))
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| Err(SandboxError::Engine("a run's worker thread panicked".into())))
+                })
+                .collect()
+        });
+        results.into_iter().collect()
     }
 
     /// Runs `model` over consecutive `parts` of the rows at once, each part in a store of

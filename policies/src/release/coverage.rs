@@ -37,8 +37,10 @@ fn sum_coverage(factor: f64) -> f64 {
     let rule = rule(AggregateKind::Sum);
     let reported = calibrate(&rule, values.len(), 2).expect("calibrates");
     let actual = calibrate_with_scale(&rule, values.len(), 2, factor).expect("calibrates");
+    let mut statistic = PairwiseSum::default();
+    values.iter().for_each(|value| statistic.add(value.clamp(0.0, 1.0)));
     coverage(|| {
-        let noisy = actual.measurement.invoke(&values).expect("releases");
+        let noisy = actual.noise.invoke(&statistic.total()).expect("releases");
         (noisy - truth).abs() <= reported.scale * LN_TWENTY
     })
 }
@@ -53,7 +55,7 @@ fn count_coverage(factor: f64) -> (f64, f64) {
     let q = (-1.0 / reported.scale).exp();
     let exact = 1.0 - 2.0 * q.powf(half_width + 1.0) / (1.0 + q);
     let observed = coverage(|| {
-        let noisy = actual.invoke("o", indicators.clone()).expect("releases");
+        let noisy = actual.noise_count("o", truth).expect("releases");
         ((noisy - truth) as f64).abs() <= half_width
     });
     (observed, exact)

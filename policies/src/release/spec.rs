@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AggregateKind, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedGroups, ReleasedHistogram,
-    ReleasedValue, release, release_gaussian, release_grouped, release_histogram, release_quantile,
+    AggregateKind, AggregateStatistics, HistogramRule, OutputRule, QuantileRule, ReleaseError, ReleasedGroups,
+    ReleasedHistogram, ReleasedValue, neighbour_distance, release, release_gaussian, release_grouped,
+    release_grouped_from, release_histogram, release_one_from, release_quantile,
 };
 
 /// The noise a scalar aggregate gets.
@@ -166,6 +167,135 @@ fn release_output(
                 Ok(value_output(released.remove(0)))
             }
         },
+    }
+}
+
+/// A release taken in one pass, a batch of rows at a time, so a run need not keep its
+/// per-row outputs: each Laplace count, sum or mean (grouped or not) keeps only its
+/// sufficient statistics ([`AggregateStatistics`]); a histogram, a quantile or a Gaussian
+/// output keeps its values and is released by [`release_outputs`]' own path. The parts of
+/// a run each fill one and are merged in order; the result is [`release_outputs`]' over
+/// the same rows (the statistics are what it computes itself).
+#[derive(Debug, Clone)]
+pub struct StreamingRelease {
+    specs: Vec<ReleaseSpec>,
+    rows: usize,
+    rows_per_person: u32,
+    min_group_size: u32,
+    labels: Option<Vec<String>>,
+    state: Vec<Observed>,
+    seen: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Observed {
+    Statistics(AggregateStatistics),
+    Values(Vec<f64>),
+}
+
+impl StreamingRelease {
+    /// For `specs` over `rows` rows in all; `labels` are the group-by domain's, when the
+    /// release is grouped.
+    pub fn new(
+        specs: Vec<ReleaseSpec>,
+        rows: usize,
+        rows_per_person: u32,
+        min_group_size: u32,
+        labels: Option<Vec<String>>,
+    ) -> Self {
+        let groups = labels.as_ref().map_or(1, Vec::len);
+        let state = specs
+            .iter()
+            .map(|spec| match spec {
+                ReleaseSpec::Aggregate { rule, noise: Noise::Laplace } => {
+                    Observed::Statistics(AggregateStatistics::new(rule.kind, groups))
+                }
+                _ => Observed::Values(Vec::new()),
+            })
+            .collect();
+        Self { specs, rows, rows_per_person, min_group_size, labels, state, seen: 0 }
+    }
+
+    /// Takes one batch: `columns[i]` are output `i`'s values for its rows, `codes` their
+    /// group codes when the release is grouped.
+    pub fn observe(&mut self, columns: &[&[f64]], codes: Option<&[i64]>) {
+        let codes = if self.labels.is_some() { codes } else { None };
+        for ((spec, state), values) in self.specs.iter().zip(&mut self.state).zip(columns) {
+            match (spec, state) {
+                (ReleaseSpec::Aggregate { rule, .. }, Observed::Statistics(statistics)) => {
+                    statistics.observe(rule, values, codes)
+                }
+                (_, Observed::Values(kept)) => kept.extend_from_slice(values),
+                (_, Observed::Statistics(_)) => {}
+            }
+        }
+        self.seen += columns.first().map_or(0, |values| values.len());
+    }
+
+    /// Adds what another part observed of the rows that follow these.
+    pub fn merge(&mut self, next: StreamingRelease) {
+        for (state, more) in self.state.iter_mut().zip(next.state) {
+            match (state, more) {
+                (Observed::Statistics(statistics), Observed::Statistics(more)) => statistics.merge(more),
+                (Observed::Values(kept), Observed::Values(more)) => kept.extend(more),
+                _ => {}
+            }
+        }
+        self.seen += next.seen;
+    }
+
+    /// How many outputs it releases (the columns [`StreamingRelease::observe`] takes).
+    pub fn outputs(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// The rows observed so far (across merged parts).
+    pub fn rows_observed(&self) -> usize {
+        self.seen
+    }
+
+    /// Releases every output, once every row was observed.
+    pub fn release(self) -> Result<Vec<ReleasedOutput>, ReleaseError> {
+        let rows = self.rows;
+        if rows == 0 {
+            return Err(ReleaseError::NoRows);
+        }
+        let distance = neighbour_distance(self.rows_per_person);
+        let labels = self.labels.as_deref();
+        let context = ReleaseContext {
+            rows,
+            rows_per_person: self.rows_per_person,
+            min_group_size: self.min_group_size,
+            groups: None,
+        };
+        self.specs
+            .iter()
+            .zip(self.state)
+            .map(|(spec, state)| {
+                if self.seen != rows {
+                    return Err(ReleaseError::LengthMismatch { output: spec.name().into(), got: self.seen, rows });
+                }
+                match (spec, state) {
+                    (ReleaseSpec::Aggregate { rule, .. }, Observed::Statistics(statistics)) => match labels {
+                        Some(labels) => release_grouped_from(
+                            rule,
+                            &statistics,
+                            rows,
+                            self.rows_per_person,
+                            self.min_group_size,
+                            labels,
+                        )
+                        .map(groups_output),
+                        None => release_one_from(rule, &statistics, rows, distance).map(value_output),
+                    },
+                    (spec, Observed::Values(values)) => release_output(spec, &values, &context),
+                    (spec, Observed::Statistics(_)) => Err(ReleaseError::InvalidRule {
+                        output: spec.name().into(),
+                        detail: "statistics kept for an output that needs its values".into(),
+                    }),
+                }
+            })
+            .collect()
     }
 }
 

@@ -41,8 +41,9 @@ fn sum_rule(epsilon: f64) -> OutputRule {
 fn releases(rule: &OutputRule, values: &[f64], scale_factor: f64) -> (Vec<f64>, f64) {
     let correct = calibrate(rule, values.len(), 2).expect("calibrates").scale;
     let calibrated = calibrate_with_scale(rule, values.len(), 2, scale_factor).expect("calibrates");
-    let input = values.to_vec();
-    let samples = (0..SAMPLES).map(|_| calibrated.measurement.invoke(&input).expect("invokes")).collect();
+    let mut statistic = PairwiseSum::default();
+    values.iter().for_each(|value| statistic.add(value.clamp(rule.lower, rule.upper)));
+    let samples = (0..SAMPLES).map(|_| calibrated.noise.invoke(&statistic.total()).expect("invokes")).collect();
     (samples, correct)
 }
 
