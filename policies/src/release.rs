@@ -136,21 +136,34 @@ impl PairwiseSum {
         self.partials.push((value, level));
     }
 
-    /// Adds the sum of the values that follow these (a run's next part): its partials,
-    /// folded into one first, join these as one more addition, so every value takes part in
-    /// at most one more addition per merge — with a run's few parts, still within opendp's
-    /// relaxation (2·log₂ n leaves room for log₂ of the part count once n ≥ 4 parts' chunks).
+    /// Adds the sum of the values that follow these (a run's next part) as a binary counter
+    /// adds: two partials of one level combine into one of the next, carrying upwards. A
+    /// level-ℓ partial stays a sum of 2^ℓ values each taken through ℓ additions, so the merged
+    /// sum keeps the single stream's bound (⌊log₂ m⌋ + 1 additions per value), however many
+    /// parts are merged.
     pub(crate) fn merge(&mut self, next: PairwiseSum) {
-        if next.partials.is_empty() {
-            return;
+        let mut slots: Vec<Option<f64>> = Vec::new();
+        for (partial, level) in self.partials.drain(..).chain(next.partials) {
+            let (mut value, mut level) = (partial, level as usize);
+            loop {
+                if slots.len() <= level {
+                    slots.resize(level + 1, None);
+                }
+                match slots[level].take() {
+                    Some(other) => {
+                        value += other;
+                        level += 1;
+                    }
+                    None => {
+                        slots[level] = Some(value);
+                        break;
+                    }
+                }
+            }
         }
-        if self.partials.is_empty() {
-            *self = next;
-            return;
-        }
-        let total = self.total() + next.total();
-        let level = self.partials.iter().chain(&next.partials).map(|(_, level)| *level).max().unwrap_or(0) + 1;
-        self.partials = vec![(total, level)];
+        // The stack's order: the largest level at the bottom.
+        self.partials =
+            slots.into_iter().enumerate().rev().filter_map(|(level, value)| Some((value?, level as u32))).collect();
     }
 
     pub(crate) fn total(&self) -> f64 {
@@ -984,6 +997,25 @@ mod tests {
             assert!(error <= bound, "{count} values: error {error:e} beyond opendp's {bound:e}");
             // And far better than a left-to-right sum's worst case.
             assert!(error <= bound / 4.0 || count < 8, "{count}: {error:e} vs {bound:e}");
+        }
+    }
+
+    #[test]
+    fn merged_pairwise_sums_keep_the_single_streams_bound() {
+        // Any split into parts, merged in order, sums exactly representable values exactly
+        // and keeps levels distinct (so `total` adds at most one per level).
+        for (count, parts) in [(8usize, 8usize), (1000, 3), (1000, 7), (65, 64)] {
+            let values: Vec<f64> = (0..count).map(|index| index as f64 / 512.0).collect();
+            let mut merged = PairwiseSum::default();
+            for part in values.chunks(count.div_ceil(parts)) {
+                let mut sum = PairwiseSum::default();
+                part.iter().for_each(|value| sum.add(*value));
+                merged.merge(sum);
+            }
+            assert_eq!(merged.total(), values.iter().sum::<f64>(), "{count} in {parts}");
+            let levels: Vec<u32> = merged.partials.iter().map(|(_, level)| *level).collect();
+            assert!(levels.windows(2).all(|pair| pair[0] > pair[1]), "{levels:?}");
+            assert_eq!(levels.iter().map(|level| 1usize << level).sum::<usize>(), count, "every value counted once");
         }
     }
 
