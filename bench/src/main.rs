@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::client::InProcessClient;
 use sluice::examples::{VEHICLE_RISK_WASM, VEHICLES_SCHEMA, write_vehicles_csv};
+use sluice_bench::{REFERENCE_MANIFEST, approve_model, scenario};
 use sluice_gateway::api::router;
 use sluice_gateway::config::Config;
 use sluice_gateway::runner::{ReleaseFacts, run_and_release, run_parts};
@@ -39,8 +39,6 @@ use time::format_description::well_known::Rfc3339;
 #[path = "../../examples/models/vehicle-risk/src/score.rs"]
 mod score;
 
-/// The reference job's manifest: the vehicle-risk model grouped by district.
-const REFERENCE_MANIFEST: &str = include_str!("../reference.manifest.toml");
 const SEED: u64 = 2026;
 
 struct Args {
@@ -85,118 +83,6 @@ fn peak_mib() -> f64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(f64::NAN);
     kib / 1024.0
-}
-
-fn time(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
-
-/// The scenario, set up through the API: the tokens and ids the measured steps need.
-struct Scenario {
-    provider: String,
-    operator: String,
-    bureau: String,
-    department: String,
-    dataset_id: i64,
-}
-
-/// The provider, operator, bureau reviewer and department reviewer, each in its
-/// organisation, created by one administrator and approved by another.
-async fn principals(app: &std::sync::Arc<App>, api: &InProcessClient) -> anyhow::Result<Vec<String>> {
-    let admin = app.bootstrap_admin("bench admin", "Bench Platform").await?.token;
-    let second = app.add_host_admin("bench second admin", "Bench Platform").await?.token;
-    let now = OffsetDateTime::now_utc();
-    let mut tokens = Vec::new();
-    for (name, body) in [
-        ("Bench Traffic Police", json!({"name": "provider", "role": "provider"})),
-        (
-            "Bench Operator Co.",
-            json!({"name": "operator", "role": "operator", "licence": {"number": "BENCH-1",
-                "valid_from": time(now - time::Duration::days(1)), "valid_until": time(now + time::Duration::days(30))}}),
-        ),
-        ("Bench Data Bureau", json!({"name": "bureau", "role": "reviewer", "reviewer_kind": "data_bureau"})),
-        (
-            "Bench Traffic Police",
-            json!({"name": "department", "role": "reviewer", "reviewer_kind": "providing_department"}),
-        ),
-    ] {
-        let organisations = api.get("/v1/organisations", &admin).await.ok()?;
-        let existing = organisations["organisations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|organisation| organisation["name"] == name)
-            .and_then(|organisation| organisation["id"].as_i64());
-        let organisation = match existing {
-            Some(id) => id,
-            None => api.post("/v1/organisations", &admin, &json!({"name": name})).await.ok()?["id"]
-                .as_i64()
-                .context("organisation id")?,
-        };
-        let mut body = body;
-        body["organisation_id"] = json!(organisation);
-        let mut created = api.post("/v1/principals", &admin, &body).await.ok()?;
-        if created["state"] == "pending_approval" {
-            let id = created["id"].as_i64().context("principal id")?;
-            created = api.post(&format!("/v1/principals/{id}/approve"), &second, &json!({})).await.ok()?;
-        }
-        tokens.push(created["token"].as_str().context("token")?.to_owned());
-    }
-    Ok(tokens)
-}
-
-async fn scenario(app: &std::sync::Arc<App>, api: &InProcessClient) -> anyhow::Result<Scenario> {
-    let tokens = principals(app, api).await?;
-    let [provider, operator, bureau, department] =
-        <[String; 4]>::try_from(tokens).map_err(|_| anyhow::anyhow!("four principals"))?;
-    let dataset =
-        api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 1000.0})).await.ok()?;
-    let dataset_id = dataset["id"].as_i64().context("dataset id")?;
-    Ok(Scenario { provider, operator, bureau, department, dataset_id })
-}
-
-/// The application, both reviews, the model and its review: the authorisation and model.
-async fn approve_reference_model(api: &InProcessClient, scenario: &Scenario) -> anyhow::Result<(i64, i64)> {
-    let now = OffsetDateTime::now_utc();
-    let application = api
-        .post(
-            "/v1/applications",
-            &scenario.operator,
-            &json!({
-                "dataset_id": scenario.dataset_id, "purpose": "benchmark", "use_scope": "benchmark",
-                "security_measures": "sandbox", "epsilon": 100.0,
-                "columns": ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny", "district"],
-                "valid_from": time(now - time::Duration::hours(1)), "valid_until": time(now + time::Duration::days(1)),
-            }),
-        )
-        .await
-        .ok()?;
-    let reviews = format!("/v1/applications/{}/reviews", application["id"]);
-    api.post(&reviews, &scenario.bureau, &json!({"approve": true})).await.ok()?;
-    let approved = api.post(&reviews, &scenario.department, &json!({"approve": true})).await.ok()?;
-    let authorisation_id = approved["authorisation_id"].as_i64().context("authorisation id")?;
-    let model = api
-        .post(
-            "/v1/models",
-            &scenario.operator,
-            &json!({
-                "authorisation_id": authorisation_id,
-                "module_base64": base64::engine::general_purpose::STANDARD.encode(VEHICLE_RISK_WASM),
-                "manifest": REFERENCE_MANIFEST,
-            }),
-        )
-        .await
-        .ok()?;
-    let model_id = model["id"].as_i64().context("model id")?;
-    let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
-    api.post(
-        &format!("/v1/models/{model_id}/reviews"),
-        &scenario.bureau,
-        &json!({"approve": true, "checklist": checklist}),
-    )
-    .await
-    .ok()?;
-    Ok((authorisation_id, model_id))
 }
 
 /// The native floor: decrypt the same chunks on one core and compute the job per district
@@ -275,7 +161,7 @@ async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
         bail!("ingested {} rows of {}", ingested.rows, args.rows);
     }
 
-    let (authorisation_id, model_id) = approve_reference_model(&api, &scenario).await?;
+    let (authorisation_id, model_id) = approve_model(&api, &scenario, REFERENCE_MANIFEST).await?;
 
     // The run, as the operator sees it.
     let operator =
