@@ -1062,14 +1062,21 @@ impl Store {
     }
 
     /// Writes the perfect subtrees the leaf at `index` completes (one on average, at most
-    /// log₂ n), each from its stored left sibling.
+    /// log₂ n), each from its stored left sibling: `sluice_audit::completed_subtrees` names
+    /// the siblings (they depend on the index alone), they are read, then it hashes.
     async fn append_subtrees(tx: &mut Tx, index: u64, leaf: [u8; 32]) -> anyhow::Result<()> {
-        let (mut level, mut position, mut hash) = (0u32, index, leaf);
-        while position % 2 == 1 {
-            let left = Self::subtree_in(tx, level, position - 1).await?;
-            hash = sluice_audit::merkle::node_hash(&left, &hash);
-            level += 1;
-            position /= 2;
+        let mut siblings = Vec::new();
+        sluice_audit::completed_subtrees(index, leaf, |level, position| {
+            siblings.push((level, position));
+            [0; 32]
+        });
+        let mut left = std::collections::HashMap::with_capacity(siblings.len());
+        for (level, position) in siblings {
+            left.insert((level, position), Self::read_subtree(tx, level, position).await?);
+        }
+        for (level, position, hash) in sluice_audit::completed_subtrees(index, leaf, |level, position| {
+            left.get(&(level, position)).copied().unwrap_or_default()
+        }) {
             sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
                 .bind(i64::from(level))
                 .bind(position as i64)
@@ -1080,17 +1087,18 @@ impl Store {
         Ok(())
     }
 
-    async fn subtree_in(tx: &mut Tx, level: u32, index: u64) -> anyhow::Result<[u8; 32]> {
+    /// One stored perfect subtree (level 0: the leaf of entry `index + 1`).
+    async fn read_subtree(connection: &mut sqlx::SqliteConnection, level: u32, index: u64) -> anyhow::Result<[u8; 32]> {
         let hash: Option<Vec<u8>> = if level == 0 {
             sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
                 .bind(index as i64 + 1)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *connection)
                 .await?
         } else {
             sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
                 .bind(i64::from(level))
                 .bind(index as i64)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *connection)
                 .await?
         };
         hash.with_context(|| format!("the log's subtree ({level}, {index}) is missing"))?
@@ -1107,23 +1115,7 @@ impl Store {
         let mut read = self.pool().begin().await.context("starting a read")?;
         let mut found = std::collections::HashMap::with_capacity(keys.len());
         for &(level, index) in keys {
-            let hash: Option<Vec<u8>> = if level == 0 {
-                sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
-                    .bind(index as i64 + 1)
-                    .fetch_optional(&mut *read)
-                    .await?
-            } else {
-                sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
-                    .bind(i64::from(level))
-                    .bind(index as i64)
-                    .fetch_optional(&mut *read)
-                    .await?
-            };
-            let hash = hash
-                .with_context(|| format!("the log's subtree ({level}, {index}) is missing"))?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a stored subtree hash is not 32 bytes"))?;
-            found.insert((level, index), hash);
+            found.insert((level, index), Self::read_subtree(&mut read, level, index).await?);
         }
         read.commit().await.context("finishing a read")?;
         Ok(found)
