@@ -216,18 +216,19 @@ impl PolicyGate {
             // denied, like one no policy permits.
             return Verdict::NotPermitted;
         };
-        // The role first: a caller no permit lets attempt the action is told so, whatever
-        // relation a forbid would also name.
-        let permitted = Authorizer::new().is_authorized(&request, &self.permits, &entities);
-        if permitted.decision() != Decision::Allow || permitted.diagnostics().errors().next().is_some() {
-            return Verdict::NotPermitted;
-        }
         let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
         if response.diagnostics().errors().next().is_some() {
             return Verdict::NotPermitted;
         }
         if response.decision() == Decision::Allow {
             return Verdict::Allow;
+        }
+        // Denied. The role first: a caller no permit lets attempt the action is told so,
+        // whatever relation a forbid would also name (asked only on a denial, so an allowed
+        // request is evaluated once).
+        let permitted = Authorizer::new().is_authorized(&request, &self.permits, &entities);
+        if permitted.decision() != Decision::Allow || permitted.diagnostics().errors().next().is_some() {
+            return Verdict::NotPermitted;
         }
         let first = response
             .diagnostics()
