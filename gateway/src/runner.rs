@@ -213,14 +213,8 @@ struct ReleaseSink {
 
 impl sluice_sandbox::OutputSink for ReleaseSink {
     fn take(&mut self, outputs: &ModelOutputs) {
-        let columns: Vec<&[f64]> = (0..self.release_outputs()).map(|index| outputs.column(index)).collect();
+        let columns: Vec<&[f64]> = (0..self.release.outputs()).map(|index| outputs.column(index)).collect();
         self.release.observe(&columns, self.grouped.then(|| outputs.groups()));
-    }
-}
-
-impl ReleaseSink {
-    fn release_outputs(&self) -> usize {
-        self.release.outputs()
     }
 }
 

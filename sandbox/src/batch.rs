@@ -135,18 +135,14 @@ impl ModelOutputs {
         Self { rows: 0, columns: vec![Vec::new(); outputs], groups: Vec::new(), fallbacks: Fallbacks::default() }
     }
 
-    /// Appends the outputs of the rows that follow these (the next part of a run).
-    pub(crate) fn append(&mut self, next: ModelOutputs) {
-        if self.rows == 0 {
-            *self = next;
-            return;
+    /// Appends the values of the rows that follow these (the next batch or part of a run);
+    /// fallback counts are the caller's to add.
+    pub(crate) fn extend_rows(&mut self, next: &ModelOutputs) {
+        for (column, more) in self.columns.iter_mut().zip(&next.columns) {
+            column.extend_from_slice(more);
         }
-        for (column, more) in self.columns.iter_mut().zip(next.columns) {
-            column.extend(more);
-        }
-        self.groups.extend(next.groups);
+        self.groups.extend_from_slice(&next.groups);
         self.rows += next.rows;
-        self.fallbacks.add(next.fallbacks);
     }
 
     /// Forgets the rows' values (a sink took them), keeping the fallback counts.

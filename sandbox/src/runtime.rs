@@ -284,20 +284,23 @@ impl Runtime {
         B: Borrow<Batch>,
         E: std::fmt::Display,
     {
-        let results: Vec<Result<ModelOutputs, SandboxError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = parts.into_iter().map(|part| scope.spawn(move || self.run(model, part))).collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker.join().unwrap_or_else(|_| Err(SandboxError::Engine("a run's worker thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut joined = ModelOutputs::new(model.manifest.outputs().len());
-        for part in results {
-            joined.append(part?);
+        let outputs = model.manifest.outputs().len();
+        let parts = parts.into_iter().map(|part| (part, KeepOutputs(ModelOutputs::new(outputs)))).collect();
+        let mut joined = ModelOutputs::new(outputs);
+        for (KeepOutputs(part), _, fallbacks) in self.run_parts_into(model, parts)? {
+            joined.extend_rows(&part);
+            joined.fallbacks_mut().add(fallbacks);
         }
         Ok(joined)
+    }
+}
+
+/// The sink [`Runtime::run_parts`] keeps every row's outputs in.
+struct KeepOutputs(ModelOutputs);
+
+impl OutputSink for KeepOutputs {
+    fn take(&mut self, outputs: &ModelOutputs) {
+        self.0.extend_rows(outputs);
     }
 }
 
