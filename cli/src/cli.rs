@@ -537,6 +537,15 @@ fn checked_model(
             println!("outputs: {}", report.outputs.join(", "));
             println!("epsilon per run: {}", report.epsilon_per_run);
             println!("fuel per row: {}", report.fuel_per_row);
+            match report.fuel_bound {
+                Some(bound) => println!(
+                    "worst row by its code: {bound} fuel (runs are priced from {})",
+                    bound.min(report.fuel_per_row)
+                ),
+                None => println!(
+                    "worst row by its code: unbounded (it loops or recurses; runs are priced from fuel per row)"
+                ),
+            }
             Ok(Some(compiled))
         }
         Err(refusal) => {

@@ -48,7 +48,7 @@ pub struct Config {
     pub model_review_quorum: u64,
     /// The least ε a run may spend (default 0.05).
     pub min_epsilon_per_run: Epsilon,
-    /// The fixed part of a run's visibility delay (default 1 s).
+    /// The fixed part of a run's visibility delay (default 250 ms).
     pub run_visibility_base: std::time::Duration,
     /// How long an issued API token is valid (1 to 400 days).
     pub token_lifetime: time::Duration,
@@ -101,7 +101,7 @@ impl Config {
             max_runs_per_hour: 60,
             model_review_quorum: 1,
             min_epsilon_per_run: DEFAULT_MIN_EPSILON_PER_RUN,
-            run_visibility_base: std::time::Duration::from_secs(1),
+            run_visibility_base: std::time::Duration::from_millis(250),
             token_lifetime: time::Duration::days(90),
             two_person_rule: true,
             witnesses: Vec::new(),

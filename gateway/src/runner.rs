@@ -326,6 +326,9 @@ pub struct CheckReport {
     pub epsilon_per_run: f64,
     /// The fuel each row may use, within the host's cap.
     pub fuel_per_row: u64,
+    /// The most fuel a row can use by its code, if nothing in it loops or recurses: what a
+    /// run's visibility time is priced from when it is below `fuel_per_row`.
+    pub fuel_bound: Option<u64>,
 }
 
 /// A refusal by the static review or the schema check, with its stable code.
@@ -367,6 +370,7 @@ pub fn check(
         outputs: manifest.outputs().iter().map(|output| output.name.clone()).collect(),
         epsilon_per_run: manifest.epsilon_per_run(),
         fuel_per_row: runtime.fuel_per_row(manifest),
+        fuel_bound: compiled.fuel_bound(),
     };
     Ok((compiled, report))
 }

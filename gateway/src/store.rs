@@ -32,6 +32,9 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// Commits. A transaction from [`Store::begin`] waits for the disk (`synchronous =
+    /// FULL`): what is acknowledged survives a crash. One from [`Store::begin_unsynced`]
+    /// does not.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.inner.commit().await
     }
@@ -233,6 +236,9 @@ pub struct ChargeFactsRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// One connection with `synchronous = NORMAL`, for [`Store::begin_unsynced`] only, so
+    /// no commit on the main pool can ever skip the disk by accident.
+    unsynced: SqlitePool,
     round_trips: Arc<AtomicU64>,
     /// This process's turn at the write lock (see [`Tx`]).
     write_turn: Arc<tokio::sync::Mutex<()>>,
@@ -240,7 +246,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (and with `create`, creates) the SQLite database and runs migrations.
-    /// WAL with synchronous=FULL: a committed budget charge or audit entry survives a crash.
+    /// WAL with synchronous=FULL: a committed audit entry survives a crash (except what
+    /// [`Store::begin_unsynced`] commits, until the next commit that waits).
     pub async fn open_sqlite(path: &Path, create: bool) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(create)
@@ -251,11 +258,16 @@ impl Store {
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
-        let store = Self { pool, round_trips: Arc::default(), write_turn: Arc::default() };
+        let unsynced = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        let store = Self { pool, unsynced, round_trips: Arc::default(), write_turn: Arc::default() };
         // A log written before the subtrees were kept gets them now, before anything is
         // appended (an append reads its left siblings).
         let written = store.backfill_subtrees().await.context("filling the log's Merkle subtrees")?;
@@ -279,6 +291,20 @@ impl Store {
         Ok(Tx { inner, _turn: turn })
     }
 
+    /// A write transaction whose commit does not wait for the disk (a connection of its own
+    /// with `synchronous = NORMAL`): atomic and visible at once, and durable with the next
+    /// commit that waits, since the write-ahead log is synced in order. Only for a change
+    /// nobody is told of before such a commit (a run's charge, made durable by its
+    /// release): a crash in between loses it with everything that depended on it.
+    pub async fn begin_unsynced(&self) -> anyhow::Result<Tx> {
+        let turn = tokio::time::timeout(Duration::from_secs(30), self.write_turn.clone().lock_owned())
+            .await
+            .context("waited 30 s for the write lock")?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let inner = self.unsynced.begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
+        Ok(Tx { inner, _turn: turn })
+    }
+
     /// The pool, counting one round trip: every read and every transaction goes through
     /// here, so [`Store::round_trips`] is how many times a request went to the database.
     fn pool(&self) -> &SqlitePool {
@@ -293,6 +319,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.unsynced.close().await;
         self.pool.close().await;
     }
 
@@ -1113,11 +1140,20 @@ impl Store {
         keys: &[(u32, u64)],
     ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {
         let mut read = self.pool().begin().await.context("starting a read")?;
+        let found = Self::subtrees_in(&mut read, keys).await?;
+        read.commit().await.context("finishing a read")?;
+        Ok(found)
+    }
+
+    /// [`Store::subtrees`] inside a transaction, which sees its own appends.
+    pub async fn subtrees_in(
+        connection: &mut sqlx::SqliteConnection,
+        keys: &[(u32, u64)],
+    ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {
         let mut found = std::collections::HashMap::with_capacity(keys.len());
         for &(level, index) in keys {
-            found.insert((level, index), Self::read_subtree(&mut read, level, index).await?);
+            found.insert((level, index), Self::read_subtree(connection, level, index).await?);
         }
-        read.commit().await.context("finishing a read")?;
         Ok(found)
     }
 
@@ -1217,12 +1253,24 @@ impl Store {
         note: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
+        Self::insert_checkpoint_in(&mut *self.pool().acquire().await?, size, root, note, now).await
+    }
+
+    /// [`Store::insert_checkpoint`] on `connection`, e.g. in the transaction that appended
+    /// the entries it covers.
+    pub async fn insert_checkpoint_in(
+        connection: &mut sqlx::SqliteConnection,
+        size: u64,
+        root: &[u8; 32],
+        note: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
             .bind(size as i64)
             .bind(root.to_vec())
             .bind(note)
             .bind(format_time(now))
-            .execute(self.pool())
+            .execute(connection)
             .await?;
         Ok(())
     }

@@ -16,12 +16,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use wasmparser::{ElementItems, ExternalKind, KnownCustom, Name, Operator, Parser, Payload, TypeRef};
+use wasmtime::OperatorCost;
 
 use crate::error::{Effect, SandboxError};
 
 /// Refuses `module_bytes` unless nothing reachable from `row_export` changes state.
-pub fn check_isolation(module_bytes: &[u8], row_export: &str) -> Result<(), SandboxError> {
-    let facts = ModuleFacts::parse(module_bytes)?;
+pub(crate) fn check_isolation(facts: &ModuleFacts, row_export: &str) -> Result<(), SandboxError> {
     if facts.has_start {
         return Err(SandboxError::StartFunction);
     }
@@ -32,9 +32,7 @@ pub fn check_isolation(module_bytes: &[u8], row_export: &str) -> Result<(), Sand
     let mut queue = VecDeque::from([root]);
     let mut table_functions_reached = false;
     while let Some(function) = queue.pop_front() {
-        let Some(body) =
-            function.checked_sub(facts.imported_functions).and_then(|index| facts.bodies.get(index as usize))
-        else {
+        let Some(body) = facts.body(function) else {
             // An import: the review of imports allows only pure math and `emit`.
             continue;
         };
@@ -59,37 +57,54 @@ pub fn check_isolation(module_bytes: &[u8], row_export: &str) -> Result<(), Sand
     Ok(())
 }
 
-/// What one defined function does that matters for isolation.
+/// What one defined function does that matters for isolation and for its fuel.
 #[derive(Debug, Default)]
-struct BodyFacts {
+pub(crate) struct BodyFacts {
+    /// Every function it names: called directly, or taken as a reference.
     calls: Vec<u32>,
     calls_indirect: bool,
     /// The first state-changing instruction, with its text form.
     first_effect: Option<(Effect, String)>,
+    /// The fuel one pass over the body costs: the engine's charge on entry plus every
+    /// operator's cost in the engine's table, each counted once.
+    pub(crate) fuel: u64,
+    /// Whether the body has a `loop`: only a loop runs an operator twice in one call.
+    pub(crate) has_loop: bool,
+    /// The functions it calls directly, once per call site.
+    pub(crate) call_sites: Vec<u32>,
+    /// How many `call_indirect` sites it has.
+    pub(crate) indirect_sites: u64,
 }
 
+/// One parse of a module: what the isolation review and the fuel bound read.
 #[derive(Debug, Default)]
-struct ModuleFacts {
-    imported_functions: u32,
-    bodies: Vec<BodyFacts>,
-    exports: HashMap<String, u32>,
+pub(crate) struct ModuleFacts {
+    pub(crate) imported_functions: u32,
+    /// Each imported function's module and name, in index order.
+    pub(crate) imports: Vec<(String, String)>,
+    pub(crate) bodies: Vec<BodyFacts>,
+    pub(crate) exports: HashMap<String, u32>,
     /// Every function an element segment names: what `call_indirect` could reach.
-    table_functions: Vec<u32>,
+    pub(crate) table_functions: Vec<u32>,
     has_start: bool,
     names: HashMap<u32, String>,
     export_names: HashMap<u32, String>,
 }
 
 impl ModuleFacts {
-    fn parse(module_bytes: &[u8]) -> Result<Self, SandboxError> {
+    /// Parses every section `module_bytes` has, pricing operators with `costs` (the
+    /// engine's table, [`crate::runtime::operator_costs`]).
+    pub(crate) fn parse(module_bytes: &[u8], costs: &OperatorCost) -> Result<Self, SandboxError> {
         let malformed = |error: wasmparser::BinaryReaderError| SandboxError::ModuleInvalid(error.to_string());
         let mut facts = ModuleFacts::default();
         for payload in Parser::new(0).parse_all(module_bytes) {
             match payload.map_err(malformed)? {
                 Payload::ImportSection(imports) => {
                     for import in imports.into_imports() {
-                        if matches!(import.map_err(malformed)?.ty, TypeRef::Func(_) | TypeRef::FuncExact(_)) {
+                        let import = import.map_err(malformed)?;
+                        if matches!(import.ty, TypeRef::Func(_) | TypeRef::FuncExact(_)) {
                             facts.imported_functions += 1;
+                            facts.imports.push((import.module.to_owned(), import.name.to_owned()));
                         }
                     }
                 }
@@ -128,16 +143,22 @@ impl ModuleFacts {
                 }
                 Payload::CodeSectionEntry(body) => {
                     let mut reader = body.get_operators_reader().map_err(malformed)?;
-                    let mut facts_of_body = BodyFacts::default();
+                    // The engine charges one unit on entry to every function.
+                    let mut facts_of_body = BodyFacts { fuel: 1, ..BodyFacts::default() };
                     while !reader.eof() {
                         let operator = reader.read().map_err(malformed)?;
+                        let cost = u64::try_from(costs.cost(&operator)).unwrap_or(0);
+                        facts_of_body.fuel = facts_of_body.fuel.saturating_add(cost);
                         match &operator {
                             Operator::Call { function_index } | Operator::ReturnCall { function_index } => {
-                                facts_of_body.calls.push(*function_index)
+                                facts_of_body.calls.push(*function_index);
+                                facts_of_body.call_sites.push(*function_index);
                             }
                             Operator::CallIndirect { .. } | Operator::ReturnCallIndirect { .. } => {
-                                facts_of_body.calls_indirect = true
+                                facts_of_body.calls_indirect = true;
+                                facts_of_body.indirect_sites += 1;
                             }
+                            Operator::Loop { .. } => facts_of_body.has_loop = true,
                             // A function reference can only be called through a table or
                             // `call_ref`; count it as reachable so neither escapes review.
                             Operator::RefFunc { function_index } => facts_of_body.calls.push(*function_index),
@@ -166,6 +187,11 @@ impl ModuleFacts {
             }
         }
         Ok(facts)
+    }
+
+    /// The facts of function `function` if the module defines it (not an import).
+    pub(crate) fn body(&self, function: u32) -> Option<&BodyFacts> {
+        function.checked_sub(self.imported_functions).and_then(|index| self.bodies.get(index as usize))
     }
 
     /// A function's name for a review message: its debug name, its export, or its index.

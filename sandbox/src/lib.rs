@@ -35,6 +35,7 @@ pub mod abi;
 mod batch;
 mod driver;
 mod error;
+mod fuel;
 mod isolation;
 mod manifest;
 mod review;

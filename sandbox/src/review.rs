@@ -9,7 +9,7 @@ use wasmtime::{Engine, ExternType, Module, ValType};
 
 use crate::abi::{ABI_VERSION, ABI1_EXPORTS, ROW_EXPORT_PREFIX, RowSignature, WasmType, host_function};
 use crate::error::SandboxError;
-use crate::isolation::check_isolation;
+use crate::isolation::{ModuleFacts, check_isolation};
 use crate::manifest::{Manifest, ModelDigest};
 use crate::runtime::RuntimeLimits;
 
@@ -19,6 +19,8 @@ pub struct Reviewed {
     pub digest: ModelDigest,
     pub row_export: String,
     pub signature: RowSignature,
+    /// The parsed code, for the fuel bound.
+    pub(crate) facts: ModuleFacts,
 }
 
 /// Reviews `module_bytes` against the ABI, `manifest` and `limits`, compiling it with
@@ -53,8 +55,9 @@ pub fn review_module(
     check_imports(&module)?;
     let (row_export, signature) = check_exports(&module)?;
     check_against_manifest(&signature, manifest)?;
-    check_isolation(module_bytes, &row_export)?;
-    Ok(Reviewed { module, digest: ModelDigest::of(module_bytes, manifest), row_export, signature })
+    let facts = ModuleFacts::parse(module_bytes, &crate::runtime::operator_costs())?;
+    check_isolation(&facts, &row_export)?;
+    Ok(Reviewed { module, digest: ModelDigest::of(module_bytes, manifest), row_export, signature, facts })
 }
 
 const WASM_PAGE_BYTES: u64 = 65_536;

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{
-    Caller, Config, Engine, Extern, Func, Instance, InstanceAllocationStrategy, Memory, Module, OptLevel,
+    Caller, Config, Engine, Extern, Func, Instance, InstanceAllocationStrategy, Memory, Module, OperatorCost, OptLevel,
     PoolingAllocationConfig, Ref, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
 };
 
@@ -112,6 +112,9 @@ pub struct CompiledModel {
     manifest: Arc<Manifest>,
     digest: ModelDigest,
     binding: Arc<Binding>,
+    /// The most fuel one row can use, from the code ([`crate::fuel`]); `None` when the
+    /// code has a loop or recursion.
+    fuel_bound: Option<u64>,
 }
 
 /// How the row function's parameters and emits map onto the manifest, by name.
@@ -132,6 +135,12 @@ impl CompiledModel {
     }
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+    /// The most fuel one row of this model can use, read from its code and the driver's:
+    /// `None` when the row function can loop or recurse (then only the declared fuel
+    /// bounds a row).
+    pub fn fuel_bound(&self) -> Option<u64> {
+        self.fuel_bound
     }
     /// The names of the manifest inputs the row function actually reads.
     pub fn inputs_read(&self) -> Vec<&str> {
@@ -179,6 +188,14 @@ impl Runtime {
         manifest.fuel_per_row().map_or(self.limits.fuel_per_row, |fuel| fuel.min(self.limits.fuel_per_row))
     }
 
+    /// The fuel a row of `model` can use at most: its declared fuel within the host's cap,
+    /// or the bound its code proves ([`CompiledModel::fuel_bound`]) if that is lower. What
+    /// a run's visibility time is priced from.
+    pub fn worst_fuel_per_row(&self, model: &CompiledModel) -> u64 {
+        let declared = self.fuel_per_row(&model.manifest);
+        model.fuel_bound.map_or(declared, |bound| bound.min(declared))
+    }
+
     /// Static review and compilation. Only bytes compiled here are ever executed.
     pub fn compile(&self, module_bytes: &[u8], manifest: Manifest) -> Result<CompiledModel, SandboxError> {
         let reviewed = review_module(&self.engine, &self.limits, module_bytes, &manifest)?;
@@ -195,6 +212,15 @@ impl Runtime {
             .map_err(|error| SandboxError::Engine(format!("assembling the driver: {error}")))?;
         let driver = Module::new(&self.engine, &driver_bytes)
             .map_err(|error| SandboxError::Engine(format!("compiling the driver: {error:#}")))?;
+        let driver_facts = crate::isolation::ModuleFacts::parse(&driver_bytes, &operator_costs())?;
+        let fuel_bound = crate::fuel::row_bound(
+            &reviewed.facts,
+            &reviewed.row_export,
+            &driver_facts,
+            crate::driver::DRIVER_RUN,
+            crate::driver::DRIVER_EMIT,
+            MATH_FUEL,
+        );
         let binding = Binding { row_export: reviewed.row_export, params, outputs, defaults };
         Ok(CompiledModel {
             module: reviewed.module,
@@ -202,6 +228,7 @@ impl Runtime {
             manifest: Arc::new(manifest),
             digest: reviewed.digest,
             binding: Arc::new(binding),
+            fuel_bound,
         })
     }
 
@@ -304,9 +331,16 @@ impl OutputSink for KeepOutputs {
     }
 }
 
+/// The fuel each operator costs: the engine meters with this table and the fuel bound
+/// ([`crate::fuel`]) prices code with it, so the two cannot disagree.
+pub(crate) fn operator_costs() -> OperatorCost {
+    OperatorCost::default()
+}
+
 fn engine_config(limits: &RuntimeLimits) -> Config {
     let mut config = Config::new();
     config.consume_fuel(limits.metering.fuel());
+    config.operator_cost(operator_costs());
     config.epoch_interruption(limits.metering.epoch());
     config.cranelift_opt_level(OptLevel::Speed);
     // Determinism: the same input and fuel give the same output on every host.

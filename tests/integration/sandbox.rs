@@ -333,6 +333,73 @@ fn failure_fuel_and_recursion_cannot_link_rows() {
     }
 }
 
+/// The fuel bound review proves from the code is a real bound, and the one a run's
+/// visibility time is priced from: a model that spends its fuel only on a chosen value,
+/// run with exactly its bound as each row's fuel, completes every row (the dearest path
+/// included); with one unit less, exactly the chosen rows fall back. Code that loops or
+/// recurses has no bound, and only its declared fuel bounds it.
+#[test]
+fn the_fuel_bound_covers_the_dearest_row_and_is_tight() {
+    let values = data();
+    let thirteens = values.iter().filter(|value| **value == 13.0).count() as u64;
+    let mut dear_path = String::new();
+    for _ in 0..100 {
+        dear_path.push_str("(local.set $y (f64.add (local.get $y) (f64.const 1)))");
+    }
+    let dear_on_13 = row_module(
+        &format!(
+            "(local $y f64) (local.set $y (local.get $x))
+             (if (f64.eq (local.get $x) (f64.const 13)) (then {dear_path}))
+             (call $emit (i32.const 0) (local.get $y))"
+        ),
+        "",
+    );
+    let compiled = runtime().compile(&dear_on_13, Manifest::from_toml(MANIFEST).expect("manifest")).expect("reviews");
+    let bound = compiled.fuel_bound().expect("loop-free code has a bound");
+    // The manifest declares no fuel, so the host's cap applies; the bound is far below it.
+    assert!(bound < runtime().limits().fuel_per_row / 10, "{bound}");
+    assert_eq!(runtime().worst_fuel_per_row(&compiled), bound);
+
+    let with_fuel = |fuel: u64| {
+        let manifest = Manifest::from_toml(&format!("fuel_per_row = {fuel}\n{MANIFEST}")).expect("manifest");
+        let compiled = runtime().compile(&dear_on_13, manifest).expect("reviews");
+        let batches: Vec<Batch> = values.chunks(4096).map(batch).collect();
+        runtime().run(&compiled, batches.into_iter().map(Ok::<_, std::convert::Infallible>)).expect("runs")
+    };
+    let at_the_bound = with_fuel(bound);
+    assert_eq!(at_the_bound.fallbacks().total(), 0, "a row used more fuel than its bound");
+    let expected: Vec<f64> = values.iter().map(|x| if *x == 13.0 { x + 100.0 } else { *x }).collect();
+    assert_eq!(at_the_bound.column(0), expected.as_slice());
+    // The dear path runs every operator of the function (its `if` has no `else`), so the
+    // bound is exact for it: one unit less and exactly the chosen rows fall back.
+    let below = with_fuel(bound - 1);
+    assert_eq!(below.fallbacks().fuel, thirteens);
+    assert!(thirteens > 0);
+
+    // A loop, or recursion, has no bound from the code: the declared fuel prices it.
+    for (what, module) in [
+        (
+            "a loop",
+            row_module(
+                "(loop $l (br_if $l (f64.lt (local.get $x) (f64.const 0)))) (call $emit (i32.const 0) (local.get $x))",
+                "",
+            ),
+        ),
+        (
+            "recursion",
+            row_module(
+                "(call $emit (i32.const 0) (call $r (local.get $x)))",
+                "(func $r (param f64) (result f64) (call $r (local.get 0)))",
+            ),
+        ),
+    ] {
+        let manifest = Manifest::from_toml(&format!("fuel_per_row = 5000\n{MANIFEST}")).expect("manifest");
+        let compiled = runtime().compile(&module, manifest).expect(what);
+        assert_eq!(compiled.fuel_bound(), None, "{what}");
+        assert_eq!(runtime().worst_fuel_per_row(&compiled), 5000, "{what}");
+    }
+}
+
 /// Every row may fail without failing the run: the run always completes.
 #[test]
 fn a_model_that_fails_on_every_row_still_completes() {
@@ -429,6 +496,21 @@ fn example_models_pass_review_and_run_on_dummy_data() {
         assert_eq!(report.name, model.name);
         let run = sluice::dev::run(runtime(), &compiled, &schema, 5_000, 3).expect(model.name);
         assert_eq!(run.fallbacks.total(), 0, "{}", model.name);
+        // Each example is loop-free, so its worst row is known from its code and is what
+        // a run is priced from; run with exactly that much fuel per row, none falls back.
+        let bound = compiled.fuel_bound().unwrap_or_else(|| panic!("{} has no fuel bound", model.name));
+        assert_eq!(runtime().worst_fuel_per_row(&compiled), bound.min(runtime().fuel_per_row(compiled.manifest())));
+        let tight: String = model
+            .manifest
+            .lines()
+            .map(|line| {
+                if line.starts_with("fuel_per_row") { format!("fuel_per_row = {bound}\n") } else { format!("{line}\n") }
+            })
+            .collect();
+        let tight = if tight.contains("fuel_per_row") { tight } else { format!("fuel_per_row = {bound}\n{tight}") };
+        let (tight, _) = sluice_gateway::runner::check(runtime(), model.wasm, &tight, Some(&schema)).expect(model.name);
+        let run = sluice::dev::run(runtime(), &tight, &schema, 5_000, 3).expect(model.name);
+        assert_eq!(run.fallbacks.total(), 0, "{} at its bound of {bound}", model.name);
         assert_eq!(run.outputs.len(), report.outputs.len());
         if model.name == "enterprise-credit" {
             let groups = run.outputs[0].released.groups.as_ref().expect("grouped by industry");

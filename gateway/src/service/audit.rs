@@ -104,11 +104,47 @@ impl App {
     /// Signs the tree head of `size` entries with `root`, dated now, and stores it: the one
     /// place a checkpoint is made. Call it holding `checkpoint_lock`.
     async fn sign_checkpoint(&self, size: u64, root: [u8; 32]) -> anyhow::Result<String> {
-        let now = self.now();
-        let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root, time: Some(crate::store::format_time(now)) };
-        let note = checkpoint.sign(&self.log.signing);
+        let (note, now) = self.signed_head(size, root);
         self.store.insert_checkpoint(size, &root, &note, now).await?;
         Ok(note)
+    }
+
+    fn signed_head(&self, size: u64, root: [u8; 32]) -> (String, time::OffsetDateTime) {
+        let now = self.now();
+        let checkpoint = Checkpoint { origin: ORIGIN.into(), size, root, time: Some(crate::store::format_time(now)) };
+        (checkpoint.sign(&self.log.signing), now)
+    }
+
+    /// Signs a checkpoint of the whole log inside `tx`, which appended its last entries and
+    /// holds the write lock, so the log has exactly `size` entries: the root comes from the
+    /// stored subtrees of that size (O(log n) rows, the transaction's own included), and
+    /// the checkpoint commits with the entries it covers, in one wait for the disk. Call it
+    /// holding `checkpoint_lock` ([`App::checkpoint_turn`]).
+    pub(crate) async fn seal_in(&self, tx: &mut crate::store::Tx, size: u64) -> anyhow::Result<CheckpointView> {
+        let keys = RootBuilder::frontier_of(size);
+        let stored = crate::store::Store::subtrees_in(tx, &keys).await?;
+        let frontier = keys.iter().map(|key| (key.0, stored[key])).collect();
+        let root = RootBuilder::resume(size, frontier).root();
+        let (note, now) = self.signed_head(size, root);
+        crate::store::Store::insert_checkpoint_in(tx, size, &root, &note, now).await?;
+        Ok(CheckpointView { size, checkpoint: note })
+    }
+
+    /// The turn at making checkpoints, to take before a write transaction that seals one
+    /// ([`App::seal_in`]): checkpoints are made one at a time, in the order of their sizes.
+    pub(crate) async fn checkpoint_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.log.checkpoint_lock.lock().await
+    }
+
+    /// The receipt of entry `seq` under a checkpoint of `checkpoint.size` entries.
+    pub(crate) async fn receipt_under(
+        &self,
+        seq: u64,
+        entry: String,
+        checkpoint: CheckpointView,
+    ) -> anyhow::Result<Receipt> {
+        let inclusion_proof = self.stored_inclusion_proof(seq, checkpoint.size).await?;
+        Ok(Receipt { seq, entry, checkpoint: checkpoint.checkpoint, inclusion_proof })
     }
 
     /// PATH(seq - 1, D[size]) from the stored subtrees: O(log n) rows.
@@ -296,8 +332,7 @@ impl App {
     /// wrote it).
     pub(crate) async fn receipt_for(&self, seq: u64, entry: String) -> anyhow::Result<Receipt> {
         let view = self.checkpoint_covering(Some(seq)).await?;
-        let inclusion_proof = self.stored_inclusion_proof(seq, view.size).await?;
-        Ok(Receipt { seq, entry, checkpoint: view.checkpoint, inclusion_proof })
+        self.receipt_under(seq, entry, view).await
     }
 
     /// Searches the log (regulators only).

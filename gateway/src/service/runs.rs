@@ -108,6 +108,33 @@ enum ChargeOutcome {
 /// are 0.2 to 0.4 ns per unit on the reference models (ARCHITECTURE.md).
 const VISIBILITY_NANOS_PER_FUEL: f64 = 0.5;
 
+/// Assumed host cost, per row, of each value the model reads (decrypting and decoding it)
+/// and of each output it emits (handing it to the release), which fuel does not meter:
+/// about twice what the native floor of the reference job spends (ARCHITECTURE.md).
+const VISIBILITY_NANOS_PER_VALUE: f64 = 10.0;
+const VISIBILITY_NANOS_PER_OUTPUT: f64 = 5.0;
+
+/// What one row of a model may cost, from public facts: the most fuel a row can use (the
+/// lower of its declared fuel and the bound its code proves), and how many values it reads
+/// and outputs it emits.
+#[derive(Debug, Clone, Copy)]
+struct RowPrice {
+    worst_fuel: u64,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// A base delay plus the time `rows` take over `parts` mapped at once if every row takes
+/// the model's worst case and the host's own per-row work. Whole milliseconds, rounded up.
+fn visibility_delay(base: std::time::Duration, price: RowPrice, rows: u64, parts: usize) -> time::Duration {
+    let row_nanos = price.worst_fuel as f64 * VISIBILITY_NANOS_PER_FUEL
+        + price.inputs as f64 * VISIBILITY_NANOS_PER_VALUE
+        + price.outputs as f64 * VISIBILITY_NANOS_PER_OUTPUT;
+    let rows_millis = (rows as f64 * row_nanos / parts.max(1) as f64 / 1e6).ceil() as i64;
+    let base_millis = i64::try_from(base.as_millis()).unwrap_or(i64::MAX);
+    time::Duration::milliseconds(base_millis.saturating_add(rows_millis))
+}
+
 /// Why a charged run did not release, or what it released with its fallback count.
 type Executed = Result<(Vec<ReleasedOutput>, Fallbacks), RunFailure>;
 
@@ -153,18 +180,22 @@ impl App {
         Ok(view)
     }
 
-    /// How long after its start a run's result becomes visible: a base delay plus the time
-    /// the model may take if every row uses all its fuel.
+    /// How long after its start a run's result becomes visible ([`visibility_delay`]).
     fn visibility_delay(&self, prepared: &PreparedRun) -> time::Duration {
-        let base = self.gate.visibility_base();
-        let fuel = self.runner.runtime().fuel_per_row(prepared.compiled.manifest()) as f64;
-        let rows = prepared.version.row_count.max(0) as f64;
-        // The rows are mapped in parts at once, one core each: the part count follows from
-        // the (public) chunk count and the configuration, never from the data.
-        let parts = run_parts(self.runner.runtime().limits().workers_per_run, prepared.version.chunk_count) as f64;
-        let model_millis = (rows * fuel * VISIBILITY_NANOS_PER_FUEL / parts / 1e6).ceil() as i64;
-        let base_millis = i64::try_from(base.as_millis()).unwrap_or(i64::MAX);
-        time::Duration::milliseconds(base_millis.saturating_add(model_millis))
+        let runtime = self.runner.runtime();
+        let manifest = prepared.compiled.manifest();
+        visibility_delay(
+            self.gate.visibility_base(),
+            RowPrice {
+                worst_fuel: runtime.worst_fuel_per_row(&prepared.compiled),
+                inputs: manifest.inputs().len(),
+                outputs: manifest.outputs().len(),
+            },
+            u64::try_from(prepared.version.row_count).unwrap_or(0),
+            // The rows are mapped in parts at once, one core each: the part count follows
+            // from the (public) chunk count and the configuration, never from the data.
+            run_parts(runtime.limits().workers_per_run, prepared.version.chunk_count),
+        )
     }
 
     /// Reads the run's facts in one snapshot, asks the gate once, and prepares what the
@@ -293,7 +324,10 @@ impl App {
     ) -> ServiceResult<ChargeOutcome> {
         let now = self.now();
         let permit = prepared.permit;
-        let mut tx = self.store.begin().await?;
+        // The charge does not wait for the disk: nothing is answered before the release,
+        // whose commit waits and makes the charge durable with it (the write-ahead log is
+        // synced in order). A crash in between loses a charge whose run released nothing.
+        let mut tx = self.store.begin_unsynced().await?;
         let row =
             Store::charge_facts(&mut tx, permit.authorisation_id, permit.dataset_id, now - time::Duration::hours(1))
                 .await?
@@ -402,6 +436,8 @@ impl App {
         let authorisation_id = run.charged.permit.authorisation_id;
         let now = self.now();
         let object = format!("run:{run_id}");
+        // A release commits with the checkpoint its receipt names: one wait for the disk.
+        let checkpoints = self.checkpoint_turn().await;
         let mut tx = self.store.begin().await?;
         let view = match outcome {
             Ok((values, fallbacks)) => {
@@ -452,7 +488,8 @@ impl App {
                 }
                 let (seq, entry) = Store::append_audit_entry(&mut tx, event, now).await?;
                 Store::set_release_seq(&mut tx, run_id, seq).await?;
-                Ok((view, seq, entry))
+                let checkpoint = self.seal_in(&mut tx, seq).await?;
+                Ok((view, seq, entry, checkpoint))
             }
             Err(failure) => {
                 let (code, message) = failure.describe();
@@ -465,8 +502,9 @@ impl App {
             }
         };
         tx.commit().await.context("committing the run's outcome")?;
-        let (mut view, seq, entry) = view?;
-        view.receipt = Some(self.receipt_for(seq, entry).await?);
+        drop(checkpoints);
+        let (mut view, seq, entry, checkpoint) = view?;
+        view.receipt = Some(self.receipt_under(seq, entry, checkpoint).await?);
         Ok(view)
     }
 
@@ -620,4 +658,26 @@ fn commit_to_release(event: AuditEvent, outputs: &[ReleasedOutput]) -> anyhow::R
     Ok(event
         .detail(release::VALUES_DETAIL, release::canonical_json(&values))
         .detail(release::RELEASE_DETAIL, release::release_digest(&values)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: std::time::Duration = std::time::Duration::from_millis(100);
+
+    #[test]
+    fn the_delay_is_priced_from_the_worst_row_and_split_over_parts() {
+        let price = RowPrice { worst_fuel: 2_000, inputs: 4, outputs: 3 };
+        // 10 million rows × (2,000 × 0.5 + 4 × 10 + 3 × 5 = 1,055 ns) over two parts.
+        assert_eq!(visibility_delay(BASE, price, 10_000_000, 2), time::Duration::milliseconds(100 + 5_275));
+        assert_eq!(visibility_delay(BASE, price, 10_000_000, 1), time::Duration::milliseconds(100 + 10_550));
+        // A bound of 150 from the code prices the same rows at a tenth.
+        let bounded = RowPrice { worst_fuel: 150, ..price };
+        assert_eq!(visibility_delay(BASE, bounded, 10_000_000, 2), time::Duration::milliseconds(100 + 650));
+        // No rows: the base alone; a part count of 0 is read as one part.
+        assert_eq!(visibility_delay(BASE, price, 0, 0), time::Duration::milliseconds(100));
+        // Any row at all is at least a millisecond past the base.
+        assert_eq!(visibility_delay(BASE, price, 1, 2), time::Duration::milliseconds(101));
+    }
 }
