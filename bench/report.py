@@ -1,7 +1,8 @@
 """Prints the benchmark's table and writes its plot: python bench/report.py RESULTS.jsonl PLOT.png
 
-Each line of RESULTS is {"profile", "sluice": sluice-bench's object, "peer": peer.py's}.
-Ratios are within one sitting: Sluice's run and work against the native floor and the peer.
+Each line of RESULTS is {"profile", "sluice": sluice-bench's object, "peer": peer.py's,
+"peer_context": peer.py --context's}. Ratios are within one sitting: Sluice's run and work
+against the native floor, the hand-tuned peer and the OpenDP Context peer.
 """
 
 import json
@@ -20,18 +21,19 @@ def main() -> None:
     profile = lines[0]["profile"]
     print(f"Reference job (per district: DP count, DP mean, DP sum; epsilon 1), {profile} build")
     header = (
-        "| rows | ingest s | run s (answered) | of which delay s | work s | floor s | peer s "
-        "| work / floor | peer / work | run peak MiB | work peak MiB | peer peak MiB |"
+        "| rows | ingest s | run s (answered) | of which delay s | work s | floor s | peer s | context peer s "
+        "| work / floor | peer / work | context peer / run | run peak MiB | work peak MiB | peer peak MiB "
+        "| context peer peak MiB |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for line in lines:
-        s, p = line["sluice"], line["peer"]
+        s, p, c = line["sluice"], line["peer"], line["peer_context"]
         print(
             f"| {s['rows']:,} | {s['ingest_s']:.3f} | {s['run_s']:.3f} | {s['run_delay_s']:.3f} | {s['work_s']:.3f} "
-            f"| {s['floor_s']:.3f} | {p['peer_s']:.3f} | {s['work_s'] / s['floor_s']:.2f} "
-            f"| {p['peer_s'] / s['work_s']:.2f} | {s['run_peak_mib']:.0f} | {s['work_peak_mib']:.0f} "
-            f"| {p['peer_peak_mib']:.0f} |"
+            f"| {s['floor_s']:.3f} | {p['peer_s']:.3f} | {c['peer_context_s']:.3f} | {s['work_s'] / s['floor_s']:.2f} "
+            f"| {p['peer_s'] / s['work_s']:.2f} | {c['peer_context_s'] / s['run_s']:.2f} | {s['run_peak_mib']:.0f} "
+            f"| {s['work_peak_mib']:.0f} | {p['peer_peak_mib']:.0f} | {c['peer_context_peak_mib']:.0f} |"
         )
     rows = [line["sluice"]["rows"] for line in lines]
     figure, (times, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -39,7 +41,8 @@ def main() -> None:
         ("Sluice run, answered (with its visibility delay)", [line["sluice"]["run_s"] for line in lines]),
         ("Sluice work (decrypt, sandbox, DP release)", [line["sluice"]["work_s"] for line in lines]),
         ("native floor (decrypt, compute)", [line["sluice"]["floor_s"] for line in lines]),
-        ("peer: polars + OpenDP on Parquet", [line["peer"]["peer_s"] for line in lines]),
+        ("peer: polars + OpenDP scales, hand-tuned", [line["peer"]["peer_s"] for line in lines]),
+        ("peer: OpenDP Context API on polars", [line["peer_context"]["peer_context_s"] for line in lines]),
     ]:
         times.plot(rows, values, marker="o", label=label)
     times.set(xscale="log", yscale="log", xlabel="rows", ylabel="seconds", title="Time")
@@ -47,7 +50,8 @@ def main() -> None:
     for label, values in [
         ("Sluice run", [line["sluice"]["run_peak_mib"] for line in lines]),
         ("Sluice work", [line["sluice"]["work_peak_mib"] for line in lines]),
-        ("peer", [line["peer"]["peer_peak_mib"] for line in lines]),
+        ("peer, hand-tuned", [line["peer"]["peer_peak_mib"] for line in lines]),
+        ("peer, OpenDP Context", [line["peer_context"]["peer_context_peak_mib"] for line in lines]),
     ]:
         memory.plot(rows, values, marker="o", label=label)
     memory.set(xscale="log", xlabel="rows", ylabel="peak RSS, MiB", title="Memory")

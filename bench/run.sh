@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end benchmark of the reference job (bench/README.md):
+# The end-to-end benchmark of the reference job (ARCHITECTURE.md, `bench/`):
 #
 #   bench/run.sh                 # 1K, 1M and 10M rows, release build
 #   bench/run.sh 100000000       # chosen sizes
@@ -7,7 +7,7 @@
 #
 # For each size: generate the vehicles CSV (deterministic), run sluice-bench (ingest, the
 # run through the API, the same work without it, the native floor), convert the CSV to
-# Parquet and run the Python polars + OpenDP peer on it; then print one table and write a
+# Parquet and run the Python polars + OpenDP peers on it (hand-tuned, and OpenDP's Context API); then print one table and write a
 # plot of time and memory against rows. The peer's virtual environment is made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,8 @@ if [[ ! -x $venv/bin/python ]]; then
   echo "making the peer's virtual environment in $venv" >&2
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check "polars==1.36.*" "opendp==0.16.*" "matplotlib==3.*"
+# pyarrow: OpenDP's Context API hands its released frames over through Arrow.
+"$venv/bin/pip" install -q --disable-pip-version-check "polars==1.36.*" "opendp==0.16.*" "matplotlib==3.*" "pyarrow>=20,<27"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -51,7 +52,8 @@ for rows in "${sizes[@]}"; do
   sluice=$("$target_dir/$profile/sluice-bench" --rows "$rows" --csv "$csv" --work-dir "$work")
   "$venv/bin/python" bench/peer.py --prepare "$csv"
   peer=$("$venv/bin/python" bench/peer.py "$csv")
-  echo "{\"profile\": \"$profile\", \"sluice\": $sluice, \"peer\": $peer}" >> "$results"
+  context=$("$venv/bin/python" bench/peer.py --context "$csv")
+  echo "{\"profile\": \"$profile\", \"sluice\": $sluice, \"peer\": $peer, \"peer_context\": $context}" >> "$results"
   rm -f "$csv" "${csv%.csv}.parquet"
 done
 "$venv/bin/python" bench/report.py "$results" "$out/bench-$profile.png"

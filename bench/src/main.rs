@@ -1,6 +1,6 @@
 //! `sluice-bench`: the end-to-end benchmark of the reference job at one dataset size.
 //! `bench/run.sh` calls it for each size, runs the Python peer on the same CSV and prints
-//! the table; see `bench/README.md`.
+//! the table; see the `bench/` section of ARCHITECTURE.md.
 //!
 //! In one process, on a fresh data directory: generate the synthetic vehicles CSV
 //! (deterministic), set up the scenario through the API (organisations, principals under

@@ -232,6 +232,13 @@ pub struct ChargeFactsRow {
     pub runs_since: i64,
 }
 
+/// What a charge re-reads under the write lock. The run-rate count must use the
+/// `runs_by_authorisation` index: a scan would grow every run's cost with every run made.
+const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.epsilon_total AS authorisation_total, \
+     a.epsilon_spent AS authorisation_spent, d.epsilon_total AS dataset_total, d.epsilon_spent AS dataset_spent, \
+     (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
+     FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2";
+
 /// The database. Cheap to clone (a pool handle).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -928,17 +935,12 @@ impl Store {
         dataset_id: i64,
         since: OffsetDateTime,
     ) -> anyhow::Result<Option<ChargeFactsRow>> {
-        Ok(sqlx::query_as(
-            "SELECT a.revoked_at IS NOT NULL AS revoked, a.epsilon_total AS authorisation_total, \
-             a.epsilon_spent AS authorisation_spent, d.epsilon_total AS dataset_total, d.epsilon_spent AS dataset_spent, \
-             (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
-             FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2",
-        )
-        .bind(authorisation_id)
-        .bind(dataset_id)
-        .bind(format_time(since))
-        .fetch_optional(&mut **tx)
-        .await?)
+        Ok(sqlx::query_as(CHARGE_FACTS_SQL)
+            .bind(authorisation_id)
+            .bind(dataset_id)
+            .bind(format_time(since))
+            .fetch_optional(&mut **tx)
+            .await?)
     }
 
     /// Writes a charge the policy allowed: both budgets' new spent totals. The caller read
@@ -1340,5 +1342,27 @@ impl Store {
     /// Test support: the raw pool, to prove the database refuses edits to the audit log.
     pub fn pool_for_tests(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The charge, on every run, reads by index only: no query plan step scans a table.
+    #[tokio::test]
+    async fn the_charge_reads_by_index_whatever_the_number_of_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("sluice.db"), true).await.expect("opens");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {CHARGE_FACTS_SQL}"))
+            .bind(1i64)
+            .bind(1i64)
+            .bind("2026-01-01T00:00:00Z")
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan");
+        let steps: Vec<&str> = plan.iter().map(|step| step.3.as_str()).collect();
+        assert!(steps.iter().all(|step| !step.starts_with("SCAN")), "{steps:#?}");
+        assert!(steps.iter().any(|step| step.contains("runs_by_authorisation")), "{steps:#?}");
     }
 }
