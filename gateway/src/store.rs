@@ -289,11 +289,7 @@ impl Store {
     /// failing halfway (another process, such as the CLI on the same data directory, still
     /// waits in SQLite's busy handler).
     pub async fn begin(&self) -> anyhow::Result<Tx> {
-        // As long as SQLite's own busy timeout: a writer that never gives its turn back
-        // (a bug) makes the others fail, not hang.
-        let turn = tokio::time::timeout(Duration::from_secs(30), self.write_turn.clone().lock_owned())
-            .await
-            .context("waited 30 s for the write lock")?;
+        let turn = self.write_turn().await?;
         let inner = self.pool().begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
         Ok(Tx { inner, _turn: turn })
     }
@@ -304,12 +300,18 @@ impl Store {
     /// nobody is told of before such a commit (a run's charge, made durable by its
     /// release): a crash in between loses it with everything that depended on it.
     pub async fn begin_unsynced(&self) -> anyhow::Result<Tx> {
-        let turn = tokio::time::timeout(Duration::from_secs(30), self.write_turn.clone().lock_owned())
-            .await
-            .context("waited 30 s for the write lock")?;
+        let turn = self.write_turn().await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let inner = self.unsynced.begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
         Ok(Tx { inner, _turn: turn })
+    }
+
+    /// This process's turn at the write lock. As long as SQLite's own busy timeout: a
+    /// writer that never gives its turn back (a bug) makes the others fail, not hang.
+    async fn write_turn(&self) -> anyhow::Result<tokio::sync::OwnedMutexGuard<()>> {
+        tokio::time::timeout(Duration::from_secs(30), self.write_turn.clone().lock_owned())
+            .await
+            .context("waited 30 s for the write lock")
     }
 
     /// The pool, counting one round trip: every read and every transaction goes through
