@@ -19,7 +19,7 @@ use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use sluice_audit::{AuditEntry, AuditEvent, leaf_hash};
+use sluice_audit::{AuditEntry, AuditEvent, RootBuilder, leaf_hash};
 
 /// A write transaction, holding this process's turn at SQLite's write lock: writers wait
 /// for it in the order they asked (a fair async queue) instead of in SQLite's busy handler,
@@ -1149,8 +1149,24 @@ impl Store {
         Ok(found)
     }
 
+    /// The tree of the log's first `size` entries, resumed from its frontier's stored
+    /// subtrees (O(log n) rows) on `connection` — a transaction sees its own appends.
+    pub async fn tree_in(connection: &mut sqlx::SqliteConnection, size: u64) -> anyhow::Result<RootBuilder> {
+        let keys = RootBuilder::frontier_of(size);
+        let stored = Self::subtrees_in(connection, &keys).await?;
+        Ok(RootBuilder::resume(size, keys.iter().map(|key| (key.0, stored[key])).collect()))
+    }
+
+    /// [`Store::tree_in`] in a read of its own.
+    pub async fn tree(&self, size: u64) -> anyhow::Result<RootBuilder> {
+        let mut read = self.pool().begin().await.context("starting a read")?;
+        let tree = Self::tree_in(&mut read, size).await?;
+        read.commit().await.context("finishing a read")?;
+        Ok(tree)
+    }
+
     /// [`Store::subtrees`] inside a transaction, which sees its own appends.
-    pub async fn subtrees_in(
+    async fn subtrees_in(
         connection: &mut sqlx::SqliteConnection,
         keys: &[(u32, u64)],
     ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {

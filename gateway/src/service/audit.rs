@@ -16,8 +16,8 @@ use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::parse_time;
 use sluice_audit::{
-    AuditEntry, AuditOutcome, Checkpoint, NeededSubtrees, ORIGIN, Receipt, RootBuilder, consistency_proof_from,
-    export_text, inclusion_proof_from,
+    AuditEntry, AuditOutcome, Checkpoint, NeededSubtrees, ORIGIN, Receipt, consistency_proof_from, export_text,
+    inclusion_proof_from,
 };
 
 /// A checkpoint is issued once this many entries are not covered by the latest one…
@@ -83,10 +83,7 @@ impl App {
             // First checkpoint since the gateway started: resume the frontier from the
             // stored subtrees of the log's size (O(log n) rows) instead of every leaf.
             let size = self.store.audit_size().await?;
-            let keys = RootBuilder::frontier_of(size);
-            let stored = self.store.subtrees(&keys).await?;
-            let frontier = keys.iter().map(|key| (key.0, stored[key])).collect();
-            *tree = RootBuilder::resume(size, frontier);
+            *tree = self.store.tree(size).await?;
         }
         for leaf in self.store.leaf_hashes_after(tree.size()).await? {
             tree.push(leaf);
@@ -121,10 +118,7 @@ impl App {
     /// the checkpoint commits with the entries it covers, in one wait for the disk. Call it
     /// holding `checkpoint_lock` ([`App::checkpoint_turn`]).
     pub(crate) async fn seal_in(&self, tx: &mut crate::store::Tx, size: u64) -> anyhow::Result<CheckpointView> {
-        let keys = RootBuilder::frontier_of(size);
-        let stored = crate::store::Store::subtrees_in(tx, &keys).await?;
-        let frontier = keys.iter().map(|key| (key.0, stored[key])).collect();
-        let root = RootBuilder::resume(size, frontier).root();
+        let root = crate::store::Store::tree_in(tx, size).await?.root();
         let (note, now) = self.signed_head(size, root);
         crate::store::Store::insert_checkpoint_in(tx, size, &root, &note, now).await?;
         Ok(CheckpointView { size, checkpoint: note })
