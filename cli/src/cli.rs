@@ -454,16 +454,52 @@ async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> any
     let app = open_app(&dir, config.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
-    let checkpointer = app.spawn_checkpointer();
+    let (stop_checkpointer, stop) = tokio::sync::watch::channel(false);
+    let checkpointer = app.spawn_checkpointer(stop);
     axum::serve(listener, sluice_gateway::api::router(app.clone()))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
-    checkpointer.abort();
+    // The listener is closed; requests already begun run to their end even where their
+    // clients have gone (the API detaches them), so wait for them before closing the store.
+    tracing::info!(under_way = app.in_flight().now(), "shutting down: draining requests under way");
+    if let Err(left) = app.in_flight().drained(SHUTDOWN_DRAIN).await {
+        tracing::warn!(left, "requests still under way after the drain period; closing anyway");
+    }
+    let _ = stop_checkpointer.send(true);
+    if let Err(error) = checkpointer.await {
+        tracing::error!(error = %error, "the checkpointer failed");
+    }
     app.store().close().await;
+    tracing::info!("sluice gateway stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a shutdown waits for requests under way: longer than a run's default
+/// deadline (60 s), so a run begun is released, not cut.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Resolves on Ctrl-C or SIGTERM (what a service manager or an orchestrator sends).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn demo(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {

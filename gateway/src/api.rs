@@ -70,7 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit_invalid_requests))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn(detached))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), detached))
         .with_state(app)
 }
 
@@ -79,8 +79,19 @@ pub fn router(app: Arc<App>) -> Router {
 /// transaction open (sqlx's SQLite pool would take the connection back still inside it, and
 /// every later write would wait for a lock nobody releases) or a change half-made. What a
 /// request does once begun is bounded by its own limits (run deadlines, body limits).
-async fn detached(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+/// Each is counted in [`App::in_flight`] until it ends, so a shutdown can wait for it.
+async fn detached(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ticket = app.in_flight().begin();
+    let work = async move {
+        let response = next.run(request).await;
+        drop(ticket);
+        response
+    };
+    match tokio::spawn(work).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(error = %error, "a request's task failed");

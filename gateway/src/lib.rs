@@ -6,6 +6,7 @@
 //!   job each: the [`store::Store`], the [`parts::Sealed`] data at rest, the
 //!   [`parts::AuditLog`], the [`runner::Runner`] and the [`parts::Gate`].
 //! - [`api::router`]: the HTTP API over an `App`, separate from serving so tests drive it.
+//! - [`in_flight::InFlight`]: the requests under way, which a shutdown drains.
 //!
 //! It must not make policy decisions itself (that is `sluice_policies`), execute guest
 //! code outside `sluice_sandbox`, or touch plaintext outside `sluice_vault`. SQL lives only
@@ -15,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod in_flight;
 pub mod parts;
 pub mod runner;
 pub mod service;

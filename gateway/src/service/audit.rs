@@ -158,13 +158,37 @@ impl App {
     }
 
     /// Issues checkpoints in the background while the gateway serves: whenever
-    /// [`CHECKPOINT_EVERY_ENTRIES`] entries or [`CHECKPOINT_EVERY`] have passed.
-    pub fn spawn_checkpointer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// [`CHECKPOINT_EVERY_ENTRIES`] entries or [`CHECKPOINT_EVERY`] have passed. When
+    /// `stop` turns true it ends between two rounds (never inside one), after sealing a
+    /// last checkpoint over every entry not yet covered, so a stopped gateway leaves its
+    /// whole log signed.
+    pub fn spawn_checkpointer(
+        self: &Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let app = Arc::clone(self);
         tokio::spawn(async move {
             let mut last_issued = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                let stopping = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+                    _ = stop.wait_for(|stop| *stop) => true,
+                };
+                if stopping {
+                    let last = async {
+                        let size = app.store.audit_size().await?;
+                        let covered = app.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);
+                        if size > covered {
+                            let view = app.issue_checkpoint().await?;
+                            tracing::info!(size = view.size, "last audit checkpoint issued at shutdown");
+                        }
+                        anyhow::Ok(())
+                    };
+                    if let Err(error) = last.await {
+                        tracing::error!(error = %format!("{error:#}"), "the last audit checkpoint failed");
+                    }
+                    return;
+                }
                 let due = async {
                     let size = app.store.audit_size().await?;
                     let covered = app.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);

@@ -82,6 +82,8 @@ pub struct App {
     pub(crate) clock: Clock,
     /// The one writer of audit entries that stand alone ([`App::record`]).
     audit_batch: group_commit::AuditBatcher,
+    /// The requests under way, which a shutdown waits for.
+    in_flight: crate::in_flight::InFlight,
 }
 
 impl std::fmt::Debug for App {
@@ -197,7 +199,7 @@ impl App {
         let runner = Runner::new(RuntimeLimits::default())?;
         let sealed = Sealed::new(data_dir, master, from_environment.is_some());
         let audit_batch = group_commit::AuditBatcher::start(store.clone());
-        let app = Self { store, sealed, log, runner, gate, clock, audit_batch };
+        let app = Self { store, sealed, log, runner, gate, clock, audit_batch, in_flight: Default::default() };
         app.settle_interrupted_runs().await?;
         Ok(Arc::new(app))
     }
@@ -209,6 +211,11 @@ impl App {
 
     pub fn runner(&self) -> &Runner {
         &self.runner
+    }
+
+    /// The requests under way: the API counts each one, a shutdown waits for them.
+    pub fn in_flight(&self) -> &crate::in_flight::InFlight {
+        &self.in_flight
     }
 
     pub fn now(&self) -> OffsetDateTime {
