@@ -21,9 +21,11 @@ fail() { echo "load test: $*" >&2; tail -20 "$work/server.log" >&2; exit 1; }
 command -v wrk >/dev/null || fail "wrk is not installed (Debian: apt-get install wrk)"
 
 ADMIN=$($SLUICE init --data-dir "$work/data" | sed -n 's/^admin token: //p')
-$SLUICE serve --data-dir "$work/data" --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
+# A stop keeps serving for 5 s after readiness turns off (the grace a load balancer needs).
+SLUICE_SHUTDOWN_GRACE_SECONDS=5 $SLUICE serve --data-dir "$work/data" --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 server=$!
-for _ in $(seq 1 150); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 150); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.1; done
+[ "$(curl -sS "$URL/readyz" | jq -c .)" = '{"ready":true}' ] || fail "the gateway did not become ready"
 api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+-d "$4"}; }
 CAC=$(api "$ADMIN" POST /v1/organisations '{"name":"Cyberspace Administration"}' | jq .id)
 REGULATOR=$(api "$ADMIN" POST /v1/principals "{\"name\":\"inspector\",\"role\":\"regulator\",\"organisation_id\":$CAC}" | jq -r .token)
@@ -76,6 +78,14 @@ entries=$(grep -c '"seq"' "$work/export.jsonl")
 for n in 1 2 3; do api "$ADMIN" POST /v1/organisations "{\"name\":\"before the stop $n\"}" >/dev/null; done
 entries=$((entries + 3))
 kill -TERM "$server"
+# Readiness turns off at once; a request sent within the grace period is still served.
+for _ in $(seq 1 20); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 503 ] && break; sleep 0.05
+done
+[ "$(curl -sS "$URL/readyz" | jq -r .reason)" = stopping ] || fail "readiness did not turn off on SIGTERM"
+api "$ADMIN" POST /v1/organisations '{"name":"during the grace"}' >/dev/null || fail "a write in the grace period failed"
+entries=$((entries + 1))
+echo "load test: readiness answered 503 stopping on SIGTERM; a write in the grace period was served"
 status=0
 for _ in $(seq 1 1000); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$server" 2>/dev/null && fail "the gateway did not stop within 100 s of SIGTERM"

@@ -451,19 +451,35 @@ async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let app = open_app(&dir, config.as_deref()).await?;
+    let config = Config::load(&dir, config.as_deref()).context("reading the configuration")?;
+    let (grace, drain) = (config.shutdown_grace, config.shutdown_drain);
+    let app = App::open(config, Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
     let (stop_checkpointer, stop) = tokio::sync::watch::channel(false);
     let checkpointer = app.spawn_checkpointer(stop);
+    let stopping = {
+        let app = app.clone();
+        async move {
+            shutdown_signal().await;
+            // Readiness answers 503 from here; new requests are still served for the grace
+            // period, so a load balancer can move traffic away before the listener closes.
+            app.in_flight().stop_begun();
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "stop requested: not ready; accepting for the grace period"
+            );
+            tokio::time::sleep(grace).await;
+        }
+    };
     axum::serve(listener, sluice_gateway::api::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopping)
         .await
         .context("serving")?;
     // The listener is closed; requests already begun run to their end even where their
     // clients have gone (the API detaches them), so wait for them before closing the store.
     tracing::info!(under_way = app.in_flight().now(), "shutting down: draining requests under way");
-    if let Err(left) = app.in_flight().drained(SHUTDOWN_DRAIN).await {
+    if let Err(left) = app.in_flight().drained(drain).await {
         tracing::warn!(left, "requests still under way after the drain period; closing anyway");
     }
     let _ = stop_checkpointer.send(true);
@@ -474,10 +490,6 @@ async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> any
     tracing::info!("sluice gateway stopped");
     Ok(ExitCode::SUCCESS)
 }
-
-/// How long a shutdown waits for requests under way: longer than a run's default
-/// deadline (60 s), so a run begun is released, not cut.
-const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Resolves on Ctrl-C or SIGTERM (what a service manager or an orchestrator sends).
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@ const MAX_BODY_BYTES: usize = 16 << 20;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness))
         .route("/v1/principals", post(create_principal))
         .route("/v1/principals/{id}/token", post(issue_token).delete(revoke_token))
         .route("/v1/principals/{id}/disable", post(disable_principal))
@@ -168,6 +169,18 @@ async fn audit_invalid_requests(
         }
     }
     response
+}
+
+/// Readiness, for a load balancer: 200 when this node should get new work, 503 with the
+/// reason when it is stopping or its database does not answer. Unauthenticated and not
+/// audited, like `/healthz` (liveness), and it reveals nothing but the reason's code.
+async fn readiness(State(app): State<Arc<App>>) -> Response {
+    match app.readiness().await {
+        Ok(()) => Json(json!({ "ready": true })).into_response(),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": reason }))).into_response()
+        }
+    }
 }
 
 /// An error as the API answers it: `{"error": {"code", "message"}, "request_id"}`.

@@ -30,6 +30,10 @@ pub const POLICY_FILE_ENV: &str = "SLUICE_POLICY_FILE";
 pub const TOKEN_LIFETIME_DAYS_ENV: &str = "SLUICE_TOKEN_LIFETIME_DAYS";
 pub const TWO_PERSON_RULE_ENV: &str = "SLUICE_TWO_PERSON_RULE";
 pub const WITNESSES_ENV: &str = "SLUICE_WITNESSES";
+/// Seconds `sluice serve` answers readiness with 503 before it stops accepting, on a stop.
+pub const SHUTDOWN_GRACE_ENV: &str = "SLUICE_SHUTDOWN_GRACE_SECONDS";
+/// Seconds `sluice serve` waits for requests under way, on a stop, before closing anyway.
+pub const SHUTDOWN_DRAIN_ENV: &str = "SLUICE_SHUTDOWN_DRAIN_SECONDS";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -57,6 +61,13 @@ pub struct Config {
     pub two_person_rule: bool,
     /// Witnesses whose cosignatures the gateway accepts, as C2SP vkeys (type 0x04).
     pub witnesses: Vec<String>,
+    /// On a stop, how long readiness answers 503 while requests are still accepted, so a
+    /// load balancer moves traffic away first (default 0 s; at most 300 s).
+    pub shutdown_grace: std::time::Duration,
+    /// On a stop, how long to wait for requests under way before closing anyway (default
+    /// 90 s: longer than a run's default deadline, so a run begun is released, not cut;
+    /// 1 to 3600 s).
+    pub shutdown_drain: std::time::Duration,
     /// The master key's hex text when it comes from the environment, not a file.
     pub master_key_from_environment: Option<Zeroizing<String>>,
 }
@@ -73,6 +84,8 @@ impl std::fmt::Debug for Config {
             .field("token_lifetime", &self.token_lifetime)
             .field("two_person_rule", &self.two_person_rule)
             .field("witnesses", &self.witnesses)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("shutdown_drain", &self.shutdown_drain)
             .field("master_key_from_environment", &self.master_key_from_environment.is_some())
             .finish()
     }
@@ -90,6 +103,8 @@ struct ConfigFile {
     token_lifetime_days: Option<u64>,
     two_person_rule: Option<bool>,
     witnesses: Option<Vec<String>>,
+    shutdown_grace_seconds: Option<u64>,
+    shutdown_drain_seconds: Option<u64>,
 }
 
 impl Config {
@@ -105,6 +120,8 @@ impl Config {
             token_lifetime: time::Duration::days(90),
             two_person_rule: true,
             witnesses: Vec::new(),
+            shutdown_grace: std::time::Duration::ZERO,
+            shutdown_drain: std::time::Duration::from_secs(90),
             master_key_from_environment: None,
         }
     }
@@ -162,6 +179,12 @@ impl Config {
         if let Some(witnesses) = file.witnesses {
             self.witnesses = witnesses;
         }
+        if let Some(seconds) = file.shutdown_grace_seconds {
+            self.shutdown_grace = check_seconds(seconds, 0, 300).context("shutdown_grace_seconds")?;
+        }
+        if let Some(seconds) = file.shutdown_drain_seconds {
+            self.shutdown_drain = check_seconds(seconds, 1, 3600).context("shutdown_drain_seconds")?;
+        }
         Ok(())
     }
 
@@ -189,6 +212,12 @@ impl Config {
         }
         if let Some(days) = number(TOKEN_LIFETIME_DAYS_ENV)? {
             self.token_lifetime = check_token_days(days).with_context(|| format!("${TOKEN_LIFETIME_DAYS_ENV}"))?;
+        }
+        if let Some(seconds) = number(SHUTDOWN_GRACE_ENV)? {
+            self.shutdown_grace = check_seconds(seconds, 0, 300).with_context(|| format!("${SHUTDOWN_GRACE_ENV}"))?;
+        }
+        if let Some(seconds) = number(SHUTDOWN_DRAIN_ENV)? {
+            self.shutdown_drain = check_seconds(seconds, 1, 3600).with_context(|| format!("${SHUTDOWN_DRAIN_ENV}"))?;
         }
         if let Some(text) = environment(WITNESSES_ENV) {
             self.witnesses =
@@ -220,6 +249,11 @@ fn check_max_runs(limit: u64) -> anyhow::Result<u64> {
 fn check_token_days(days: u64) -> anyhow::Result<time::Duration> {
     anyhow::ensure!((1..=400).contains(&days), "must be a whole number of days from 1 to 400");
     Ok(time::Duration::days(days as i64))
+}
+
+fn check_seconds(seconds: u64, least: u64, most: u64) -> anyhow::Result<std::time::Duration> {
+    anyhow::ensure!((least..=most).contains(&seconds), "must be a whole number of seconds from {least} to {most}");
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn check_quorum(quorum: u64) -> anyhow::Result<u64> {
@@ -269,6 +303,25 @@ mod tests {
         std::fs::write(dir.path().join(CONFIG_FILE), "token_lifetime_days = 7\n").expect("write");
         let config = Config::load_with(dir.path(), None, environment(&[])).expect("file");
         assert_eq!(config.token_lifetime, time::Duration::days(7));
+    }
+
+    #[test]
+    fn shutdown_periods_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::load_with(dir.path(), None, environment(&[])).expect("defaults");
+        assert_eq!((config.shutdown_grace.as_secs(), config.shutdown_drain.as_secs()), (0, 90));
+        std::fs::write(dir.path().join(CONFIG_FILE), "shutdown_grace_seconds = 5\nshutdown_drain_seconds = 120\n")
+            .expect("write");
+        let config = Config::load_with(dir.path(), None, environment(&[])).expect("file");
+        assert_eq!((config.shutdown_grace.as_secs(), config.shutdown_drain.as_secs()), (5, 120));
+        let config =
+            Config::load_with(dir.path(), None, environment(&[(SHUTDOWN_GRACE_ENV, "0")])).expect("environment");
+        assert_eq!(config.shutdown_grace.as_secs(), 0, "the environment wins");
+        for (name, bad) in [(SHUTDOWN_GRACE_ENV, "301"), (SHUTDOWN_DRAIN_ENV, "0"), (SHUTDOWN_DRAIN_ENV, "soon")] {
+            let lookup = move |key: &str| (key == name).then(|| bad.to_owned());
+            let error = Config::load_with(dir.path(), None, lookup).expect_err("refused");
+            assert!(format!("{error:#}").contains(name), "{error:#}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The requests under way: a count that a shutdown (and a test) waits on until every
-//! request begun has ended.
+//! request begun has ended, and whether a stop has begun (which readiness reports).
 //!
 //! A request, once begun, runs to its end even if its client hangs up (see
 //! `api::detached`), so "the client has gone" says nothing about whether its change is
@@ -7,6 +7,7 @@
 //! reorder or refuse anything.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct InFlight {
     count: Arc<watch::Sender<usize>>,
+    stopping: Arc<AtomicBool>,
 }
 
 /// One request under way; the count goes down when it is dropped, however the request
@@ -33,7 +35,7 @@ impl Drop for Ticket {
 
 impl Default for InFlight {
     fn default() -> Self {
-        Self { count: Arc::new(watch::Sender::new(0)) }
+        Self { count: Arc::new(watch::Sender::new(0)), stopping: Arc::new(AtomicBool::new(false)) }
     }
 }
 
@@ -42,6 +44,17 @@ impl InFlight {
     pub fn begin(&self) -> Ticket {
         self.count.send_modify(|count| *count += 1);
         Ticket { count: Arc::clone(&self.count) }
+    }
+
+    /// Marks that the process is stopping: readiness answers 503 from now on, so a load
+    /// balancer sends new work to another node. Requests are still accepted and served.
+    pub fn stop_begun(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`InFlight::stop_begun`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// How many requests are under way now.
@@ -84,6 +97,15 @@ mod tests {
         drop(second);
         assert_eq!(waiter.await.expect("waiter"), Ok(()));
         assert_eq!(in_flight.now(), 0);
+    }
+
+    #[test]
+    fn a_stop_is_seen_by_every_clone() {
+        let in_flight = InFlight::default();
+        let clone = in_flight.clone();
+        assert!(!clone.stopping());
+        in_flight.stop_begun();
+        assert!(clone.stopping());
     }
 
     #[tokio::test]

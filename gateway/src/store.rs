@@ -327,6 +327,14 @@ impl Store {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Whether the database answers a trivial query on both pools (readiness). It takes no
+    /// write turn and does not count as a round trip.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.unsynced).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.unsynced.close().await;
         self.pool.close().await;

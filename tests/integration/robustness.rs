@@ -420,3 +420,30 @@ async fn a_flood_of_expensive_requests_is_limited_per_principal() {
     let denials = world.audit_entries("audit.export").await;
     assert!(denials.iter().any(|entry| entry["outcome"] == "denied" && entry["reason"] == "rate_limited"));
 }
+
+/// Readiness tells a load balancer the truth: ready while the node serves, not ready from
+/// the moment a stop begins (while it still serves what is sent), and not ready when its
+/// database does not answer; liveness stays `ok` throughout and neither needs a token.
+#[tokio::test]
+async fn readiness_turns_off_on_a_stop_and_when_the_database_is_gone() {
+    let world = World::new(5, 1.0).await;
+    let ready = world.api.get("/readyz", "").await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json(), json!({ "ready": true }));
+
+    world.app.in_flight().stop_begun();
+    let stopping = world.api.get("/readyz", "").await;
+    assert_eq!(stopping.status, 503, "{}", stopping.text);
+    assert_eq!(stopping.json(), json!({ "ready": false, "reason": "stopping" }));
+    // A stop that has begun still serves the requests sent during the grace period.
+    world.api.get("/v1/catalogue", &world.operator).await.ok().expect("served while stopping");
+    assert_eq!(world.api.get("/healthz", "").await.text, "ok");
+
+    let world = World::new(5, 1.0).await;
+    world.app.store().close().await;
+    let gone = world.api.get("/readyz", "").await;
+    assert_eq!(gone.status, 503, "{}", gone.text);
+    assert_eq!(gone.json(), json!({ "ready": false, "reason": "database_unavailable" }));
+    assert!(!gone.text.contains("closed") && !gone.text.contains("sqlite"), "no database detail: {}", gone.text);
+    assert_eq!(world.api.get("/healthz", "").await.text, "ok");
+}

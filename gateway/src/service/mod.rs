@@ -73,6 +73,9 @@ pub struct Caller {
 /// The running gateway, composed of parts with one job each: the store, the sealed data
 /// at rest, the audit log's key, the sandbox runner and the gate. Built once from a
 /// [`Config`].
+/// How long readiness waits for the database before it says this node is not ready.
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct App {
     pub(crate) store: Store,
     pub(crate) sealed: Sealed,
@@ -216,6 +219,23 @@ impl App {
     /// The requests under way: the API counts each one, a shutdown waits for them.
     pub fn in_flight(&self) -> &crate::in_flight::InFlight {
         &self.in_flight
+    }
+
+    /// Whether this node should be sent new work: not stopping, and its database answers
+    /// within [`READINESS_TIMEOUT`]. `Err` names the reason (no detail of the database's
+    /// error: readiness is unauthenticated).
+    pub async fn readiness(&self) -> Result<(), &'static str> {
+        if self.in_flight.stopping() {
+            return Err("stopping");
+        }
+        match tokio::time::timeout(READINESS_TIMEOUT, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "readiness: the database did not answer");
+                Err("database_unavailable")
+            }
+            Err(_) => Err("database_unavailable"),
+        }
     }
 
     pub fn now(&self) -> OffsetDateTime {
