@@ -439,7 +439,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&dir, None).context("reading the configuration")?;
+    let config = load_config(&dir, None)?;
     config.data_dir.init(config.master_key_from_environment.is_none()).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("admin", "platform").await?;
@@ -451,9 +451,9 @@ async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&dir, config.as_deref()).context("reading the configuration")?;
+    let config = load_config(&dir, config.as_deref())?;
     let (grace, drain) = (config.shutdown_grace, config.shutdown_drain);
-    let app = App::open(config, Clock::System).await.with_context(|| format!("opening {}", dir.display()))?;
+    let app = open_with(config, &dir).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "sluice gateway listening");
     let (stop_checkpointer, stop) = tokio::sync::watch::channel(false);
@@ -553,7 +553,17 @@ fn verify_receipt(path: PathBuf, public_key: String) -> anyhow::Result<ExitCode>
 /// Opens the gateway over `dir` with its configuration read once (`DATA_DIR/sluice.toml`,
 /// or `config`, then the environment).
 async fn open_app(dir: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<App>> {
-    let config = Config::load(dir, config).context("reading the configuration")?;
+    open_with(load_config(dir, config)?, dir).await
+}
+
+/// The configuration for `dir`, read once (`DATA_DIR/sluice.toml`, or `file`, then the
+/// environment).
+fn load_config(dir: &std::path::Path, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(dir, file).context("reading the configuration")
+}
+
+/// Opens the gateway over `dir` with a configuration already read.
+async fn open_with(config: Config, dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<App>> {
     App::open(config, Clock::System).await.with_context(|| format!("opening {}", dir.display()))
 }
 

@@ -174,42 +174,26 @@ impl App {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => false,
                     _ = stop.wait_for(|stop| *stop) => true,
                 };
-                if stopping {
-                    let last = async {
-                        let size = app.store.audit_size().await?;
-                        let covered = app.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);
-                        if size > covered {
-                            let view = app.issue_checkpoint().await?;
-                            tracing::info!(size = view.size, "last audit checkpoint issued at shutdown");
-                        }
-                        anyhow::Ok(())
-                    };
-                    if let Err(error) = last.await {
-                        tracing::error!(error = %format!("{error:#}"), "the last audit checkpoint failed");
-                    }
-                    return;
-                }
-                let due = async {
+                // One round: seal when due, or, on a stop, whatever is not yet covered.
+                let round = async {
                     let size = app.store.audit_size().await?;
                     let covered = app.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);
-                    anyhow::Ok(
-                        size > covered
-                            && (size - covered >= CHECKPOINT_EVERY_ENTRIES
-                                || last_issued.elapsed() >= CHECKPOINT_EVERY),
-                    )
+                    let due = size > covered
+                        && (stopping
+                            || size - covered >= CHECKPOINT_EVERY_ENTRIES
+                            || last_issued.elapsed() >= CHECKPOINT_EVERY);
+                    anyhow::Ok(if due { Some(app.issue_checkpoint().await?) } else { None })
                 };
-                match due.await {
-                    Ok(true) => match app.issue_checkpoint().await {
-                        Ok(view) => {
-                            last_issued = tokio::time::Instant::now();
-                            tracing::info!(size = view.size, "audit checkpoint issued");
-                        }
-                        Err(error) => {
-                            tracing::error!(error = %format!("{error:#}"), "issuing an audit checkpoint failed")
-                        }
-                    },
-                    Ok(false) => {}
-                    Err(error) => tracing::error!(error = %format!("{error:#}"), "checking the audit log failed"),
+                match round.await {
+                    Ok(Some(view)) => {
+                        last_issued = tokio::time::Instant::now();
+                        tracing::info!(size = view.size, last = stopping, "audit checkpoint issued");
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(error = %format!("{error:#}"), "issuing an audit checkpoint failed"),
+                }
+                if stopping {
+                    return;
                 }
             }
         })

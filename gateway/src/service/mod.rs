@@ -70,12 +70,12 @@ pub struct Caller {
     pub request_id: String,
 }
 
-/// The running gateway, composed of parts with one job each: the store, the sealed data
-/// at rest, the audit log's key, the sandbox runner and the gate. Built once from a
-/// [`Config`].
 /// How long readiness waits for the database before it says this node is not ready.
 pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The running gateway, composed of parts with one job each: the store, the sealed data
+/// at rest, the audit log's key, the sandbox runner and the gate. Built once from a
+/// [`Config`].
 pub struct App {
     pub(crate) store: Store,
     pub(crate) sealed: Sealed,
