@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
 async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
     let data = dir.join("data");
     let config = Config::new(&data);
-    config.data_dir.init(true).await?;
+    config.data_dir.init(true, &config.database).await?;
     let blobs = config.data_dir.blobs();
     let master_key = config.data_dir.master_key();
     let app = App::open(config, Clock::System).await?;

@@ -31,6 +31,11 @@ enum Command {
     Init {
         #[arg(long)]
         data_dir: PathBuf,
+        /// The database: `postgres://…` for PostgreSQL (its tables are created; the data
+        /// directory keeps the keys); default the data directory's SQLite file. Overrides
+        /// `$SLUICE_DATABASE_URL` and the settings file's `database_url`.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
     /// Start the HTTP gateway.
     Serve {
@@ -38,6 +43,9 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The database, as for `init` (every node of one platform names the same one).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         /// A settings file (TOML); default `DATA_DIR/sluice.toml` when it exists. The
         /// environment overrides it.
         #[arg(long)]
@@ -350,8 +358,8 @@ pub fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Init { data_dir } => init(data_dir).await,
-        Command::Serve { data_dir, listen, config } => serve(data_dir, listen, config).await,
+        Command::Init { data_dir, database } => init(data_dir, database).await,
+        Command::Serve { data_dir, listen, database, config } => serve(data_dir, listen, database, config).await,
         Command::Demo { keep } => demo(keep).await,
         Command::Audit {
             command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint, witnesses },
@@ -438,9 +446,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = load_config(&dir, None)?;
-    config.data_dir.init(config.master_key_from_environment.is_none()).await?;
+async fn init(dir: PathBuf, database: Option<String>) -> anyhow::Result<ExitCode> {
+    let config = with_database(load_config(&dir, None)?, database)?;
+    config.data_dir.init(config.master_key_from_environment.is_none(), &config.database).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("admin", "platform").await?;
     println!("initialised {}", dir.display());
@@ -450,12 +458,17 @@ async fn init(dir: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(dir: PathBuf, listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = load_config(&dir, config.as_deref())?;
+async fn serve(
+    dir: PathBuf,
+    listen: SocketAddr,
+    database: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = with_database(load_config(&dir, config.as_deref())?, database)?;
     let (grace, drain) = (config.shutdown_grace, config.shutdown_drain);
     let app = open_with(config, &dir).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, "sluice gateway listening");
+    tracing::info!(%listen, database = %app.store().database().describe(), "sluice gateway listening");
     let (stop_checkpointer, stop) = tokio::sync::watch::channel(false);
     let checkpointer = app.spawn_checkpointer(stop);
     let stopping = {
@@ -560,6 +573,14 @@ async fn open_app(dir: &std::path::Path, config: Option<&std::path::Path>) -> an
 /// environment).
 fn load_config(dir: &std::path::Path, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(dir, file).context("reading the configuration")
+}
+
+/// `config` with the database `--database` names, if it names one.
+fn with_database(mut config: Config, database: Option<String>) -> anyhow::Result<Config> {
+    if let Some(url) = database {
+        config.database = sluice_gateway::store::Database::parse(&url).context("--database")?;
+    }
+    Ok(config)
 }
 
 /// Opens the gateway over `dir` with a configuration already read.

@@ -15,6 +15,7 @@ use sluice_policies::{DEFAULT_MIN_EPSILON_PER_RUN, Epsilon};
 use zeroize::Zeroizing;
 
 use crate::datadir::DataDir;
+use crate::store::Database;
 
 /// Environment variable that sets how many runs an authorisation allows in any hour.
 pub const MAX_RUNS_PER_HOUR_ENV: &str = "SLUICE_MAX_RUNS_PER_HOUR";
@@ -34,6 +35,8 @@ pub const WITNESSES_ENV: &str = "SLUICE_WITNESSES";
 pub const SHUTDOWN_GRACE_ENV: &str = "SLUICE_SHUTDOWN_GRACE_SECONDS";
 /// Seconds `sluice serve` waits for requests under way, on a stop, before closing anyway.
 pub const SHUTDOWN_DRAIN_ENV: &str = "SLUICE_SHUTDOWN_DRAIN_SECONDS";
+/// The database URL: `postgres://…` for PostgreSQL; unset, the data directory's SQLite file.
+pub const DATABASE_URL_ENV: &str = "SLUICE_DATABASE_URL";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -43,6 +46,9 @@ pub const CONFIG_FILE: &str = "sluice.toml";
 #[derive(Clone)]
 pub struct Config {
     pub data_dir: DataDir,
+    /// The database: the data directory's SQLite file by default, or PostgreSQL (several
+    /// nodes then share it; the URL may hold a password, so `Debug` shows only where).
+    pub database: Database,
     /// The Cedar policy file; none means `DATA_DIR/policies.cedar` if present, else the
     /// shipped default.
     pub policy_file: Option<PathBuf>,
@@ -76,6 +82,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
+            .field("database", &self.database)
             .field("policy_file", &self.policy_file)
             .field("max_runs_per_hour", &self.max_runs_per_hour)
             .field("model_review_quorum", &self.model_review_quorum)
@@ -95,6 +102,7 @@ impl std::fmt::Debug for Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    database_url: Option<String>,
     policy_file: Option<PathBuf>,
     max_runs_per_hour: Option<u64>,
     model_review_quorum: Option<u64>,
@@ -110,8 +118,10 @@ struct ConfigFile {
 impl Config {
     /// The defaults for `data_dir`, reading nothing.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = DataDir::new(data_dir);
         Self {
-            data_dir: DataDir::new(data_dir),
+            database: Database::Sqlite(data_dir.database()),
+            data_dir,
             policy_file: None,
             max_runs_per_hour: 60,
             model_review_quorum: 1,
@@ -155,6 +165,9 @@ impl Config {
     }
 
     fn apply_file(&mut self, file: ConfigFile) -> anyhow::Result<()> {
+        if let Some(url) = file.database_url {
+            self.database = Database::parse(&url).context("database_url")?;
+        }
         if let Some(path) = file.policy_file {
             self.policy_file = Some(path);
         }
@@ -189,6 +202,9 @@ impl Config {
     }
 
     fn apply_environment(&mut self, environment: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(url) = environment(DATABASE_URL_ENV).filter(|url| !url.trim().is_empty()) {
+            self.database = Database::parse(&url).with_context(|| format!("${DATABASE_URL_ENV}"))?;
+        }
         if let Some(path) = environment(POLICY_FILE_ENV) {
             self.policy_file = Some(PathBuf::from(path));
         }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use sluice_audit::SigningKey;
 use sluice_vault::keys::{create_master_key, read_secret_file, write_secret_file};
 
-use crate::store::Store;
+use crate::store::{Database, Store};
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -44,23 +44,26 @@ impl DataDir {
         self.root.join("blobs")
     }
 
-    /// Creates the directory (0700), the database, the master key (0600, unless it comes
-    /// from the environment) and the audit signing key (0600). Refuses a directory that
-    /// already holds a Sluice database.
-    pub async fn init(&self, master_key_file: bool) -> anyhow::Result<()> {
-        if self.database().exists() {
+    /// Creates the directory (0700), the database's tables (and with SQLite its file),
+    /// the master key (0600, unless it comes from the environment) and the audit signing
+    /// key (0600). Refuses a directory that already holds a Sluice database or keys, and a
+    /// PostgreSQL database that already holds Sluice's tables.
+    pub async fn init(&self, master_key_file: bool, database: &Database) -> anyhow::Result<()> {
+        if self.database().exists() || self.signing_key().exists() {
             bail!("{} is already initialised", self.root.display());
         }
         fs::create_dir_all(self.blobs()).with_context(|| format!("creating {}", self.root.display()))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", self.root.display()))?;
+        // The database first: a PostgreSQL database that is already initialised is refused
+        // before any key file is written.
+        let store = Store::open(database, true).await?;
+        store.close().await;
         if master_key_file {
             create_master_key(&self.master_key())?;
         }
         let pkcs8 = zeroize::Zeroizing::new(SigningKey::generate_pkcs8().map_err(anyhow::Error::msg)?);
         write_secret_file(&self.signing_key(), &pkcs8)?;
-        let store = Store::open_sqlite(&self.database(), true).await?;
-        store.close().await;
         Ok(())
     }
 

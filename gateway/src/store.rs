@@ -7,56 +7,136 @@
 //! and `migrations/` sees SQL. It must not make policy decisions, and it must not update or
 //! delete audit entries (the database refuses that too).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use sluice_audit::{AuditEntry, AuditEvent, RootBuilder, leaf_hash};
 
-/// A write transaction, holding this process's turn at SQLite's write lock: writers wait
-/// for it in the order they asked (a fair async queue) instead of in SQLite's busy handler,
-/// whose sleeps grow to 100 ms and made the slowest writes under load take hundreds of
-/// milliseconds. Dereferences to the connection; [`Tx::commit`] ends it, and dropping it
-/// rolls back and passes the turn on.
+/// A transaction. One from [`Store::begin`] or [`Store::begin_unsynced`] holds this
+/// process's turn at the write lock — writers wait for it in the order they asked (a fair
+/// async queue) instead of in SQLite's busy handler, whose sleeps grow to 100 ms — and the
+/// database's own write lock (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL one transaction
+/// advisory lock that every node's writers take, so writes are serialised across nodes as
+/// they are on one SQLite file). One from [`Store::read`] is a consistent snapshot and
+/// takes no lock. [`Tx::commit`] ends it; dropping it rolls back and passes the turn on.
 pub struct Tx {
-    inner: Transaction<'static, Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    inner: TxInner,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
-    /// Commits. A transaction from [`Store::begin`] waits for the disk (`synchronous =
-    /// FULL`): what is acknowledged survives a crash. One from [`Store::begin_unsynced`]
-    /// does not.
+    /// Commits. A transaction from [`Store::begin`] waits for the disk (SQLite's
+    /// `synchronous = FULL`, PostgreSQL's `synchronous_commit = on`): what is acknowledged
+    /// survives a crash. One from [`Store::begin_unsynced`] does not.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
-    }
-}
-
-impl std::ops::Deref for Tx {
-    type Target = sqlx::SqliteConnection;
-
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
-}
-
-impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
+        match self.inner {
+            TxInner::Sqlite(inner) => inner.commit().await,
+            TxInner::Postgres(inner) => inner.commit().await,
+        }
     }
 }
 
 impl std::fmt::Debug for Tx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection. The body is compiled
+/// once per back end, so one query text and one set of binds serve both: the SQL in this
+/// module is the dialect SQLite and PostgreSQL share.
+macro_rules! in_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match &mut ($tx).inner {
+            TxInner::Sqlite(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+            TxInner::Postgres(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the store's pool (counting a round trip), once per
+/// back end, like [`in_tx`].
+macro_rules! in_pool {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match $store.pool() {
+            Pools::Sqlite { pool, .. } => {
+                let $c = pool;
+                $body
+            }
+            Pools::Postgres { pool } => {
+                let $c = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Where the database is: a SQLite file (the embedded default, in the data directory) or
+/// a PostgreSQL server, chosen by the URL's scheme.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL (it may carry a password: never printed).
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://…`/`postgresql://…` is PostgreSQL, `sqlite://PATH` (or `sqlite:PATH`) a
+    /// SQLite file; anything else is refused.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            PgConnectOptions::from_str(url).context("the PostgreSQL URL is not valid")?;
+            Ok(Self::Postgres(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            anyhow::ensure!(!path.is_empty(), "the SQLite URL names no file");
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else {
+            anyhow::bail!("a database URL starts with postgres://, postgresql:// or sqlite://")
+        }
+    }
+
+    /// What may be shown of it: the file, or the server and database without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("SQLite {}", path.display()),
+            Self::Postgres(url) => match PgConnectOptions::from_str(url) {
+                Ok(options) => format!(
+                    "PostgreSQL {}:{}/{}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(default database)")
+                ),
+                Err(_) => "PostgreSQL".to_owned(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
 }
 
@@ -239,19 +319,67 @@ const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.ep
      (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
      FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2";
 
-/// The database. Cheap to clone (a pool handle).
+const INSERT_CHECKPOINT_SQL: &str = "INSERT INTO audit_checkpoints (size, root, note, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING";
+
+/// The database. Cheap to clone (pool handles).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// One connection with `synchronous = NORMAL`, for [`Store::begin_unsynced`] only, so
-    /// no commit on the main pool can ever skip the disk by accident.
-    unsynced: SqlitePool,
+    pools: Pools,
+    database: Database,
     round_trips: Arc<AtomicU64>,
     /// This process's turn at the write lock (see [`Tx`]).
     write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+#[derive(Debug, Clone)]
+enum Pools {
+    Sqlite {
+        pool: SqlitePool,
+        /// One connection with `synchronous = NORMAL`, for [`Store::begin_unsynced`] only,
+        /// so no commit on the main pool can ever skip the disk by accident.
+        unsynced: SqlitePool,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// The key of the PostgreSQL transaction advisory lock every write transaction takes
+/// (`pg_advisory_xact_lock`, released at commit or rollback): "sluice" in ASCII,
+/// 0x736c75696365.
+macro_rules! postgres_write_lock {
+    () => {
+        "126909663503205"
+    };
+}
+
+/// How a write transaction begins on PostgreSQL: one round trip, the lock taken before
+/// anything is read, so what a writer reads (the last audit entry, a budget) no other
+/// node's writer can change before it commits.
+const POSTGRES_BEGIN_WRITE: &str =
+    concat!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(", postgres_write_lock!(), ")");
+
+/// [`POSTGRES_BEGIN_WRITE`] whose commit does not wait for the disk.
+const POSTGRES_BEGIN_UNSYNCED: &str = concat!(
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(",
+    postgres_write_lock!(),
+    "); SET LOCAL synchronous_commit = off"
+);
+
+/// A read of several statements that must agree with each other.
+const POSTGRES_BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 impl Store {
+    /// Opens the database and runs its migrations. With `create`, the database must not
+    /// hold Sluice's tables yet (a SQLite file is created); without, it must.
+    pub async fn open(database: &Database, create: bool) -> anyhow::Result<Self> {
+        match database {
+            Database::Sqlite(path) => Self::open_sqlite(path, create).await,
+            Database::Postgres(url) => Self::open_postgres(url, create).await,
+        }
+    }
+
     /// Opens (and with `create`, creates) the SQLite database and runs migrations.
     /// WAL with synchronous=FULL: a committed audit entry survives a crash (except what
     /// [`Store::begin_unsynced`] commits, until the next commit that waits).
@@ -274,7 +402,36 @@ impl Store {
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
-        let store = Self { pool, unsynced, round_trips: Arc::default(), write_turn: Arc::default() };
+        Self::finish_opening(Pools::Sqlite { pool, unsynced }, Database::Sqlite(path.to_path_buf())).await
+    }
+
+    /// Connects to PostgreSQL and runs its migrations (sqlx holds an advisory lock while
+    /// it migrates, so nodes starting together migrate once).
+    async fn open_postgres(url: &str, create: bool) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url).context("the PostgreSQL URL is not valid")?;
+        let described = Database::Postgres(url.to_owned()).describe();
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to {described}"))?;
+        let initialised: bool = sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .with_context(|| format!("reading {described}"))?;
+        if create && initialised {
+            anyhow::bail!("{described} already holds a Sluice database");
+        }
+        if !create && !initialised {
+            anyhow::bail!("{described} holds no Sluice database: run `sluice init` with it first");
+        }
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.context("migrating the database")?;
+        Self::finish_opening(Pools::Postgres { pool }, Database::Postgres(url.to_owned())).await
+    }
+
+    async fn finish_opening(pools: Pools, database: Database) -> anyhow::Result<Self> {
+        let store = Self { pools, database, round_trips: Arc::default(), write_turn: Arc::default() };
         // A log written before the subtrees were kept gets them now, before anything is
         // appended (an append reads its left siblings).
         let written = store.backfill_subtrees().await.context("filling the log's Merkle subtrees")?;
@@ -284,26 +441,50 @@ impl Store {
         Ok(store)
     }
 
-    /// Starts a write transaction: waits for this process's turn, then SQLite's `BEGIN
-    /// IMMEDIATE` takes the write lock up front, so concurrent writers queue instead of
-    /// failing halfway (another process, such as the CLI on the same data directory, still
-    /// waits in SQLite's busy handler).
-    pub async fn begin(&self) -> anyhow::Result<Tx> {
-        let turn = self.write_turn().await?;
-        let inner = self.pool().begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
-        Ok(Tx { inner, _turn: turn })
+    /// Which back end this is: "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite { .. } => "sqlite",
+            Pools::Postgres { .. } => "postgres",
+        }
     }
 
-    /// A write transaction whose commit does not wait for the disk (a connection of its own
-    /// with `synchronous = NORMAL`): atomic and visible at once, and durable with the next
-    /// commit that waits, since the write-ahead log is synced in order. Only for a change
-    /// nobody is told of before such a commit (a run's charge, made durable by its
-    /// release): a crash in between loses it with everything that depended on it.
+    /// Starts a write transaction: waits for this process's turn, then takes the database's
+    /// write lock up front (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's advisory lock), so
+    /// concurrent writers queue instead of failing halfway (another process — the CLI on
+    /// the same data directory, another node — waits in the database).
+    pub async fn begin(&self) -> anyhow::Result<Tx> {
+        let turn = self.write_turn().await?;
+        let inner = match self.pool() {
+            Pools::Sqlite { pool, .. } => TxInner::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres { pool } => TxInner::Postgres(pool.begin_with(POSTGRES_BEGIN_WRITE).await?),
+        };
+        Ok(Tx { inner, _turn: Some(turn) })
+    }
+
+    /// A write transaction whose commit does not wait for the disk (SQLite: a connection of
+    /// its own with `synchronous = NORMAL`; PostgreSQL: `synchronous_commit = off` for this
+    /// transaction): atomic and visible at once, and durable with the next commit that
+    /// waits, since the write-ahead log is flushed in order. Only for a change nobody is
+    /// told of before such a commit (a run's charge, made durable by its release): a crash
+    /// in between loses it with everything that depended on it.
     pub async fn begin_unsynced(&self) -> anyhow::Result<Tx> {
         let turn = self.write_turn().await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let inner = self.unsynced.begin_with("BEGIN IMMEDIATE").await.context("starting a transaction")?;
-        Ok(Tx { inner, _turn: turn })
+        let inner = match &self.pools {
+            Pools::Sqlite { unsynced, .. } => TxInner::Sqlite(unsynced.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres { pool } => TxInner::Postgres(pool.begin_with(POSTGRES_BEGIN_UNSYNCED).await?),
+        };
+        Ok(Tx { inner, _turn: Some(turn) })
+    }
+
+    /// A read-only snapshot for several statements that must agree; no write lock.
+    pub async fn read(&self) -> anyhow::Result<Tx> {
+        let inner = match self.pool() {
+            Pools::Sqlite { pool, .. } => TxInner::Sqlite(pool.begin().await?),
+            Pools::Postgres { pool } => TxInner::Postgres(pool.begin_with(POSTGRES_BEGIN_READ).await?),
+        };
+        Ok(Tx { inner, _turn: None })
     }
 
     /// This process's turn at the write lock. As long as SQLite's own busy timeout: a
@@ -314,11 +495,11 @@ impl Store {
             .context("waited 30 s for the write lock")
     }
 
-    /// The pool, counting one round trip: every read and every transaction goes through
+    /// The pools, counting one round trip: every read and every transaction goes through
     /// here, so [`Store::round_trips`] is how many times a request went to the database.
-    fn pool(&self) -> &SqlitePool {
+    fn pool(&self) -> &Pools {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        &self.pool
+        &self.pools
     }
 
     /// How many reads and transactions this store (and its clones) has started. Tests use
@@ -327,17 +508,29 @@ impl Store {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    /// Whether the database answers a trivial query on both pools (readiness). It takes no
+    /// Whether the database answers a trivial query on every pool (readiness). It takes no
     /// write turn and does not count as a round trip.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        sqlx::query("SELECT 1").execute(&self.unsynced).await?;
+        match &self.pools {
+            Pools::Sqlite { pool, unsynced } => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                sqlx::query("SELECT 1").execute(unsynced).await?;
+            }
+            Pools::Postgres { pool } => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.unsynced.close().await;
-        self.pool.close().await;
+        match &self.pools {
+            Pools::Sqlite { pool, unsynced } => {
+                unsynced.close().await;
+                pool.close().await;
+            }
+            Pools::Postgres { pool } => pool.close().await,
+        }
     }
 
     // ----- principals -----
@@ -345,7 +538,8 @@ impl Store {
     pub async fn insert_principal(tx: &mut Tx, new: &NewPrincipal, now: OffsetDateTime) -> anyhow::Result<i64> {
         let (number, from, until) =
             new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
-        let id = sqlx::query_scalar(
+        let id = in_tx!(tx, |c| {
+            sqlx::query_scalar(
             "INSERT INTO principals (name, role, organisation, reviewer_kind, licence_number, licence_valid_from, \
              licence_valid_until, token_hash, created_at, token_expires_at, organisation_id, created_by, \
              pending_approval) \
@@ -364,8 +558,9 @@ impl Store {
         .bind(format_time(new.token_expires_at))
         .bind(new.created_by)
         .bind(new.pending_approval)
-        .fetch_one(&mut **tx)
-        .await?;
+        .fetch_one(c)
+        .await
+        })?;
         Ok(id)
     }
 
@@ -380,16 +575,17 @@ impl Store {
         token_hash: &str,
         expires_at: OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let updated = sqlx::query(
-            "UPDATE principals SET pending_approval = 0, token_hash = $1, token_expires_at = $2 \
-             WHERE id = $3 AND pending_approval = 1 AND disabled_at IS NULL",
+        let updated = in_tx!(tx, |c| sqlx::query(
+            "UPDATE principals SET pending_approval = FALSE, token_hash = $1, token_expires_at = $2 \
+             WHERE id = $3 AND pending_approval = TRUE AND disabled_at IS NULL",
         )
         .bind(token_hash)
         .bind(format_time(expires_at))
         .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(updated.rows_affected() == 1)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(updated == 1)
     }
 
     // ----- organisations -----
@@ -403,22 +599,24 @@ impl Store {
         created_by: Option<i64>,
         now: OffsetDateTime,
     ) -> anyhow::Result<Result<i64, i64>> {
-        if let Some(existing) = sqlx::query_scalar("SELECT id FROM organisations WHERE name_key = $1")
+        if let Some(existing) = in_tx!(tx, |c| sqlx::query_scalar("SELECT id FROM organisations WHERE name_key = $1")
             .bind(name_key)
-            .fetch_optional(&mut **tx)
-            .await?
+            .fetch_optional(c)
+            .await)?
         {
             return Ok(Err(existing));
         }
-        let id = sqlx::query_scalar(
+        let id = in_tx!(tx, |c| {
+            sqlx::query_scalar(
             "INSERT INTO organisations (name, name_key, created_by, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(name)
         .bind(name_key)
         .bind(created_by)
         .bind(format_time(now))
-        .fetch_one(&mut **tx)
-        .await?;
+        .fetch_one(c)
+        .await
+        })?;
         Ok(Ok(id))
     }
 
@@ -430,45 +628,50 @@ impl Store {
         name: &str,
         name_key: &str,
     ) -> anyhow::Result<Result<bool, i64>> {
-        if let Some(existing) = sqlx::query_scalar::<_, i64>("SELECT id FROM organisations WHERE name_key = $1")
-            .bind(name_key)
-            .fetch_optional(&mut **tx)
-            .await?
+        if let Some(existing) =
+            in_tx!(tx, |c| sqlx::query_scalar::<_, i64>("SELECT id FROM organisations WHERE name_key = $1")
+                .bind(name_key)
+                .fetch_optional(c)
+                .await)?
             && existing != id
         {
             return Ok(Err(existing));
         }
-        let updated = sqlx::query("UPDATE organisations SET name = $1, name_key = $2 WHERE id = $3")
+        let updated = in_tx!(tx, |c| sqlx::query("UPDATE organisations SET name = $1, name_key = $2 WHERE id = $3")
             .bind(name)
             .bind(name_key)
             .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("UPDATE principals SET organisation = $1 WHERE organisation_id = $2")
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        in_tx!(tx, |c| sqlx::query("UPDATE principals SET organisation = $1 WHERE organisation_id = $2")
             .bind(name)
             .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(Ok(updated.rows_affected() == 1))
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(Ok(updated == 1))
     }
 
     pub async fn organisation(&self, id: i64) -> anyhow::Result<Option<OrganisationRow>> {
-        Ok(sqlx::query_as("SELECT id, name, created_at FROM organisations WHERE id = $1")
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, name, created_at FROM organisations WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     pub async fn organisations(&self) -> anyhow::Result<Vec<OrganisationRow>> {
-        Ok(sqlx::query_as("SELECT id, name, created_at FROM organisations ORDER BY id").fetch_all(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, name, created_at FROM organisations ORDER BY id")
+            .fetch_all(c)
+            .await)?)
     }
 
     /// Why a token that no principal holds any more stopped working (`rotated`, `revoked`).
     pub async fn revoked_token(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT reason FROM revoked_tokens WHERE token_hash = $1")
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT reason FROM revoked_tokens WHERE token_hash = $1")
             .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// Gives principal `id` a new token hash and expiry; the old hash is kept as revoked
@@ -481,49 +684,54 @@ impl Store {
         reason: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let inserted = sqlx::query(
+        let inserted = in_tx!(tx, |c| sqlx::query(
             "INSERT INTO revoked_tokens (token_hash, principal_id, reason, revoked_at) \
              SELECT token_hash, id, $2, $3 FROM principals WHERE id = $1",
         )
         .bind(id)
         .bind(reason)
         .bind(format_time(now))
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if inserted == 0 {
             return Ok(false);
         }
-        sqlx::query("UPDATE principals SET token_hash = $1, token_expires_at = $2 WHERE id = $3")
+        in_tx!(tx, |c| sqlx::query("UPDATE principals SET token_hash = $1, token_expires_at = $2 WHERE id = $3")
             .bind(new_hash)
             .bind(format_time(expires_at))
             .bind(id)
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(true)
     }
 
     /// Disables principal `id` for good. False if it does not exist or already was.
     pub async fn disable_principal(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
-        let updated = sqlx::query("UPDATE principals SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
-            .bind(format_time(now))
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(updated.rows_affected() == 1)
+        let updated = in_tx!(tx, |c| sqlx::query(
+            "UPDATE principals SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL"
+        )
+        .bind(format_time(now))
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(updated == 1)
     }
 
     pub async fn principal_by_token_hash(&self, token_hash: &str) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE token_hash = $1", Self::PRINCIPAL_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(token_hash).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(token_hash).fetch_optional(c).await)?)
     }
 
     pub async fn principal(&self, id: i64) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
     }
 
     pub async fn principal_count(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(c).await)?)
     }
 
     // ----- datasets -----
@@ -540,7 +748,7 @@ impl Store {
         min_group_size: i64,
         now: OffsetDateTime,
     ) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO datasets (name, provider_id, description, schema_toml, schema_hash, epsilon_total, \
              min_group_size, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -552,36 +760,38 @@ impl Store {
         .bind(epsilon_total)
         .bind(min_group_size)
         .bind(format_time(now))
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await)?)
     }
 
     pub async fn dataset_name_taken(&self, name: &str) -> anyhow::Result<bool> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1")
+        let count: i64 = in_pool!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1")
             .bind(name)
-            .fetch_one(self.pool())
-            .await?;
+            .fetch_one(c)
+            .await)?;
         Ok(count > 0)
     }
 
     pub async fn dataset(&self, id: i64) -> anyhow::Result<Option<DatasetRow>> {
-        Ok(sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(c).await)?)
     }
 
     pub async fn datasets(&self) -> anyhow::Result<Vec<DatasetRow>> {
-        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(c).await)?)
     }
 
     pub async fn next_version(&self, dataset_id: i64) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = $1")
-            .bind(dataset_id)
-            .fetch_one(self.pool())
-            .await?)
+        Ok(in_pool!(self, |c| sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = $1"
+        )
+        .bind(dataset_id)
+        .fetch_one(c)
+        .await)?)
     }
 
     /// Adds a version, unless its dataset was destroyed meanwhile (false then).
     pub async fn insert_version(tx: &mut Tx, row: &VersionRow) -> anyhow::Result<bool> {
-        let inserted = sqlx::query(
+        let inserted = in_tx!(tx, |c| sqlx::query(
             "INSERT INTO dataset_versions (dataset_id, version, row_count, chunk_count, wrapped_key, created_at) \
              SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
              (SELECT 1 FROM datasets WHERE id = $1 AND destroyed_at IS NULL)",
@@ -592,80 +802,102 @@ impl Store {
         .bind(row.chunk_count)
         .bind(&row.wrapped_key)
         .bind(&row.created_at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(inserted == 1)
     }
 
     pub async fn versions(&self, dataset_id: i64) -> anyhow::Result<Vec<VersionRow>> {
-        Ok(sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version")
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version")
             .bind(dataset_id)
-            .fetch_all(self.pool())
-            .await?)
+            .fetch_all(c)
+            .await)?)
     }
 
     /// Crypto-shredding: deletes every data key of the dataset (the wrapped keys are the
     /// only copies) and marks it destroyed. Returns how many versions lost their key.
     pub async fn shred_dataset(tx: &mut Tx, dataset_id: i64, now: OffsetDateTime) -> anyhow::Result<u64> {
-        let shredded = sqlx::query("UPDATE dataset_versions SET wrapped_key = X'' WHERE dataset_id = $1")
-            .bind(dataset_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        sqlx::query("UPDATE datasets SET destroyed_at = $1 WHERE id = $2")
+        let shredded =
+            in_tx!(tx, |c| sqlx::query("UPDATE dataset_versions SET wrapped_key = $2 WHERE dataset_id = $1")
+                .bind(dataset_id)
+                .bind(Vec::<u8>::new())
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected()))?;
+        in_tx!(tx, |c| sqlx::query("UPDATE datasets SET destroyed_at = $1 WHERE id = $2")
             .bind(format_time(now))
             .bind(dataset_id)
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(shredded)
     }
 
-    /// Moves every committed page out of the write-ahead log into the database (where
-    /// `secure_delete` has zeroed freed content) and truncates the log, so no old page image
-    /// survives in the WAL file.
+    /// After a shred, gets rid of the old versions of the rows it overwrote, as far as the
+    /// back end allows. SQLite: moves every committed page out of the write-ahead log into
+    /// the database (where `secure_delete` has zeroed freed content) and truncates the log,
+    /// so no old page image survives in the WAL file. PostgreSQL: vacuums the data keys'
+    /// table, so the overwritten row versions are gone from every query and their space is
+    /// reused; their bytes may stay on disk and in the server's WAL archive until
+    /// overwritten (SECURITY.md says what to do about that).
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.pool()).await?;
+        match self.pool() {
+            Pools::Sqlite { pool, .. } => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+            }
+            Pools::Postgres { pool } => {
+                sqlx::query("VACUUM dataset_versions").execute(pool).await?;
+            }
+        }
         Ok(())
     }
 
     /// Every stored data key: (dataset id, version, wrapped key).
     pub async fn wrapped_keys(tx: &mut Tx) -> anyhow::Result<Vec<(i64, i64, Vec<u8>)>> {
-        Ok(sqlx::query_as(
+        Ok(in_tx!(tx, |c| sqlx::query_as(
             "SELECT dataset_id, version, wrapped_key FROM dataset_versions WHERE length(wrapped_key) > 0",
         )
-        .fetch_all(&mut **tx)
-        .await?)
+        .fetch_all(c)
+        .await)?)
     }
 
     pub async fn replace_wrapped_key(tx: &mut Tx, dataset_id: i64, version: i64, wrapped: &[u8]) -> anyhow::Result<()> {
-        sqlx::query("UPDATE dataset_versions SET wrapped_key = $1 WHERE dataset_id = $2 AND version = $3")
-            .bind(wrapped)
-            .bind(dataset_id)
-            .bind(version)
-            .execute(&mut **tx)
-            .await?;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE dataset_versions SET wrapped_key = $1 WHERE dataset_id = $2 AND version = $3"
+        )
+        .bind(wrapped)
+        .bind(dataset_id)
+        .bind(version)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn meta(&self, name: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1").bind(name).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await)?)
     }
 
     pub async fn set_meta(tx: &mut Tx, name: &str, value: &str) -> anyhow::Result<()> {
-        sqlx::query(
+        in_tx!(tx, |c| sqlx::query(
             "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .bind(name)
         .bind(value)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     // ----- applications and authorisations -----
 
     pub async fn insert_application(tx: &mut Tx, row: &ApplicationRow, now: OffsetDateTime) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO applications (operator_id, dataset_id, purpose, use_scope, security_measures, columns_json, \
              valid_from, valid_until, epsilon_requested, state, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -681,16 +913,19 @@ impl Store {
         .bind(row.epsilon_requested)
         .bind(&row.state)
         .bind(format_time(now))
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await)?)
     }
 
     pub async fn application(&self, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
-        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM applications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await)?)
     }
 
     pub async fn application_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
-        Ok(sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
+        Ok(in_tx!(tx, |c| sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(c).await)?)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
@@ -704,7 +939,7 @@ impl Store {
         next_state: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        sqlx::query(
+        in_tx!(tx, |c| sqlx::query(
             "INSERT INTO application_reviews (application_id, reviewer_id, stage, approved, comment, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -714,17 +949,19 @@ impl Store {
         .bind(approved)
         .bind(comment)
         .bind(format_time(now))
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         let bureau_reviewer = (stage == "submitted" && approved).then_some(reviewer_id);
-        sqlx::query(
+        in_tx!(tx, |c| sqlx::query(
             "UPDATE applications SET state = $1, bureau_reviewer_id = COALESCE($2, bureau_reviewer_id) WHERE id = $3",
         )
         .bind(next_state)
         .bind(bureau_reviewer)
         .bind(application_id)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -734,7 +971,7 @@ impl Store {
         hold_outputs: bool,
         now: OffsetDateTime,
     ) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
              valid_until, epsilon_total, hold_outputs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING id",
@@ -749,8 +986,8 @@ impl Store {
         .bind(application.epsilon_requested)
         .bind(hold_outputs)
         .bind(format_time(now))
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await)?)
     }
 
     const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
@@ -758,46 +995,60 @@ impl Store {
 
     pub async fn authorisation(&self, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
     }
 
     pub async fn authorisation_for_application(&self, application_id: i64) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
             .bind(application_id)
-            .fetch_optional(self.pool())
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     pub async fn authorisations_for_dataset(&self, dataset_id: i64) -> anyhow::Result<Vec<AuthorisationRow>> {
         let sql =
             format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
-        Ok(sqlx::query_as(&sql).bind(dataset_id).fetch_all(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?)
     }
 
     /// Revokes an authorisation at once; false when it already was.
     pub async fn revoke_authorisation(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
-        let result = sqlx::query("UPDATE authorisations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(format_time(now))
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let result = in_tx!(tx, |c| sqlx::query(
+            "UPDATE authorisations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+        )
+        .bind(format_time(now))
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(result == 1)
     }
 
     pub async fn set_application_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE applications SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
+        in_tx!(tx, |c| sqlx::query("UPDATE applications SET state = $1 WHERE id = $2")
+            .bind(state)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn set_model_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE models SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
+        in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2")
+            .bind(state)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     // ----- models -----
 
     pub async fn insert_model(tx: &mut Tx, row: &ModelRow, now: OffsetDateTime) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| {
+            sqlx::query_scalar(
             "INSERT INTO models (authorisation_id, submitter_id, name, digest, module, manifest_toml, state, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -809,57 +1060,67 @@ impl Store {
         .bind(&row.manifest_toml)
         .bind(&row.state)
         .bind(format_time(now))
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await
+        })?)
     }
 
     pub async fn model(&self, id: i64) -> anyhow::Result<Option<ModelRow>> {
-        Ok(sqlx::query_as(
+        Ok(in_pool!(self, |c| {
+            sqlx::query_as(
             "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(self.pool())
-        .await?)
+        .fetch_optional(c)
+        .await
+        })?)
     }
 
     /// Reviewers who have approved a model so far.
     /// Whether a model with these bytes was revoked under this authorisation.
     pub async fn digest_revoked(tx: &mut Tx, authorisation_id: i64, digest: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM models WHERE authorisation_id = $1 AND digest = $2 AND state = 'revoked')",
         )
         .bind(authorisation_id)
         .bind(digest)
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await)?)
     }
 
     pub async fn model_approvers(tx: &mut Tx, model_id: i64) -> anyhow::Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE")
-            .bind(model_id)
-            .fetch_all(&mut **tx)
-            .await?)
+        Ok(in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE"
+        )
+        .bind(model_id)
+        .fetch_all(c)
+        .await)?)
     }
 
     pub async fn set_automated_results(&self, id: i64, results: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
+        in_pool!(self, |c| sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
             .bind(results)
             .bind(id)
-            .execute(self.pool())
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn automated_results(&self, id: i64) -> anyhow::Result<Option<String>> {
-        let results: Option<Option<String>> = sqlx::query_scalar("SELECT automated_results FROM models WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let results: Option<Option<String>> =
+            in_pool!(self, |c| sqlx::query_scalar("SELECT automated_results FROM models WHERE id = $1")
+                .bind(id)
+                .fetch_optional(c)
+                .await)?;
         Ok(results.flatten())
     }
 
     pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT state FROM models WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?)
+        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await)?)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
@@ -873,7 +1134,7 @@ impl Store {
         next_state: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        sqlx::query(
+        in_tx!(tx, |c| sqlx::query(
             "INSERT INTO model_reviews (model_id, reviewer_id, approved, comment, checklist, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -883,13 +1144,15 @@ impl Store {
         .bind(comment)
         .bind(checklist)
         .bind(format_time(now))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = 'submitted'")
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = 'submitted'")
             .bind(next_state)
             .bind(model_id)
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -898,43 +1161,48 @@ impl Store {
     /// Every fact a run decision needs, read in one snapshot: the authorisation, the model,
     /// the authorisation's dataset and that dataset's latest version.
     pub async fn run_facts(&self, authorisation_id: i64, model_id: i64) -> anyhow::Result<RunFactsRows> {
-        let mut tx = self.pool().begin().await.context("starting a read")?;
+        let mut tx = self.read().await.context("starting a read")?;
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
         let authorisation: Option<AuthorisationRow> =
-            sqlx::query_as(&sql).bind(authorisation_id).fetch_optional(&mut *tx).await?;
-        let model: Option<ModelRow> = sqlx::query_as(
+            in_tx!(tx, |c| sqlx::query_as(&sql).bind(authorisation_id).fetch_optional(c).await)?;
+        let model: Option<ModelRow> = in_tx!(tx, |c| {
+            sqlx::query_as(
             "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
         )
         .bind(model_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await
+        })?;
         let (dataset, version) = match &authorisation {
             Some(authorisation) => {
-                let dataset: Option<DatasetRow> = sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
-                    .bind(authorisation.dataset_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let version: Option<VersionRow> = sqlx::query_as(
+                let dataset: Option<DatasetRow> =
+                    in_tx!(tx, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+                        .bind(authorisation.dataset_id)
+                        .fetch_optional(c)
+                        .await)?;
+                let version: Option<VersionRow> = in_tx!(tx, |c| sqlx::query_as(
                     "SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC LIMIT 1",
                 )
                 .bind(authorisation.dataset_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .fetch_optional(c)
+                .await)?;
                 (dataset, version)
             }
             None => (None, None),
         };
-        let mut organisation_of = async |principal: Option<i64>| -> anyhow::Result<Option<i64>> {
-            let Some(principal) = principal else { return Ok(None) };
-            Ok(sqlx::query_scalar("SELECT organisation_id FROM principals WHERE id = $1")
-                .bind(principal)
-                .fetch_optional(&mut *tx)
-                .await?)
-        };
-        let operator_organisation = organisation_of(authorisation.as_ref().map(|row| row.operator_id)).await?;
-        let provider_organisation = organisation_of(dataset.as_ref().map(|row| row.provider_id)).await?;
+        let operator_organisation =
+            Self::organisation_of(&mut tx, authorisation.as_ref().map(|row| row.operator_id)).await?;
+        let provider_organisation = Self::organisation_of(&mut tx, dataset.as_ref().map(|row| row.provider_id)).await?;
         tx.commit().await.context("finishing a read")?;
         Ok(RunFactsRows { authorisation, model, dataset, version, operator_organisation, provider_organisation })
+    }
+
+    async fn organisation_of(tx: &mut Tx, principal: Option<i64>) -> anyhow::Result<Option<i64>> {
+        let Some(principal) = principal else { return Ok(None) };
+        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT organisation_id FROM principals WHERE id = $1")
+            .bind(principal)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// What may have changed since a run was decided, read under the charging
@@ -945,12 +1213,12 @@ impl Store {
         dataset_id: i64,
         since: OffsetDateTime,
     ) -> anyhow::Result<Option<ChargeFactsRow>> {
-        Ok(sqlx::query_as(CHARGE_FACTS_SQL)
+        Ok(in_tx!(tx, |c| sqlx::query_as(CHARGE_FACTS_SQL)
             .bind(authorisation_id)
             .bind(dataset_id)
             .bind(format_time(since))
-            .fetch_optional(&mut **tx)
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// Writes a charge the policy allowed: both budgets' new spent totals. The caller read
@@ -962,33 +1230,36 @@ impl Store {
         dataset_id: i64,
         dataset_spent: i64,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
+        in_tx!(tx, |c| sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
             .bind(authorisation_spent)
             .bind(authorisation_id)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        in_tx!(tx, |c| sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
             .bind(dataset_spent)
             .bind(dataset_id)
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Whether the authorisation was revoked (a queued run checks before it starts).
     pub async fn authorisation_revoked(&self, authorisation_id: i64) -> anyhow::Result<bool> {
         let revoked: Option<bool> =
-            sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM authorisations WHERE id = $1")
+            in_pool!(self, |c| sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM authorisations WHERE id = $1")
                 .bind(authorisation_id)
-                .fetch_optional(self.pool())
-                .await?;
+                .fetch_optional(c)
+                .await)?;
         Ok(revoked.unwrap_or(true))
     }
 
     // ----- runs -----
 
     pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(in_tx!(tx, |c| {
+            sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
              visible_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
@@ -1001,8 +1272,9 @@ impl Store {
         .bind(&row.state)
         .bind(format_time(now))
         .bind(&row.visible_at)
-        .fetch_one(&mut **tx)
-        .await?)
+        .fetch_one(c)
+        .await
+        })?)
     }
 
     pub async fn finish_run(
@@ -1013,53 +1285,60 @@ impl Store {
         result_json: Option<&str>,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 WHERE id = $5")
-            .bind(state)
-            .bind(outcome)
-            .bind(result_json)
-            .bind(format_time(now))
-            .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 WHERE id = $5"
+        )
+        .bind(state)
+        .bind(outcome)
+        .bind(result_json)
+        .bind(format_time(now))
+        .bind(run_id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Moves a held run to `released` or `withheld`; false when it was not held.
     pub async fn review_held_run(tx: &mut Tx, run_id: i64, state: &str) -> anyhow::Result<bool> {
-        let result = sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = 'held'")
+        let result = in_tx!(tx, |c| sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = 'held'")
             .bind(state)
             .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(result.rows_affected() == 1)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(result == 1)
     }
 
     /// Runs still marked `running`.
     pub async fn running_runs(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM runs WHERE state = 'running' ORDER BY id").fetch_all(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM runs WHERE state = 'running' ORDER BY id")
+            .fetch_all(c)
+            .await)?)
     }
 
     /// Marks a run that never finished as `interrupted`; false if it is not `running`.
     pub async fn interrupt_run(tx: &mut Tx, run_id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
-        let updated = sqlx::query(
+        let updated = in_tx!(tx, |c| sqlx::query(
             "UPDATE runs SET state = 'interrupted', outcome = 'interrupted', finished_at = $1 \
              WHERE id = $2 AND state = 'running'",
         )
         .bind(format_time(now))
         .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(updated.rows_affected() == 1)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(updated == 1)
     }
 
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
-        Ok(sqlx::query_as(
+        Ok(in_pool!(self, |c| sqlx::query_as(
             "SELECT id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
              result_json, visible_at FROM runs WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(self.pool())
-        .await?)
+        .fetch_optional(c)
+        .await)?)
     }
 
     // ----- audit -----
@@ -1078,9 +1357,9 @@ impl Store {
         now: OffsetDateTime,
     ) -> anyhow::Result<(u64, String)> {
         let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
+            in_tx!(tx, |c| sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(c)
+                .await)?;
         let (seq, prev) = match last {
             Some((seq, hash)) => {
                 (seq + 1, hash.try_into().map_err(|_| anyhow::anyhow!("stored leaf hash is not 32 bytes"))?)
@@ -1090,12 +1369,13 @@ impl Store {
         let entry = AuditEntry::from_event(event, seq as u64, prev, format_time(now));
         let canonical = entry.canonical();
         let leaf = leaf_hash(canonical.as_bytes());
-        sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")
+        in_tx!(tx, |c| sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)")
             .bind(seq)
             .bind(&canonical)
             .bind(leaf.to_vec())
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Self::append_subtrees(tx, seq as u64 - 1, leaf).await?;
         Ok((seq as u64, canonical))
     }
@@ -1116,29 +1396,30 @@ impl Store {
         for (level, position, hash) in sluice_audit::completed_subtrees(index, leaf, |level, position| {
             left.get(&(level, position)).copied().unwrap_or_default()
         }) {
-            sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
+            in_tx!(tx, |c| sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
                 .bind(i64::from(level))
                 .bind(position as i64)
                 .bind(hash.to_vec())
-                .execute(&mut **tx)
-                .await?;
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected()))?;
         }
         Ok(())
     }
 
     /// One stored perfect subtree (level 0: the leaf of entry `index + 1`).
-    async fn read_subtree(connection: &mut sqlx::SqliteConnection, level: u32, index: u64) -> anyhow::Result<[u8; 32]> {
+    async fn read_subtree(tx: &mut Tx, level: u32, index: u64) -> anyhow::Result<[u8; 32]> {
         let hash: Option<Vec<u8>> = if level == 0 {
-            sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
+            in_tx!(tx, |c| sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq = $1")
                 .bind(index as i64 + 1)
-                .fetch_optional(&mut *connection)
-                .await?
+                .fetch_optional(c)
+                .await)?
         } else {
-            sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
+            in_tx!(tx, |c| sqlx::query_scalar("SELECT hash FROM audit_subtrees WHERE level = $1 AND idx = $2")
                 .bind(i64::from(level))
                 .bind(index as i64)
-                .fetch_optional(&mut *connection)
-                .await?
+                .fetch_optional(c)
+                .await)?
         };
         hash.with_context(|| format!("the log's subtree ({level}, {index}) is missing"))?
             .try_into()
@@ -1151,23 +1432,23 @@ impl Store {
         &self,
         keys: &[(u32, u64)],
     ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {
-        let mut read = self.pool().begin().await.context("starting a read")?;
+        let mut read = self.read().await.context("starting a read")?;
         let found = Self::subtrees_in(&mut read, keys).await?;
         read.commit().await.context("finishing a read")?;
         Ok(found)
     }
 
     /// The tree of the log's first `size` entries, resumed from its frontier's stored
-    /// subtrees (O(log n) rows) on `connection` — a transaction sees its own appends.
-    pub async fn tree_in(connection: &mut sqlx::SqliteConnection, size: u64) -> anyhow::Result<RootBuilder> {
+    /// subtrees (O(log n) rows) in `tx` — a transaction sees its own appends.
+    pub async fn tree_in(tx: &mut Tx, size: u64) -> anyhow::Result<RootBuilder> {
         let keys = RootBuilder::frontier_of(size);
-        let stored = Self::subtrees_in(connection, &keys).await?;
+        let stored = Self::subtrees_in(tx, &keys).await?;
         Ok(RootBuilder::resume(size, keys.iter().map(|key| (key.0, stored[key])).collect()))
     }
 
     /// [`Store::tree_in`] in a read of its own.
     pub async fn tree(&self, size: u64) -> anyhow::Result<RootBuilder> {
-        let mut read = self.pool().begin().await.context("starting a read")?;
+        let mut read = self.read().await.context("starting a read")?;
         let tree = Self::tree_in(&mut read, size).await?;
         read.commit().await.context("finishing a read")?;
         Ok(tree)
@@ -1175,12 +1456,12 @@ impl Store {
 
     /// [`Store::subtrees`] inside a transaction, which sees its own appends.
     async fn subtrees_in(
-        connection: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         keys: &[(u32, u64)],
     ) -> anyhow::Result<std::collections::HashMap<(u32, u64), [u8; 32]>> {
         let mut found = std::collections::HashMap::with_capacity(keys.len());
         for &(level, index) in keys {
-            found.insert((level, index), Self::read_subtree(connection, level, index).await?);
+            found.insert((level, index), Self::read_subtree(tx, level, index).await?);
         }
         Ok(found)
     }
@@ -1192,8 +1473,9 @@ impl Store {
     pub async fn backfill_subtrees(&self) -> anyhow::Result<u64> {
         const PAGE: u64 = 65_536;
         let size = self.audit_size().await?;
-        let pairs: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtrees WHERE level = 1").fetch_one(self.pool()).await?;
+        let pairs: i64 = in_pool!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtrees WHERE level = 1")
+            .fetch_one(c)
+            .await)?;
         if pairs as u64 == size / 2 {
             return Ok(0);
         }
@@ -1212,12 +1494,13 @@ impl Store {
         let mut written = 0;
         let mut index = 0u64;
         while index < size {
-            let page: Vec<Vec<u8>> =
-                sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                    .bind(index as i64)
-                    .bind(PAGE as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let page: Vec<Vec<u8>> = in_tx!(tx, |c| sqlx::query_scalar(
+                "SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+            )
+            .bind(index as i64)
+            .bind(PAGE as i64)
+            .fetch_all(c)
+            .await)?;
             if page.is_empty() {
                 break;
             }
@@ -1228,14 +1511,15 @@ impl Store {
                 remember(&mut left, 0, index, leaf);
                 for (level, position, hash) in completed {
                     remember(&mut left, level, position, hash);
-                    sqlx::query(
+                    in_tx!(tx, |c| sqlx::query(
                         "INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     )
                     .bind(i64::from(level))
                     .bind(position as i64)
                     .bind(hash.to_vec())
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await
+                    .map(|done| done.rows_affected()))?;
                     written += 1;
                 }
                 index += 1;
@@ -1247,15 +1531,16 @@ impl Store {
 
     /// Every entry's canonical text, in sequence order.
     pub async fn audit_entries(&self) -> anyhow::Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(self.pool()).await?)
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(c).await)?)
     }
 
     /// The leaf hashes of the entries after the first `after`, in order.
     pub async fn leaf_hashes_after(&self, after: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq")
-            .bind(after as i64)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<Vec<u8>> =
+            in_pool!(self, |c| sqlx::query_scalar("SELECT leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq")
+                .bind(after as i64)
+                .fetch_all(c)
+                .await)?;
         rows.into_iter()
             .map(|hash| hash.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes")))
             .collect()
@@ -1263,15 +1548,15 @@ impl Store {
 
     pub async fn audit_size(&self) -> anyhow::Result<u64> {
         let size: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(self.pool()).await?;
+            in_pool!(self, |c| sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(c).await)?;
         Ok(size as u64)
     }
 
     pub async fn audit_entry(&self, seq: u64) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT entry FROM audit_log WHERE seq = $1")
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT entry FROM audit_log WHERE seq = $1")
             .bind(seq as i64)
-            .fetch_optional(self.pool())
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     pub async fn insert_checkpoint(
@@ -1281,49 +1566,70 @@ impl Store {
         note: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        Self::insert_checkpoint_in(&mut *self.pool().acquire().await?, size, root, note, now).await
+        in_pool!(self, |c| sqlx::query(INSERT_CHECKPOINT_SQL)
+            .bind(size as i64)
+            .bind(root.to_vec())
+            .bind(note)
+            .bind(format_time(now))
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
     }
 
-    /// [`Store::insert_checkpoint`] on `connection`, e.g. in the transaction that appended
-    /// the entries it covers.
+    /// [`Store::insert_checkpoint`] in `tx`, e.g. the transaction that appended the
+    /// entries it covers.
     pub async fn insert_checkpoint_in(
-        connection: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         size: u64,
         root: &[u8; 32],
         note: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
+        in_tx!(tx, |c| sqlx::query(INSERT_CHECKPOINT_SQL)
             .bind(size as i64)
             .bind(root.to_vec())
             .bind(note)
             .bind(format_time(now))
-            .execute(connection)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
-    /// Stored checkpoints as (size, signed note), oldest first.
-    /// A checkpoint's note with its witnesses' cosignature lines appended.
-    const COSIGNED_NOTE: &str = "c.size, c.note || COALESCE((SELECT group_concat(s.line || char(10), '') \
-         FROM (SELECT line FROM audit_cosignatures WHERE size = c.size ORDER BY witness) s), '')";
+    /// A checkpoint's size and note with its witnesses' cosignature lines appended, in
+    /// witness order (string aggregation is the one function the two dialects spell
+    /// differently).
+    fn cosigned_note(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite { .. } => {
+                "c.size, c.note || COALESCE((SELECT group_concat(s.line || char(10), '') \
+                 FROM (SELECT line FROM audit_cosignatures WHERE size = c.size ORDER BY witness) s), '')"
+            }
+            Pools::Postgres { .. } => {
+                "c.size, c.note || COALESCE((SELECT string_agg(s.line || chr(10), '' ORDER BY s.witness) \
+                 FROM audit_cosignatures s WHERE s.size = c.size), '')"
+            }
+        }
+    }
 
+    /// Stored checkpoints as (size, signed note with cosignatures), oldest first.
     pub async fn checkpoints(&self) -> anyhow::Result<Vec<(i64, String)>> {
-        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size", Self::COSIGNED_NOTE);
-        Ok(sqlx::query_as(&sql).fetch_all(self.pool()).await?)
+        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size", self.cosigned_note());
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).fetch_all(c).await)?)
     }
 
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<(i64, String)>> {
-        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size DESC LIMIT 1", Self::COSIGNED_NOTE);
-        Ok(sqlx::query_as(&sql).fetch_optional(self.pool()).await?)
+        let sql = format!("SELECT {} FROM audit_checkpoints c ORDER BY c.size DESC LIMIT 1", self.cosigned_note());
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).fetch_optional(c).await)?)
     }
 
     /// The log's own note of the checkpoint of `size`, without cosignatures.
     pub async fn checkpoint_note(&self, size: u64) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT note FROM audit_checkpoints WHERE size = $1")
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT note FROM audit_checkpoints WHERE size = $1")
             .bind(size as i64)
-            .fetch_optional(self.pool())
-            .await?)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// Stores witness `witness`'s cosignature line on the checkpoint of `size`; false if it
@@ -1335,7 +1641,7 @@ impl Store {
         line: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let inserted = sqlx::query(
+        let inserted = in_pool!(self, |c| sqlx::query(
             "INSERT INTO audit_cosignatures (size, witness, line, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (size, witness) DO NOTHING",
         )
@@ -1343,31 +1649,35 @@ impl Store {
         .bind(witness)
         .bind(line)
         .bind(format_time(now))
-        .execute(self.pool())
-        .await?;
-        Ok(inserted.rows_affected() == 1)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(inserted == 1)
     }
 
     pub async fn set_release_seq(tx: &mut Tx, run_id: i64, seq: u64) -> anyhow::Result<()> {
-        sqlx::query("UPDATE runs SET release_seq = $1 WHERE id = $2")
+        in_tx!(tx, |c| sqlx::query("UPDATE runs SET release_seq = $1 WHERE id = $2")
             .bind(seq as i64)
             .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn release_seq(&self, run_id: i64) -> anyhow::Result<Option<u64>> {
-        let seq: Option<Option<i64>> = sqlx::query_scalar("SELECT release_seq FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let seq: Option<Option<i64>> =
+            in_pool!(self, |c| sqlx::query_scalar("SELECT release_seq FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(c)
+                .await)?;
         Ok(seq.flatten().map(|seq| seq as u64))
     }
 
-    /// Test support: the raw pool, to prove the database refuses edits to the audit log.
-    pub fn pool_for_tests(&self) -> &SqlitePool {
-        &self.pool
+    /// Where this store's database is (tests connect to it on their own, to prove the
+    /// database itself refuses edits to the audit log).
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 }
 
@@ -1384,7 +1694,10 @@ mod tests {
             .bind(1i64)
             .bind(1i64)
             .bind("2026-01-01T00:00:00Z")
-            .fetch_all(&store.pool)
+            .fetch_all(match &store.pools {
+                Pools::Sqlite { pool, .. } => pool,
+                Pools::Postgres { .. } => unreachable!("opened as SQLite"),
+            })
             .await
             .expect("plan");
         let steps: Vec<&str> = plan.iter().map(|step| step.3.as_str()).collect();

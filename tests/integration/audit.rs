@@ -343,8 +343,7 @@ async fn stored_subtrees_are_the_roots_of_their_leaves_and_an_old_log_is_filled_
     }
     let entries = world.app.store().audit_entries().await.expect("entries");
     let leaves: Vec<[u8; 32]> = entries.iter().map(|entry| leaf_hash(entry.as_bytes())).collect();
-    let database = world.data_dir().join("sluice.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.expect("open");
+    let pool = world.database.raw().await;
     let stored: Vec<(i64, i64, Vec<u8>)> =
         sqlx::query_as("SELECT level, idx, hash FROM audit_subtrees ORDER BY level, idx")
             .fetch_all(&pool)
@@ -358,12 +357,17 @@ async fn stored_subtrees_are_the_roots_of_their_leaves_and_an_old_log_is_filled_
     }
 
     // A log written before the table existed: the subtrees go, the gateway reopens.
-    sqlx::query("DROP TRIGGER audit_subtrees_no_delete").execute(&pool).await.expect("drop trigger");
+    let drop_trigger = if world.database.is_postgres() {
+        "DROP TRIGGER audit_subtrees_append_only ON audit_subtrees"
+    } else {
+        "DROP TRIGGER audit_subtrees_no_delete"
+    };
+    sqlx::query(drop_trigger).execute(&pool).await.expect("drop trigger");
     sqlx::query("DELETE FROM audit_subtrees").execute(&pool).await.expect("empty");
     pool.close().await;
-    let store = sluice_gateway::store::Store::open_sqlite(&database, false).await.expect("reopened and filled");
-    drop(store);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.expect("open");
+    let store = sluice_gateway::store::Store::open(&world.database.database, false).await.expect("reopened and filled");
+    store.close().await;
+    let pool = world.database.raw().await;
     let refilled: Vec<(i64, i64, Vec<u8>)> =
         sqlx::query_as("SELECT level, idx, hash FROM audit_subtrees ORDER BY level, idx")
             .fetch_all(&pool)

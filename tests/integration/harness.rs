@@ -11,10 +11,82 @@ use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_SCHEMA
 use sluice_gateway::api::router;
 use sluice_gateway::config::Config;
 use sluice_gateway::service::{App, Clock};
+use sluice_gateway::store::Database;
+use sqlx::Connection as _;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
 pub const START: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+/// Set to a PostgreSQL URL (`.ci/run` sets `postgres://127.0.0.1:5432/test`), every world
+/// runs on PostgreSQL, in a schema of its own that is dropped with it; unset, on SQLite.
+pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES_URL";
+
+/// A database for one test: SQLite in `data_dir`, or a fresh PostgreSQL schema when
+/// [`POSTGRES_ENV`] is set. Keep the [`TestDatabase`] alive as long as the database is used.
+pub async fn test_database(data_dir: &std::path::Path) -> TestDatabase {
+    let Some(url) = std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) else {
+        return TestDatabase { database: Database::Sqlite(data_dir.join("sluice.db")), schema: None };
+    };
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let schema = format!(
+        "sluice_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
+    );
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connects to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("creates a schema");
+    admin.close().await.expect("closes");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    TestDatabase { database: Database::Postgres(url.clone()), schema: Some((url, schema)) }
+}
+
+/// A test's database; a PostgreSQL schema is dropped when this is.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub database: Database,
+    /// The server's URL (with the schema) and the schema, on PostgreSQL.
+    schema: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A pool of its own on the database, for tests that reach past the gateway (to show
+    /// the database itself refuses something, or to break something on purpose).
+    pub async fn raw(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = match &self.database {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(url) => url.clone(),
+        };
+        sqlx::pool::PoolOptions::new().max_connections(2).connect(&url).await.expect("a raw pool on the test database")
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.database, Database::Postgres(_))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((url, schema)) = self.schema.take() else { return };
+        // Drop may run inside a runtime: the schema goes on a thread with one of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await?;
+                admin.close().await
+            })?;
+            anyhow::Ok(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("a test schema was left behind on the PostgreSQL server");
+        }
+    }
+}
 
 pub struct World {
     /// Holds the data directory (`dir/data`) for as long as the world lives.
@@ -35,6 +107,9 @@ pub struct World {
     pub application_id: i64,
     pub authorisation_id: i64,
     pub model_id: i64,
+    /// The database (SQLite in the data directory, or a PostgreSQL schema dropped with
+    /// the world): last, so it goes after everything that uses it.
+    pub database: TestDatabase,
 }
 
 pub fn time(offset_days: i64) -> String {
@@ -93,10 +168,12 @@ impl World {
     /// (the vehicle-risk model spends 0.5 a run).
     pub async fn new(rows: usize, epsilon: f64) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
+        let database = test_database(&dir.path().join("data")).await;
         let mut config = Config::new(dir.path().join("data"));
+        config.database = database.database.clone();
         // Tests move the clock by months (windows, licences); tokens are tested on their own.
         config.token_lifetime = time::Duration::days(400);
-        config.data_dir.init(true).await.expect("init");
+        config.data_dir.init(true, &config.database).await.expect("init");
         let clock = Clock::manual(START);
         let app = App::open(config, clock.clone()).await.expect("open");
         // Tests run many runs; the fixed delay is tested on its own (`runs.rs`).
@@ -137,6 +214,7 @@ impl World {
 
         let mut world = World {
             dir,
+            database,
             app,
             api,
             clock,
@@ -231,6 +309,19 @@ impl World {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The defaults for this world's data directory and database (to reopen it).
+    pub fn config(&self) -> Config {
+        self.config_at(&self.data_dir())
+    }
+
+    /// The defaults for another data directory (a copy of this world's) on this world's
+    /// database.
+    pub fn config_at(&self, data_dir: &std::path::Path) -> Config {
+        let mut config = Config::new(data_dir);
+        config.database = self.database.database.clone();
+        config
     }
 
     pub async fn export(&self) -> String {

@@ -113,9 +113,11 @@ async fn a_reviewer_or_licence_takes_a_second_administrator() {
 #[tokio::test]
 async fn without_the_rule_the_verifier_names_the_lone_administrator() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let database = crate::harness::test_database(&dir.path().join("data")).await;
     let mut config = Config::new(dir.path().join("data"));
+    config.database = database.database.clone();
     config.two_person_rule = false;
-    config.data_dir.init(true).await.expect("init");
+    config.data_dir.init(true, &config.database).await.expect("init");
     let app = sluice_gateway::service::App::open(config, sluice_gateway::service::Clock::System).await.expect("open");
     let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
     let api = sluice::client::InProcessClient::new(sluice_gateway::api::router(app.clone()));

@@ -125,7 +125,7 @@ async fn approval_is_bound_to_the_exact_bytes() {
     sqlx::query("UPDATE models SET module = $1 WHERE id = $2")
         .bind(module)
         .bind(world.model_id)
-        .execute(world.app.store().pool_for_tests())
+        .execute(&world.database.raw().await)
         .await
         .expect("tamper");
     let message = expect_error(&world.run().await, "model_digest_mismatch");
@@ -225,7 +225,7 @@ async fn a_hundred_concurrent_runs_never_overspend_the_budget() {
 #[tokio::test]
 async fn the_database_refuses_to_edit_or_delete_audit_entries() {
     let world = World::new(50, 1.0).await;
-    let pool = world.app.store().pool_for_tests();
+    let pool = &world.database.raw().await;
     let update =
         sqlx::query("UPDATE audit_log SET entry = 'x' WHERE seq = 1").execute(pool).await.expect_err("refused");
     assert!(update.to_string().contains("append-only"), "{update}");
@@ -355,14 +355,13 @@ async fn histograms_are_released_per_declared_bin_with_small_bins_suppressed() {
 async fn budgets_survive_a_restart() {
     use sluice::client::InProcessClient;
     use sluice_gateway::api::router;
-    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(100, 1.0).await;
     world.run().await.ok().expect("first run");
     world.run().await.ok().expect("second run");
     world.app.store().close().await;
 
-    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let reopened = App::open(world.config(), world.clock.clone()).await.expect("reopens");
     let api = InProcessClient::new(router(reopened));
     let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
     let budget = api.get(&path, &world.operator).await.ok().expect("budget");
@@ -582,23 +581,22 @@ async fn a_quorum_of_two_independent_reviewers_approves_a_model() {
 async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start() {
     use sluice::client::InProcessClient;
     use sluice_gateway::api::router;
-    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(50, 1.0).await;
     let policy_file = world.data_dir().join("policies.cedar");
 
     std::fs::write(&policy_file, "permit (principal, action, resource").expect("write");
-    let error = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect_err("broken policies");
+    let error = App::open(world.config(), world.clock.clone()).await.expect_err("broken policies");
     assert!(format!("{error:#}").contains("policy file"), "{error:#}");
     std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"run.stat", resource);"#)
         .expect("write");
-    let error = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect_err("invalid policies");
+    let error = App::open(world.config(), world.clock.clone()).await.expect_err("invalid policies");
     assert!(format!("{error:#}").contains("does not validate"), "{error:#}");
 
     // Stricter: only regulators read the catalogue; nothing else is permitted at all.
     std::fs::write(&policy_file, r#"permit (principal, action == Sluice::Action::"catalogue.read", resource) when { principal.role == "regulator" };"#)
         .expect("write");
-    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let app = App::open(world.config(), world.clock.clone()).await.expect("valid policies");
     let api = InProcessClient::new(router(app));
     api.get("/v1/catalogue", &world.regulator).await.ok().expect("regulators may");
     expect_error(&api.get("/v1/catalogue", &world.operator).await, "wrong_role");
@@ -617,7 +615,7 @@ async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start
         sluice_policies::DEFAULT_POLICIES
     );
     std::fs::write(&policy_file, looser).expect("write");
-    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let app = App::open(world.config(), world.clock.clone()).await.expect("valid policies");
     let api = InProcessClient::new(router(app));
     let run = api
         .post(
@@ -643,7 +641,7 @@ async fn an_administrators_policy_file_applies_and_a_broken_one_refuses_to_start
         sluice_policies::DEFAULT_POLICIES
     );
     std::fs::write(&policy_file, stricter).expect("write");
-    let app = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("valid policies");
+    let app = App::open(world.config(), world.clock.clone()).await.expect("valid policies");
     let api = InProcessClient::new(router(app.clone()));
     let review = format!("/v1/models/{}/reviews", world.model_id);
     let refused = api.post(&review, &world.department, &json!({"approve": false})).await;

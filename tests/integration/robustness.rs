@@ -140,7 +140,7 @@ async fn clients_that_hang_up_during_any_write_leave_the_ledger_equal_to_the_log
     // A request whose client hung up still runs to its end (the API detaches it): wait for
     // every one begun, then no run is left running.
     assert_eq!(world.app.in_flight().drained(Duration::from_secs(60)).await, Ok(()), "requests still under way");
-    let pool = world.app.store().pool_for_tests();
+    let pool = &world.database.raw().await;
     let running: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'running'").fetch_one(pool).await.expect("count");
     assert_eq!(running, 0, "runs left running once every request ended");
@@ -258,7 +258,6 @@ async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
     use sluice::client::InProcessClient;
     use sluice::examples::vehicles_csv;
     use sluice_gateway::api::router;
-    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(50, 1.0).await;
     let dataset = world.data_dir().join("blobs").join(format!("dataset-{}", world.dataset_id));
@@ -269,7 +268,7 @@ async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
     }
     world.app.store().close().await;
 
-    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let reopened = App::open(world.config(), world.clock.clone()).await.expect("reopens");
     assert!(!dataset.join("v2").exists() && !dataset.join("v3.partial").exists(), "start-up removes what no row names");
     assert!(dataset.join("v1").exists(), "an acknowledged version stays");
     let api = InProcessClient::new(router(reopened));
@@ -284,7 +283,6 @@ async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
 async fn runs_cut_off_by_a_crash_are_settled_at_start_up() {
     use sluice::client::InProcessClient;
     use sluice_gateway::api::router;
-    use sluice_gateway::config::Config;
     use sluice_gateway::service::App;
     let world = World::new(50, 1.0).await;
     let run = world.run().await.ok().expect("run");
@@ -292,12 +290,12 @@ async fn runs_cut_off_by_a_crash_are_settled_at_start_up() {
     // The state a kill leaves mid-run: charged and started, never finished.
     sqlx::query("UPDATE runs SET state = 'running', result_json = NULL, finished_at = NULL WHERE id = $1")
         .bind(run_id)
-        .execute(world.app.store().pool_for_tests())
+        .execute(&world.database.raw().await)
         .await
         .expect("simulate the crash");
     world.app.store().close().await;
 
-    let reopened = App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens");
+    let reopened = App::open(world.config(), world.clock.clone()).await.expect("reopens");
     let api = InProcessClient::new(router(reopened.clone()));
     let answer = api.get(&format!("/v1/runs/{run_id}"), &world.operator).await;
     let message = crate::harness::expect_error(&answer, "run_failed");
@@ -320,7 +318,7 @@ async fn runs_cut_off_by_a_crash_are_settled_at_start_up() {
         .expect("the log verifies");
     // A second start-up finds nothing left to settle.
     reopened.store().close().await;
-    App::open(Config::new(world.data_dir()), world.clock.clone()).await.expect("reopens again");
+    App::open(world.config(), world.clock.clone()).await.expect("reopens again");
 }
 
 /// A blocking reader fed by the test: an upload as slow as the test likes.

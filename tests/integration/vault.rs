@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use serde_json::json;
-use sluice_gateway::config::Config;
 use sluice_gateway::service::{App, Clock};
 use sluice_vault::keys::{AeadKey, read_key_file};
 
@@ -33,7 +32,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 async fn wrapped_keys(world: &World) -> Vec<Vec<u8>> {
     sqlx::query_scalar("SELECT wrapped_key FROM dataset_versions")
-        .fetch_all(world.app.store().pool_for_tests())
+        .fetch_all(&world.database.raw().await)
         .await
         .expect("keys")
 }
@@ -89,6 +88,9 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
     expect_error(&foreign, "wrong_role");
     let destroyed = world.api.delete(&path, &world.provider).await;
     assert_eq!(destroyed.ok().expect("destroyed")["data_keys_deleted"], 2);
+    // On either back end no stored key is left to unwrap (on PostgreSQL the files below
+    // are the data directory's only: the database is the server's).
+    assert!(wrapped_keys(&world).await.iter().all(Vec::is_empty), "a wrapped data key is still stored");
 
     for (path, bytes) in files(&world.data_dir()) {
         for key in &wrapped {
@@ -141,7 +143,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     let swapped = tempfile::tempdir().expect("tempdir");
     copy_dir(&data_dir, swapped.path());
     std::fs::copy(data_dir.join("master.key.old"), swapped.path().join("master.key")).expect("copy");
-    let error = App::open(Config::new(swapped.path()), Clock::System).await.expect_err("wrong key");
+    let error = App::open(world.config_at(swapped.path()), Clock::System).await.expect_err("wrong key");
     assert!(format!("{error:#}").contains("does not match this data directory"), "{error:#}");
 
     // A rotation interrupted after its commit, before the new key file moved into place, is
@@ -150,7 +152,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     copy_dir(&data_dir, interrupted.path());
     std::fs::rename(interrupted.path().join("master.key"), interrupted.path().join("master.key.next")).expect("rename");
     std::fs::copy(data_dir.join("master.key.old"), interrupted.path().join("master.key")).expect("copy");
-    App::open(Config::new(interrupted.path()), Clock::System).await.expect("finishes the rotation");
+    App::open(world.config_at(interrupted.path()), Clock::System).await.expect("finishes the rotation");
     assert_eq!(
         read_key_file(&interrupted.path().join("master.key")).expect("key").fingerprint(),
         new_key.fingerprint()
@@ -159,7 +161,7 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     std::fs::write(interrupted.path().join("master.key.next"), format!("{}\n", stray.to_hex().as_str()))
         .expect("write");
     set_private(&interrupted.path().join("master.key.next"));
-    App::open(Config::new(interrupted.path()), Clock::System).await.expect("undoes the rotation");
+    App::open(world.config_at(interrupted.path()), Clock::System).await.expect("undoes the rotation");
     assert!(!interrupted.path().join("master.key.next").exists());
 }
 

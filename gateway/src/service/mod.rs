@@ -188,7 +188,7 @@ impl App {
     /// Opens the gateway over an initialised data directory, as `config` describes.
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.data_dir.clone();
-        let store = Store::open_sqlite(&data_dir.database(), false).await?;
+        let store = Store::open(&config.database, false).await?;
         let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
         let master = open_master_key(&data_dir, &store, from_environment).await?;
         sweep_unfinished_ingests(&data_dir.blobs(), &store).await?;
