@@ -286,6 +286,10 @@ pub struct RunRow {
     pub result_json: Option<String>,
     /// When the operator may see the outcome, fixed before any data was read.
     pub visible_at: Option<String>,
+    /// The node (gateway process) that runs it ([`Store::node`]); none on rows from before
+    /// nodes were recorded.
+    #[sqlx(default)]
+    pub node: Option<i64>,
 }
 
 /// The facts of one run decision, read together ([`Store::run_facts`]).
@@ -322,11 +326,103 @@ const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.ep
 const INSERT_CHECKPOINT_SQL: &str = "INSERT INTO audit_checkpoints (size, root, note, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING";
 
+/// A node's claim to be alive. SQLite: an exclusive lock on a file of its own next to the
+/// database (other processes on the host see it). PostgreSQL: a session advisory lock held
+/// on a connection of its own (every node sees it; the server drops it when the connection
+/// goes, as when the process dies).
+enum NodeLease {
+    /// The open file; the lock goes with it.
+    Sqlite(#[allow(dead_code, reason = "held for its lock")] std::fs::File),
+    Postgres(sqlx::PgConnection),
+}
+
+impl std::fmt::Debug for NodeLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "NodeLease(lock file)",
+            Self::Postgres(_) => "NodeLease(advisory lock)",
+        })
+    }
+}
+
+impl NodeLease {
+    /// Takes `(1936487781, node)` if free ("sluice" is 0x736c7569 6365; the two-key form
+    /// is a lock space of its own, apart from the write lock's one-key form).
+    const POSTGRES_TRY: &str = "SELECT pg_try_advisory_lock(1936487781, $1)";
+
+    /// A random free node number and its lease.
+    async fn claim(database: &Database) -> anyhow::Result<(i64, Self)> {
+        for _ in 0..16 {
+            let node = Self::random_node()?;
+            match database {
+                Database::Sqlite(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(Self::sqlite_lock_file(path, node)?)?;
+                    if file.try_lock().is_ok() {
+                        return Ok((node, Self::Sqlite(file)));
+                    }
+                }
+                Database::Postgres(url) => {
+                    let options = PgConnectOptions::from_str(url)?;
+                    let mut connection = sqlx::ConnectOptions::connect(&options).await?;
+                    let taken: bool =
+                        sqlx::query_scalar(Self::POSTGRES_TRY).bind(node as i32).fetch_one(&mut connection).await?;
+                    if taken {
+                        return Ok((node, Self::Postgres(connection)));
+                    }
+                }
+            }
+        }
+        anyhow::bail!("no free node number after 16 tries")
+    }
+
+    fn random_node() -> anyhow::Result<i64> {
+        let mut bytes = [0u8; 4];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
+        // 1 to i32::MAX: PostgreSQL's advisory lock keys are int4.
+        Ok(i64::from(u32::from_le_bytes(bytes) % (i32::MAX as u32)) + 1)
+    }
+
+    /// `DIR/sluice-nodes/NODE.lock` beside the database file.
+    fn sqlite_lock_file(database: &Path, node: i64) -> anyhow::Result<PathBuf> {
+        let directory = database.parent().unwrap_or(Path::new(".")).join("sluice-nodes");
+        std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
+        Ok(directory.join(format!("{node}.lock")))
+    }
+
+    fn sqlite_node_alive(database: &Database, node: i64) -> anyhow::Result<bool> {
+        let Database::Sqlite(path) = database else { anyhow::bail!("not a SQLite database") };
+        let path = Self::sqlite_lock_file(path, node)?;
+        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error).with_context(|| format!("opening {}", path.display())),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                // Dead: its file is of no more use (the lock goes as the file closes).
+                let _ = std::fs::remove_file(&path);
+                Ok(false)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(error)) => Err(error).context("locking a node's lease file"),
+        }
+    }
+}
+
 /// The database. Cheap to clone (pool handles).
 #[derive(Debug, Clone)]
 pub struct Store {
     pools: Pools,
     database: Database,
+    /// This process's node number, unique among the live nodes of the database.
+    node: i64,
+    /// What shows the node is alive, held until [`Store::close`] (or the process ends).
+    lease: Arc<std::sync::Mutex<Option<NodeLease>>>,
     round_trips: Arc<AtomicU64>,
     /// This process's turn at the write lock (see [`Tx`]).
     write_turn: Arc<tokio::sync::Mutex<()>>,
@@ -431,7 +527,9 @@ impl Store {
     }
 
     async fn finish_opening(pools: Pools, database: Database) -> anyhow::Result<Self> {
-        let store = Self { pools, database, round_trips: Arc::default(), write_turn: Arc::default() };
+        let (node, lease) = NodeLease::claim(&database).await.context("claiming a node number")?;
+        let lease = Arc::new(std::sync::Mutex::new(Some(lease)));
+        let store = Self { pools, database, node, lease, round_trips: Arc::default(), write_turn: Arc::default() };
         // A log written before the subtrees were kept gets them now, before anything is
         // appended (an append reads its left siblings).
         let written = store.backfill_subtrees().await.context("filling the log's Merkle subtrees")?;
@@ -523,7 +621,41 @@ impl Store {
         Ok(())
     }
 
+    /// This process's node number: the runs it starts carry it.
+    pub fn node(&self) -> i64 {
+        self.node
+    }
+
+    /// Whether node `node` is alive: some open store holds its lease (this one, or another
+    /// process's — on PostgreSQL, any machine's). Exact, not a timeout: a process that dies
+    /// loses its lease with it (the kernel closes its lock file and its connection).
+    pub async fn node_alive(&self, node: i64) -> anyhow::Result<bool> {
+        if node == self.node {
+            return Ok(self.lease.lock().map_or(true, |lease| lease.is_some()));
+        }
+        match &self.pools {
+            Pools::Sqlite { .. } => NodeLease::sqlite_node_alive(&self.database, node),
+            Pools::Postgres { pool } => {
+                let mut connection = pool.acquire().await?;
+                let taken: bool =
+                    sqlx::query_scalar(NodeLease::POSTGRES_TRY).bind(node as i32).fetch_one(&mut *connection).await?;
+                if taken {
+                    sqlx::query("SELECT pg_advisory_unlock(1936487781, $1)")
+                        .bind(node as i32)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                Ok(!taken)
+            }
+        }
+    }
+
+    /// Closes the pools and gives up the node's lease: from here its runs count as cut off.
     pub async fn close(&self) {
+        let lease = self.lease.lock().ok().and_then(|mut lease| lease.take());
+        if let Some(NodeLease::Postgres(connection)) = lease {
+            let _ = sqlx::Connection::close(connection).await;
+        }
         match &self.pools {
             Pools::Sqlite { pool, unsynced } => {
                 unsynced.close().await;
@@ -1261,7 +1393,7 @@ impl Store {
         Ok(in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
-             visible_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+             visible_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(row.authorisation_id)
         .bind(row.model_id)
@@ -1272,11 +1404,14 @@ impl Store {
         .bind(&row.state)
         .bind(format_time(now))
         .bind(&row.visible_at)
+        .bind(row.node)
         .fetch_one(c)
         .await
         })?)
     }
 
+    /// Ends a run that is `running`; false (and nothing written) if it is not — another
+    /// node settled it as interrupted, so it must not end a second time.
     pub async fn finish_run(
         tx: &mut Tx,
         run_id: i64,
@@ -1284,9 +1419,10 @@ impl Store {
         outcome: &str,
         result_json: Option<&str>,
         now: OffsetDateTime,
-    ) -> anyhow::Result<()> {
-        in_tx!(tx, |c| sqlx::query(
-            "UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 WHERE id = $5"
+    ) -> anyhow::Result<bool> {
+        let updated = in_tx!(tx, |c| sqlx::query(
+            "UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 \
+             WHERE id = $5 AND state = 'running'"
         )
         .bind(state)
         .bind(outcome)
@@ -1296,7 +1432,7 @@ impl Store {
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
-        Ok(())
+        Ok(updated == 1)
     }
 
     /// Moves a held run to `released` or `withheld`; false when it was not held.
@@ -1310,9 +1446,9 @@ impl Store {
         Ok(result == 1)
     }
 
-    /// Runs still marked `running`.
-    pub async fn running_runs(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM runs WHERE state = 'running' ORDER BY id")
+    /// Runs still marked `running`, with the node running each (none on old rows).
+    pub async fn running_runs(&self) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, node FROM runs WHERE state = 'running' ORDER BY id")
             .fetch_all(c)
             .await)?)
     }

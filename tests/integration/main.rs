@@ -5,6 +5,7 @@ mod audit;
 mod harness;
 mod insiders;
 mod lifecycle;
+mod nodes;
 mod privacy;
 mod robustness;
 mod sandbox;

@@ -24,6 +24,9 @@ use sluice_audit::{
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 256;
 /// …or once any entry has waited this long.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// How often a serving node settles the runs of nodes that died
+/// ([`App::settle_interrupted_runs`]).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Checkpoints issued on demand (`?fresh=true`) are at most one this often.
 pub const FRESH_CHECKPOINT_EVERY: time::Duration = time::Duration::seconds(5);
 
@@ -161,7 +164,7 @@ impl App {
     /// [`CHECKPOINT_EVERY_ENTRIES`] entries or [`CHECKPOINT_EVERY`] have passed. When
     /// `stop` turns true it ends between two rounds (never inside one), after sealing a
     /// last checkpoint over every entry not yet covered, so a stopped gateway leaves its
-    /// whole log signed.
+    /// whole log signed. Every [`SWEEP_EVERY`] it also settles the runs of dead nodes.
     pub fn spawn_checkpointer(
         self: &Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -169,6 +172,7 @@ impl App {
         let app = Arc::clone(self);
         tokio::spawn(async move {
             let mut last_issued = tokio::time::Instant::now();
+            let mut last_swept = tokio::time::Instant::now();
             loop {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => false,
@@ -194,6 +198,12 @@ impl App {
                 }
                 if stopping {
                     return;
+                }
+                if last_swept.elapsed() >= SWEEP_EVERY {
+                    last_swept = tokio::time::Instant::now();
+                    if let Err(error) = app.settle_interrupted_runs().await {
+                        tracing::error!(error = %format!("{error:#}"), "settling the runs of dead nodes failed");
+                    }
                 }
             }
         })

@@ -779,12 +779,21 @@ async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> any
 }
 
 impl App {
-    /// Runs that were charged but never finished — the process died while they ran — are
-    /// settled at start-up: `interrupted`, with a failed `run.release` in the log, and the
-    /// charge kept (the model may have read the data). Nothing else runs yet, so none of
-    /// them is still under way.
-    async fn settle_interrupted_runs(&self) -> anyhow::Result<()> {
-        for run_id in self.store.running_runs().await? {
+    /// Runs that were charged but never finished — the node running them died — are
+    /// settled: `interrupted`, with a failed `run.release` in the log, and the charge kept
+    /// (the model may have read the data). A run whose node is alive (this one, another
+    /// node of a shared database, the `sluice serve` beside a CLI command) is left alone:
+    /// it is still under way. Done at start-up and by `sluice serve` every
+    /// [`crate::service::audit::SWEEP_EVERY`], for nodes that die and do not come back.
+    /// Returns how many runs it settled.
+    pub async fn settle_interrupted_runs(&self) -> anyhow::Result<u64> {
+        let mut settled = 0;
+        for (run_id, node) in self.store.running_runs().await? {
+            if let Some(node) = node
+                && self.store.node_alive(node).await?
+            {
+                continue;
+            }
             let now = self.now();
             let mut tx = self.store.begin().await?;
             if !Store::interrupt_run(&mut tx, run_id, now).await? {
@@ -795,9 +804,10 @@ impl App {
             event.role = "system".into();
             Store::append_audit(&mut tx, event, now).await?;
             tx.commit().await.context("settling an interrupted run")?;
-            tracing::warn!(run_id, "a run cut off by a restart was settled as interrupted; its charge stands");
+            settled += 1;
+            tracing::warn!(run_id, "a run cut off by its node's end was settled as interrupted; its charge stands");
         }
-        Ok(())
+        Ok(settled)
     }
 }
 

@@ -366,6 +366,7 @@ impl App {
             outcome: None,
             result_json: None,
             visible_at: Some(crate::store::format_time(visible_at)),
+            node: Some(self.store.node()),
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
         let event = Self::event(caller, Action::RunModel.audit(), format!("run:{run_id}"), AuditOutcome::Ok)
@@ -455,7 +456,7 @@ impl App {
                     visible_at: None,
                 };
                 let json = serde_json::to_string(&view).context("encoding the release")?;
-                Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?;
+                ensure_running(Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?, run_id)?;
                 let mut event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Ok)
                     .detail(Detail::Authorisation, authorisation_id)
                     .detail(Detail::Outputs, view.outputs.len())
@@ -494,7 +495,7 @@ impl App {
             Err(failure) => {
                 let (code, message) = failure.describe();
                 tracing::warn!(run_id, code, "run failed");
-                Store::finish_run(&mut tx, run_id, "failed", code, None, now).await?;
+                ensure_running(Store::finish_run(&mut tx, run_id, "failed", code, None, now).await?, run_id)?;
                 // The audit log keeps the detailed code; the operator gets the coarse class.
                 let event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Failed).reason(code);
                 Store::append_audit(&mut tx, event, now).await?;
@@ -658,6 +659,14 @@ fn commit_to_release(event: AuditEvent, outputs: &[ReleasedOutput]) -> anyhow::R
     Ok(event
         .detail(release::VALUES_DETAIL, release::canonical_json(&values))
         .detail(release::RELEASE_DETAIL, release::release_digest(&values)))
+}
+
+/// A run ends once: if it is no longer `running` when its outcome is stored (settled as
+/// interrupted by a node that took this one for dead), nothing is written and the
+/// transaction rolls back — no second end in the log, no release after an interruption.
+fn ensure_running(was_running: bool, run_id: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(was_running, "run {run_id} was settled as interrupted while it ran; its outcome is not stored");
+    Ok(())
 }
 
 #[cfg(test)]
