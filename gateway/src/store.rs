@@ -912,12 +912,61 @@ impl Store {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(c).await)?)
     }
 
-    pub async fn next_version(&self, dataset_id: i64) -> anyhow::Result<i64> {
-        Ok(in_pool!(self, |c| sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = $1"
+    /// Reserves the dataset's next version number for an ingest by node `node`: higher
+    /// than every version and every reservation, so no two ingests on any nodes seal the
+    /// same one. The reservation goes when the version commits or the ingest fails
+    /// ([`Store::release_reservation`]), or when its node is found dead.
+    pub async fn reserve_version(tx: &mut Tx, dataset_id: i64, node: i64, now: OffsetDateTime) -> anyhow::Result<i64> {
+        let version: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM (SELECT version FROM dataset_versions WHERE dataset_id = $1 \
+             UNION ALL SELECT version FROM ingest_reservations WHERE dataset_id = $1) v"
         )
         .bind(dataset_id)
         .fetch_one(c)
+        .await)?;
+        in_tx!(tx, |c| sqlx::query(
+            "INSERT INTO ingest_reservations (dataset_id, version, node, created_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(dataset_id)
+        .bind(version)
+        .bind(node)
+        .bind(format_time(now))
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(version)
+    }
+
+    /// Removes a version's reservation (in the transaction that commits the version, or
+    /// when the ingest failed).
+    pub async fn release_reservation_in(tx: &mut Tx, dataset_id: i64, version: i64) -> anyhow::Result<()> {
+        in_tx!(tx, |c| sqlx::query("DELETE FROM ingest_reservations WHERE dataset_id = $1 AND version = $2")
+            .bind(dataset_id)
+            .bind(version)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// [`Store::release_reservation_in`] on its own.
+    pub async fn release_reservation(&self, dataset_id: i64, version: i64) -> anyhow::Result<()> {
+        in_pool!(self, |c| sqlx::query("DELETE FROM ingest_reservations WHERE dataset_id = $1 AND version = $2")
+            .bind(dataset_id)
+            .bind(version)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The dataset's reserved versions with the node of each.
+    pub async fn reservations(&self, dataset_id: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT version, node FROM ingest_reservations WHERE dataset_id = $1 ORDER BY version"
+        )
+        .bind(dataset_id)
+        .fetch_all(c)
         .await)?)
     }
 

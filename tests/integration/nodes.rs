@@ -11,11 +11,13 @@ use sluice_gateway::service::App;
 
 use crate::harness::{World, expect_error};
 
-/// A second node: a copy of the world's data directory (its keys and sealed chunks, as a
-/// platform team gives every node) on the world's database.
+/// Another node: a copy of the world's keys, its sealed chunks on storage shared with the
+/// world (a symbolic link, standing for the shared file system or object store a platform
+/// team gives every node), on the world's database.
 async fn second_node(world: &World) -> (Arc<App>, InProcessClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&world.data_dir(), dir.path());
+    std::os::unix::fs::symlink(world.data_dir().join("blobs"), dir.path().join("blobs")).expect("shared blobs");
     let app = App::open(world.config_at(dir.path()), world.clock.clone()).await.expect("the second node opens");
     app.gate().set_visibility_base(std::time::Duration::ZERO);
     let api = InProcessClient::new(router(app.clone()));
@@ -31,7 +33,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         let target = to.join(entry.file_name());
         let name = entry.file_name().to_string_lossy().into_owned();
         // The database and the node leases are the first node's own.
-        if name.starts_with("sluice.db") || name == "sluice-nodes" {
+        if name.starts_with("sluice.db") || name == "sluice-nodes" || name == "blobs" {
             continue;
         }
         if entry.file_type().expect("type").is_dir() {
@@ -149,4 +151,37 @@ async fn world_entries(app: &App, action: &str) -> Vec<serde_json::Value> {
         .map(|text| serde_json::from_str::<serde_json::Value>(text).expect("json"))
         .filter(|entry| entry["action"] == action)
         .collect()
+}
+
+/// A node that starts does not sweep away an ingest another live node is writing to the
+/// shared storage; version numbers are reserved across nodes, so the two never seal the
+/// same version; once the writer is dead, the next node to start removes what it left.
+#[tokio::test]
+async fn a_node_sweeps_only_the_unfinished_ingests_of_dead_nodes() {
+    use sluice_gateway::store::Store;
+    let world = World::new(50, 1.0).await;
+    // The first node is mid-ingest: version 2 reserved, chunks being staged.
+    let mut tx = world.app.store().begin().await.expect("begin");
+    let reserved = Store::reserve_version(&mut tx, world.dataset_id, world.app.store().node(), world.app.now())
+        .await
+        .expect("reserve");
+    tx.commit().await.expect("commit");
+    assert_eq!(reserved, 2);
+    let staging = world.data_dir().join("blobs").join(format!("dataset-{}", world.dataset_id)).join("v2.partial");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    std::fs::write(staging.join("00000000.chunk"), b"sealed bytes").expect("write");
+
+    let (_second, api, _dir) = second_node(&world).await;
+    assert!(staging.exists(), "a starting node must not remove a live node's ingest");
+    let path = format!("/v1/datasets/{}/data", world.dataset_id);
+    let csv = sluice::examples::vehicles_csv(30, 3).into_bytes();
+    let ingested = api.put_csv(&path, &world.provider, csv).await.ok().expect("ingest on the second node");
+    assert_eq!(ingested["version"], 3, "the reserved number is not sealed twice");
+
+    world.app.store().close().await;
+    let (_third, third_api, _dir) = second_node(&world).await;
+    assert!(!staging.exists(), "what the dead node left is removed");
+    let csv = sluice::examples::vehicles_csv(30, 4).into_bytes();
+    let ingested = third_api.put_csv(&path, &world.provider, csv).await.ok().expect("ingest on the third node");
+    assert_eq!(ingested["version"], 4);
 }

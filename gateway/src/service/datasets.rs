@@ -159,92 +159,107 @@ impl App {
             || ServiceError::Conflict(format!("dataset {dataset_id} was destroyed during the upload"));
         let ingest_lock = self.sealed.ingest_lock(dataset_id);
         let _ingest_guard = ingest_lock.lock().await;
-        let version = self.store.next_version(dataset_id).await?;
-        let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
         if dataset.destroyed_at.is_some() {
             return Err(ServiceError::Conflict(format!("dataset {dataset_id} was destroyed")));
         }
-        let master = self.sealed.master.read().await.clone();
-        let wrapped_under = master.clone();
-        let blobs = self.sealed.data_dir.blobs();
-        let outcome = tokio::task::spawn_blocking(move || {
-            chunks::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
-        })
-        .await
-        .context("the ingest task panicked")?;
-        let report = match outcome {
-            Ok(report) => report,
-            Err(error) => {
-                if matches!(error, IngestError::Storage(_))
-                    && self.store.dataset(dataset_id).await?.is_some_and(|dataset| dataset.destroyed_at.is_some())
-                {
-                    return Err(destroyed_meanwhile());
-                }
-                let reason = match &error {
-                    IngestError::Csv(_) => "csv_invalid",
-                    IngestError::InvalidRows(_) => "rows_invalid",
-                    IngestError::Storage(_) => "storage_failed",
-                };
-                let event = Self::event(caller, action, &object, AuditOutcome::Failed).reason(reason);
-                self.record(event).await?;
-                return Err(match error {
-                    IngestError::Storage(error) => ServiceError::Internal(error),
-                    other => ServiceError::InvalidRecorded(other.to_string()),
-                });
-            }
-        };
-        // The master key may have been rotated during the upload: the data key is then
-        // wrapped again under the new one, and the read lock is held until the version
-        // commits, so a rotation cannot re-wrap the keys between the two.
-        let master = self.sealed.master.read().await;
-        let wrapped_key = if master.fingerprint() == wrapped_under.fingerprint() {
-            report.wrapped_key
-        } else {
-            let data_key = wrapped_under
-                .unwrap_key(&report.wrapped_key, &context.key_context())
-                .map_err(|_| anyhow::anyhow!("re-wrapping a new data key after a master key rotation"))?;
-            master.wrap(&data_key, &context.key_context())?
-        };
-        let now = self.now();
-        let row = VersionRow {
-            dataset_id,
-            version,
-            row_count: report.rows as i64,
-            chunk_count: report.chunks as i64,
-            wrapped_key,
-            created_at: format_time(now),
-        };
-        let version_dir = chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version);
+        // The version number, reserved in the database every node shares: no ingest on
+        // any node seals the same one, and no node's sweep removes these chunks while this
+        // node lives.
         let mut tx = self.store.begin().await?;
-        if !Store::insert_version(&mut tx, &row).await? {
-            drop(tx);
-            let _ = std::fs::remove_dir_all(&version_dir);
-            return Err(destroyed_meanwhile());
+        let version = Store::reserve_version(&mut tx, dataset_id, self.store.node(), self.now()).await?;
+        tx.commit().await.context("reserving a dataset version")?;
+        let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
+        let outcome: ServiceResult<IngestSummary> = async {
+            let master = self.sealed.master.read().await.clone();
+            let wrapped_under = master.clone();
+            let blobs = self.sealed.data_dir.blobs();
+            let outcome = tokio::task::spawn_blocking(move || {
+                chunks::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
+            })
+            .await
+            .context("the ingest task panicked")?;
+            let report = match outcome {
+                Ok(report) => report,
+                Err(error) => {
+                    if matches!(error, IngestError::Storage(_))
+                        && self.store.dataset(dataset_id).await?.is_some_and(|dataset| dataset.destroyed_at.is_some())
+                    {
+                        return Err(destroyed_meanwhile());
+                    }
+                    let reason = match &error {
+                        IngestError::Csv(_) => "csv_invalid",
+                        IngestError::InvalidRows(_) => "rows_invalid",
+                        IngestError::Storage(_) => "storage_failed",
+                    };
+                    let event = Self::event(caller, action, &object, AuditOutcome::Failed).reason(reason);
+                    self.record(event).await?;
+                    return Err(match error {
+                        IngestError::Storage(error) => ServiceError::Internal(error),
+                        other => ServiceError::InvalidRecorded(other.to_string()),
+                    });
+                }
+            };
+            // The master key may have been rotated during the upload: the data key is then
+            // wrapped again under the new one, and the read lock is held until the version
+            // commits, so a rotation cannot re-wrap the keys between the two.
+            let master = self.sealed.master.read().await;
+            let wrapped_key = if master.fingerprint() == wrapped_under.fingerprint() {
+                report.wrapped_key
+            } else {
+                let data_key = wrapped_under
+                    .unwrap_key(&report.wrapped_key, &context.key_context())
+                    .map_err(|_| anyhow::anyhow!("re-wrapping a new data key after a master key rotation"))?;
+                master.wrap(&data_key, &context.key_context())?
+            };
+            let now = self.now();
+            let row = VersionRow {
+                dataset_id,
+                version,
+                row_count: report.rows as i64,
+                chunk_count: report.chunks as i64,
+                wrapped_key,
+                created_at: format_time(now),
+            };
+            let version_dir = chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version);
+            let mut tx = self.store.begin().await?;
+            if !Store::insert_version(&mut tx, &row).await? {
+                drop(tx);
+                let _ = std::fs::remove_dir_all(&version_dir);
+                return Err(destroyed_meanwhile());
+            }
+            let event = Self::event(caller, action, &object, AuditOutcome::Ok)
+                .detail(Detail::Version, version)
+                .detail(Detail::Rows, report.rows)
+                .detail(Detail::Chunks, report.chunks)
+                .detail(Detail::RowsSkipped, report.skipped);
+            Store::append_audit(&mut tx, event, now).await?;
+            Store::release_reservation_in(&mut tx, dataset_id, version).await?;
+            if let Err(error) = tx.commit().await {
+                // The chunks are useless without the wrapped key that was just rolled back.
+                let _ = std::fs::remove_dir_all(&version_dir);
+                return Err(anyhow::Error::from(error).context("committing the dataset version").into());
+            }
+            drop(master);
+            Ok(IngestSummary {
+                dataset_id,
+                version,
+                rows: report.rows,
+                chunks: report.chunks,
+                skipped: report.skipped,
+                skipped_examples: report
+                    .skipped_examples
+                    .iter()
+                    .map(|error| format!("line {}, column `{}` {}", error.line, error.column, error.problem))
+                    .collect(),
+            })
         }
-        let event = Self::event(caller, action, &object, AuditOutcome::Ok)
-            .detail(Detail::Version, version)
-            .detail(Detail::Rows, report.rows)
-            .detail(Detail::Chunks, report.chunks)
-            .detail(Detail::RowsSkipped, report.skipped);
-        Store::append_audit(&mut tx, event, now).await?;
-        if let Err(error) = tx.commit().await {
-            // The chunks are useless without the wrapped key that was just rolled back.
-            let _ = std::fs::remove_dir_all(&version_dir);
-            return Err(anyhow::Error::from(error).context("committing the dataset version").into());
+        .await;
+        if outcome.is_err()
+            && let Err(error) = self.store.release_reservation(dataset_id, version).await
+        {
+            tracing::warn!(dataset_id, version, error = %format!("{error:#}"), "a failed ingest's reservation stays until the sweep");
         }
-        drop(master);
-        Ok(IngestSummary {
-            dataset_id,
-            version,
-            rows: report.rows,
-            chunks: report.chunks,
-            skipped: report.skipped,
-            skipped_examples: report
-                .skipped_examples
-                .iter()
-                .map(|error| format!("line {}, column `{}` {}", error.line, error.column, error.problem))
-                .collect(),
-        })
+        outcome
     }
 
     /// Crypto-shreds a dataset: deletes its data keys (the only way to read its chunks),

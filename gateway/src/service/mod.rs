@@ -753,8 +753,11 @@ async fn open_master_key(data_dir: &DataDir, store: &Store, from_environment: Op
 
 /// An ingest interrupted by a crash leaves a staging directory (`vN.partial`), or — when
 /// it died between moving the chunks into place and committing the version — a `vN` that
-/// no version row refers to. Neither was acknowledged; both are removed at start-up, before
-/// any request runs, so the next ingest of that dataset is not blocked by them.
+/// no version row refers to. Neither was acknowledged. Each belongs to a version reserved
+/// by the node that wrote it: what a dead node reserved is removed with its reservation,
+/// at start-up, before any request runs, so the next ingest of that dataset is not blocked
+/// by it; what a live node (another node on shared storage, the `sluice serve` beside a
+/// CLI command) is still writing is left alone.
 async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> anyhow::Result<()> {
     let Ok(datasets) = std::fs::read_dir(blobs) else { return Ok(()) };
     for dataset in datasets.flatten() {
@@ -762,16 +765,31 @@ async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> any
         let Some(dataset_id) = name.to_str().and_then(|name| name.strip_prefix("dataset-")?.parse::<i64>().ok()) else {
             continue;
         };
-        let known: std::collections::HashSet<String> =
-            store.versions(dataset_id).await?.iter().map(|version| format!("v{}", version.version)).collect();
+        let known: std::collections::HashSet<i64> =
+            store.versions(dataset_id).await?.iter().map(|version| version.version).collect();
+        let reserved: std::collections::HashMap<i64, i64> = store.reservations(dataset_id).await?.into_iter().collect();
         for entry in std::fs::read_dir(dataset.path()).into_iter().flatten().flatten() {
             let file = entry.file_name();
             let file = file.to_string_lossy();
-            let unfinished = file.ends_with(".partial") || (file.starts_with('v') && !known.contains(file.as_ref()));
-            if unfinished {
-                tracing::warn!(dataset_id, directory = %file, "removing an ingest a crash interrupted");
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing the interrupted ingest {}", entry.path().display()))?;
+            let Some(number) = file.strip_prefix('v') else { continue };
+            let (number, staging) = match number.strip_suffix(".partial") {
+                Some(number) => (number, true),
+                None => (number, false),
+            };
+            let Ok(version) = number.parse::<i64>() else { continue };
+            if !staging && known.contains(&version) {
+                continue;
+            }
+            if let Some(&node) = reserved.get(&version)
+                && store.node_alive(node).await?
+            {
+                continue;
+            }
+            tracing::warn!(dataset_id, directory = %file, "removing an ingest a crash interrupted");
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing the interrupted ingest {}", entry.path().display()))?;
+            if reserved.contains_key(&version) && !known.contains(&version) {
+                store.release_reservation(dataset_id, version).await?;
             }
         }
     }
