@@ -323,6 +323,10 @@ const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.ep
      (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
      FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2";
 
+/// Ends an ingest's version reservation ([`Store::release_reservation`] and its
+/// in-transaction twin).
+const RELEASE_RESERVATION_SQL: &str = "DELETE FROM ingest_reservations WHERE dataset_id = $1 AND version = $2";
+
 const INSERT_CHECKPOINT_SQL: &str = "INSERT INTO audit_checkpoints (size, root, note, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING";
 
@@ -940,7 +944,7 @@ impl Store {
     /// Removes a version's reservation (in the transaction that commits the version, or
     /// when the ingest failed).
     pub async fn release_reservation_in(tx: &mut Tx, dataset_id: i64, version: i64) -> anyhow::Result<()> {
-        in_tx!(tx, |c| sqlx::query("DELETE FROM ingest_reservations WHERE dataset_id = $1 AND version = $2")
+        in_tx!(tx, |c| sqlx::query(RELEASE_RESERVATION_SQL)
             .bind(dataset_id)
             .bind(version)
             .execute(c)
@@ -951,7 +955,7 @@ impl Store {
 
     /// [`Store::release_reservation_in`] on its own.
     pub async fn release_reservation(&self, dataset_id: i64, version: i64) -> anyhow::Result<()> {
-        in_pool!(self, |c| sqlx::query("DELETE FROM ingest_reservations WHERE dataset_id = $1 AND version = $2")
+        in_pool!(self, |c| sqlx::query(RELEASE_RESERVATION_SQL)
             .bind(dataset_id)
             .bind(version)
             .execute(c)
