@@ -2,7 +2,8 @@
 # The crash test: `sluice serve` killed with SIGKILL again and again under a mixed load
 # (runs, principal creation, catalogue reads, small ingests), restarted each time. After
 # every restart, with no manual repair:
-#   - no run is left `running`: every charged `run.start` in the log has its `run.release`;
+#   - no run is left `queued` or `running`: every charged `run.start` in the log has its
+#     `run.release` (queued runs are claimed by the restarted node, cut-off ones settled);
 #   - every result the operator was given reads back bit-identical (values, intervals);
 #   - ingest, runs and reads work;
 # and at the end the exported log verifies against the pinned key and extends a checkpoint
@@ -34,44 +35,14 @@ start_server() {
   for _ in $(seq 1 150); do curl -sf "$URL/healthz" >/dev/null && return 0; sleep 0.1; done
   fail "the server did not come back up"
 }
-api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+-d "$4"}; }
 
 # --- set-up, as in the walkthrough, with a small dataset and a large budget.
-$SLUICE examples write "$work/examples" >/dev/null
-head -2001 "$work/examples/vehicles.csv" > "$work/small.csv"
+# shellcheck source=tests/scenario.sh
+source "$(dirname "$0")/scenario.sh"
 ADMIN=$($SLUICE init --data-dir "$work/data" | sed -n 's/^admin token: //p')
 SECOND_ADMIN=$($SLUICE admin add --data-dir "$work/data" --name "duty officer" | sed -n 's/^token: //p')
 start_server
-organisation() { api "$ADMIN" POST /v1/organisations "{\"name\":\"$1\"}" | jq .id; }
-principal() {
-  local created; created=$(api "$ADMIN" POST /v1/principals "$1")
-  if [ "$(jq -r .state <<<"$created")" = pending_approval ]; then
-    created=$(api "$SECOND_ADMIN" POST "/v1/principals/$(jq .id <<<"$created")/approve" '{}')
-  fi
-  jq -r .token <<<"$created"
-}
-POLICE=$(organisation "Police")
-OPERATORS=$(organisation "Operator Co.")
-BUREAU_ORG=$(organisation "Data Bureau")
-CAC=$(organisation "Cyberspace Administration")
-PROVIDER=$(principal "{\"name\":\"provider\",\"role\":\"provider\",\"organisation_id\":$POLICE}")
-OPERATOR=$(principal "{\"name\":\"operator\",\"role\":\"operator\",\"organisation_id\":$OPERATORS,\"licence\":{\"number\":\"L-1\",\"valid_from\":\"2026-01-01T00:00:00Z\",\"valid_until\":\"2030-01-01T00:00:00Z\"}}")
-BUREAU=$(principal "{\"name\":\"bureau\",\"role\":\"reviewer\",\"reviewer_kind\":\"data_bureau\",\"organisation_id\":$BUREAU_ORG}")
-DEPARTMENT=$(principal "{\"name\":\"department\",\"role\":\"reviewer\",\"reviewer_kind\":\"providing_department\",\"organisation_id\":$POLICE}")
-REGULATOR=$(principal "{\"name\":\"inspector\",\"role\":\"regulator\",\"organisation_id\":$CAC}")
-DATASET=$(api "$PROVIDER" POST /v1/datasets "$(jq -n --rawfile schema "$work/examples/vehicles.schema.toml" '{schema: $schema, epsilon_total: 1000}')" | jq .id)
-ingest() { curl -sS --fail-with-body -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' --data-binary @"$work/small.csv" "$URL/v1/datasets/$DATASET/data"; }
-ingest >/dev/null
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-later=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
-APPLICATION=$(api "$OPERATOR" POST /v1/applications "{\"dataset_id\":$DATASET,\"purpose\":\"crash test\",\"use_scope\":\"aggregates\",\"security_measures\":\"sandbox\",\"columns\":[\"vehicle_age_years\",\"violations_12m\",\"accidents_5y\",\"insured_value_cny\"],\"valid_from\":\"$now\",\"valid_until\":\"$later\",\"epsilon\":1000}" | jq .id)
-api "$BUREAU" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true}' >/dev/null
-AUTHORISATION=$(api "$DEPARTMENT" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true}' | jq .authorisation_id)
-MODEL=$(api "$OPERATOR" POST /v1/models "$(jq -n --arg wasm "$(base64 -w0 "$work/examples/vehicle-risk.wasm")" \
-  --rawfile manifest "$work/examples/vehicle-risk.manifest.toml" --argjson authorisation "$AUTHORISATION" \
-  '{authorisation_id: $authorisation, module_base64: $wasm, manifest: $manifest}')" | jq .id)
-api "$BUREAU" POST "/v1/models/$MODEL/reviews" '{"approve":true,"checklist":{"usability":true,"consistency":true,"compliance":true,"security":true}}' >/dev/null
-KEY=$(curl -sS "$URL/v1/audit/public-key" | jq -r .public_key)
+make_scenario
 api "$REGULATOR" GET "/v1/audit/checkpoint?fresh=true" | jq -r .checkpoint > "$work/kept-checkpoint.txt"
 mkdir -p "$work/acknowledged"
 
@@ -92,18 +63,9 @@ principal_loop() {
 read_loop() { while api "$OPERATOR" GET /v1/catalogue >/dev/null 2>&1; do :; done; }
 ingest_loop() { while ingest >/dev/null 2>&1; do :; done; }
 
-# Every charged run.start has its run.release, and the ledger is the sum of the charges.
 check_log() {
-  api "$REGULATOR" GET /v1/audit/export > "$work/export.jsonl"
-  local started ended
-  started=$(jq -s '[.[] | select(.action == "run.start" and .outcome == "ok")] | length' "$work/export.jsonl")
-  ended=$(jq -s '[.[] | select(.action == "run.release")] | length' "$work/export.jsonl")
-  [ "$started" = "$ended" ] || fail "$started charged runs started, $ended ended: a run was left running"
-  local charged spent
-  charged=$(jq -s "[.[] | select(.action == \"run.start\" and .outcome == \"ok\" and .details.authorisation == \"$AUTHORISATION\") | .details.epsilon_charged | tonumber] | add // 0" "$work/export.jsonl")
-  spent=$(api "$OPERATOR" GET "/v1/authorisations/$AUTHORISATION/budget" | jq .epsilon_spent)
-  jq -ne "($charged - $spent) | fabs < 1e-9" >/dev/null || fail "the ledger says $spent spent, the log $charged"
-  echo "$started runs started and ended; ledger $spent = log $charged"
+  export_when_runs_ended "$work/export.jsonl"
+  check_runs_and_ledger "$work/export.jsonl"
 }
 
 for cycle in $(seq 1 "$CYCLES"); do

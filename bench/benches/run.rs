@@ -28,7 +28,7 @@ fn run(criterion: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, api, operator, authorisation_id, model_id) = runtime.block_on(async {
         let config = Config::new(dir.path().join("data"));
-        config.data_dir.init(true, &config.database).await.expect("init");
+        config.data_dir.init(true, &config.database, &config.objects).await.expect("init");
         let app = App::open(config, Clock::System).await.expect("open");
         app.gate().set_visibility_base(Duration::ZERO);
         app.gate().set_max_runs_per_hour(u64::MAX);

@@ -53,6 +53,9 @@ fn ingest_and_read(criterion: &mut Criterion) {
     let csv = vehicles_csv(rows, 9);
     let master = AeadKey::generate().expect("key");
     let dir = tempfile::tempdir().expect("tempdir");
+    use sluice_gateway::chunk_store::{ChunkStore, Location};
+    let store: std::sync::Arc<dyn sluice_vault::ChunkIo> =
+        std::sync::Arc::new(ChunkStore::open(&Location::Local(dir.path().to_path_buf())).expect("store"));
     let mut version = 0;
 
     let mut group = criterion.benchmark_group("vault");
@@ -62,19 +65,20 @@ fn ingest_and_read(criterion: &mut Criterion) {
         bench.iter(|| {
             version += 1;
             let context = ChunkContext { dataset_id: 1, version, schema_hash: schema.hash() };
-            ingest(csv.as_bytes(), &schema, context, &master, dir.path(), false, |_| {}).expect("ingest")
+            ingest(csv.as_bytes(), &schema, context, &master, store.as_ref(), false, |_| {}).expect("ingest")
         })
     });
 
     let context = ChunkContext { dataset_id: 2, version: 1, schema_hash: schema.hash() };
-    let report = ingest(csv.as_bytes(), &schema, context, &master, dir.path(), false, |_| {}).expect("ingest");
+    let report = ingest(csv.as_bytes(), &schema, context, &master, store.as_ref(), false, |_| {}).expect("ingest");
     let columns: Vec<String> = schema.columns.iter().map(|column| column.name.clone()).collect();
     // Plaintext bytes decoded per pass: 8 value bytes and 1 validity byte per cell.
     group.throughput(Throughput::Bytes((rows * columns.len() * 9) as u64));
     group.bench_function("decrypt + decode all 7 columns into batches", |bench| {
         bench.iter(|| {
             let key = master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
-            let reader = VersionReader::open(dir.path(), context, report.chunks, key, &schema, &columns).expect("open");
+            let reader =
+                VersionReader::open(store.clone(), context, report.chunks, key, &schema, &columns).expect("open");
             let mut seen = 0;
             for batch in reader {
                 seen += batch.expect("batch").rows;
@@ -86,7 +90,7 @@ fn ingest_and_read(criterion: &mut Criterion) {
     group.bench_function("decrypt + decode (rows)", |bench| {
         bench.iter(|| {
             let key = master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
-            VersionReader::open(dir.path(), context, report.chunks, key, &schema, &columns).expect("open").count()
+            VersionReader::open(store.clone(), context, report.chunks, key, &schema, &columns).expect("open").count()
         })
     });
     group.finish();

@@ -36,6 +36,12 @@ enum Command {
         /// `$SLUICE_DATABASE_URL` and the settings file's `database_url`.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Where sealed chunks are kept: `s3://bucket/prefix?endpoint=URL&region=NAME` for an
+        /// S3-compatible store (it must be empty; credentials from `$AWS_ACCESS_KEY_ID` and
+        /// `$AWS_SECRET_ACCESS_KEY`), or a directory; default the data directory's `blobs/`.
+        /// Overrides `$SLUICE_OBJECTS_URL` and the settings file's `objects_url`.
+        #[arg(long, value_name = "URL")]
+        objects: Option<String>,
     },
     /// Start the HTTP gateway.
     Serve {
@@ -46,6 +52,9 @@ enum Command {
         /// The database, as for `init` (every node of one platform names the same one).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// The object store, as for `init` (every node of one platform names the same one).
+        #[arg(long, value_name = "URL")]
+        objects: Option<String>,
         /// A settings file (TOML); default `DATA_DIR/sluice.toml` when it exists. The
         /// environment overrides it.
         #[arg(long)]
@@ -358,8 +367,10 @@ pub fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Init { data_dir, database } => init(data_dir, database).await,
-        Command::Serve { data_dir, listen, database, config } => serve(data_dir, listen, database, config).await,
+        Command::Init { data_dir, database, objects } => init(data_dir, database, objects).await,
+        Command::Serve { data_dir, listen, database, objects, config } => {
+            serve(data_dir, listen, database, objects, config).await
+        }
         Command::Demo { keep } => demo(keep).await,
         Command::Audit {
             command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint, witnesses },
@@ -446,9 +457,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn init(dir: PathBuf, database: Option<String>) -> anyhow::Result<ExitCode> {
-    let config = with_database(load_config(&dir, None)?, database)?;
-    config.data_dir.init(config.master_key_from_environment.is_none(), &config.database).await?;
+async fn init(dir: PathBuf, database: Option<String>, objects: Option<String>) -> anyhow::Result<ExitCode> {
+    let config = with_stores(load_config(&dir, None)?, database, objects)?;
+    config.data_dir.init(config.master_key_from_environment.is_none(), &config.database, &config.objects).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("admin", "platform").await?;
     println!("initialised {}", dir.display());
@@ -462,15 +473,20 @@ async fn serve(
     dir: PathBuf,
     listen: SocketAddr,
     database: Option<String>,
+    objects: Option<String>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let config = with_database(load_config(&dir, config.as_deref())?, database)?;
+    let config = with_stores(load_config(&dir, config.as_deref())?, database, objects)?;
+    let chunks_at = config.objects.describe();
     let (grace, drain) = (config.shutdown_grace, config.shutdown_drain);
     let app = open_with(config, &dir).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, database = %app.store().database().describe(), "sluice gateway listening");
+    tracing::info!(%listen, database = %app.store().database().describe(), objects = %chunks_at, "sluice gateway listening");
     let (stop_checkpointer, stop) = tokio::sync::watch::channel(false);
     let checkpointer = app.spawn_checkpointer(stop);
+    // Runs other nodes charged but had no sandbox slot for (or died before running) are
+    // claimed from the database's queue whenever this node has a slot free.
+    let dispatcher = app.spawn_run_dispatcher();
     let stopping = {
         let app = app.clone();
         async move {
@@ -495,6 +511,8 @@ async fn serve(
     if let Err(left) = app.in_flight().drained(drain).await {
         tracing::warn!(left, "requests still under way after the drain period; closing anyway");
     }
+    // The dispatcher claims nothing once the stop began; what it claimed has been drained.
+    dispatcher.abort();
     let _ = stop_checkpointer.send(true);
     if let Err(error) = checkpointer.await {
         tracing::error!(error = %error, "the checkpointer failed");
@@ -575,10 +593,13 @@ fn load_config(dir: &std::path::Path, file: Option<&std::path::Path>) -> anyhow:
     Config::load(dir, file).context("reading the configuration")
 }
 
-/// `config` with the database `--database` names, if it names one.
-fn with_database(mut config: Config, database: Option<String>) -> anyhow::Result<Config> {
+/// `config` with the database `--database` and the object store `--objects` name, if they do.
+fn with_stores(mut config: Config, database: Option<String>, objects: Option<String>) -> anyhow::Result<Config> {
     if let Some(url) = database {
         config.database = sluice_gateway::store::Database::parse(&url).context("--database")?;
+    }
+    if let Some(url) = objects {
+        config.objects = sluice_gateway::chunk_store::Location::parse(&url).context("--objects")?;
     }
     Ok(config)
 }

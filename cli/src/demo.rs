@@ -73,7 +73,7 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
     let witness = sluice_audit::SigningKey::generate().map_err(anyhow::Error::msg)?;
     let witness_vkey = witness.public_key().vkey(witness_name, sluice_audit::witness::ED25519_COSIGNATURE);
     config.witnesses = vec![witness_vkey.clone()];
-    config.data_dir.init(true, &config.database).await?;
+    config.data_dir.init(true, &config.database, &config.objects).await?;
     let app = App::open(config, Clock::System).await?;
     let admin = app.bootstrap_admin("platform admin", "Zunyi Big Data Platform").await?.token;
     let second_admin = app.add_host_admin("platform duty officer", "Zunyi Big Data Platform").await?.token;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sluice_policies::{DEFAULT_MIN_EPSILON_PER_RUN, Epsilon};
 use zeroize::Zeroizing;
 
+use crate::chunk_store::Location;
 use crate::datadir::DataDir;
 use crate::store::Database;
 
@@ -37,6 +38,9 @@ pub const SHUTDOWN_GRACE_ENV: &str = "SLUICE_SHUTDOWN_GRACE_SECONDS";
 pub const SHUTDOWN_DRAIN_ENV: &str = "SLUICE_SHUTDOWN_DRAIN_SECONDS";
 /// The database URL: `postgres://…` for PostgreSQL; unset, the data directory's SQLite file.
 pub const DATABASE_URL_ENV: &str = "SLUICE_DATABASE_URL";
+/// Where sealed chunks are kept: `s3://bucket/prefix?endpoint=…&region=…` for an
+/// S3-compatible store; unset, the data directory's `blobs/`.
+pub const OBJECTS_URL_ENV: &str = "SLUICE_OBJECTS_URL";
 pub use sluice_vault::keys::MASTER_KEY_ENV;
 
 /// The file a data directory may carry its settings in.
@@ -49,6 +53,10 @@ pub struct Config {
     /// The database: the data directory's SQLite file by default, or PostgreSQL (several
     /// nodes then share it; the URL may hold a password, so `Debug` shows only where).
     pub database: Database,
+    /// Where the sealed chunks are: the data directory's `blobs/` by default, or an
+    /// S3-compatible bucket (several nodes then share it; credentials come from the
+    /// environment, never from here).
+    pub objects: Location,
     /// The Cedar policy file; none means `DATA_DIR/policies.cedar` if present, else the
     /// shipped default.
     pub policy_file: Option<PathBuf>,
@@ -83,6 +91,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("database", &self.database)
+            .field("objects", &self.objects)
             .field("policy_file", &self.policy_file)
             .field("max_runs_per_hour", &self.max_runs_per_hour)
             .field("model_review_quorum", &self.model_review_quorum)
@@ -103,6 +112,7 @@ impl std::fmt::Debug for Config {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     database_url: Option<String>,
+    objects_url: Option<String>,
     policy_file: Option<PathBuf>,
     max_runs_per_hour: Option<u64>,
     model_review_quorum: Option<u64>,
@@ -121,6 +131,7 @@ impl Config {
         let data_dir = DataDir::new(data_dir);
         Self {
             database: Database::Sqlite(data_dir.database()),
+            objects: Location::Local(data_dir.blobs()),
             data_dir,
             policy_file: None,
             max_runs_per_hour: 60,
@@ -168,6 +179,9 @@ impl Config {
         if let Some(url) = file.database_url {
             self.database = Database::parse(&url).context("database_url")?;
         }
+        if let Some(url) = file.objects_url {
+            self.objects = Location::parse(&url).context("objects_url")?;
+        }
         if let Some(path) = file.policy_file {
             self.policy_file = Some(path);
         }
@@ -204,6 +218,9 @@ impl Config {
     fn apply_environment(&mut self, environment: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(url) = environment(DATABASE_URL_ENV).filter(|url| !url.trim().is_empty()) {
             self.database = Database::parse(&url).with_context(|| format!("${DATABASE_URL_ENV}"))?;
+        }
+        if let Some(url) = environment(OBJECTS_URL_ENV).filter(|url| !url.trim().is_empty()) {
+            self.objects = Location::parse(&url).with_context(|| format!("${OBJECTS_URL_ENV}"))?;
         }
         if let Some(path) = environment(POLICY_FILE_ENV) {
             self.policy_file = Some(PathBuf::from(path));

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use sluice_audit::SigningKey;
 use sluice_vault::keys::{create_master_key, read_secret_file, write_secret_file};
 
+use crate::chunk_store::{ChunkStore, Location};
 use crate::store::{Database, Store};
 
 #[derive(Debug, Clone)]
@@ -46,15 +47,24 @@ impl DataDir {
 
     /// Creates the directory (0700), the database's tables (and with SQLite its file),
     /// the master key (0600, unless it comes from the environment) and the audit signing
-    /// key (0600). Refuses a directory that already holds a Sluice database or keys, and a
-    /// PostgreSQL database that already holds Sluice's tables.
-    pub async fn init(&self, master_key_file: bool, database: &Database) -> anyhow::Result<()> {
+    /// key (0600). Refuses a directory that already holds a Sluice database or keys, a
+    /// PostgreSQL database that already holds Sluice's tables, and an object store that
+    /// already holds objects (another platform's chunks, or an earlier `init`'s).
+    pub async fn init(&self, master_key_file: bool, database: &Database, objects: &Location) -> anyhow::Result<()> {
         if self.database().exists() || self.signing_key().exists() {
             bail!("{} is already initialised", self.root.display());
         }
         fs::create_dir_all(self.blobs()).with_context(|| format!("creating {}", self.root.display()))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", self.root.display()))?;
+        // Nothing is written anywhere before every shared store is known to be new.
+        let chunks = ChunkStore::open(objects)?;
+        if !chunks.is_empty_async().await? {
+            bail!(
+                "the object store {} already holds objects: give an empty bucket or prefix to a new platform",
+                objects.describe()
+            );
+        }
         // The database first: a PostgreSQL database that is already initialised is refused
         // before any key file is written.
         let store = Store::open(database, true).await?;

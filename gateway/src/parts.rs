@@ -1,5 +1,5 @@
 //! The parts an [`crate::service::App`] is composed of, each with one job: the [`Sealed`]
-//! data at rest (the data directory and the master key), the [`AuditLog`]'s signing key,
+//! data at rest (the data directory, the object store of sealed chunks and the master key), the [`AuditLog`]'s signing key,
 //! and the [`Gate`] (the Cedar policies and the configured limits). The fourth part, the
 //! sandbox [`crate::runner::Runner`], lives in its own module.
 //!
@@ -15,12 +15,15 @@ use sluice_audit::SigningKey;
 use sluice_policies::{Epsilon, PolicyGate};
 use sluice_vault::keys::AeadKey;
 
+use crate::chunk_store::ChunkStore;
 use crate::config::Config;
 use crate::datadir::DataDir;
 
 /// The data at rest: where sealed chunks live and the master key that wraps their keys.
 pub struct Sealed {
     pub(crate) data_dir: DataDir,
+    /// The sealed chunks: a local directory or an S3-compatible bucket.
+    pub(crate) chunks: ChunkStore,
     /// Held for reading while a data key is wrapped or unwrapped, for writing during a
     /// rotation, so no operation mixes the old and the new master key.
     pub(crate) master: tokio::sync::RwLock<AeadKey>,
@@ -34,14 +37,15 @@ pub struct Sealed {
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed").field("data_dir", &self.data_dir).finish_non_exhaustive()
+        f.debug_struct("Sealed").field("data_dir", &self.data_dir).field("chunks", &self.chunks).finish_non_exhaustive()
     }
 }
 
 impl Sealed {
-    pub(crate) fn new(data_dir: DataDir, master: AeadKey, master_from_environment: bool) -> Self {
+    pub(crate) fn new(data_dir: DataDir, chunks: ChunkStore, master: AeadKey, master_from_environment: bool) -> Self {
         Self {
             data_dir,
+            chunks,
             master: tokio::sync::RwLock::new(master),
             ingest_locks: std::sync::Mutex::default(),
             master_from_environment,
@@ -50,6 +54,11 @@ impl Sealed {
 
     pub fn data_dir(&self) -> &DataDir {
         &self.data_dir
+    }
+
+    /// The object store of sealed chunks.
+    pub fn chunks(&self) -> &ChunkStore {
+        &self.chunks
     }
 
     /// The lock that orders ingests of `dataset_id`.

@@ -58,6 +58,11 @@ impl Runner {
         self.slots.clone().acquire_owned().await.context("the run slots are closed")
     }
 
+    /// How many sandbox slots are free now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     /// Remembers a model compiled at submission.
     pub fn remember(&self, compiled: &CompiledModel) {
         self.cache().insert(compiled.digest().to_string(), compiled.clone());

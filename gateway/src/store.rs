@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use sluice_audit::{AuditEntry, AuditEvent, RootBuilder, leaf_hash};
+use sluice_policies::{ApplicationState, ModelState};
 
 /// A transaction. One from [`Store::begin`] or [`Store::begin_unsynced`] holds this
 /// process's turn at the write lock — writers wait for it in the order they asked (a fair
@@ -234,7 +235,8 @@ pub struct ApplicationRow {
     pub valid_from: String,
     pub valid_until: String,
     pub epsilon_requested: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ApplicationState,
     pub bureau_reviewer_id: Option<i64>,
 }
 
@@ -263,13 +265,107 @@ pub struct ModelRow {
     pub digest: String,
     pub module: Vec<u8>,
     pub manifest_toml: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ModelState,
 }
 
 impl std::fmt::Debug for ModelRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelRow").field("id", &self.id).field("digest", &self.digest).finish_non_exhaustive()
     }
+}
+
+/// Where a run is in its life, stored as its lowercase name. A run is `queued` from its
+/// charge until a node with a free sandbox slot claims it, `running` from the claim until
+/// it ends once: `released` (or `held` for data product review, then `released` or
+/// `withheld`), `failed`, or `interrupted` (its node died; settled by another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Queued,
+    Running,
+    Released,
+    Held,
+    Withheld,
+    Failed,
+    Interrupted,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Released => "released",
+            Self::Held => "held",
+            Self::Withheld => "withheld",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    const ALL: [Self; 7] =
+        [Self::Queued, Self::Running, Self::Released, Self::Held, Self::Withheld, Self::Failed, Self::Interrupted];
+
+    /// Whether the run has ended (it will not change again, but for data product review).
+    pub fn ended(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+// A run state is a TEXT column on either back end (sqlx's derive would make it a
+// PostgreSQL enum type of its own).
+impl<DB: sqlx::Database> sqlx::Type<DB> for RunState
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for RunState
+where
+    &'q str: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&'q str as sqlx::Encode<'q, DB>>::encode_by_ref(&self.as_str(), buf)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for RunState
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+        Self::parse(text).ok_or_else(|| format!("`{text}` is not a run state").into())
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The columns of a [`RunRow`], for every statement that reads or returns one.
+macro_rules! run_columns {
+    () => {
+        "id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
+         result_json, visible_at, node"
+    };
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -281,13 +377,13 @@ pub struct RunRow {
     pub dataset_id: i64,
     pub dataset_version: i64,
     pub epsilon: i64,
-    pub state: String,
+    pub state: RunState,
     pub outcome: Option<String>,
     pub result_json: Option<String>,
     /// When the operator may see the outcome, fixed before any data was read.
     pub visible_at: Option<String>,
-    /// The node (gateway process) that runs it ([`Store::node`]); none on rows from before
-    /// nodes were recorded.
+    /// The node (gateway process) that claimed it ([`Store::node`]); none while it is
+    /// queued, and on rows from before nodes were recorded.
     #[sqlx(default)]
     pub node: Option<i64>,
 }
@@ -1096,7 +1192,7 @@ impl Store {
         .bind(&row.valid_from)
         .bind(&row.valid_until)
         .bind(row.epsilon_requested)
-        .bind(&row.state)
+        .bind(row.state.as_str())
         .bind(format_time(now))
         .fetch_one(c)
         .await)?)
@@ -1121,7 +1217,7 @@ impl Store {
         stage: &str,
         approved: bool,
         comment: &str,
-        next_state: &str,
+        next_state: ApplicationState,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query(
@@ -1141,7 +1237,7 @@ impl Store {
         in_tx!(tx, |c| sqlx::query(
             "UPDATE applications SET state = $1, bureau_reviewer_id = COALESCE($2, bureau_reviewer_id) WHERE id = $3",
         )
-        .bind(next_state)
+        .bind(next_state.as_str())
         .bind(bureau_reviewer)
         .bind(application_id)
         .execute(c)
@@ -1209,9 +1305,9 @@ impl Store {
         Ok(result == 1)
     }
 
-    pub async fn set_application_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
+    pub async fn set_application_state(tx: &mut Tx, id: i64, state: ApplicationState) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE applications SET state = $1 WHERE id = $2")
-            .bind(state)
+            .bind(state.as_str())
             .bind(id)
             .execute(c)
             .await
@@ -1219,9 +1315,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_model_state(tx: &mut Tx, id: i64, state: &str) -> anyhow::Result<()> {
+    pub async fn set_model_state(tx: &mut Tx, id: i64, state: ModelState) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2")
-            .bind(state)
+            .bind(state.as_str())
             .bind(id)
             .execute(c)
             .await
@@ -1243,7 +1339,7 @@ impl Store {
         .bind(&row.digest)
         .bind(&row.module)
         .bind(&row.manifest_toml)
-        .bind(&row.state)
+        .bind(row.state.as_str())
         .bind(format_time(now))
         .fetch_one(c)
         .await
@@ -1261,18 +1357,19 @@ impl Store {
         })?)
     }
 
-    /// Reviewers who have approved a model so far.
     /// Whether a model with these bytes was revoked under this authorisation.
     pub async fn digest_revoked(tx: &mut Tx, authorisation_id: i64, digest: &str) -> anyhow::Result<bool> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM models WHERE authorisation_id = $1 AND digest = $2 AND state = 'revoked')",
+            "SELECT EXISTS (SELECT 1 FROM models WHERE authorisation_id = $1 AND digest = $2 AND state = $3)",
         )
         .bind(authorisation_id)
         .bind(digest)
+        .bind(ModelState::Revoked.as_str())
         .fetch_one(c)
         .await)?)
     }
 
+    /// Reviewers who have approved a model so far.
     pub async fn model_approvers(tx: &mut Tx, model_id: i64) -> anyhow::Result<Vec<i64>> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE"
@@ -1301,11 +1398,12 @@ impl Store {
         Ok(results.flatten())
     }
 
-    pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<String>> {
-        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
+    pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ModelState>> {
+        let state: Option<String> = in_tx!(tx, |c| sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
             .bind(id)
             .fetch_optional(c)
-            .await)?)
+            .await)?;
+        state.map(|state| ModelState::try_from(state).map_err(anyhow::Error::msg)).transpose()
     }
 
     #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
@@ -1316,7 +1414,7 @@ impl Store {
         approved: bool,
         comment: &str,
         checklist: &str,
-        next_state: &str,
+        next_state: ModelState,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query(
@@ -1332,9 +1430,10 @@ impl Store {
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
-        in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = 'submitted'")
-            .bind(next_state)
+        in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(next_state.as_str())
             .bind(model_id)
+            .bind(ModelState::Submitted.as_str())
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
@@ -1430,16 +1529,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the authorisation was revoked (a queued run checks before it starts).
-    pub async fn authorisation_revoked(&self, authorisation_id: i64) -> anyhow::Result<bool> {
-        let revoked: Option<bool> =
-            in_pool!(self, |c| sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM authorisations WHERE id = $1")
-                .bind(authorisation_id)
-                .fetch_optional(c)
-                .await)?;
-        Ok(revoked.unwrap_or(true))
-    }
-
     // ----- runs -----
 
     pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {
@@ -1454,7 +1543,7 @@ impl Store {
         .bind(row.dataset_id)
         .bind(row.dataset_version)
         .bind(row.epsilon)
-        .bind(&row.state)
+        .bind(row.state)
         .bind(format_time(now))
         .bind(&row.visible_at)
         .bind(row.node)
@@ -1468,20 +1557,21 @@ impl Store {
     pub async fn finish_run(
         tx: &mut Tx,
         run_id: i64,
-        state: &str,
+        state: RunState,
         outcome: &str,
         result_json: Option<&str>,
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
         let updated = in_tx!(tx, |c| sqlx::query(
             "UPDATE runs SET state = $1, outcome = $2, result_json = $3, finished_at = $4 \
-             WHERE id = $5 AND state = 'running'"
+             WHERE id = $5 AND state = $6"
         )
         .bind(state)
         .bind(outcome)
         .bind(result_json)
         .bind(format_time(now))
         .bind(run_id)
+        .bind(RunState::Running)
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
@@ -1489,19 +1579,74 @@ impl Store {
     }
 
     /// Moves a held run to `released` or `withheld`; false when it was not held.
-    pub async fn review_held_run(tx: &mut Tx, run_id: i64, state: &str) -> anyhow::Result<bool> {
-        let result = in_tx!(tx, |c| sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = 'held'")
+    pub async fn review_held_run(tx: &mut Tx, run_id: i64, state: RunState) -> anyhow::Result<bool> {
+        let result = in_tx!(tx, |c| sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = $3")
             .bind(state)
             .bind(run_id)
+            .bind(RunState::Held)
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
         Ok(result == 1)
     }
 
+    /// Claims queued run `run_id` for node `node`. `Some` if it was queued and is now this
+    /// node's to run, carrying whether its authorisation is revoked (read in the same
+    /// statement, as the run leaves the queue); `None` if another node claimed it first (or
+    /// it is not queued).
+    pub async fn claim_run(&self, run_id: i64, node: i64) -> anyhow::Result<Option<bool>> {
+        Ok(in_pool!(self, |c| sqlx::query_scalar(
+            "UPDATE runs SET state = $1, node = $2 WHERE id = $3 AND state = $4 RETURNING \
+             (SELECT a.revoked_at IS NOT NULL FROM authorisations a WHERE a.id = runs.authorisation_id)"
+        )
+        .bind(RunState::Running)
+        .bind(node)
+        .bind(run_id)
+        .bind(RunState::Queued)
+        .fetch_optional(c)
+        .await)?)
+    }
+
+    /// The oldest queued run, if any: a read, so nodes with nothing to do poll cheaply.
+    pub async fn oldest_queued_run(&self) -> anyhow::Result<Option<i64>> {
+        Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
+            .bind(RunState::Queued)
+            .fetch_optional(c)
+            .await)?)
+    }
+
+    /// Claims the oldest queued run for node `node` and returns it. On PostgreSQL the row is
+    /// chosen `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs
+    /// instead of queueing behind one another's row lock; on SQLite the statement runs
+    /// under the database's single writer. Either way a run is claimed once.
+    pub async fn claim_next_run(&self, node: i64) -> anyhow::Result<Option<RunRow>> {
+        macro_rules! claim_sql {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE runs SET state = $1, node = $2 WHERE id = \
+                     (SELECT id FROM runs WHERE state = $3 ORDER BY id LIMIT 1",
+                    $lock,
+                    ") RETURNING ",
+                    run_columns!()
+                )
+            };
+        }
+        let sql = match self.pools {
+            Pools::Sqlite { .. } => claim_sql!(""),
+            Pools::Postgres { .. } => claim_sql!(" FOR UPDATE SKIP LOCKED"),
+        };
+        Ok(in_pool!(self, |c| sqlx::query_as(sql)
+            .bind(RunState::Running)
+            .bind(node)
+            .bind(RunState::Queued)
+            .fetch_optional(c)
+            .await)?)
+    }
+
     /// Runs still marked `running`, with the node running each (none on old rows).
     pub async fn running_runs(&self) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
-        Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, node FROM runs WHERE state = 'running' ORDER BY id")
+        Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, node FROM runs WHERE state = $1 ORDER BY id")
+            .bind(RunState::Running)
             .fetch_all(c)
             .await)?)
     }
@@ -1509,11 +1654,13 @@ impl Store {
     /// Marks a run that never finished as `interrupted`; false if it is not `running`.
     pub async fn interrupt_run(tx: &mut Tx, run_id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
         let updated = in_tx!(tx, |c| sqlx::query(
-            "UPDATE runs SET state = 'interrupted', outcome = 'interrupted', finished_at = $1 \
-             WHERE id = $2 AND state = 'running'",
+            // The outcome code of an interrupted run is the state's own name.
+            "UPDATE runs SET state = $1, outcome = $1, finished_at = $2 WHERE id = $3 AND state = $4",
         )
+        .bind(RunState::Interrupted)
         .bind(format_time(now))
         .bind(run_id)
+        .bind(RunState::Running)
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
@@ -1521,13 +1668,10 @@ impl Store {
     }
 
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
-        Ok(in_pool!(self, |c| sqlx::query_as(
-            "SELECT id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
-             result_json, visible_at FROM runs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(c)
-        .await)?)
+        Ok(in_pool!(self, |c| sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),)
+            .bind(id)
+            .fetch_optional(c)
+            .await)?)
     }
 
     // ----- audit -----

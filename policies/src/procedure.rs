@@ -78,6 +78,15 @@ impl ApplicationState {
     }
 }
 
+/// A state read back as its stored name; an unknown name is an error naming it.
+impl TryFrom<String> for ApplicationState {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| format!("`{text}` is not an application state"))
+    }
+}
+
 /// One demand, one review (一需求一审核): the state an application moves to after a
 /// review. Who may review at which stage (the data bureau first, then the department
 /// providing the data, two different reviewers, neither from the applying organisation)
@@ -121,6 +130,15 @@ impl ModelState {
     pub fn parse(text: &str) -> Option<Self> {
         use ModelState::*;
         [Submitted, Approved, Rejected, Revoked].into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// A state read back as its stored name; an unknown name is an error naming it.
+impl TryFrom<String> for ModelState {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| format!("`{text}` is not a model state"))
     }
 }
 

@@ -73,6 +73,16 @@ pub enum Effect {
 }
 
 impl Effect {
+    pub const ALL: [Effect; 7] = [
+        Effect::MemoryWrite,
+        Effect::MemoryGrow,
+        Effect::GlobalWrite,
+        Effect::TableWrite,
+        Effect::SegmentDrop,
+        Effect::Atomic,
+        Effect::Unsupported,
+    ];
+
     pub fn describe(self) -> &'static str {
         match self {
             Effect::MemoryWrite => "writes linear memory",
@@ -115,6 +125,35 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The coarse class of the error whose [`SandboxError::code`] is `code`, for an
+    /// outcome read back from storage; `None` for a code no sandbox error has.
+    pub fn of_code(code: &str) -> Option<Outcome> {
+        Some(match code {
+            "resource_limit" => Outcome::ResourceLimit,
+            "trap" => Outcome::ModelFailed,
+            "sandbox_busy" => Outcome::Busy,
+            "batch_shape" | "input_failed" | "engine_error" => Outcome::Internal,
+            "manifest_invalid"
+            | "digest_invalid"
+            | "module_too_large"
+            | "module_invalid"
+            | "component_not_module"
+            | "too_many_functions"
+            | "table_too_large"
+            | "memory_too_large"
+            | "too_many_items"
+            | "forbidden_import"
+            | "start_function"
+            | "row_signature_mismatch"
+            | "missing_export"
+            | "wrong_export_signature"
+            | "abi_version_mismatch"
+            | "limits_exceeded" => Outcome::Rejected,
+            effect if Effect::ALL.iter().any(|known| known.code() == effect) => Outcome::Rejected,
+            _ => return None,
+        })
+    }
+
     pub fn message(self) -> &'static str {
         match self {
             Outcome::Rejected => "model rejected by static review",
@@ -181,5 +220,82 @@ impl SandboxError {
             SandboxError::Busy => Outcome::Busy,
             SandboxError::BatchShape(_) | SandboxError::Input(_) | SandboxError::Engine(_) => Outcome::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error, one of each variant (and every effect): a variant added without a
+    /// place in [`Outcome::of_code`] fails here.
+    fn one_of_each() -> Vec<SandboxError> {
+        let text = || String::from("x");
+        let mut errors = vec![
+            SandboxError::ManifestInvalid(text()),
+            SandboxError::DigestInvalid(text()),
+            SandboxError::ModuleTooLarge { bytes: 2, limit: 1 },
+            SandboxError::ModuleInvalid(text()),
+            SandboxError::ComponentNotModule,
+            SandboxError::TooManyFunctions { count: 2, limit: 1 },
+            SandboxError::TableTooLarge { elements: 2, limit: 1 },
+            SandboxError::MemoryTooLarge { requested_bytes: 2, limit: 1 },
+            SandboxError::TooMany { what: "memories", count: 2 },
+            SandboxError::ForbiddenImport { module: text(), name: text() },
+            SandboxError::StartFunction,
+            SandboxError::RowSignature(text()),
+            SandboxError::MissingExport { name: "row" },
+            SandboxError::WrongExportSignature { name: "row", expected: "()" },
+            SandboxError::LimitsExceeded(text()),
+            SandboxError::AbiVersionMismatch(text()),
+            SandboxError::BatchShape(text()),
+            SandboxError::Input(text()),
+            SandboxError::ResourceLimit(text()),
+            SandboxError::Trap(text()),
+            SandboxError::Busy,
+            SandboxError::Engine(text()),
+        ];
+        errors.extend(Effect::ALL.into_iter().map(|effect| SandboxError::NotIsolated {
+            effect,
+            instruction: text(),
+            function: text(),
+        }));
+        errors
+    }
+
+    #[test]
+    fn a_stored_code_reads_back_as_its_errors_outcome() {
+        for error in one_of_each() {
+            // A new variant must be added to `one_of_each` too: this match has no wildcard.
+            match &error {
+                SandboxError::ManifestInvalid(_)
+                | SandboxError::DigestInvalid(_)
+                | SandboxError::ModuleTooLarge { .. }
+                | SandboxError::ModuleInvalid(_)
+                | SandboxError::ComponentNotModule
+                | SandboxError::TooManyFunctions { .. }
+                | SandboxError::TableTooLarge { .. }
+                | SandboxError::MemoryTooLarge { .. }
+                | SandboxError::TooMany { .. }
+                | SandboxError::ForbiddenImport { .. }
+                | SandboxError::StartFunction
+                | SandboxError::NotIsolated { .. }
+                | SandboxError::RowSignature(_)
+                | SandboxError::MissingExport { .. }
+                | SandboxError::WrongExportSignature { .. }
+                | SandboxError::LimitsExceeded(_)
+                | SandboxError::AbiVersionMismatch(_)
+                | SandboxError::BatchShape(_)
+                | SandboxError::Input(_)
+                | SandboxError::ResourceLimit(_)
+                | SandboxError::Trap(_)
+                | SandboxError::Busy
+                | SandboxError::Engine(_) => {}
+            }
+            assert_eq!(Outcome::of_code(error.code()), Some(error.outcome()), "{}", error.code());
+        }
+        assert_eq!(one_of_each().len(), 22 + Effect::ALL.len());
+        assert_eq!(Outcome::of_code("host_error"), None);
+        assert_eq!(Outcome::of_code(""), None);
     }
 }

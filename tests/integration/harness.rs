@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sluice::client::{ApiResponse, InProcessClient};
 use sluice::examples::{VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, vehicles_csv};
 use sluice_gateway::api::router;
+use sluice_gateway::chunk_store::{ChunkStore, Location};
 use sluice_gateway::config::Config;
 use sluice_gateway::service::{App, Clock};
 use sluice_gateway::store::Database;
@@ -21,32 +22,59 @@ pub const START: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 /// Set to a PostgreSQL URL (`.ci/run` sets `postgres://127.0.0.1:5432/test`), every world
 /// runs on PostgreSQL, in a schema of its own that is dropped with it; unset, on SQLite.
 pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES_URL";
+/// Set to an S3 location (`.ci/run` sets `s3://sluice-test?endpoint=http://127.0.0.1:9768`, a
+/// moto server), every world keeps its chunks there, under a prefix of its own that is
+/// emptied with it; unset, in the data directory's `blobs/`.
+pub const S3_ENV: &str = "SLUICE_TEST_S3_URL";
 
-/// A database for one test: SQLite in `data_dir`, or a fresh PostgreSQL schema when
-/// [`POSTGRES_ENV`] is set. Keep the [`TestDatabase`] alive as long as the database is used.
-pub async fn test_database(data_dir: &std::path::Path) -> TestDatabase {
-    let Some(url) = std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) else {
-        return TestDatabase { database: Database::Sqlite(data_dir.join("sluice.db")), schema: None };
-    };
+/// A name no other test of any process uses.
+fn unique_name(kind: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let schema = format!(
-        "sluice_test_{}_{}_{}",
+    format!(
+        "sluice_{kind}_{}_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
-    );
+    )
+}
+
+/// The stores for one test: SQLite in `data_dir`, or a fresh PostgreSQL schema when
+/// [`POSTGRES_ENV`] is set; the chunks in `data_dir/blobs`, or under a fresh prefix of an
+/// S3 bucket when [`S3_ENV`] is set. Keep the [`TestDatabase`] alive as long as they are used.
+pub async fn test_database(data_dir: &std::path::Path) -> TestDatabase {
+    let objects = match std::env::var(S3_ENV).ok().filter(|url| !url.is_empty()) {
+        None => Location::Local(data_dir.join("blobs")),
+        Some(url) => match Location::parse(&url).expect("a valid $SLUICE_TEST_S3_URL") {
+            Location::S3 { bucket, prefix, endpoint, region } => {
+                let prefix = [prefix, unique_name("chunks")]
+                    .iter()
+                    .filter(|part| !part.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                Location::S3 { bucket, prefix, endpoint, region }
+            }
+            Location::Local(_) => panic!("$SLUICE_TEST_S3_URL must be an s3:// location"),
+        },
+    };
+    let Some(url) = std::env::var(POSTGRES_ENV).ok().filter(|url| !url.is_empty()) else {
+        return TestDatabase { database: Database::Sqlite(data_dir.join("sluice.db")), objects, schema: None };
+    };
+    let schema = unique_name("test");
     let mut admin = sqlx::PgConnection::connect(&url).await.expect("connects to the test PostgreSQL server");
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("creates a schema");
     admin.close().await.expect("closes");
     let separator = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-    TestDatabase { database: Database::Postgres(url.clone()), schema: Some((url, schema)) }
+    TestDatabase { database: Database::Postgres(url.clone()), objects, schema: Some((url, schema)) }
 }
 
-/// A test's database; a PostgreSQL schema is dropped when this is.
+/// A test's database and object store; a PostgreSQL schema is dropped and an S3 prefix
+/// emptied when this goes.
 #[derive(Debug)]
 pub struct TestDatabase {
     pub database: Database,
+    pub objects: Location,
     /// The server's URL (with the schema) and the schema, on PostgreSQL.
     schema: Option<(String, String)>,
 }
@@ -66,10 +94,27 @@ impl TestDatabase {
     pub fn is_postgres(&self) -> bool {
         matches!(self.database, Database::Postgres(_))
     }
+
+    /// The object store the world's chunks are in, opened on its own (to look at or break
+    /// what is stored, past the gateway).
+    pub fn chunks(&self) -> ChunkStore {
+        ChunkStore::open(&self.objects).expect("opens the test object store")
+    }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.objects.is_local() {
+            let objects = self.objects.clone();
+            let emptied = std::thread::spawn(move || {
+                use sluice_vault::ChunkIo as _;
+                ChunkStore::open(&objects)?.delete_prefix("")
+            })
+            .join();
+            if !matches!(emptied, Ok(Ok(_))) {
+                eprintln!("a test prefix was left behind in the S3 bucket");
+            }
+        }
         let Some((url, schema)) = self.schema.take() else { return };
         // Drop may run inside a runtime: the schema goes on a thread with one of its own.
         let dropped = std::thread::spawn(move || {
@@ -171,9 +216,10 @@ impl World {
         let database = test_database(&dir.path().join("data")).await;
         let mut config = Config::new(dir.path().join("data"));
         config.database = database.database.clone();
+        config.objects = database.objects.clone();
         // Tests move the clock by months (windows, licences); tokens are tested on their own.
         config.token_lifetime = time::Duration::days(400);
-        config.data_dir.init(true, &config.database).await.expect("init");
+        config.data_dir.init(true, &config.database, &config.objects).await.expect("init");
         let clock = Clock::manual(START);
         let app = App::open(config, clock.clone()).await.expect("open");
         // Tests run many runs; the fixed delay is tested on its own (`runs.rs`).
@@ -317,11 +363,17 @@ impl World {
     }
 
     /// The defaults for another data directory (a copy of this world's) on this world's
-    /// database.
+    /// database and object store (another node's configuration).
     pub fn config_at(&self, data_dir: &std::path::Path) -> Config {
         let mut config = Config::new(data_dir);
         config.database = self.database.database.clone();
+        config.objects = self.database.objects.clone();
         config
+    }
+
+    /// The world's object store, opened on its own.
+    pub fn chunks(&self) -> ChunkStore {
+        self.database.chunks()
     }
 
     pub async fn export(&self) -> String {

@@ -116,8 +116,9 @@ async fn without_the_rule_the_verifier_names_the_lone_administrator() {
     let database = crate::harness::test_database(&dir.path().join("data")).await;
     let mut config = Config::new(dir.path().join("data"));
     config.database = database.database.clone();
+    config.objects = database.objects.clone();
     config.two_person_rule = false;
-    config.data_dir.init(true, &config.database).await.expect("init");
+    config.data_dir.init(true, &config.database, &config.objects).await.expect("init");
     let app = sluice_gateway::service::App::open(config, sluice_gateway::service::Clock::System).await.expect("open");
     let admin = app.bootstrap_admin("admin", "platform").await.expect("admin").token;
     let api = sluice::client::InProcessClient::new(sluice_gateway::api::router(app.clone()));

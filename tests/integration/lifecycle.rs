@@ -714,8 +714,8 @@ async fn a_run_reads_each_fact_once() {
     // 1 the caller's token; 2 one snapshot of the facts the decision needs (authorisation,
     // model, submitter, dataset, version); 3 the charge transaction (what may have changed
     // since — revocation, both budgets, the rate — re-read under the write lock, then the
-    // charge, the run row and the audit entry); 4 the revocation check as the run leaves
-    // the queue; 5 the finish transaction (outputs, the release entry, and the checkpoint
+    // charge, the run row and the audit entry); 4 the claim of the queued run, which reads
+    // the revocation as the run leaves the queue; 5 the finish transaction (outputs, the release entry, and the checkpoint
     // its receipt names, from the O(log n) stored subtrees of the log's size); 6 the
     // subtrees the inclusion proof needs. None of them grows with the log: the receipt
     // used to read every leaf, and then three more round trips for a fresh checkpoint.

@@ -11,13 +11,12 @@ use sluice_gateway::service::App;
 
 use crate::harness::{World, expect_error};
 
-/// Another node: a copy of the world's keys, its sealed chunks on storage shared with the
-/// world (a symbolic link, standing for the shared file system or object store a platform
-/// team gives every node), on the world's database.
+/// Another node: a copy of the world's keys, on the world's database and object store (the
+/// world's `blobs/` directory, standing for the shared file system a platform team gives
+/// every node, or the world's S3 prefix).
 async fn second_node(world: &World) -> (Arc<App>, InProcessClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&world.data_dir(), dir.path());
-    std::os::unix::fs::symlink(world.data_dir().join("blobs"), dir.path().join("blobs")).expect("shared blobs");
     let app = App::open(world.config_at(dir.path()), world.clock.clone()).await.expect("the second node opens");
     app.gate().set_visibility_base(std::time::Duration::ZERO);
     let api = InProcessClient::new(router(app.clone()));
@@ -134,12 +133,85 @@ async fn a_node_settles_only_the_runs_of_dead_nodes() {
     assert_eq!(interrupted.len(), 1, "the settlement is in the log");
     // Had the first node lived on and finished, its outcome would not be stored twice.
     let mut tx = second.store().begin().await.expect("begin");
-    let ended = sluice_gateway::store::Store::finish_run(&mut tx, run_id, "released", "ok", None, second.now())
-        .await
-        .expect("finish");
+    let ended = sluice_gateway::store::Store::finish_run(
+        &mut tx,
+        run_id,
+        sluice_gateway::store::RunState::Released,
+        "ok",
+        None,
+        second.now(),
+    )
+    .await
+    .expect("finish");
     assert!(!ended, "a settled run does not end again");
     drop(tx);
     assert_eq!(second.settle_interrupted_runs().await.expect("sweep"), 0, "settled once");
+}
+
+/// Runs are a queue in the database. Runs charged on a node with no free sandbox slot wait
+/// `queued`; two other nodes' dispatchers claim them (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL) and execute each exactly once, from the stored charge alone; the requests on
+/// the first node answer with those releases and their receipts.
+#[tokio::test]
+async fn queued_runs_are_claimed_by_other_nodes_and_run_once() {
+    let world = World::new(200, 5.0).await;
+    // Every sandbox slot of the first node is taken.
+    let runner = world.app.runner();
+    let mut taken = Vec::new();
+    while runner.free_slots() > 0 {
+        taken.push(runner.slot().await.expect("slot"));
+    }
+    let body = json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id});
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, operator, body) = (world.api.clone(), world.operator.clone(), body.clone());
+            tokio::spawn(async move { api.post("/v1/runs", &operator, &body).await })
+        })
+        .collect();
+    let raw = world.database.raw().await;
+    let count = async |state: &str| -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = $1")
+            .bind(state.to_owned())
+            .fetch_one(&raw)
+            .await
+            .expect("count")
+    };
+    for _ in 0..600 {
+        if count("queued").await == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(count("queued").await, 4, "charged, and waiting for a slot");
+
+    let (second, _api, _dir) = second_node(&world).await;
+    let (third, _api3, _dir3) = second_node(&world).await;
+    let dispatchers = [second.spawn_run_dispatcher(), third.spawn_run_dispatcher()];
+    let mut receipts = 0;
+    for request in requests {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(120), request).await;
+        let response = answer.expect("a queued run was claimed").expect("task").ok().expect("the run released");
+        assert_eq!(response["state"], "released");
+        assert!(response["outputs"].as_array().is_some_and(|outputs| !outputs.is_empty()));
+        receipts += usize::from(response["receipt"].is_object());
+    }
+    assert_eq!(receipts, 4, "every answer carries its receipt");
+    for dispatcher in dispatchers {
+        dispatcher.abort();
+    }
+    drop(taken);
+    assert_eq!(count("released").await, 4);
+    let nodes: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT node FROM runs ORDER BY id").fetch_all(&raw).await.expect("nodes");
+    let others = [Some(second.store().node()), Some(third.store().node())];
+    assert!(nodes.iter().all(|node| others.contains(node)), "claimed by the other nodes: {nodes:?}");
+    let releases = world.audit_entries("run.release").await;
+    assert_eq!(releases.len(), 4, "each run ended once");
+    assert!(releases.iter().all(|entry| entry["outcome"] == "ok"));
+    let path = format!("/v1/authorisations/{}/budget", world.authorisation_id);
+    let budget = world.api.get(&path, &world.regulator).await.ok().expect("budget");
+    assert_eq!(budget["epsilon_spent"].as_f64(), Some(2.0), "charged once each");
+    world.assert_log_verifies().await;
 }
 
 async fn world_entries(app: &App, action: &str) -> Vec<serde_json::Value> {
@@ -160,19 +232,22 @@ async fn world_entries(app: &App, action: &str) -> Vec<serde_json::Value> {
 async fn a_node_sweeps_only_the_unfinished_ingests_of_dead_nodes() {
     use sluice_gateway::store::Store;
     let world = World::new(50, 1.0).await;
-    // The first node is mid-ingest: version 2 reserved, chunks being staged.
+    // The first node is mid-ingest: version 2 reserved, chunks being written.
     let mut tx = world.app.store().begin().await.expect("begin");
     let reserved = Store::reserve_version(&mut tx, world.dataset_id, world.app.store().node(), world.app.now())
         .await
         .expect("reserve");
     tx.commit().await.expect("commit");
     assert_eq!(reserved, 2);
-    let staging = world.data_dir().join("blobs").join(format!("dataset-{}", world.dataset_id)).join("v2.partial");
-    std::fs::create_dir_all(&staging).expect("mkdir");
-    std::fs::write(staging.join("00000000.chunk"), b"sealed bytes").expect("write");
+    let chunks = world.chunks();
+    let writing = format!("dataset-{}/v2/00000000.chunk", world.dataset_id);
+    chunks.put_async(&writing, b"sealed bytes".to_vec()).await.expect("put");
 
     let (_second, api, _dir) = second_node(&world).await;
-    assert!(staging.exists(), "a starting node must not remove a live node's ingest");
+    assert!(
+        chunks.get_async(&writing).await.expect("get").is_some(),
+        "a starting node must not remove a live node's ingest"
+    );
     let path = format!("/v1/datasets/{}/data", world.dataset_id);
     let csv = sluice::examples::vehicles_csv(30, 3).into_bytes();
     let ingested = api.put_csv(&path, &world.provider, csv).await.ok().expect("ingest on the second node");
@@ -180,8 +255,57 @@ async fn a_node_sweeps_only_the_unfinished_ingests_of_dead_nodes() {
 
     world.app.store().close().await;
     let (_third, third_api, _dir) = second_node(&world).await;
-    assert!(!staging.exists(), "what the dead node left is removed");
+    assert!(chunks.get_async(&writing).await.expect("get").is_none(), "what the dead node left is removed");
     let csv = sluice::examples::vehicles_csv(30, 4).into_bytes();
     let ingested = third_api.put_csv(&path, &world.provider, csv).await.ok().expect("ingest on the third node");
     assert_eq!(ingested["version"], 4);
+}
+
+/// An insider who can write the database swaps a queued run's model bytes before another
+/// node claims it: the claiming node recompiles only bytes that still hash to the reviewed
+/// digest, so the run fails (its charge stands) and nothing is released.
+#[tokio::test]
+async fn a_queued_run_whose_model_bytes_changed_is_failed_not_run() {
+    let world = World::new(100, 5.0).await;
+    let runner = world.app.runner();
+    let mut taken = Vec::new();
+    while runner.free_slots() > 0 {
+        taken.push(runner.slot().await.expect("slot"));
+    }
+    let body = json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id});
+    let (api, operator) = (world.api.clone(), world.operator.clone());
+    let request = tokio::spawn(async move { api.post("/v1/runs", &operator, &body).await });
+    let raw = world.database.raw().await;
+    let queued = async || -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'queued'").fetch_one(&raw).await.expect("count")
+    };
+    for _ in 0..600 {
+        if queued().await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(queued().await, 1, "charged and waiting for a slot");
+    // The attack: the stored module gains a trailing custom section (still valid wasm).
+    let mut module = sluice::examples::VEHICLE_RISK_WASM.to_vec();
+    module.extend_from_slice(&[0, 4, 1, b'x', b'y', b'z']);
+    sqlx::query("UPDATE models SET module = $1 WHERE id = $2")
+        .bind(module)
+        .bind(world.model_id)
+        .execute(&raw)
+        .await
+        .expect("tamper");
+
+    let (second, _api, _dir) = second_node(&world).await;
+    let dispatcher = second.spawn_run_dispatcher();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(120), request).await;
+    let response = answer.expect("the queued run was claimed").expect("task");
+    expect_error(&response, "run_failed");
+    dispatcher.abort();
+    drop(taken);
+    let releases = world.audit_entries("run.release").await;
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0]["outcome"], "failed", "nothing released from the swapped bytes");
+    assert_eq!(releases[0]["reason"], "host_error");
+    world.assert_log_verifies().await;
 }

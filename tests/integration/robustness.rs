@@ -250,9 +250,10 @@ async fn clients_that_hang_up_during_any_write_leave_the_ledger_equal_to_the_log
     again(review, "a review");
 }
 
-/// A kill between moving an ingest's chunks into place and committing its version leaves a
-/// version directory no row refers to; start-up removes it, and the next ingest of that
-/// dataset works (it used to fail with `Directory not empty` for good).
+/// A kill between writing an ingest's chunks and committing its version leaves objects no
+/// version row refers to (with an earlier release's local store, a staging directory too);
+/// start-up removes them once their writer is dead, and the next ingest of that dataset
+/// works (it used to fail with `Directory not empty` for good).
 #[tokio::test]
 async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
     use sluice::client::InProcessClient;
@@ -260,17 +261,19 @@ async fn a_crash_in_the_middle_of_an_ingest_blocks_no_later_ingest() {
     use sluice_gateway::api::router;
     use sluice_gateway::service::App;
     let world = World::new(50, 1.0).await;
-    let dataset = world.data_dir().join("blobs").join(format!("dataset-{}", world.dataset_id));
-    // What the kill left: the next version's chunks in place, and a staging directory.
+    let dataset = format!("dataset-{}", world.dataset_id);
+    let chunks = world.chunks();
+    // What the kill left: the next version's chunks, and a staging directory.
     for left in ["v2", "v3.partial"] {
-        std::fs::create_dir_all(dataset.join(left)).expect("mkdir");
-        std::fs::write(dataset.join(left).join("00000000.chunk"), b"sealed bytes nobody has a key for").expect("write");
+        let key = format!("{dataset}/{left}/00000000.chunk");
+        chunks.put_async(&key, b"sealed bytes nobody has a key for".to_vec()).await.expect("put");
     }
     world.app.store().close().await;
 
     let reopened = App::open(world.config(), world.clock.clone()).await.expect("reopens");
-    assert!(!dataset.join("v2").exists() && !dataset.join("v3.partial").exists(), "start-up removes what no row names");
-    assert!(dataset.join("v1").exists(), "an acknowledged version stays");
+    let mut left = chunks.children_async(&dataset).await.expect("list");
+    left.sort();
+    assert_eq!(left, ["v1"], "start-up removes what no row names; an acknowledged version stays");
     let api = InProcessClient::new(router(reopened));
     let path = format!("/v1/datasets/{}/data", world.dataset_id);
     let ingested = api.put_csv(&path, &world.provider, vehicles_csv(30, 3).into_bytes()).await.ok().expect("ingest");

@@ -104,6 +104,8 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
             "chunks remain"
         );
     }
+    let left = world.chunks().children_async(&format!("dataset-{}", world.dataset_id)).await.expect("list");
+    assert!(left.is_empty(), "chunks remain in the object store: {left:?}");
     let message = expect_error(&world.run().await, "dataset_destroyed");
     assert!(message.contains("destroyed"), "{message}");
     let again =

@@ -1,14 +1,14 @@
 //! The data vault: columnar chunks sealed with AES-256-GCM, one data key per dataset
 //! version, wrapped by the master key.
 //!
-//! It owns ingest (CSV → validated columns → sealed chunks on disk) and reading a version
-//! back as batches for the sandbox. Plaintext exists only in memory and is never written:
-//! only sealed chunks reach the blob directory. It must not decide who may read; callers
-//! have been authorised by the policy gate first.
+//! It owns ingest (CSV → validated columns → sealed chunks in the object store) and reading
+//! a version back as batches for the sandbox. Plaintext exists only in memory and is never
+//! written: only sealed chunks reach the store, through [`ChunkIo`] (the gateway's object
+//! store: a local directory or an S3-compatible bucket). It must not decide who may read;
+//! callers have been authorised by the policy gate first.
 
-use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ring::aead::NONCE_LEN;
@@ -141,13 +141,31 @@ impl ColumnarRows {
     }
 }
 
-/// Where a version's sealed chunks live.
-pub fn version_dir(blob_root: &Path, dataset_id: i64, version: i64) -> PathBuf {
-    blob_root.join(format!("dataset-{dataset_id}")).join(format!("v{version}"))
+/// Where sealed chunks are put and read back, by key (`dataset-1/v2/00000000.chunk`): the
+/// gateway's object store. Calls block; the vault makes them from its own threads.
+pub trait ChunkIo: Send + Sync + std::fmt::Debug {
+    /// Writes one object whole: a reader never sees part of it.
+    fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()>;
+    /// Reads one object; `None` when there is none under `key`.
+    fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Deletes every object under `prefix`, by whole path segments (`a/v1` is not a prefix
+    /// of `a/v10/x`; `""` is everything), and says how many.
+    fn delete_prefix(&self, prefix: &str) -> anyhow::Result<u64>;
 }
 
-fn chunk_path(dir: &Path, index: u64) -> PathBuf {
-    dir.join(format!("{index:08}.chunk"))
+/// The key prefix of everything a dataset stored, every version.
+pub fn dataset_prefix(dataset_id: i64) -> String {
+    format!("dataset-{dataset_id}")
+}
+
+/// The key prefix of a version's sealed chunks.
+pub fn version_prefix(dataset_id: i64, version: i64) -> String {
+    format!("dataset-{dataset_id}/v{version}")
+}
+
+/// The key of chunk `index` under a version's prefix.
+pub fn chunk_key(prefix: &str, index: u64) -> String {
+    format!("{prefix}/{index:08}.chunk")
 }
 
 /// What an ingest stored.
@@ -181,38 +199,39 @@ pub enum IngestError {
 }
 
 /// Validates every row of `csv` against `schema`, seals it into chunks under a fresh data
-/// key and writes them to a staging directory that is renamed into place only when the
-/// whole file was valid. On any error nothing is left behind.
+/// key and writes them to the store under the version's prefix. The caller gives a version
+/// number it has reserved and no version row refers to: the chunks are readable only once
+/// the caller commits that row with the wrapped key, so an object store needs no rename.
+/// On any error the version's objects are deleted again.
 pub fn ingest(
     csv: impl Read,
     schema: &DatasetSchema,
     context: ChunkContext,
     master: &AeadKey,
-    blob_root: &Path,
+    store: &dyn ChunkIo,
     skip_invalid: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<IngestReport, IngestError> {
-    let final_dir = version_dir(blob_root, context.dataset_id, context.version);
-    let staging = final_dir.with_extension("partial");
-    if staging.exists() {
-        fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
-    }
-    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let outcome = seal_all(csv, schema, context, &staging, skip_invalid, &mut progress);
-    let (parsed, chunks, data_key) = match outcome {
+    let prefix = version_prefix(context.dataset_id, context.version);
+    // Objects already there are what a crash left of an earlier attempt at this reserved
+    // version; they hold nothing anyone has.
+    store.delete_prefix(&prefix)?;
+    let outcome = seal_all(csv, schema, context, store, &prefix, skip_invalid, &mut progress).and_then(
+        |(parsed, chunks, data_key)| {
+            let wrapped_key = master.wrap(&data_key, &context.key_context())?;
+            Ok((parsed, chunks, wrapped_key))
+        },
+    );
+    let (parsed, chunks, wrapped_key) = match outcome {
         Ok(done) => done,
         Err(error) => {
-            let _ = fs::remove_dir_all(&staging);
+            if let Err(cleanup) = store.delete_prefix(&prefix) {
+                // The caller's reservation stays, so a later sweep removes them.
+                return Err(IngestError::Storage(cleanup.context("removing the chunks of a failed ingest")));
+            }
             return Err(error);
         }
     };
-    let wrapped_key = master.wrap(&data_key, &context.key_context())?;
-    // The caller gives a version no row refers to: a directory already there is what a
-    // crash left between this rename and the version's commit; it holds nothing anyone has.
-    if final_dir.exists() {
-        fs::remove_dir_all(&final_dir).with_context(|| format!("clearing {}", final_dir.display()))?;
-    }
-    fs::rename(&staging, &final_dir).with_context(|| format!("moving chunks into {}", final_dir.display()))?;
     Ok(IngestReport {
         rows: parsed.rows,
         chunks,
@@ -226,14 +245,15 @@ fn seal_all(
     csv: impl Read,
     schema: &DatasetSchema,
     context: ChunkContext,
-    dir: &Path,
+    store: &dyn ChunkIo,
+    prefix: &str,
     skip_invalid: bool,
     progress: &mut impl FnMut(u64),
 ) -> Result<(ParsedRows, u64, AeadKey), IngestError> {
     let data_key = AeadKey::generate()?;
     let mut chunks = 0u64;
     let parsed = parse_chunks(csv, schema, skip_invalid, |chunk, rows_so_far, last| {
-        seal_chunk(chunk, &data_key, context, chunks, last, dir)?;
+        seal_chunk(chunk, &data_key, context, chunks, last, store, prefix)?;
         chunks += 1;
         progress(rows_so_far);
         Ok(())
@@ -398,18 +418,19 @@ fn seal_chunk(
     context: ChunkContext,
     index: u64,
     last: bool,
-    dir: &Path,
+    store: &dyn ChunkIo,
+    prefix: &str,
 ) -> anyhow::Result<()> {
     let mut buffer = rows.encode();
     key.seal(chunk_nonce(index), &context.aad(index, last), &mut buffer)?;
-    let path = chunk_path(dir, index);
-    fs::write(&path, &buffer).with_context(|| format!("writing {}", path.display()))
+    store.put(&chunk_key(prefix, index), buffer)
 }
 
 /// Reads a version back, chunk by chunk, as sandbox batches of the requested columns.
 /// Only one decrypted chunk is in memory at a time.
 pub struct VersionReader {
-    dir: PathBuf,
+    store: Arc<dyn ChunkIo>,
+    prefix: String,
     key: AeadKey,
     context: ChunkContext,
     chunk_count: u64,
@@ -427,7 +448,7 @@ pub struct VersionReader {
 impl std::fmt::Debug for VersionReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionReader")
-            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
             .field("chunk_count", &self.chunk_count)
             .finish_non_exhaustive()
     }
@@ -435,7 +456,7 @@ impl std::fmt::Debug for VersionReader {
 
 impl VersionReader {
     pub fn open(
-        blob_root: &Path,
+        store: Arc<dyn ChunkIo>,
         context: ChunkContext,
         chunk_count: u64,
         key: AeadKey,
@@ -452,7 +473,8 @@ impl VersionReader {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            dir: version_dir(blob_root, context.dataset_id, context.version),
+            store,
+            prefix: version_prefix(context.dataset_id, context.version),
             key,
             context,
             chunk_count,
@@ -477,7 +499,8 @@ impl VersionReader {
         let mut readers = Vec::new();
         for part in 0..parts {
             readers.push(VersionReader {
-                dir: self.dir.clone(),
+                store: self.store.clone(),
+                prefix: self.prefix.clone(),
                 key: self.key.clone(),
                 context: self.context,
                 chunk_count: self.chunk_count,
@@ -497,8 +520,10 @@ impl VersionReader {
             return Ok(None);
         }
         let index = self.next_chunk;
-        let path = chunk_path(&self.dir, index);
-        let mut buffer = fs::read(&path).with_context(|| format!("chunk {index} of the dataset is missing"))?;
+        let mut buffer = self
+            .store
+            .get(&chunk_key(&self.prefix, index))?
+            .with_context(|| format!("chunk {index} of the dataset is missing"))?;
         let last = index + 1 == self.chunk_count;
         self.key
             .open(chunk_nonce(index), &self.context.aad(index, last), &mut buffer)

@@ -1,9 +1,10 @@
 //! Sluice's vault: what a dataset is and how it rests. Schemas (columns, types, bounds,
 //! domains, classification levels), ingest into AES-256-GCM chunks under per-version data
-//! keys wrapped by a master key, reading a version back as sandbox batches, the key files,
+//! keys wrapped by a master key (put in and read from the gateway's object store through
+//! [`chunks::ChunkIo`]), reading a version back as sandbox batches, the key files,
 //! and dummy data made from a schema.
 //!
-//! It owns plaintext in memory and ciphertext on disk. It must not decide who may read
+//! It owns plaintext in memory and the sealed form at rest. It must not decide who may read
 //! (the service asks the policy gate first), touch the database, or speak HTTP; no error
 //! it returns carries a data value or key material.
 
@@ -12,6 +13,6 @@ pub mod dummy;
 pub mod keys;
 pub mod schema;
 
-pub use chunks::{ChunkContext, VersionReader, batches_of, ingest, parse_chunks};
+pub use chunks::{ChunkContext, ChunkIo, VersionReader, batches_of, ingest, parse_chunks};
 pub use keys::AeadKey;
 pub use schema::DatasetSchema;

@@ -2,6 +2,8 @@
 //!
 //! It must not return rows: the catalogue is metadata only, whoever asks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
@@ -169,12 +171,15 @@ impl App {
         let version = Store::reserve_version(&mut tx, dataset_id, self.store.node(), self.now()).await?;
         tx.commit().await.context("reserving a dataset version")?;
         let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
+        // Set when a failed ingest could not delete its chunks: the reservation then stays,
+        // so the sweep deletes them once this node is gone.
+        let chunks_left = AtomicBool::new(false);
         let outcome: ServiceResult<IngestSummary> = async {
             let master = self.sealed.master.read().await.clone();
             let wrapped_under = master.clone();
-            let blobs = self.sealed.data_dir.blobs();
+            let store = self.sealed.chunks.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                chunks::ingest(csv, &schema, context, &master, &blobs, skip_invalid, progress)
+                chunks::ingest(csv, &schema, context, &master, &store, skip_invalid, progress)
             })
             .await
             .context("the ingest task panicked")?;
@@ -185,6 +190,10 @@ impl App {
                         && self.store.dataset(dataset_id).await?.is_some_and(|dataset| dataset.destroyed_at.is_some())
                     {
                         return Err(destroyed_meanwhile());
+                    }
+                    if matches!(error, IngestError::Storage(_)) {
+                        // Whether the vault's own clean-up removed every chunk is unknown.
+                        chunks_left.store(true, Ordering::Relaxed);
                     }
                     let reason = match &error {
                         IngestError::Csv(_) => "csv_invalid",
@@ -220,11 +229,20 @@ impl App {
                 wrapped_key,
                 created_at: format_time(now),
             };
-            let version_dir = chunks::version_dir(&self.sealed.data_dir.blobs(), dataset_id, version);
+            let version_prefix = chunks::version_prefix(dataset_id, version);
+            // Chunks no version row will ever name are deleted; if that fails the
+            // reservation stays (below), so the sweep deletes them once this node is gone.
+            let discard = || async {
+                if let Err(error) = self.sealed.chunks.delete_prefix_async(&version_prefix).await {
+                    tracing::warn!(dataset_id, version, error = %format!("{error:#}"), "the chunks of a failed ingest stay until the sweep");
+                    return false;
+                }
+                true
+            };
             let mut tx = self.store.begin().await?;
             if !Store::insert_version(&mut tx, &row).await? {
                 drop(tx);
-                let _ = std::fs::remove_dir_all(&version_dir);
+                chunks_left.store(!discard().await, Ordering::Relaxed);
                 return Err(destroyed_meanwhile());
             }
             let event = Self::event(caller, action, &object, AuditOutcome::Ok)
@@ -236,7 +254,7 @@ impl App {
             Store::release_reservation_in(&mut tx, dataset_id, version).await?;
             if let Err(error) = tx.commit().await {
                 // The chunks are useless without the wrapped key that was just rolled back.
-                let _ = std::fs::remove_dir_all(&version_dir);
+                chunks_left.store(!discard().await, Ordering::Relaxed);
                 return Err(anyhow::Error::from(error).context("committing the dataset version").into());
             }
             drop(master);
@@ -255,6 +273,7 @@ impl App {
         }
         .await;
         if outcome.is_err()
+            && !chunks_left.load(Ordering::Relaxed)
             && let Err(error) = self.store.release_reservation(dataset_id, version).await
         {
             tracing::warn!(dataset_id, version, error = %format!("{error:#}"), "a failed ingest's reservation stays until the sweep");
@@ -284,10 +303,12 @@ impl App {
             .detail(Detail::Method, "crypto-shredding");
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the destruction")?;
-        let blobs = self.sealed.data_dir.blobs().join(format!("dataset-{dataset_id}"));
-        if blobs.exists() {
-            std::fs::remove_dir_all(&blobs).with_context(|| format!("removing {}", blobs.display()))?;
-        }
+        // The keys are gone (committed above); the objects go after them.
+        self.sealed
+            .chunks
+            .delete_prefix_async(&chunks::dataset_prefix(dataset_id))
+            .await
+            .with_context(|| format!("deleting the chunks of dataset {dataset_id}"))?;
         self.store.checkpoint().await?;
         Ok(DestroySummary { dataset_id, data_keys_deleted: versions })
     }

@@ -27,6 +27,7 @@ pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySum
 pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome};
 pub use runs::{BudgetView, RunView};
 
+use crate::chunk_store::ChunkStore;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::error::{ServiceError, ServiceResult};
@@ -87,6 +88,9 @@ pub struct App {
     audit_batch: group_commit::AuditBatcher,
     /// The requests under way, which a shutdown waits for.
     in_flight: crate::in_flight::InFlight,
+    /// Woken whenever this node ends a run, for requests waiting on a run another task of
+    /// this node claimed.
+    run_ended: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for App {
@@ -191,7 +195,8 @@ impl App {
         let store = Store::open(&config.database, false).await?;
         let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
         let master = open_master_key(&data_dir, &store, from_environment).await?;
-        sweep_unfinished_ingests(&data_dir.blobs(), &store).await?;
+        let chunks = ChunkStore::open(&config.objects)?;
+        sweep_unfinished_ingests(&chunks, &store).await?;
         let witnesses = config
             .witnesses
             .iter()
@@ -200,9 +205,19 @@ impl App {
         let log = AuditLog::new(data_dir.load_signing_key()?, witnesses);
         let gate = Gate::new(&config)?;
         let runner = Runner::new(RuntimeLimits::default())?;
-        let sealed = Sealed::new(data_dir, master, from_environment.is_some());
+        let sealed = Sealed::new(data_dir, chunks, master, from_environment.is_some());
         let audit_batch = group_commit::AuditBatcher::start(store.clone());
-        let app = Self { store, sealed, log, runner, gate, clock, audit_batch, in_flight: Default::default() };
+        let app = Self {
+            store,
+            sealed,
+            log,
+            runner,
+            gate,
+            clock,
+            audit_batch,
+            in_flight: Default::default(),
+            run_ended: tokio::sync::Notify::new(),
+        };
         app.settle_interrupted_runs().await?;
         Ok(Arc::new(app))
     }
@@ -751,27 +766,30 @@ async fn open_master_key(data_dir: &DataDir, store: &Store, from_environment: Op
     Ok(master)
 }
 
-/// An ingest interrupted by a crash leaves a staging directory (`vN.partial`), or — when
-/// it died between moving the chunks into place and committing the version — a `vN` that
-/// no version row refers to. Neither was acknowledged. Each belongs to a version reserved
-/// by the node that wrote it: what a dead node reserved is removed with its reservation,
-/// at start-up, before any request runs, so the next ingest of that dataset is not blocked
-/// by it; what a live node (another node on shared storage, the `sluice serve` beside a
-/// CLI command) is still writing is left alone.
-async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> anyhow::Result<()> {
-    let Ok(datasets) = std::fs::read_dir(blobs) else { return Ok(()) };
-    for dataset in datasets.flatten() {
-        let name = dataset.file_name();
-        let Some(dataset_id) = name.to_str().and_then(|name| name.strip_prefix("dataset-")?.parse::<i64>().ok()) else {
+/// Deletes what no version can read. An ingest interrupted by a crash leaves chunks under a version no row refers to (with a
+/// local store of an earlier release, a staging directory `vN.partial`). None of it was
+/// acknowledged. Each belongs to a version reserved by the node that wrote it: what a dead
+/// node reserved is removed with its reservation, at start-up, before any request runs,
+/// so the next ingest of that dataset is not blocked by it; what a live node (another node
+/// on the shared store, the `sluice serve` beside a CLI command) is still writing is left
+/// alone.
+async fn sweep_unfinished_ingests(chunks: &ChunkStore, store: &Store) -> anyhow::Result<()> {
+    for dataset in chunks.children_async("").await? {
+        let Some(dataset_id) = dataset.strip_prefix("dataset-").and_then(|id| id.parse::<i64>().ok()) else {
             continue;
         };
+        // A destruction deletes the keys, then the objects: objects left by one cut off
+        // between the two are unreadable, and are deleted now.
+        if store.dataset(dataset_id).await?.is_some_and(|row| row.destroyed_at.is_some()) {
+            tracing::warn!(dataset_id, "deleting the chunks of a destroyed dataset");
+            chunks.delete_prefix_async(&dataset).await?;
+            continue;
+        }
         let known: std::collections::HashSet<i64> =
             store.versions(dataset_id).await?.iter().map(|version| version.version).collect();
         let reserved: std::collections::HashMap<i64, i64> = store.reservations(dataset_id).await?.into_iter().collect();
-        for entry in std::fs::read_dir(dataset.path()).into_iter().flatten().flatten() {
-            let file = entry.file_name();
-            let file = file.to_string_lossy();
-            let Some(number) = file.strip_prefix('v') else { continue };
+        for entry in chunks.children_async(&dataset).await? {
+            let Some(number) = entry.strip_prefix('v') else { continue };
             let (number, staging) = match number.strip_suffix(".partial") {
                 Some(number) => (number, true),
                 None => (number, false),
@@ -785,9 +803,11 @@ async fn sweep_unfinished_ingests(blobs: &std::path::Path, store: &Store) -> any
             {
                 continue;
             }
-            tracing::warn!(dataset_id, directory = %file, "removing an ingest a crash interrupted");
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing the interrupted ingest {}", entry.path().display()))?;
+            tracing::warn!(dataset_id, entry = %entry, "removing an ingest a crash interrupted");
+            chunks
+                .delete_prefix_async(&format!("{dataset}/{entry}"))
+                .await
+                .with_context(|| format!("removing the interrupted ingest {dataset}/{entry}"))?;
             if reserved.contains_key(&version) && !known.contains(&version) {
                 store.release_reservation(dataset_id, version).await?;
             }
@@ -812,20 +832,29 @@ impl App {
             {
                 continue;
             }
-            let now = self.now();
-            let mut tx = self.store.begin().await?;
-            if !Store::interrupt_run(&mut tx, run_id, now).await? {
-                continue;
+            if self.settle_run(run_id).await? {
+                settled += 1;
+                tracing::warn!(run_id, "a run cut off by its node's end was settled as interrupted; its charge stands");
             }
-            let mut event =
-                AuditEvent::new(Act::RunRelease, format!("run:{run_id}"), AuditOutcome::Failed).reason("interrupted");
-            event.role = "system".into();
-            Store::append_audit(&mut tx, event, now).await?;
-            tx.commit().await.context("settling an interrupted run")?;
-            settled += 1;
-            tracing::warn!(run_id, "a run cut off by its node's end was settled as interrupted; its charge stands");
         }
         Ok(settled)
+    }
+
+    /// Settles run `run_id` as interrupted, with its failed `run.release` entry, if it is
+    /// still `running`; false if it had ended meanwhile.
+    pub(crate) async fn settle_run(&self, run_id: i64) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !Store::interrupt_run(&mut tx, run_id, now).await? {
+            return Ok(false);
+        }
+        let mut event = AuditEvent::new(Act::RunRelease, format!("run:{run_id}"), AuditOutcome::Failed)
+            .reason(crate::store::RunState::Interrupted.as_str());
+        event.role = "system".into();
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("settling an interrupted run")?;
+        self.run_ended.notify_waiters();
+        Ok(true)
     }
 }
 

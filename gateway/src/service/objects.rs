@@ -79,7 +79,7 @@ impl App {
             organisation: self.organisation_of(run.operator_id).await?,
             provider_organisation,
             outputs_held: authorisation.hold_outputs,
-            state: run.state.clone(),
+            state: run.state.as_str().to_owned(),
         })
     }
 }

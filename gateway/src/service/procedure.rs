@@ -146,7 +146,7 @@ impl App {
             valid_from,
             valid_until,
             epsilon_requested: epsilon.units() as i64,
-            state: if request.draft { ApplicationState::Draft } else { ApplicationState::Submitted }.as_str().into(),
+            state: if request.draft { ApplicationState::Draft } else { ApplicationState::Submitted },
             bureau_reviewer_id: None,
         };
         let now = self.now();
@@ -160,7 +160,7 @@ impl App {
         tx.commit().await.context("committing the application")?;
         Ok(ApplicationView {
             id,
-            state: if request.draft { "draft" } else { "submitted" },
+            state: row.state.as_str(),
             dataset_id: dataset.id,
             columns: request.columns,
             authorisation_id: None,
@@ -173,7 +173,7 @@ impl App {
         let Some(row) = self.store.application(id).await? else {
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let state = ApplicationState::parse(&row.state).context("stored application state")?;
+        let state = row.state;
         self.guard(caller, action, &object, &self.application_resource(&row, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         Ok(ApplicationView {
@@ -203,7 +203,7 @@ impl App {
             drop(tx);
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let state = ApplicationState::parse(&application.state).context("stored application state")?;
+        let state = application.state;
         let resource = self.application_resource(&application, state).await?;
         let next = match self.decide(caller, action, &resource).and_then(|()| review_application(state, approve)) {
             Ok(next) => next,
@@ -212,17 +212,8 @@ impl App {
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
-        Store::record_application_review(
-            &mut tx,
-            id,
-            caller.principal.id,
-            state.as_str(),
-            approve,
-            comment,
-            next.as_str(),
-            now,
-        )
-        .await?;
+        Store::record_application_review(&mut tx, id, caller.principal.id, state.as_str(), approve, comment, next, now)
+            .await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
             .detail(Detail::Stage, state.as_str())
             .detail(Detail::Decision, if approve { "approve" } else { "reject" })
@@ -288,7 +279,7 @@ impl App {
             digest: digest.clone(),
             module,
             manifest_toml: request.manifest,
-            state: ModelState::Submitted.as_str().into(),
+            state: ModelState::Submitted,
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -404,17 +395,8 @@ impl App {
             }
         };
         let checklist_json = serde_json::to_string(&checklist.unwrap_or_default()).context("encoding the checklist")?;
-        Store::record_model_review(
-            &mut tx,
-            id,
-            caller.principal.id,
-            approve,
-            comment,
-            &checklist_json,
-            next.as_str(),
-            now,
-        )
-        .await?;
+        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, &checklist_json, next, now)
+            .await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
             .detail(Detail::Decision, if approve { "approve" } else { "reject" })
             .detail(Detail::Digest, &model.digest)
@@ -441,7 +423,7 @@ impl App {
         let Some(model) = self.store.model(id).await? else {
             return Err(self.not_found(caller, action.audit(), "model", id).await);
         };
-        let state = ModelState::parse(&model.state).context("model state")?;
+        let state = model.state;
         self.guard(caller, action, &object, &self.model_resource(&model, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
         let manifest =
@@ -516,10 +498,7 @@ impl App {
     /// A model's state read inside `tx`, so two reviews of one model cannot both act on
     /// the same state.
     async fn model_state_in(tx: &mut crate::store::Tx, model: &ModelRow) -> ServiceResult<ModelState> {
-        Ok(Store::model_state_in(tx, model.id)
-            .await?
-            .and_then(|state| ModelState::parse(&state))
-            .context("model state")?)
+        Ok(Store::model_state_in(tx, model.id).await?.context("the model disappeared")?)
     }
 
     /// The applicant withdraws an application that awaits a decision.
@@ -541,7 +520,7 @@ impl App {
             drop(tx);
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
-        let state = ApplicationState::parse(&application.state).context("stored application state")?;
+        let state = application.state;
         let resource = self.application_resource(&application, state).await?;
         let next = match self.decide(caller, action, &resource).and_then(|()| next_state(state)) {
             Ok(next) => next,
@@ -550,7 +529,7 @@ impl App {
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
-        Store::set_application_state(&mut tx, id, next.as_str()).await?;
+        Store::set_application_state(&mut tx, id, next).await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok).detail(Detail::State, next.as_str());
         Store::append_audit(&mut tx, event, self.now()).await?;
         tx.commit().await.context("committing the application's new state")?;
@@ -594,7 +573,7 @@ impl App {
             drop(tx);
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
-        Store::set_model_state(&mut tx, id, ModelState::Revoked.as_str()).await?;
+        Store::set_model_state(&mut tx, id, ModelState::Revoked).await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
             .detail(Detail::Digest, &model.digest)
             .detail(Detail::Note, reason.chars().take(200).collect::<String>());

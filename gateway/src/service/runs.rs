@@ -15,8 +15,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
-    Action, AuthorisationFacts, ChargeFacts, Charged, Denial, Epsilon, ModelFacts, ModelState, OrganisationId,
-    PrivacyBudget, ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, check_not_destroyed, review_result,
+    Action, AuthorisationFacts, ChargeFacts, Denial, Epsilon, ModelFacts, OrganisationId, PrivacyBudget,
+    ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, check_not_destroyed, review_result,
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
@@ -25,13 +25,13 @@ use sluice_vault::schema::DatasetSchema;
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
-use crate::store::{AuthorisationRow, RunRow, Store, VersionRow, parse_time};
+use crate::store::{AuthorisationRow, RunRow, RunState, Store, VersionRow, parse_time};
 
 /// What an operator sees of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunView {
     pub run_id: i64,
-    pub state: String,
+    pub state: RunState,
     pub dataset_version: i64,
     pub rows: i64,
     pub outputs: Vec<ReleasedOutput>,
@@ -78,6 +78,12 @@ pub(super) fn budget(total: i64, spent: i64) -> anyhow::Result<PrivacyBudget> {
 struct PreparedRun {
     /// What the gate decided: who pays, how much.
     permit: RunPermit,
+    inputs: RunInputs,
+}
+
+/// What executing a charged run needs: gathered before the charge by the node that takes
+/// the request, or from the stored run by a node that claims it from the queue.
+struct RunInputs {
     model_id: i64,
     compiled: CompiledModel,
     version: VersionRow,
@@ -90,11 +96,15 @@ struct PreparedRun {
     hold_outputs: bool,
 }
 
-/// A prepared run whose charge committed: the only thing [`App::execute`] accepts.
+/// A run whose charge committed (made by [`App::charge`], or read back from a stored
+/// charged run): the only thing [`App::execute`] accepts.
 struct ChargedRun {
     run_id: i64,
-    charged: Charged,
-    prepared: PreparedRun,
+    authorisation_id: i64,
+    epsilon: Epsilon,
+    /// The authorisation's budget left after this charge (or when it was claimed).
+    authorisation_remaining: Epsilon,
+    inputs: RunInputs,
 }
 
 /// How a charge ended: with the run recorded and both budgets debited, or refused.
@@ -144,6 +154,10 @@ impl App {
     /// unwrap the key), charge with the permit (a [`ChargedRun`] or a refusal), execute
     /// only what was charged, release, record.
     ///
+    /// A charged run is `queued` in the database: this node claims it as soon as it has a
+    /// free sandbox slot, unless another node's dispatcher ([`App::spawn_run_dispatcher`])
+    /// claimed it first, in which case this waits for that node to end it.
+    ///
     /// The visibility time is fixed before the charge, from public facts only (the row
     /// count, the model's declared fuel per row and a base delay); the answer is held until
     /// then, so its timing says nothing about what the model did on the data. The run
@@ -169,10 +183,7 @@ impl App {
         };
         let app = Arc::clone(self);
         let task_caller = caller.clone();
-        let task = tokio::spawn(async move {
-            let outcome = app.execute(&charged).await;
-            app.finish(&task_caller, &charged, outcome).await
-        });
+        let task = tokio::spawn(async move { app.run_here_or_await(&task_caller, *charged).await });
         let outcome = task.await.map_err(|error| anyhow::anyhow!("the run task failed: {error}"))?;
         wait_until_visible(started_instant, delay).await;
         let mut view = outcome?;
@@ -183,6 +194,7 @@ impl App {
     /// How long after its start a run's result becomes visible ([`visibility_delay`]).
     fn visibility_delay(&self, prepared: &PreparedRun) -> time::Duration {
         let runtime = self.runner.runtime();
+        let prepared = &prepared.inputs;
         let manifest = prepared.compiled.manifest();
         visibility_delay(
             self.gate.visibility_base(),
@@ -234,7 +246,7 @@ impl App {
         // (even in the database) no longer matches the approved digest.
         let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
         let model_facts = ModelFacts {
-            state: ModelState::parse(&model.state).context("stored model state")?,
+            state: model.state,
             authorisation_id: model.authorisation_id,
             approved_digest: model.digest.clone(),
         };
@@ -276,13 +288,15 @@ impl App {
         let compiled = self.runner.compiled(&digest_to_run, &model.module, manifest).await?;
         Ok(PreparedRun {
             permit,
-            model_id,
-            compiled,
-            version,
-            schema,
-            key,
-            min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
-            hold_outputs: facts.authorisation.as_ref().is_some_and(|row| row.hold_outputs),
+            inputs: RunInputs {
+                model_id,
+                compiled,
+                version,
+                schema,
+                key,
+                min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
+                hold_outputs: facts.authorisation.as_ref().is_some_and(|row| row.hold_outputs),
+            },
         })
     }
 
@@ -323,7 +337,7 @@ impl App {
         visible_at: time::OffsetDateTime,
     ) -> ServiceResult<ChargeOutcome> {
         let now = self.now();
-        let permit = prepared.permit;
+        let (permit, prepared) = (prepared.permit, prepared.inputs);
         // The charge does not wait for the disk: nothing is answered before the release,
         // whose commit waits and makes the charge durable with it (the write-ahead log is
         // synced in order). A crash in between loses a charge whose run released nothing.
@@ -362,11 +376,12 @@ impl App {
             dataset_id: prepared.version.dataset_id,
             dataset_version: prepared.version.version,
             epsilon: permit.epsilon.units() as i64,
-            state: "running".into(),
+            // Queued: whichever node has a free sandbox slot first claims it.
+            state: RunState::Queued,
             outcome: None,
             result_json: None,
             visible_at: Some(crate::store::format_time(visible_at)),
-            node: Some(self.store.node()),
+            node: None,
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
         let event = Self::event(caller, Action::RunModel.audit(), format!("run:{run_id}"), AuditOutcome::Ok)
@@ -379,20 +394,20 @@ impl App {
             .detail(Detail::VisibleAt, crate::store::format_time(visible_at));
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the budget charge")?;
-        Ok(ChargeOutcome::Charged(Box::new(ChargedRun { run_id, charged, prepared })))
+        Ok(ChargeOutcome::Charged(Box::new(ChargedRun {
+            run_id,
+            authorisation_id: permit.authorisation_id,
+            epsilon: permit.epsilon,
+            authorisation_remaining: charged.authorisation_budget_after.remaining(),
+            inputs: prepared,
+        })))
     }
 
     /// Decrypts the version chunk by chunk into the sandbox, then releases with DP. Takes
-    /// only a charged run.
-    async fn execute(&self, run: &ChargedRun) -> Executed {
-        let _slot = self.runner.slot().await.map_err(RunFailure::Host)?;
-        let prepared = &run.prepared;
-        let authorisation_id = run.charged.permit.authorisation_id;
-        // A run queued for a sandbox slot does not start under an authorisation revoked
-        // meanwhile; its charge stands (no data was read, but the attempt was made).
-        if self.store.authorisation_revoked(authorisation_id).await.map_err(RunFailure::Host)? {
-            return Err(RunFailure::Revoked);
-        }
+    /// only a charged run, claimed by this node, and the sandbox slot it holds meanwhile.
+    async fn execute(&self, run: &ChargedRun, _slot: tokio::sync::OwnedSemaphorePermit) -> Executed {
+        let prepared = &run.inputs;
+        let authorisation_id = run.authorisation_id;
         let version = &prepared.version;
         let context = ChunkContext {
             dataset_id: version.dataset_id,
@@ -402,7 +417,7 @@ impl App {
         let columns: Vec<String> =
             prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
         let reader = VersionReader::open(
-            &self.sealed.data_dir.blobs(),
+            Arc::new(self.sealed.chunks.clone()),
             context,
             version.chunk_count as u64,
             prepared.key.clone(),
@@ -433,80 +448,293 @@ impl App {
 
     /// Stores the release (or the failure) with its audit entry, in one transaction.
     async fn finish(&self, caller: &Caller, run: &ChargedRun, outcome: Executed) -> ServiceResult<RunView> {
-        let (run_id, prepared) = (run.run_id, &run.prepared);
-        let authorisation_id = run.charged.permit.authorisation_id;
+        let (values, fallbacks) = match outcome {
+            Ok(released) => released,
+            Err(failure) => return self.fail(caller, run.run_id, failure).await,
+        };
+        let (run_id, prepared) = (run.run_id, &run.inputs);
+        let authorisation_id = run.authorisation_id;
         let now = self.now();
         let object = format!("run:{run_id}");
         // A release commits with the checkpoint its receipt names: one wait for the disk.
         let checkpoints = self.checkpoint_turn().await;
         let mut tx = self.store.begin().await?;
-        let view = match outcome {
-            Ok((values, fallbacks)) => {
-                let state = if prepared.hold_outputs { "held" } else { "released" };
-                let mut view = RunView {
-                    run_id,
-                    state: state.into(),
-                    dataset_version: prepared.version.version,
-                    rows: prepared.version.row_count,
-                    outputs: values,
-                    epsilon_charged: run.charged.permit.epsilon.as_f64(),
-                    // Known from the charge: no need to read the budget again.
-                    authorisation_epsilon_remaining: run.charged.authorisation_budget_after.remaining().as_f64(),
-                    receipt: None,
-                    visible_at: None,
-                };
-                let json = serde_json::to_string(&view).context("encoding the release")?;
-                ensure_running(Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?, run_id)?;
-                let mut event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Ok)
-                    .detail(Detail::Authorisation, authorisation_id)
-                    .detail(Detail::Outputs, view.outputs.len())
-                    .detail(Detail::Held, prepared.hold_outputs);
-                if !prepared.hold_outputs {
-                    // What left, in the entry the operator's receipt proves (去向可查); a held
-                    // result's values enter the log only when a reviewer releases them.
-                    event = commit_to_release(event, &view.outputs)?;
-                }
-                // Rows the model failed on, which contributed their defaults. The count is
-                // not noised, so it goes into an entry of its own that only regulators read
-                // (the `run.release` entry travels to the operator inside the receipt). The
-                // receipt's entry carries this entry's leaf hash as its `prev`, and the
-                // operator knows every other field, so a secret salt keeps the small counts
-                // from being found by trying them all against that hash.
-                let mut salt = [0u8; 16];
-                sluice_vault::keys::random_bytes(&mut salt)?;
-                let fallback_event = Self::event(caller, Act::RunFallbacks, &object, AuditOutcome::Ok)
-                    .detail(Detail::Salt, hex::encode(salt))
-                    .detail(Detail::FallbackRows, fallbacks.total())
-                    .detail(Detail::Trap, fallbacks.trap)
-                    .detail(Detail::Fuel, fallbacks.fuel)
-                    .detail(Detail::Stack, fallbacks.stack)
-                    .detail(Detail::NonFinite, fallbacks.non_finite);
-                Store::append_audit(&mut tx, fallback_event, now).await?;
-                if prepared.hold_outputs {
-                    // Computed and charged, but the operator sees nothing until a reviewer
-                    // releases it.
-                    view.outputs.clear();
-                }
-                let (seq, entry) = Store::append_audit_entry(&mut tx, event, now).await?;
-                Store::set_release_seq(&mut tx, run_id, seq).await?;
-                let checkpoint = self.seal_in(&mut tx, seq).await?;
-                Ok((view, seq, entry, checkpoint))
-            }
-            Err(failure) => {
-                let (code, message) = failure.describe();
-                tracing::warn!(run_id, code, "run failed");
-                ensure_running(Store::finish_run(&mut tx, run_id, "failed", code, None, now).await?, run_id)?;
-                // The audit log keeps the detailed code; the operator gets the coarse class.
-                let event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Failed).reason(code);
-                Store::append_audit(&mut tx, event, now).await?;
-                Err(ServiceError::RunFailed { message })
-            }
+        let state = if prepared.hold_outputs { RunState::Held } else { RunState::Released };
+        let mut view = RunView {
+            run_id,
+            state,
+            dataset_version: prepared.version.version,
+            rows: prepared.version.row_count,
+            outputs: values,
+            epsilon_charged: run.epsilon.as_f64(),
+            // Known from the charge: no need to read the budget again.
+            authorisation_epsilon_remaining: run.authorisation_remaining.as_f64(),
+            receipt: None,
+            visible_at: None,
         };
+        let json = serde_json::to_string(&view).context("encoding the release")?;
+        ensure_running(Store::finish_run(&mut tx, run_id, state, "ok", Some(&json), now).await?, run_id)?;
+        let mut event = Self::event(caller, Act::RunRelease, &object, AuditOutcome::Ok)
+            .detail(Detail::Authorisation, authorisation_id)
+            .detail(Detail::Outputs, view.outputs.len())
+            .detail(Detail::Held, prepared.hold_outputs);
+        if !prepared.hold_outputs {
+            // What left, in the entry the operator's receipt proves (去向可查); a held
+            // result's values enter the log only when a reviewer releases them.
+            event = commit_to_release(event, &view.outputs)?;
+        }
+        // Rows the model failed on, which contributed their defaults. The count is
+        // not noised, so it goes into an entry of its own that only regulators read
+        // (the `run.release` entry travels to the operator inside the receipt). The
+        // receipt's entry carries this entry's leaf hash as its `prev`, and the
+        // operator knows every other field, so a secret salt keeps the small counts
+        // from being found by trying them all against that hash.
+        let mut salt = [0u8; 16];
+        sluice_vault::keys::random_bytes(&mut salt)?;
+        let fallback_event = Self::event(caller, Act::RunFallbacks, &object, AuditOutcome::Ok)
+            .detail(Detail::Salt, hex::encode(salt))
+            .detail(Detail::FallbackRows, fallbacks.total())
+            .detail(Detail::Trap, fallbacks.trap)
+            .detail(Detail::Fuel, fallbacks.fuel)
+            .detail(Detail::Stack, fallbacks.stack)
+            .detail(Detail::NonFinite, fallbacks.non_finite);
+        Store::append_audit(&mut tx, fallback_event, now).await?;
+        if prepared.hold_outputs {
+            // Computed and charged, but the operator sees nothing until a reviewer
+            // releases it.
+            view.outputs.clear();
+        }
+        let (seq, entry) = Store::append_audit_entry(&mut tx, event, now).await?;
+        Store::set_release_seq(&mut tx, run_id, seq).await?;
+        let checkpoint = self.seal_in(&mut tx, seq).await?;
         tx.commit().await.context("committing the run's outcome")?;
         drop(checkpoints);
-        let (mut view, seq, entry, checkpoint) = view?;
+        self.run_ended.notify_waiters();
         view.receipt = Some(self.receipt_under(seq, entry, checkpoint).await?);
         Ok(view)
+    }
+
+    /// Stores a charged run's failure with its audit entry, in one transaction. The audit
+    /// log keeps the detailed code; the operator gets the coarse class.
+    async fn fail(&self, caller: &Caller, run_id: i64, failure: RunFailure) -> ServiceResult<RunView> {
+        let (code, message) = failure.describe();
+        tracing::warn!(run_id, code, "run failed");
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        ensure_running(Store::finish_run(&mut tx, run_id, RunState::Failed, code, None, now).await?, run_id)?;
+        let event = Self::event(caller, Act::RunRelease, format!("run:{run_id}"), AuditOutcome::Failed).reason(code);
+        Store::append_audit(&mut tx, event, now).await?;
+        tx.commit().await.context("committing the run's outcome")?;
+        self.run_ended.notify_waiters();
+        Err(ServiceError::RunFailed { message })
+    }
+
+    /// Executes a run this node queued as soon as it has a free sandbox slot — unless
+    /// another node claims it first; then waits for that node to end it.
+    async fn run_here_or_await(&self, caller: &Caller, run: ChargedRun) -> ServiceResult<RunView> {
+        let acquire = self.runner.slot();
+        tokio::pin!(acquire);
+        let slot = loop {
+            tokio::select! {
+                slot = &mut acquire => break Some(slot?),
+                () = tokio::time::sleep(QUEUE_POLL) => {
+                    let state = self.store.run(run.run_id).await?.map(|row| row.state);
+                    if state != Some(RunState::Queued) {
+                        break None;
+                    }
+                }
+            }
+        };
+        if let Some(slot) = slot
+            && let Some(revoked) = self.store.claim_run(run.run_id, self.store.node()).await?
+        {
+            // A run that waited for a slot does not start under an authorisation revoked
+            // meanwhile; its charge stands (no data was read, but the attempt was made).
+            if revoked {
+                return self.fail(caller, run.run_id, RunFailure::Revoked).await;
+            }
+            let outcome = self.execute(&run, slot).await;
+            return self.finish(caller, &run, outcome).await;
+        }
+        self.await_end(run.run_id).await
+    }
+
+    /// Waits for a run another node claimed to end, and answers as that node would have:
+    /// the release with its receipt, or the failure's coarse message. A claimer that died
+    /// meanwhile has its run settled as interrupted here.
+    async fn await_end(&self, run_id: i64) -> ServiceResult<RunView> {
+        loop {
+            let ended = self.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let run = self.store.run(run_id).await?.with_context(|| format!("run {run_id} disappeared"))?;
+            match run.state {
+                RunState::Queued | RunState::Running => {}
+                RunState::Failed => {
+                    return Err(ServiceError::RunFailed {
+                        message: failure_message(run.outcome.as_deref().unwrap_or_default()),
+                    });
+                }
+                RunState::Interrupted => return Err(ServiceError::RunFailed { message: INTERRUPTED }),
+                RunState::Released | RunState::Held | RunState::Withheld => {
+                    let authorisation =
+                        self.store.authorisation(run.authorisation_id).await?.context("the run's authorisation")?;
+                    let mut view = self.stored_view(&run, &authorisation).await?;
+                    if view.state != RunState::Released {
+                        // As on the node that ran it: nothing before data product review.
+                        view.outputs.clear();
+                    }
+                    return Ok(view);
+                }
+            }
+            let claimer_dead = match (run.state, run.node) {
+                (RunState::Running, Some(node)) => !self.store.node_alive(node).await?,
+                (RunState::Running, None) => true,
+                _ => false,
+            };
+            if claimer_dead {
+                self.settle_run(run_id).await?;
+                continue;
+            }
+            tokio::select! {
+                () = &mut ended => {}
+                () = tokio::time::sleep(QUEUE_POLL) => {}
+            }
+        }
+    }
+
+    /// Starts this node's dispatcher: whenever a sandbox slot is free, it claims the oldest
+    /// queued run — one another node charged but had no slot for, or whose node died before
+    /// claiming it — and executes it as the request's own node would have. It stops
+    /// claiming once a stop has begun ([`crate::in_flight::InFlight::stop_begun`]); runs it
+    /// claimed count as requests under way, so a shutdown drains them.
+    pub fn spawn_run_dispatcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let app = Arc::clone(self);
+        tokio::spawn(async move { app.dispatch_queued_runs().await })
+    }
+
+    async fn dispatch_queued_runs(self: Arc<Self>) {
+        while !self.in_flight.stopping() {
+            let Ok(slot) = self.runner.slot().await else { return };
+            if self.in_flight.stopping() {
+                return;
+            }
+            match self.claim_queued().await {
+                Ok(Some(run)) => {
+                    let ticket = self.in_flight.begin();
+                    let app = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        app.execute_claimed(run, slot).await;
+                        drop(ticket);
+                    });
+                }
+                Ok(None) => {
+                    drop(slot);
+                    tokio::time::sleep(QUEUE_POLL).await;
+                }
+                Err(error) => {
+                    drop(slot);
+                    tracing::warn!(error = %format!("{error:#}"), "claiming a queued run failed");
+                    tokio::time::sleep(QUEUE_POLL * 10).await;
+                }
+            }
+        }
+    }
+
+    /// The oldest queued run, claimed for this node; a read first, so an idle node's
+    /// polling writes nothing.
+    async fn claim_queued(&self) -> anyhow::Result<Option<RunRow>> {
+        if self.store.oldest_queued_run().await?.is_none() {
+            return Ok(None);
+        }
+        self.store.claim_next_run(self.store.node()).await
+    }
+
+    /// Executes a run claimed from the queue, as its operator's request would have: the
+    /// inputs read back from the stored charge, then execute, release, record. Whatever
+    /// goes wrong, the run ends: failed, or (if even that cannot be stored) interrupted.
+    async fn execute_claimed(&self, run: RunRow, slot: tokio::sync::OwnedSemaphorePermit) {
+        let run_id = run.id;
+        tracing::info!(run_id, "running a run claimed from the queue");
+        let result = async {
+            let operator = self.store.principal(run.operator_id).await?.context("the run's operator")?;
+            let caller = Caller {
+                principal: super::principal_from_row(&operator)?,
+                name: operator.name,
+                request_id: format!("queued-run-{run_id}"),
+            };
+            match self.charged_from_row(&run).await {
+                Ok(charged) => {
+                    let outcome = self.execute(&charged, slot).await;
+                    self.finish(&caller, &charged, outcome).await
+                }
+                Err(failure) => self.fail(&caller, run_id, failure).await,
+            }
+        }
+        .await;
+        match result {
+            Ok(_) | Err(ServiceError::RunFailed { .. }) => {}
+            Err(error) => {
+                tracing::error!(run_id, error = %error, "a claimed run could not be ended; settling it as interrupted");
+                if let Err(error) = self.settle_run(run_id).await {
+                    tracing::error!(run_id, error = %format!("{error:#}"), "settling the run failed");
+                }
+            }
+        }
+    }
+
+    /// A stored charged run's inputs, read back as [`App::decide_and_prepare`] gathered
+    /// them: the model recompiled from its stored bytes only if they still hash to the
+    /// reviewed digest, the version it was charged for, its data key unwrapped.
+    async fn charged_from_row(&self, run: &RunRow) -> Result<ChargedRun, RunFailure> {
+        let facts = self.store.run_facts(run.authorisation_id, run.model_id).await.map_err(RunFailure::Host)?;
+        let (Some(authorisation), Some(model), Some(dataset)) = (facts.authorisation, facts.model, facts.dataset)
+        else {
+            return Err(RunFailure::Host(anyhow::anyhow!("the run's authorisation, model or dataset is missing")));
+        };
+        // Read after the claim: as on the node that took the request, a run does not start
+        // under an authorisation revoked (or a dataset destroyed) while it was queued.
+        if authorisation.revoked_at.is_some() {
+            return Err(RunFailure::Revoked);
+        }
+        if dataset.destroyed_at.is_some() {
+            return Err(RunFailure::Destroyed);
+        }
+        let host = |error: anyhow::Error| RunFailure::Host(error);
+        let manifest = Manifest::from_toml(&model.manifest_toml)
+            .map_err(|error| host(anyhow::anyhow!("stored manifest: {error}")))?;
+        let digest = ModelDigest::of(&model.module, &manifest).to_string();
+        if model.digest != digest {
+            return Err(host(anyhow::anyhow!("model {} no longer hashes to its reviewed digest", model.id)));
+        }
+        let version = self
+            .store
+            .versions(run.dataset_id)
+            .await
+            .map_err(host)?
+            .into_iter()
+            .find(|row| row.version == run.dataset_version)
+            .ok_or_else(|| host(anyhow::anyhow!("the run's dataset version is missing")))?;
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| host(anyhow::anyhow!("stored schema: {error}")))?;
+        let key = self.unwrap_data_key(&version, &schema).await.map_err(host)?;
+        let compiled = self.runner.compiled(&digest, &model.module, manifest).await.map_err(host)?;
+        let remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent).map_err(host)?.remaining();
+        Ok(ChargedRun {
+            run_id: run.id,
+            authorisation_id: run.authorisation_id,
+            epsilon: Epsilon::from_units(u64::try_from(run.epsilon).unwrap_or(0)),
+            authorisation_remaining: remaining,
+            inputs: RunInputs {
+                model_id: run.model_id,
+                compiled,
+                version,
+                schema,
+                key,
+                min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
+                hold_outputs: authorisation.hold_outputs,
+            },
+        })
     }
 
     /// A finished run's release, for the operator who ran it (once any data product review
@@ -530,29 +758,33 @@ impl App {
                 crate::store::format_time(visible_at)
             )));
         }
-        if !is_reviewer && run.state == "held" {
+        if !is_reviewer && run.state == RunState::Held {
             return Err(ServiceError::Conflict(format!("run {run_id} is held for data product review")));
         }
-        if run.state == "interrupted" {
-            return Err(ServiceError::RunFailed {
-                message: "the run was cut off by a restart of the gateway and released nothing; its charge stands",
-            });
+        if run.state == RunState::Interrupted {
+            return Err(ServiceError::RunFailed { message: INTERRUPTED });
         }
-        if !is_reviewer && run.state == "withheld" {
+        if !is_reviewer && run.state == RunState::Withheld {
             return Err(ServiceError::Conflict(format!("run {run_id} was withheld by data product review")));
         }
-        let Some(json) = run.result_json else {
-            return Err(ServiceError::Conflict(format!("run {run_id} has no release (state {})", run.state)));
+        let view = self.stored_view(&run, &authorisation).await?;
+        self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
+        Ok(view)
+    }
+
+    /// A stored release as its operator's view, with its receipt and the live budget.
+    async fn stored_view(&self, run: &RunRow, authorisation: &AuthorisationRow) -> ServiceResult<RunView> {
+        let Some(json) = run.result_json.as_deref() else {
+            return Err(ServiceError::Conflict(format!("run {} has no release (state {})", run.id, run.state)));
         };
-        let mut view: RunView = serde_json::from_str(&json).context("stored release")?;
-        view.state = run.state.clone();
+        let mut view: RunView = serde_json::from_str(json).context("stored release")?;
+        view.state = run.state;
         view.visible_at = run.visible_at.clone();
-        if let Some(seq) = self.store.release_seq(run_id).await? {
+        if let Some(seq) = self.store.release_seq(run.id).await? {
             view.receipt = Some(self.receipt(seq).await?);
         }
         view.authorisation_epsilon_remaining =
             budget(authorisation.epsilon_total, authorisation.epsilon_spent)?.remaining().as_f64();
-        self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
 
@@ -571,10 +803,10 @@ impl App {
         };
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         self.guard(caller, action, &object, &self.run_resource(&run, &authorisation).await?).await?;
-        if let Err(denial) = review_result(run.state == "held") {
+        if let Err(denial) = review_result(run.state == RunState::Held) {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
-        let state = if approve { "released" } else { "withheld" };
+        let state = if approve { RunState::Released } else { RunState::Withheld };
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::review_held_run(&mut tx, run_id, state).await? {
@@ -631,23 +863,50 @@ async fn wait_until_visible(started: tokio::time::Instant, delay: time::Duration
     tokio::time::sleep_until(started + period.saturating_mul(periods)).await;
 }
 
+/// What the operator is told of a run its node's end cut off.
+const INTERRUPTED: &str = "the run was cut off by a restart of the gateway and released nothing; its charge stands";
+
+/// How often a request whose run another node claimed looks for its end (a run ended on
+/// this node wakes it at once), and how often an idle node looks for queued runs.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Why a charged run did not release.
 enum RunFailure {
     Sandbox(SandboxError),
     Host(anyhow::Error),
     /// The authorisation was revoked while the run waited for a sandbox slot.
     Revoked,
+    /// The dataset was destroyed while the run waited in the queue.
+    Destroyed,
 }
+
+/// The coarse message an operator gets for a failed run's stored outcome code: the same
+/// as [`RunFailure::describe`] gave the node that failed it.
+fn failure_message(code: &str) -> &'static str {
+    match code {
+        AUTHORISATION_REVOKED => REVOKED_MESSAGE,
+        DATASET_DESTROYED => DESTROYED_MESSAGE,
+        code if code == RunState::Interrupted.as_str() => INTERRUPTED,
+        code => sluice_sandbox::Outcome::of_code(code).map_or(HOST_MESSAGE, sluice_sandbox::Outcome::message),
+    }
+}
+
+const AUTHORISATION_REVOKED: &str = "authorisation_revoked";
+const REVOKED_MESSAGE: &str = "run stopped: the authorisation was revoked";
+const DATASET_DESTROYED: &str = "dataset_destroyed";
+const DESTROYED_MESSAGE: &str = "run stopped: the dataset was destroyed";
+const HOST_MESSAGE: &str = "run failed: internal error";
 
 impl RunFailure {
     /// The detailed code for the audit log, and the coarse message for the operator.
     fn describe(&self) -> (&'static str, &'static str) {
         match self {
             RunFailure::Sandbox(error) => (error.code(), error.outcome().message()),
-            RunFailure::Revoked => ("authorisation_revoked", "run stopped: the authorisation was revoked"),
+            RunFailure::Revoked => (AUTHORISATION_REVOKED, REVOKED_MESSAGE),
+            RunFailure::Destroyed => (DATASET_DESTROYED, DESTROYED_MESSAGE),
             RunFailure::Host(error) => {
                 tracing::error!(error = %format!("{error:#}"), "run failed on the host side");
-                ("host_error", "run failed: internal error")
+                ("host_error", HOST_MESSAGE)
             }
         }
     }

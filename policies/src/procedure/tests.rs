@@ -262,3 +262,19 @@ fn the_run_decision_includes_the_minimum_epsilon() {
     case.epsilon = 0.01;
     assert_eq!(decide(&case).expect_err("below the minimum").reason, DenialReason::EpsilonBelowMinimum);
 }
+
+/// A stored state reads back as itself, and a name that is no state is an error naming it
+/// (a row altered in the database does not pass as some default state).
+#[test]
+fn stored_states_read_back_and_unknown_names_are_refused() {
+    use ApplicationState as A;
+    for state in [A::Draft, A::Submitted, A::BureauApproved, A::Approved, A::Rejected, A::Withdrawn] {
+        assert_eq!(ApplicationState::try_from(state.as_str().to_owned()), Ok(state));
+    }
+    for state in [ModelState::Submitted, ModelState::Approved, ModelState::Rejected, ModelState::Revoked] {
+        assert_eq!(ModelState::try_from(state.as_str().to_owned()), Ok(state));
+    }
+    let refused = ModelState::try_from("approved ".to_owned()).expect_err("not a state");
+    assert!(refused.contains("`approved ` is not a model state"), "{refused}");
+    assert!(ApplicationState::try_from("APPROVED".to_owned()).is_err());
+}

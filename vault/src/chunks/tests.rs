@@ -1,6 +1,47 @@
 //! Vault tests: round trips and the tampering the associated data must catch.
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
 use super::*;
+
+/// The gateway's local store, as the vault sees it: a file per key under a directory (the
+/// real one goes through `object_store`; these tests tamper with the files).
+#[derive(Debug)]
+struct DirChunks(PathBuf);
+
+impl ChunkIo for DirChunks {
+    fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let path = self.0.join(key);
+        fs::create_dir_all(path.parent().expect("a key has a directory"))?;
+        Ok(fs::write(path, bytes)?)
+    }
+
+    fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match fs::read(self.0.join(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> anyhow::Result<u64> {
+        let dir = self.0.join(prefix);
+        let count = fs::read_dir(&dir).map(|entries| entries.count() as u64).unwrap_or(0);
+        if dir.exists() {
+            fs::remove_dir_all(dir)?;
+        }
+        Ok(count)
+    }
+}
+
+fn version_dir(root: &Path, dataset_id: i64, version: i64) -> PathBuf {
+    root.join(version_prefix(dataset_id, version))
+}
+
+fn chunk_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:08}.chunk"))
+}
 
 const SCHEMA: &str = r#"
 name = "t"
@@ -19,6 +60,8 @@ nullable = true
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    /// A store of files under `root`, which the tests tamper with.
+    store: Arc<DirChunks>,
     schema: DatasetSchema,
     master: AeadKey,
 }
@@ -26,7 +69,9 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("blobs");
+    fs::create_dir_all(&root).expect("mkdir");
     Fixture {
+        store: Arc::new(DirChunks(root.clone())),
         root,
         _dir: dir,
         schema: DatasetSchema::from_toml(SCHEMA).expect("valid"),
@@ -50,7 +95,7 @@ fn csv(rows: usize) -> String {
 fn read_all(fixture: &Fixture, context: ChunkContext, report: &IngestReport) -> anyhow::Result<Vec<Batch>> {
     let key = fixture.master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
     let columns = ["value".to_string(), "count".to_string()];
-    VersionReader::open(&fixture.root, context, report.chunks, key, &fixture.schema, &columns)?.collect()
+    VersionReader::open(fixture.store.clone(), context, report.chunks, key, &fixture.schema, &columns)?.collect()
 }
 
 #[test]
@@ -58,8 +103,9 @@ fn ingest_round_trips_across_chunks() {
     let fixture = fixture();
     let context = context(1, &fixture);
     let rows = CHUNK_ROWS + 10;
-    let report = ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
-        .expect("ingest");
+    let report =
+        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+            .expect("ingest");
     assert_eq!((report.rows, report.chunks), (rows as u64, 2));
     let batches = read_all(&fixture, context, &report).expect("read");
     assert_eq!(batches.iter().map(|batch| batch.rows).sum::<usize>(), rows);
@@ -77,13 +123,15 @@ fn a_split_reader_reads_the_same_batches_in_parts() {
     let fixture = fixture();
     let context = context(1, &fixture);
     let rows = 3 * CHUNK_ROWS + 10;
-    let report = ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
-        .expect("ingest");
+    let report =
+        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+            .expect("ingest");
     assert_eq!(report.chunks, 4);
     let whole = read_all(&fixture, context, &report).expect("read");
     let key = fixture.master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
     let columns = ["value".to_string(), "count".to_string()];
-    let open = || VersionReader::open(&fixture.root, context, report.chunks, key.clone(), &fixture.schema, &columns);
+    let open =
+        || VersionReader::open(fixture.store.clone(), context, report.chunks, key.clone(), &fixture.schema, &columns);
     for parts in [1, 2, 3, 4, 9] {
         let readers = open().expect("open").split(parts);
         assert_eq!(readers.len(), parts.min(4), "{parts} parts");
@@ -106,7 +154,7 @@ fn tampering_is_refused() {
         &fixture.schema,
         context,
         &fixture.master,
-        &fixture.root,
+        fixture.store.as_ref(),
         false,
         |_| {},
     )
@@ -154,7 +202,8 @@ fn tampering_is_refused() {
     }
     let key = fixture.master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
     let columns = ["value".to_string()];
-    let mut reader = VersionReader::open(&fixture.root, foreign, 3, key, &fixture.schema, &columns).expect("open");
+    let mut reader =
+        VersionReader::open(fixture.store.clone(), foreign, 3, key, &fixture.schema, &columns).expect("open");
     assert!(reader.next().expect("one item").is_err(), "a chunk replayed into another dataset must fail");
     // Untouched, everything still reads.
     read_all(&fixture, context, &report).expect("intact");
@@ -166,9 +215,16 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
     let mut text = csv(100);
     text.push_str("3,not-a-number\n");
     text.push_str("x,4.0\n");
-    let error =
-        ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, false, |_| {})
-            .expect_err("invalid");
+    let error = ingest(
+        text.as_bytes(),
+        &fixture.schema,
+        context(1, &fixture),
+        &fixture.master,
+        fixture.store.as_ref(),
+        false,
+        |_| {},
+    )
+    .expect_err("invalid");
     let IngestError::InvalidRows(rows) = &error else { panic!("{error}") };
     assert_eq!(rows[0], RowError { line: 102, column: "value".into(), problem: "is not a number".into() });
     assert_eq!(rows[1].line, 103);
@@ -185,7 +241,7 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
         &fixture.schema,
         context(1, &fixture),
         &fixture.master,
-        &fixture.root,
+        fixture.store.as_ref(),
         false,
         |_| {},
     )
@@ -198,8 +254,16 @@ fn plaintext_never_reaches_the_blob_directory() {
     let fixture = fixture();
     let canary = "987654321.123";
     let text = format!("count,value\n1,{canary}\n2,{canary}\n");
-    ingest(text.as_bytes(), &fixture.schema, context(1, &fixture), &fixture.master, &fixture.root, false, |_| {})
-        .expect("ingest");
+    ingest(
+        text.as_bytes(),
+        &fixture.schema,
+        context(1, &fixture),
+        &fixture.master,
+        fixture.store.as_ref(),
+        false,
+        |_| {},
+    )
+    .expect("ingest");
     let canary_bits = 987654321.123f64.to_le_bytes();
     for entry in fs::read_dir(version_dir(&fixture.root, 1, 1)).expect("dir").flatten() {
         let bytes = fs::read(entry.path()).expect("read");
@@ -229,8 +293,9 @@ impl Xorshift {
 fn random_mutations_of_sealed_chunks_are_all_refused() {
     let fixture = fixture();
     let context = context(1, &fixture);
-    let report = ingest(csv(300).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
-        .expect("ingest");
+    let report =
+        ingest(csv(300).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+            .expect("ingest");
     let dir = version_dir(&fixture.root, 1, 1);
     let path = chunk_path(&dir, 0);
     let original = fs::read(&path).expect("read");
@@ -289,9 +354,16 @@ fn chunk_encoding_round_trips() {
 fn a_dataset_filling_whole_chunks_reads_back() {
     let fixture = fixture();
     let context = context(1, &fixture);
-    let report =
-        ingest(csv(CHUNK_ROWS).as_bytes(), &fixture.schema, context, &fixture.master, &fixture.root, false, |_| {})
-            .expect("ingest");
+    let report = ingest(
+        csv(CHUNK_ROWS).as_bytes(),
+        &fixture.schema,
+        context,
+        &fixture.master,
+        fixture.store.as_ref(),
+        false,
+        |_| {},
+    )
+    .expect("ingest");
     assert_eq!(report.chunks, 2);
     let rows: usize = read_all(&fixture, context, &report).expect("reads").iter().map(|batch| batch.rows).sum();
     assert_eq!(rows, CHUNK_ROWS);
@@ -312,10 +384,11 @@ fn contributions_per_person_are_bounded_at_ingest() {
     assert_eq!(schema.rows_per_person(), 2);
     let csv = "person,value,count\n1,1.0,1\n1,2.0,1\n2,3.0,1\n1,4.0,1\n";
     let context = ChunkContext { dataset_id: 1, version: 1, schema_hash: schema.hash() };
-    let error =
-        ingest(csv.as_bytes(), &schema, context, &fixture.master, &fixture.root, false, |_| {}).expect_err("third row");
+    let error = ingest(csv.as_bytes(), &schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+        .expect_err("third row");
     let IngestError::InvalidRows(rows) = error else { panic!("{error}") };
     assert_eq!((rows[0].line, rows[0].column.as_str()), (5, "person"));
-    let report = ingest(csv.as_bytes(), &schema, context, &fixture.master, &fixture.root, true, |_| {}).expect("skips");
+    let report =
+        ingest(csv.as_bytes(), &schema, context, &fixture.master, fixture.store.as_ref(), true, |_| {}).expect("skips");
     assert_eq!((report.rows, report.skipped), (3, 1));
 }
