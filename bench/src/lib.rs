@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde_json::json;
 use sluice::client::InProcessClient;
 use sluice::examples::{VEHICLE_RISK_WASM, VEHICLES_SCHEMA};
+use sluice_gateway::ids::{AuthorisationId, DatasetId, ModelId};
 use sluice_gateway::service::App;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -30,7 +31,7 @@ pub struct Scenario {
     pub operator: String,
     pub bureau: String,
     pub department: String,
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -91,12 +92,16 @@ pub async fn scenario(app: &Arc<App>, api: &InProcessClient) -> anyhow::Result<S
         <[String; 4]>::try_from(tokens).map_err(|_| anyhow::anyhow!("four principals"))?;
     let dataset =
         api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 1000.0})).await.ok()?;
-    let dataset_id = dataset["id"].as_i64().context("dataset id")?;
+    let dataset_id = DatasetId(dataset["id"].as_i64().context("dataset id")?);
     Ok(Scenario { provider, operator, bureau, department, dataset_id })
 }
 
 /// The application, both reviews, the model and its review: the authorisation and model.
-pub async fn approve_model(api: &InProcessClient, scenario: &Scenario, manifest: &str) -> anyhow::Result<(i64, i64)> {
+pub async fn approve_model(
+    api: &InProcessClient,
+    scenario: &Scenario,
+    manifest: &str,
+) -> anyhow::Result<(AuthorisationId, ModelId)> {
     let now = OffsetDateTime::now_utc();
     let application = api
         .post(
@@ -114,7 +119,7 @@ pub async fn approve_model(api: &InProcessClient, scenario: &Scenario, manifest:
     let reviews = format!("/v1/applications/{}/reviews", application["id"]);
     api.post(&reviews, &scenario.bureau, &json!({"approve": true})).await.ok()?;
     let approved = api.post(&reviews, &scenario.department, &json!({"approve": true})).await.ok()?;
-    let authorisation_id = approved["authorisation_id"].as_i64().context("authorisation id")?;
+    let authorisation_id = AuthorisationId(approved["authorisation_id"].as_i64().context("authorisation id")?);
     let model = api
         .post(
             "/v1/models",
@@ -127,7 +132,7 @@ pub async fn approve_model(api: &InProcessClient, scenario: &Scenario, manifest:
         )
         .await
         .ok()?;
-    let model_id = model["id"].as_i64().context("model id")?;
+    let model_id = ModelId(model["id"].as_i64().context("model id")?);
     let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
     api.post(
         &format!("/v1/models/{model_id}/reviews"),

@@ -180,7 +180,8 @@ async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
     let facts = app.store().run_facts(authorisation_id, model_id).await?;
     let version = facts.version.context("the ingested version")?;
     let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let context = ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: schema.hash() };
+    let context =
+        ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
     let master = sluice_vault::keys::read_key_file(&master_key)?;
     let key =
         master.unwrap_key(&version.wrapped_key, &context.key_context()).map_err(|_| anyhow::anyhow!("data key"))?;

@@ -420,7 +420,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dataset { command: DatasetCommand::Destroy { acting, dataset } } => {
             let (app, caller) = open_as(&acting).await?;
-            let summary = app.destroy_dataset(&caller, dataset).await.map_err(service_error)?;
+            let summary =
+                app.destroy_dataset(&caller, sluice_gateway::ids::DatasetId(dataset)).await.map_err(service_error)?;
             println!("dataset {dataset} destroyed: {} data keys deleted, chunks removed", summary.data_keys_deleted);
             Ok(ExitCode::SUCCESS)
         }
@@ -740,7 +741,9 @@ async fn ingest(acting: Acting, dataset: i64, csv: PathBuf, skip_invalid: bool) 
     let reader = bar.wrap_read(file);
     let rows_bar = bar.clone();
     let outcome = app
-        .ingest(&caller, dataset, reader, skip_invalid, move |rows| rows_bar.set_message(format!("{rows} rows sealed")))
+        .ingest(&caller, sluice_gateway::ids::DatasetId(dataset), reader, skip_invalid, move |rows| {
+            rows_bar.set_message(format!("{rows} rows sealed"))
+        })
         .await;
     bar.finish_and_clear();
     let summary = outcome.map_err(service_error)?;

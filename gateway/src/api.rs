@@ -20,9 +20,11 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ServiceError;
+use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
     App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, PrincipalCreation, new_request_id,
 };
+use sluice_policies::OrganisationId;
 
 /// Largest JSON request body (a model upload: 8 MiB of WebAssembly as base64, and its
 /// manifest). CSV uploads stream and have no limit.
@@ -286,7 +288,7 @@ async fn create_principal(
 async fn approve_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<PrincipalId>,
 ) -> ApiResult<Response> {
     let approved = app.approve_principal(&caller, id).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(approved)).into_response())
@@ -312,7 +314,7 @@ async fn create_organisation(
 async fn rename_organisation(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<OrganisationId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: OrganisationRequest = parse_json(&body, &caller)?;
@@ -328,7 +330,7 @@ async fn organisations(State(app): State<Arc<App>>, Authenticated(caller): Authe
 async fn issue_token(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<PrincipalId>,
 ) -> ApiResult<Response> {
     let issued = app.issue_token(&caller, id).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(issued)).into_response())
@@ -342,7 +344,7 @@ async fn rotate_own_token(State(app): State<Arc<App>>, Authenticated(caller): Au
 async fn revoke_token(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<PrincipalId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     // A DELETE may come without a body; a body, when sent, is a revocation's `{reason}`.
@@ -354,7 +356,7 @@ async fn revoke_token(
 async fn disable_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<PrincipalId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: RevokeRequest = parse_json(&body, &caller)?;
@@ -389,7 +391,7 @@ struct IngestQuery {
 async fn ingest(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<DatasetId>,
     Query(query): Query<IngestQuery>,
     body: Body,
 ) -> ApiResult<Response> {
@@ -401,7 +403,7 @@ async fn ingest(
 async fn destroy_dataset(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<DatasetId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.destroy_dataset(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -423,7 +425,7 @@ fn default_dummy_rows() -> usize {
 async fn dummy(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<DatasetId>,
     Query(query): Query<DummyQuery>,
 ) -> ApiResult<Response> {
     let csv = app.dummy_rows(&caller, id, query.rows, query.seed).await.for_caller(&caller)?;
@@ -529,7 +531,7 @@ async fn submit_application(
 async fn application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ApplicationId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.application(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -552,7 +554,7 @@ struct ReviewRequest {
 async fn review_application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ApplicationId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
@@ -576,7 +578,7 @@ async fn submit_model(
 async fn review_model(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ModelId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
@@ -595,7 +597,7 @@ struct RevokeRequest {
 async fn revoke_authorisation(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<AuthorisationId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: RevokeRequest = parse_json(&body, &caller)?;
@@ -606,7 +608,7 @@ async fn revoke_authorisation(
 async fn revoke_model(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ModelId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: RevokeRequest = parse_json(&body, &caller)?;
@@ -616,7 +618,7 @@ async fn revoke_model(
 async fn model_view(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ModelId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.model_view(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -624,7 +626,7 @@ async fn model_view(
 async fn submit_draft(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ApplicationId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.submit_draft(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -632,7 +634,7 @@ async fn submit_draft(
 async fn withdraw_application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<ApplicationId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.withdraw_application(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -640,8 +642,8 @@ async fn withdraw_application(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunRequest {
-    authorisation_id: i64,
-    model_id: i64,
+    authorisation_id: AuthorisationId,
+    model_id: ModelId,
 }
 
 async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
@@ -653,7 +655,7 @@ async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, 
 async fn review_result(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<RunId>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
@@ -663,7 +665,7 @@ async fn review_result(
 async fn run_result(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<RunId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.run_result(&caller, id).await.for_caller(&caller)?).into_response())
 }
@@ -671,7 +673,7 @@ async fn run_result(
 async fn budget(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<AuthorisationId>,
 ) -> ApiResult<Response> {
     Ok(Json(app.budget(&caller, id).await.for_caller(&caller)?).into_response())
 }

@@ -19,6 +19,7 @@ pub mod chunk_store;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod ids;
 pub mod in_flight;
 pub mod parts;
 pub mod runner;

@@ -30,7 +30,8 @@ pub struct Sealed {
     /// One ingest at a time per dataset (its next version number is bound into every
     /// chunk before the version row exists). Nothing else waits for an ingest: a rotation
     /// or a destruction only waits for the short moment an ingest commits.
-    ingest_locks: std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    ingest_locks:
+        std::sync::Mutex<std::collections::HashMap<crate::ids::DatasetId, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The master key came from the environment, so it is rotated where it is kept.
     pub(crate) master_from_environment: bool,
 }
@@ -62,7 +63,7 @@ impl Sealed {
     }
 
     /// The lock that orders ingests of `dataset_id`.
-    pub(crate) fn ingest_lock(&self, dataset_id: i64) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn ingest_lock(&self, dataset_id: crate::ids::DatasetId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.ingest_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(dataset_id).or_default().clone()
     }

@@ -1,10 +1,12 @@
-//! Storage: every table Sluice keeps, behind one `Store` with SQLite as the embedded
-//! back end.
+//! Storage: every table Sluice keeps, behind one `Store` with two back ends chosen by the
+//! database URL: SQLite (the embedded default) and PostgreSQL (for several nodes).
 //!
-//! It owns SQL and transactions. The SQL is kept portable (numbered `$n` parameters,
-//! `RETURNING`, no SQLite-only functions in queries) so a PostgreSQL back end is a second
-//! migration set and connection type behind the same methods; nothing outside this module
-//! and `migrations/` sees SQL. It must not make policy decisions, and it must not update or
+//! It owns SQL, transactions and how domain values are stored: entity ids
+//! ([`crate::ids`]) as integer columns, [`RunState`] and the policies' application and
+//! model states as their lowercase names. The SQL is kept portable (numbered `$n`
+//! parameters, `RETURNING`, no SQLite-only functions in queries), so both back ends run the
+//! same statements over their own migration sets; nothing outside this module and
+//! `migrations/` sees SQL. It must not make policy decisions, and it must not update or
 //! delete audit entries (the database refuses that too).
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use sluice_audit::{AuditEntry, AuditEvent, RootBuilder, leaf_hash};
-use sluice_policies::{ApplicationState, ModelState};
+use sluice_policies::{ApplicationState, ModelState, OrganisationId};
+
+use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, NodeId, PrincipalId, RunId};
 
 /// A transaction. One from [`Store::begin`] or [`Store::begin_unsynced`] holds this
 /// process's turn at the write lock — writers wait for it in the order they asked (a fair
@@ -152,23 +156,25 @@ pub fn parse_time(text: &str) -> anyhow::Result<OffsetDateTime> {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct PrincipalRow {
-    pub id: i64,
+    pub id: PrincipalId,
     pub name: String,
     pub role: String,
-    pub organisation_id: i64,
+    #[sqlx(try_from = "i64")]
+    pub organisation_id: OrganisationId,
     pub reviewer_kind: Option<String>,
     pub licence_number: Option<String>,
     pub licence_valid_from: Option<String>,
     pub licence_valid_until: Option<String>,
     pub token_expires_at: Option<String>,
     pub disabled_at: Option<String>,
-    pub created_by: Option<i64>,
+    pub created_by: Option<PrincipalId>,
     pub pending_approval: bool,
 }
 
 #[derive(Debug, Clone, FromRow, serde::Serialize)]
 pub struct OrganisationRow {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: OrganisationId,
     pub name: String,
     pub created_at: String,
 }
@@ -177,22 +183,22 @@ pub struct OrganisationRow {
 pub struct NewPrincipal {
     pub name: String,
     pub role: String,
-    pub organisation_id: i64,
+    pub organisation_id: OrganisationId,
     pub reviewer_kind: Option<String>,
     pub licence: Option<(String, String, String)>,
     pub token_hash: String,
     pub token_expires_at: OffsetDateTime,
     /// The administrator who created it (none when bootstrapped at the host).
-    pub created_by: Option<i64>,
+    pub created_by: Option<PrincipalId>,
     /// Waits for a second administrator's approval before its token works.
     pub pending_approval: bool,
 }
 
 #[derive(Debug, Clone, FromRow)]
 pub struct DatasetRow {
-    pub id: i64,
+    pub id: DatasetId,
     pub name: String,
-    pub provider_id: i64,
+    pub provider_id: PrincipalId,
     pub description: String,
     pub schema_toml: String,
     pub schema_hash: String,
@@ -205,7 +211,7 @@ pub struct DatasetRow {
 
 #[derive(Clone, FromRow)]
 pub struct VersionRow {
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
     pub version: i64,
     pub row_count: i64,
     pub chunk_count: i64,
@@ -225,9 +231,9 @@ impl std::fmt::Debug for VersionRow {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ApplicationRow {
-    pub id: i64,
-    pub operator_id: i64,
-    pub dataset_id: i64,
+    pub id: ApplicationId,
+    pub operator_id: PrincipalId,
+    pub dataset_id: DatasetId,
     pub purpose: String,
     pub use_scope: String,
     pub security_measures: String,
@@ -237,15 +243,15 @@ pub struct ApplicationRow {
     pub epsilon_requested: i64,
     #[sqlx(try_from = "String")]
     pub state: ApplicationState,
-    pub bureau_reviewer_id: Option<i64>,
+    pub bureau_reviewer_id: Option<PrincipalId>,
 }
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AuthorisationRow {
-    pub id: i64,
-    pub application_id: i64,
-    pub operator_id: i64,
-    pub dataset_id: i64,
+    pub id: AuthorisationId,
+    pub application_id: ApplicationId,
+    pub operator_id: PrincipalId,
+    pub dataset_id: DatasetId,
     pub purpose: String,
     pub columns_json: String,
     pub valid_from: String,
@@ -258,9 +264,9 @@ pub struct AuthorisationRow {
 
 #[derive(Clone, FromRow)]
 pub struct ModelRow {
-    pub id: i64,
-    pub authorisation_id: i64,
-    pub submitter_id: i64,
+    pub id: ModelId,
+    pub authorisation_id: AuthorisationId,
+    pub submitter_id: PrincipalId,
     pub name: String,
     pub digest: String,
     pub module: Vec<u8>,
@@ -360,6 +366,47 @@ impl std::fmt::Display for RunState {
     }
 }
 
+/// Stores each entity id ([`crate::ids`]) as the integer column it is on either back end.
+macro_rules! integer_column {
+    ($($id:ty),*) => {$(
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $id
+        where
+            i64: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <i64 as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <i64 as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $id
+        where
+            i64: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <i64 as sqlx::Encode<'q, DB>>::encode_by_ref(&self.0, buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $id
+        where
+            i64: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                <i64 as sqlx::Decode<'r, DB>>::decode(value).map(Self)
+            }
+        }
+    )*};
+}
+
+integer_column!(PrincipalId, DatasetId, ApplicationId, AuthorisationId, ModelId, RunId, NodeId);
+
 /// The columns of a [`RunRow`], for every statement that reads or returns one.
 macro_rules! run_columns {
     () => {
@@ -370,11 +417,11 @@ macro_rules! run_columns {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct RunRow {
-    pub id: i64,
-    pub authorisation_id: i64,
-    pub model_id: i64,
-    pub operator_id: i64,
-    pub dataset_id: i64,
+    pub id: RunId,
+    pub authorisation_id: AuthorisationId,
+    pub model_id: ModelId,
+    pub operator_id: PrincipalId,
+    pub dataset_id: DatasetId,
     pub dataset_version: i64,
     pub epsilon: i64,
     pub state: RunState,
@@ -385,7 +432,7 @@ pub struct RunRow {
     /// The node (gateway process) that claimed it ([`Store::node`]); none while it is
     /// queued, and on rows from before nodes were recorded.
     #[sqlx(default)]
-    pub node: Option<i64>,
+    pub node: Option<NodeId>,
 }
 
 /// The facts of one run decision, read together ([`Store::run_facts`]).
@@ -397,8 +444,8 @@ pub struct RunFactsRows {
     pub version: Option<VersionRow>,
     /// The organisations of the authorisation's operator and of the dataset's provider,
     /// for the policy set's decision.
-    pub operator_organisation: Option<i64>,
-    pub provider_organisation: Option<i64>,
+    pub operator_organisation: Option<OrganisationId>,
+    pub provider_organisation: Option<OrganisationId>,
 }
 
 /// The facts a charge is checked against ([`Store::charge_facts`]).
@@ -451,7 +498,7 @@ impl NodeLease {
     const POSTGRES_TRY: &str = "SELECT pg_try_advisory_lock(1936487781, $1)";
 
     /// A random free node number and its lease.
-    async fn claim(database: &Database) -> anyhow::Result<(i64, Self)> {
+    async fn claim(database: &Database) -> anyhow::Result<(NodeId, Self)> {
         for _ in 0..16 {
             let node = Self::random_node()?;
             match database {
@@ -469,7 +516,7 @@ impl NodeLease {
                     let options = PgConnectOptions::from_str(url)?;
                     let mut connection = sqlx::ConnectOptions::connect(&options).await?;
                     let taken: bool =
-                        sqlx::query_scalar(Self::POSTGRES_TRY).bind(node as i32).fetch_one(&mut connection).await?;
+                        sqlx::query_scalar(Self::POSTGRES_TRY).bind(node.0 as i32).fetch_one(&mut connection).await?;
                     if taken {
                         return Ok((node, Self::Postgres(connection)));
                     }
@@ -479,22 +526,22 @@ impl NodeLease {
         anyhow::bail!("no free node number after 16 tries")
     }
 
-    fn random_node() -> anyhow::Result<i64> {
+    fn random_node() -> anyhow::Result<NodeId> {
         let mut bytes = [0u8; 4];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
         // 1 to i32::MAX: PostgreSQL's advisory lock keys are int4.
-        Ok(i64::from(u32::from_le_bytes(bytes) % (i32::MAX as u32)) + 1)
+        Ok(NodeId(i64::from(u32::from_le_bytes(bytes) % (i32::MAX as u32)) + 1))
     }
 
     /// `DIR/sluice-nodes/NODE.lock` beside the database file.
-    fn sqlite_lock_file(database: &Path, node: i64) -> anyhow::Result<PathBuf> {
+    fn sqlite_lock_file(database: &Path, node: NodeId) -> anyhow::Result<PathBuf> {
         let directory = database.parent().unwrap_or(Path::new(".")).join("sluice-nodes");
         std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
         Ok(directory.join(format!("{node}.lock")))
     }
 
-    fn sqlite_node_alive(database: &Database, node: i64) -> anyhow::Result<bool> {
+    fn sqlite_node_alive(database: &Database, node: NodeId) -> anyhow::Result<bool> {
         let Database::Sqlite(path) = database else { anyhow::bail!("not a SQLite database") };
         let path = Self::sqlite_lock_file(path, node)?;
         let file = match std::fs::OpenOptions::new().write(true).open(&path) {
@@ -520,7 +567,7 @@ pub struct Store {
     pools: Pools,
     database: Database,
     /// This process's node number, unique among the live nodes of the database.
-    node: i64,
+    node: NodeId,
     /// What shows the node is alive, held until [`Store::close`] (or the process ends).
     lease: Arc<std::sync::Mutex<Option<NodeLease>>>,
     round_trips: Arc<AtomicU64>,
@@ -722,14 +769,14 @@ impl Store {
     }
 
     /// This process's node number: the runs it starts carry it.
-    pub fn node(&self) -> i64 {
+    pub fn node(&self) -> NodeId {
         self.node
     }
 
     /// Whether node `node` is alive: some open store holds its lease (this one, or another
     /// process's — on PostgreSQL, any machine's). Exact, not a timeout: a process that dies
     /// loses its lease with it (the kernel closes its lock file and its connection).
-    pub async fn node_alive(&self, node: i64) -> anyhow::Result<bool> {
+    pub async fn node_alive(&self, node: NodeId) -> anyhow::Result<bool> {
         if node == self.node {
             return Ok(self.lease.lock().map_or(true, |lease| lease.is_some()));
         }
@@ -738,10 +785,10 @@ impl Store {
             Pools::Postgres { pool } => {
                 let mut connection = pool.acquire().await?;
                 let taken: bool =
-                    sqlx::query_scalar(NodeLease::POSTGRES_TRY).bind(node as i32).fetch_one(&mut *connection).await?;
+                    sqlx::query_scalar(NodeLease::POSTGRES_TRY).bind(node.0 as i32).fetch_one(&mut *connection).await?;
                 if taken {
                     sqlx::query("SELECT pg_advisory_unlock(1936487781, $1)")
-                        .bind(node as i32)
+                        .bind(node.0 as i32)
                         .execute(&mut *connection)
                         .await?;
                 }
@@ -767,7 +814,7 @@ impl Store {
 
     // ----- principals -----
 
-    pub async fn insert_principal(tx: &mut Tx, new: &NewPrincipal, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn insert_principal(tx: &mut Tx, new: &NewPrincipal, now: OffsetDateTime) -> anyhow::Result<PrincipalId> {
         let (number, from, until) =
             new.licence.clone().map_or((None, None, None), |(n, f, u)| (Some(n), Some(f), Some(u)));
         let id = in_tx!(tx, |c| {
@@ -780,7 +827,7 @@ impl Store {
         )
         .bind(&new.name)
         .bind(&new.role)
-        .bind(new.organisation_id)
+        .bind(new.organisation_id.0)
         .bind(&new.reviewer_kind)
         .bind(number)
         .bind(from)
@@ -803,7 +850,7 @@ impl Store {
     /// False if it does not exist or is not waiting for approval.
     pub async fn approve_principal(
         tx: &mut Tx,
-        id: i64,
+        id: PrincipalId,
         token_hash: &str,
         expires_at: OffsetDateTime,
     ) -> anyhow::Result<bool> {
@@ -828,18 +875,19 @@ impl Store {
         tx: &mut Tx,
         name: &str,
         name_key: &str,
-        created_by: Option<i64>,
+        created_by: Option<PrincipalId>,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Result<i64, i64>> {
-        if let Some(existing) = in_tx!(tx, |c| sqlx::query_scalar("SELECT id FROM organisations WHERE name_key = $1")
-            .bind(name_key)
-            .fetch_optional(c)
-            .await)?
+    ) -> anyhow::Result<Result<OrganisationId, OrganisationId>> {
+        if let Some(existing) =
+            in_tx!(tx, |c| sqlx::query_scalar::<_, i64>("SELECT id FROM organisations WHERE name_key = $1")
+                .bind(name_key)
+                .fetch_optional(c)
+                .await)?
         {
-            return Ok(Err(existing));
+            return Ok(Err(OrganisationId(existing)));
         }
         let id = in_tx!(tx, |c| {
-            sqlx::query_scalar(
+            sqlx::query_scalar::<_, i64>(
             "INSERT INTO organisations (name, name_key, created_by, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(name)
@@ -849,45 +897,45 @@ impl Store {
         .fetch_one(c)
         .await
         })?;
-        Ok(Ok(id))
+        Ok(Ok(OrganisationId(id)))
     }
 
     /// Renames organisation `id`; `Err(other)` if another organisation has that key,
     /// `Ok(false)` if there is no organisation `id`.
     pub async fn rename_organisation(
         tx: &mut Tx,
-        id: i64,
+        id: OrganisationId,
         name: &str,
         name_key: &str,
-    ) -> anyhow::Result<Result<bool, i64>> {
+    ) -> anyhow::Result<Result<bool, OrganisationId>> {
         if let Some(existing) =
             in_tx!(tx, |c| sqlx::query_scalar::<_, i64>("SELECT id FROM organisations WHERE name_key = $1")
                 .bind(name_key)
                 .fetch_optional(c)
                 .await)?
-            && existing != id
+            && existing != id.0
         {
-            return Ok(Err(existing));
+            return Ok(Err(OrganisationId(existing)));
         }
         let updated = in_tx!(tx, |c| sqlx::query("UPDATE organisations SET name = $1, name_key = $2 WHERE id = $3")
             .bind(name)
             .bind(name_key)
-            .bind(id)
+            .bind(id.0)
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
         in_tx!(tx, |c| sqlx::query("UPDATE principals SET organisation = $1 WHERE organisation_id = $2")
             .bind(name)
-            .bind(id)
+            .bind(id.0)
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
         Ok(Ok(updated == 1))
     }
 
-    pub async fn organisation(&self, id: i64) -> anyhow::Result<Option<OrganisationRow>> {
+    pub async fn organisation(&self, id: OrganisationId) -> anyhow::Result<Option<OrganisationRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, name, created_at FROM organisations WHERE id = $1")
-            .bind(id)
+            .bind(id.0)
             .fetch_optional(c)
             .await)?)
     }
@@ -910,7 +958,7 @@ impl Store {
     /// for `reason`. False if there is no such principal.
     pub async fn replace_token(
         tx: &mut Tx,
-        id: i64,
+        id: PrincipalId,
         new_hash: &str,
         expires_at: OffsetDateTime,
         reason: &str,
@@ -940,7 +988,7 @@ impl Store {
     }
 
     /// Disables principal `id` for good. False if it does not exist or already was.
-    pub async fn disable_principal(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+    pub async fn disable_principal(tx: &mut Tx, id: PrincipalId, now: OffsetDateTime) -> anyhow::Result<bool> {
         let updated = in_tx!(tx, |c| sqlx::query(
             "UPDATE principals SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL"
         )
@@ -957,7 +1005,7 @@ impl Store {
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(token_hash).fetch_optional(c).await)?)
     }
 
-    pub async fn principal(&self, id: i64) -> anyhow::Result<Option<PrincipalRow>> {
+    pub async fn principal(&self, id: PrincipalId) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
     }
@@ -972,14 +1020,14 @@ impl Store {
     pub async fn insert_dataset(
         tx: &mut Tx,
         name: &str,
-        provider_id: i64,
+        provider_id: PrincipalId,
         description: &str,
         schema_toml: &str,
         schema_hash: &str,
         epsilon_total: i64,
         min_group_size: i64,
         now: OffsetDateTime,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<DatasetId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO datasets (name, provider_id, description, schema_toml, schema_hash, epsilon_total, \
              min_group_size, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -1004,7 +1052,7 @@ impl Store {
         Ok(count > 0)
     }
 
-    pub async fn dataset(&self, id: i64) -> anyhow::Result<Option<DatasetRow>> {
+    pub async fn dataset(&self, id: DatasetId) -> anyhow::Result<Option<DatasetRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(id).fetch_optional(c).await)?)
     }
 
@@ -1016,7 +1064,12 @@ impl Store {
     /// than every version and every reservation, so no two ingests on any nodes seal the
     /// same one. The reservation goes when the version commits or the ingest fails
     /// ([`Store::release_reservation`]), or when its node is found dead.
-    pub async fn reserve_version(tx: &mut Tx, dataset_id: i64, node: i64, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn reserve_version(
+        tx: &mut Tx,
+        dataset_id: DatasetId,
+        node: NodeId,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<i64> {
         let version: i64 = in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM (SELECT version FROM dataset_versions WHERE dataset_id = $1 \
              UNION ALL SELECT version FROM ingest_reservations WHERE dataset_id = $1) v"
@@ -1039,7 +1092,7 @@ impl Store {
 
     /// Removes a version's reservation (in the transaction that commits the version, or
     /// when the ingest failed).
-    pub async fn release_reservation_in(tx: &mut Tx, dataset_id: i64, version: i64) -> anyhow::Result<()> {
+    pub async fn release_reservation_in(tx: &mut Tx, dataset_id: DatasetId, version: i64) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query(RELEASE_RESERVATION_SQL)
             .bind(dataset_id)
             .bind(version)
@@ -1050,7 +1103,7 @@ impl Store {
     }
 
     /// [`Store::release_reservation_in`] on its own.
-    pub async fn release_reservation(&self, dataset_id: i64, version: i64) -> anyhow::Result<()> {
+    pub async fn release_reservation(&self, dataset_id: DatasetId, version: i64) -> anyhow::Result<()> {
         in_pool!(self, |c| sqlx::query(RELEASE_RESERVATION_SQL)
             .bind(dataset_id)
             .bind(version)
@@ -1061,7 +1114,7 @@ impl Store {
     }
 
     /// The dataset's reserved versions with the node of each.
-    pub async fn reservations(&self, dataset_id: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+    pub async fn reservations(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<(i64, NodeId)>> {
         Ok(in_pool!(self, |c| sqlx::query_as(
             "SELECT version, node FROM ingest_reservations WHERE dataset_id = $1 ORDER BY version"
         )
@@ -1089,7 +1142,7 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    pub async fn versions(&self, dataset_id: i64) -> anyhow::Result<Vec<VersionRow>> {
+    pub async fn versions(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<VersionRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version")
             .bind(dataset_id)
             .fetch_all(c)
@@ -1098,7 +1151,7 @@ impl Store {
 
     /// Crypto-shredding: deletes every data key of the dataset (the wrapped keys are the
     /// only copies) and marks it destroyed. Returns how many versions lost their key.
-    pub async fn shred_dataset(tx: &mut Tx, dataset_id: i64, now: OffsetDateTime) -> anyhow::Result<u64> {
+    pub async fn shred_dataset(tx: &mut Tx, dataset_id: DatasetId, now: OffsetDateTime) -> anyhow::Result<u64> {
         let shredded =
             in_tx!(tx, |c| sqlx::query("UPDATE dataset_versions SET wrapped_key = $2 WHERE dataset_id = $1")
                 .bind(dataset_id)
@@ -1135,7 +1188,7 @@ impl Store {
     }
 
     /// Every stored data key: (dataset id, version, wrapped key).
-    pub async fn wrapped_keys(tx: &mut Tx) -> anyhow::Result<Vec<(i64, i64, Vec<u8>)>> {
+    pub async fn wrapped_keys(tx: &mut Tx) -> anyhow::Result<Vec<(DatasetId, i64, Vec<u8>)>> {
         Ok(in_tx!(tx, |c| sqlx::query_as(
             "SELECT dataset_id, version, wrapped_key FROM dataset_versions WHERE length(wrapped_key) > 0",
         )
@@ -1143,7 +1196,12 @@ impl Store {
         .await)?)
     }
 
-    pub async fn replace_wrapped_key(tx: &mut Tx, dataset_id: i64, version: i64, wrapped: &[u8]) -> anyhow::Result<()> {
+    pub async fn replace_wrapped_key(
+        tx: &mut Tx,
+        dataset_id: DatasetId,
+        version: i64,
+        wrapped: &[u8],
+    ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query(
             "UPDATE dataset_versions SET wrapped_key = $1 WHERE dataset_id = $2 AND version = $3"
         )
@@ -1177,7 +1235,11 @@ impl Store {
 
     // ----- applications and authorisations -----
 
-    pub async fn insert_application(tx: &mut Tx, row: &ApplicationRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn insert_application(
+        tx: &mut Tx,
+        row: &ApplicationRow,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<ApplicationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO applications (operator_id, dataset_id, purpose, use_scope, security_measures, columns_json, \
              valid_from, valid_until, epsilon_requested, state, created_at) \
@@ -1198,22 +1260,22 @@ impl Store {
         .await)?)
     }
 
-    pub async fn application(&self, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
+    pub async fn application(&self, id: ApplicationId) -> anyhow::Result<Option<ApplicationRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM applications WHERE id = $1")
             .bind(id)
             .fetch_optional(c)
             .await)?)
     }
 
-    pub async fn application_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ApplicationRow>> {
+    pub async fn application_in(tx: &mut Tx, id: ApplicationId) -> anyhow::Result<Option<ApplicationRow>> {
         Ok(in_tx!(tx, |c| sqlx::query_as("SELECT * FROM applications WHERE id = $1").bind(id).fetch_optional(c).await)?)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
     pub async fn record_application_review(
         tx: &mut Tx,
-        application_id: i64,
-        reviewer_id: i64,
+        application_id: ApplicationId,
+        reviewer_id: PrincipalId,
         stage: &str,
         approved: bool,
         comment: &str,
@@ -1251,7 +1313,7 @@ impl Store {
         application: &ApplicationRow,
         hold_outputs: bool,
         now: OffsetDateTime,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<AuthorisationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
              valid_until, epsilon_total, hold_outputs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -1274,26 +1336,29 @@ impl Store {
     const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
          valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs";
 
-    pub async fn authorisation(&self, id: i64) -> anyhow::Result<Option<AuthorisationRow>> {
+    pub async fn authorisation(&self, id: AuthorisationId) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
     }
 
-    pub async fn authorisation_for_application(&self, application_id: i64) -> anyhow::Result<Option<i64>> {
+    pub async fn authorisation_for_application(
+        &self,
+        application_id: ApplicationId,
+    ) -> anyhow::Result<Option<AuthorisationId>> {
         Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM authorisations WHERE application_id = $1")
             .bind(application_id)
             .fetch_optional(c)
             .await)?)
     }
 
-    pub async fn authorisations_for_dataset(&self, dataset_id: i64) -> anyhow::Result<Vec<AuthorisationRow>> {
+    pub async fn authorisations_for_dataset(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<AuthorisationRow>> {
         let sql =
             format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?)
     }
 
     /// Revokes an authorisation at once; false when it already was.
-    pub async fn revoke_authorisation(tx: &mut Tx, id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+    pub async fn revoke_authorisation(tx: &mut Tx, id: AuthorisationId, now: OffsetDateTime) -> anyhow::Result<bool> {
         let result = in_tx!(tx, |c| sqlx::query(
             "UPDATE authorisations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
         )
@@ -1305,7 +1370,7 @@ impl Store {
         Ok(result == 1)
     }
 
-    pub async fn set_application_state(tx: &mut Tx, id: i64, state: ApplicationState) -> anyhow::Result<()> {
+    pub async fn set_application_state(tx: &mut Tx, id: ApplicationId, state: ApplicationState) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE applications SET state = $1 WHERE id = $2")
             .bind(state.as_str())
             .bind(id)
@@ -1315,7 +1380,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_model_state(tx: &mut Tx, id: i64, state: ModelState) -> anyhow::Result<()> {
+    pub async fn set_model_state(tx: &mut Tx, id: ModelId, state: ModelState) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE models SET state = $1 WHERE id = $2")
             .bind(state.as_str())
             .bind(id)
@@ -1327,7 +1392,7 @@ impl Store {
 
     // ----- models -----
 
-    pub async fn insert_model(tx: &mut Tx, row: &ModelRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn insert_model(tx: &mut Tx, row: &ModelRow, now: OffsetDateTime) -> anyhow::Result<ModelId> {
         Ok(in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO models (authorisation_id, submitter_id, name, digest, module, manifest_toml, state, created_at) \
@@ -1346,7 +1411,7 @@ impl Store {
         })?)
     }
 
-    pub async fn model(&self, id: i64) -> anyhow::Result<Option<ModelRow>> {
+    pub async fn model(&self, id: ModelId) -> anyhow::Result<Option<ModelRow>> {
         Ok(in_pool!(self, |c| {
             sqlx::query_as(
             "SELECT id, authorisation_id, submitter_id, name, digest, module, manifest_toml, state FROM models WHERE id = $1",
@@ -1358,7 +1423,7 @@ impl Store {
     }
 
     /// Whether a model with these bytes was revoked under this authorisation.
-    pub async fn digest_revoked(tx: &mut Tx, authorisation_id: i64, digest: &str) -> anyhow::Result<bool> {
+    pub async fn digest_revoked(tx: &mut Tx, authorisation_id: AuthorisationId, digest: &str) -> anyhow::Result<bool> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM models WHERE authorisation_id = $1 AND digest = $2 AND state = $3)",
         )
@@ -1370,7 +1435,7 @@ impl Store {
     }
 
     /// Reviewers who have approved a model so far.
-    pub async fn model_approvers(tx: &mut Tx, model_id: i64) -> anyhow::Result<Vec<i64>> {
+    pub async fn model_approvers(tx: &mut Tx, model_id: ModelId) -> anyhow::Result<Vec<PrincipalId>> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT reviewer_id FROM model_reviews WHERE model_id = $1 AND approved = TRUE"
         )
@@ -1379,7 +1444,7 @@ impl Store {
         .await)?)
     }
 
-    pub async fn set_automated_results(&self, id: i64, results: &str) -> anyhow::Result<()> {
+    pub async fn set_automated_results(&self, id: ModelId, results: &str) -> anyhow::Result<()> {
         in_pool!(self, |c| sqlx::query("UPDATE models SET automated_results = $1 WHERE id = $2")
             .bind(results)
             .bind(id)
@@ -1389,7 +1454,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn automated_results(&self, id: i64) -> anyhow::Result<Option<String>> {
+    pub async fn automated_results(&self, id: ModelId) -> anyhow::Result<Option<String>> {
         let results: Option<Option<String>> =
             in_pool!(self, |c| sqlx::query_scalar("SELECT automated_results FROM models WHERE id = $1")
                 .bind(id)
@@ -1398,7 +1463,7 @@ impl Store {
         Ok(results.flatten())
     }
 
-    pub async fn model_state_in(tx: &mut Tx, id: i64) -> anyhow::Result<Option<ModelState>> {
+    pub async fn model_state_in(tx: &mut Tx, id: ModelId) -> anyhow::Result<Option<ModelState>> {
         let state: Option<String> = in_tx!(tx, |c| sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
             .bind(id)
             .fetch_optional(c)
@@ -1409,8 +1474,8 @@ impl Store {
     #[allow(clippy::too_many_arguments, reason = "one review's fields, named at the call site")]
     pub async fn record_model_review(
         tx: &mut Tx,
-        model_id: i64,
-        reviewer_id: i64,
+        model_id: ModelId,
+        reviewer_id: PrincipalId,
         approved: bool,
         comment: &str,
         checklist: &str,
@@ -1444,7 +1509,11 @@ impl Store {
 
     /// Every fact a run decision needs, read in one snapshot: the authorisation, the model,
     /// the authorisation's dataset and that dataset's latest version.
-    pub async fn run_facts(&self, authorisation_id: i64, model_id: i64) -> anyhow::Result<RunFactsRows> {
+    pub async fn run_facts(
+        &self,
+        authorisation_id: AuthorisationId,
+        model_id: ModelId,
+    ) -> anyhow::Result<RunFactsRows> {
         let mut tx = self.read().await.context("starting a read")?;
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
         let authorisation: Option<AuthorisationRow> =
@@ -1481,20 +1550,22 @@ impl Store {
         Ok(RunFactsRows { authorisation, model, dataset, version, operator_organisation, provider_organisation })
     }
 
-    async fn organisation_of(tx: &mut Tx, principal: Option<i64>) -> anyhow::Result<Option<i64>> {
+    async fn organisation_of(tx: &mut Tx, principal: Option<PrincipalId>) -> anyhow::Result<Option<OrganisationId>> {
         let Some(principal) = principal else { return Ok(None) };
-        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT organisation_id FROM principals WHERE id = $1")
-            .bind(principal)
-            .fetch_optional(c)
-            .await)?)
+        let organisation: Option<i64> =
+            in_tx!(tx, |c| sqlx::query_scalar("SELECT organisation_id FROM principals WHERE id = $1")
+                .bind(principal)
+                .fetch_optional(c)
+                .await)?;
+        Ok(organisation.map(OrganisationId))
     }
 
     /// What may have changed since a run was decided, read under the charging
     /// transaction's write lock: revocation, both budgets and the runs since `since`.
     pub async fn charge_facts(
         tx: &mut Tx,
-        authorisation_id: i64,
-        dataset_id: i64,
+        authorisation_id: AuthorisationId,
+        dataset_id: DatasetId,
         since: OffsetDateTime,
     ) -> anyhow::Result<Option<ChargeFactsRow>> {
         Ok(in_tx!(tx, |c| sqlx::query_as(CHARGE_FACTS_SQL)
@@ -1509,9 +1580,9 @@ impl Store {
     /// them with [`Store::charge_facts`] in the same transaction.
     pub async fn apply_charge(
         tx: &mut Tx,
-        authorisation_id: i64,
+        authorisation_id: AuthorisationId,
         authorisation_spent: i64,
-        dataset_id: i64,
+        dataset_id: DatasetId,
         dataset_spent: i64,
     ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
@@ -1531,7 +1602,7 @@ impl Store {
 
     // ----- runs -----
 
-    pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<i64> {
+    pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<RunId> {
         Ok(in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
@@ -1556,7 +1627,7 @@ impl Store {
     /// node settled it as interrupted, so it must not end a second time.
     pub async fn finish_run(
         tx: &mut Tx,
-        run_id: i64,
+        run_id: RunId,
         state: RunState,
         outcome: &str,
         result_json: Option<&str>,
@@ -1579,7 +1650,7 @@ impl Store {
     }
 
     /// Moves a held run to `released` or `withheld`; false when it was not held.
-    pub async fn review_held_run(tx: &mut Tx, run_id: i64, state: RunState) -> anyhow::Result<bool> {
+    pub async fn review_held_run(tx: &mut Tx, run_id: RunId, state: RunState) -> anyhow::Result<bool> {
         let result = in_tx!(tx, |c| sqlx::query("UPDATE runs SET state = $1 WHERE id = $2 AND state = $3")
             .bind(state)
             .bind(run_id)
@@ -1594,7 +1665,7 @@ impl Store {
     /// node's to run, carrying whether its authorisation is revoked (read in the same
     /// statement, as the run leaves the queue); `None` if another node claimed it first (or
     /// it is not queued).
-    pub async fn claim_run(&self, run_id: i64, node: i64) -> anyhow::Result<Option<bool>> {
+    pub async fn claim_run(&self, run_id: RunId, node: NodeId) -> anyhow::Result<Option<bool>> {
         Ok(in_pool!(self, |c| sqlx::query_scalar(
             "UPDATE runs SET state = $1, node = $2 WHERE id = $3 AND state = $4 RETURNING \
              (SELECT a.revoked_at IS NOT NULL FROM authorisations a WHERE a.id = runs.authorisation_id)"
@@ -1608,7 +1679,7 @@ impl Store {
     }
 
     /// The oldest queued run, if any: a read, so nodes with nothing to do poll cheaply.
-    pub async fn oldest_queued_run(&self) -> anyhow::Result<Option<i64>> {
+    pub async fn oldest_queued_run(&self) -> anyhow::Result<Option<RunId>> {
         Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
             .bind(RunState::Queued)
             .fetch_optional(c)
@@ -1619,7 +1690,7 @@ impl Store {
     /// chosen `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs
     /// instead of queueing behind one another's row lock; on SQLite the statement runs
     /// under the database's single writer. Either way a run is claimed once.
-    pub async fn claim_next_run(&self, node: i64) -> anyhow::Result<Option<RunRow>> {
+    pub async fn claim_next_run(&self, node: NodeId) -> anyhow::Result<Option<RunRow>> {
         macro_rules! claim_sql {
             ($lock:literal) => {
                 concat!(
@@ -1644,7 +1715,7 @@ impl Store {
     }
 
     /// Runs still marked `running`, with the node running each (none on old rows).
-    pub async fn running_runs(&self) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
+    pub async fn running_runs(&self) -> anyhow::Result<Vec<(RunId, Option<NodeId>)>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT id, node FROM runs WHERE state = $1 ORDER BY id")
             .bind(RunState::Running)
             .fetch_all(c)
@@ -1652,7 +1723,7 @@ impl Store {
     }
 
     /// Marks a run that never finished as `interrupted`; false if it is not `running`.
-    pub async fn interrupt_run(tx: &mut Tx, run_id: i64, now: OffsetDateTime) -> anyhow::Result<bool> {
+    pub async fn interrupt_run(tx: &mut Tx, run_id: RunId, now: OffsetDateTime) -> anyhow::Result<bool> {
         let updated = in_tx!(tx, |c| sqlx::query(
             // The outcome code of an interrupted run is the state's own name.
             "UPDATE runs SET state = $1, outcome = $1, finished_at = $2 WHERE id = $3 AND state = $4",
@@ -1667,7 +1738,7 @@ impl Store {
         Ok(updated == 1)
     }
 
-    pub async fn run(&self, id: i64) -> anyhow::Result<Option<RunRow>> {
+    pub async fn run(&self, id: RunId) -> anyhow::Result<Option<RunRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),)
             .bind(id)
             .fetch_optional(c)
@@ -1988,7 +2059,7 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    pub async fn set_release_seq(tx: &mut Tx, run_id: i64, seq: u64) -> anyhow::Result<()> {
+    pub async fn set_release_seq(tx: &mut Tx, run_id: RunId, seq: u64) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE runs SET release_seq = $1 WHERE id = $2")
             .bind(seq as i64)
             .bind(run_id)
@@ -1998,7 +2069,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn release_seq(&self, run_id: i64) -> anyhow::Result<Option<u64>> {
+    pub async fn release_seq(&self, run_id: RunId) -> anyhow::Result<Option<u64>> {
         let seq: Option<Option<i64>> =
             in_pool!(self, |c| sqlx::query_scalar("SELECT release_seq FROM runs WHERE id = $1")
                 .bind(run_id)

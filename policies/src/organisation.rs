@@ -10,8 +10,21 @@ use unicode_normalization::UnicodeNormalization;
 use crate::decision::{Denial, DenialReason};
 
 /// An organisation's id, as the gateway's store assigned it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct OrganisationId(pub i64);
+
+impl From<OrganisationId> for i64 {
+    fn from(id: OrganisationId) -> i64 {
+        id.0
+    }
+}
+
+impl From<i64> for OrganisationId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
 
 impl std::fmt::Display for OrganisationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -135,7 +135,7 @@ async fn a_node_settles_only_the_runs_of_dead_nodes() {
     let mut tx = second.store().begin().await.expect("begin");
     let ended = sluice_gateway::store::Store::finish_run(
         &mut tx,
-        run_id,
+        sluice_gateway::ids::RunId(run_id),
         sluice_gateway::store::RunState::Released,
         "ok",
         None,
@@ -203,7 +203,7 @@ async fn queued_runs_are_claimed_by_other_nodes_and_run_once() {
     assert_eq!(count("released").await, 4);
     let nodes: Vec<Option<i64>> =
         sqlx::query_scalar("SELECT node FROM runs ORDER BY id").fetch_all(&raw).await.expect("nodes");
-    let others = [Some(second.store().node()), Some(third.store().node())];
+    let others = [Some(second.store().node().0), Some(third.store().node().0)];
     assert!(nodes.iter().all(|node| others.contains(node)), "claimed by the other nodes: {nodes:?}");
     let releases = world.audit_entries("run.release").await;
     assert_eq!(releases.len(), 4, "each run ended once");
@@ -230,13 +230,15 @@ async fn world_entries(app: &App, action: &str) -> Vec<serde_json::Value> {
 /// same version; once the writer is dead, the next node to start removes what it left.
 #[tokio::test]
 async fn a_node_sweeps_only_the_unfinished_ingests_of_dead_nodes() {
+    use sluice_gateway::ids::DatasetId;
     use sluice_gateway::store::Store;
     let world = World::new(50, 1.0).await;
     // The first node is mid-ingest: version 2 reserved, chunks being written.
     let mut tx = world.app.store().begin().await.expect("begin");
-    let reserved = Store::reserve_version(&mut tx, world.dataset_id, world.app.store().node(), world.app.now())
-        .await
-        .expect("reserve");
+    let reserved =
+        Store::reserve_version(&mut tx, DatasetId(world.dataset_id), world.app.store().node(), world.app.now())
+            .await
+            .expect("reserve");
     tx.commit().await.expect("commit");
     assert_eq!(reserved, 2);
     let chunks = world.chunks();

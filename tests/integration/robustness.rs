@@ -370,7 +370,7 @@ async fn a_slow_upload_blocks_no_destruction_and_no_key_rotation() {
     sender.send(format!("{header}\n").into_bytes()).expect("send");
     let caller = world.app.authenticate(Some(&world.provider), "slow-upload").await.expect("provider");
     let app = world.app.clone();
-    let dataset = world.dataset_id;
+    let dataset = sluice_gateway::ids::DatasetId(world.dataset_id);
     let upload = tokio::spawn(async move {
         let reader = SlowUpload { receiver, current: std::io::Cursor::new(Vec::new()) };
         app.ingest(&caller, dataset, reader, false, |_| {}).await

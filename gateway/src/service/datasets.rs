@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
-use sluice_policies::{Action, Epsilon, Resource};
+use sluice_policies::{Action, Epsilon, OrganisationId, Resource};
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{AuthorisationId, DatasetId, PrincipalId};
 use crate::store::{Store, VersionRow, format_time};
 use sluice_audit::AuditOutcome;
 use sluice_vault::chunks::{self, ChunkContext, IngestError};
@@ -34,7 +35,7 @@ fn default_min_group_size() -> u32 {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestSummary {
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
     pub version: i64,
     pub rows: u64,
     pub chunks: u64,
@@ -45,7 +46,7 @@ pub struct IngestSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DestroySummary {
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
     pub data_keys_deleted: u64,
 }
 
@@ -71,7 +72,7 @@ pub struct CatalogueVersion {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogueAuthorisation {
-    pub authorisation_id: i64,
+    pub authorisation_id: AuthorisationId,
     pub operator_organisation: String,
     pub purpose: String,
     pub valid_until: String,
@@ -82,8 +83,8 @@ pub struct CatalogueAuthorisation {
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogueEntry {
     /// The providing department's organisation id (its name is `provider`).
-    pub provider_organisation_id: i64,
-    pub id: i64,
+    pub provider_organisation_id: OrganisationId,
+    pub id: DatasetId,
     pub name: String,
     pub description: String,
     pub provider: String,
@@ -99,7 +100,7 @@ pub struct CatalogueEntry {
 }
 
 impl App {
-    pub async fn register_dataset(&self, caller: &Caller, request: NewDataset) -> ServiceResult<i64> {
+    pub async fn register_dataset(&self, caller: &Caller, request: NewDataset) -> ServiceResult<DatasetId> {
         let action = Action::RegisterDataset;
         self.guard(caller, action, "dataset:new", &Resource::Platform).await?;
         let schema = DatasetSchema::from_toml(&request.schema)
@@ -118,7 +119,7 @@ impl App {
         let id = Store::insert_dataset(
             &mut tx,
             &schema.name,
-            caller.principal.id,
+            PrincipalId(caller.principal.id),
             &schema.description,
             &schema.source,
             &schema_hash,
@@ -140,7 +141,7 @@ impl App {
     pub async fn ingest(
         &self,
         caller: &Caller,
-        dataset_id: i64,
+        dataset_id: DatasetId,
         csv: impl std::io::Read + Send + 'static,
         skip_invalid: bool,
         progress: impl FnMut(u64) + Send + 'static,
@@ -170,7 +171,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         let version = Store::reserve_version(&mut tx, dataset_id, self.store.node(), self.now()).await?;
         tx.commit().await.context("reserving a dataset version")?;
-        let context = ChunkContext { dataset_id, version, schema_hash: schema.hash() };
+        let context = ChunkContext { dataset_id: dataset_id.0, version, schema_hash: schema.hash() };
         // Set when a failed ingest could not delete its chunks: the reservation then stays,
         // so the sweep deletes them once this node is gone.
         let chunks_left = AtomicBool::new(false);
@@ -229,12 +230,12 @@ impl App {
                 wrapped_key,
                 created_at: format_time(now),
             };
-            let version_prefix = chunks::version_prefix(dataset_id, version);
+            let version_prefix = chunks::version_prefix(dataset_id.0, version);
             // Chunks no version row will ever name are deleted; if that fails the
             // reservation stays (below), so the sweep deletes them once this node is gone.
             let discard = || async {
                 if let Err(error) = self.sealed.chunks.delete_prefix_async(&version_prefix).await {
-                    tracing::warn!(dataset_id, version, error = %format!("{error:#}"), "the chunks of a failed ingest stay until the sweep");
+                    tracing::warn!(%dataset_id, version, error = %format!("{error:#}"), "the chunks of a failed ingest stay until the sweep");
                     return false;
                 }
                 true
@@ -276,7 +277,7 @@ impl App {
             && !chunks_left.load(Ordering::Relaxed)
             && let Err(error) = self.store.release_reservation(dataset_id, version).await
         {
-            tracing::warn!(dataset_id, version, error = %format!("{error:#}"), "a failed ingest's reservation stays until the sweep");
+            tracing::warn!(%dataset_id, version, error = %format!("{error:#}"), "a failed ingest's reservation stays until the sweep");
         }
         outcome
     }
@@ -284,7 +285,7 @@ impl App {
     /// Crypto-shreds a dataset: deletes its data keys (the only way to read its chunks),
     /// removes the sealed chunks, and flushes the write-ahead log so no copy of a wrapped
     /// key survives on disk. Audited; later runs are refused with `dataset_destroyed`.
-    pub async fn destroy_dataset(&self, caller: &Caller, dataset_id: i64) -> ServiceResult<DestroySummary> {
+    pub async fn destroy_dataset(&self, caller: &Caller, dataset_id: DatasetId) -> ServiceResult<DestroySummary> {
         let action = Action::DestroyDataset;
         let object = format!("dataset:{dataset_id}");
         let Some(dataset) = self.store.dataset(dataset_id).await? else {
@@ -306,7 +307,7 @@ impl App {
         // The keys are gone (committed above); the objects go after them.
         self.sealed
             .chunks
-            .delete_prefix_async(&chunks::dataset_prefix(dataset_id))
+            .delete_prefix_async(&chunks::dataset_prefix(dataset_id.0))
             .await
             .with_context(|| format!("deleting the chunks of dataset {dataset_id}"))?;
         self.store.checkpoint().await?;
@@ -314,7 +315,13 @@ impl App {
     }
 
     /// Dummy rows for a dataset: made from its schema (public metadata), never its data.
-    pub async fn dummy_rows(&self, caller: &Caller, dataset_id: i64, rows: usize, seed: u64) -> ServiceResult<String> {
+    pub async fn dummy_rows(
+        &self,
+        caller: &Caller,
+        dataset_id: DatasetId,
+        rows: usize,
+        seed: u64,
+    ) -> ServiceResult<String> {
         self.guard(caller, Action::ReadCatalogue, &format!("dataset:{dataset_id}"), &Resource::Platform).await?;
         if rows > 1_000_000 {
             return Err(ServiceError::invalid("at most 1,000,000 dummy rows per request"));
@@ -357,7 +364,7 @@ impl App {
                 name: dataset.name,
                 description: dataset.description,
                 provider: self.organisation_name(provider.organisation).await?,
-                provider_organisation_id: provider.organisation.0,
+                provider_organisation_id: provider.organisation,
                 schema_hash: dataset.schema_hash,
                 columns: schema.columns.iter().map(catalogue_column).collect(),
                 versions: versions

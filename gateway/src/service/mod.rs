@@ -31,6 +31,7 @@ use crate::chunk_store::ChunkStore;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{DatasetId, NodeId, PrincipalId, RunId};
 use crate::parts::{AuditLog, Gate, Sealed};
 use crate::runner::Runner;
 use crate::store::{NewPrincipal, OrganisationRow, PrincipalRow, Store, format_time, parse_time};
@@ -106,7 +107,7 @@ pub struct NewPrincipalRequest {
     pub name: String,
     pub role: String,
     /// The organisation it works for, by id (`POST /v1/organisations` creates one).
-    pub organisation_id: i64,
+    pub organisation_id: OrganisationId,
     #[serde(default)]
     pub reviewer_kind: Option<String>,
     #[serde(default)]
@@ -123,7 +124,7 @@ pub struct LicenceRequest {
 
 #[derive(Clone, serde::Serialize)]
 pub struct CreatedPrincipal {
-    pub id: i64,
+    pub id: PrincipalId,
     /// Shown once; only its hash is stored.
     pub token: String,
     /// When the token stops working (RFC 3339).
@@ -136,13 +137,13 @@ pub struct CreatedPrincipal {
 #[serde(untagged)]
 pub enum PrincipalCreation {
     Active(CreatedPrincipal),
-    Pending { id: i64, state: &'static str },
+    Pending { id: PrincipalId, state: &'static str },
 }
 
 /// An organisation as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OrganisationView {
-    pub id: i64,
+    pub id: OrganisationId,
     pub name: String,
     pub created_at: String,
 }
@@ -185,7 +186,7 @@ fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
         }
         _ => None,
     };
-    Ok(Principal { id: row.id, role, organisation: OrganisationId(row.organisation_id), reviewer_kind, licence })
+    Ok(Principal { id: row.id.0, role, organisation: row.organisation_id, reviewer_kind, licence })
 }
 
 impl App {
@@ -295,18 +296,18 @@ impl App {
             };
         };
         if row.disabled_at.is_some() {
-            return refuse("principal_disabled", "principal_disabled", Some(row.id)).await;
+            return refuse("principal_disabled", "principal_disabled", Some(row.id.0)).await;
         }
         let expires_at = row.token_expires_at.as_deref().map(parse_time).transpose()?;
         if expires_at.is_none_or(|expires_at| self.now() >= expires_at) {
-            return refuse("token_expired", "token_expired", Some(row.id)).await;
+            return refuse("token_expired", "token_expired", Some(row.id.0)).await;
         }
         Ok(Caller { principal: principal_from_row(&row)?, name: row.name, request_id: request_id.into() })
     }
 
     /// Issues principal `id` a new token (an administrator's action): the old one stops
     /// working at once and is remembered as revoked. The new token is shown once.
-    pub async fn issue_token(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
+    pub async fn issue_token(&self, caller: &Caller, id: PrincipalId) -> ServiceResult<CreatedPrincipal> {
         let action = Action::IssueToken;
         let object = format!("principal:{id}");
         let Some(row) = self.store.principal(id).await? else {
@@ -327,14 +328,14 @@ impl App {
         let action = Action::RotateOwnToken;
         let object = format!("principal:{}", caller.principal.id);
         self.guard(caller, action, &object, &Resource::Platform).await?;
-        self.replace_token(caller, action, caller.principal.id, "rotated").await
+        self.replace_token(caller, action, PrincipalId(caller.principal.id), "rotated").await
     }
 
     async fn replace_token(
         &self,
         caller: &Caller,
         action: Action,
-        id: i64,
+        id: PrincipalId,
         reason: &str,
     ) -> ServiceResult<CreatedPrincipal> {
         let token = new_token()?;
@@ -354,7 +355,7 @@ impl App {
 
     /// Revokes principal `id`'s token (an administrator's action): it stops working at once,
     /// and the principal has no token until one is issued again.
-    pub async fn revoke_token(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
+    pub async fn revoke_token(&self, caller: &Caller, id: PrincipalId, note: &str) -> ServiceResult<()> {
         let action = Action::RevokeToken;
         let object = format!("principal:{id}");
         let Some(row) = self.store.principal(id).await? else {
@@ -378,7 +379,7 @@ impl App {
 
     /// Disables principal `id` for good (an administrator's action): every token it holds
     /// stops working at once. An administrator cannot disable itself.
-    pub async fn disable_principal(&self, caller: &Caller, id: i64, note: &str) -> ServiceResult<()> {
+    pub async fn disable_principal(&self, caller: &Caller, id: PrincipalId, note: &str) -> ServiceResult<()> {
         let action = Action::DisablePrincipal;
         let object = format!("principal:{id}");
         let Some(row) = self.store.principal(id).await? else {
@@ -432,7 +433,14 @@ impl App {
     }
 
     /// Records a lookup of something that does not exist, then returns the error.
-    pub(crate) async fn not_found(&self, caller: &Caller, action: Act, what: &'static str, id: i64) -> ServiceError {
+    pub(crate) async fn not_found(
+        &self,
+        caller: &Caller,
+        action: Act,
+        what: &'static str,
+        id: impl Into<i64>,
+    ) -> ServiceError {
+        let id = id.into();
         let event = Self::event(caller, action, format!("{what}:{id}"), AuditOutcome::Denied).reason("not_found");
         match self.record(event).await {
             Ok(()) => ServiceError::NotFound { what, id },
@@ -520,7 +528,7 @@ impl App {
         if created {
             event = event.detail(Detail::OrganisationName, &shown);
         }
-        event.actor_id = Some(id);
+        event.actor_id = Some(id.0);
         event.role = "admin".into();
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await?;
@@ -538,7 +546,9 @@ impl App {
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let id = match Store::insert_organisation(&mut tx, &shown, &key, Some(caller.principal.id), now).await? {
+        let id = match Store::insert_organisation(&mut tx, &shown, &key, Some(PrincipalId(caller.principal.id)), now)
+            .await?
+        {
             Ok(id) => id,
             Err(existing) => {
                 drop(tx);
@@ -557,10 +567,15 @@ impl App {
 
     /// Renames organisation `id` (an administrator's action); its id, and so every
     /// separation of duties, stays.
-    pub async fn rename_organisation(&self, caller: &Caller, id: i64, name: &str) -> ServiceResult<OrganisationView> {
+    pub async fn rename_organisation(
+        &self,
+        caller: &Caller,
+        id: OrganisationId,
+        name: &str,
+    ) -> ServiceResult<OrganisationView> {
         let action = Action::RenameOrganisation;
         let object = format!("organisation:{id}");
-        self.guard(caller, action, &object, &Resource::Organisation(OrganisationId(id))).await?;
+        self.guard(caller, action, &object, &Resource::Organisation(id)).await?;
         let (shown, key) = match normalise_organisation_name(name) {
             Ok(normal) => normal,
             Err(denial) => return Err(self.deny(caller, action.audit(), &object, denial).await),
@@ -593,7 +608,7 @@ impl App {
 
     /// A second administrator approves a principal created under the two-person rule;
     /// it gets its first token (shown once).
-    pub async fn approve_principal(&self, caller: &Caller, id: i64) -> ServiceResult<CreatedPrincipal> {
+    pub async fn approve_principal(&self, caller: &Caller, id: PrincipalId) -> ServiceResult<CreatedPrincipal> {
         let action = Action::ApprovePrincipal;
         let object = format!("principal:{id}");
         let Some(row) = self.store.principal(id).await? else {
@@ -645,7 +660,7 @@ impl App {
             // until a second administrator approves and a new one is issued.
             token_hash: token_hash(&token),
             token_expires_at: if pending { now } else { now + self.gate.token_lifetime() },
-            created_by: Some(caller.principal.id),
+            created_by: Some(PrincipalId(caller.principal.id)),
             pending_approval: pending,
             ..new
         };
@@ -723,10 +738,10 @@ impl App {
     }
 
     pub(crate) async fn organisation_name(&self, id: OrganisationId) -> anyhow::Result<String> {
-        Ok(self.store.organisation(id.0).await?.with_context(|| format!("organisation {id} is missing"))?.name)
+        Ok(self.store.organisation(id).await?.with_context(|| format!("organisation {id} is missing"))?.name)
     }
 
-    pub(crate) async fn principal(&self, id: i64) -> anyhow::Result<Principal> {
+    pub(crate) async fn principal(&self, id: PrincipalId) -> anyhow::Result<Principal> {
         let row = self.store.principal(id).await?.with_context(|| format!("principal {id} is missing"))?;
         principal_from_row(&row)
     }
@@ -775,19 +790,21 @@ async fn open_master_key(data_dir: &DataDir, store: &Store, from_environment: Op
 /// alone.
 async fn sweep_unfinished_ingests(chunks: &ChunkStore, store: &Store) -> anyhow::Result<()> {
     for dataset in chunks.children_async("").await? {
-        let Some(dataset_id) = dataset.strip_prefix("dataset-").and_then(|id| id.parse::<i64>().ok()) else {
+        let Some(dataset_id) = dataset.strip_prefix("dataset-").and_then(|id| id.parse::<i64>().ok()).map(DatasetId)
+        else {
             continue;
         };
         // A destruction deletes the keys, then the objects: objects left by one cut off
         // between the two are unreadable, and are deleted now.
         if store.dataset(dataset_id).await?.is_some_and(|row| row.destroyed_at.is_some()) {
-            tracing::warn!(dataset_id, "deleting the chunks of a destroyed dataset");
+            tracing::warn!(%dataset_id, "deleting the chunks of a destroyed dataset");
             chunks.delete_prefix_async(&dataset).await?;
             continue;
         }
         let known: std::collections::HashSet<i64> =
             store.versions(dataset_id).await?.iter().map(|version| version.version).collect();
-        let reserved: std::collections::HashMap<i64, i64> = store.reservations(dataset_id).await?.into_iter().collect();
+        let reserved: std::collections::HashMap<i64, NodeId> =
+            store.reservations(dataset_id).await?.into_iter().collect();
         for entry in chunks.children_async(&dataset).await? {
             let Some(number) = entry.strip_prefix('v') else { continue };
             let (number, staging) = match number.strip_suffix(".partial") {
@@ -803,7 +820,7 @@ async fn sweep_unfinished_ingests(chunks: &ChunkStore, store: &Store) -> anyhow:
             {
                 continue;
             }
-            tracing::warn!(dataset_id, entry = %entry, "removing an ingest a crash interrupted");
+            tracing::warn!(%dataset_id, entry = %entry, "removing an ingest a crash interrupted");
             chunks
                 .delete_prefix_async(&format!("{dataset}/{entry}"))
                 .await
@@ -834,7 +851,7 @@ impl App {
             }
             if self.settle_run(run_id).await? {
                 settled += 1;
-                tracing::warn!(run_id, "a run cut off by its node's end was settled as interrupted; its charge stands");
+                tracing::warn!(%run_id, "a run cut off by its node's end was settled as interrupted; its charge stands");
             }
         }
         Ok(settled)
@@ -842,7 +859,7 @@ impl App {
 
     /// Settles run `run_id` as interrupted, with its failed `run.release` entry, if it is
     /// still `running`; false if it had ended meanwhile.
-    pub(crate) async fn settle_run(&self, run_id: i64) -> anyhow::Result<bool> {
+    pub(crate) async fn settle_run(&self, run_id: RunId) -> anyhow::Result<bool> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::interrupt_run(&mut tx, run_id, now).await? {
@@ -907,8 +924,11 @@ impl App {
         let mut tx = self.store.begin().await?;
         let keys = Store::wrapped_keys(&mut tx).await?;
         for (dataset_id, version, wrapped) in &keys {
-            let context =
-                sluice_vault::chunks::ChunkContext { dataset_id: *dataset_id, version: *version, schema_hash: [0; 32] };
+            let context = sluice_vault::chunks::ChunkContext {
+                dataset_id: dataset_id.0,
+                version: *version,
+                schema_hash: [0; 32],
+            };
             let data_key = old
                 .unwrap_key(wrapped, &context.key_context())
                 .map_err(|error| anyhow::anyhow!("dataset {dataset_id} version {version}: {error}"))?;

@@ -9,27 +9,28 @@ use anyhow::Context;
 use sluice_policies::{ApplicationState, ModelState, OrganisationId, Resource};
 
 use super::{App, principal_from_row};
+use crate::ids::{DatasetId, PrincipalId};
 use crate::store::{ApplicationRow, AuthorisationRow, DatasetRow, ModelRow, PrincipalRow, RunRow};
 
 impl App {
-    async fn organisation_of(&self, principal_id: i64) -> anyhow::Result<OrganisationId> {
+    async fn organisation_of(&self, principal_id: PrincipalId) -> anyhow::Result<OrganisationId> {
         Ok(self.principal(principal_id).await?.organisation)
     }
 
     /// The organisation of the provider of dataset `dataset_id`.
-    async fn provider_of(&self, dataset_id: i64) -> anyhow::Result<(i64, OrganisationId)> {
+    async fn provider_of(&self, dataset_id: DatasetId) -> anyhow::Result<(PrincipalId, OrganisationId)> {
         let dataset = self.store.dataset(dataset_id).await?.with_context(|| format!("dataset {dataset_id}"))?;
         Ok((dataset.provider_id, self.organisation_of(dataset.provider_id).await?))
     }
 
     pub(crate) async fn account_resource(&self, row: &PrincipalRow) -> anyhow::Result<Resource> {
-        Ok(Resource::Principal { principal: principal_from_row(row)?, created_by: row.created_by })
+        Ok(Resource::Principal { principal: principal_from_row(row)?, created_by: row.created_by.map(i64::from) })
     }
 
     pub(crate) async fn dataset_resource(&self, dataset: &DatasetRow) -> anyhow::Result<Resource> {
         Ok(Resource::Dataset {
-            id: dataset.id,
-            owner: dataset.provider_id,
+            id: dataset.id.0,
+            owner: dataset.provider_id.0,
             organisation: self.organisation_of(dataset.provider_id).await?,
             destroyed: dataset.destroyed_at.is_some(),
         })
@@ -43,19 +44,19 @@ impl App {
     ) -> anyhow::Result<Resource> {
         let (_, provider_organisation) = self.provider_of(application.dataset_id).await?;
         Ok(Resource::Application {
-            id: application.id,
-            owner: application.operator_id,
+            id: application.id.0,
+            owner: application.operator_id.0,
             organisation: self.organisation_of(application.operator_id).await?,
             provider_organisation,
             state,
-            bureau_reviewer: application.bureau_reviewer_id,
+            bureau_reviewer: application.bureau_reviewer_id.map(i64::from),
         })
     }
 
     pub(crate) async fn model_resource(&self, model: &ModelRow, state: ModelState) -> anyhow::Result<Resource> {
         Ok(Resource::Model {
-            id: model.id,
-            owner: model.submitter_id,
+            id: model.id.0,
+            owner: model.submitter_id.0,
             organisation: self.organisation_of(model.submitter_id).await?,
             state,
         })
@@ -74,8 +75,8 @@ impl App {
     ) -> anyhow::Result<Resource> {
         let (_, provider_organisation) = self.provider_of(run.dataset_id).await?;
         Ok(Resource::Run {
-            id: run.id,
-            owner: run.operator_id,
+            id: run.id.0,
+            owner: run.operator_id.0,
             organisation: self.organisation_of(run.operator_id).await?,
             provider_organisation,
             outputs_held: authorisation.hold_outputs,
@@ -89,14 +90,14 @@ impl App {
 pub(crate) fn authorisation_resource(
     authorisation: &AuthorisationRow,
     organisation: OrganisationId,
-    provider: i64,
+    provider: PrincipalId,
     provider_organisation: OrganisationId,
 ) -> Resource {
     Resource::Authorisation {
-        id: authorisation.id,
-        owner: authorisation.operator_id,
+        id: authorisation.id.0,
+        owner: authorisation.operator_id.0,
         organisation,
-        provider,
+        provider: provider.0,
         provider_organisation,
         revoked: authorisation.revoked_at.is_some(),
     }

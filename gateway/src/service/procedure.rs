@@ -18,6 +18,7 @@ use sluice_sandbox::{CompiledModel, Manifest};
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
 use crate::store::{ApplicationRow, ModelRow, Store, format_time, parse_time};
 use sluice_audit::AuditOutcome;
 use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
@@ -26,7 +27,7 @@ use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewApplication {
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
     pub purpose: String,
     pub use_scope: String,
     pub security_measures: String,
@@ -41,24 +42,24 @@ pub struct NewApplication {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplicationView {
-    pub id: i64,
+    pub id: ApplicationId,
     pub state: &'static str,
-    pub dataset_id: i64,
+    pub dataset_id: DatasetId,
     pub columns: Vec<String>,
-    pub authorisation_id: Option<i64>,
+    pub authorisation_id: Option<AuthorisationId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewOutcome {
     pub state: &'static str,
     /// Set when this review approved the application and created its authorisation.
-    pub authorisation_id: Option<i64>,
+    pub authorisation_id: Option<AuthorisationId>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewModel {
-    pub authorisation_id: i64,
+    pub authorisation_id: AuthorisationId,
     /// The WebAssembly module, base64.
     pub module_base64: String,
     /// The manifest's text (TOML).
@@ -67,7 +68,7 @@ pub struct NewModel {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelView {
-    pub id: i64,
+    pub id: ModelId,
     pub name: String,
     pub digest: String,
     pub state: &'static str,
@@ -136,8 +137,8 @@ impl App {
             return Err(ServiceError::invalid("the requested epsilon exceeds the dataset's lifetime budget"));
         }
         let row = ApplicationRow {
-            id: 0,
-            operator_id: caller.principal.id,
+            id: ApplicationId(0),
+            operator_id: PrincipalId(caller.principal.id),
             dataset_id: dataset.id,
             purpose: request.purpose,
             use_scope: request.use_scope,
@@ -167,7 +168,7 @@ impl App {
         })
     }
 
-    pub async fn application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+    pub async fn application(&self, caller: &Caller, id: ApplicationId) -> ServiceResult<ApplicationView> {
         let action = Action::ReadApplication;
         let object = format!("application:{id}");
         let Some(row) = self.store.application(id).await? else {
@@ -190,7 +191,7 @@ impl App {
     pub async fn review_application(
         &self,
         caller: &Caller,
-        id: i64,
+        id: ApplicationId,
         approve: bool,
         comment: &str,
         hold_outputs: bool,
@@ -212,8 +213,17 @@ impl App {
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
-        Store::record_application_review(&mut tx, id, caller.principal.id, state.as_str(), approve, comment, next, now)
-            .await?;
+        Store::record_application_review(
+            &mut tx,
+            id,
+            PrincipalId(caller.principal.id),
+            state.as_str(),
+            approve,
+            comment,
+            next,
+            now,
+        )
+        .await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
             .detail(Detail::Stage, state.as_str())
             .detail(Detail::Decision, if approve { "approve" } else { "reject" })
@@ -272,9 +282,9 @@ impl App {
         let digest = compiled.digest().to_string();
         let manifest = compiled.manifest();
         let row = ModelRow {
-            id: 0,
+            id: ModelId(0),
             authorisation_id: authorisation.id,
-            submitter_id: caller.principal.id,
+            submitter_id: PrincipalId(caller.principal.id),
             name: format!("{} {}", manifest.name(), manifest.version()),
             digest: digest.clone(),
             module,
@@ -314,7 +324,7 @@ impl App {
         module: &[u8],
         manifest: &str,
         columns_json: &str,
-        dataset_id: i64,
+        dataset_id: DatasetId,
     ) -> ServiceResult<CompiledModel> {
         let manifest = Manifest::from_toml(manifest).map_err(ServiceError::ModelRejected)?;
         let runtime = self.runner.runtime().clone();
@@ -345,7 +355,7 @@ impl App {
     pub async fn review_model(
         &self,
         caller: &Caller,
-        id: i64,
+        id: ModelId,
         approve: bool,
         comment: &str,
         checklist: Option<ReviewChecklist>,
@@ -384,7 +394,7 @@ impl App {
         }
         let mut prior = Vec::new();
         for approver in Store::model_approvers(&mut tx, id).await? {
-            prior.push((approver, self.principal(approver).await?.organisation));
+            prior.push((approver.0, self.principal(approver).await?.organisation));
         }
         let quorum = self.gate.model_review_quorum() as usize;
         let next = match model_review_outcome(&prior, &caller.principal, approve, quorum) {
@@ -395,8 +405,17 @@ impl App {
             }
         };
         let checklist_json = serde_json::to_string(&checklist.unwrap_or_default()).context("encoding the checklist")?;
-        Store::record_model_review(&mut tx, id, caller.principal.id, approve, comment, &checklist_json, next, now)
-            .await?;
+        Store::record_model_review(
+            &mut tx,
+            id,
+            PrincipalId(caller.principal.id),
+            approve,
+            comment,
+            &checklist_json,
+            next,
+            now,
+        )
+        .await?;
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
             .detail(Detail::Decision, if approve { "approve" } else { "reject" })
             .detail(Detail::Digest, &model.digest)
@@ -417,7 +436,7 @@ impl App {
     }
 
     /// A model submission with its automated results, for its submitter and reviewers.
-    pub async fn model_view(&self, caller: &Caller, id: i64) -> ServiceResult<ModelView> {
+    pub async fn model_view(&self, caller: &Caller, id: ModelId) -> ServiceResult<ModelView> {
         let action = Action::ReadModel;
         let object = format!("model:{id}");
         let Some(model) = self.store.model(id).await? else {
@@ -448,7 +467,11 @@ impl App {
     /// The automated half of review, run at submission and shown to reviewers first: the
     /// static review (passed, or the model would have been refused) and a run on dummy rows
     /// made from the dataset's schema, with the server's limits and release.
-    async fn automated_results(&self, compiled: &CompiledModel, dataset_id: i64) -> anyhow::Result<serde_json::Value> {
+    async fn automated_results(
+        &self,
+        compiled: &CompiledModel,
+        dataset_id: DatasetId,
+    ) -> anyhow::Result<serde_json::Value> {
         let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
@@ -484,14 +507,14 @@ impl App {
 
     /// Whether the model's automated dummy-data run passed (rows that fail on dummy data
     /// would fall back on real data too, silently skewing every release).
-    async fn dummy_run_passed(&self, id: i64) -> anyhow::Result<bool> {
+    async fn dummy_run_passed(&self, id: ModelId) -> anyhow::Result<bool> {
         let results: Option<serde_json::Value> =
             self.store.automated_results(id).await?.map(|text| serde_json::from_str(&text)).transpose()?;
         Ok(results.is_some_and(|results| results["dummy_run"]["outcome"] == "passed"))
     }
 
     /// The applicant submits its draft for review.
-    pub async fn submit_draft(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+    pub async fn submit_draft(&self, caller: &Caller, id: ApplicationId) -> ServiceResult<ApplicationView> {
         self.settle_own_application(caller, id, Action::SubmitApplication, submit_draft).await
     }
 
@@ -502,7 +525,7 @@ impl App {
     }
 
     /// The applicant withdraws an application that awaits a decision.
-    pub async fn withdraw_application(&self, caller: &Caller, id: i64) -> ServiceResult<ApplicationView> {
+    pub async fn withdraw_application(&self, caller: &Caller, id: ApplicationId) -> ServiceResult<ApplicationView> {
         self.settle_own_application(caller, id, Action::WithdrawApplication, withdraw_application).await
     }
 
@@ -510,7 +533,7 @@ impl App {
     async fn settle_own_application(
         &self,
         caller: &Caller,
-        id: i64,
+        id: ApplicationId,
         action: Action,
         next_state: fn(ApplicationState) -> Result<ApplicationState, Denial>,
     ) -> ServiceResult<ApplicationView> {
@@ -537,7 +560,7 @@ impl App {
     }
 
     /// Revokes an authorisation at once: no run starts or charges under it afterwards.
-    pub async fn revoke_authorisation(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<()> {
+    pub async fn revoke_authorisation(&self, caller: &Caller, id: AuthorisationId, reason: &str) -> ServiceResult<()> {
         let action = Action::RevokeAuthorisation;
         let object = format!("authorisation:{id}");
         let Some(authorisation) = self.store.authorisation(id).await? else {
@@ -560,7 +583,7 @@ impl App {
     }
 
     /// Revokes a model's approval (or refuses a pending model for good).
-    pub async fn revoke_model(&self, caller: &Caller, id: i64, reason: &str) -> ServiceResult<ModelView> {
+    pub async fn revoke_model(&self, caller: &Caller, id: ModelId, reason: &str) -> ServiceResult<ModelView> {
         let action = Action::RevokeModel;
         let object = format!("model:{id}");
         let Some(model) = self.store.model(id).await? else {

@@ -15,8 +15,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{AuditEvent, AuditOutcome, Receipt, release};
 use sluice_policies::{
-    Action, AuthorisationFacts, ChargeFacts, Denial, Epsilon, ModelFacts, OrganisationId, PrivacyBudget,
-    ReleasedOutput, Role, RunFacts, RunPermit, authorise_run, check_not_destroyed, review_result,
+    Action, AuthorisationFacts, ChargeFacts, Denial, Epsilon, ModelFacts, PrivacyBudget, ReleasedOutput, Role,
+    RunFacts, RunPermit, authorise_run, check_not_destroyed, review_result,
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
@@ -24,13 +24,14 @@ use sluice_vault::schema::DatasetSchema;
 
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
 use crate::store::{AuthorisationRow, RunRow, RunState, Store, VersionRow, parse_time};
 
 /// What an operator sees of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunView {
-    pub run_id: i64,
+    pub run_id: RunId,
     pub state: RunState,
     pub dataset_version: i64,
     pub rows: i64,
@@ -50,7 +51,7 @@ pub struct RunView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BudgetView {
-    pub authorisation_id: i64,
+    pub authorisation_id: AuthorisationId,
     pub epsilon_total: f64,
     pub epsilon_spent: f64,
     pub epsilon_remaining: f64,
@@ -60,7 +61,7 @@ pub struct BudgetView {
 
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
     Ok(AuthorisationFacts {
-        id: row.id,
+        id: row.id.0,
         columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
         valid_from: parse_time(&row.valid_from)?,
         valid_until: parse_time(&row.valid_until)?,
@@ -84,7 +85,7 @@ struct PreparedRun {
 /// What executing a charged run needs: gathered before the charge by the node that takes
 /// the request, or from the stored run by a node that claims it from the queue.
 struct RunInputs {
-    model_id: i64,
+    model_id: ModelId,
     compiled: CompiledModel,
     version: VersionRow,
     schema: DatasetSchema,
@@ -99,8 +100,8 @@ struct RunInputs {
 /// A run whose charge committed (made by [`App::charge`], or read back from a stored
 /// charged run): the only thing [`App::execute`] accepts.
 struct ChargedRun {
-    run_id: i64,
-    authorisation_id: i64,
+    run_id: RunId,
+    authorisation_id: AuthorisationId,
     epsilon: Epsilon,
     /// The authorisation's budget left after this charge (or when it was claimed).
     authorisation_remaining: Epsilon,
@@ -166,8 +167,8 @@ impl App {
     pub async fn run(
         self: &Arc<Self>,
         caller: &Caller,
-        authorisation_id: i64,
-        model_id: i64,
+        authorisation_id: AuthorisationId,
+        model_id: ModelId,
     ) -> ServiceResult<RunView> {
         let action = Action::RunModel;
         let object = format!("authorisation:{authorisation_id}");
@@ -215,8 +216,8 @@ impl App {
     async fn decide_and_prepare(
         &self,
         caller: &Caller,
-        authorisation_id: i64,
-        model_id: i64,
+        authorisation_id: AuthorisationId,
+        model_id: ModelId,
     ) -> ServiceResult<PreparedRun> {
         let action = Action::RunModel.audit();
         let object = format!("authorisation:{authorisation_id}");
@@ -231,9 +232,9 @@ impl App {
             };
             let resource = super::objects::authorisation_resource(
                 authorisation,
-                OrganisationId(organisation),
+                organisation,
                 dataset.provider_id,
-                OrganisationId(provider_organisation),
+                provider_organisation,
             );
             self.guard(caller, Action::RunModel, &object, &resource).await?;
         }
@@ -247,7 +248,7 @@ impl App {
         let digest_to_run = ModelDigest::of(&model.module, &manifest).to_string();
         let model_facts = ModelFacts {
             state: model.state,
-            authorisation_id: model.authorisation_id,
+            authorisation_id: model.authorisation_id.0,
             approved_digest: model.digest.clone(),
         };
         let authorisation_facts = facts.authorisation.as_ref().map(authorisation_facts).transpose()?;
@@ -268,7 +269,7 @@ impl App {
             columns_read: &columns_read,
             epsilon,
             min_epsilon: self.gate.min_epsilon_per_run(),
-            dataset_id: facts.dataset.as_ref().map_or(0, |dataset| dataset.id),
+            dataset_id: facts.dataset.as_ref().map_or(0, |dataset| dataset.id.0),
             dataset_budget,
         };
         let permit = match authorise_run(&run_facts, self.now()) {
@@ -308,7 +309,7 @@ impl App {
         schema: &DatasetSchema,
     ) -> anyhow::Result<sluice_vault::keys::AeadKey> {
         let context =
-            ChunkContext { dataset_id: version.dataset_id, version: version.version, schema_hash: schema.hash() };
+            ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
         let master = self.sealed.master.read().await;
         if let Ok(key) = master.unwrap_key(&version.wrapped_key, &context.key_context()) {
             return Ok(key);
@@ -341,11 +342,11 @@ impl App {
         // The charge does not wait for the disk: nothing is answered before the release,
         // whose commit waits and makes the charge durable with it (the write-ahead log is
         // synced in order). A crash in between loses a charge whose run released nothing.
+        let (authorisation_id, dataset_id) = (AuthorisationId(permit.authorisation_id), DatasetId(permit.dataset_id));
         let mut tx = self.store.begin_unsynced().await?;
-        let row =
-            Store::charge_facts(&mut tx, permit.authorisation_id, permit.dataset_id, now - time::Duration::hours(1))
-                .await?
-                .context("the authorisation or its dataset disappeared")?;
+        let row = Store::charge_facts(&mut tx, authorisation_id, dataset_id, now - time::Duration::hours(1))
+            .await?
+            .context("the authorisation or its dataset disappeared")?;
         let facts = ChargeFacts {
             revoked: row.revoked,
             authorisation_budget: budget(row.authorisation_total, row.authorisation_spent)?,
@@ -362,17 +363,17 @@ impl App {
         };
         Store::apply_charge(
             &mut tx,
-            permit.authorisation_id,
+            authorisation_id,
             charged.authorisation_budget_after.spent().units() as i64,
-            permit.dataset_id,
+            dataset_id,
             charged.dataset_budget_after.spent().units() as i64,
         )
         .await?;
         let run = RunRow {
-            id: 0,
-            authorisation_id: permit.authorisation_id,
+            id: RunId(0),
+            authorisation_id,
             model_id: prepared.model_id,
-            operator_id: caller.principal.id,
+            operator_id: PrincipalId(caller.principal.id),
             dataset_id: prepared.version.dataset_id,
             dataset_version: prepared.version.version,
             epsilon: permit.epsilon.units() as i64,
@@ -396,7 +397,7 @@ impl App {
         tx.commit().await.context("committing the budget charge")?;
         Ok(ChargeOutcome::Charged(Box::new(ChargedRun {
             run_id,
-            authorisation_id: permit.authorisation_id,
+            authorisation_id,
             epsilon: permit.epsilon,
             authorisation_remaining: charged.authorisation_budget_after.remaining(),
             inputs: prepared,
@@ -410,7 +411,7 @@ impl App {
         let authorisation_id = run.authorisation_id;
         let version = &prepared.version;
         let context = ChunkContext {
-            dataset_id: version.dataset_id,
+            dataset_id: version.dataset_id.0,
             version: version.version,
             schema_hash: prepared.schema.hash(),
         };
@@ -434,7 +435,7 @@ impl App {
             prepared.min_group_size,
         );
         let version_chunks = version.chunk_count;
-        tracing::info!(authorisation_id, digest = %compiled.digest(), "run started");
+        tracing::info!(%authorisation_id, digest = %compiled.digest(), "run started");
         tokio::task::spawn_blocking(move || {
             let parts = reader.split(run_parts(runtime.limits().workers_per_run, version_chunks));
             run_and_release(&runtime, &compiled, parts, &facts).map_err(|error| match error {
@@ -516,9 +517,9 @@ impl App {
 
     /// Stores a charged run's failure with its audit entry, in one transaction. The audit
     /// log keeps the detailed code; the operator gets the coarse class.
-    async fn fail(&self, caller: &Caller, run_id: i64, failure: RunFailure) -> ServiceResult<RunView> {
+    async fn fail(&self, caller: &Caller, run_id: RunId, failure: RunFailure) -> ServiceResult<RunView> {
         let (code, message) = failure.describe();
-        tracing::warn!(run_id, code, "run failed");
+        tracing::warn!(%run_id, code, "run failed");
         let now = self.now();
         let mut tx = self.store.begin().await?;
         ensure_running(Store::finish_run(&mut tx, run_id, RunState::Failed, code, None, now).await?, run_id)?;
@@ -562,7 +563,7 @@ impl App {
     /// Waits for a run another node claimed to end, and answers as that node would have:
     /// the release with its receipt, or the failure's coarse message. A claimer that died
     /// meanwhile has its run settled as interrupted here.
-    async fn await_end(&self, run_id: i64) -> ServiceResult<RunView> {
+    async fn await_end(&self, run_id: RunId) -> ServiceResult<RunView> {
         loop {
             let ended = self.run_ended.notified();
             tokio::pin!(ended);
@@ -655,7 +656,7 @@ impl App {
     /// goes wrong, the run ends: failed, or (if even that cannot be stored) interrupted.
     async fn execute_claimed(&self, run: RunRow, slot: tokio::sync::OwnedSemaphorePermit) {
         let run_id = run.id;
-        tracing::info!(run_id, "running a run claimed from the queue");
+        tracing::info!(%run_id, "running a run claimed from the queue");
         let result = async {
             let operator = self.store.principal(run.operator_id).await?.context("the run's operator")?;
             let caller = Caller {
@@ -675,9 +676,9 @@ impl App {
         match result {
             Ok(_) | Err(ServiceError::RunFailed { .. }) => {}
             Err(error) => {
-                tracing::error!(run_id, error = %error, "a claimed run could not be ended; settling it as interrupted");
+                tracing::error!(%run_id, error = %error, "a claimed run could not be ended; settling it as interrupted");
                 if let Err(error) = self.settle_run(run_id).await {
-                    tracing::error!(run_id, error = %format!("{error:#}"), "settling the run failed");
+                    tracing::error!(%run_id, error = %format!("{error:#}"), "settling the run failed");
                 }
             }
         }
@@ -739,7 +740,7 @@ impl App {
 
     /// A finished run's release, for the operator who ran it (once any data product review
     /// released it), and for the providing department's reviewer when its outputs are held.
-    pub async fn run_result(&self, caller: &Caller, run_id: i64) -> ServiceResult<RunView> {
+    pub async fn run_result(&self, caller: &Caller, run_id: RunId) -> ServiceResult<RunView> {
         let action = Action::ReadResult;
         let object = format!("run:{run_id}");
         let is_reviewer = caller.principal.role == Role::Reviewer;
@@ -792,7 +793,7 @@ impl App {
     pub async fn review_result(
         &self,
         caller: &Caller,
-        run_id: i64,
+        run_id: RunId,
         approve: bool,
         comment: &str,
     ) -> ServiceResult<RunView> {
@@ -831,7 +832,7 @@ impl App {
     }
 
     /// Budget of one authorisation: its operator, the dataset's provider and regulators.
-    pub async fn budget(&self, caller: &Caller, authorisation_id: i64) -> ServiceResult<BudgetView> {
+    pub async fn budget(&self, caller: &Caller, authorisation_id: AuthorisationId) -> ServiceResult<BudgetView> {
         let action = Action::ReadBudget;
         let object = format!("authorisation:{authorisation_id}");
         let Some(authorisation) = self.store.authorisation(authorisation_id).await? else {
@@ -923,7 +924,7 @@ fn commit_to_release(event: AuditEvent, outputs: &[ReleasedOutput]) -> anyhow::R
 /// A run ends once: if it is no longer `running` when its outcome is stored (settled as
 /// interrupted by a node that took this one for dead), nothing is written and the
 /// transaction rolls back — no second end in the log, no release after an interruption.
-fn ensure_running(was_running: bool, run_id: i64) -> anyhow::Result<()> {
+fn ensure_running(was_running: bool, run_id: RunId) -> anyhow::Result<()> {
     anyhow::ensure!(was_running, "run {run_id} was settled as interrupted while it ran; its outcome is not stored");
     Ok(())
 }
