@@ -34,7 +34,6 @@ use sluice_sandbox::{ColumnValues, Manifest, Runtime, RuntimeLimits};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
 use sluice_vault::schema::DatasetSchema;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 #[path = "../../examples/models/vehicle-risk/src/score.rs"]
 mod score;
@@ -173,7 +172,7 @@ async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
     let run = app.run(&operator, authorisation_id, model_id).await.map_err(|error| anyhow::anyhow!("run: {error}"))?;
     let run_s = started.elapsed().as_secs_f64();
     let run_mib = peak_mib();
-    let visible_at = run.visible_at.as_deref().map(|at| OffsetDateTime::parse(at, &Rfc3339)).transpose()?;
+    let visible_at = run.visible_at.map(sluice_gateway::timestamp::Timestamp::time);
     let delay_s = visible_at.map_or(f64::NAN, |at| (at - started_at).as_seconds_f64());
 
     // The same work without the API: decrypt, sandbox, release.

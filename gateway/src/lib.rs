@@ -25,3 +25,4 @@ pub mod parts;
 pub mod runner;
 pub mod service;
 pub mod store;
+pub mod timestamp;

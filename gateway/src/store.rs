@@ -20,12 +20,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use sluice_audit::{AuditEntry, AuditEvent, RootBuilder, leaf_hash};
 use sluice_policies::{ApplicationState, ModelState, OrganisationId};
 
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, NodeId, PrincipalId, RunId};
+use crate::timestamp::Timestamp;
 
 /// A transaction. One from [`Store::begin`] or [`Store::begin_unsynced`] holds this
 /// process's turn at the write lock — writers wait for it in the order they asked (a fair
@@ -52,6 +52,16 @@ impl Tx {
         match self.inner {
             TxInner::Sqlite(inner) => inner.commit().await,
             TxInner::Postgres(inner) => inner.commit().await,
+        }
+    }
+
+    /// Rolls back now. Dropping a transaction rolls it back too, but on PostgreSQL the
+    /// `ROLLBACK` is only sent when the pool next tends the connection (a task of its own),
+    /// and until then the transaction holds its locks, the write lock among them.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self.inner {
+            TxInner::Sqlite(inner) => inner.rollback().await,
+            TxInner::Postgres(inner) => inner.rollback().await,
         }
     }
 }
@@ -145,13 +155,13 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Formats a time the way every table stores it: RFC 3339, UTC.
+/// Formats a time the way every table stores it ([`Timestamp`]'s written form).
 pub fn format_time(time: OffsetDateTime) -> String {
-    time.to_offset(time::UtcOffset::UTC).format(&Rfc3339).expect("RFC 3339 formats every UTC time")
+    Timestamp::new(time).to_string()
 }
 
 pub fn parse_time(text: &str) -> anyhow::Result<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).with_context(|| format!("`{text}` is not an RFC 3339 time"))
+    Timestamp::parse(text).map(Timestamp::time)
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -163,10 +173,10 @@ pub struct PrincipalRow {
     pub organisation_id: OrganisationId,
     pub reviewer_kind: Option<String>,
     pub licence_number: Option<String>,
-    pub licence_valid_from: Option<String>,
-    pub licence_valid_until: Option<String>,
-    pub token_expires_at: Option<String>,
-    pub disabled_at: Option<String>,
+    pub licence_valid_from: Option<Timestamp>,
+    pub licence_valid_until: Option<Timestamp>,
+    pub token_expires_at: Option<Timestamp>,
+    pub disabled_at: Option<Timestamp>,
     pub created_by: Option<PrincipalId>,
     pub pending_approval: bool,
 }
@@ -176,7 +186,7 @@ pub struct OrganisationRow {
     #[sqlx(try_from = "i64")]
     pub id: OrganisationId,
     pub name: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -204,8 +214,8 @@ pub struct DatasetRow {
     pub schema_hash: String,
     pub epsilon_total: i64,
     pub epsilon_spent: i64,
-    pub created_at: String,
-    pub destroyed_at: Option<String>,
+    pub created_at: Timestamp,
+    pub destroyed_at: Option<Timestamp>,
     pub min_group_size: i64,
 }
 
@@ -216,7 +226,7 @@ pub struct VersionRow {
     pub row_count: i64,
     pub chunk_count: i64,
     pub wrapped_key: Vec<u8>,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl std::fmt::Debug for VersionRow {
@@ -238,8 +248,8 @@ pub struct ApplicationRow {
     pub use_scope: String,
     pub security_measures: String,
     pub columns_json: String,
-    pub valid_from: String,
-    pub valid_until: String,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
     pub epsilon_requested: i64,
     #[sqlx(try_from = "String")]
     pub state: ApplicationState,
@@ -254,11 +264,11 @@ pub struct AuthorisationRow {
     pub dataset_id: DatasetId,
     pub purpose: String,
     pub columns_json: String,
-    pub valid_from: String,
-    pub valid_until: String,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
     pub epsilon_total: i64,
     pub epsilon_spent: i64,
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Timestamp>,
     pub hold_outputs: bool,
 }
 
@@ -407,6 +417,42 @@ macro_rules! integer_column {
 
 integer_column!(PrincipalId, DatasetId, ApplicationId, AuthorisationId, ModelId, RunId, NodeId);
 
+// A time is a TEXT column in its written form on either back end (see [`Timestamp`]).
+impl<DB: sqlx::Database> sqlx::Type<DB> for Timestamp
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for Timestamp
+where
+    String: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, DB>>::encode(self.to_string(), buf)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Timestamp
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+        Ok(Timestamp::parse(text)?)
+    }
+}
+
 /// The columns of a [`RunRow`], for every statement that reads or returns one.
 macro_rules! run_columns {
     () => {
@@ -428,7 +474,7 @@ pub struct RunRow {
     pub outcome: Option<String>,
     pub result_json: Option<String>,
     /// When the operator may see the outcome, fixed before any data was read.
-    pub visible_at: Option<String>,
+    pub visible_at: Option<Timestamp>,
     /// The node (gateway process) that claimed it ([`Store::node`]); none while it is
     /// queued, and on rows from before nodes were recorded.
     #[sqlx(default)]
@@ -1135,7 +1181,7 @@ impl Store {
         .bind(row.row_count)
         .bind(row.chunk_count)
         .bind(&row.wrapped_key)
-        .bind(&row.created_at)
+        .bind(row.created_at)
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
@@ -1251,8 +1297,8 @@ impl Store {
         .bind(&row.use_scope)
         .bind(&row.security_measures)
         .bind(&row.columns_json)
-        .bind(&row.valid_from)
-        .bind(&row.valid_until)
+        .bind(row.valid_from)
+        .bind(row.valid_until)
         .bind(row.epsilon_requested)
         .bind(row.state.as_str())
         .bind(format_time(now))
@@ -1324,8 +1370,8 @@ impl Store {
         .bind(application.dataset_id)
         .bind(&application.purpose)
         .bind(&application.columns_json)
-        .bind(&application.valid_from)
-        .bind(&application.valid_until)
+        .bind(application.valid_from)
+        .bind(application.valid_until)
         .bind(application.epsilon_requested)
         .bind(hold_outputs)
         .bind(format_time(now))
@@ -1616,7 +1662,7 @@ impl Store {
         .bind(row.epsilon)
         .bind(row.state)
         .bind(format_time(now))
-        .bind(&row.visible_at)
+        .bind(row.visible_at)
         .bind(row.node)
         .fetch_one(c)
         .await

@@ -121,6 +121,9 @@ impl Drop for TestDatabase {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let mut admin = sqlx::PgConnection::connect(&url).await?;
+                // A test that left a transaction open must not hang the suite here (this
+                // thread blocks the test's runtime, so a rollback queued on it never runs).
+                sqlx::query("SET lock_timeout = '20s'").execute(&mut admin).await?;
                 sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await?;
                 admin.close().await
             })?;

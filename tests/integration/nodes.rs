@@ -144,7 +144,7 @@ async fn a_node_settles_only_the_runs_of_dead_nodes() {
     .await
     .expect("finish");
     assert!(!ended, "a settled run does not end again");
-    drop(tx);
+    tx.rollback().await.expect("rollback");
     assert_eq!(second.settle_interrupted_runs().await.expect("sweep"), 0, "settled once");
 }
 

@@ -12,7 +12,8 @@ use sluice_policies::{Action, Epsilon, OrganisationId, Resource};
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, PrincipalId};
-use crate::store::{Store, VersionRow, format_time};
+use crate::store::{Store, VersionRow};
+use crate::timestamp::Timestamp;
 use sluice_audit::AuditOutcome;
 use sluice_vault::chunks::{self, ChunkContext, IngestError};
 use sluice_vault::schema::DatasetSchema;
@@ -67,7 +68,7 @@ pub struct CatalogueColumn {
 pub struct CatalogueVersion {
     pub version: i64,
     pub rows: i64,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +76,7 @@ pub struct CatalogueAuthorisation {
     pub authorisation_id: AuthorisationId,
     pub operator_organisation: String,
     pub purpose: String,
-    pub valid_until: String,
+    pub valid_until: Timestamp,
     pub revoked: bool,
 }
 
@@ -228,7 +229,7 @@ impl App {
                 row_count: report.rows as i64,
                 chunk_count: report.chunks as i64,
                 wrapped_key,
-                created_at: format_time(now),
+                created_at: Timestamp::new(now),
             };
             let version_prefix = chunks::version_prefix(dataset_id.0, version);
             // Chunks no version row will ever name are deleted; if that fails the
@@ -242,7 +243,7 @@ impl App {
             };
             let mut tx = self.store.begin().await?;
             if !Store::insert_version(&mut tx, &row).await? {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 chunks_left.store(!discard().await, Ordering::Relaxed);
                 return Err(destroyed_meanwhile());
             }
@@ -372,7 +373,7 @@ impl App {
                     .map(|version| CatalogueVersion {
                         version: version.version,
                         rows: version.row_count,
-                        created_at: version.created_at.clone(),
+                        created_at: version.created_at,
                     })
                     .collect(),
                 epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),

@@ -35,6 +35,7 @@ use crate::ids::{DatasetId, NodeId, PrincipalId, RunId};
 use crate::parts::{AuditLog, Gate, Sealed};
 use crate::runner::Runner;
 use crate::store::{NewPrincipal, OrganisationRow, PrincipalRow, Store, format_time, parse_time};
+use crate::timestamp::Timestamp;
 use sluice_audit::{Act, AuditEvent, AuditOutcome, Detail};
 use sluice_vault::keys::{AeadKey, random_bytes};
 
@@ -145,7 +146,7 @@ pub enum PrincipalCreation {
 pub struct OrganisationView {
     pub id: OrganisationId,
     pub name: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl From<OrganisationRow> for OrganisationView {
@@ -182,7 +183,7 @@ fn principal_from_row(row: &PrincipalRow) -> anyhow::Result<Principal> {
     let reviewer_kind = row.reviewer_kind.as_deref().and_then(ReviewerKind::parse);
     let licence = match (&row.licence_number, &row.licence_valid_from, &row.licence_valid_until) {
         (Some(number), Some(from), Some(until)) => {
-            Some(Licence { number: number.clone(), valid_from: parse_time(from)?, valid_until: parse_time(until)? })
+            Some(Licence { number: number.clone(), valid_from: from.time(), valid_until: until.time() })
         }
         _ => None,
     };
@@ -298,7 +299,7 @@ impl App {
         if row.disabled_at.is_some() {
             return refuse("principal_disabled", "principal_disabled", Some(row.id.0)).await;
         }
-        let expires_at = row.token_expires_at.as_deref().map(parse_time).transpose()?;
+        let expires_at = row.token_expires_at.map(Timestamp::time);
         if expires_at.is_none_or(|expires_at| self.now() >= expires_at) {
             return refuse("token_expired", "token_expired", Some(row.id.0)).await;
         }
@@ -343,7 +344,7 @@ impl App {
         let expires_at = now + self.gate.token_lifetime();
         let mut tx = self.store.begin().await?;
         if !Store::replace_token(&mut tx, id, &token_hash(&token), expires_at, reason, now).await? {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.not_found(caller, action.audit(), "principal", id).await);
         }
         let event = Self::event(caller, action.audit(), format!("principal:{id}"), AuditOutcome::Ok)
@@ -367,7 +368,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::replace_token(&mut tx, id, &unusable, now, "revoked", now).await? {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.not_found(caller, action.audit(), "principal", id).await);
         }
         let event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)
@@ -389,7 +390,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if !Store::disable_principal(&mut tx, id, now).await? {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return match self.store.principal(id).await? {
                 Some(_) => Err(ServiceError::Conflict(format!("principal {id} is already disabled"))),
                 None => Err(self.not_found(caller, action.audit(), "principal", id).await),
@@ -551,7 +552,7 @@ impl App {
         {
             Ok(id) => id,
             Err(existing) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(ServiceError::Conflict(format!(
                     "organisation {existing} already has this name (names are compared after normalising \
                      spaces, case and full-width letters)"
@@ -562,7 +563,7 @@ impl App {
             .detail(Detail::Name, &shown);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the new organisation")?;
-        Ok(OrganisationView { id, name: shown, created_at: format_time(now) })
+        Ok(OrganisationView { id, name: shown, created_at: Timestamp::new(now) })
     }
 
     /// Renames organisation `id` (an administrator's action); its id, and so every
@@ -585,11 +586,11 @@ impl App {
         match Store::rename_organisation(&mut tx, id, &shown, &key).await? {
             Ok(true) => {}
             Ok(false) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(self.not_found(caller, action.audit(), "organisation", id).await);
             }
             Err(existing) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(ServiceError::Conflict(format!("organisation {existing} already has this name")));
             }
         }
@@ -623,7 +624,7 @@ impl App {
         let expires_at = now + self.gate.token_lifetime();
         let mut tx = self.store.begin().await?;
         if !Store::approve_principal(&mut tx, id, &token_hash(&token), expires_at).await? {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(ServiceError::Conflict(format!("principal {id} is not waiting for approval")));
         }
         let mut event = Self::event(caller, action.audit(), &object, AuditOutcome::Ok)

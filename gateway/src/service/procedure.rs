@@ -19,7 +19,8 @@ use sluice_sandbox::{CompiledModel, Manifest};
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
-use crate::store::{ApplicationRow, ModelRow, Store, format_time, parse_time};
+use crate::store::{ApplicationRow, ModelRow, Store};
+use crate::timestamp::Timestamp;
 use sluice_audit::AuditOutcome;
 use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 
@@ -101,13 +102,13 @@ impl ReviewChecklist {
 /// Dummy rows the automated review runs a submitted model on.
 const DUMMY_REVIEW_ROWS: usize = 1_000;
 
-fn parse_window(from: &str, until: &str) -> ServiceResult<(String, String)> {
+fn parse_window(from: &str, until: &str) -> ServiceResult<(Timestamp, Timestamp)> {
     let invalid = |error: anyhow::Error| ServiceError::invalid(format!("{error:#}"));
-    let (from, until) = (parse_time(from).map_err(invalid)?, parse_time(until).map_err(invalid)?);
+    let (from, until) = (Timestamp::parse(from).map_err(invalid)?, Timestamp::parse(until).map_err(invalid)?);
     if from >= until {
         return Err(ServiceError::invalid("valid_from must be before valid_until"));
     }
-    Ok((format_time(from), format_time(until)))
+    Ok((from, until))
 }
 
 impl App {
@@ -201,7 +202,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let state = application.state;
@@ -209,7 +210,7 @@ impl App {
         let next = match self.decide(caller, action, &resource).and_then(|()| review_application(state, approve)) {
             Ok(next) => next,
             Err(denial) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
@@ -239,7 +240,7 @@ impl App {
                     .detail(Detail::Dataset, application.dataset_id)
                     .detail(Detail::EpsilonTotal, Epsilon::from_units(application.epsilon_requested as u64))
                     .detail(Detail::HoldOutputs, hold_outputs)
-                    .detail(Detail::ValidUntil, &application.valid_until);
+                    .detail(Detail::ValidUntil, application.valid_until);
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);
         }
@@ -294,7 +295,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         if let Err(denial) = check_not_revoked(Store::digest_revoked(&mut tx, authorisation.id, &digest).await?) {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let id = Store::insert_model(&mut tx, &row, now).await?;
@@ -373,18 +374,18 @@ impl App {
         let state = Self::model_state_in(&mut tx, &model).await?;
         let resource = self.model_resource(&model, state).await?;
         if let Err(denial) = self.decide(caller, action, &resource).and_then(|()| review_model(state)) {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve && let Err(denial) = check_dummy_run(dummy_run_passed) {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve
             && let Err(denial) =
                 check_not_revoked(Store::digest_revoked(&mut tx, model.authorisation_id, &model.digest).await?)
         {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         if approve && !checklist.is_some_and(|checklist| checklist.all_confirmed()) {
@@ -400,7 +401,7 @@ impl App {
         let next = match model_review_outcome(&prior, &caller.principal, approve, quorum) {
             Ok(next) => next,
             Err(denial) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
@@ -540,7 +541,7 @@ impl App {
         let object = format!("application:{id}");
         let mut tx = self.store.begin().await?;
         let Some(application) = Store::application_in(&mut tx, id).await? else {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let state = application.state;
@@ -548,7 +549,7 @@ impl App {
         let next = match self.decide(caller, action, &resource).and_then(|()| next_state(state)) {
             Ok(next) => next,
             Err(denial) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Err(self.deny(caller, action.audit(), object, denial).await);
             }
         };
@@ -593,7 +594,7 @@ impl App {
         let state = Self::model_state_in(&mut tx, &model).await?;
         let resource = self.model_resource(&model, state).await?;
         if let Err(denial) = self.decide(caller, action, &resource).and_then(|()| revoke_model(state)) {
-            drop(tx);
+            tx.rollback().await.context("rolling back")?;
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         Store::set_model_state(&mut tx, id, ModelState::Revoked).await?;

@@ -26,7 +26,8 @@ use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
-use crate::store::{AuthorisationRow, RunRow, RunState, Store, VersionRow, parse_time};
+use crate::store::{AuthorisationRow, RunRow, RunState, Store, VersionRow};
+use crate::timestamp::Timestamp;
 
 /// What an operator sees of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,7 +47,7 @@ pub struct RunView {
     /// When the result became visible: fixed before any data was read, from the row count
     /// and the model's declared fuel per row, never from what the model did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub visible_at: Option<String>,
+    pub visible_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,8 +64,8 @@ fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFa
     Ok(AuthorisationFacts {
         id: row.id.0,
         columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
-        valid_from: parse_time(&row.valid_from)?,
-        valid_until: parse_time(&row.valid_until)?,
+        valid_from: row.valid_from.time(),
+        valid_until: row.valid_until.time(),
         revoked: row.revoked_at.is_some(),
         budget: budget(row.epsilon_total, row.epsilon_spent)?,
     })
@@ -188,7 +189,7 @@ impl App {
         let outcome = task.await.map_err(|error| anyhow::anyhow!("the run task failed: {error}"))?;
         wait_until_visible(started_instant, delay).await;
         let mut view = outcome?;
-        view.visible_at = Some(crate::store::format_time(visible_at));
+        view.visible_at = Some(Timestamp::new(visible_at));
         Ok(view)
     }
 
@@ -357,7 +358,7 @@ impl App {
         let charged = match permit.charge(&facts) {
             Ok(charged) => charged,
             Err(denial) => {
-                drop(tx);
+                tx.rollback().await.context("rolling back")?;
                 return Ok(ChargeOutcome::Refused(denial));
             }
         };
@@ -381,7 +382,7 @@ impl App {
             state: RunState::Queued,
             outcome: None,
             result_json: None,
-            visible_at: Some(crate::store::format_time(visible_at)),
+            visible_at: Some(Timestamp::new(visible_at)),
             node: None,
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
@@ -749,7 +750,7 @@ impl App {
         };
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         self.guard(caller, action, &object, &self.run_resource(&run, &authorisation).await?).await?;
-        let visible_at = run.visible_at.as_deref().map(parse_time).transpose()?;
+        let visible_at = run.visible_at.map(Timestamp::time);
         if let Some(visible_at) = visible_at
             && !is_reviewer
             && self.now() < visible_at
@@ -780,7 +781,7 @@ impl App {
         };
         let mut view: RunView = serde_json::from_str(json).context("stored release")?;
         view.state = run.state;
-        view.visible_at = run.visible_at.clone();
+        view.visible_at = run.visible_at;
         if let Some(seq) = self.store.release_seq(run.id).await? {
             view.receipt = Some(self.receipt(seq).await?);
         }
