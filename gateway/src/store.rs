@@ -453,6 +453,65 @@ where
     }
 }
 
+/// What other nodes are told of at once about runs ([`Store::run_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEvent {
+    /// Charged and waiting for a node with a free sandbox slot.
+    Queued,
+    /// Ended: released, held, failed or interrupted.
+    Ended,
+}
+
+impl RunEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// PostgreSQL's notification channel for [`RunEvent`]s.
+const RUN_EVENTS_CHANNEL: &str = "sluice_runs";
+
+/// A subscription to this database's [`RunEvent`]s (PostgreSQL's `LISTEN`).
+pub struct RunEvents {
+    listener: sqlx::postgres::PgListener,
+    schema: String,
+}
+
+impl std::fmt::Debug for RunEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunEvents").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl RunEvents {
+    /// The next event. `Ok(None)` when the connection was lost: it reconnects on the next
+    /// call, but what was announced meanwhile is not heard, so a listener must look for
+    /// itself then (and now and again anyway).
+    pub async fn next(&mut self) -> anyhow::Result<Option<(RunEvent, RunId)>> {
+        loop {
+            let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
+            let mut words = notification.payload().split(' ');
+            let (Some(schema), Some(event), Some(id), None) = (words.next(), words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let event = match event {
+                "queued" => RunEvent::Queued,
+                "ended" => RunEvent::Ended,
+                _ => continue,
+            };
+            if schema == self.schema
+                && let Ok(id) = id.parse()
+            {
+                return Ok(Some((event, RunId(id))));
+            }
+        }
+    }
+}
+
 /// The columns of a [`RunRow`], for every statement that reads or returns one.
 macro_rules! run_columns {
     () => {
@@ -1649,7 +1708,7 @@ impl Store {
     // ----- runs -----
 
     pub async fn insert_run(tx: &mut Tx, row: &RunRow, now: OffsetDateTime) -> anyhow::Result<RunId> {
-        Ok(in_tx!(tx, |c| {
+        let id = in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
              visible_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
@@ -1666,7 +1725,36 @@ impl Store {
         .bind(row.node)
         .fetch_one(c)
         .await
-        })?)
+        })?;
+        if row.state == RunState::Queued {
+            Self::announce(tx, RunEvent::Queued, id).await?;
+        }
+        Ok(id)
+    }
+
+    /// Tells every node listening ([`Store::run_events`]) of `event` once `tx` commits
+    /// (PostgreSQL's `NOTIFY` is transactional: a rolled-back change announces nothing).
+    /// On SQLite it does nothing: nodes there look ([`RunEvents`] is PostgreSQL's only).
+    async fn announce(tx: &mut Tx, event: RunEvent, run_id: RunId) -> anyhow::Result<()> {
+        if let TxInner::Postgres(inner) = &mut tx.inner {
+            // The channel is the database's; the payload names the schema, so deployments
+            // sharing a database in schemas of their own do not hear each other.
+            sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+                .bind(RUN_EVENTS_CHANNEL)
+                .bind(format!("{} {run_id}", event.as_str()))
+                .execute(&mut **inner)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Listens for run events of this database ([`Store::announce`]): `None` on SQLite.
+    pub async fn run_events(&self) -> anyhow::Result<Option<RunEvents>> {
+        let Pools::Postgres { pool } = &self.pools else { return Ok(None) };
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(RUN_EVENTS_CHANNEL).await?;
+        Ok(Some(RunEvents { listener, schema }))
     }
 
     /// Ends a run that is `running`; false (and nothing written) if it is not — another
@@ -1692,6 +1780,9 @@ impl Store {
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
+        if updated == 1 {
+            Self::announce(tx, RunEvent::Ended, run_id).await?;
+        }
         Ok(updated == 1)
     }
 
@@ -1781,6 +1872,9 @@ impl Store {
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
+        if updated == 1 {
+            Self::announce(tx, RunEvent::Ended, run_id).await?;
+        }
         Ok(updated == 1)
     }
 

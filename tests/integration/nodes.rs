@@ -311,3 +311,28 @@ async fn a_queued_run_whose_model_bytes_changed_is_failed_not_run() {
     assert_eq!(releases[0]["reason"], "host_error");
     world.assert_log_verifies().await;
 }
+
+/// On PostgreSQL a node hears at once what another node's runs do (LISTEN/NOTIFY): the
+/// charge announces the queued run and the release its end, each only once committed, and
+/// for this deployment's schema only. On SQLite there is nothing to hear: nodes look.
+#[tokio::test]
+async fn nodes_hear_of_each_others_runs_on_postgresql() {
+    use sluice_gateway::ids::RunId;
+    use sluice_gateway::store::RunEvent;
+    let world = World::new(50, 2.0).await;
+    let (second, _api, _dir) = second_node(&world).await;
+    let Some(mut events) = second.store().run_events().await.expect("listening") else {
+        assert!(!world.database.is_postgres(), "PostgreSQL announces run events");
+        return;
+    };
+    let run = world.run().await.ok().expect("run");
+    let run_id = RunId(run["run_id"].as_i64().expect("id"));
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let first = events.next().await.expect("event");
+        let second = events.next().await.expect("event");
+        [first, second]
+    })
+    .await
+    .expect("both events heard");
+    assert_eq!(heard, [Some((RunEvent::Queued, run_id)), Some((RunEvent::Ended, run_id))]);
+}

@@ -90,9 +90,14 @@ pub struct App {
     audit_batch: group_commit::AuditBatcher,
     /// The requests under way, which a shutdown waits for.
     in_flight: crate::in_flight::InFlight,
-    /// Woken whenever this node ends a run, for requests waiting on a run another task of
-    /// this node claimed.
+    /// Woken whenever this node ends a run, or hears that another node ended one, for
+    /// requests waiting on a run claimed elsewhere.
     run_ended: tokio::sync::Notify,
+    /// Woken when another node announces a queued run, for this node's dispatcher.
+    run_queued: tokio::sync::Notify,
+    /// Whether this node hears other nodes' run events ([`crate::store::RunEvents`]); if
+    /// so it looks for itself only now and then, otherwise often.
+    hears_runs: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for App {
@@ -219,6 +224,8 @@ impl App {
             audit_batch,
             in_flight: Default::default(),
             run_ended: tokio::sync::Notify::new(),
+            run_queued: tokio::sync::Notify::new(),
+            hears_runs: std::sync::atomic::AtomicBool::new(false),
         };
         app.settle_interrupted_runs().await?;
         Ok(Arc::new(app))

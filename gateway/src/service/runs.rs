@@ -26,7 +26,7 @@ use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
-use crate::store::{AuthorisationRow, RunRow, RunState, Store, VersionRow};
+use crate::store::{AuthorisationRow, RunEvent, RunRow, RunState, Store, VersionRow};
 use crate::timestamp::Timestamp;
 
 /// What an operator sees of a run.
@@ -539,7 +539,14 @@ impl App {
         let slot = loop {
             tokio::select! {
                 slot = &mut acquire => break Some(slot?),
-                () = tokio::time::sleep(QUEUE_POLL) => {
+                // Another node may have claimed it: look now and then, and whenever a run ends.
+                () = self.run_ended.notified() => {
+                    let state = self.store.run(run.run_id).await?.map(|row| row.state);
+                    if state != Some(RunState::Queued) {
+                        break None;
+                    }
+                }
+                () = tokio::time::sleep(self.queue_poll()) => {
                     let state = self.store.run(run.run_id).await?.map(|row| row.state);
                     if state != Some(RunState::Queued) {
                         break None;
@@ -600,7 +607,7 @@ impl App {
             }
             tokio::select! {
                 () = &mut ended => {}
-                () = tokio::time::sleep(QUEUE_POLL) => {}
+                () = tokio::time::sleep(self.queue_poll()) => {}
             }
         }
     }
@@ -616,6 +623,48 @@ impl App {
     }
 
     async fn dispatch_queued_runs(self: Arc<Self>) {
+        let listener = tokio::spawn(Arc::clone(&self).hear_run_events());
+        self.claim_queued_runs().await;
+        listener.abort();
+    }
+
+    /// Hears other nodes' run events (PostgreSQL's `LISTEN`): a queued run wakes the
+    /// dispatcher, an ended run the requests waiting for it, at once rather than at the
+    /// next look. Events missed while the connection was lost wake everyone, to look.
+    async fn hear_run_events(self: Arc<Self>) {
+        let mut events = match self.store.run_events().await {
+            Ok(Some(events)) => events,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "not hearing run events; looking for them instead");
+                return;
+            }
+        };
+        self.hears_runs.store(true, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            match events.next().await {
+                Ok(Some((RunEvent::Queued, _))) => self.run_queued.notify_one(),
+                Ok(Some((RunEvent::Ended, _))) => self.run_ended.notify_waiters(),
+                Ok(None) => {
+                    self.run_queued.notify_one();
+                    self.run_ended.notify_waiters();
+                }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "hearing run events failed");
+                    self.run_queued.notify_one();
+                    self.run_ended.notify_waiters();
+                    tokio::time::sleep(QUEUE_POLL * 10).await;
+                }
+            }
+        }
+    }
+
+    /// How long to wait before looking at the queue or a run again unprompted.
+    fn queue_poll(&self) -> std::time::Duration {
+        if self.hears_runs.load(std::sync::atomic::Ordering::Relaxed) { QUEUE_POLL_HEARING } else { QUEUE_POLL }
+    }
+
+    async fn claim_queued_runs(self: &Arc<Self>) {
         while !self.in_flight.stopping() {
             let Ok(slot) = self.runner.slot().await else { return };
             if self.in_flight.stopping() {
@@ -624,7 +673,7 @@ impl App {
             match self.claim_queued().await {
                 Ok(Some(run)) => {
                     let ticket = self.in_flight.begin();
-                    let app = Arc::clone(&self);
+                    let app = Arc::clone(self);
                     tokio::spawn(async move {
                         app.execute_claimed(run, slot).await;
                         drop(ticket);
@@ -632,7 +681,10 @@ impl App {
                 }
                 Ok(None) => {
                     drop(slot);
-                    tokio::time::sleep(QUEUE_POLL).await;
+                    tokio::select! {
+                        () = self.run_queued.notified() => {}
+                        () = tokio::time::sleep(self.queue_poll()) => {}
+                    }
                 }
                 Err(error) => {
                     drop(slot);
@@ -869,8 +921,12 @@ async fn wait_until_visible(started: tokio::time::Instant, delay: time::Duration
 const INTERRUPTED: &str = "the run was cut off by a restart of the gateway and released nothing; its charge stands";
 
 /// How often a request whose run another node claimed looks for its end (a run ended on
-/// this node wakes it at once), and how often an idle node looks for queued runs.
+/// this node wakes it at once), and how often an idle node looks for queued runs, when the
+/// node does not hear other nodes' run events (SQLite).
 const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The same when it hears them (PostgreSQL): the look is only a backstop.
+const QUEUE_POLL_HEARING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a charged run did not release.
 enum RunFailure {
