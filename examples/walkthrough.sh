@@ -23,7 +23,7 @@ server=$!
 for _ in $(seq 1 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.2; done
 
 # A JSON call with a token: api TOKEN METHOD PATH [BODY]
-api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+-d "$4"}; }
+api() { curl -sS --fail-with-body -X "$2" -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$URL$3" ${4:+--data-binary "$4"}; }
 organisation() { api "$ADMIN" POST /v1/organisations "{\"name\":\"$1\"}" | jq .id; }
 # A principal's token: created by the admin; a reviewer or a licensed operator waits for
 # the second administrator's approval (the two-person rule) before it gets one.
@@ -60,10 +60,29 @@ APPLICATION=$(api "$OPERATOR" POST /v1/applications "{\"dataset_id\":$DATASET,\"
 api "$BUREAU" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true,"comment":"qualified"}' | jq -c .
 AUTHORISATION=$(api "$DEPARTMENT" POST "/v1/applications/$APPLICATION/reviews" '{"approve":true}' | jq .authorisation_id)
 
-# 5. The operator uploads the model; a reviewer (never the uploader) approves it.
-MODEL=$(api "$OPERATOR" POST /v1/models "$(jq -n --arg wasm "$(base64 -w0 "$work/examples/vehicle-risk.wasm")" \
-  --rawfile manifest "$work/examples/vehicle-risk.manifest.toml" --argjson authorisation "$AUTHORISATION" \
-  '{authorisation_id: $authorisation, module_base64: $wasm, manifest: $manifest}')" | jq .id)
+# 5. The operator uploads the model; a reviewer (never the uploader) approves it. The
+#    request body is a file (`@model.json`), never an argument: a module's base64 would
+#    overflow the argument list above ~96 KB.
+model_request() {
+  jq -n --rawfile wasm <(base64 -w0 "$1") --rawfile manifest "$work/examples/vehicle-risk.manifest.toml" \
+    --argjson authorisation "$AUTHORISATION" '{authorisation_id: $authorisation, module_base64: $wasm, manifest: $manifest}'
+}
+model_request "$work/examples/vehicle-risk.wasm" > "$work/model.json"
+MODEL=$(api "$OPERATOR" POST /v1/models "@$work/model.json" | jq .id)
+# The same recipe carries a 2 MB module (the model with a 2 MB custom section appended).
+python3 - "$work/examples/vehicle-risk.wasm" "$work/big.wasm" <<'PY'
+import sys
+module, body = open(sys.argv[1], "rb").read(), bytes([7]) + b"padding" + bytes(2_000_000)
+size, leb = len(body), bytearray()
+while True:
+    leb.append((size & 0x7F) | (0x80 if size >> 7 else 0))
+    size >>= 7
+    if not size:
+        break
+open(sys.argv[2], "wb").write(module + b"\x00" + bytes(leb) + body)
+PY
+model_request "$work/big.wasm" > "$work/big-model.json"
+api "$OPERATOR" POST /v1/models "@$work/big-model.json" | jq -c '{id, state, bytes: '"$(stat -c %s "$work/big.wasm")"'}'
 api "$BUREAU" GET "/v1/models/$MODEL" | jq -c .automated_results
 api "$BUREAU" POST "/v1/models/$MODEL/reviews" '{"approve":true,"comment":"dummy run passed","checklist":{"usability":true,"consistency":true,"compliance":true,"security":true}}' | jq -c .
 

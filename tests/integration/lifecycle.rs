@@ -470,6 +470,18 @@ async fn model_reviews_show_automated_results_and_record_the_checklist() {
     let id = submitted["id"].as_i64().expect("id");
     let view = world.api.get(&format!("/v1/models/{id}"), &world.bureau).await.ok().expect("view");
     assert_eq!(view["automated_results"]["static_review"], "passed");
+    // A reviewer sees what the model declares, to check it against the application.
+    assert_eq!(view["authorisation_id"], world.authorisation_id);
+    assert_eq!(view["manifest"]["toml"], changed.as_str(), "the manifest as submitted");
+    let inputs: Vec<&str> =
+        view["manifest"]["inputs"].as_array().expect("inputs").iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(inputs, ["vehicle_age_years", "violations_12m", "accidents_5y", "insured_value_cny"]);
+    let outputs = view["manifest"]["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), 3);
+    assert_eq!(outputs[1]["name"], "mean_risk_score");
+    assert_eq!(outputs[1]["kind"], "mean");
+    assert_eq!(outputs[1]["upper"], 1.0);
+    assert_eq!(view["manifest"]["fuel_per_row"], 2000);
     expect_error(&world.api.get(&format!("/v1/models/{id}"), &world.other_operator).await, "wrong_role");
 
     let path = format!("/v1/models/{id}/reviews");

@@ -70,13 +70,56 @@ pub struct NewModel {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelView {
     pub id: ModelId,
+    pub authorisation_id: AuthorisationId,
     pub name: String,
     pub digest: String,
     pub state: &'static str,
     pub epsilon_per_run: f64,
+    /// What the model declares it reads and releases, for its reviewers to check against
+    /// the application's purpose (seed 002 §23's consistency and compliance questions).
+    pub manifest: ManifestView,
     /// What the automated checks found at submission, shown to reviewers first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub automated_results: Option<serde_json::Value>,
+}
+
+/// A model's manifest as submitted (`toml`) and as Sluice read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestView {
+    /// The granted columns it reads, with their types.
+    pub inputs: Vec<sluice_sandbox::InputColumn>,
+    /// The column its outputs are grouped by, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// Each output: its mechanism, clamp bounds and share of ε.
+    pub outputs: Vec<sluice_sandbox::OutputSpec>,
+    /// The fuel one row may use, if declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_per_row: Option<u64>,
+    pub toml: String,
+}
+
+impl ModelView {
+    fn of(model: &ModelRow, state: ModelState, automated_results: Option<serde_json::Value>) -> anyhow::Result<Self> {
+        let manifest =
+            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
+        Ok(Self {
+            id: model.id,
+            authorisation_id: model.authorisation_id,
+            name: model.name.clone(),
+            digest: model.digest.clone(),
+            state: state.as_str(),
+            epsilon_per_run: manifest.epsilon_per_run(),
+            manifest: ManifestView {
+                inputs: manifest.inputs().to_vec(),
+                group_by: manifest.group_by().map(|index| manifest.inputs()[index].name.clone()),
+                outputs: manifest.outputs().to_vec(),
+                fuel_per_row: manifest.fuel_per_row(),
+                toml: model.manifest_toml.clone(),
+            },
+            automated_results,
+        })
+    }
 }
 
 /// The four questions of seed 002 §23 a model review answers; an approval needs all four.
@@ -282,7 +325,7 @@ impl App {
         }
         let digest = compiled.digest().to_string();
         let manifest = compiled.manifest();
-        let row = ModelRow {
+        let mut row = ModelRow {
             id: ModelId(0),
             authorisation_id: authorisation.id,
             submitter_id: PrincipalId(caller.principal.id),
@@ -299,23 +342,16 @@ impl App {
             return Err(self.deny(caller, action.audit(), object, denial).await);
         }
         let id = Store::insert_model(&mut tx, &row, now).await?;
+        row.id = id;
         let event = Self::event(caller, action.audit(), format!("model:{id}"), AuditOutcome::Ok)
             .detail(Detail::Authorisation, authorisation.id)
             .detail(Detail::Digest, &digest);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model")?;
-        let epsilon_per_run = manifest.epsilon_per_run();
         self.runner.remember(&compiled);
         let automated = self.automated_results(&compiled, authorisation.dataset_id).await?;
         self.store.set_automated_results(id, &automated.to_string()).await?;
-        Ok(ModelView {
-            id,
-            name: row.name,
-            digest,
-            state: "submitted",
-            epsilon_per_run,
-            automated_results: Some(automated),
-        })
+        Ok(ModelView::of(&row, ModelState::Submitted, Some(automated))?)
     }
 
     /// The automated half of model review: ABI checks by the sandbox, then the manifest's
@@ -424,16 +460,7 @@ impl App {
             .detail(Detail::State, next.as_str());
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model review")?;
-        let manifest =
-            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
-        Ok(ModelView {
-            id,
-            name: model.name,
-            digest: model.digest,
-            state: next.as_str(),
-            epsilon_per_run: manifest.epsilon_per_run(),
-            automated_results: None,
-        })
+        Ok(ModelView::of(&model, next, None)?)
     }
 
     /// A model submission with its automated results, for its submitter and reviewers.
@@ -446,8 +473,6 @@ impl App {
         let state = model.state;
         self.guard(caller, action, &object, &self.model_resource(&model, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
-        let manifest =
-            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
         let automated_results = self
             .store
             .automated_results(id)
@@ -455,14 +480,7 @@ impl App {
             .map(|text| serde_json::from_str(&text))
             .transpose()
             .context("stored automated results")?;
-        Ok(ModelView {
-            id,
-            name: model.name,
-            digest: model.digest,
-            state: state.as_str(),
-            epsilon_per_run: manifest.epsilon_per_run(),
-            automated_results,
-        })
+        Ok(ModelView::of(&model, state, automated_results)?)
     }
 
     /// The automated half of review, run at submission and shown to reviewers first: the
@@ -603,15 +621,6 @@ impl App {
             .detail(Detail::Note, reason.chars().take(200).collect::<String>());
         Store::append_audit(&mut tx, event, self.now()).await?;
         tx.commit().await.context("committing the model revocation")?;
-        let manifest =
-            Manifest::from_toml(&model.manifest_toml).map_err(|error| anyhow::anyhow!("stored manifest: {error}"))?;
-        Ok(ModelView {
-            id,
-            name: model.name,
-            digest: model.digest,
-            state: "revoked",
-            epsilon_per_run: manifest.epsilon_per_run(),
-            automated_results: None,
-        })
+        Ok(ModelView::of(&model, ModelState::Revoked, None)?)
     }
 }
