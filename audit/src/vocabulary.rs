@@ -81,6 +81,8 @@ vocabulary! {
         /// How many rows fell back to their declared defaults (regulators only).
         RunFallbacks = "run.fallbacks",
         ResultRead = "result.read",
+        /// A page of the runs the caller may read (`GET /v1/runs`).
+        RunList = "run.list",
         ResultReview = "result.review",
         BudgetRead = "budget.read",
         AuditExport = "audit.export",
@@ -135,6 +137,8 @@ vocabulary! {
         /// The blake3 of `values` (see `release`).
         Release = "release",
         Results = "results",
+        /// How many items a list answered with.
+        Returned = "returned",
         ReviewerKind = "reviewer_kind",
         Role = "role",
         Rows = "rows",

@@ -22,7 +22,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
-    App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, PrincipalCreation, new_request_id,
+    App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, PrincipalCreation, RunListQuery,
+    new_request_id,
 };
 use sluice_policies::OrganisationId;
 
@@ -58,7 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/applications/{id}/withdraw", post(withdraw_application))
         .route("/v1/applications/{id}/submit", post(submit_draft))
         .route("/v1/authorisations/{id}/revoke", post(revoke_authorisation))
-        .route("/v1/runs", post(run))
+        .route("/v1/runs", post(run).get(list_runs))
         .route("/v1/runs/{id}", get(run_result))
         .route("/v1/runs/{id}/review", post(review_result))
         .route("/v1/authorisations/{id}/budget", get(budget))
@@ -660,6 +661,14 @@ async fn review_result(
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
     Ok(Json(app.review_result(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+}
+
+async fn list_runs(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<RunListQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.list_runs(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
 async fn run_result(

@@ -1878,6 +1878,26 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// Up to `limit` runs with ids above `after`, in id order, of one authorisation if
+    /// given (a page of `GET /v1/runs`, before the policy set picks what its caller sees).
+    pub async fn runs_after(
+        &self,
+        after: RunId,
+        authorisation: Option<AuthorisationId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<RunRow>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id > $1 AND ($2 IS NULL OR authorisation_id = $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(after)
+        .bind(authorisation)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await)?)
+    }
+
     pub async fn run(&self, id: RunId) -> anyhow::Result<Option<RunRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),)
             .bind(id)

@@ -170,3 +170,81 @@ async fn a_model_whose_dummy_run_fails_cannot_be_approved() {
     let review = world.api.post(&format!("/v1/models/{id}/reviews"), &world.bureau, &approve_model()).await;
     expect_error(&review, "dummy_run_failed");
 }
+
+/// The list of runs answers as each run would: an operator polling `GET /v1/runs` sees
+/// `pending` until the visibility time, whatever happened (so it cannot time a run or read
+/// its outcome early), and filtering by state filters what is shown, so `?state=released`
+/// cannot reveal a run the answer still hides. Reviewers see stored states; an operator of
+/// another organisation sees none of these runs; every page is audited.
+#[tokio::test]
+async fn listing_runs_reveals_nothing_their_answers_do_not() {
+    let world = World::new(100, 5.0).await;
+    // The clock is not moved: the run stays before its visibility time.
+    let body = serde_json::json!({"authorisation_id": world.authorisation_id, "model_id": world.model_id});
+    world.api.post("/v1/runs", &world.operator, &body).await.ok().expect("run");
+    let run_id = world.audit_entries("run.start").await.last().expect("charged")["object"].clone();
+    let list = |query: &'static str, token: String| {
+        let api = world.api.clone();
+        async move { api.get(&format!("/v1/runs{query}"), &token).await.ok().expect("list") }
+    };
+    let mine = list("", world.operator.clone()).await;
+    let runs = mine["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(format!("run:{}", runs[0]["run_id"]), run_id.as_str().expect("object"));
+    assert_eq!(runs[0]["state"], "pending", "released, but not yet visible: {mine}");
+    assert!(mine.get("next_after").is_none(), "one page: {mine}");
+    assert!(!mine.to_string().contains("outputs"), "a list carries no release: {mine}");
+    let released = list("?state=released", world.operator.clone()).await;
+    assert_eq!(released["runs"].as_array().map(Vec::len), Some(0), "the filter reveals nothing: {released}");
+    let pending = list("?state=pending", world.operator.clone()).await;
+    assert_eq!(pending["runs"].as_array().map(Vec::len), Some(1));
+
+    // Reviewers see the stored state; an operator of another organisation sees nothing.
+    let department = list("", world.department.clone()).await;
+    let stored: Vec<&Value> = department["runs"].as_array().expect("runs").iter().map(|run| &run["state"]).collect();
+    assert!(stored.iter().all(|state| *state != "pending"), "{department}");
+    let other = list("", world.other_operator.clone()).await;
+    assert_eq!(other["runs"].as_array().map(Vec::len), Some(0), "{other}");
+
+    // Once visible, the operator sees it released.
+    world.clock.advance(RUN_VISIBILITY_STEP);
+    let later = list("?state=released", world.operator.clone()).await;
+    assert_eq!(later["runs"].as_array().map(Vec::len), Some(1), "{later}");
+
+    // Bad queries are refused in the JSON shape; every page answered was recorded.
+    expect_error(&world.api.get("/v1/runs?limit=0", &world.operator).await, "invalid_request");
+    expect_error(&world.api.get("/v1/runs?state=stolen", &world.operator).await, "invalid_request");
+    expect_error(&world.api.get("/v1/runs?colour=red", &world.operator).await, "invalid_request");
+    assert_eq!(world.audit_entries("run.list").await.len(), 6);
+}
+
+/// Pages follow a cursor: every run the caller may read appears once across the pages,
+/// in id order.
+#[tokio::test]
+async fn runs_are_listed_a_page_at_a_time() {
+    let world = World::new(50, 5.0).await;
+    for _ in 0..5 {
+        world.run().await.ok().expect("run");
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/runs?limit=2".to_owned();
+    loop {
+        let page = world.api.get(&path, &world.operator).await.ok().expect("page");
+        let runs = page["runs"].as_array().expect("runs");
+        assert!(runs.len() <= 2);
+        seen.extend(runs.iter().map(|run| run["run_id"].as_i64().expect("id")));
+        match page["next_after"].as_i64() {
+            Some(after) => path = format!("/v1/runs?limit=2&after={after}"),
+            None => break,
+        }
+    }
+    let charged: Vec<i64> = world
+        .audit_entries("run.start")
+        .await
+        .iter()
+        .filter(|entry| entry["outcome"] == "ok")
+        .map(|entry| entry["object"].as_str().expect("object")["run:".len()..].parse().expect("id"))
+        .collect();
+    assert_eq!(seen, charged);
+    assert_eq!(seen.len(), 5, "budget 5.0 at 0.5 a run");
+}

@@ -24,8 +24,10 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
-pub use procedure::{ApplicationView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome};
-pub use runs::{BudgetView, RunView};
+pub use procedure::{
+    ApplicationView, ManifestView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome,
+};
+pub use runs::{BudgetView, DEFAULT_LIST, MAX_LIST, RunList, RunListQuery, RunSummary, RunView};
 
 use crate::chunk_store::ChunkStore;
 use crate::config::Config;

@@ -50,6 +50,48 @@ pub struct RunView {
     pub visible_at: Option<Timestamp>,
 }
 
+/// Which runs a list shows: `GET /v1/runs?authorisation_id=&state=&after=&limit=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunListQuery {
+    pub authorisation_id: Option<AuthorisationId>,
+    /// A state as the caller is shown it (`pending` included), not as stored.
+    pub state: Option<String>,
+    /// The `next_after` of the previous page.
+    pub after: Option<RunId>,
+    /// At most this many runs (1 to [`MAX_LIST`], default [`DEFAULT_LIST`]).
+    pub limit: Option<u32>,
+}
+
+/// The most runs one page holds, and how many when the caller does not say.
+pub const MAX_LIST: u32 = 100;
+pub const DEFAULT_LIST: u32 = 50;
+
+/// A run in a list: its facts, not its release (`GET /v1/runs/{id}` reads that, audited).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub authorisation_id: AuthorisationId,
+    pub model_id: ModelId,
+    pub dataset_id: DatasetId,
+    pub dataset_version: i64,
+    pub epsilon_charged: f64,
+    /// As [`App::run_result`] would answer it: `pending` until its visibility time for
+    /// everyone but reviewers, whatever happened meanwhile.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_at: Option<Timestamp>,
+}
+
+/// One page of runs. A page may hold fewer than `limit` runs and still have a next one:
+/// follow `next_after` until it is absent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<RunId>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BudgetView {
     pub authorisation_id: AuthorisationId,
@@ -824,6 +866,83 @@ impl App {
         let view = self.stored_view(&run, &authorisation).await?;
         self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)
+    }
+
+    /// The runs the caller may read ([`Action::ReadResult`], decided by the policy set for
+    /// each), a page at a time in id order, with one `run.list` entry per page. A run's
+    /// state is shown as its own result would answer — `pending` before its visibility time
+    /// for all but reviewers — and the `state` filter applies to what is shown, so a list
+    /// cannot tell what the run's answer may not yet tell (a failure before the release).
+    pub async fn list_runs(&self, caller: &Caller, query: RunListQuery) -> ServiceResult<RunList> {
+        let limit = query.limit.unwrap_or(DEFAULT_LIST);
+        if !(1..=MAX_LIST).contains(&limit) {
+            return Err(ServiceError::invalid(format!("limit is 1 to {MAX_LIST}")));
+        }
+        const SHOWN: [&str; 7] = ["pending", "queued", "running", "released", "held", "withheld", "failed"];
+        if let Some(state) = &query.state
+            && !SHOWN.contains(&state.as_str())
+            && state != RunState::Interrupted.as_str()
+        {
+            return Err(ServiceError::invalid(format!("`{state}` is not a run state")));
+        }
+        let is_reviewer = caller.principal.role == Role::Reviewer;
+        let now = self.now();
+        let mut authorisations = std::collections::HashMap::new();
+        let (mut runs, mut after) = (Vec::new(), query.after.unwrap_or(RunId(0)));
+        // Read at most ten pages' worth of rows for one page of answers: a caller who may
+        // see few runs gets a short page and a cursor, not an unbounded scan.
+        let mut budget = limit * 10;
+        let next_after = loop {
+            let batch = limit.min(budget);
+            let rows = self.store.runs_after(after, query.authorisation_id, batch).await?;
+            budget -= batch;
+            let exhausted = (rows.len() as u32) < batch;
+            for run in rows {
+                after = run.id;
+                let authorisation = match authorisations.get(&run.authorisation_id) {
+                    Some(authorisation) => authorisation,
+                    None => {
+                        let row = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
+                        authorisations.entry(run.authorisation_id).or_insert(row)
+                    }
+                };
+                let resource = self.run_resource(&run, authorisation).await?;
+                if self.decide(caller, Action::ReadResult, &resource).is_err() {
+                    continue;
+                }
+                let hidden = !is_reviewer && run.visible_at.is_some_and(|at| now < at.time());
+                let state = if hidden { "pending" } else { run.state.as_str() };
+                if query.state.as_deref().is_some_and(|wanted| wanted != state) {
+                    continue;
+                }
+                runs.push(RunSummary {
+                    run_id: run.id,
+                    authorisation_id: run.authorisation_id,
+                    model_id: run.model_id,
+                    dataset_id: run.dataset_id,
+                    dataset_version: run.dataset_version,
+                    epsilon_charged: Epsilon::from_units(u64::try_from(run.epsilon).unwrap_or(0)).as_f64(),
+                    state,
+                    visible_at: run.visible_at,
+                });
+                if runs.len() as u32 == limit {
+                    break;
+                }
+            }
+            if exhausted && runs.len() < limit as usize {
+                break None;
+            }
+            if runs.len() as u32 == limit || budget == 0 {
+                break Some(after);
+            }
+        };
+        let mut event =
+            Self::event(caller, Act::RunList, "runs", AuditOutcome::Ok).detail(Detail::Returned, runs.len());
+        if let Some(authorisation) = query.authorisation_id {
+            event = event.detail(Detail::Authorisation, authorisation);
+        }
+        self.record(event).await?;
+        Ok(RunList { runs, next_after })
     }
 
     /// A stored release as its operator's view, with its receipt and the live budget.
