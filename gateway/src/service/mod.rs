@@ -8,6 +8,7 @@
 mod audit;
 mod datasets;
 mod group_commit;
+mod lists;
 mod objects;
 mod procedure;
 mod runs;
@@ -24,10 +25,11 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
+pub use lists::{DEFAULT_LIST, MAX_LIST};
 pub use procedure::{
     ApplicationView, ManifestView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome,
 };
-pub use runs::{BudgetView, DEFAULT_LIST, MAX_LIST, RunList, RunListQuery, RunSummary, RunView};
+pub use runs::{BudgetView, RunList, RunListQuery, RunSummary, RunView};
 
 use crate::chunk_store::ChunkStore;
 use crate::config::Config;

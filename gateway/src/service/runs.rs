@@ -22,6 +22,7 @@ use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxErr
 use sluice_vault::chunks::{ChunkContext, VersionReader};
 use sluice_vault::schema::DatasetSchema;
 
+use super::lists::{PageQuery, Pager, check_state_filter};
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
@@ -59,13 +60,9 @@ pub struct RunListQuery {
     pub state: Option<String>,
     /// The `next_after` of the previous page.
     pub after: Option<RunId>,
-    /// At most this many runs (1 to [`MAX_LIST`], default [`DEFAULT_LIST`]).
+    /// At most this many runs (1 to [`super::MAX_LIST`], default [`super::DEFAULT_LIST`]).
     pub limit: Option<u32>,
 }
-
-/// The most runs one page holds, and how many when the caller does not say.
-pub const MAX_LIST: u32 = 100;
-pub const DEFAULT_LIST: u32 = 50;
 
 /// A run in a list: its facts, not its release (`GET /v1/runs/{id}` reads that, audited).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -874,31 +871,19 @@ impl App {
     /// for all but reviewers — and the `state` filter applies to what is shown, so a list
     /// cannot tell what the run's answer may not yet tell (a failure before the release).
     pub async fn list_runs(&self, caller: &Caller, query: RunListQuery) -> ServiceResult<RunList> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIST);
-        if !(1..=MAX_LIST).contains(&limit) {
-            return Err(ServiceError::invalid(format!("limit is 1 to {MAX_LIST}")));
-        }
-        const SHOWN: [&str; 7] = ["pending", "queued", "running", "released", "held", "withheld", "failed"];
-        if let Some(state) = &query.state
-            && !SHOWN.contains(&state.as_str())
-            && state != RunState::Interrupted.as_str()
-        {
-            return Err(ServiceError::invalid(format!("`{state}` is not a run state")));
-        }
+        const SHOWN: [&str; 8] =
+            ["pending", "queued", "running", "released", "held", "withheld", "failed", "interrupted"];
+        check_state_filter(query.state.as_deref(), &SHOWN)?;
         let is_reviewer = caller.principal.role == Role::Reviewer;
         let now = self.now();
         let mut authorisations = std::collections::HashMap::new();
-        let (mut runs, mut after) = (Vec::new(), query.after.unwrap_or(RunId(0)));
-        // Read at most ten pages' worth of rows for one page of answers: a caller who may
-        // see few runs gets a short page and a cursor, not an unbounded scan.
-        let mut budget = limit * 10;
-        let next_after = loop {
-            let batch = limit.min(budget);
-            let rows = self.store.runs_after(after, query.authorisation_id, batch).await?;
-            budget -= batch;
-            let exhausted = (rows.len() as u32) < batch;
+        let mut pager = Pager::new(PageQuery { after: query.after.map(|id| id.0), limit: query.limit })?;
+        let mut runs = Vec::new();
+        while let Some((after, batch)) = pager.next_batch(runs.len()) {
+            let rows = self.store.runs_after(RunId(after), query.authorisation_id, batch).await?;
+            pager.fetched(rows.len(), batch);
             for run in rows {
-                after = run.id;
+                pager.saw(run.id.0);
                 let authorisation = match authorisations.get(&run.authorisation_id) {
                     Some(authorisation) => authorisation,
                     None => {
@@ -925,17 +910,12 @@ impl App {
                     state,
                     visible_at: run.visible_at,
                 });
-                if runs.len() as u32 == limit {
+                if pager.is_full(runs.len()) {
                     break;
                 }
             }
-            if exhausted && runs.len() < limit as usize {
-                break None;
-            }
-            if runs.len() as u32 == limit || budget == 0 {
-                break Some(after);
-            }
-        };
+        }
+        let next_after = pager.next_after(runs.len()).map(RunId);
         let mut event =
             Self::event(caller, Act::RunList, "runs", AuditOutcome::Ok).detail(Detail::Returned, runs.len());
         if let Some(authorisation) = query.authorisation_id {
