@@ -70,12 +70,16 @@ vocabulary! {
         ApplicationReview = "application.review",
         ApplicationWithdraw = "application.withdraw",
         ApplicationRead = "application.read",
+        /// A page of the applications the caller may read (`GET /v1/applications`).
+        ApplicationList = "application.list",
         AuthorisationCreate = "authorisation.create",
         AuthorisationRevoke = "authorisation.revoke",
         ModelSubmit = "model.submit",
         ModelReview = "model.review",
         ModelRevoke = "model.revoke",
         ModelRead = "model.read",
+        /// A page of the models the caller may read (`GET /v1/models`).
+        ModelList = "model.list",
         RunStart = "run.start",
         RunRelease = "run.release",
         /// How many rows fell back to their declared defaults (regulators only).

@@ -22,8 +22,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
-    App, Caller, NewApplication, NewDataset, NewModel, NewPrincipalRequest, PrincipalCreation, RunListQuery,
-    new_request_id,
+    App, ApplicationListQuery, Caller, ModelListQuery, NewApplication, NewDataset, NewModel, NewPrincipalRequest,
+    PrincipalCreation, RunListQuery, new_request_id,
 };
 use sluice_policies::OrganisationId;
 
@@ -49,10 +49,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/datasets/{id}/data", put(ingest))
         .route("/v1/datasets/{id}/dummy", get(dummy))
         .route("/v1/keys/rotate", post(rotate_keys))
-        .route("/v1/applications", post(submit_application))
+        .route("/v1/applications", post(submit_application).get(list_applications))
         .route("/v1/applications/{id}", get(application))
         .route("/v1/applications/{id}/reviews", post(review_application))
-        .route("/v1/models", post(submit_model))
+        .route("/v1/models", post(submit_model).get(list_models))
         .route("/v1/models/{id}/reviews", post(review_model))
         .route("/v1/models/{id}", get(model_view))
         .route("/v1/models/{id}/revoke", post(revoke_model))
@@ -661,6 +661,22 @@ async fn review_result(
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
     Ok(Json(app.review_result(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+}
+
+async fn list_applications(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<ApplicationListQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.list_applications(&caller, query).await.for_caller(&caller)?).into_response())
+}
+
+async fn list_models(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<ModelListQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.list_models(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
 async fn list_runs(

@@ -1365,6 +1365,24 @@ impl Store {
         .await)?)
     }
 
+    /// Up to `limit` applications with ids above `after`, in id order, for one dataset if
+    /// given (a page of `GET /v1/applications`).
+    pub async fn applications_after(
+        &self,
+        after: ApplicationId,
+        dataset: Option<DatasetId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ApplicationRow>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT * FROM applications WHERE id > $1 AND ($2 IS NULL OR dataset_id = $2) ORDER BY id LIMIT $3"
+        )
+        .bind(after)
+        .bind(dataset)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await)?)
+    }
+
     pub async fn application(&self, id: ApplicationId) -> anyhow::Result<Option<ApplicationRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as("SELECT * FROM applications WHERE id = $1")
             .bind(id)
@@ -1514,6 +1532,26 @@ impl Store {
         .fetch_one(c)
         .await
         })?)
+    }
+
+    /// Up to `limit` models with ids above `after`, in id order, of one authorisation if
+    /// given, without their modules (a page of `GET /v1/models`).
+    pub async fn models_after(
+        &self,
+        after: ModelId,
+        authorisation: Option<AuthorisationId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ModelRow>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT id, authorisation_id, submitter_id, name, digest, $4 AS module, manifest_toml, state FROM models \
+             WHERE id > $1 AND ($2 IS NULL OR authorisation_id = $2) ORDER BY id LIMIT $3"
+        )
+        .bind(after)
+        .bind(authorisation)
+        .bind(i64::from(limit))
+        .bind(Vec::<u8>::new())
+        .fetch_all(c)
+        .await)?)
     }
 
     pub async fn model(&self, id: ModelId) -> anyhow::Result<Option<ModelRow>> {

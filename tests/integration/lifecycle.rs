@@ -812,3 +812,51 @@ async fn tokens_expire_rotate_and_are_revoked_and_principals_disabled() {
     }
     world.assert_log_verifies().await;
 }
+
+/// A list shows exactly what its caller could read one item at a time: for every role,
+/// the ids in `GET /v1/models` and `GET /v1/applications` are the ids whose
+/// `GET /v1/models/{id}` and `GET /v1/applications/{id}` answer 200. A reviewer's queue is
+/// the list filtered to `submitted`, and an approved model leaves it.
+#[tokio::test]
+async fn lists_show_exactly_what_each_caller_may_read() {
+    let world = World::new(100, 2.0).await;
+    let changed = VEHICLE_RISK_MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0.1\"");
+    let waiting = world.submit_model(VEHICLE_RISK_WASM, &changed).await.ok().expect("submitted")["id"].clone();
+    world.apply(0.5).await;
+    let callers = [
+        ("operator", &world.operator),
+        ("other operator", &world.other_operator),
+        ("provider", &world.provider),
+        ("bureau", &world.bureau),
+        ("department", &world.department),
+        ("regulator", &world.regulator),
+    ];
+    for (collection, key) in [("models", "models"), ("applications", "applications")] {
+        let listed_by_anyone = (1..=4).collect::<Vec<i64>>();
+        for (who, token) in callers {
+            let page = world.api.get(&format!("/v1/{collection}"), token).await;
+            let page = page.ok().unwrap_or_else(|error| panic!("{who} lists {collection}: {error}"));
+            let items = page[key].as_array().expect("items");
+            let listed: Vec<i64> = items.iter().map(|item| item["id"].as_i64().expect("id")).collect();
+            let mut readable = Vec::new();
+            for id in &listed_by_anyone {
+                if world.api.get(&format!("/v1/{collection}/{id}"), token).await.status == 200 {
+                    readable.push(*id);
+                }
+            }
+            assert_eq!(listed, readable, "{who}'s {collection}");
+        }
+    }
+    let queue = world.api.get("/v1/models?state=submitted", &world.bureau).await.ok().expect("queue");
+    let queued: Vec<&serde_json::Value> =
+        queue["models"].as_array().expect("models").iter().map(|m| &m["id"]).collect();
+    assert_eq!(queued, [&waiting], "the reviewer's queue");
+    let path = format!("/v1/models/{waiting}/reviews");
+    world.api.post(&path, &world.bureau, &crate::harness::approve_model()).await.ok().expect("approved");
+    let queue = world.api.get("/v1/models?state=submitted", &world.bureau).await.ok().expect("queue");
+    assert_eq!(queue["models"].as_array().map(Vec::len), Some(0), "{queue}");
+    expect_error(&world.api.get("/v1/models?state=stolen", &world.bureau).await, "invalid_request");
+    expect_error(&world.api.get("/v1/applications?limit=101", &world.bureau).await, "invalid_request");
+    assert!(!world.audit_entries("model.list").await.is_empty());
+    assert!(!world.audit_entries("application.list").await.is_empty());
+}

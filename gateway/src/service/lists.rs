@@ -87,3 +87,54 @@ pub(crate) fn check_state_filter(state: Option<&str>, shown: &[&str]) -> Service
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a pager over ids 1..=rows, keeping those `keep` admits.
+    fn read(query: PageQuery, rows: i64, keep: impl Fn(i64) -> bool) -> (Vec<i64>, Option<i64>, u32) {
+        let mut pager = Pager::new(query).expect("valid");
+        let (mut kept, mut batches) = (Vec::new(), 0);
+        while let Some((after, batch)) = pager.next_batch(kept.len()) {
+            batches += 1;
+            let fetched: Vec<i64> = (after + 1..=rows).take(batch as usize).collect();
+            pager.fetched(fetched.len(), batch);
+            for id in fetched {
+                pager.saw(id);
+                if keep(id) {
+                    kept.push(id);
+                    if pager.is_full(kept.len()) {
+                        break;
+                    }
+                }
+            }
+        }
+        let next = pager.next_after(kept.len());
+        (kept, next, batches)
+    }
+
+    #[test]
+    fn a_full_page_names_its_last_item_as_the_cursor() {
+        let (kept, next, _) = read(PageQuery { after: None, limit: Some(3) }, 10, |_| true);
+        assert_eq!((kept, next), (vec![1, 2, 3], Some(3)));
+        let (kept, next, _) = read(PageQuery { after: Some(9), limit: Some(3) }, 10, |_| true);
+        assert_eq!((kept, next), (vec![10], None), "the last page has no cursor");
+    }
+
+    #[test]
+    fn a_page_reads_at_most_ten_pages_of_rows() {
+        let (kept, next, batches) = read(PageQuery { after: None, limit: Some(2) }, 1000, |id| id % 100 == 0);
+        assert_eq!(kept, Vec::<i64>::new(), "nothing kept among the first 20 rows");
+        assert_eq!((next, batches), (Some(20), 10), "a short page and a cursor, not a scan");
+        let (kept, next, _) = read(PageQuery { after: None, limit: Some(50) }, 1000, |id| id % 100 == 0);
+        assert_eq!((kept, next), (vec![100, 200, 300, 400, 500], Some(500)));
+    }
+
+    #[test]
+    fn a_limit_out_of_range_is_refused() {
+        assert!(Pager::new(PageQuery { after: None, limit: Some(0) }).is_err());
+        assert!(Pager::new(PageQuery { after: None, limit: Some(MAX_LIST + 1) }).is_err());
+        assert!(Pager::new(PageQuery::default()).is_ok());
+    }
+}

@@ -27,7 +27,8 @@ pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, Checkpoi
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use lists::{DEFAULT_LIST, MAX_LIST};
 pub use procedure::{
-    ApplicationView, ManifestView, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome,
+    ApplicationList, ApplicationListQuery, ApplicationSummary, ApplicationView, ManifestView, ModelList,
+    ModelListQuery, ModelSummary, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome,
 };
 pub use runs::{BudgetView, RunList, RunListQuery, RunSummary, RunView};
 

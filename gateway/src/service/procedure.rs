@@ -16,6 +16,7 @@ use sluice_policies::{
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
+use super::lists::{PageQuery, Pager};
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
@@ -48,6 +49,65 @@ pub struct ApplicationView {
     pub dataset_id: DatasetId,
     pub columns: Vec<String>,
     pub authorisation_id: Option<AuthorisationId>,
+}
+
+/// Which applications a list shows: `GET /v1/applications?dataset_id=&state=&after=&limit=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationListQuery {
+    pub dataset_id: Option<DatasetId>,
+    pub state: Option<String>,
+    pub after: Option<ApplicationId>,
+    pub limit: Option<u32>,
+}
+
+/// An application in a list (`GET /v1/applications/{id}` reads it whole, audited).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationSummary {
+    pub id: ApplicationId,
+    pub dataset_id: DatasetId,
+    pub state: &'static str,
+    pub purpose: String,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    pub epsilon_requested: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationList {
+    pub applications: Vec<ApplicationSummary>,
+    /// Follow it until it is absent (a page can be short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<ApplicationId>,
+}
+
+/// Which models a list shows: `GET /v1/models?authorisation_id=&state=&after=&limit=` (a
+/// reviewer's queue is `?state=submitted`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelListQuery {
+    pub authorisation_id: Option<AuthorisationId>,
+    pub state: Option<String>,
+    pub after: Option<ModelId>,
+    pub limit: Option<u32>,
+}
+
+/// A model in a list (`GET /v1/models/{id}` reads it whole, with its manifest, audited).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub id: ModelId,
+    pub authorisation_id: AuthorisationId,
+    pub name: String,
+    pub digest: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    pub models: Vec<ModelSummary>,
+    /// Follow it until it is absent (a page can be short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<ModelId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +288,104 @@ impl App {
             columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
             authorisation_id: self.store.authorisation_for_application(id).await?,
         })
+    }
+
+    /// The applications the caller may read ([`Action::ReadApplication`], decided by the
+    /// policy set for each), a page at a time in id order; one `application.list` entry a page.
+    pub async fn list_applications(
+        &self,
+        caller: &Caller,
+        query: ApplicationListQuery,
+    ) -> ServiceResult<ApplicationList> {
+        let wanted = match query.state.as_deref() {
+            Some(text) => Some(
+                ApplicationState::parse(text)
+                    .ok_or_else(|| ServiceError::invalid(format!("`{text}` is not an application state")))?,
+            ),
+            None => None,
+        };
+        let mut pager = Pager::new(PageQuery { after: query.after.map(|id| id.0), limit: query.limit })?;
+        let mut applications = Vec::new();
+        while let Some((after, batch)) = pager.next_batch(applications.len()) {
+            let rows = self.store.applications_after(ApplicationId(after), query.dataset_id, batch).await?;
+            pager.fetched(rows.len(), batch);
+            for row in rows {
+                pager.saw(row.id.0);
+                if wanted.is_some_and(|wanted| wanted != row.state) {
+                    continue;
+                }
+                let resource = self.application_resource(&row, row.state).await?;
+                if self.decide(caller, Action::ReadApplication, &resource).is_err() {
+                    continue;
+                }
+                applications.push(ApplicationSummary {
+                    id: row.id,
+                    dataset_id: row.dataset_id,
+                    state: row.state.as_str(),
+                    purpose: row.purpose,
+                    valid_from: row.valid_from,
+                    valid_until: row.valid_until,
+                    epsilon_requested: Epsilon::from_units(u64::try_from(row.epsilon_requested).unwrap_or(0)).as_f64(),
+                });
+                if pager.is_full(applications.len()) {
+                    break;
+                }
+            }
+        }
+        let next_after = pager.next_after(applications.len()).map(ApplicationId);
+        let mut event = Self::event(caller, Act::ApplicationList, "applications", AuditOutcome::Ok)
+            .detail(Detail::Returned, applications.len());
+        if let Some(dataset) = query.dataset_id {
+            event = event.detail(Detail::Dataset, dataset);
+        }
+        self.record(event).await?;
+        Ok(ApplicationList { applications, next_after })
+    }
+
+    /// The models the caller may read ([`Action::ReadModel`], decided by the policy set for
+    /// each), a page at a time in id order; one `model.list` entry a page.
+    pub async fn list_models(&self, caller: &Caller, query: ModelListQuery) -> ServiceResult<ModelList> {
+        let wanted = match query.state.as_deref() {
+            Some(text) => Some(
+                ModelState::parse(text)
+                    .ok_or_else(|| ServiceError::invalid(format!("`{text}` is not a model state")))?,
+            ),
+            None => None,
+        };
+        let mut pager = Pager::new(PageQuery { after: query.after.map(|id| id.0), limit: query.limit })?;
+        let mut models = Vec::new();
+        while let Some((after, batch)) = pager.next_batch(models.len()) {
+            let rows = self.store.models_after(ModelId(after), query.authorisation_id, batch).await?;
+            pager.fetched(rows.len(), batch);
+            for row in rows {
+                pager.saw(row.id.0);
+                if wanted.is_some_and(|wanted| wanted != row.state) {
+                    continue;
+                }
+                let resource = self.model_resource(&row, row.state).await?;
+                if self.decide(caller, Action::ReadModel, &resource).is_err() {
+                    continue;
+                }
+                models.push(ModelSummary {
+                    id: row.id,
+                    authorisation_id: row.authorisation_id,
+                    name: row.name,
+                    digest: row.digest,
+                    state: row.state.as_str(),
+                });
+                if pager.is_full(models.len()) {
+                    break;
+                }
+            }
+        }
+        let next_after = pager.next_after(models.len()).map(ModelId);
+        let mut event =
+            Self::event(caller, Act::ModelList, "models", AuditOutcome::Ok).detail(Detail::Returned, models.len());
+        if let Some(authorisation) = query.authorisation_id {
+            event = event.detail(Detail::Authorisation, authorisation);
+        }
+        self.record(event).await?;
+        Ok(ModelList { models, next_after })
     }
 
     /// One demand, one review: records a bureau or department decision; the second
