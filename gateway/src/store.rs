@@ -333,20 +333,26 @@ impl RunState {
     }
 }
 
-// A run state is a TEXT column on either back end (sqlx's derive would make it a
-// PostgreSQL enum type of its own).
-impl<DB: sqlx::Database> sqlx::Type<DB> for RunState
-where
-    str: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as sqlx::Type<DB>>::type_info()
-    }
+/// Stores each of these types as a TEXT column on either back end (sqlx's derive would
+/// make an enum a PostgreSQL type of its own); their `Encode` and `Decode` say how.
+macro_rules! text_column {
+    ($($type:ty),*) => {$(
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $type
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
 
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as sqlx::Type<DB>>::compatible(ty)
-    }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+    )*};
 }
+
+text_column!(RunState, Timestamp);
 
 impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for RunState
 where
@@ -417,20 +423,7 @@ macro_rules! integer_column {
 
 integer_column!(PrincipalId, DatasetId, ApplicationId, AuthorisationId, ModelId, RunId, NodeId);
 
-// A time is a TEXT column in its written form on either back end (see [`Timestamp`]).
-impl<DB: sqlx::Database> sqlx::Type<DB> for Timestamp
-where
-    str: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as sqlx::Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as sqlx::Type<DB>>::compatible(ty)
-    }
-}
-
+// A time is stored in its written form (see [`Timestamp`]).
 impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for Timestamp
 where
     String: sqlx::Encode<'q, DB>,
