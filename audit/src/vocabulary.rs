@@ -52,6 +52,10 @@ vocabulary! {
         PrincipalTokenIssue = "principal.token.issue",
         PrincipalTokenRevoke = "principal.token.revoke",
         PrincipalDisable = "principal.disable",
+        /// One account read, in a page of `GET /v1/principals` (recorded as `principal.list`).
+        PrincipalRead = "principal.read",
+        /// A page of the accounts the caller may read (`GET /v1/principals`).
+        PrincipalList = "principal.list",
         TokenRotate = "token.rotate",
         OrganisationCreate = "organisation.create",
         OrganisationRename = "organisation.rename",

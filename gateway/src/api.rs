@@ -23,7 +23,7 @@ use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
     App, ApplicationListQuery, Caller, ModelListQuery, NewApplication, NewDataset, NewModel, NewPrincipalRequest,
-    PrincipalCreation, RunListQuery, new_request_id,
+    PrincipalCreation, PrincipalListQuery, RunListQuery, new_request_id,
 };
 use sluice_policies::OrganisationId;
 
@@ -36,7 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readiness))
-        .route("/v1/principals", post(create_principal))
+        .route("/v1/principals", post(create_principal).get(list_principals))
         .route("/v1/principals/{id}/token", post(issue_token).delete(revoke_token))
         .route("/v1/principals/{id}/disable", post(disable_principal))
         .route("/v1/principals/{id}/approve", post(approve_principal))
@@ -661,6 +661,14 @@ async fn review_result(
 ) -> ApiResult<Response> {
     let review: ReviewRequest = parse_json(&body, &caller)?;
     Ok(Json(app.review_result(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
+}
+
+async fn list_principals(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<PrincipalListQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.list_principals(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
 async fn list_applications(

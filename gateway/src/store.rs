@@ -1103,6 +1103,13 @@ impl Store {
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(token_hash).fetch_optional(c).await)?)
     }
 
+    /// Up to `limit` principals with ids above `after`, in id order (a page of
+    /// `GET /v1/principals`).
+    pub async fn principals_after(&self, after: PrincipalId, limit: u32) -> anyhow::Result<Vec<PrincipalRow>> {
+        let sql = format!("SELECT {} FROM principals WHERE id > $1 ORDER BY id LIMIT $2", Self::PRINCIPAL_COLUMNS);
+        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(after).bind(i64::from(limit)).fetch_all(c).await)?)
+    }
+
     pub async fn principal(&self, id: PrincipalId) -> anyhow::Result<Option<PrincipalRow>> {
         let sql = format!("SELECT {} FROM principals WHERE id = $1", Self::PRINCIPAL_COLUMNS);
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)

@@ -89,10 +89,11 @@ pub enum Action {
     ReadOrganisations,
     ReadApplication,
     ReadModel,
+    ReadPrincipal,
 }
 
 impl Action {
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 29] = [
         Action::CreatePrincipal,
         Action::RegisterDataset,
         Action::IngestDataset,
@@ -121,6 +122,7 @@ impl Action {
         Action::ReadOrganisations,
         Action::ReadApplication,
         Action::ReadModel,
+        Action::ReadPrincipal,
     ];
 
     /// The name the audit log records this action under: one vocabulary for the gate,
@@ -155,6 +157,7 @@ impl Action {
             Action::ReadOrganisations => Act::OrganisationRead,
             Action::ReadApplication => Act::ApplicationRead,
             Action::ReadModel => Act::ModelRead,
+            Action::ReadPrincipal => Act::PrincipalRead,
         }
     }
 

@@ -194,3 +194,39 @@ async fn applications_and_models_are_read_through_the_gate_and_audited() {
     }
     world.assert_log_verifies().await;
 }
+
+/// An administrator lists every account, and its approval queue is `?pending=true`; anyone
+/// else lists only its own account. No list carries a token or a token's hash.
+#[tokio::test]
+async fn accounts_are_listed_to_administrators_and_each_to_itself() {
+    let world = World::new(50, 1.0).await;
+    let bureau = organisation(&world.api, &world.admin, "Big Data Bureau").await;
+    let body =
+        json!({"name": "waiting", "role": "reviewer", "reviewer_kind": "data_bureau", "organisation_id": bureau});
+    let waiting = world.api.post("/v1/principals", &world.admin, &body).await.json()["id"].clone();
+
+    let all = world.api.get("/v1/principals", &world.admin).await.ok().expect("list");
+    let principals = all["principals"].as_array().expect("principals");
+    assert!(principals.len() >= 8, "the world's principals and the waiting one: {all}");
+    let text = all.to_string();
+    for token in [&world.admin, &world.operator, &world.bureau, &world.regulator] {
+        assert!(!text.contains(token.as_str()), "a token in a list");
+    }
+    assert!(!text.contains("hash"), "{text}");
+    let queue = world.api.get("/v1/principals?pending=true", &world.admin).await.ok().expect("queue");
+    let queued: Vec<&serde_json::Value> =
+        queue["principals"].as_array().expect("queue").iter().map(|p| &p["id"]).collect();
+    assert_eq!(queued, [&waiting]);
+    let operators = world.api.get("/v1/principals?role=operator", &world.second_admin).await.ok().expect("operators");
+    assert!(operators["principals"].as_array().expect("operators").iter().all(|p| p["role"] == "operator"));
+    assert_eq!(operators["principals"].as_array().map(Vec::len), Some(2), "{operators}");
+
+    for token in [&world.operator, &world.provider, &world.department, &world.regulator] {
+        let own = world.api.get("/v1/principals", token).await.ok().expect("own");
+        assert_eq!(own["principals"].as_array().map(Vec::len), Some(1), "only itself: {own}");
+    }
+    let operator = world.api.get("/v1/principals", &world.operator).await.ok().expect("own");
+    assert_eq!(operator["principals"][0]["licence_number"], "ZY-1");
+    expect_error(&world.api.get("/v1/principals?role=root", &world.admin).await, "invalid_request");
+    assert_eq!(world.audit_entries("principal.list").await.len(), 8, "one entry per page answered");
+}

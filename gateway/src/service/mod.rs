@@ -133,6 +133,44 @@ pub struct LicenceRequest {
     pub valid_until: String,
 }
 
+/// Which accounts a list shows: `GET /v1/principals?role=&pending=&after=&limit=` (an
+/// administrator's approval queue is `?pending=true`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalListQuery {
+    pub role: Option<String>,
+    pub pending: Option<bool>,
+    pub after: Option<PrincipalId>,
+    pub limit: Option<u32>,
+}
+
+/// An account as a list shows it: never a token or its hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrincipalSummary {
+    pub id: PrincipalId,
+    pub name: String,
+    pub role: String,
+    pub organisation_id: OrganisationId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewer_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub licence_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub licence_valid_until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<Timestamp>,
+    pub disabled: bool,
+    pub pending_approval: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrincipalList {
+    pub principals: Vec<PrincipalSummary>,
+    /// Follow it until it is absent (a page can be short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<PrincipalId>,
+}
+
 #[derive(Clone, serde::Serialize)]
 pub struct CreatedPrincipal {
     pub id: PrincipalId,
@@ -611,6 +649,54 @@ impl App {
         tx.commit().await.context("committing the renaming")?;
         let row = self.store.organisation(id).await?.with_context(|| format!("organisation {id} vanished"))?;
         Ok(row.into())
+    }
+
+    /// The accounts the caller may read ([`Action::ReadPrincipal`]: an administrator every
+    /// one, anyone else its own), a page at a time in id order; one `principal.list` entry
+    /// a page. Shows no token and no token hash.
+    pub async fn list_principals(&self, caller: &Caller, query: PrincipalListQuery) -> ServiceResult<PrincipalList> {
+        if let Some(role) = query.role.as_deref()
+            && Role::parse(role).is_none()
+        {
+            return Err(ServiceError::invalid(format!("`{role}` is not a role")));
+        }
+        let mut pager = lists::Pager::new(lists::PageQuery { after: query.after.map(|id| id.0), limit: query.limit })?;
+        let mut principals = Vec::new();
+        while let Some((after, batch)) = pager.next_batch(principals.len()) {
+            let rows = self.store.principals_after(PrincipalId(after), batch).await?;
+            pager.fetched(rows.len(), batch);
+            for row in rows {
+                pager.saw(row.id.0);
+                if query.role.as_deref().is_some_and(|role| role != row.role)
+                    || query.pending.is_some_and(|pending| pending != row.pending_approval)
+                {
+                    continue;
+                }
+                if self.decide(caller, Action::ReadPrincipal, &self.account_resource(&row).await?).is_err() {
+                    continue;
+                }
+                principals.push(PrincipalSummary {
+                    id: row.id,
+                    name: row.name,
+                    role: row.role,
+                    organisation_id: row.organisation_id,
+                    reviewer_kind: row.reviewer_kind,
+                    licence_number: row.licence_number,
+                    licence_valid_until: row.licence_valid_until,
+                    token_expires_at: row.token_expires_at,
+                    disabled: row.disabled_at.is_some(),
+                    pending_approval: row.pending_approval,
+                });
+                if pager.is_full(principals.len()) {
+                    break;
+                }
+            }
+        }
+        let next_after = pager.next_after(principals.len()).map(PrincipalId);
+        let event = Self::event(caller, Act::PrincipalList, "principals", AuditOutcome::Ok)
+            .detail(Detail::Returned, principals.len());
+        self.record(event).await?;
+        Ok(PrincipalList { principals, next_after })
     }
 
     /// Every organisation (names are public: the catalogue shows the providers').

@@ -112,11 +112,12 @@ fn rows() -> Vec<(String, Action, Option<Resource>)> {
     ] {
         row("platform", action, Some(Resource::Platform));
     }
-    for action in [IssueToken, RevokeToken, DisablePrincipal, ApprovePrincipal] {
+    for action in [IssueToken, RevokeToken, DisablePrincipal, ApprovePrincipal, ReadPrincipal] {
         row("an account the admin created", action, Some(account(ADMIN)));
     }
     row("an account another admin created", ApprovePrincipal, Some(account(12)));
     row("the caller itself", DisablePrincipal, None);
+    row("the caller itself", ReadPrincipal, None);
     row("an organisation", RenameOrganisation, Some(Resource::Organisation(QIANBEI)));
     for action in [IngestDataset, DestroyDataset, SubmitApplication] {
         row("a dataset", action, Some(dataset.clone()));
@@ -200,6 +201,8 @@ const DEFAULT: &[(&str, &str)] = &[
     ("principal.approve on an account the admin created", "trrrrrrrrrr"),
     ("principal.approve on an account another admin created", ".rrrrrrrrrr"),
     ("principal.disable on the caller itself", "rrrrrrrrrrr"),
+    ("principal.read on an account the admin created", ".rr.r.rrrrr"),
+    ("principal.read on the caller itself", "..........."),
     ("organisation.rename on an organisation", ".rrrrrrrrrr"),
     ("dataset.ingest on a dataset", "r.rrrrrrrrr"),
     ("dataset.destroy on a dataset", "r.rrrrrrrrr"),
@@ -321,20 +324,20 @@ fn denials_carry_the_policy_message_and_the_licence_names_itself() {
     let gate = PolicyGate::default_policies().expect("valid");
     let callers = callers();
     let denial = gate
-        .decide(&callers[9].1, NOW, Action::ReviewModel, &rows()[24].2.clone().expect("a model"))
+        .decide(&callers[9].1, NOW, Action::ReviewModel, &rows()[26].2.clone().expect("a model"))
         .expect_err("own organisation");
     assert_eq!(
         denial.to_string(),
         "self_review: nobody reviews or reads for review what their own organisation submitted"
     );
     let lapsed = &callers[5].1;
-    let denial = gate.decide(lapsed, NOW, Action::RunModel, &rows()[28].2.clone().expect("an authorisation"));
+    let denial = gate.decide(lapsed, NOW, Action::RunModel, &rows()[30].2.clone().expect("an authorisation"));
     assert_eq!(
         denial.expect_err("lapsed").to_string(),
         "licence_expired: licence ZY-2026-001 is not valid at this time"
     );
     let regulator = &callers[10].1;
-    let denial = gate.decide(regulator, NOW, Action::RunModel, &rows()[28].2.clone().expect("an authorisation"));
+    let denial = gate.decide(regulator, NOW, Action::RunModel, &rows()[30].2.clone().expect("an authorisation"));
     assert_eq!(
         denial.expect_err("role").to_string(),
         "wrong_role: the regulator role may not perform run.start on this object"
