@@ -576,21 +576,14 @@ impl App {
         let acquire = self.runner.slot();
         tokio::pin!(acquire);
         let slot = loop {
+            // Another node may have claimed it: look now and then, and whenever a run ends.
             tokio::select! {
                 slot = &mut acquire => break Some(slot?),
-                // Another node may have claimed it: look now and then, and whenever a run ends.
-                () = self.run_ended.notified() => {
-                    let state = self.store.run(run.run_id).await?.map(|row| row.state);
-                    if state != Some(RunState::Queued) {
-                        break None;
-                    }
-                }
-                () = tokio::time::sleep(self.queue_poll()) => {
-                    let state = self.store.run(run.run_id).await?.map(|row| row.state);
-                    if state != Some(RunState::Queued) {
-                        break None;
-                    }
-                }
+                () = self.run_ended.notified() => {}
+                () = tokio::time::sleep(self.queue_poll()) => {}
+            }
+            if self.store.run(run.run_id).await?.map(|row| row.state) != Some(RunState::Queued) {
+                break None;
             }
         };
         if let Some(slot) = slot
@@ -684,18 +677,20 @@ impl App {
             match events.next().await {
                 Ok(Some((RunEvent::Queued, _))) => self.run_queued.notify_one(),
                 Ok(Some((RunEvent::Ended, _))) => self.run_ended.notify_waiters(),
-                Ok(None) => {
-                    self.run_queued.notify_one();
-                    self.run_ended.notify_waiters();
-                }
+                // Whatever was announced meanwhile is lost: everyone looks.
+                Ok(None) => self.wake_all_waiting(),
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), "hearing run events failed");
-                    self.run_queued.notify_one();
-                    self.run_ended.notify_waiters();
+                    self.wake_all_waiting();
                     tokio::time::sleep(QUEUE_POLL * 10).await;
                 }
             }
         }
+    }
+
+    fn wake_all_waiting(&self) {
+        self.run_queued.notify_one();
+        self.run_ended.notify_waiters();
     }
 
     /// How long to wait before looking at the queue or a run again unprompted.
@@ -841,15 +836,10 @@ impl App {
         };
         let authorisation = self.store.authorisation(run.authorisation_id).await?.context("authorisation")?;
         self.guard(caller, action, &object, &self.run_resource(&run, &authorisation).await?).await?;
-        let visible_at = run.visible_at.map(Timestamp::time);
-        if let Some(visible_at) = visible_at
-            && !is_reviewer
-            && self.now() < visible_at
+        if let Some(visible_at) = run.visible_at
+            && hidden_from(caller, &run, self.now())
         {
-            return Err(ServiceError::Conflict(format!(
-                "run {run_id} becomes visible at {}",
-                crate::store::format_time(visible_at)
-            )));
+            return Err(ServiceError::Conflict(format!("run {run_id} becomes visible at {visible_at}")));
         }
         if !is_reviewer && run.state == RunState::Held {
             return Err(ServiceError::Conflict(format!("run {run_id} is held for data product review")));
@@ -874,7 +864,6 @@ impl App {
         const SHOWN: [&str; 8] =
             ["pending", "queued", "running", "released", "held", "withheld", "failed", "interrupted"];
         check_state_filter(query.state.as_deref(), &SHOWN)?;
-        let is_reviewer = caller.principal.role == Role::Reviewer;
         let now = self.now();
         let mut authorisations = std::collections::HashMap::new();
         let mut pager = Pager::new(PageQuery { after: query.after.map(|id| id.0), limit: query.limit })?;
@@ -895,8 +884,7 @@ impl App {
                 if self.decide(caller, Action::ReadResult, &resource).is_err() {
                     continue;
                 }
-                let hidden = !is_reviewer && run.visible_at.is_some_and(|at| now < at.time());
-                let state = if hidden { "pending" } else { run.state.as_str() };
+                let state = if hidden_from(caller, &run, now) { "pending" } else { run.state.as_str() };
                 if query.state.as_deref().is_some_and(|wanted| wanted != state) {
                     continue;
                 }
@@ -1014,6 +1002,13 @@ async fn wait_until_visible(started: tokio::time::Instant, delay: time::Duration
     let elapsed = started.elapsed();
     let periods = u32::try_from(elapsed.as_nanos() / period.as_nanos()).unwrap_or(u32::MAX).saturating_add(1);
     tokio::time::sleep_until(started + period.saturating_mul(periods)).await;
+}
+
+/// Whether `run` is still hidden from `caller` at `now`: nothing of it — outcome, state,
+/// that it ended — reaches anyone but a reviewer before its visibility time. The one rule
+/// for reading a run and for listing it.
+fn hidden_from(caller: &Caller, run: &RunRow, now: time::OffsetDateTime) -> bool {
+    caller.principal.role != Role::Reviewer && run.visible_at.is_some_and(|at| now < at.time())
 }
 
 /// What the operator is told of a run its node's end cut off.
