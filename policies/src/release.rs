@@ -217,6 +217,18 @@ pub(crate) fn calibrate_count_with_scale(
 /// The one noise-scale search: starting from `initial`, widen the scale a hair until
 /// opendp's privacy map confirms it (`build` returns the measurement, whether it fits and
 /// the ε it spends). opendp's maps round conservatively, so the first try can miss by ulps.
+/// The granularity `k` (noise in multiples of 2^k) opendp is given for a float
+/// mechanism of `scale`: 40 binary digits below the scale, so the rounding is a
+/// trillionth of the noise. opendp's default is the smallest float step (2^-1074), which
+/// makes it sample with integers of over a thousand bits (a run's largest CPU cost);
+/// a coarser step is its own documented trade-off: opendp adds the rounding to the
+/// sensitivity in its privacy map, so every released scale is still certified for its ε.
+/// A function of the scale alone, which is public.
+fn noise_granularity(scale: f64) -> Option<i32> {
+    const DIGITS_BELOW_SCALE: i32 = 40;
+    (scale.is_finite() && scale > 0.0).then(|| (scale.log2().floor() as i32 - DIGITS_BELOW_SCALE).max(-1074))
+}
+
 fn search_scale<M>(
     output: &str,
     initial: f64,
@@ -439,7 +451,7 @@ pub fn release_gaussian(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
             scale,
-            None,
+            noise_granularity(scale),
         )
         .map_err(to_error)?;
         let measurement = (aggregate.clone() >> gaussian).map_err(to_error)?;
@@ -579,7 +591,7 @@ pub(crate) fn calibrate_with_scale(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
             scale,
-            None,
+            noise_granularity(scale),
         )
         .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace.clone()).map_err(opendp_error)?;
@@ -865,6 +877,27 @@ mod tests {
         let three = release(&[sum], &[&values], 1_000, 3).expect("released");
         let ratio = three[0].noise_scale / one[0].noise_scale;
         assert!((ratio - 3.0).abs() < 1e-6, "{ratio}");
+    }
+
+    /// Float noise comes in multiples of 2^k, 40 binary digits below its scale, and the
+    /// privacy map (which adds that rounding to the sensitivity) still certifies the ε.
+    #[test]
+    fn float_noise_has_a_granularity_below_its_scale_and_keeps_its_epsilon() {
+        let values = vec![1.0; 1_000];
+        let sum = rule(AggregateKind::Sum, 0.0, 10.0, 1.0);
+        for _ in 0..20 {
+            let released = release(std::slice::from_ref(&sum), &[&values], 1_000, 1).expect("released");
+            let value = &released[0];
+            let k = noise_granularity(value.noise_scale).expect("a granularity");
+            assert_eq!(k, 3 - 40, "scale {}", value.noise_scale);
+            let steps = value.value * 2f64.powi(-k);
+            assert_eq!(steps.fract(), 0.0, "{} is not a multiple of 2^{k}", value.value);
+            assert!(value.epsilon <= 1.0 && value.epsilon > 0.999_999, "{}", value.epsilon);
+            assert!((value.noise_scale / 10.0 - 1.0).abs() < 1e-6, "{}", value.noise_scale);
+        }
+        assert_eq!(noise_granularity(0.0), None);
+        assert_eq!(noise_granularity(f64::INFINITY), None);
+        assert_eq!(noise_granularity(1e-320), Some(-1074));
     }
 
     #[test]

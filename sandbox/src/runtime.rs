@@ -270,24 +270,17 @@ impl Runtime {
         E: std::fmt::Display,
         S: OutputSink,
     {
+        // One part needs no thread of its own: the caller's (a blocking thread already)
+        // maps it, which spares a thread start per small run.
+        let mut parts = parts;
+        if parts.len() == 1 {
+            let (batches, sink) = parts.pop().expect("one part");
+            return Ok(vec![self.map_part_into(model, batches, sink)?]);
+        }
         let results: Vec<Result<(S, usize, crate::Fallbacks), SandboxError>> = std::thread::scope(|scope| {
             let workers: Vec<_> = parts
                 .into_iter()
-                .map(|(batches, mut sink)| {
-                    scope.spawn(move || {
-                        let mut run = GuestRun::start(self, model)?;
-                        let mut outputs = ModelOutputs::new(model.manifest.outputs().len());
-                        let mut rows = 0;
-                        for batch in batches {
-                            let batch = batch.map_err(|error| SandboxError::Input(error.to_string()))?;
-                            run.map_batch(batch.borrow(), &mut outputs)?;
-                            sink.take(&outputs);
-                            rows += outputs.rows();
-                            outputs.clear_rows();
-                        }
-                        Ok((sink, rows, outputs.fallbacks()))
-                    })
-                })
+                .map(|(batches, sink)| scope.spawn(move || self.map_part_into(model, batches, sink)))
                 .collect();
             workers
                 .into_iter()
@@ -297,6 +290,33 @@ impl Runtime {
                 .collect()
         });
         results.into_iter().collect()
+    }
+
+    /// Maps one part of the rows in a store of its own, handing its outputs to `sink` a
+    /// batch at a time; returns the sink, the rows mapped and the rows that fell back.
+    fn map_part_into<I, B, E, S>(
+        &self,
+        model: &CompiledModel,
+        batches: I,
+        mut sink: S,
+    ) -> Result<(S, usize, crate::Fallbacks), SandboxError>
+    where
+        I: Iterator<Item = Result<B, E>>,
+        B: Borrow<Batch>,
+        E: std::fmt::Display,
+        S: OutputSink,
+    {
+        let mut run = GuestRun::start(self, model)?;
+        let mut outputs = ModelOutputs::new(model.manifest.outputs().len());
+        let mut rows = 0;
+        for batch in batches {
+            let batch = batch.map_err(|error| SandboxError::Input(error.to_string()))?;
+            run.map_batch(batch.borrow(), &mut outputs)?;
+            sink.take(&outputs);
+            rows += outputs.rows();
+            outputs.clear_rows();
+        }
+        Ok((sink, rows, outputs.fallbacks()))
     }
 
     /// Runs `model` over consecutive `parts` of the rows at once, each part in a store of
