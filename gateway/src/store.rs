@@ -1841,7 +1841,11 @@ impl Store {
     /// statement, as the run leaves the queue); `None` if another node claimed it first (or
     /// it is not queued).
     pub async fn claim_run(&self, run_id: RunId, node: NodeId) -> anyhow::Result<Option<bool>> {
-        Ok(in_pool!(self, |c| sqlx::query_scalar(
+        // The claim does not wait for the disk: a claim lost with the machine's power
+        // leaves the run queued, to be claimed again, and nothing of it was released (the
+        // release's commit waits for the disk, and makes the claim durable with it).
+        let mut tx = self.begin_unsynced().await?;
+        let revoked = in_tx!(tx, |c| sqlx::query_scalar(
             "UPDATE runs SET state = $1, node = $2 WHERE id = $3 AND state = $4 RETURNING \
              (SELECT a.revoked_at IS NOT NULL FROM authorisations a WHERE a.id = runs.authorisation_id)"
         )
@@ -1850,7 +1854,9 @@ impl Store {
         .bind(run_id)
         .bind(RunState::Queued)
         .fetch_optional(c)
-        .await)?)
+        .await)?;
+        tx.commit().await.context("committing the claim")?;
+        Ok(revoked)
     }
 
     /// The oldest queued run, if any: a read, so nodes with nothing to do poll cheaply.
