@@ -97,6 +97,15 @@ api "$OPERATOR" GET "/v1/runs/$RUN" | jq -c '{run_id, epsilon_charged}'
 #    log, verifies it against the pinned key and the kept checkpoint, and searches it.
 KEY=$(curl -sS "$URL/v1/audit/public-key" | jq -r .public_key)
 $SLUICE audit verify-receipt "$work/run.json" --public-key "$KEY"
+# The same through the operator's client: a profile (the token from stdin), the model's
+# state, the result with its receipt, and the budget.
+export SLUICE_CONFIG="$work/profiles.toml"
+echo "$OPERATOR" | $SLUICE login --server "$URL"
+$SLUICE model status "$MODEL"
+$SLUICE result "$RUN" --json > "$work/run-client.json"
+$SLUICE receipt verify "$work/run-client.json" --public-key "$KEY"
+$SLUICE budget "$AUTHORISATION"
+$SLUICE result 999999 && exit 1 || echo "(refused, as it should be)"
 api "$REGULATOR" GET /v1/audit/checkpoint | jq -r .checkpoint > "$work/kept-checkpoint.txt"
 # The witness checks the latest checkpoint against what it kept (nothing yet) and cosigns
 # it; the gateway stores the cosignature and serves it with the checkpoint.

@@ -18,6 +18,8 @@ use sluice_gateway::runner::{CheckReport, check};
 use sluice_gateway::service::AuditQuery;
 use sluice_gateway::service::{App, Clock};
 
+use crate::remote::{self, Connection, Remote};
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A trusted development sandbox for public data: usable, not visible")]
 struct Cli {
@@ -107,6 +109,98 @@ enum Command {
     Examples {
         #[command(subcommand)]
         command: ExamplesCommand,
+    },
+    /// Save a gateway's URL and your token as a profile for the client commands below. The
+    /// token is read from `--token`, `$SLUICE_TOKEN` or the first line of standard input.
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, env = "SLUICE_PROFILE", default_value = "default")]
+        profile: String,
+    },
+    /// Apply for a scenario: submit the application a TOML or JSON file describes (the fields
+    /// of `POST /v1/applications`).
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Models on a gateway: submit one for review, see its review state.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run an approved model under an authorisation and print its release; `run wait ID`
+    /// waits for a run started elsewhere.
+    #[command(args_conflicts_with_subcommands = true)]
+    Run {
+        #[command(subcommand)]
+        command: Option<RunCommand>,
+        #[arg(long, required = true)]
+        authorisation: Option<u64>,
+        #[arg(long, required = true)]
+        model: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A run's stored result, with its receipt (`--json` to save it for verifying).
+    Result {
+        run: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// An authorisation's privacy budget: ε spent and left, and its dataset's.
+    Budget {
+        authorisation: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Release receipts, checked offline (the same check as `sluice audit verify-receipt`).
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt (or a run result holding one, as `sluice result --json` writes it)
+    /// against the public key you pinned: the checkpoint's signature and the inclusion proof.
+    Verify {
+        receipt: PathBuf,
+        #[arg(long)]
+        public_key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Upload a module and its manifest for review under an authorisation (read from files,
+    /// sent with a progress bar; nothing passes through the command line).
+    Submit {
+        #[arg(long)]
+        authorisation: u64,
+        #[arg(long)]
+        module: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+    },
+    /// A model's review state.
+    Status { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCommand {
+    /// Wait until a run has ended, then print it.
+    Wait {
+        run: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
 }
 
@@ -366,7 +460,50 @@ pub fn main() -> ExitCode {
 }
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    let out = &mut std::io::stdout();
+    let done = |()| ExitCode::SUCCESS;
     match command {
+        Command::Login { server, token, profile } => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("reading the token from standard input")?;
+                    line.trim().to_owned()
+                }
+            };
+            if token.is_empty() {
+                anyhow::bail!("no token: pass --token, set $SLUICE_TOKEN or give it on standard input");
+            }
+            let path = remote::profile_path()?;
+            remote::save_profile(&path, &profile, &server, &token)?;
+            writeln!(out, "saved profile `{profile}` in {} (readable by you only)", path.display())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply { file, remote } => remote::apply(&Connection::open(&remote)?, &file, out).await.map(done),
+        Command::Model { command, remote } => {
+            let connection = Connection::open(&remote)?;
+            match command {
+                ModelCommand::Submit { authorisation, module, manifest } => {
+                    remote::submit_model(&connection, authorisation, &module, &manifest, out).await.map(done)
+                }
+                ModelCommand::Status { id } => remote::model_status(&connection, id, out).await.map(done),
+            }
+        }
+        Command::Run { command: Some(RunCommand::Wait { run, timeout }), remote, .. } => {
+            let timeout = std::time::Duration::from_secs(timeout);
+            remote::wait(&Connection::open(&remote)?, run, timeout, out).await.map(done)
+        }
+        Command::Run { command: None, authorisation, model, remote } => {
+            let (Some(authorisation), Some(model)) = (authorisation, model) else {
+                anyhow::bail!("`sluice run` needs --authorisation and --model");
+            };
+            remote::run(&Connection::open(&remote)?, authorisation, model, out).await.map(done)
+        }
+        Command::Result { run, remote } => remote::result(&Connection::open(&remote)?, run, out).await.map(done),
+        Command::Budget { authorisation, remote } => {
+            remote::budget(&Connection::open(&remote)?, authorisation, out).await.map(done)
+        }
         Command::Init { data_dir, database, objects } => init(data_dir, database, objects).await,
         Command::Serve { data_dir, listen, database, objects, config } => {
             serve(data_dir, listen, database, objects, config).await
@@ -375,7 +512,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { export, public_key, trust_embedded_key, trusted_checkpoint, witnesses },
         } => verify(export, public_key, trust_embedded_key, trusted_checkpoint, &witnesses),
-        Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } } => {
+        Command::Audit { command: AuditCommand::VerifyReceipt { receipt, public_key } }
+        | Command::Receipt { command: ReceiptCommand::Verify { receipt, public_key } } => {
             verify_receipt(receipt, public_key)
         }
         Command::Audit { command: AuditCommand::Export { acting, output } } => {

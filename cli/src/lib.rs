@@ -10,5 +10,6 @@ pub mod client;
 pub mod demo;
 pub mod dev;
 pub mod examples;
+pub mod remote;
 pub mod scaffold;
 pub mod witness;

@@ -2,6 +2,7 @@
 //! drives real components: no mocks. Run with `cargo test --workspace`.
 
 mod audit;
+mod client;
 mod harness;
 mod insiders;
 mod lifecycle;
