@@ -217,16 +217,18 @@ pub(crate) fn calibrate_count_with_scale(
 /// The one noise-scale search: starting from `initial`, widen the scale a hair until
 /// opendp's privacy map confirms it (`build` returns the measurement, whether it fits and
 /// the ε it spends). opendp's maps round conservatively, so the first try can miss by ulps.
-/// The granularity `k` (noise in multiples of 2^k) opendp is given for a float
-/// mechanism of `scale`: 40 binary digits below the scale, so the rounding is a
-/// trillionth of the noise. opendp's default is the smallest float step (2^-1074), which
-/// makes it sample with integers of over a thousand bits (a run's largest CPU cost);
-/// a coarser step is its own documented trade-off: opendp adds the rounding to the
-/// sensitivity in its privacy map, so every released scale is still certified for its ε.
-/// A function of the scale alone, which is public.
-fn noise_granularity(scale: f64) -> Option<i32> {
-    const DIGITS_BELOW_SCALE: i32 = 40;
-    (scale.is_finite() && scale > 0.0).then(|| (scale.log2().floor() as i32 - DIGITS_BELOW_SCALE).max(-1074))
+/// The granularity `k` (noise in multiples of 2^k) opendp is given for a float mechanism
+/// of `scale` over an aggregate of `sensitivity`: 40 binary digits below the smaller of the
+/// two, so the rounding is a trillionth of the noise and adds a trillionth to the
+/// sensitivity (well inside [`search_scale`]'s first step, whatever the ε). opendp's default
+/// is the smallest float step (2^-1074), which makes it sample with integers of over a
+/// thousand bits (a run's largest CPU cost); a coarser step is its own documented
+/// trade-off: opendp adds the rounding to the sensitivity in its privacy map, so every
+/// released scale is still certified for its ε. A function of public values only.
+fn noise_granularity(scale: f64, sensitivity: f64) -> Option<i32> {
+    const DIGITS_BELOW: i32 = 40;
+    let unit = scale.min(sensitivity);
+    (unit.is_finite() && unit > 0.0).then(|| (unit.log2().floor() as i32 - DIGITS_BELOW).max(-1074))
 }
 
 fn search_scale<M>(
@@ -451,7 +453,7 @@ pub fn release_gaussian(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
             scale,
-            noise_granularity(scale),
+            noise_granularity(scale, sensitivity),
         )
         .map_err(to_error)?;
         let measurement = (aggregate.clone() >> gaussian).map_err(to_error)?;
@@ -591,7 +593,7 @@ pub(crate) fn calibrate_with_scale(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::default(),
             scale,
-            noise_granularity(scale),
+            noise_granularity(scale, sensitivity),
         )
         .map_err(opendp_error)?;
         let measurement = (aggregate.clone() >> laplace.clone()).map_err(opendp_error)?;
@@ -888,16 +890,22 @@ mod tests {
         for _ in 0..20 {
             let released = release(std::slice::from_ref(&sum), &[&values], 1_000, 1).expect("released");
             let value = &released[0];
-            let k = noise_granularity(value.noise_scale).expect("a granularity");
+            let k = noise_granularity(value.noise_scale, 10.0).expect("a granularity");
             assert_eq!(k, 3 - 40, "scale {}", value.noise_scale);
             let steps = value.value * 2f64.powi(-k);
             assert_eq!(steps.fract(), 0.0, "{} is not a multiple of 2^{k}", value.value);
             assert!(value.epsilon <= 1.0 && value.epsilon > 0.999_999, "{}", value.epsilon);
             assert!((value.noise_scale / 10.0 - 1.0).abs() < 1e-6, "{}", value.noise_scale);
         }
-        assert_eq!(noise_granularity(0.0), None);
-        assert_eq!(noise_granularity(f64::INFINITY), None);
-        assert_eq!(noise_granularity(1e-320), Some(-1074));
+        // At a tiny ε the scale is huge: the step follows the sensitivity, so the rounding
+        // stays a trillionth of it and the ε is still met.
+        let tiny = rule(AggregateKind::Sum, 0.0, 20_000.0, 1e-9);
+        let released = release(&[tiny], &[&values], 1_000, 1).expect("released at a tiny epsilon");
+        assert!(released[0].epsilon <= 1e-9, "{}", released[0].epsilon);
+        assert_eq!(noise_granularity(2e13, 20_000.0), Some(14 - 40));
+        assert_eq!(noise_granularity(0.0, 1.0), None);
+        assert_eq!(noise_granularity(f64::INFINITY, f64::INFINITY), None);
+        assert_eq!(noise_granularity(1e-320, 1.0), Some(-1074));
     }
 
     #[test]
