@@ -270,13 +270,8 @@ impl Runtime {
         E: std::fmt::Display,
         S: OutputSink,
     {
-        // One part needs no thread of its own: the caller's (a blocking thread already)
-        // maps it, which spares a thread start per small run.
-        let mut parts = parts;
-        if parts.len() == 1 {
-            let (batches, sink) = parts.pop().expect("one part");
-            return Ok(vec![self.map_part_into(model, batches, sink)?]);
-        }
+        // Every part, even a lone one, maps on a thread of its own: the caller may be an
+        // async task, on whose thread the chunk reader's blocking reads must not run.
         let results: Vec<Result<(S, usize, crate::Fallbacks), SandboxError>> = std::thread::scope(|scope| {
             let workers: Vec<_> = parts
                 .into_iter()
