@@ -10,6 +10,7 @@
 //! Persistence is the gateway store's job, in the same transaction as the change an entry
 //! records.
 
+pub mod alerts;
 mod checkpoint;
 mod export;
 pub mod keys;

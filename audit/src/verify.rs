@@ -359,9 +359,17 @@ pub(crate) fn micro_epsilon(text: Option<&String>) -> Option<u64> {
 
 /// An RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`) as a comparable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Timestamp(u64, u64, u64, u64, u64, u64, u64);
+pub(crate) struct Timestamp(
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) u64,
+);
 
-fn timestamp(text: &str) -> Option<Timestamp> {
+pub(crate) fn timestamp(text: &str) -> Option<Timestamp> {
     let text = text.strip_suffix('Z').or_else(|| text.strip_suffix("+00:00"))?;
     let (date, time) = text.split_once('T')?;
     let number = |part: &str, width: usize| -> Option<u64> {

@@ -98,6 +98,10 @@ vocabulary! {
         AuditCheckpoint = "audit.checkpoint",
         AuditProof = "audit.proof",
         AuditWitness = "audit.witness",
+        /// An alert the gateway computed from the log (`alerts::detect`), recorded in it.
+        AlertRaise = "alert.raise",
+        /// Usage figures read (`GET /v1/usage`).
+        UsageRead = "usage.read",
         AuditCosign = "audit.cosign",
     }
 }
@@ -111,6 +115,7 @@ vocabulary! {
         Checklist = "checklist",
         Chunks = "chunks",
         Columns = "columns",
+        Count = "count",
         CreatedBy = "created_by",
         DataKeysDeleted = "data_keys_deleted",
         DataKeysRewrapped = "data_keys_rewrapped",
@@ -127,6 +132,7 @@ vocabulary! {
         From = "from",
         Fuel = "fuel",
         Held = "held",
+        Kind = "kind",
         HoldOutputs = "hold_outputs",
         Licence = "licence",
         LicenceValidFrom = "licence_valid_from",
@@ -158,6 +164,7 @@ vocabulary! {
         Stack = "stack",
         Stage = "stage",
         State = "state",
+        Subject = "subject",
         To = "to",
         Trap = "trap",
         ValidUntil = "valid_until",

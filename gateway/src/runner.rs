@@ -284,6 +284,57 @@ pub struct DummyRun {
     pub outputs: ModelOutputs,
 }
 
+/// One output's exact aggregate over dummy rows (they are made up, so seeing it is
+/// harmless), to compare with what the release made of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactOnDummy {
+    pub exact: f64,
+    /// A histogram's exact count per bin.
+    pub exact_bins: Option<Vec<f64>>,
+}
+
+impl DummyRun {
+    /// Each declared output's exact value over the run's `rows` dummy rows, in the
+    /// manifest's order: a histogram's counts, a quantile's exact rank, a clamped sum or
+    /// mean, a count (grouped outputs are taken over all rows).
+    pub fn exact_values(&self, compiled: &CompiledModel, rows: usize) -> Vec<ExactOnDummy> {
+        compiled
+            .manifest()
+            .outputs()
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let values = self.outputs.column(index);
+                let (lower, upper) = spec.bounds();
+                match spec.kind {
+                    OutputKind::Histogram => {
+                        let mut bins = vec![0.0; spec.bins.len()];
+                        for value in values {
+                            let bin = value.round();
+                            if bin >= 0.0 && (bin as usize) < bins.len() {
+                                bins[bin as usize] += 1.0;
+                            }
+                        }
+                        ExactOnDummy { exact: bins.iter().sum(), exact_bins: Some(bins) }
+                    }
+                    OutputKind::Quantile => {
+                        let mut sorted: Vec<f64> = values.iter().map(|value| value.clamp(lower, upper)).collect();
+                        sorted.sort_by(f64::total_cmp);
+                        let rank =
+                            (spec.alpha.unwrap_or(0.5) * (sorted.len().saturating_sub(1)) as f64).round() as usize;
+                        ExactOnDummy { exact: sorted.get(rank).copied().unwrap_or(f64::NAN), exact_bins: None }
+                    }
+                    kind => {
+                        let clamped_sum: f64 = values.iter().map(|value| value.clamp(lower, upper)).sum();
+                        let exact = if kind == OutputKind::Mean { clamped_sum / rows as f64 } else { clamped_sum };
+                        ExactOnDummy { exact, exact_bins: None }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// Runs `compiled` over `rows` dummy rows made from `schema` with `seed`, exactly as a real
 /// run would (same limits, same release).
 pub fn dummy_run(

@@ -513,6 +513,27 @@ macro_rules! run_columns {
     };
 }
 
+/// Runs of one authorisation in one month (`YYYY-MM` of their start) and one state.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunUsageRow {
+    pub authorisation_id: AuthorisationId,
+    pub month: String,
+    pub state: String,
+    pub runs: i64,
+    /// ε charged, in the budget's units.
+    pub epsilon_units: i64,
+    /// Rows of the dataset versions the runs read.
+    pub rows_read: i64,
+}
+
+/// A model submission and its first review, for review turnaround.
+#[derive(Debug, Clone, FromRow)]
+pub struct ModelUsageRow {
+    pub authorisation_id: AuthorisationId,
+    pub submitted_at: String,
+    pub first_review_at: Option<String>,
+}
+
 #[derive(Debug, Clone, FromRow)]
 pub struct RunRow {
     pub id: RunId,
@@ -1942,6 +1963,32 @@ impl Store {
         .await)?)
     }
 
+    /// Runs counted per authorisation, month and state, with the ε they were charged and
+    /// the rows they read (what usage figures and metering are made of).
+    pub async fn run_usage(&self) -> anyhow::Result<Vec<RunUsageRow>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT r.authorisation_id, substr(r.created_at, 1, 7) AS month, r.state, \
+             CAST(COUNT(*) AS BIGINT) AS runs, CAST(SUM(r.epsilon) AS BIGINT) AS epsilon_units, \
+             CAST(COALESCE(SUM(v.row_count), 0) AS BIGINT) AS rows_read \
+             FROM runs r LEFT JOIN dataset_versions v ON v.dataset_id = r.dataset_id AND v.version = r.dataset_version \
+             GROUP BY r.authorisation_id, substr(r.created_at, 1, 7), r.state \
+             ORDER BY month, r.authorisation_id, r.state"
+        )
+        .fetch_all(c)
+        .await)?)
+    }
+
+    /// Every model submission with the time of its first review, if any.
+    pub async fn model_usage(&self) -> anyhow::Result<Vec<ModelUsageRow>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT m.authorisation_id, m.created_at AS submitted_at, MIN(r.created_at) AS first_review_at \
+             FROM models m LEFT JOIN model_reviews r ON r.model_id = m.id \
+             GROUP BY m.id, m.authorisation_id, m.created_at ORDER BY m.id"
+        )
+        .fetch_all(c)
+        .await)?)
+    }
+
     pub async fn run(&self, id: RunId) -> anyhow::Result<Option<RunRow>> {
         Ok(in_pool!(self, |c| sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),)
             .bind(id)
@@ -2140,6 +2187,15 @@ impl Store {
     /// Every entry's canonical text, in sequence order.
     pub async fn audit_entries(&self) -> anyhow::Result<Vec<String>> {
         Ok(in_pool!(self, |c| sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq").fetch_all(c).await)?)
+    }
+
+    /// The entries after the first `after`, in order, read inside `tx` (which holds the
+    /// write lock, so nothing is appended meanwhile).
+    pub async fn audit_entries_after(tx: &mut Tx, after: u64) -> anyhow::Result<Vec<String>> {
+        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT entry FROM audit_log WHERE seq > $1 ORDER BY seq")
+            .bind(after as i64)
+            .fetch_all(c)
+            .await)?)
     }
 
     /// The leaf hashes of the entries after the first `after`, in order.

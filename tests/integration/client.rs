@@ -7,37 +7,11 @@ use std::path::Path;
 use serde_json::Value;
 use sluice::examples::VEHICLE_RISK_MANIFEST;
 use sluice::remote::{self, Connection, Remote};
-use sluice_gateway::api::router;
 
-use crate::harness::{World, approve_model, time};
+use crate::harness::{World, approve_model, padded_module, serve, time};
 
-/// Serves the world's gateway on a loopback port; the task ends with the test's runtime.
-async fn serve(world: &World) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let app = router(world.app.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{address}/")
-}
-
-/// The vehicle-risk model with a 2 MB custom section appended.
 fn two_megabyte_module() -> Vec<u8> {
-    let mut body = vec![7u8];
-    body.extend_from_slice(b"padding");
-    body.extend(std::iter::repeat_n(0u8, 2_000_000));
-    let mut module = sluice::examples::VEHICLE_RISK_WASM.to_vec();
-    module.push(0);
-    let mut size = body.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        module.push(if size == 0 { byte } else { byte | 0x80 });
-        if size == 0 {
-            break;
-        }
-    }
-    module.extend(body);
-    module
+    padded_module(2_000_000)
 }
 
 fn text(out: Vec<u8>) -> String {

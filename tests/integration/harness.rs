@@ -420,3 +420,33 @@ pub fn expect_error(response: &ApiResponse, code: &str) -> String {
     assert_eq!(response.error_code().as_deref(), Some(code), "HTTP {}: {}", response.status, response.text);
     response.json()["error"]["message"].as_str().expect("message").to_owned()
 }
+
+/// Serves the world's gateway on a loopback port; the task ends with the test's runtime.
+pub async fn serve(world: &World) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = router(world.app.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}/")
+}
+
+/// The vehicle-risk model with a custom section of `padding` bytes appended: the same
+/// behaviour under another digest (a new submission, or a large one).
+pub fn padded_module(padding: usize) -> Vec<u8> {
+    let mut body = vec![7u8];
+    body.extend_from_slice(b"padding");
+    body.extend(std::iter::repeat_n(0u8, padding));
+    let mut module = VEHICLE_RISK_WASM.to_vec();
+    module.push(0);
+    let mut size = body.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        module.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    module.extend(body);
+    module
+}

@@ -3,11 +3,13 @@
 
 mod audit;
 mod client;
+mod console;
 mod harness;
 mod insiders;
 mod lifecycle;
 mod nodes;
 mod privacy;
+mod reports;
 mod robustness;
 mod sandbox;
 mod scaffold;

@@ -27,6 +27,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 /// How often a serving node settles the runs of nodes that died
 /// ([`App::settle_interrupted_runs`]).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often a serving gateway computes alerts from the log and records new ones.
+pub const ALERT_SCAN_EVERY: Duration = Duration::from_secs(300);
 /// Checkpoints issued on demand (`?fresh=true`) are at most one this often.
 pub const FRESH_CHECKPOINT_EVERY: time::Duration = time::Duration::seconds(5);
 
@@ -164,7 +166,8 @@ impl App {
     /// [`CHECKPOINT_EVERY_ENTRIES`] entries or [`CHECKPOINT_EVERY`] have passed. When
     /// `stop` turns true it ends between two rounds (never inside one), after sealing a
     /// last checkpoint over every entry not yet covered, so a stopped gateway leaves its
-    /// whole log signed. Every [`SWEEP_EVERY`] it also settles the runs of dead nodes.
+    /// whole log signed. Every [`SWEEP_EVERY`] it also settles the runs of dead nodes, and
+    /// every [`ALERT_SCAN_EVERY`] it records the alerts the log raises.
     pub fn spawn_checkpointer(
         self: &Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -173,6 +176,7 @@ impl App {
         tokio::spawn(async move {
             let mut last_issued = tokio::time::Instant::now();
             let mut last_swept = tokio::time::Instant::now();
+            let mut last_scanned = tokio::time::Instant::now();
             loop {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => false,
@@ -198,6 +202,16 @@ impl App {
                 }
                 if stopping {
                     return;
+                }
+                if last_scanned.elapsed() >= ALERT_SCAN_EVERY {
+                    last_scanned = tokio::time::Instant::now();
+                    match app.scan_alerts(&sluice_audit::alerts::AlertRules::default()).await {
+                        Ok(0) => {}
+                        Ok(raised) => tracing::warn!(raised, "alerts raised from the audit log"),
+                        Err(error) => {
+                            tracing::error!(error = %format!("{error:#}"), "scanning the log for alerts failed")
+                        }
+                    }
                 }
                 if last_swept.elapsed() >= SWEEP_EVERY {
                     last_swept = tokio::time::Instant::now();

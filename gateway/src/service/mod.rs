@@ -11,6 +11,7 @@ mod group_commit;
 mod lists;
 mod objects;
 mod procedure;
+mod reports;
 mod runs;
 
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ pub use procedure::{
     ApplicationList, ApplicationListQuery, ApplicationSummary, ApplicationView, ManifestView, ModelList,
     ModelListQuery, ModelSummary, ModelView, NewApplication, NewModel, ReviewChecklist, ReviewOutcome,
 };
+pub use reports::{AlertView, UsageQuery, UsageReport, UsageRow, alerts_csv};
 pub use runs::{BudgetView, RunList, RunListQuery, RunSummary, RunView};
 
 use crate::chunk_store::ChunkStore;

@@ -49,6 +49,36 @@ pub struct ApplicationView {
     pub dataset_id: DatasetId,
     pub columns: Vec<String>,
     pub authorisation_id: Option<AuthorisationId>,
+    /// What the reviewers judge it by (seed 002 §21): the purpose, the scope of use and
+    /// the security measures, the window and the privacy budget asked for.
+    pub purpose: String,
+    pub use_scope: String,
+    pub security_measures: String,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    pub epsilon_requested: f64,
+}
+
+impl ApplicationView {
+    fn of(
+        row: &ApplicationRow,
+        state: ApplicationState,
+        authorisation_id: Option<AuthorisationId>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            id: row.id,
+            state: state.as_str(),
+            dataset_id: row.dataset_id,
+            columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
+            authorisation_id,
+            purpose: row.purpose.clone(),
+            use_scope: row.use_scope.clone(),
+            security_measures: row.security_measures.clone(),
+            valid_from: row.valid_from,
+            valid_until: row.valid_until,
+            epsilon_requested: Epsilon::from_units(u64::try_from(row.epsilon_requested).unwrap_or(0)).as_f64(),
+        })
+    }
 }
 
 /// Which applications a list shows: `GET /v1/applications?dataset_id=&state=&after=&limit=`.
@@ -202,6 +232,11 @@ impl ReviewChecklist {
     }
 }
 
+/// A number JSON can carry (a quantile of no rows is not a number).
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
 /// Dummy rows the automated review runs a submitted model on.
 const DUMMY_REVIEW_ROWS: usize = 1_000;
 
@@ -257,19 +292,14 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let id = Store::insert_application(&mut tx, &row, now).await?;
+        let row = ApplicationRow { id, ..row };
         let event = Self::event(caller, action.audit(), format!("application:{id}"), AuditOutcome::Ok)
             .detail(Detail::Dataset, dataset.id)
             .detail(Detail::Columns, request.columns.join(","))
             .detail(Detail::Epsilon, epsilon);
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the application")?;
-        Ok(ApplicationView {
-            id,
-            state: row.state.as_str(),
-            dataset_id: dataset.id,
-            columns: request.columns,
-            authorisation_id: None,
-        })
+        Ok(ApplicationView::of(&row, row.state, None)?)
     }
 
     pub async fn application(&self, caller: &Caller, id: ApplicationId) -> ServiceResult<ApplicationView> {
@@ -281,13 +311,7 @@ impl App {
         let state = row.state;
         self.guard(caller, action, &object, &self.application_resource(&row, state).await?).await?;
         self.record(Self::event(caller, action.audit(), &object, AuditOutcome::Ok)).await?;
-        Ok(ApplicationView {
-            id,
-            state: state.as_str(),
-            dataset_id: row.dataset_id,
-            columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
-            authorisation_id: self.store.authorisation_for_application(id).await?,
-        })
+        Ok(ApplicationView::of(&row, state, self.store.authorisation_for_application(id).await?)?)
     }
 
     /// The applications the caller may read ([`Action::ReadApplication`], decided by the
@@ -653,6 +677,7 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         let (runtime, compiled) = (self.runner.runtime().clone(), compiled.clone());
+        let compiled_for_exact = compiled.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             crate::runner::dummy_run(&runtime, &compiled, &schema, DUMMY_REVIEW_ROWS, 0)
         })
@@ -672,7 +697,24 @@ impl App {
                 },
             }),
             Ok(run) => {
-                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": run.released.len()})
+                // Per output, the exact value on the dummy rows beside its noisy release:
+                // how much the noise moves it, for the reviewers' usability question.
+                let exact = run.exact_values(&compiled_for_exact, DUMMY_REVIEW_ROWS);
+                let compared: Vec<_> = run
+                    .released
+                    .iter()
+                    .zip(exact)
+                    .map(|(released, exact)| {
+                        serde_json::json!({
+                            "name": released.name,
+                            "kind": released.kind,
+                            "exact": finite(exact.exact),
+                            "noisy": released.value.and_then(finite),
+                            "ci95_half_width": finite(released.ci95_half_width),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"rows": DUMMY_REVIEW_ROWS, "outcome": "passed", "outputs": run.released.len(), "compared": compared})
             }
             Err(error) => {
                 let code = error.downcast_ref::<sluice_sandbox::SandboxError>().map_or("failed", |error| error.code());

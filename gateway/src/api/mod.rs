@@ -1,5 +1,5 @@
 //! The HTTP API: routes, authentication from the `Authorization: Bearer` header, and
-//! JSON errors with a stable code.
+//! JSON errors with a stable code; and the web console ([`console`]) over the same service.
 //!
 //! It owns translating HTTP to service calls and back. It must not make decisions or
 //! touch storage directly; a 5xx answer is generic, and its detail goes to the log.
@@ -26,6 +26,8 @@ use crate::service::{
     PrincipalCreation, PrincipalListQuery, RunListQuery, new_request_id,
 };
 use sluice_policies::OrganisationId;
+
+mod console;
 
 /// Largest JSON request body (a model upload: 8 MiB of WebAssembly as base64, and its
 /// manifest). CSV uploads stream and have no limit.
@@ -71,6 +73,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/witness", get(witness_request))
         .route("/v1/audit/cosignatures", post(add_cosignature))
         .route("/v1/audit/entries", get(search_audit))
+        .route("/v1/usage", get(usage))
+        .route("/v1/usage.csv", get(usage_csv))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/alerts.csv", get(alerts_csv))
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit_invalid_requests))
         .layer(TraceLayer::new_for_http())
@@ -803,6 +810,45 @@ async fn search_audit(
 ) -> ApiResult<Response> {
     let entries = app.search_audit(&caller, query).await.for_caller(&caller)?;
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+/// Usage per scenario and month (`?from=YYYY-MM&until=&dataset_id=&authorisation_id=`).
+async fn usage(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<crate::service::UsageQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(app.usage(&caller, query).await.for_caller(&caller)?).into_response())
+}
+
+/// The same figures as CSV, to import into a spreadsheet or an invoice.
+async fn usage_csv(
+    State(app): State<Arc<App>>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<crate::service::UsageQuery>,
+) -> ApiResult<Response> {
+    let report = app.usage(&caller, query).await.for_caller(&caller)?;
+    Ok(csv_download("sluice-usage.csv", report.to_csv()))
+}
+
+/// The alerts recorded in the log, newest first (regulators).
+async fn alerts(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    Ok(Json(json!({ "alerts": app.alerts(&caller).await.for_caller(&caller)? })).into_response())
+}
+
+async fn alerts_csv(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    let alerts = app.alerts(&caller).await.for_caller(&caller)?;
+    Ok(csv_download("sluice-alerts.csv", crate::service::alerts_csv(&alerts)))
+}
+
+/// A CSV body, offered as a file of this name.
+pub(crate) fn csv_download(name: &'static str, text: String) -> Response {
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 /// The checkpoint-signing public key, for regulators to pin out of band.

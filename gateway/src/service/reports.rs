@@ -1,0 +1,374 @@
+//! Figures people ask for: usage per scenario, operator, dataset and month (seed 002 成效评估
+//! and 定价: what a data bureau evaluates scenarios by and a provider invoices from), and
+//! alerts for regulators (seed 001 异常风险识别), computed from the audit log by
+//! `sluice_audit::alerts` and recorded in it.
+//!
+//! It owns assembling the figures and recording alerts. It must not show a caller a
+//! scenario whose budget they may not read ([`Action::ReadBudget`], decided by the policy
+//! set for each authorisation), and it shows counts of runs, never anything a run released.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sluice_audit::alerts::{Alert, AlertRules, detect, recorded};
+use sluice_audit::{Act, AuditEntry, AuditEvent, AuditOutcome, Detail};
+use sluice_policies::{Action, Epsilon, Resource};
+
+use super::{App, Caller};
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{AuthorisationId, DatasetId};
+use crate::store::Store;
+
+/// Which figures: `GET /v1/usage?from=2026-01&until=2026-12&dataset_id=&authorisation_id=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// First month (`YYYY-MM`), inclusive.
+    pub from: Option<String>,
+    /// Last month (`YYYY-MM`), inclusive.
+    pub until: Option<String>,
+    pub dataset_id: Option<DatasetId>,
+    pub authorisation_id: Option<AuthorisationId>,
+}
+
+/// One scenario's use in one month.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UsageRow {
+    pub month: String,
+    /// The scenario (一场景一授权).
+    pub authorisation_id: AuthorisationId,
+    pub purpose: String,
+    pub operator_organisation: String,
+    pub dataset_id: DatasetId,
+    pub dataset: String,
+    pub provider_organisation: String,
+    /// Runs started (each charged).
+    pub runs: i64,
+    pub runs_released: i64,
+    /// Runs that failed, were interrupted or whose result was withheld.
+    pub runs_without_release: i64,
+    /// Rows of the dataset versions the runs read (metering).
+    pub rows_processed: i64,
+    pub epsilon_spent: f64,
+    pub models_submitted: i64,
+    /// Models whose first review fell in this month, and the mean and longest hours from
+    /// submission to it.
+    pub models_reviewed: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_turnaround_hours_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_turnaround_hours_max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UsageReport {
+    pub rows: Vec<UsageRow>,
+}
+
+/// A field for CSV: quoted when it holds a separator, a quote or a line break, and with a
+/// leading `'` when a spreadsheet would take it for a formula.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+}
+
+fn csv_number(value: Option<f64>) -> String {
+    value.map_or_else(String::new, |value| format!("{value}"))
+}
+
+impl UsageReport {
+    /// The report as CSV, one line a row, with a header.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "month,authorisation_id,purpose,operator_organisation,dataset_id,dataset,provider_organisation,runs,\
+             runs_released,runs_without_release,rows_processed,epsilon_spent,models_submitted,models_reviewed,\
+             review_turnaround_hours_mean,review_turnaround_hours_max\n",
+        );
+        for row in &self.rows {
+            let fields = [
+                csv_field(&row.month),
+                row.authorisation_id.to_string(),
+                csv_field(&row.purpose),
+                csv_field(&row.operator_organisation),
+                row.dataset_id.to_string(),
+                csv_field(&row.dataset),
+                csv_field(&row.provider_organisation),
+                row.runs.to_string(),
+                row.runs_released.to_string(),
+                row.runs_without_release.to_string(),
+                row.rows_processed.to_string(),
+                format!("{}", row.epsilon_spent),
+                row.models_submitted.to_string(),
+                row.models_reviewed.to_string(),
+                csv_number(row.review_turnaround_hours_mean),
+                csv_number(row.review_turnaround_hours_max),
+            ];
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A month as `YYYY-MM`, or an error naming the field.
+fn month(field: &str, text: &Option<String>) -> ServiceResult<Option<String>> {
+    match text {
+        None => Ok(None),
+        Some(text) => {
+            let bytes = text.as_bytes();
+            let well_formed = bytes.len() == 7
+                && bytes[4] == b'-'
+                && bytes.iter().enumerate().all(|(i, b)| i == 4 || b.is_ascii_digit())
+                && matches!(
+                    &text[5..],
+                    "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
+                );
+            if well_formed {
+                Ok(Some(text.clone()))
+            } else {
+                Err(ServiceError::invalid(format!("`{field}` is a month written YYYY-MM, not `{text}`")))
+            }
+        }
+    }
+}
+
+/// Hours between two stored times, if both parse.
+fn hours_between(from: &str, to: &str) -> Option<f64> {
+    let parse = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok();
+    Some((parse(to)? - parse(from)?).as_seconds_f64() / 3600.0)
+}
+
+/// One alert as the API shows it: the entry that recorded it and what it says.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertView {
+    /// The `alert.raise` entry.
+    pub seq: u64,
+    pub time: String,
+    pub kind: String,
+    pub subject: String,
+    pub count: u64,
+    /// The entries of the window that raised it, first and last.
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
+impl AlertView {
+    fn of(entry: &AuditEntry) -> Option<Self> {
+        let number = |key: &str| entry.details.get(key)?.parse().ok();
+        Some(Self {
+            seq: entry.seq,
+            time: entry.time.clone(),
+            kind: entry.details.get("kind")?.clone(),
+            subject: entry.details.get("subject")?.clone(),
+            count: number("count")?,
+            from_seq: number("from")?,
+            to_seq: number("to")?,
+        })
+    }
+}
+
+/// Alerts as CSV, one line each, with a header.
+pub fn alerts_csv(alerts: &[AlertView]) -> String {
+    let mut out = String::from("seq,time,kind,subject,count,from_seq,to_seq\n");
+    for alert in alerts {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            alert.seq,
+            csv_field(&alert.time),
+            csv_field(&alert.kind),
+            csv_field(&alert.subject),
+            alert.count,
+            alert.from_seq,
+            alert.to_seq
+        ));
+    }
+    out
+}
+
+fn parse_entries(texts: &[String]) -> anyhow::Result<Vec<AuditEntry>> {
+    texts.iter().map(|text| serde_json::from_str(text).context("a stored audit entry")).collect()
+}
+
+impl App {
+    /// Usage per scenario and month, for the scenarios whose budget the caller may read
+    /// (an operator its own, a provider those on its datasets, a regulator all).
+    pub async fn usage(&self, caller: &Caller, query: UsageQuery) -> ServiceResult<UsageReport> {
+        let (from, until) = (month("from", &query.from)?, month("until", &query.until)?);
+        let in_range = |month: &str| {
+            from.as_deref().is_none_or(|from| month >= from) && until.as_deref().is_none_or(|until| month <= until)
+        };
+        let runs = self.store.run_usage().await?;
+        let models = self.store.model_usage().await?;
+        let mut rows: BTreeMap<(String, AuthorisationId), UsageRow> = BTreeMap::new();
+        // Whether the caller may see each authorisation, and what to call it; each looked up once.
+        let mut seen: HashMap<AuthorisationId, Option<UsageRow>> = HashMap::new();
+        let mut turnarounds: BTreeMap<(String, AuthorisationId), Vec<f64>> = BTreeMap::new();
+        let mut keys = Vec::new();
+        for run in &runs {
+            keys.push((run.month.clone(), run.authorisation_id));
+        }
+        for model in &models {
+            keys.push((model.submitted_at.chars().take(7).collect(), model.authorisation_id));
+            if let Some(reviewed) = &model.first_review_at {
+                keys.push((reviewed.chars().take(7).collect(), model.authorisation_id));
+            }
+        }
+        for (month, authorisation) in keys {
+            if !in_range(&month) || query.authorisation_id.is_some_and(|wanted| wanted != authorisation) {
+                continue;
+            }
+            if !seen.contains_key(&authorisation) {
+                let template = self.usage_template(caller, authorisation).await?;
+                seen.insert(authorisation, template);
+            }
+            let Some(Some(template)) = seen.get(&authorisation) else { continue };
+            if query.dataset_id.is_some_and(|wanted| wanted != template.dataset_id) {
+                continue;
+            }
+            rows.entry((month.clone(), authorisation)).or_insert_with(|| UsageRow { month, ..template.clone() });
+        }
+        for run in &runs {
+            let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id)) else { continue };
+            row.runs += run.runs;
+            match run.state.as_str() {
+                "released" => row.runs_released += run.runs,
+                "failed" | "interrupted" | "withheld" => row.runs_without_release += run.runs,
+                _ => {}
+            }
+            row.rows_processed += run.rows_read;
+            row.epsilon_spent += Epsilon::from_units(u64::try_from(run.epsilon_units).unwrap_or(0)).as_f64();
+        }
+        for model in &models {
+            let submitted: String = model.submitted_at.chars().take(7).collect();
+            if let Some(row) = rows.get_mut(&(submitted, model.authorisation_id)) {
+                row.models_submitted += 1;
+            }
+            if let Some(reviewed) = &model.first_review_at {
+                let key = (reviewed.chars().take(7).collect::<String>(), model.authorisation_id);
+                if let Some(row) = rows.get_mut(&key) {
+                    row.models_reviewed += 1;
+                    if let Some(hours) = hours_between(&model.submitted_at, reviewed) {
+                        turnarounds.entry(key).or_default().push(hours);
+                    }
+                }
+            }
+        }
+        for (key, hours) in turnarounds {
+            if let Some(row) = rows.get_mut(&key) {
+                row.review_turnaround_hours_mean = Some(hours.iter().sum::<f64>() / hours.len() as f64);
+                row.review_turnaround_hours_max = hours.iter().copied().reduce(f64::max);
+            }
+        }
+        let report = UsageReport { rows: rows.into_values().collect() };
+        self.record(
+            Self::event(caller, Act::UsageRead, "usage", AuditOutcome::Ok).detail(Detail::Returned, report.rows.len()),
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// An authorisation's row without figures, if the caller may read its budget.
+    async fn usage_template(&self, caller: &Caller, id: AuthorisationId) -> anyhow::Result<Option<UsageRow>> {
+        let Some(authorisation) = self.store.authorisation(id).await? else { return Ok(None) };
+        let resource = self.authorisation_resource(&authorisation).await?;
+        if self.decide(caller, Action::ReadBudget, &resource).is_err() {
+            return Ok(None);
+        }
+        let dataset = self.store.dataset(authorisation.dataset_id).await?.context("the authorisation's dataset")?;
+        let organisation_name = |organisation| async move {
+            anyhow::Ok(self.store.organisation(organisation).await?.map_or_else(|| "?".to_owned(), |row| row.name))
+        };
+        let operator = organisation_name(self.principal(authorisation.operator_id).await?.organisation).await?;
+        let provider = organisation_name(self.principal(dataset.provider_id).await?.organisation).await?;
+        Ok(Some(UsageRow {
+            month: String::new(),
+            authorisation_id: id,
+            purpose: authorisation.purpose,
+            operator_organisation: operator,
+            dataset_id: dataset.id,
+            dataset: dataset.name,
+            provider_organisation: provider,
+            runs: 0,
+            runs_released: 0,
+            runs_without_release: 0,
+            rows_processed: 0,
+            epsilon_spent: 0.0,
+            models_submitted: 0,
+            models_reviewed: 0,
+            review_turnaround_hours_mean: None,
+            review_turnaround_hours_max: None,
+        }))
+    }
+
+    /// Computes the alerts over the whole log and records those not yet recorded, each as
+    /// an `alert.raise` entry. Two nodes scanning at once record each alert once: the
+    /// entries appended since this scan read the log are checked again inside the write.
+    /// Returns how many it recorded.
+    pub async fn scan_alerts(&self, rules: &AlertRules) -> anyhow::Result<usize> {
+        let entries = parse_entries(&self.store.audit_entries().await?)?;
+        let read = entries.last().map_or(0, |entry| entry.seq);
+        let mut known = recorded(&entries);
+        let found: Vec<Alert> =
+            detect(&entries, rules).into_iter().filter(|alert| !known.contains_key(&alert.key())).collect();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let since = parse_entries(&Store::audit_entries_after(&mut tx, read).await?)?;
+        known.extend(recorded(&since));
+        let mut written = 0;
+        for alert in found.iter().filter(|alert| !known.contains_key(&alert.key())) {
+            let event = AuditEvent::new(Act::AlertRaise, format!("alert:{}", alert.kind.as_str()), AuditOutcome::Ok)
+                .detail(Detail::Kind, alert.kind.as_str())
+                .detail(Detail::Subject, &alert.subject)
+                .detail(Detail::Count, alert.count)
+                .detail(Detail::From, alert.first_seq)
+                .detail(Detail::To, alert.last_seq);
+            Store::append_audit(&mut tx, event, now).await?;
+            written += 1;
+        }
+        tx.commit().await.context("committing the alerts")?;
+        Ok(written)
+    }
+
+    /// The alerts recorded in the log, newest first, after a scan for new ones: the
+    /// regulator's view (the same right as searching the log).
+    pub async fn alerts(&self, caller: &Caller) -> ServiceResult<Vec<AlertView>> {
+        self.guard(caller, Action::ExportAudit, "audit_log", &Resource::Platform).await?;
+        self.scan_alerts(&AlertRules::default()).await?;
+        let entries = parse_entries(&self.store.audit_entries().await?)?;
+        let mut alerts: Vec<AlertView> =
+            entries.iter().filter(|entry| entry.action == Act::AlertRaise.as_str()).filter_map(AlertView::of).collect();
+        alerts.reverse();
+        self.record(
+            Self::event(caller, Act::AuditSearch, "alerts", AuditOutcome::Ok).detail(Detail::Results, alerts.len()),
+        )
+        .await?;
+        Ok(alerts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-1+2"), "'-1+2");
+    }
+
+    #[test]
+    fn months_are_checked() {
+        assert_eq!(month("from", &Some("2026-11".into())).expect("ok"), Some("2026-11".into()));
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "2026-11-01"] {
+            assert!(month("from", &Some(bad.into())).is_err(), "{bad}");
+        }
+        assert_eq!(hours_between("2026-11-01T00:00:00Z", "2026-11-01T06:30:00Z"), Some(6.5));
+    }
+}
