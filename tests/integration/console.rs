@@ -62,10 +62,11 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     // Not signed in: to the sign-in page. A wrong token is refused there, and audited.
     let response = http.get(format!("{server}console")).send().await.expect("home");
     assert_eq!(
-        (response.status().as_u16(), response.headers()["location"].to_str().unwrap()),
+        (response.status().as_u16(), response.headers()["location"].to_str().expect("header")),
         (303, "/console/sign-in")
     );
-    let response = http.post(format!("{server}console/sign-in")).form(&[("token", "sk_wrong")]).send().await.unwrap();
+    let response =
+        http.post(format!("{server}console/sign-in")).form(&[("token", "sk_wrong")]).send().await.expect("request");
     assert_eq!(response.headers()["location"], "/console/sign-in?failed=unauthenticated");
     assert!(response.headers().get("set-cookie").is_none(), "a refused sign-in sets no cookie");
     let refused = world.audit_entries("authenticate").await;
@@ -73,11 +74,11 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
 
     // The reviewer's home: who they are, the model waiting, and the console's headers.
     let reviewer = sign_in(&http, &server, &world.bureau).await;
-    let response = http.get(format!("{server}console")).header("cookie", &reviewer).send().await.unwrap();
+    let response = http.get(format!("{server}console")).header("cookie", &reviewer).send().await.expect("request");
     let headers = response.headers().clone();
-    let home = response.text().await.unwrap();
+    let home = response.text().await.expect("body");
     assert!(home.contains(&format!("/console/models/{model_id}")), "the queue lists the new model");
-    let csp = headers["content-security-policy"].to_str().unwrap();
+    let csp = headers["content-security-policy"].to_str().expect("header");
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("script-src"), "the console runs no script: {csp}");
     assert_eq!(headers["cache-control"], "no-store");
@@ -107,9 +108,9 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     for csrf in [String::new(), csrf_in(&other_page)] {
         let mut form = approval.to_vec();
         form.push(("csrf", &csrf));
-        let response = http.post(&review).header("cookie", &reviewer).form(&form).send().await.unwrap();
+        let response = http.post(&review).header("cookie", &reviewer).form(&form).send().await.expect("request");
         assert_eq!(response.status(), 400);
-        assert!(response.text().await.unwrap().contains("invalid_request"));
+        assert!(response.text().await.expect("body").contains("invalid_request"));
     }
     let state = world.api.get(&format!("/v1/models/{model_id}"), &world.bureau).await.ok().expect("model");
     assert_eq!(state["state"], "submitted", "a forged approval changed nothing");
@@ -121,17 +122,17 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     let mut form = approval.to_vec();
     let operator_csrf = csrf_in(&operator_view);
     form.push(("csrf", &operator_csrf));
-    let response = http.post(&review).header("cookie", &operator).form(&form).send().await.unwrap();
+    let response = http.post(&review).header("cookie", &operator).form(&form).send().await.expect("request");
     assert_eq!(response.status(), 403);
-    assert!(response.text().await.unwrap().contains("error-code"));
+    assert!(response.text().await.expect("body").contains("error-code"));
 
     // An approval without the whole checklist is refused; with it, the model is approved.
     let partial = [("decision", "approve"), ("usability", "on"), ("csrf", &csrf)];
-    let response = http.post(&review).header("cookie", &reviewer).form(&partial).send().await.unwrap();
+    let response = http.post(&review).header("cookie", &reviewer).form(&partial).send().await.expect("request");
     assert_eq!(response.status(), 400);
     let mut form = approval.to_vec();
     form.push(("csrf", &csrf));
-    let response = http.post(&review).header("cookie", &reviewer).form(&form).send().await.unwrap();
+    let response = http.post(&review).header("cookie", &reviewer).form(&form).send().await.expect("request");
     assert_eq!(response.status(), 303);
     let state = world.api.get(&format!("/v1/models/{model_id}"), &world.bureau).await.ok().expect("model");
     assert_eq!(state["state"], "approved");
@@ -157,8 +158,8 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
         .form(&[("csrf", operator_csrf.as_str())])
         .send()
         .await
-        .unwrap();
-    assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+        .expect("sign out");
+    assert!(response.headers()["set-cookie"].to_str().expect("header").contains("Max-Age=0"));
     let principal = world.api.get("/v1/principals?role=reviewer", &world.admin).await.ok().expect("principals");
     let department_id = principal["principals"]
         .as_array()
@@ -168,11 +169,11 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
         .map(|p| p["id"].clone())
         .expect("department reviewer");
     world.api.delete(&format!("/v1/principals/{department_id}/token"), &world.admin).await.ok().expect("revoked");
-    let response = http.get(format!("{server}console")).header("cookie", &other).send().await.unwrap();
+    let response = http.get(format!("{server}console")).header("cookie", &other).send().await.expect("request");
     assert_eq!(response.headers()["location"], "/console/sign-in?failed=token_revoked");
 
     // The other languages' switch, and only the console's own paths to come back to.
-    let response = http.get(format!("{server}console/lang/en?back=//evil.example/")).send().await.unwrap();
+    let response = http.get(format!("{server}console/lang/en?back=//evil.example/")).send().await.expect("request");
     assert_eq!(response.headers()["location"], "/console");
     let (_, english) = page(&http, &server, "console", &format!("{reviewer}; sluice_lang=en")).await;
     let (_, chinese) = page(&http, &server, "console", &format!("{reviewer}; sluice_lang=zh")).await;
@@ -229,12 +230,12 @@ impl Browser {
         self.client.goto(&format!("{server}console/sign-in")).await.expect("sign-in page");
         self.client.find(Locator::Id("token")).await.expect("token field").send_keys(token).await.expect("typed");
         self.client.find(Locator::Id("sign-in")).await.expect("button").click().await.expect("clicked");
-        self.client.find(Locator::Id("who")).await.expect("signed in");
+        self.client.wait().for_element(Locator::Id("who")).await.expect("signed in");
     }
 
     async fn sign_out(&self) {
         self.client.find(Locator::Id("sign-out")).await.expect("button").click().await.expect("clicked");
-        self.client.find(Locator::Id("token")).await.expect("back at sign-in");
+        self.client.wait().for_element(Locator::Id("token")).await.expect("back at sign-in");
     }
 
     async fn text(&self, css: &str) -> String {
@@ -273,6 +274,14 @@ async fn a_reviewer_approves_an_operator_runs_and_a_regulator_audits_in_headless
     browser.sign_in(&server, &world.bureau).await;
     assert!(browser.text("#models-awaiting").await.contains(&model_id.to_string()));
     browser.screenshot("reviewer").await;
+    // The same page in Chinese, through the language switch, and back.
+    client.find(Locator::Css("a[href^='/console/lang/zh']")).await.expect("switch").click().await.expect("clicked");
+    client.wait().for_element(Locator::Css("html[lang='zh-CN']")).await.expect("in Chinese");
+    assert!(browser.text("#models-awaiting").await.contains("待审核的模型"));
+    browser.screenshot("reviewer-zh").await;
+    client.find(Locator::Css("a[href^='/console/lang/en']")).await.expect("switch").click().await.expect("clicked");
+    client.wait().for_element(Locator::Css("html[lang='en']")).await.expect("in English");
+    assert!(browser.text("#models-awaiting").await.contains("Models awaiting review"));
     client.goto(&format!("{server}console/models/{model_id}")).await.expect("model page");
     assert!(browser.text("#dummy-comparison").await.contains("risk"), "exact beside noisy on dummy rows");
     browser.screenshot("reviewer-model").await;
@@ -280,7 +289,7 @@ async fn a_reviewer_approves_an_operator_runs_and_a_regulator_audits_in_headless
         client.find(Locator::Id(&format!("check-{check}"))).await.expect("checkbox").click().await.expect("ticked");
     }
     client.find(Locator::Id("approve")).await.expect("approve").click().await.expect("clicked");
-    client.wait().for_element(Locator::Css("#state")).await.expect("model page again");
+    client.wait().for_element(Locator::Css("p.why")).await.expect("the model page again, with nothing to decide");
     assert_eq!(browser.text("#state").await, "approved");
     browser.sign_out().await;
 
@@ -288,7 +297,7 @@ async fn a_reviewer_approves_an_operator_runs_and_a_regulator_audits_in_headless
     browser.sign_in(&server, &world.operator).await;
     let run_button = format!("button.run[data-model='{model_id}']");
     client.find(Locator::Css(&run_button)).await.expect("run button").click().await.expect("clicked");
-    client.wait().for_element(Locator::Css("h1")).await.expect("run page");
+    client.wait().for_element(Locator::Css("#pending, #results")).await.expect("run page");
     world.clock.advance(RUN_VISIBILITY_STEP);
     client.refresh().await.expect("reloaded");
     let results = browser.text("#results").await;
@@ -312,6 +321,7 @@ async fn a_reviewer_approves_an_operator_runs_and_a_regulator_audits_in_headless
     assert!(releases.contains("run.release"), "{releases}");
     browser.screenshot("regulator-audit").await;
     client.find(Locator::Css("table.entries a")).await.expect("an entry").click().await.expect("opened");
+    client.wait().for_element(Locator::Id("entry")).await.expect("the entry's page");
     assert!(browser.text("#entry").await.contains("run.release"));
     browser.sign_out().await;
 

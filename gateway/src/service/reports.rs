@@ -218,9 +218,8 @@ impl App {
             if !in_range(&month) || query.authorisation_id.is_some_and(|wanted| wanted != authorisation) {
                 continue;
             }
-            if !seen.contains_key(&authorisation) {
-                let template = self.usage_template(caller, authorisation).await?;
-                seen.insert(authorisation, template);
+            if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(authorisation) {
+                slot.insert(self.usage_template(caller, authorisation).await?);
             }
             let Some(Some(template)) = seen.get(&authorisation) else { continue };
             if query.dataset_id.is_some_and(|wanted| wanted != template.dataset_id) {
