@@ -150,6 +150,10 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     assert_eq!(status, 200);
     assert!(shown.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img"), "escaped");
     assert!(!shown.contains("<script") && !shown.contains("<img"), "markup was rendered");
+    // The bureau decides a submitted application; the department is told it is not its stage.
+    assert!(shown.contains("class=\"review\""), "the bureau's form");
+    let (_, department_view) = page(&http, &server, &path, &other).await;
+    assert!(!department_view.contains("class=\"review\"") && department_view.contains("本阶段由数据主管部门审核"));
 
     // Signing out clears the cookie; a revoked token's cookie leads back to sign-in.
     let response = http

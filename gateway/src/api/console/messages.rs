@@ -142,6 +142,10 @@ messages! {
     HoldOutputs => "Hold every result of this scenario for data product review", "该场景的每次结果均需数据产品审核后发布";
     WhyNoReviewRole => "Only reviewers decide here: whoever submits, applies for or runs a model never reviews it (separation of duties).",
         "仅审核人员可在此作出决定：提交、申请或运行模型的一方不得审核（职责分离）。";
+    WhyStageBureau => "This stage is the data bureau's: it reviews the demand and the operator first.",
+        "本阶段由数据主管部门审核：先审核需求与运营单位资质。";
+    WhyStageDepartment => "This stage is the providing department's: it reviews after the data bureau, against classification and use boundaries.",
+        "本阶段由数据提供部门审核：在数据主管部门之后，依据分类分级与使用边界审核。";
     WhyNoReviewState => "There is nothing to decide: it is not awaiting review.", "无需审核：当前不在待审核状态。";
     RunIt => "Run on the real data", "在真实数据上运行";
     RunHelp => "Each run is charged to the scenario's privacy budget; only noisy aggregates come back.",

@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use maud::{Markup, html};
 use serde::Deserialize;
-use sluice_policies::{ReleasedOutput, Role};
+use sluice_policies::{ReleasedOutput, ReviewerKind, Role};
 
 use super::{ConsoleError, Msg, PageResult, Session, form_error, role_name, see_other};
 use crate::error::ServiceError;
@@ -477,6 +477,12 @@ pub(super) async fn application(
 ) -> PageResult {
     let view = app.application(&session.caller, id).await.or_page(&session)?;
     let awaiting = matches!(view.state, "submitted" | "bureau_approved");
+    // 一需求一审核, in order: the bureau decides a submitted application, then the department.
+    let other_stage = match (session.caller.principal.reviewer_kind, view.state) {
+        (Some(ReviewerKind::ProvidingDepartment), "submitted") => Some(Msg::WhyStageBureau),
+        (Some(ReviewerKind::DataBureau), "bureau_approved") => Some(Msg::WhyStageDepartment),
+        _ => None,
+    };
     let body = html! {
         dl {
             dt { (session.t(Msg::State)) } dd #state { (view.state) }
@@ -493,6 +499,8 @@ pub(super) async fn application(
             p.why { (session.t(Msg::WhyNoReviewRole)) }
         } @else if !awaiting {
             p.why { (session.t(Msg::WhyNoReviewState)) }
+        } @else if let Some(why) = other_stage {
+            p.why { (session.t(why)) }
         } @else {
             form.review method="post" action={ "/console/applications/" (view.id) "/review" } {
                 (session.csrf_field())
