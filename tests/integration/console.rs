@@ -176,6 +176,34 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     let response = http.get(format!("{server}console")).header("cookie", &other).send().await.expect("request");
     assert_eq!(response.headers()["location"], "/console/sign-in?failed=token_revoked");
 
+    // An administrator issues another operator a new token from the console: shown once,
+    // the old one refused from then on; an operator posting the same form is refused.
+    let admin = sign_in(&http, &server, &world.admin).await;
+    let (_, admin_home) = page(&http, &server, "console", &admin).await;
+    let other_organisation = crate::harness::organisation(&world.api, &world.admin, "Other Data").await;
+    let operators = world.api.get("/v1/principals?role=operator", &world.admin).await.ok().expect("operators");
+    let other_id = operators["principals"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["organisation_id"] == other_organisation)
+        .map(|p| p["id"].clone())
+        .expect("the other operator");
+    assert!(admin_home.contains(&format!("data-principal=\"{other_id}\"")), "an issue-token button");
+    let issue = format!("{server}console/principals/{other_id}/token");
+    let response =
+        http.post(&issue).header("cookie", &admin).form(&[("csrf", csrf_in(&admin_home))]).send().await.expect("issue");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let shown = response.text().await.expect("body");
+    let at = shown.find("id=\"new-token\">").expect("the token, once") + 15;
+    let token = &shown[at..shown[at..].find('<').expect("end") + at];
+    assert!(token.starts_with("sk_"), "{token}");
+    assert_eq!(world.api.get("/v1/catalogue", &world.other_operator).await.status, 401, "the old token");
+    assert_eq!(world.api.get("/v1/catalogue", token).await.status, 200, "the new token");
+    let response =
+        http.post(&issue).header("cookie", &reviewer).form(&[("csrf", csrf.as_str())]).send().await.expect("refused");
+    assert_eq!(response.status(), 403);
+
     // The other languages' switch, and only the console's own paths to come back to.
     let response = http.get(format!("{server}console/lang/en?back=//evil.example/")).send().await.expect("request");
     assert_eq!(response.headers()["location"], "/console");

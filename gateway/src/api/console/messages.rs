@@ -201,6 +201,9 @@ messages! {
     TokenShownOnce => "The new account's token, shown once. Hand it over securely; only its hash is kept.",
         "新账户的令牌仅显示一次，请安全交付；系统只保存其哈希值。";
     Error => "The request was refused", "请求被拒绝";
+    IssueToken => "Issue a new token (the old one stops working)", "签发新令牌（旧令牌立即失效）";
+    DisableAccount => "Disable for good", "永久停用";
+    DisableReason => "Reason", "停用原因";
     RequestId => "Request id", "请求编号";
     Back => "Back", "返回";
     Done => "Done.", "已完成。";

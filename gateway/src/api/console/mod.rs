@@ -61,6 +61,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/console/alerts.csv", get(pages::alerts_csv))
         .route("/console/datasets/{id}/destroy", post(pages::destroy_dataset))
         .route("/console/principals/{id}/approve", post(pages::approve_principal))
+        .route("/console/principals/{id}/token", post(pages::issue_token))
+        .route("/console/principals/{id}/disable", post(pages::disable_principal))
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -459,6 +459,17 @@ async fn admin_home(app: &App, session: &Session) -> Result<Markup, ConsoleError
                                     (session.csrf_field())
                                     button type="submit" { (session.t(Msg::Approve)) }
                                 }
+                            } @else if !principal.disabled && principal.id.0 != session.caller.principal.id {
+                                form.inline method="post" action={ "/console/principals/" (principal.id) "/token" } {
+                                    (session.csrf_field())
+                                    button.issue-token type="submit" data-principal=(principal.id) { (session.t(Msg::IssueToken)) }
+                                }
+                                " "
+                                form.inline method="post" action={ "/console/principals/" (principal.id) "/disable" } {
+                                    (session.csrf_field())
+                                    input type="text" name="reason" placeholder=(session.t(Msg::DisableReason)) required;
+                                    button.reject type="submit" { (session.t(Msg::DisableAccount)) }
+                                }
                             }
                         }
                     }
@@ -940,6 +951,51 @@ pub(super) struct CsrfForm {
     csrf: String,
 }
 
+/// A new token for an account (the old one is revoked at once), shown once on this page.
+pub(super) async fn issue_token(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(id): Path<PrincipalId>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> PageResult {
+    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
+    session.check_csrf(&form.csrf)?;
+    let created = app.issue_token(&session.caller, id).await.or_page(&session)?;
+    Ok(token_shown_once(&session, &created.token))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DisableForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Disables an account for good, with its reason.
+pub(super) async fn disable_principal(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(id): Path<PrincipalId>,
+    form: Result<Form<DisableForm>, FormRejection>,
+) -> PageResult {
+    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
+    session.check_csrf(&form.csrf)?;
+    app.disable_principal(&session.caller, id, form.reason.trim()).await.or_page(&session)?;
+    Ok(see_other("/console"))
+}
+
+/// A page with a new token on it, once; never cached.
+fn token_shown_once(session: &Session, token: &str) -> axum::response::Response {
+    let body = html! {
+        p { (session.t(Msg::TokenShownOnce)) }
+        pre #new-token { (token) }
+        p { a href="/console" { (session.t(Msg::Back)) } }
+    };
+    let mut response = session.page(session.t(Msg::Done), body);
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// A second administrator approves an account; its token is shown once, on this page.
 pub(super) async fn approve_principal(
     State(app): State<Arc<App>>,
@@ -950,12 +1006,5 @@ pub(super) async fn approve_principal(
     let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
     session.check_csrf(&form.csrf)?;
     let created = app.approve_principal(&session.caller, id).await.or_page(&session)?;
-    let body = html! {
-        p { (session.t(Msg::TokenShownOnce)) }
-        pre #new-token { (created.token) }
-        p { a href="/console" { (session.t(Msg::Back)) } }
-    };
-    let mut response = session.page(session.t(Msg::Done), body);
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(token_shown_once(&session, &created.token))
 }
