@@ -297,6 +297,7 @@ impl std::fmt::Debug for ModelRow {
 /// `withheld`), `failed`, or `interrupted` (its node died; settled by another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum RunState {
     Queued,
     Running,

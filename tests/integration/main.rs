@@ -8,6 +8,7 @@ mod harness;
 mod insiders;
 mod lifecycle;
 mod nodes;
+mod openapi;
 mod privacy;
 mod reports;
 mod robustness;

@@ -25,6 +25,12 @@ use crate::service::{
     App, ApplicationListQuery, Caller, ModelListQuery, NewApplication, NewDataset, NewModel, NewPrincipalRequest,
     PrincipalCreation, PrincipalListQuery, RunListQuery, new_request_id,
 };
+use crate::service::{
+    ApplicationList, ApplicationView, BudgetView, CheckpointView, CreatedPrincipal, DestroySummary, IngestSummary,
+    ModelList, ModelView, OrganisationView, PrincipalList, ProofView, ReviewOutcome, RotationSummary, RunList, RunView,
+    UsageReport,
+};
+use crate::service::{AuditQuery, UsageQuery};
 use sluice_policies::OrganisationId;
 
 mod console;
@@ -36,7 +42,8 @@ const MAX_BODY_BYTES: usize = 16 << 20;
 /// The router over `app`, separate from serving so tests drive it directly.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/readyz", get(readiness))
         .route("/v1/principals", post(create_principal).get(list_principals))
         .route("/v1/principals/{id}/token", post(issue_token).delete(revoke_token))
@@ -158,7 +165,7 @@ async fn audit_invalid_requests(
                 "" => format!("{} {path}: {}", method, status.canonical_reason().unwrap_or("refused")),
                 text => text.chars().take(300).collect(),
             };
-            let body = json!({ "error": { "code": code, "message": message }, "request_id": id });
+            let body = ErrorBody::new(code, message, id.clone());
             (OurError { actor: None, code, recorded: false }, (status, Json(body)).into_response())
         }
     };
@@ -181,15 +188,79 @@ async fn audit_invalid_requests(
     response
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "done", content_type = "text/plain", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The API's OpenAPI 3.1 document, generated from the handlers' annotations and types.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+async fn openapi() -> Response {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| serde_json::to_value(openapi_document()).unwrap_or_default());
+    Json(document.clone()).into_response()
+}
+
 /// Readiness, for a load balancer: 200 when this node should get new work, 503 with the
 /// reason when it is stopping or its database does not answer. Unauthenticated and not
 /// audited, like `/healthz` (liveness), and it reveals nothing but the reason's code.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn readiness(State(app): State<Arc<App>>) -> Response {
     match app.readiness().await {
         Ok(()) => Json(json!({ "ready": true })).into_response(),
         Err(reason) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": reason }))).into_response()
         }
+    }
+}
+
+/// The API's OpenAPI document: every route of the JSON API, with its parameters, bodies
+/// and answers, from the handlers' `#[utoipa::path]` annotations and the types they use.
+/// (`/console` is HTML for browsers and is not in it.)
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        info(title = "Sluice", description = "Public data, usable but not visible: the gateway's JSON API."),
+        modifiers(&BearerToken),
+        security(("bearer" = [])),
+        paths(healthz, readiness, create_principal, list_principals, issue_token, revoke_token, disable_principal, approve_principal, create_organisation, organisations, rename_organisation, rotate_own_token, catalogue, register_dataset, destroy_dataset, ingest, dummy, rotate_keys, submit_application, list_applications, application, review_application, submit_model, list_models, review_model, model_view, revoke_model, withdraw_application, submit_draft, revoke_authorisation, run, list_runs, run_result, review_result, budget, export_audit, public_key, checkpoint, inclusion, consistency, witness_request, add_cosignature, search_audit, usage, usage_csv, alerts, alerts_csv, openapi)
+    )]
+    struct ApiDoc;
+
+    /// Every call but the health checks and the public key carries `Authorization: Bearer`.
+    struct BearerToken;
+    impl utoipa::Modify for BearerToken {
+        fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+            use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+            let components = openapi.components.get_or_insert_with(Default::default);
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct ErrorBody {
+    error: ErrorDetail,
+    /// The request's id, also in the server's log.
+    request_id: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// A stable code (`budget_exhausted`, `not_found`, …).
+    code: String,
+    message: String,
+}
+
+impl ErrorBody {
+    fn new(code: &str, message: String, request_id: String) -> Self {
+        Self { error: ErrorDetail { code: code.to_owned(), message }, request_id }
     }
 }
 
@@ -211,7 +282,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = json!({ "error": { "code": self.error.code(), "message": message }, "request_id": self.request_id });
+        let body = ErrorBody::new(self.error.code(), message, self.request_id.clone());
         // Denials, lookups of what does not exist, refused models and failed runs are
         // recorded by the service; invalid input is recorded on the way out. A conflict (a
         // result not visible yet, a name taken) is about state, not the request, and a
@@ -279,6 +350,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes, caller: &Caller) -> Ap
         .for_caller(caller)
 }
 
+#[utoipa::path(post, path = "/v1/principals", request_body = NewPrincipalRequest, responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn create_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -293,6 +365,7 @@ async fn create_principal(
     Ok((status, Json(created)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/principals/{id}/approve", params(("id" = i64, Path, description = "the id")), responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn approve_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -305,10 +378,12 @@ async fn approve_principal(
 /// An organisation's name, to create or rename it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct OrganisationRequest {
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/organisations", request_body = OrganisationRequest, responses((status = 201, description = "done", body = OrganisationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn create_organisation(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -319,6 +394,7 @@ async fn create_organisation(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/organisations/{id}", params(("id" = i64, Path, description = "the id")), request_body = OrganisationRequest, responses((status = 200, description = "done", body = OrganisationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn rename_organisation(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -330,11 +406,13 @@ async fn rename_organisation(
     Ok(Json(renamed).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/organisations", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn organisations(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let organisations = app.organisations(&caller).await.for_caller(&caller)?;
     Ok(Json(json!({ "organisations": organisations })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/principals/{id}/token", params(("id" = i64, Path, description = "the id")), responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn issue_token(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -344,11 +422,13 @@ async fn issue_token(
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/token/rotate", responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn rotate_own_token(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let issued = app.rotate_own_token(&caller).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/principals/{id}/token", params(("id" = i64, Path, description = "the id")), request_body = RevokeRequest, responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn revoke_token(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -361,6 +441,7 @@ async fn revoke_token(
     Ok(Json(json!({ "principal_id": id, "token": "revoked" })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/principals/{id}/disable", params(("id" = i64, Path, description = "the id")), request_body = RevokeRequest, responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn disable_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -372,11 +453,13 @@ async fn disable_principal(
     Ok(Json(json!({ "principal_id": id, "state": "disabled" })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/catalogue", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn catalogue(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let entries = app.catalogue(&caller).await.for_caller(&caller)?;
     Ok(Json(json!({ "datasets": entries })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/datasets", request_body = NewDataset, responses((status = 201, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn register_dataset(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -389,6 +472,8 @@ async fn register_dataset(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IngestQuery {
     #[serde(default)]
     skip_invalid: bool,
@@ -396,6 +481,7 @@ struct IngestQuery {
 
 /// Streams the CSV body into the vault: the body is never buffered whole, so an upload of
 /// any size is ingested in constant memory.
+#[utoipa::path(put, path = "/v1/datasets/{id}/data", params(("id" = i64, Path, description = "the id"), IngestQuery), request_body(content = String, content_type = "text/csv"), responses((status = 201, description = "done", body = IngestSummary), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn ingest(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -408,6 +494,7 @@ async fn ingest(
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/datasets/{id}", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = DestroySummary), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn destroy_dataset(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -418,6 +505,8 @@ async fn destroy_dataset(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DummyQuery {
     #[serde(default = "default_dummy_rows")]
     rows: usize,
@@ -430,6 +519,7 @@ fn default_dummy_rows() -> usize {
 }
 
 /// Synthetic rows that follow a dataset's schema, for model development.
+#[utoipa::path(get, path = "/v1/datasets/{id}/dummy", params(("id" = i64, Path, description = "the id"), DummyQuery), responses((status = 200, description = "done", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn dummy(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -440,6 +530,7 @@ async fn dummy(
     Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/keys/rotate", responses((status = 200, description = "done", body = RotationSummary), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn rotate_keys(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     Ok(Json(app.rotate_master_key(&caller).await.for_caller(&caller)?).into_response())
 }
@@ -526,6 +617,7 @@ impl std::io::Read for BodyReader {
     }
 }
 
+#[utoipa::path(post, path = "/v1/applications", request_body = NewApplication, responses((status = 201, description = "done", body = ApplicationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn submit_application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -536,6 +628,7 @@ async fn submit_application(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/applications/{id}", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = ApplicationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -546,6 +639,7 @@ async fn application(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct ReviewRequest {
     approve: bool,
     #[serde(default)]
@@ -559,6 +653,7 @@ struct ReviewRequest {
     hold_outputs: bool,
 }
 
+#[utoipa::path(post, path = "/v1/applications/{id}/reviews", params(("id" = i64, Path, description = "the id")), request_body = ReviewRequest, responses((status = 200, description = "done", body = ReviewOutcome), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn review_application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -573,6 +668,7 @@ async fn review_application(
     Ok(Json(outcome).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/models", request_body = NewModel, responses((status = 201, description = "done", body = ModelView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn submit_model(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -583,6 +679,7 @@ async fn submit_model(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/models/{id}/reviews", params(("id" = i64, Path, description = "the id")), request_body = ReviewRequest, responses((status = 200, description = "done", body = ModelView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn review_model(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -597,11 +694,13 @@ async fn review_model(
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct RevokeRequest {
     #[serde(default)]
     reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/authorisations/{id}/revoke", params(("id" = i64, Path, description = "the id")), request_body = RevokeRequest, responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn revoke_authorisation(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -613,6 +712,7 @@ async fn revoke_authorisation(
     Ok(Json(json!({ "authorisation_id": id, "revoked": true })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/models/{id}/revoke", params(("id" = i64, Path, description = "the id")), request_body = RevokeRequest, responses((status = 200, description = "done", body = ModelView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn revoke_model(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -623,6 +723,7 @@ async fn revoke_model(
     Ok(Json(app.revoke_model(&caller, id, &request.reason).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/models/{id}", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = ModelView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn model_view(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -631,6 +732,7 @@ async fn model_view(
     Ok(Json(app.model_view(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/applications/{id}/submit", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = ApplicationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn submit_draft(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -639,6 +741,7 @@ async fn submit_draft(
     Ok(Json(app.submit_draft(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/applications/{id}/withdraw", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = ApplicationView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn withdraw_application(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -649,17 +752,20 @@ async fn withdraw_application(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct RunRequest {
     authorisation_id: AuthorisationId,
     model_id: ModelId,
 }
 
+#[utoipa::path(post, path = "/v1/runs", request_body = RunRequest, responses((status = 201, description = "done", body = RunView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn run(State(app): State<Arc<App>>, Authenticated(caller): Authenticated, body: Bytes) -> ApiResult<Response> {
     let request: RunRequest = parse_json(&body, &caller)?;
     let view = app.run(&caller, request.authorisation_id, request.model_id).await.for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/review", params(("id" = i64, Path, description = "the id")), request_body = ReviewRequest, responses((status = 200, description = "done", body = RunView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn review_result(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -670,6 +776,7 @@ async fn review_result(
     Ok(Json(app.review_result(&caller, id, review.approve, &review.comment).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/principals", params(PrincipalListQuery), responses((status = 200, description = "done", body = PrincipalList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn list_principals(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -678,6 +785,7 @@ async fn list_principals(
     Ok(Json(app.list_principals(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/applications", params(ApplicationListQuery), responses((status = 200, description = "done", body = ApplicationList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn list_applications(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -686,6 +794,7 @@ async fn list_applications(
     Ok(Json(app.list_applications(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/models", params(ModelListQuery), responses((status = 200, description = "done", body = ModelList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn list_models(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -694,6 +803,7 @@ async fn list_models(
     Ok(Json(app.list_models(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/runs", params(RunListQuery), responses((status = 200, description = "done", body = RunList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn list_runs(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -702,6 +812,7 @@ async fn list_runs(
     Ok(Json(app.list_runs(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = RunView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn run_result(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -710,6 +821,7 @@ async fn run_result(
     Ok(Json(app.run_result(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/authorisations/{id}/budget", params(("id" = i64, Path, description = "the id")), responses((status = 200, description = "done", body = BudgetView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn budget(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -718,6 +830,7 @@ async fn budget(
     Ok(Json(app.budget(&caller, id).await.for_caller(&caller)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/audit/export", responses((status = 200, description = "done", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn export_audit(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let text = app.export_audit(&caller).await.for_caller(&caller)?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
@@ -725,12 +838,15 @@ async fn export_audit(State(app): State<Arc<App>>, Authenticated(caller): Authen
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CheckpointQuery {
     #[serde(default)]
     fresh: bool,
 }
 
 /// The latest signed checkpoint (`?fresh=true` issues one covering everything now).
+#[utoipa::path(get, path = "/v1/audit/checkpoint", params(CheckpointQuery), responses((status = 200, description = "done", body = CheckpointView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn checkpoint(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -741,11 +857,14 @@ async fn checkpoint(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct InclusionQuery {
     seq: u64,
     size: u64,
 }
 
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", params(InclusionQuery), responses((status = 200, description = "done", body = ProofView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn inclusion(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -756,11 +875,14 @@ async fn inclusion(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ConsistencyQuery {
     from: u64,
     to: u64,
 }
 
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", params(ConsistencyQuery), responses((status = 200, description = "done", body = ProofView), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn consistency(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -771,12 +893,15 @@ async fn consistency(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WitnessQuery {
     #[serde(default)]
     old: u64,
 }
 
 /// The C2SP tlog-witness `add-checkpoint` body (text) for a witness keeping `old` entries.
+#[utoipa::path(get, path = "/v1/audit/witness", params(WitnessQuery), responses((status = 200, description = "done", content_type = "text/plain", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn witness_request(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -788,11 +913,13 @@ async fn witness_request(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct CosignatureRequest {
     size: u64,
     cosignature: String,
 }
 
+#[utoipa::path(post, path = "/v1/audit/cosignatures", request_body = CosignatureRequest, responses((status = 201, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn add_cosignature(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
@@ -803,39 +930,44 @@ async fn add_cosignature(
     Ok((StatusCode::CREATED, Json(json!({ "size": request.size, "cosigned": true }))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/audit/entries", params(AuditQuery), responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn search_audit(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<crate::service::AuditQuery>,
+    Query(query): Query<AuditQuery>,
 ) -> ApiResult<Response> {
     let entries = app.search_audit(&caller, query).await.for_caller(&caller)?;
     Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 /// Usage per scenario and month (`?from=YYYY-MM&until=&dataset_id=&authorisation_id=`).
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200, description = "done", body = UsageReport), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn usage(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<crate::service::UsageQuery>,
+    Query(query): Query<UsageQuery>,
 ) -> ApiResult<Response> {
     Ok(Json(app.usage(&caller, query).await.for_caller(&caller)?).into_response())
 }
 
 /// The same figures as CSV, to import into a spreadsheet or an invoice.
+#[utoipa::path(get, path = "/v1/usage.csv", params(UsageQuery), responses((status = 200, description = "done", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn usage_csv(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<crate::service::UsageQuery>,
+    Query(query): Query<UsageQuery>,
 ) -> ApiResult<Response> {
     let report = app.usage(&caller, query).await.for_caller(&caller)?;
     Ok(csv_download("sluice-usage.csv", report.to_csv()))
 }
 
 /// The alerts recorded in the log, newest first (regulators).
+#[utoipa::path(get, path = "/v1/alerts", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn alerts(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     Ok(Json(json!({ "alerts": app.alerts(&caller).await.for_caller(&caller)? })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/alerts.csv", responses((status = 200, description = "done", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn alerts_csv(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let alerts = app.alerts(&caller).await.for_caller(&caller)?;
     Ok(csv_download("sluice-alerts.csv", crate::service::alerts_csv(&alerts)))
@@ -852,6 +984,7 @@ pub(crate) fn csv_download(name: &'static str, text: String) -> Response {
 }
 
 /// The checkpoint-signing public key, for regulators to pin out of band.
+#[utoipa::path(get, path = "/v1/audit/public-key", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn public_key(State(app): State<Arc<App>>) -> Response {
     Json(json!({ "public_key": app.public_key().to_string(), "origin": sluice_audit::ORIGIN })).into_response()
 }

@@ -32,14 +32,14 @@ pub const ALERT_SCAN_EVERY: Duration = Duration::from_secs(300);
 /// Checkpoints issued on demand (`?fresh=true`) are at most one this often.
 pub const FRESH_CHECKPOINT_EVERY: time::Duration = time::Duration::seconds(5);
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CheckpointView {
     pub size: u64,
     /// The signed note (C2SP signed-note shape), to store and compare.
     pub checkpoint: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ProofView {
     pub proof: Vec<String>,
 }
@@ -48,6 +48,8 @@ pub struct ProofView {
 /// parameters and `sluice audit search` as flags.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub actor_id: Option<i64>,
     pub action: Option<String>,

@@ -20,6 +20,7 @@ use sluice_vault::schema::DatasetSchema;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct NewDataset {
     /// The schema file's text (TOML); its `name` names the dataset.
     pub schema: String,
@@ -34,7 +35,7 @@ fn default_min_group_size() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IngestSummary {
     pub dataset_id: DatasetId,
     pub version: i64,
@@ -45,13 +46,13 @@ pub struct IngestSummary {
     pub skipped_examples: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DestroySummary {
     pub dataset_id: DatasetId,
     pub data_keys_deleted: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CatalogueColumn {
     pub name: String,
     #[serde(rename = "type")]
@@ -64,14 +65,14 @@ pub struct CatalogueColumn {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CatalogueVersion {
     pub version: i64,
     pub rows: i64,
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CatalogueAuthorisation {
     pub authorisation_id: AuthorisationId,
     pub operator_organisation: String,
@@ -81,9 +82,10 @@ pub struct CatalogueAuthorisation {
 }
 
 /// One dataset as the catalogue lists it: metadata, never rows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CatalogueEntry {
     /// The providing department's organisation id (its name is `provider`).
+    #[schema(value_type = i64)]
     pub provider_organisation_id: OrganisationId,
     pub id: DatasetId,
     pub name: String,

@@ -116,10 +116,12 @@ impl std::fmt::Debug for App {
 /// A new principal as the admin describes it.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct NewPrincipalRequest {
     pub name: String,
     pub role: String,
     /// The organisation it works for, by id (`POST /v1/organisations` creates one).
+    #[schema(value_type = i64)]
     pub organisation_id: OrganisationId,
     #[serde(default)]
     pub reviewer_kind: Option<String>,
@@ -129,6 +131,7 @@ pub struct NewPrincipalRequest {
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct LicenceRequest {
     pub number: String,
     pub valid_from: String,
@@ -139,6 +142,8 @@ pub struct LicenceRequest {
 /// administrator's approval queue is `?pending=true`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PrincipalListQuery {
     pub role: Option<String>,
     pub pending: Option<bool>,
@@ -147,11 +152,12 @@ pub struct PrincipalListQuery {
 }
 
 /// An account as a list shows it: never a token or its hash.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PrincipalSummary {
     pub id: PrincipalId,
     pub name: String,
     pub role: String,
+    #[schema(value_type = i64)]
     pub organisation_id: OrganisationId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reviewer_kind: Option<String>,
@@ -165,7 +171,7 @@ pub struct PrincipalSummary {
     pub pending_approval: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PrincipalList {
     pub principals: Vec<PrincipalSummary>,
     /// Follow it until it is absent (a page can be short).
@@ -173,7 +179,7 @@ pub struct PrincipalList {
     pub next_after: Option<PrincipalId>,
 }
 
-#[derive(Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CreatedPrincipal {
     pub id: PrincipalId,
     /// Shown once; only its hash is stored.
@@ -186,14 +192,16 @@ pub struct CreatedPrincipal {
 /// two-person rule, a principal waiting for a second administrator's approval.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
+#[derive(utoipa::ToSchema)]
 pub enum PrincipalCreation {
     Active(CreatedPrincipal),
     Pending { id: PrincipalId, state: &'static str },
 }
 
 /// An organisation as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct OrganisationView {
+    #[schema(value_type = i64)]
     pub id: OrganisationId,
     pub name: String,
     pub created_at: Timestamp,
@@ -977,7 +985,7 @@ impl App {
 }
 
 /// What a key rotation did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RotationSummary {
     pub data_keys_rewrapped: u64,
     pub new_fingerprint: String,

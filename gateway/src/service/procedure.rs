@@ -28,6 +28,7 @@ use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 /// A scenario application (一场景一申请).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct NewApplication {
     pub dataset_id: DatasetId,
     pub purpose: String,
@@ -42,7 +43,7 @@ pub struct NewApplication {
     pub draft: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApplicationView {
     pub id: ApplicationId,
     pub state: &'static str,
@@ -84,6 +85,8 @@ impl ApplicationView {
 /// Which applications a list shows: `GET /v1/applications?dataset_id=&state=&after=&limit=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApplicationListQuery {
     pub dataset_id: Option<DatasetId>,
     pub state: Option<String>,
@@ -92,7 +95,7 @@ pub struct ApplicationListQuery {
 }
 
 /// An application in a list (`GET /v1/applications/{id}` reads it whole, audited).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApplicationSummary {
     pub id: ApplicationId,
     pub dataset_id: DatasetId,
@@ -103,7 +106,7 @@ pub struct ApplicationSummary {
     pub epsilon_requested: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApplicationList {
     pub applications: Vec<ApplicationSummary>,
     /// Follow it until it is absent (a page can be short).
@@ -115,6 +118,8 @@ pub struct ApplicationList {
 /// reviewer's queue is `?state=submitted`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ModelListQuery {
     pub authorisation_id: Option<AuthorisationId>,
     pub state: Option<String>,
@@ -123,7 +128,7 @@ pub struct ModelListQuery {
 }
 
 /// A model in a list (`GET /v1/models/{id}` reads it whole, with its manifest, audited).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelSummary {
     pub id: ModelId,
     pub authorisation_id: AuthorisationId,
@@ -132,7 +137,7 @@ pub struct ModelSummary {
     pub state: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelSummary>,
     /// Follow it until it is absent (a page can be short).
@@ -140,7 +145,7 @@ pub struct ModelList {
     pub next_after: Option<ModelId>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReviewOutcome {
     pub state: &'static str,
     /// Set when this review approved the application and created its authorisation.
@@ -149,6 +154,7 @@ pub struct ReviewOutcome {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct NewModel {
     pub authorisation_id: AuthorisationId,
     /// The WebAssembly module, base64.
@@ -157,7 +163,7 @@ pub struct NewModel {
     pub manifest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelView {
     pub id: ModelId,
     pub authorisation_id: AuthorisationId,
@@ -170,18 +176,21 @@ pub struct ModelView {
     pub manifest: ManifestView,
     /// What the automated checks found at submission, shown to reviewers first.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub automated_results: Option<serde_json::Value>,
 }
 
 /// A model's manifest as submitted (`toml`) and as Sluice read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ManifestView {
     /// The granted columns it reads, with their types.
+    #[schema(value_type = Vec<Object>)]
     pub inputs: Vec<sluice_sandbox::InputColumn>,
     /// The column its outputs are grouped by, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_by: Option<String>,
     /// Each output: its mechanism, clamp bounds and share of ε.
+    #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<sluice_sandbox::OutputSpec>,
     /// The fuel one row may use, if declared.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +224,7 @@ impl ModelView {
 /// The four questions of seed 002 §23 a model review answers; an approval needs all four.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct ReviewChecklist {
     /// 可用性: it runs within the limits and produces the declared outputs.
     pub usability: bool,

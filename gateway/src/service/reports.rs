@@ -23,6 +23,8 @@ use crate::store::Store;
 /// Which figures: `GET /v1/usage?from=2026-01&until=2026-12&dataset_id=&authorisation_id=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// First month (`YYYY-MM`), inclusive.
     pub from: Option<String>,
@@ -33,7 +35,7 @@ pub struct UsageQuery {
 }
 
 /// One scenario's use in one month.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageRow {
     pub month: String,
     /// The scenario (一场景一授权).
@@ -61,7 +63,7 @@ pub struct UsageRow {
     pub review_turnaround_hours_max: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageReport {
     pub rows: Vec<UsageRow>,
 }
@@ -140,7 +142,7 @@ fn hours_between(from: &str, to: &str) -> Option<f64> {
 }
 
 /// One alert as the API shows it: the entry that recorded it and what it says.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AlertView {
     /// The `alert.raise` entry.
     pub seq: u64,

@@ -31,12 +31,13 @@ use crate::store::{AuthorisationRow, RunEvent, RunRow, RunState, Store, VersionR
 use crate::timestamp::Timestamp;
 
 /// What an operator sees of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RunView {
     pub run_id: RunId,
     pub state: RunState,
     pub dataset_version: i64,
     pub rows: i64,
+    #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<ReleasedOutput>,
     pub epsilon_charged: f64,
     /// Filled on the response to the run itself; a later fetch reads the live budget.
@@ -44,6 +45,7 @@ pub struct RunView {
     /// Proof that the release was logged: its audit entry, a signed checkpoint covering it
     /// and the inclusion proof (`sluice audit verify-receipt` checks it offline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub receipt: Option<Receipt>,
     /// When the result became visible: fixed before any data was read, from the row count
     /// and the model's declared fuel per row, never from what the model did.
@@ -54,6 +56,8 @@ pub struct RunView {
 /// Which runs a list shows: `GET /v1/runs?authorisation_id=&state=&after=&limit=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunListQuery {
     pub authorisation_id: Option<AuthorisationId>,
     /// A state as the caller is shown it (`pending` included), not as stored.
@@ -65,7 +69,7 @@ pub struct RunListQuery {
 }
 
 /// A run in a list: its facts, not its release (`GET /v1/runs/{id}` reads that, audited).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RunSummary {
     pub run_id: RunId,
     pub authorisation_id: AuthorisationId,
@@ -82,14 +86,14 @@ pub struct RunSummary {
 
 /// One page of runs. A page may hold fewer than `limit` runs and still have a next one:
 /// follow `next_after` until it is absent.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RunList {
     pub runs: Vec<RunSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after: Option<RunId>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BudgetView {
     pub authorisation_id: AuthorisationId,
     pub epsilon_total: f64,
