@@ -350,7 +350,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes, caller: &Caller) -> Ap
         .for_caller(caller)
 }
 
-#[utoipa::path(post, path = "/v1/principals", request_body = NewPrincipalRequest, responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/principals", request_body = NewPrincipalRequest, responses((status = 201, description = "created, with its token (shown once)", body = CreatedPrincipal), (status = 202, description = "waiting for a second administrator (the two-person rule): its id and state", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn create_principal(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
