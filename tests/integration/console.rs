@@ -4,6 +4,7 @@
 //! a reviewer approving a model, an operator running it and a regulator finding both in
 //! the audit trail, with a screenshot of each role's main page for the README.
 
+use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -226,7 +227,10 @@ impl Browser {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             listener.local_addr().expect("address").port()
         };
+        // A process group of its own, so the browser it starts goes with it even when a
+        // failed test never closes the session.
         let driver = std::process::Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -285,6 +289,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: chromedriver and the Chromium processes it started.
+        let group = format!("-{}", self.driver.id());
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

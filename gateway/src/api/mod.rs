@@ -272,25 +272,34 @@ pub struct ApiError {
     actor: Option<(i64, String)>,
 }
 
+/// What a caller is told of a service error: its message, except for an internal error,
+/// whose detail goes to the log under the request id.
+fn shown_message(error: &ServiceError, request_id: &str) -> String {
+    match error {
+        ServiceError::Internal(detail) => {
+            tracing::error!(request_id = %request_id, error = %format!("{detail:#}"), "internal error");
+            "internal error; the request id identifies it in the server log".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Marks `response` as an answer to a service error, for the audit layer. Denials, lookups
+/// of what does not exist, refused models and failed runs are recorded by the service;
+/// invalid input is recorded on the way out. A conflict (a result not visible yet, a name
+/// taken) is about state, not the request, and a client polling for a result must not
+/// fill the log.
+fn mark_service_error(response: &mut Response, error: &ServiceError, actor: Option<(i64, String)>) {
+    let recorded = !matches!(error, ServiceError::Invalid(_));
+    response.extensions_mut().insert(OurError { actor, code: error.code(), recorded });
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(&self.error);
-        let message = match &self.error {
-            ServiceError::Internal(detail) => {
-                tracing::error!(request_id = %self.request_id, error = %format!("{detail:#}"), "internal error");
-                "internal error; the request id identifies it in the server log".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let message = shown_message(&self.error, &self.request_id);
         let body = ErrorBody::new(self.error.code(), message, self.request_id.clone());
-        // Denials, lookups of what does not exist, refused models and failed runs are
-        // recorded by the service; invalid input is recorded on the way out. A conflict (a
-        // result not visible yet, a name taken) is about state, not the request, and a
-        // client polling for a result must not fill the log.
-        let recorded = !matches!(self.error, ServiceError::Invalid(_));
-        let ours = OurError { actor: self.actor, code: self.error.code(), recorded };
-        let mut response = (status, Json(body)).into_response();
-        response.extensions_mut().insert(ours);
+        let mut response = (status_of(&self.error), Json(body)).into_response();
+        mark_service_error(&mut response, &self.error, self.actor);
         response
     }
 }

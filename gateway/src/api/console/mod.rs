@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 pub(crate) use messages::{Lang, Msg};
 
-use super::{OurError, request_id, status_of};
+use super::{mark_service_error, request_id, shown_message, status_of};
 use crate::error::ServiceError;
 use crate::service::{App, Caller};
 use sluice_policies::Role;
@@ -277,14 +277,7 @@ pub(crate) struct ConsoleError {
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        let status = status_of(&self.error);
-        let message = match &self.error {
-            ServiceError::Internal(detail) => {
-                tracing::error!(request_id = %self.request_id, error = %format!("{detail:#}"), "internal error");
-                "internal error; the request id identifies it in the server log".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let message = shown_message(&self.error, &self.request_id);
         let lang = self.lang;
         let body = html! {
             div.error role="alert" {
@@ -294,12 +287,9 @@ impl IntoResponse for ConsoleError {
             }
         };
         let page = layout(lang, Msg::Error.text(lang), "/console", body);
-        // Recorded as the API records it: denials and missing objects by the service,
-        // invalid input by the audit layer on the way out.
-        let recorded = !matches!(self.error, ServiceError::Invalid(_));
-        let ours = OurError { actor: self.actor, code: self.error.code(), recorded };
-        let mut response = (status, page).into_response();
-        response.extensions_mut().insert(ours);
+        // Recorded as the API records it.
+        let mut response = (status_of(&self.error), page).into_response();
+        mark_service_error(&mut response, &self.error, self.actor);
         response
     }
 }
@@ -307,6 +297,21 @@ impl IntoResponse for ConsoleError {
 /// A form that did not parse: shown as a page, recorded as an invalid request.
 pub(crate) fn form_error(session: &Session, rejection: FormRejection) -> ConsoleError {
     session.error(ServiceError::invalid(format!("the form: {}", rejection.body_text())))
+}
+
+/// A form that carries the anti-forgery value.
+pub(crate) trait Guarded {
+    fn csrf(&self) -> &str;
+}
+
+/// A posted form, once it parsed and carries this session's anti-forgery value.
+pub(crate) fn accepted<T: Guarded>(
+    session: &Session,
+    form: Result<axum::Form<T>, FormRejection>,
+) -> Result<T, ConsoleError> {
+    let axum::Form(form) = form.map_err(|rejection| form_error(session, rejection))?;
+    session.check_csrf(form.csrf())?;
+    Ok(form)
 }
 
 pub(crate) type PageResult = Result<Response, ConsoleError>;
@@ -378,13 +383,18 @@ struct CsrfOnly {
     csrf: String,
 }
 
+impl Guarded for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn sign_out(
     session: Session,
     headers: HeaderMap,
     form: Result<axum::Form<CsrfOnly>, FormRejection>,
 ) -> PageResult {
-    let form = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    accepted(&session, form)?;
     let mut response = see_other("/console/sign-in");
     clear_session(&mut response, &headers);
     Ok(response)

@@ -17,7 +17,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sluice_policies::{ReleasedOutput, ReviewerKind, Role};
 
-use super::{ConsoleError, Msg, PageResult, Session, form_error, role_name, see_other};
+use super::{ConsoleError, Guarded, Msg, PageResult, Session, accepted, role_name, see_other};
 use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
@@ -539,6 +539,12 @@ pub(super) struct ReviewForm {
     security: Option<String>,
 }
 
+impl Guarded for ReviewForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 impl ReviewForm {
     fn approve(&self, session: &Session) -> Result<bool, ConsoleError> {
         match self.decision.as_str() {
@@ -564,8 +570,7 @@ pub(super) async fn review_application(
     Path(id): Path<ApplicationId>,
     form: Result<Form<ReviewForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     let approve = form.approve(&session)?;
     app.review_application(&session.caller, id, approve, &form.comment, form.hold_outputs.is_some())
         .await
@@ -675,8 +680,7 @@ pub(super) async fn review_model(
     Path(id): Path<ModelId>,
     form: Result<Form<ReviewForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     let approve = form.approve(&session)?;
     let checklist = approve.then(|| form.checklist());
     app.review_model(&session.caller, id, approve, &form.comment, checklist).await.or_page(&session)?;
@@ -690,14 +694,19 @@ pub(super) struct RunForm {
     model_id: ModelId,
 }
 
+impl Guarded for RunForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Runs an approved model; the answer comes once the result is visible.
 pub(super) async fn start_run(
     State(app): State<Arc<App>>,
     session: Session,
     form: Result<Form<RunForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     let view = app.run(&session.caller, form.authorisation_id, form.model_id).await.or_page(&session)?;
     Ok(see_other(&format!("/console/runs/{}", view.run_id)))
 }
@@ -773,8 +782,7 @@ pub(super) async fn review_result(
     Path(id): Path<RunId>,
     form: Result<Form<ReviewForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     let approve = form.approve(&session)?;
     app.review_result(&session.caller, id, approve, &form.comment).await.or_page(&session)?;
     Ok(see_other(&format!("/console/runs/{id}")))
@@ -928,6 +936,12 @@ pub(super) struct DestroyForm {
     confirm: String,
 }
 
+impl Guarded for DestroyForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Destroys a dataset once its provider has typed its name.
 pub(super) async fn destroy_dataset(
     State(app): State<Arc<App>>,
@@ -935,8 +949,7 @@ pub(super) async fn destroy_dataset(
     Path(id): Path<DatasetId>,
     form: Result<Form<DestroyForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     let catalogue = app.catalogue(&session.caller).await.or_page(&session)?;
     let named = catalogue.iter().find(|entry| entry.id == id).is_some_and(|entry| entry.name == form.confirm.trim());
     if !named {
@@ -951,6 +964,12 @@ pub(super) struct CsrfForm {
     csrf: String,
 }
 
+impl Guarded for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A new token for an account (the old one is revoked at once), shown once on this page.
 pub(super) async fn issue_token(
     State(app): State<Arc<App>>,
@@ -958,8 +977,7 @@ pub(super) async fn issue_token(
     Path(id): Path<PrincipalId>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    accepted(&session, form)?;
     let created = app.issue_token(&session.caller, id).await.or_page(&session)?;
     Ok(token_shown_once(&session, &created.token))
 }
@@ -971,6 +989,12 @@ pub(super) struct DisableForm {
     reason: String,
 }
 
+impl Guarded for DisableForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Disables an account for good, with its reason.
 pub(super) async fn disable_principal(
     State(app): State<Arc<App>>,
@@ -978,8 +1002,7 @@ pub(super) async fn disable_principal(
     Path(id): Path<PrincipalId>,
     form: Result<Form<DisableForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    let form = accepted(&session, form)?;
     app.disable_principal(&session.caller, id, form.reason.trim()).await.or_page(&session)?;
     Ok(see_other("/console"))
 }
@@ -1003,8 +1026,7 @@ pub(super) async fn approve_principal(
     Path(id): Path<PrincipalId>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult {
-    let Form(form) = form.map_err(|rejection| form_error(&session, rejection))?;
-    session.check_csrf(&form.csrf)?;
+    accepted(&session, form)?;
     let created = app.approve_principal(&session.caller, id).await.or_page(&session)?;
     Ok(token_shown_once(&session, &created.token))
 }
