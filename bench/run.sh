@@ -24,7 +24,9 @@ done
 if $smoke; then
   [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 100000)
   profile=debug
-  cargo build -q -p sluice-bench
+  # With the features the tests are built with, so after `cargo test --workspace` (as in
+  # CI) nothing is compiled again; `-p sluice-bench` alone would rebuild most of the tree.
+  cargo build -q --workspace --bins --tests
 else
   [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 1000000 10000000)
   profile=release
