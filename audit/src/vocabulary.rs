@@ -103,6 +103,8 @@ vocabulary! {
         /// Usage figures read (`GET /v1/usage`).
         UsageRead = "usage.read",
         AuditCosign = "audit.cosign",
+        /// Which witnesses cosigned which checkpoint (`GET /v1/audit/witnesses`).
+        AuditWitnesses = "audit.witnesses",
     }
 }
 

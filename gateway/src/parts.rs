@@ -102,6 +102,12 @@ impl AuditLog {
         witnesses.iter().find(|(known, _)| known == name).map(|(_, key)| *key)
     }
 
+    /// The names of the witnesses the gateway accepts, in the order they were configured.
+    pub fn witness_names(&self) -> Vec<String> {
+        let witnesses = self.witnesses.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        witnesses.iter().map(|(name, _)| name.clone()).collect()
+    }
+
     /// Accepts cosignatures from the witness a C2SP vkey names (type 0x04).
     pub fn add_witness(&self, vkey: &str) -> anyhow::Result<()> {
         let witness = parse_witness(vkey)?;

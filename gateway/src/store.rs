@@ -2320,6 +2320,17 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Every witness that cosigned anything: (name, cosignatures, largest size cosigned,
+    /// when it last cosigned), by name.
+    pub async fn cosignature_summary(&self) -> anyhow::Result<Vec<(String, i64, i64, String)>> {
+        Ok(in_pool!(self, |c| sqlx::query_as(
+            "SELECT witness, COUNT(*), MAX(size), MAX(created_at) FROM audit_cosignatures \
+             GROUP BY witness ORDER BY witness",
+        )
+        .fetch_all(c)
+        .await)?)
+    }
+
     pub async fn set_release_seq(tx: &mut Tx, run_id: RunId, seq: u64) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE runs SET release_seq = $1 WHERE id = $2")
             .bind(seq as i64)

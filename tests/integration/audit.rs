@@ -258,6 +258,19 @@ async fn a_witness_cosigns_checkpoints_the_gateway_serves_them_and_the_verifier_
     world.app.audit_log().add_witness(&vkey).expect("a witness's vkey");
     let log_key = world.app.public_key();
 
+    let status = |caller: String| {
+        let api = world.api.clone();
+        async move {
+            let report = api.get("/v1/audit/witnesses", &caller).await.ok().expect("witness status");
+            let checkpoint = report["checkpoint_size"].as_u64().expect("checkpoint size");
+            let ours =
+                report["witnesses"].as_array().expect("witnesses").iter().find(|one| one["name"] == name).cloned();
+            (checkpoint, ours.expect("the configured witness is listed"))
+        }
+    };
+    let (_, before) = status(world.regulator.clone()).await;
+    assert_eq!((before["accepted"].as_bool(), before["cosignatures"].as_u64()), (Some(true), Some(0)), "{before}");
+
     let request = world.api.get("/v1/audit/witness?old=0", &world.regulator).await;
     assert!(request.status.is_success(), "{}", request.text);
     let (kept, line) = add_checkpoint(None, &log_key, &request.text, name, &witness, 1_800_000_000).expect("cosigned");
@@ -281,6 +294,13 @@ async fn a_witness_cosigns_checkpoints_the_gateway_serves_them_and_the_verifier_
     let refused = world.api.get("/v1/audit/witness?old=0", &world.operator).await;
     expect_error(&refused, "wrong_role");
 
+    // The witness is up to date with the checkpoint it cosigned (an operator may read the
+    // status too: it is about the log, not about anyone's data).
+    let (checkpoint, after) = status(world.operator.clone()).await;
+    assert_eq!(after["cosignatures"].as_u64(), Some(1), "{after}");
+    assert_eq!(after["latest_size"].as_u64(), Some(size), "{after}");
+    assert_eq!(after["entries_behind"].as_u64(), Some(checkpoint - size), "{after}");
+
     // The checkpoint is served with its cosignature, and the log's signature still holds.
     let served = world.api.get("/v1/audit/checkpoint", &world.regulator).await.ok().expect("checkpoint");
     let note = served["checkpoint"].as_str().expect("note");
@@ -294,7 +314,15 @@ async fn a_witness_cosigns_checkpoints_the_gateway_serves_them_and_the_verifier_
         .expect("the new checkpoint extends the kept one");
     let next_size = sluice_audit::Checkpoint::verify(&next, &log_key).expect("the log's").size;
     assert!(next_size > size);
+    // Until it cosigns, the status shows the witness behind the newest checkpoint.
+    let (checkpoint, behind) = status(world.regulator.clone()).await;
+    assert!(checkpoint >= next_size, "{checkpoint} < {next_size}");
+    assert_eq!(behind["entries_behind"].as_u64(), Some(checkpoint - size), "{behind}");
+    assert!(checkpoint > size, "the witness is behind by the entries since {size}");
     post(line, next_size).await.ok().expect("stored");
+    let (checkpoint, caught_up) = status(world.regulator.clone()).await;
+    assert_eq!(caught_up["cosignatures"].as_u64(), Some(2), "{caught_up}");
+    assert_eq!(caught_up["entries_behind"].as_u64(), Some(checkpoint - next_size), "{caught_up}");
     // A witness that already moved on refuses a request from an older size.
     assert!(add_checkpoint(Some(&next), &log_key, &request.text, name, &witness, 1).is_err());
 

@@ -214,6 +214,200 @@ async fn the_console_keeps_its_session_in_a_cookie_and_refuses_forgery_roles_and
     world.assert_log_verifies().await;
 }
 
+/// A `multipart/form-data` body of `fields` in order, each (name, file name, content).
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "sluice-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, file, content) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(file) = file {
+            body.extend_from_slice(format!("; filename=\"{file}\"\r\nContent-Type: text/csv").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// What administrators and providers do from the console besides deciding: organisations
+/// and accounts, datasets registered and new versions uploaded as CSV; and what
+/// regulators read besides the trail: witnesses and budgets over time. Forged forms and
+/// uploads are refused before anything is read or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_accounts_registers_datasets_uploads_versions_and_charts_budgets() {
+    let world = World::new(200, 10.0).await;
+    world.run().await.ok().expect("a run, so budgets have a history");
+    let server = serve(&world).await;
+    let http = browserless();
+
+    // An administrator creates an organisation, then accounts in it.
+    let admin = sign_in(&http, &server, &world.admin).await;
+    let (_, home) = page(&http, &server, "console", &admin).await;
+    assert!(home.contains("new-organisation") && home.contains("new-principal"), "the admin's forms");
+    let csrf = csrf_in(&home);
+    let organisations = format!("{server}console/organisations");
+    let forged = http.post(&organisations).header("cookie", &admin).form(&[("name", "Forged Co")]).send().await;
+    assert_eq!(forged.expect("request").status(), 400, "no anti-forgery value");
+    let response = http
+        .post(&organisations)
+        .header("cookie", &admin)
+        .form(&[("csrf", csrf.as_str()), ("name", "Zunyi Insurance Co")])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 303);
+    let listed = world.api.get("/v1/organisations", &world.admin).await.ok().expect("organisations");
+    let listed = listed["organisations"].as_array().expect("list").clone();
+    assert!(!listed.iter().any(|one| one["name"] == "Forged Co"), "the forged form created nothing");
+    let created = listed.iter().find(|one| one["name"] == "Zunyi Insurance Co").expect("created");
+    let organisation_id = created["id"].as_i64().expect("id").to_string();
+    let principals = format!("{server}console/principals");
+    let post_principal = |fields: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let (principals, admin, csrf) = (principals.clone(), admin.clone(), csrf.clone());
+        async move {
+            let mut form = fields;
+            form.push(("csrf", csrf));
+            let response = http.post(&principals).header("cookie", &admin).form(&form).send().await.expect("request");
+            (response.status().as_u16(), response.text().await.expect("body"))
+        }
+    };
+    // A regulator is active at once: its token is shown once and works.
+    let (status, shown) = post_principal(vec![
+        ("name", "auditor-2".into()),
+        ("role", "regulator".into()),
+        ("organisation_id", organisation_id.clone()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    let at = shown.find("id=\"new-token\">").expect("the token shown") + 15;
+    let token = &shown[at..shown[at..].find('<').expect("end") + at];
+    assert_eq!(world.api.get("/v1/catalogue", token).await.status, 200, "the new regulator's token");
+    // An operator waits for a second administrator (the two-person rule); a half-given
+    // licence is refused with what is missing.
+    let operator = |licence_until: &str| {
+        vec![
+            ("name", "operator-2".into()),
+            ("role", "operator".into()),
+            ("organisation_id", organisation_id.clone()),
+            ("licence_number", "GZ-DATA-2026-099".into()),
+            ("licence_valid_from", time(-1)),
+            ("licence_valid_until", licence_until.to_owned()),
+        ]
+    };
+    let (status, refused) = post_principal(operator("")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("a licence needs its number"), "{refused}");
+    let (status, pending) = post_principal(operator(&time(300))).await;
+    assert_eq!(status, 200, "{pending}");
+    assert!(pending.contains("pending-created") && !pending.contains("new-token"), "{pending}");
+    // A provider may not create accounts from the console either.
+    let provider = sign_in(&http, &server, &world.provider).await;
+    let (_, provider_home) = page(&http, &server, "console", &provider).await;
+    let provider_csrf = csrf_in(&provider_home);
+    let response = http
+        .post(&principals)
+        .header("cookie", &provider)
+        .form(&[("csrf", provider_csrf.as_str()), ("name", "x"), ("role", "admin"), ("organisation_id", "1")])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 403);
+
+    // A provider registers a dataset from its schema, then uploads a version as CSV.
+    let schema =
+        sluice::examples::VEHICLES_SCHEMA.replace("name = \"zunyi-vehicles\"", "name = \"zunyi-vehicles-2027\"");
+    let datasets = format!("{server}console/datasets");
+    let register = |schema: String| {
+        let http = http.clone();
+        let (datasets, provider, csrf) = (datasets.clone(), provider.clone(), provider_csrf.clone());
+        async move {
+            let form =
+                [("csrf", csrf), ("schema", schema), ("epsilon_total", "5".into()), ("min_group_size", "10".into())];
+            http.post(&datasets).header("cookie", &provider).form(&form).send().await.expect("request")
+        }
+    };
+    let refused = register("name = ".into()).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.expect("body").contains("schema"), "the schema's error is shown");
+    let response = register(schema).await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().expect("location").to_owned();
+    let dataset_id: i64 = location.trim_start_matches("/console#dataset-").parse().expect("the new dataset's id");
+    let upload = format!("{server}console/datasets/{dataset_id}/data");
+    let csv = sluice::examples::vehicles_csv(120, 5);
+    let send = |fields: Vec<(&'static str, Option<&'static str>, Vec<u8>)>, cookie: String| {
+        let (http, upload) = (http.clone(), upload.clone());
+        async move {
+            let borrowed: Vec<(&str, Option<&str>, &[u8])> =
+                fields.iter().map(|(name, file, content)| (*name, *file, content.as_slice())).collect();
+            let (content_type, body) = multipart(&borrowed);
+            let response = http
+                .post(&upload)
+                .header("cookie", cookie)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            (response.status().as_u16(), response.text().await.expect("body"))
+        }
+    };
+    let versions = || async {
+        let catalogue = world.api.get("/v1/catalogue", &world.provider).await.ok().expect("catalogue");
+        let entry =
+            catalogue["datasets"].as_array().expect("datasets").iter().find(|one| one["id"] == dataset_id).cloned();
+        entry.expect("listed")["versions"].as_array().expect("versions").len()
+    };
+    // Forged: the file before the anti-forgery value, a wrong value, or another session's.
+    let file = || ("csv", Some("vehicles.csv"), csv.clone().into_bytes());
+    let (status, _) = send(vec![file(), ("csrf", None, provider_csrf.clone().into_bytes())], provider.clone()).await;
+    assert_eq!(status, 400, "the file came first");
+    let (status, _) = send(vec![("csrf", None, b"0".repeat(32)), file()], provider.clone()).await;
+    assert_eq!(status, 400, "a wrong value");
+    let (status, _) = send(vec![("csrf", None, csrf.clone().into_bytes()), file()], provider.clone()).await;
+    assert_eq!(status, 400, "the administrator's value in the provider's session");
+    let (status, _) = send(
+        vec![("csrf", None, provider_csrf.clone().into_bytes()), ("other", None, b"x".to_vec())],
+        provider.clone(),
+    )
+    .await;
+    assert_eq!(status, 400, "a field the form does not have");
+    assert_eq!(versions().await, 0, "no refused upload stored anything");
+    let (status, ingested) =
+        send(vec![("csrf", None, provider_csrf.clone().into_bytes()), file()], provider.clone()).await;
+    assert_eq!(status, 200, "{ingested}");
+    assert!(ingested.contains("id=\"ingested\"") && ingested.contains("<dd>120</dd>"), "{ingested}");
+    assert_eq!(versions().await, 1);
+    // A bad row is refused as the API refuses it, and nothing of its value is shown.
+    let bad = format!("{}\n{}", csv.lines().next().expect("header"), "CANARY-VALUE-9d1,x,y");
+    let (status, refused) = send(
+        vec![("csrf", None, provider_csrf.clone().into_bytes()), ("csv", Some("bad.csv"), bad.into_bytes())],
+        provider.clone(),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(!refused.contains("CANARY-VALUE-9d1"), "a refused row's values are never shown");
+    assert_eq!(versions().await, 1);
+
+    // The regulator sees the witnesses and the budgets over time; so does the operator, for
+    // its own scenario.
+    let regulator = sign_in(&http, &server, &world.regulator).await;
+    let (status, audit) = page(&http, &server, "console/audit", &regulator).await;
+    assert_eq!(status, 200);
+    assert!(audit.contains("id=\"witnesses\""), "the witnesses' section");
+    let (_, regulator_home) = page(&http, &server, "console", &regulator).await;
+    for shown in ["budget-over-time", "scenario-budgets", "dataset-budgets-chart", "<polyline"] {
+        assert!(regulator_home.contains(shown), "the regulator's page lacks {shown}");
+    }
+    let operator = sign_in(&http, &server, &world.operator).await;
+    let (_, operator_home) = page(&http, &server, "console", &operator).await;
+    assert!(operator_home.contains("scenario-budgets"), "the operator's budget chart");
+    world.assert_log_verifies().await;
+}
+
 /// A WebDriver session on a headless Chromium started for the test; stopped when dropped.
 struct Browser {
     driver: std::process::Child,

@@ -15,20 +15,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
-    App, ApplicationListQuery, Caller, ModelListQuery, NewApplication, NewDataset, NewModel, NewPrincipalRequest,
-    PrincipalCreation, PrincipalListQuery, RunListQuery, new_request_id,
+    AlertView, ApplicationList, ApplicationView, BudgetView, CatalogueEntry, CheckpointView, CreatedPrincipal,
+    DestroySummary, IngestSummary, ModelList, ModelView, OrganisationView, PrincipalList, ProofView, ReviewOutcome,
+    RotationSummary, RunList, RunView, UsageReport, WitnessReport,
 };
 use crate::service::{
-    ApplicationList, ApplicationView, BudgetView, CheckpointView, CreatedPrincipal, DestroySummary, IngestSummary,
-    ModelList, ModelView, OrganisationView, PrincipalList, ProofView, ReviewOutcome, RotationSummary, RunList, RunView,
-    UsageReport,
+    App, ApplicationListQuery, Caller, ModelListQuery, NewApplication, NewDataset, NewModel, NewPrincipalRequest,
+    PrincipalCreation, PrincipalListQuery, RunListQuery, new_request_id,
 };
 use crate::service::{AuditQuery, UsageQuery};
 use sluice_policies::OrganisationId;
@@ -75,6 +75,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/export", get(export_audit))
         .route("/v1/audit/public-key", get(public_key))
         .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/v1/audit/witnesses", get(witnesses))
         .route("/v1/audit/proofs/inclusion", get(inclusion))
         .route("/v1/audit/proofs/consistency", get(consistency))
         .route("/v1/audit/witness", get(witness_request))
@@ -224,7 +225,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         info(title = "Sluice", description = "Public data, usable but not visible: the gateway's JSON API."),
         modifiers(&BearerToken),
         security(("bearer" = [])),
-        paths(healthz, readiness, create_principal, list_principals, issue_token, revoke_token, disable_principal, approve_principal, create_organisation, organisations, rename_organisation, rotate_own_token, catalogue, register_dataset, destroy_dataset, ingest, dummy, rotate_keys, submit_application, list_applications, application, review_application, submit_model, list_models, review_model, model_view, revoke_model, withdraw_application, submit_draft, revoke_authorisation, run, list_runs, run_result, review_result, budget, export_audit, public_key, checkpoint, inclusion, consistency, witness_request, add_cosignature, search_audit, usage, usage_csv, alerts, alerts_csv, openapi)
+        paths(healthz, readiness, create_principal, list_principals, issue_token, revoke_token, disable_principal, approve_principal, create_organisation, organisations, rename_organisation, rotate_own_token, catalogue, register_dataset, destroy_dataset, ingest, dummy, rotate_keys, submit_application, list_applications, application, review_application, submit_model, list_models, review_model, model_view, revoke_model, withdraw_application, submit_draft, revoke_authorisation, run, list_runs, run_result, review_result, budget, export_audit, public_key, checkpoint, witnesses, inclusion, consistency, witness_request, add_cosignature, search_audit, usage, usage_csv, alerts, alerts_csv, openapi)
     )]
     struct ApiDoc;
 
@@ -415,10 +416,16 @@ async fn rename_organisation(
     Ok(Json(renamed).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/organisations", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+/// `GET /v1/organisations`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct OrganisationList {
+    organisations: Vec<OrganisationView>,
+}
+
+#[utoipa::path(get, path = "/v1/organisations", responses((status = 200, description = "done", body = OrganisationList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn organisations(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     let organisations = app.organisations(&caller).await.for_caller(&caller)?;
-    Ok(Json(json!({ "organisations": organisations })).into_response())
+    Ok(Json(OrganisationList { organisations }).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/principals/{id}/token", params(("id" = i64, Path, description = "the id")), responses((status = 201, description = "done", body = CreatedPrincipal), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
@@ -462,10 +469,16 @@ async fn disable_principal(
     Ok(Json(json!({ "principal_id": id, "state": "disabled" })).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/catalogue", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+/// `GET /v1/catalogue`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CatalogueList {
+    datasets: Vec<CatalogueEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/catalogue", responses((status = 200, description = "done", body = CatalogueList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn catalogue(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
-    let entries = app.catalogue(&caller).await.for_caller(&caller)?;
-    Ok(Json(json!({ "datasets": entries })).into_response())
+    let datasets = app.catalogue(&caller).await.for_caller(&caller)?;
+    Ok(Json(CatalogueList { datasets }).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/datasets", request_body = NewDataset, responses((status = 201, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
@@ -557,7 +570,7 @@ pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 /// hold or wait for: the whole upload ([`MAX_UPLOAD_BYTES`]), one line
 /// ([`MAX_LINE_BYTES`]) and a silence ([`UPLOAD_IDLE`]); each ends the upload with an error
 /// that says which.
-struct BodyReader {
+pub(crate) struct BodyReader {
     receiver: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     current: Bytes,
     /// Bytes read since the last newline.
@@ -565,7 +578,7 @@ struct BodyReader {
 }
 
 impl BodyReader {
-    fn spawn(body: Body) -> Self {
+    pub(crate) fn spawn(body: Body) -> Self {
         Self::spawn_bounded(body, MAX_UPLOAD_BYTES, UPLOAD_IDLE)
     }
 
@@ -864,6 +877,12 @@ async fn checkpoint(
     Ok(Json(app.checkpoint(&caller, query.fresh).await.for_caller(&caller)?).into_response())
 }
 
+/// The witnesses the gateway accepts and how far each one's cosignatures reach.
+#[utoipa::path(get, path = "/v1/audit/witnesses", responses((status = 200, description = "done", body = WitnessReport), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+async fn witnesses(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    Ok(Json(app.witness_status(&caller).await.for_caller(&caller)?).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(utoipa::IntoParams)]
@@ -939,14 +958,21 @@ async fn add_cosignature(
     Ok((StatusCode::CREATED, Json(json!({ "size": request.size, "cosigned": true }))).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/audit/entries", params(AuditQuery), responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+/// `GET /v1/audit/entries`: entries as the export writes them (`docs/audit-format.md`).
+#[derive(Serialize, utoipa::ToSchema)]
+struct AuditEntryList {
+    #[schema(value_type = Vec<Object>)]
+    entries: Vec<sluice_audit::AuditEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/audit/entries", params(AuditQuery), responses((status = 200, description = "done", body = AuditEntryList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn search_audit(
     State(app): State<Arc<App>>,
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Response> {
     let entries = app.search_audit(&caller, query).await.for_caller(&caller)?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(AuditEntryList { entries }).into_response())
 }
 
 /// Usage per scenario and month (`?from=YYYY-MM&until=&dataset_id=&authorisation_id=`).
@@ -971,9 +997,15 @@ async fn usage_csv(
 }
 
 /// The alerts recorded in the log, newest first (regulators).
-#[utoipa::path(get, path = "/v1/alerts", responses((status = 200, description = "done", body = Object), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
+/// `GET /v1/alerts`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AlertList {
+    alerts: Vec<AlertView>,
+}
+
+#[utoipa::path(get, path = "/v1/alerts", responses((status = 200, description = "done", body = AlertList), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]
 async fn alerts(State(app): State<Arc<App>>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
-    Ok(Json(json!({ "alerts": app.alerts(&caller).await.for_caller(&caller)? })).into_response())
+    Ok(Json(AlertList { alerts: app.alerts(&caller).await.for_caller(&caller)? }).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/alerts.csv", responses((status = 200, description = "done", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the JSON error shape", body = ErrorBody), (status = "5XX", description = "failed: a generic message and the request id", body = ErrorBody)))]

@@ -15,6 +15,7 @@ use sluice_policies::{Action, Resource};
 use super::{App, Caller};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::parse_time;
+use crate::timestamp::Timestamp;
 use sluice_audit::{
     AuditEntry, AuditOutcome, Checkpoint, NeededSubtrees, ORIGIN, Receipt, consistency_proof_from, export_text,
     inclusion_proof_from,
@@ -31,6 +32,35 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub const ALERT_SCAN_EVERY: Duration = Duration::from_secs(300);
 /// Checkpoints issued on demand (`?fresh=true`) are at most one this often.
 pub const FRESH_CHECKPOINT_EVERY: time::Duration = time::Duration::seconds(5);
+
+/// One witness as a regulator sees it: whether the gateway accepts it, and how far the
+/// checkpoints it cosigned reach.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WitnessStatus {
+    pub name: String,
+    /// The gateway is configured to accept its cosignatures (`witnesses`); a witness that
+    /// cosigned in the past but is no longer configured is listed with `false`.
+    pub accepted: bool,
+    /// Checkpoints it cosigned.
+    pub cosignatures: u64,
+    /// The largest checkpoint it cosigned, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub latest_at: Option<Timestamp>,
+    /// Entries the latest checkpoint holds that no checkpoint it cosigned covers: 0 when it
+    /// cosigned the latest one.
+    pub entries_behind: u64,
+}
+
+/// The witnesses against the latest checkpoint (`GET /v1/audit/witnesses`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WitnessReport {
+    /// The size of the latest checkpoint (0 before the first).
+    pub checkpoint_size: u64,
+    pub witnesses: Vec<WitnessStatus>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CheckpointView {
@@ -313,6 +343,46 @@ impl App {
         )
         .await?;
         Ok(sluice_audit::witness::add_checkpoint_request(old, &proof, &note))
+    }
+
+    /// Which witnesses the gateway accepts and how far each one's cosignatures reach, against
+    /// the latest checkpoint: a witness that stopped cosigning shows as entries behind.
+    pub async fn witness_status(&self, caller: &Caller) -> ServiceResult<WitnessReport> {
+        let checkpoint_size = self.store.latest_checkpoint().await?.map_or(0, |(size, _)| size as u64);
+        let accepted = self.log.witness_names();
+        let cosigned = self.store.cosignature_summary().await?;
+        let mut witnesses: Vec<WitnessStatus> = accepted
+            .iter()
+            .map(|name| WitnessStatus {
+                name: name.clone(),
+                accepted: true,
+                cosignatures: 0,
+                latest_size: None,
+                latest_at: None,
+                entries_behind: checkpoint_size,
+            })
+            .collect();
+        for (name, count, size, at) in cosigned {
+            let size = u64::try_from(size).context("a stored checkpoint size")?;
+            let status = WitnessStatus {
+                accepted: accepted.contains(&name),
+                name,
+                cosignatures: u64::try_from(count).context("a count")?,
+                latest_size: Some(size),
+                latest_at: Some(Timestamp::parse(&at).context("a stored cosignature's time")?),
+                entries_behind: checkpoint_size.saturating_sub(size),
+            };
+            match witnesses.iter_mut().find(|known| known.name == status.name) {
+                Some(known) => *known = status,
+                None => witnesses.push(status),
+            }
+        }
+        self.record(
+            Self::event(caller, Act::AuditWitnesses, "audit_log", AuditOutcome::Ok)
+                .detail(Detail::Returned, witnesses.len()),
+        )
+        .await?;
+        Ok(WitnessReport { checkpoint_size, witnesses })
     }
 
     /// Stores a witness's cosignature on the checkpoint of `size`, once it verifies against

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
 use sluice_policies::{Action, Epsilon, OrganisationId, Resource};
 
-use super::{App, Caller};
+use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, PrincipalId};
-use crate::store::{Store, VersionRow};
+use crate::store::{DatasetRow, Store, VersionRow};
 use crate::timestamp::Timestamp;
 use sluice_audit::AuditOutcome;
 use sluice_vault::chunks::{self, ChunkContext, IngestError};
@@ -79,6 +79,9 @@ pub struct CatalogueAuthorisation {
     pub purpose: String,
     pub valid_until: Timestamp,
     pub revoked: bool,
+    /// The scenario's own budget (一场景一授权), spent and total.
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
 }
 
 /// One dataset as the catalogue lists it: metadata, never rows.
@@ -347,48 +350,67 @@ impl App {
         self.guard(caller, Action::ReadCatalogue, "catalogue", &Resource::Platform).await?;
         let mut entries = Vec::new();
         for dataset in self.store.datasets().await? {
-            let schema = DatasetSchema::from_toml(&dataset.schema_toml)
-                .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-            let provider = self.principal(dataset.provider_id).await?;
-            let versions = self.store.versions(dataset.id).await?;
-            let mut authorisations = Vec::new();
-            for authorisation in self.store.authorisations_for_dataset(dataset.id).await? {
-                let operator = self.principal(authorisation.operator_id).await?;
-                authorisations.push(CatalogueAuthorisation {
-                    authorisation_id: authorisation.id,
-                    operator_organisation: self.organisation_name(operator.organisation).await?,
-                    purpose: authorisation.purpose,
-                    valid_until: authorisation.valid_until,
-                    revoked: authorisation.revoked_at.is_some(),
-                });
-            }
-            entries.push(CatalogueEntry {
-                id: dataset.id,
-                name: dataset.name,
-                description: dataset.description,
-                provider: self.organisation_name(provider.organisation).await?,
-                provider_organisation_id: provider.organisation,
-                schema_hash: dataset.schema_hash,
-                columns: schema.columns.iter().map(catalogue_column).collect(),
-                versions: versions
-                    .iter()
-                    .map(|version| CatalogueVersion {
-                        version: version.version,
-                        rows: version.row_count,
-                        created_at: version.created_at,
-                    })
-                    .collect(),
-                epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
-                epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
-                destroyed: dataset.destroyed_at.is_some(),
-                min_group_size: dataset.min_group_size,
-                authorisations,
-            });
+            entries.push(self.catalogue_entry_of(dataset).await?);
         }
         let event = Self::event(caller, Action::ReadCatalogue.audit(), "catalogue", AuditOutcome::Ok)
             .detail(Detail::Datasets, entries.len());
         self.record(event).await?;
         Ok(entries)
+    }
+
+    /// One dataset's catalogue entry, with the same right and audit as the whole catalogue.
+    pub async fn catalogue_entry(&self, caller: &Caller, id: DatasetId) -> ServiceResult<CatalogueEntry> {
+        self.guard(caller, Action::ReadCatalogue, "catalogue", &Resource::Platform).await?;
+        let Some(dataset) = self.store.dataset(id).await? else {
+            return Err(self.not_found(caller, Action::ReadCatalogue.audit(), "dataset", id).await);
+        };
+        let entry = self.catalogue_entry_of(dataset).await?;
+        let event = Self::event(caller, Action::ReadCatalogue.audit(), format!("dataset:{id}"), AuditOutcome::Ok)
+            .detail(Detail::Datasets, 1);
+        self.record(event).await?;
+        Ok(entry)
+    }
+
+    async fn catalogue_entry_of(&self, dataset: DatasetRow) -> anyhow::Result<CatalogueEntry> {
+        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let provider = self.principal(dataset.provider_id).await?;
+        let versions = self.store.versions(dataset.id).await?;
+        let mut authorisations = Vec::new();
+        for authorisation in self.store.authorisations_for_dataset(dataset.id).await? {
+            let operator = self.principal(authorisation.operator_id).await?;
+            authorisations.push(CatalogueAuthorisation {
+                authorisation_id: authorisation.id,
+                operator_organisation: self.organisation_name(operator.organisation).await?,
+                purpose: authorisation.purpose,
+                valid_until: authorisation.valid_until,
+                revoked: authorisation.revoked_at.is_some(),
+                epsilon_total: stored_epsilon(authorisation.epsilon_total),
+                epsilon_spent: stored_epsilon(authorisation.epsilon_spent),
+            });
+        }
+        Ok(CatalogueEntry {
+            id: dataset.id,
+            name: dataset.name,
+            description: dataset.description,
+            provider: self.organisation_name(provider.organisation).await?,
+            provider_organisation_id: provider.organisation,
+            schema_hash: dataset.schema_hash,
+            columns: schema.columns.iter().map(catalogue_column).collect(),
+            versions: versions
+                .iter()
+                .map(|version| CatalogueVersion {
+                    version: version.version,
+                    rows: version.row_count,
+                    created_at: version.created_at,
+                })
+                .collect(),
+            epsilon_total: stored_epsilon(dataset.epsilon_total),
+            epsilon_spent: stored_epsilon(dataset.epsilon_spent),
+            destroyed: dataset.destroyed_at.is_some(),
+            min_group_size: dataset.min_group_size,
+            authorisations,
+        })
     }
 }
 

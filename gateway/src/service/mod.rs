@@ -24,7 +24,9 @@ use sluice_policies::{
 use sluice_sandbox::RuntimeLimits;
 use time::OffsetDateTime;
 
-pub use audit::{AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView};
+pub use audit::{
+    AuditQuery, CHECKPOINT_EVERY, CHECKPOINT_EVERY_ENTRIES, CheckpointView, ProofView, WitnessReport, WitnessStatus,
+};
 pub use datasets::{CatalogueColumn, CatalogueEntry, CatalogueVersion, DestroySummary, IngestSummary, NewDataset};
 pub use lists::{DEFAULT_LIST, MAX_LIST};
 pub use procedure::{
@@ -220,6 +222,12 @@ impl std::fmt::Debug for CreatedPrincipal {
 }
 
 /// API tokens are stored as a keyed blake3 hash; the token itself is never kept.
+/// An ε stored as whole units (a non-negative integer column) as a number for display.
+/// A negative stored value, which the store's checks rule out, shows as 0.
+pub(crate) fn stored_epsilon(units: i64) -> f64 {
+    sluice_policies::Epsilon::from_units(u64::try_from(units).unwrap_or(0)).as_f64()
+}
+
 fn token_hash(token: &str) -> String {
     blake3::Hasher::new_derive_key("sluice 2026 api token v1").update(token.as_bytes()).finalize().to_hex().to_string()
 }

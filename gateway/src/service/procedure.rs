@@ -17,7 +17,7 @@ use sluice_policies::{
 use sluice_sandbox::{CompiledModel, Manifest};
 
 use super::lists::{PageQuery, Pager};
-use super::{App, Caller};
+use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
 use crate::store::{ApplicationRow, ModelRow, Store};
@@ -77,7 +77,7 @@ impl ApplicationView {
             security_measures: row.security_measures.clone(),
             valid_from: row.valid_from,
             valid_until: row.valid_until,
-            epsilon_requested: Epsilon::from_units(u64::try_from(row.epsilon_requested).unwrap_or(0)).as_f64(),
+            epsilon_requested: stored_epsilon(row.epsilon_requested),
         })
     }
 }
@@ -359,7 +359,7 @@ impl App {
                     purpose: row.purpose,
                     valid_from: row.valid_from,
                     valid_until: row.valid_until,
-                    epsilon_requested: Epsilon::from_units(u64::try_from(row.epsilon_requested).unwrap_or(0)).as_f64(),
+                    epsilon_requested: stored_epsilon(row.epsilon_requested),
                 });
                 if pager.is_full(applications.len()) {
                     break;

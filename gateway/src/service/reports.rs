@@ -13,9 +13,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sluice_audit::alerts::{Alert, AlertRules, detect, recorded};
 use sluice_audit::{Act, AuditEntry, AuditEvent, AuditOutcome, Detail};
-use sluice_policies::{Action, Epsilon, Resource};
+use sluice_policies::{Action, Resource};
 
-use super::{App, Caller};
+use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId};
 use crate::store::Store;
@@ -238,7 +238,7 @@ impl App {
                 _ => {}
             }
             row.rows_processed += run.rows_read;
-            row.epsilon_spent += Epsilon::from_units(u64::try_from(run.epsilon_units).unwrap_or(0)).as_f64();
+            row.epsilon_spent += stored_epsilon(run.epsilon_units);
         }
         for model in &models {
             let submitted: String = model.submitted_at.chars().take(7).collect();
@@ -307,19 +307,30 @@ impl App {
     /// entries appended since this scan read the log are checked again inside the write.
     /// Returns how many it recorded.
     pub async fn scan_alerts(&self, rules: &AlertRules) -> anyhow::Result<usize> {
+        Ok(self.scan_and_list_alerts(rules).await?.0)
+    }
+
+    /// [`App::scan_alerts`], also giving back every alert recorded in the log once it is
+    /// done, oldest first, from the same read of the log (the log is read once).
+    async fn scan_and_list_alerts(&self, rules: &AlertRules) -> anyhow::Result<(usize, Vec<AlertView>)> {
+        let alert_views = |entries: &[AuditEntry]| -> Vec<AlertView> {
+            entries.iter().filter(|entry| entry.action == Act::AlertRaise.as_str()).filter_map(AlertView::of).collect()
+        };
         let entries = parse_entries(&self.store.audit_entries().await?)?;
         let read = entries.last().map_or(0, |entry| entry.seq);
         let mut known = recorded(&entries);
+        let mut views = alert_views(&entries);
         let found: Vec<Alert> =
             detect(&entries, rules).into_iter().filter(|alert| !known.contains_key(&alert.key())).collect();
         if found.is_empty() {
-            return Ok(0);
+            return Ok((0, views));
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let since = parse_entries(&Store::audit_entries_after(&mut tx, read).await?)?;
         known.extend(recorded(&since));
-        let mut written = 0;
+        views.extend(alert_views(&since));
+        let mut appended = Vec::new();
         for alert in found.iter().filter(|alert| !known.contains_key(&alert.key())) {
             let event = AuditEvent::new(Act::AlertRaise, format!("alert:{}", alert.kind.as_str()), AuditOutcome::Ok)
                 .detail(Detail::Kind, alert.kind.as_str())
@@ -327,21 +338,18 @@ impl App {
                 .detail(Detail::Count, alert.count)
                 .detail(Detail::From, alert.first_seq)
                 .detail(Detail::To, alert.last_seq);
-            Store::append_audit(&mut tx, event, now).await?;
-            written += 1;
+            appended.push(Store::append_audit_entry(&mut tx, event, now).await?.1);
         }
         tx.commit().await.context("committing the alerts")?;
-        Ok(written)
+        views.extend(alert_views(&parse_entries(&appended)?));
+        Ok((appended.len(), views))
     }
 
     /// The alerts recorded in the log, newest first, after a scan for new ones: the
     /// regulator's view (the same right as searching the log).
     pub async fn alerts(&self, caller: &Caller) -> ServiceResult<Vec<AlertView>> {
         self.guard(caller, Action::ExportAudit, "audit_log", &Resource::Platform).await?;
-        self.scan_alerts(&AlertRules::default()).await?;
-        let entries = parse_entries(&self.store.audit_entries().await?)?;
-        let mut alerts: Vec<AlertView> =
-            entries.iter().filter(|entry| entry.action == Act::AlertRaise.as_str()).filter_map(AlertView::of).collect();
+        let (_, mut alerts) = self.scan_and_list_alerts(&AlertRules::default()).await?;
         alerts.reverse();
         self.record(
             Self::event(caller, Act::AuditSearch, "alerts", AuditOutcome::Ok).detail(Detail::Results, alerts.len()),

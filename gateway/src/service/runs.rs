@@ -23,7 +23,7 @@ use sluice_vault::chunks::{ChunkContext, VersionReader};
 use sluice_vault::schema::DatasetSchema;
 
 use super::lists::{PageQuery, Pager, check_state_filter};
-use super::{App, Caller};
+use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
@@ -898,7 +898,7 @@ impl App {
                     model_id: run.model_id,
                     dataset_id: run.dataset_id,
                     dataset_version: run.dataset_version,
-                    epsilon_charged: Epsilon::from_units(u64::try_from(run.epsilon).unwrap_or(0)).as_f64(),
+                    epsilon_charged: stored_epsilon(run.epsilon),
                     state,
                     visible_at: run.visible_at,
                 });
@@ -990,8 +990,8 @@ impl App {
             epsilon_total: own.total().as_f64(),
             epsilon_spent: own.spent().as_f64(),
             epsilon_remaining: own.remaining().as_f64(),
-            dataset_epsilon_total: Epsilon::from_units(dataset.epsilon_total as u64).as_f64(),
-            dataset_epsilon_spent: Epsilon::from_units(dataset.epsilon_spent as u64).as_f64(),
+            dataset_epsilon_total: stored_epsilon(dataset.epsilon_total),
+            dataset_epsilon_spent: stored_epsilon(dataset.epsilon_spent),
         };
         self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)

@@ -227,6 +227,40 @@ messages! {
     Count => "Count", "次数";
     Entries2 => "Entries (first – last)", "条目（首 – 末）";
     MinGroupSize => "Smallest group released", "最小发布分组规模";
+    Witnesses => "Witnesses", "见证方";
+    WitnessesHelp => "Independent witnesses cosign checkpoints after checking the log only grew; a witness behind the latest checkpoint has not yet seen its newest entries.",
+        "独立见证方在核实日志只增不改后为检查点联署；落后于最新检查点的见证方尚未见到最新条目。";
+    NoWitnesses => "No witness is configured and none has cosigned: the checkpoints are signed by the gateway alone.",
+        "未配置见证方，也无联署：检查点仅由网关签名。";
+    Witness => "Witness", "见证方";
+    Accepted => "Accepted", "是否接受";
+    Yes => "yes", "是";
+    No => "no (no longer configured)", "否（已不在配置中）";
+    Cosignatures => "Checkpoints cosigned", "已联署检查点";
+    LatestCosigned => "Latest cosigned (size, time)", "最近联署（规模，时间）";
+    UpToDate => "up to date", "已同步";
+    EntriesBehind => "entries behind", "条未见证";
+    BudgetOverTime => "Budgets over time", "隐私预算随时间变化";
+    BudgetOverTimeHelp => "Share of each budget spent by the end of each month; the line at the top is the whole budget.",
+        "各预算截至每月月底的已消耗比例；顶部横线为预算总额。";
+    PerScenario => "Per scenario (authorisation)", "按场景（授权）";
+    PerDataset => "Per dataset (lifetime)", "按数据集（全生命周期）";
+    NewOrganisation => "New organisation", "新建单位";
+    NewPrincipal => "New account", "新建账户";
+    Create => "Create", "创建";
+    ReviewerKindLabel => "Reviewer kind (reviewers only)", "审核方类型（仅审核人员）";
+    LicenceNumber => "Licence number (operators only)", "许可证编号（仅运营单位）";
+    LicenceFrom => "Licence valid from (RFC 3339)", "许可证生效时间（RFC 3339）";
+    LicenceUntil => "Licence valid until (RFC 3339)", "许可证截止时间（RFC 3339）";
+    PendingCreated => "Created; it awaits a second administrator's approval, which issues its token.",
+        "已创建；待第二名管理员批准后签发令牌。";
+    NewDataset => "Register a dataset", "登记数据集";
+    SchemaToml => "Schema (TOML, as in examples/)", "数据结构（TOML，格式见 examples/）";
+    EpsilonTotal => "Lifetime ε budget", "全生命周期隐私预算 ε";
+    UploadVersion => "Upload a new version (CSV with a header row)", "上传新版本（含表头的 CSV）";
+    SkipInvalid => "Skip invalid rows (counted, never shown)", "跳过无效行（仅计数，不显示内容）";
+    Upload => "Upload", "上传";
+    Ingested => "Ingested", "已导入";
 }
 
 #[cfg(test)]

@@ -59,7 +59,11 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/console/audit/export", get(pages::audit_export))
         .route("/console/usage.csv", get(pages::usage_csv))
         .route("/console/alerts.csv", get(pages::alerts_csv))
+        .route("/console/datasets", post(pages::register_dataset))
+        .route("/console/datasets/{id}/data", post(pages::upload_version))
         .route("/console/datasets/{id}/destroy", post(pages::destroy_dataset))
+        .route("/console/organisations", post(pages::create_organisation))
+        .route("/console/principals", post(pages::create_principal))
         .route("/console/principals/{id}/approve", post(pages::approve_principal))
         .route("/console/principals/{id}/token", post(pages::issue_token))
         .route("/console/principals/{id}/disable", post(pages::disable_principal))
@@ -304,6 +308,18 @@ pub(crate) trait Guarded {
     fn csrf(&self) -> &str;
 }
 
+/// Marks forms whose `csrf` field carries the anti-forgery value, for [`accepted`].
+macro_rules! guarded {
+    ($($form:ty),+ $(,)?) => {
+        $(impl $crate::api::console::Guarded for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })+
+    };
+}
+pub(crate) use guarded;
+
 /// A posted form, once it parsed and carries this session's anti-forgery value.
 pub(crate) fn accepted<T: Guarded>(
     session: &Session,
@@ -378,16 +394,13 @@ async fn sign_in(
     }
 }
 
+/// A form with nothing but the anti-forgery value (sign-out, a button).
 #[derive(Deserialize)]
-struct CsrfOnly {
+pub(crate) struct CsrfOnly {
     csrf: String,
 }
 
-impl Guarded for CsrfOnly {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+guarded!(CsrfOnly);
 
 async fn sign_out(
     session: Session,

@@ -15,14 +15,15 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use maud::{Markup, html};
 use serde::Deserialize;
-use sluice_policies::{ReleasedOutput, ReviewerKind, Role};
+use sluice_policies::{OrganisationId, ReleasedOutput, ReviewerKind, Role};
 
-use super::{ConsoleError, Guarded, Msg, PageResult, Session, accepted, role_name, see_other};
+use super::{ConsoleError, CsrfOnly, Msg, PageResult, Session, accepted, guarded, role_name, see_other};
 use crate::error::ServiceError;
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
 use crate::service::{
-    AlertView, App, ApplicationListQuery, AuditQuery, CatalogueEntry, ModelListQuery, ModelView, PrincipalListQuery,
-    ReviewChecklist, RunListQuery, RunView, UsageQuery, UsageReport,
+    AlertView, App, ApplicationListQuery, AuditQuery, CatalogueEntry, LicenceRequest, ModelListQuery, ModelView,
+    NewDataset, NewPrincipalRequest, PrincipalCreation, PrincipalListQuery, ReviewChecklist, RunListQuery, RunView,
+    UsageQuery, UsageReport, UsageRow, WitnessReport,
 };
 
 /// How many audit entries the regulator's page shows, newest first.
@@ -171,6 +172,14 @@ async fn operator_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
         budgets.push(app.budget(caller, id).await.or_page(session)?);
     }
     let usage = app.usage(caller, UsageQuery::default()).await.or_page(session)?;
+    let series: Vec<BudgetSeries> = budgets
+        .iter()
+        .map(|budget| BudgetSeries {
+            label: format!("#{}", budget.authorisation_id),
+            total: budget.epsilon_total,
+            spent: monthly_spent(usage.rows.iter().filter(|row| row.authorisation_id == budget.authorisation_id)),
+        })
+        .collect();
     Ok(html! {
         section #budgets {
             h2 { (session.t(Msg::Budget)) }
@@ -178,6 +187,10 @@ async fn operator_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
             @for budget in &budgets {
                 p { (session.t(Msg::Authorisation)) " " (budget.authorisation_id) ": "
                     (budget_bar(session, budget.epsilon_spent, budget.epsilon_total)) }
+            }
+            @if !usage.rows.is_empty() {
+                h3 { (session.t(Msg::BudgetOverTime)) }
+                (budget_chart(session, "scenario-budgets", session.t(Msg::PerScenario), &series))
             }
         }
         section #applications {
@@ -272,6 +285,7 @@ async fn regulator_home(app: &App, session: &Session) -> Result<Markup, ConsoleE
                 }
             }
         }
+        (budget_over_time_section(session, &catalogue, &usage))
         (usage_section(session, &usage))
         section #denials {
             h2 { (session.t(Msg::Denials)) }
@@ -347,6 +361,120 @@ fn usage_section(session: &Session, usage: &UsageReport) -> Markup {
     }
 }
 
+/// One budget's line on the chart: its label, its total and ε spent per month.
+struct BudgetSeries {
+    label: String,
+    total: f64,
+    spent: std::collections::BTreeMap<String, f64>,
+}
+
+/// ε spent per month over some of a usage report's rows.
+fn monthly_spent<'a>(rows: impl Iterator<Item = &'a UsageRow>) -> std::collections::BTreeMap<String, f64> {
+    let mut spent = std::collections::BTreeMap::new();
+    for row in rows {
+        *spent.entry(row.month.clone()).or_insert(0.0) += row.epsilon_spent;
+    }
+    spent
+}
+
+/// The scenarios' budgets (when `per_scenario`) or the datasets' lifetime budgets, each as
+/// ε spent per month from the usage report.
+fn budget_series(catalogue: &[CatalogueEntry], usage: &UsageReport, per_scenario: bool) -> Vec<BudgetSeries> {
+    let mut series = Vec::new();
+    for dataset in catalogue {
+        if per_scenario {
+            for grant in &dataset.authorisations {
+                let spent =
+                    monthly_spent(usage.rows.iter().filter(|row| row.authorisation_id == grant.authorisation_id));
+                let label = format!("#{} {} · {}", grant.authorisation_id, grant.operator_organisation, grant.purpose);
+                series.push(BudgetSeries { label, total: grant.epsilon_total, spent });
+            }
+        } else {
+            let spent = monthly_spent(usage.rows.iter().filter(|row| row.dataset_id == dataset.id));
+            series.push(BudgetSeries {
+                label: format!("#{} {}", dataset.id, dataset.name),
+                total: dataset.epsilon_total,
+                spent,
+            });
+        }
+    }
+    series
+}
+
+/// Budgets over time: per scenario and per dataset, the share spent by the end of each
+/// month, one line each, drawn as SVG (no script).
+fn budget_over_time_section(session: &Session, catalogue: &[CatalogueEntry], usage: &UsageReport) -> Markup {
+    let scenarios = budget_series(catalogue, usage, true);
+    let datasets = budget_series(catalogue, usage, false);
+    html! {
+        section #budget-over-time {
+            h2 { (session.t(Msg::BudgetOverTime)) }
+            p.help { (session.t(Msg::BudgetOverTimeHelp)) }
+            @if usage.rows.is_empty() { p.empty { (session.t(Msg::Nothing)) } } @else {
+                (budget_chart(session, "scenario-budgets", session.t(Msg::PerScenario), &scenarios))
+                (budget_chart(session, "dataset-budgets-chart", session.t(Msg::PerDataset), &datasets))
+            }
+        }
+    }
+}
+
+/// One chart: months along, share of budget spent (0–100%) up, a line per budget.
+fn budget_chart(session: &Session, id: &str, caption: &str, series: &[BudgetSeries]) -> Markup {
+    let mut months: Vec<&str> = series.iter().flat_map(|one| one.spent.keys().map(String::as_str)).collect();
+    months.sort_unstable();
+    months.dedup();
+    let (left, top, height, step) = (50.0, 10.0, 150.0, 80.0);
+    let y = |share: f64| top + (1.0 - share.clamp(0.0, 1.0)) * height;
+    let width = left + step * months.len().max(1) as f64 + 20.0;
+    html! {
+        figure.budget-chart id=(id) {
+            figcaption { (caption) }
+            svg.chart width=(width) height=(top + height + 30.0) role="img" aria-label=(caption) {
+                @for share in [0.0, 0.5, 1.0] {
+                    line.grid x1=(left) x2=(width - 10.0) y1=(y(share)) y2=(y(share)) {}
+                    text x="4" y=(y(share) + 4.0) { (format!("{:.0}%", share * 100.0)) }
+                }
+                @for (index, month) in months.iter().enumerate() {
+                    text x=(left + step * index as f64 + 20.0) y=(top + height + 20.0) { (month) }
+                }
+                @for (index, one) in series.iter().enumerate() {
+                    @let points = cumulative_shares(one, &months);
+                    @let class = format!("series series-{}", index % 8);
+                    // From nothing spent at the left edge, to each month's end.
+                    polyline class=(class) data-label=(one.label) points=(std::iter::once(format!("{left:.1},{:.1}", y(0.0)))
+                        .chain(points.iter().enumerate()
+                            .map(|(index, share)| format!("{:.1},{:.1}", left + step * index as f64 + 40.0, y(*share))))
+                        .collect::<Vec<_>>().join(" ")) {}
+                    @for (index, share) in points.iter().enumerate() {
+                        circle class=(class) cx=(left + step * index as f64 + 40.0) cy=(y(*share)) r="3" {
+                            title { (one.label) " " (months[index]) ": " (format!("{:.1}%", share * 100.0)) }
+                        }
+                    }
+                }
+            }
+            ul.legend {
+                @for (index, one) in series.iter().enumerate() {
+                    li { span class={ "swatch series-" (index % 8) } {} (one.label) " — "
+                         (number(one.spent.values().sum::<f64>())) " / " (number(one.total)) " ε" }
+                }
+            }
+            @if series.is_empty() { p.empty { (session.t(Msg::Nothing)) } }
+        }
+    }
+}
+
+/// The share of a budget spent by the end of each of `months`.
+fn cumulative_shares(series: &BudgetSeries, months: &[&str]) -> Vec<f64> {
+    let mut spent = 0.0;
+    months
+        .iter()
+        .map(|month| {
+            spent += series.spent.get(*month).copied().unwrap_or(0.0);
+            if series.total > 0.0 { spent / series.total } else { 0.0 }
+        })
+        .collect()
+}
+
 /// Usage as CSV, for the signed-in user.
 pub(super) async fn usage_csv(State(app): State<Arc<App>>, session: Session) -> PageResult {
     let report = app.usage(&session.caller, UsageQuery::default()).await.or_page(&session)?;
@@ -372,6 +500,15 @@ async fn provider_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
     Ok(html! {
         @if catalogue.is_empty() { p.empty { (session.t(Msg::Nothing)) } }
         @for dataset in &catalogue { (dataset_section(session, dataset)) }
+        form.card #new-dataset method="post" action="/console/datasets" {
+            h3 { (session.t(Msg::NewDataset)) }
+            (session.csrf_field())
+            label { (session.t(Msg::SchemaToml)) textarea name="schema" rows="12" required {} }
+            label { (session.t(Msg::EpsilonTotal)) input type="text" name="epsilon_total" value="10" required; }
+            label { (session.t(Msg::MinGroupSize)) input type="text" name="min_group_size" value="10" required; }
+            button type="submit" { (session.t(Msg::Create)) }
+        }
+        (budget_over_time_section(session, &catalogue, &usage))
         (usage_section(session, &usage))
     })
 }
@@ -411,6 +548,14 @@ fn dataset_section(session: &Session, dataset: &CatalogueEntry) -> Markup {
                 }
             }
             @if session.role() == Role::Provider && !dataset.destroyed {
+                // The anti-forgery value comes before the file, so it is checked before a
+                // byte of the file is read.
+                form.card.upload method="post" enctype="multipart/form-data" action={ "/console/datasets/" (dataset.id) "/data" } {
+                    (session.csrf_field())
+                    label.check { input type="checkbox" name="skip_invalid" value="true"; " " (session.t(Msg::SkipInvalid)) }
+                    label { (session.t(Msg::UploadVersion)) input type="file" name="csv" accept=".csv,text/csv" required; }
+                    button type="submit" { (session.t(Msg::Upload)) }
+                }
                 form.danger method="post" action={ "/console/datasets/" (dataset.id) "/destroy" } {
                     (session.csrf_field())
                     label { (session.t(Msg::ConfirmName)) " " input type="text" name="confirm" autocomplete="off"; }
@@ -435,6 +580,12 @@ async fn admin_home(app: &App, session: &Session) -> Result<Markup, ConsoleError
                 tr { th { (session.t(Msg::Id)) } th { (session.t(Msg::Name)) } th { (session.t(Msg::Created)) } }
                 @for organisation in &organisations { tr { td { (organisation.id.0) } td { (organisation.name) } td { (organisation.created_at) } } }
             }
+        }
+        form.card #new-organisation method="post" action="/console/organisations" {
+            h3 { (session.t(Msg::NewOrganisation)) }
+            (session.csrf_field())
+            label { (session.t(Msg::Name)) input type="text" name="name" required; }
+            button type="submit" { (session.t(Msg::Create)) }
         }
         section #principals {
             h2 { (session.t(Msg::Principals)) }
@@ -475,6 +626,35 @@ async fn admin_home(app: &App, session: &Session) -> Result<Markup, ConsoleError
                     }
                 }
             }
+        }
+        form.card #new-principal method="post" action="/console/principals" {
+            h3 { (session.t(Msg::NewPrincipal)) }
+            (session.csrf_field())
+            label { (session.t(Msg::Name)) input type="text" name="name" required; }
+            label { (session.t(Msg::Role))
+                select name="role" {
+                    @for role in [Role::Operator, Role::Reviewer, Role::Provider, Role::Regulator, Role::Admin] {
+                        option value=(role.as_str()) { (role_name(role, session.lang)) }
+                    }
+                }
+            }
+            label { (session.t(Msg::Organisation))
+                select name="organisation_id" {
+                    @for organisation in &organisations { option value=(organisation.id.0) { (organisation.name) } }
+                }
+            }
+            label { (session.t(Msg::ReviewerKindLabel))
+                select name="reviewer_kind" {
+                    option value="" { "—" }
+                    @for kind in [ReviewerKind::DataBureau, ReviewerKind::ProvidingDepartment] {
+                        option value=(kind.as_str()) { (kind.as_str()) }
+                    }
+                }
+            }
+            label { (session.t(Msg::LicenceNumber)) input type="text" name="licence_number"; }
+            label { (session.t(Msg::LicenceFrom)) input type="text" name="licence_valid_from" placeholder="2026-01-01T00:00:00Z"; }
+            label { (session.t(Msg::LicenceUntil)) input type="text" name="licence_valid_until" placeholder="2027-01-01T00:00:00Z"; }
+            button type="submit" { (session.t(Msg::Create)) }
         }
     })
 }
@@ -537,12 +717,6 @@ pub(super) struct ReviewForm {
     consistency: Option<String>,
     compliance: Option<String>,
     security: Option<String>,
-}
-
-impl Guarded for ReviewForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 impl ReviewForm {
@@ -687,17 +861,13 @@ pub(super) async fn review_model(
     Ok(see_other(&format!("/console/models/{id}")))
 }
 
+guarded!(ReviewForm, RunForm, DestroyForm, DisableForm);
+
 #[derive(Deserialize)]
 pub(super) struct RunForm {
     csrf: String,
     authorisation_id: AuthorisationId,
     model_id: ModelId,
-}
-
-impl Guarded for RunForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// Runs an approved model; the answer comes once the result is visible.
@@ -854,6 +1024,7 @@ pub(super) async fn audit(
         .map_err(|rejection| session.error(ServiceError::invalid(format!("the filters: {}", rejection.body_text()))))?;
     let entries = app.search_audit(&session.caller, filter.query(&session)?).await.or_page(&session)?;
     let checkpoint = app.checkpoint(&session.caller, false).await.or_page(&session)?;
+    let witnesses = app.witness_status(&session.caller).await.or_page(&session)?;
     let body = html! {
         form.filters method="get" action="/console/audit" {
             fieldset {
@@ -878,6 +1049,7 @@ pub(super) async fn audit(
             h2 { (session.t(Msg::Checkpoint)) }
             pre { (checkpoint.checkpoint) }
         }
+        (witnesses_section(&session, &witnesses))
         section {
             h2 { (session.t(Msg::Entries)) " (" (entries.len()) ")" }
             p.help { (session.t(Msg::ShowingLatest)) }
@@ -885,6 +1057,34 @@ pub(super) async fn audit(
         }
     };
     Ok(session.page(session.t(Msg::AuditTrail), body))
+}
+
+/// Which witness cosigned how far, against the latest checkpoint.
+fn witnesses_section(session: &Session, report: &WitnessReport) -> Markup {
+    html! {
+        section #witnesses {
+            h2 { (session.t(Msg::Witnesses)) }
+            p.help { (session.t(Msg::WitnessesHelp)) }
+            @if report.witnesses.is_empty() { p.empty { (session.t(Msg::NoWitnesses)) } } @else {
+                table {
+                    tr { th { (session.t(Msg::Witness)) } th { (session.t(Msg::Accepted)) } th { (session.t(Msg::Cosignatures)) }
+                         th { (session.t(Msg::LatestCosigned)) } th { (session.t(Msg::State)) } }
+                    @for witness in &report.witnesses {
+                        tr.witness data-witness=(witness.name) {
+                            td { (witness.name) }
+                            td { (session.t(if witness.accepted { Msg::Yes } else { Msg::No })) }
+                            td { (witness.cosignatures) }
+                            td { @if let (Some(size), Some(at)) = (witness.latest_size, &witness.latest_at) { (size) ", " (at) } @else { "—" } }
+                            td {
+                                @if witness.entries_behind == 0 { span.ok { (session.t(Msg::UpToDate)) } }
+                                @else { span.behind { (witness.entries_behind) " " (session.t(Msg::EntriesBehind)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One entry with its inclusion proof against the latest checkpoint.
@@ -936,12 +1136,6 @@ pub(super) struct DestroyForm {
     confirm: String,
 }
 
-impl Guarded for DestroyForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// Destroys a dataset once its provider has typed its name.
 pub(super) async fn destroy_dataset(
     State(app): State<Arc<App>>,
@@ -950,24 +1144,12 @@ pub(super) async fn destroy_dataset(
     form: Result<Form<DestroyForm>, FormRejection>,
 ) -> PageResult {
     let form = accepted(&session, form)?;
-    let catalogue = app.catalogue(&session.caller).await.or_page(&session)?;
-    let named = catalogue.iter().find(|entry| entry.id == id).is_some_and(|entry| entry.name == form.confirm.trim());
-    if !named {
+    let dataset = app.catalogue_entry(&session.caller, id).await.or_page(&session)?;
+    if dataset.name != form.confirm.trim() {
         return Err(session.error(ServiceError::invalid(session.t(Msg::ConfirmMismatch))));
     }
     app.destroy_dataset(&session.caller, id).await.or_page(&session)?;
     Ok(see_other("/console"))
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    csrf: String,
-}
-
-impl Guarded for CsrfForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// A new token for an account (the old one is revoked at once), shown once on this page.
@@ -975,7 +1157,7 @@ pub(super) async fn issue_token(
     State(app): State<Arc<App>>,
     session: Session,
     Path(id): Path<PrincipalId>,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> PageResult {
     accepted(&session, form)?;
     let created = app.issue_token(&session.caller, id).await.or_page(&session)?;
@@ -989,12 +1171,6 @@ pub(super) struct DisableForm {
     reason: String,
 }
 
-impl Guarded for DisableForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// Disables an account for good, with its reason.
 pub(super) async fn disable_principal(
     State(app): State<Arc<App>>,
@@ -1005,6 +1181,166 @@ pub(super) async fn disable_principal(
     let form = accepted(&session, form)?;
     app.disable_principal(&session.caller, id, form.reason.trim()).await.or_page(&session)?;
     Ok(see_other("/console"))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DatasetForm {
+    csrf: String,
+    #[serde(default)]
+    schema: String,
+    epsilon_total: f64,
+    min_group_size: u32,
+}
+
+guarded!(DatasetForm);
+
+/// A provider registers a dataset from its schema (TOML).
+pub(super) async fn register_dataset(
+    State(app): State<Arc<App>>,
+    session: Session,
+    form: Result<Form<DatasetForm>, FormRejection>,
+) -> PageResult {
+    let form = accepted(&session, form)?;
+    let request =
+        NewDataset { schema: form.schema, epsilon_total: form.epsilon_total, min_group_size: form.min_group_size };
+    let id = app.register_dataset(&session.caller, request).await.or_page(&session)?;
+    Ok(see_other(&format!("/console#dataset-{id}")))
+}
+
+/// A field of the upload form that is not the file: small, read whole.
+const UPLOAD_FIELD_BYTES: u64 = 1024;
+
+/// A provider uploads a new version of a dataset as CSV from a multipart form. The
+/// anti-forgery value must come first; the file is then streamed into the same ingest as
+/// `PUT /v1/datasets/{id}/data` (bounded in size and idle time, encrypted as it arrives).
+pub(super) async fn upload_version(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(id): Path<DatasetId>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> PageResult {
+    let invalid = |what: String| session.error(ServiceError::invalid(what));
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| multer::parse_boundary(value).ok())
+        .ok_or_else(|| invalid("the upload is not a multipart form (multipart/form-data)".into()))?;
+    let limits =
+        multer::SizeLimit::new().for_field("csrf", UPLOAD_FIELD_BYTES).for_field("skip_invalid", UPLOAD_FIELD_BYTES);
+    let constraints = multer::Constraints::new().allowed_fields(vec!["csrf", "skip_invalid", "csv"]).size_limit(limits);
+    let mut form = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut csrf: Option<String> = None;
+    let mut skip_invalid = false;
+    loop {
+        let field = form.next_field().await.map_err(|error| invalid(format!("the upload form: {error}")))?;
+        let Some(field) = field else {
+            return Err(invalid("the upload form has no CSV file (field `csv`)".into()));
+        };
+        match field.name() {
+            Some("csrf") => {
+                csrf = Some(field.text().await.map_err(|error| invalid(format!("the upload form: {error}")))?)
+            }
+            Some("skip_invalid") => skip_invalid = true,
+            _ => {
+                // The file: nothing of it is read unless this session sent the form.
+                session.check_csrf(csrf.as_deref().unwrap_or_default())?;
+                let reader = crate::api::BodyReader::spawn(axum::body::Body::from_stream(field));
+                let summary = app.ingest(&session.caller, id, reader, skip_invalid, |_| {}).await.or_page(&session)?;
+                let body = html! {
+                    dl #ingested {
+                        dt { (session.t(Msg::Dataset)) } dd { (summary.dataset_id) }
+                        dt { (session.t(Msg::Version)) } dd { (summary.version) }
+                        dt { (session.t(Msg::Rows)) } dd { (summary.rows) }
+                        dt { (session.t(Msg::SkipInvalid)) } dd { (summary.skipped) }
+                    }
+                    @if !summary.skipped_examples.is_empty() {
+                        ul { @for example in &summary.skipped_examples { li { (example) } } }
+                    }
+                    p { a href={ "/console#dataset-" (id) } { (session.t(Msg::Back)) } }
+                };
+                return Ok(session.page(session.t(Msg::Ingested), body));
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct OrganisationForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct PrincipalForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    organisation_id: i64,
+    #[serde(default)]
+    reviewer_kind: String,
+    #[serde(default)]
+    licence_number: String,
+    #[serde(default)]
+    licence_valid_from: String,
+    #[serde(default)]
+    licence_valid_until: String,
+}
+
+guarded!(OrganisationForm, PrincipalForm);
+
+/// An administrator creates an organisation.
+pub(super) async fn create_organisation(
+    State(app): State<Arc<App>>,
+    session: Session,
+    form: Result<Form<OrganisationForm>, FormRejection>,
+) -> PageResult {
+    let form = accepted(&session, form)?;
+    app.create_organisation(&session.caller, &form.name).await.or_page(&session)?;
+    Ok(see_other("/console#organisations"))
+}
+
+/// An administrator creates an account: its token is shown once, or it waits for a
+/// second administrator (the two-person rule) who is shown it on approval.
+pub(super) async fn create_principal(
+    State(app): State<Arc<App>>,
+    session: Session,
+    form: Result<Form<PrincipalForm>, FormRejection>,
+) -> PageResult {
+    let form = accepted(&session, form)?;
+    let present = |text: &str| Some(text.trim().to_owned()).filter(|text| !text.is_empty());
+    let licence =
+        match (present(&form.licence_number), present(&form.licence_valid_from), present(&form.licence_valid_until)) {
+            (None, None, None) => None,
+            (Some(number), Some(valid_from), Some(valid_until)) => {
+                Some(LicenceRequest { number, valid_from, valid_until })
+            }
+            _ => {
+                return Err(session.error(ServiceError::invalid(
+                    "a licence needs its number, valid from and valid until, or none of them",
+                )));
+            }
+        };
+    let request = NewPrincipalRequest {
+        name: form.name.trim().to_owned(),
+        role: form.role,
+        organisation_id: OrganisationId(form.organisation_id),
+        reviewer_kind: present(&form.reviewer_kind),
+        licence,
+    };
+    match app.create_principal(&session.caller, request).await.or_page(&session)? {
+        PrincipalCreation::Active(created) => Ok(token_shown_once(&session, &created.token)),
+        PrincipalCreation::Pending { .. } => {
+            let body = html! {
+                p #pending-created { (session.t(Msg::PendingCreated)) }
+                p { a href="/console#principals" { (session.t(Msg::Back)) } }
+            };
+            Ok(session.page(session.t(Msg::Done), body))
+        }
+    }
 }
 
 /// A page with a new token on it, once; never cached.
@@ -1024,7 +1360,7 @@ pub(super) async fn approve_principal(
     State(app): State<Arc<App>>,
     session: Session,
     Path(id): Path<PrincipalId>,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> PageResult {
     accepted(&session, form)?;
     let created = app.approve_principal(&session.caller, id).await.or_page(&session)?;
