@@ -2,7 +2,9 @@
 //!
 //! - AES-256-GCM decryption of 1 MiB, ring (what Sluice uses) against RustCrypto's aes-gcm;
 //! - ingest of the 100,000-row vehicles CSV: parse, validate, encode and seal (MB/s of CSV);
-//! - decrypt and decode the sealed version back into sandbox batches (rows/s, GB/s).
+//! - decrypt and decode the sealed version back into sandbox batches (rows/s, GB/s);
+//! - a join of two 1,000,000-row sides on a key (公共数据融合) in memory and spilled
+//!   (sealed partitions on disk), against handing the same rows over unjoined.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -96,5 +98,69 @@ fn ingest_and_read(criterion: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, aead, ingest_and_read);
+/// One side of the join bench: `rows` rows of (key, a number, a code), keys shuffled by
+/// `stride` (coprime with `rows`), in sandbox batches.
+fn join_side(rows: usize, stride: usize) -> Vec<sluice_sandbox::Batch> {
+    use sluice_sandbox::{Batch, Column, ColumnValues};
+    let keys: Vec<i64> = (0..rows).map(|index| ((index * stride) % rows) as i64 * 7 + 1_000_000_007).collect();
+    keys.chunks(sluice_sandbox::abi::BATCH_ROWS)
+        .map(|chunk| Batch {
+            rows: chunk.len(),
+            columns: vec![
+                Column { values: ColumnValues::I64(chunk.to_vec()), valid: vec![true; chunk.len()] },
+                Column {
+                    values: ColumnValues::F64(chunk.iter().map(|key| (key % 977) as f64).collect()),
+                    valid: vec![true; chunk.len()],
+                },
+                Column {
+                    values: ColumnValues::I64(chunk.iter().map(|key| key % 5).collect()),
+                    valid: vec![true; chunk.len()],
+                },
+            ],
+        })
+        .collect()
+}
+
+fn join(criterion: &mut Criterion) {
+    use sluice_sandbox::ColumnType;
+    use sluice_vault::join::{JoinKind, JoinPlan, JoinSide, join};
+    let rows = 1_000_000;
+    let left = join_side(rows, 1);
+    let right = join_side(rows, 7_919);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let types = vec![ColumnType::F64, ColumnType::Category];
+    let side = |batches: &Vec<sluice_sandbox::Batch>| JoinSide {
+        batches: batches.clone().into_iter().map(Ok),
+        types: types.clone(),
+    };
+
+    let mut group = criterion.benchmark_group("join 1,000,000 × 1,000,000 rows");
+    group.measurement_time(Duration::from_secs(10)).sample_size(10);
+    group.throughput(Throughput::Elements((2 * rows) as u64));
+    group.bench_function("baseline: the same rows handed over unjoined", |bench| {
+        bench.iter(|| {
+            let seen: usize = left.clone().into_iter().chain(right.clone()).map(|batch| black_box(batch).rows).sum();
+            assert_eq!(seen, 2 * rows);
+        })
+    });
+    for (name, memory_bytes) in
+        [("inner join, right side in memory", 256 << 20), ("inner join, spilled (16 MiB)", 16 << 20)]
+    {
+        let plan = JoinPlan { memory_bytes, ..JoinPlan::new(JoinKind::Inner, 1) };
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                let mut joined = 0;
+                join(side(&left), side(&right), &plan, dir.path(), |batch| {
+                    joined += black_box(batch).rows;
+                    Ok(())
+                })
+                .expect("joined");
+                assert_eq!(joined, rows);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, aead, ingest_and_read, join);
 criterion_main!(benches);

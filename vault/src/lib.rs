@@ -2,7 +2,8 @@
 //! domains, classification levels), ingest into AES-256-GCM chunks under per-version data
 //! keys wrapped by a master key (put in and read from the gateway's object store through
 //! [`chunks::ChunkIo`]), reading a version back as sandbox batches, the key files,
-//! and dummy data made from a schema.
+//! dummy data made from a schema, and joins of two datasets on a level-4 key (sealed
+//! spills, contribution bound) before the sandbox.
 //!
 //! It owns plaintext in memory and the sealed form at rest. It must not decide who may read
 //! (the service asks the policy gate first), touch the database, or speak HTTP; no error
@@ -10,6 +11,7 @@
 
 pub mod chunks;
 pub mod dummy;
+pub mod join;
 pub mod keys;
 pub mod schema;
 

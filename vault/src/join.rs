@@ -1,0 +1,470 @@
+//! Joins two datasets' rows on a level-4 key inside the host, before the sandbox
+//! (公共数据融合): a model receives joined rows, never the key.
+//!
+//! It owns the join: a hash join whose build side (the right) is kept in memory when it fits
+//! the join's memory budget, and otherwise a partitioned (grace) hash join whose partitions
+//! go to temporary files sealed with AES-256-GCM under a key that exists only for this join
+//! (so no plaintext row and no key value is ever written, and nothing spilled can be read
+//! once the join is gone); and the contribution bound after the join (at most
+//! `max_rows_per_key` joined rows for one key, what the noise is calibrated to).
+//!
+//! It must not decide who may join what (the gateway's policy does, before), give a key
+//! value to a batch, an error or a file in plaintext, or say anything about how many rows
+//! matched: what it returns is rows for the sandbox, and the only way anything about them
+//! leaves is a charged differentially private release.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ring::aead::NONCE_LEN;
+use sluice_sandbox::abi::BATCH_ROWS;
+use sluice_sandbox::{Batch, Column, ColumnType, ColumnValues};
+use zeroize::Zeroize;
+
+use crate::keys::AeadKey;
+
+/// Which left rows a join keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only left rows whose key is on the right, once per matching right row.
+    Inner,
+    /// Every left row; one without a match has nulls for the right's columns.
+    Left,
+}
+
+/// How to join: the kind, the contribution bound and the memory the join may hold.
+#[derive(Debug, Clone)]
+pub struct JoinPlan {
+    pub kind: JoinKind,
+    /// At most this many joined rows for one key (the privacy unit's contribution after the
+    /// join); matches past it are left out. It must be at least each side's own rows per
+    /// key (bounded at ingest), which is all an unmatched left row's key contributes.
+    pub max_rows_per_key: u32,
+    /// Bytes of the right side's rows held in memory; past it the join spills sealed
+    /// partitions and then holds at most this much of each side, plus one partition of
+    /// each while it is being joined.
+    pub memory_bytes: usize,
+    /// Partitions of a spilled join (each is joined in memory on its own).
+    pub partitions: usize,
+}
+
+impl JoinPlan {
+    pub fn new(kind: JoinKind, max_rows_per_key: u32) -> Self {
+        Self { kind, max_rows_per_key, memory_bytes: 64 << 20, partitions: 64 }
+    }
+}
+
+/// One side of a join: its rows as batches whose first column is the key (a non-null
+/// `i64`; a row whose key is null matches nothing), followed by the columns the model
+/// reads, with their types.
+#[derive(Debug)]
+pub struct JoinSide<I> {
+    pub batches: I,
+    pub types: Vec<ColumnType>,
+}
+
+/// Columns a side may give the model (validity is one 64-bit mask per row).
+const MAX_COLUMNS: usize = 63;
+
+/// Rows of one side, row-major: per row the key, a validity mask, then one 8-byte word
+/// per column. Wiped when dropped.
+#[derive(Default)]
+struct Rows {
+    words: Vec<u64>,
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        self.words.zeroize();
+    }
+}
+
+/// A side's rows split by key into partitions, each in memory, or partly sealed on disk.
+struct Partitioned {
+    width: usize,
+    memory: Vec<Rows>,
+    /// Sealed segments on disk: (partition, offset, length, nonce counter).
+    spilled: Vec<Vec<(u64, usize, u64)>>,
+    file: Option<File>,
+    file_len: u64,
+}
+
+/// What the join holds for its own sake: the key its spills are sealed with, and the
+/// salt that assigns keys to partitions (so which keys share a partition is not the same
+/// from one join to the next).
+struct Spill {
+    key: AeadKey,
+    salt: std::hash::RandomState,
+    dir: tempfile::TempDir,
+    next_nonce: u64,
+    side_files: usize,
+}
+
+impl Spill {
+    fn new(parent: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-join-")
+            .tempdir_in(parent)
+            .context("creating the join's spill directory")?;
+        Ok(Self { key: AeadKey::generate()?, salt: std::hash::RandomState::new(), dir, next_nonce: 0, side_files: 0 })
+    }
+
+    fn partition(&self, key: u64, partitions: usize) -> usize {
+        use std::hash::BuildHasher as _;
+        (self.salt.hash_one(key) % partitions as u64) as usize
+    }
+
+    fn nonce(counter: u64) -> [u8; NONCE_LEN] {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&counter.to_le_bytes());
+        nonce
+    }
+
+    fn aad(partition: usize) -> Vec<u8> {
+        let mut aad = b"sluice join spill v1".to_vec();
+        aad.extend_from_slice(&(partition as u64).to_le_bytes());
+        aad
+    }
+}
+
+impl Partitioned {
+    fn new(width: usize, partitions: usize) -> Self {
+        Self {
+            width,
+            memory: (0..partitions).map(|_| Rows::default()).collect(),
+            spilled: vec![Vec::new(); partitions],
+            file: None,
+            file_len: 0,
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.memory.iter().map(|rows| rows.words.len() * 8).sum()
+    }
+
+    /// Seals partition `partition`'s rows held in memory and appends them to this side's file.
+    fn spill(&mut self, partition: usize, spill: &mut Spill) -> anyhow::Result<()> {
+        let rows = std::mem::take(&mut self.memory[partition]);
+        if rows.words.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            spill.side_files += 1;
+            let path = spill.dir.path().join(format!("side-{}", spill.side_files));
+            self.file = Some(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .context("creating a spill file")?,
+            );
+        }
+        let mut buffer: Vec<u8> = Vec::with_capacity(rows.words.len() * 8 + 16);
+        for word in &rows.words {
+            buffer.extend_from_slice(&word.to_le_bytes());
+        }
+        let counter = spill.next_nonce;
+        spill.next_nonce += 1;
+        spill.key.seal(Spill::nonce(counter), &Spill::aad(partition), &mut buffer)?;
+        let file = self.file.as_mut().context("the spill file")?;
+        file.seek(SeekFrom::End(0)).context("seeking in a spill file")?;
+        file.write_all(&buffer).context("writing a spill file")?;
+        let length = buffer.len();
+        buffer.zeroize();
+        self.spilled[partition].push((self.file_len, length, counter));
+        self.file_len += length as u64;
+        Ok(())
+    }
+
+    /// Every row of `partition`: the spilled segments, opened, then those in memory.
+    fn take(&mut self, partition: usize, spill: &Spill) -> anyhow::Result<Rows> {
+        let mut rows = Rows::default();
+        for &(offset, length, counter) in &self.spilled[partition] {
+            let file = self.file.as_mut().context("the spill file")?;
+            file.seek(SeekFrom::Start(offset)).context("seeking in a spill file")?;
+            let mut buffer = vec![0u8; length];
+            file.read_exact(&mut buffer).context("reading a spill file")?;
+            spill
+                .key
+                .open(Spill::nonce(counter), &Spill::aad(partition), &mut buffer)
+                .map_err(|_| anyhow::anyhow!("a spilled segment of partition {partition} failed authentication"))?;
+            rows.words
+                .extend(buffer.chunks_exact(8).map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))));
+            buffer.zeroize();
+        }
+        rows.words.extend_from_slice(&std::mem::take(&mut self.memory[partition]).words);
+        debug_assert_eq!(rows.words.len() % self.width, 0);
+        Ok(rows)
+    }
+}
+
+/// Appends each row of `batch` (key first) to `out`: key, validity mask, words.
+fn push_rows(batch: &Batch, types: &[ColumnType], side: &str, out: &mut impl FnMut(&[u64])) -> anyhow::Result<()> {
+    if batch.columns.len() != types.len() + 1 {
+        bail!("the {side} side gave {} columns, the join expected its key and {}", batch.columns.len(), types.len());
+    }
+    let mut row = vec![0u64; types.len() + 2];
+    for index in 0..batch.rows {
+        let key = &batch.columns[0];
+        let ColumnValues::I64(keys) = &key.values else { bail!("the {side} side's key is not an integer column") };
+        // A null key matches nothing: it is kept with a mask bit saying so.
+        row[0] = keys[index] as u64;
+        let mut mask = u64::from(!key.valid[index]) << 63;
+        for (column, field) in batch.columns[1..].iter().enumerate() {
+            if field.valid[index] {
+                mask |= 1 << column;
+            }
+            row[2 + column] = match &field.values {
+                ColumnValues::F64(values) => values[index].to_bits(),
+                ColumnValues::I64(values) => values[index] as u64,
+            };
+        }
+        row[1] = mask;
+        out(&row);
+    }
+    row.zeroize();
+    Ok(())
+}
+
+const NULL_KEY: u64 = 1 << 63;
+
+/// Builds batches of joined rows: the left's columns, then the right's.
+struct Output {
+    left: Vec<ColumnType>,
+    right: Vec<ColumnType>,
+    values: Vec<Vec<u64>>,
+    valid: Vec<Vec<bool>>,
+    rows: usize,
+}
+
+impl Output {
+    fn new(left: &[ColumnType], right: &[ColumnType]) -> Self {
+        let columns = left.len() + right.len();
+        Self {
+            left: left.to_vec(),
+            right: right.to_vec(),
+            values: vec![Vec::with_capacity(BATCH_ROWS); columns],
+            valid: vec![Vec::with_capacity(BATCH_ROWS); columns],
+            rows: 0,
+        }
+    }
+
+    /// One joined row: `left` and `right` are rows as stored (key, mask, words); a left
+    /// row without a match has no `right`.
+    fn push(&mut self, left: &[u64], right: Option<&[u64]>) {
+        let left_columns = self.left.len();
+        for column in 0..left_columns {
+            self.values[column].push(left[2 + column]);
+            self.valid[column].push(left[1] & (1 << column) != 0);
+        }
+        for column in 0..self.right.len() {
+            let (word, present) = match right {
+                Some(row) => (row[2 + column], row[1] & (1 << column) != 0),
+                None => (0, false),
+            };
+            self.values[left_columns + column].push(if present { word } else { 0 });
+            self.valid[left_columns + column].push(present);
+        }
+        self.rows += 1;
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= BATCH_ROWS
+    }
+
+    fn take(&mut self) -> Option<Batch> {
+        if self.rows == 0 {
+            return None;
+        }
+        let types = self.left.iter().chain(&self.right);
+        let columns = types
+            .zip(self.values.iter_mut().zip(self.valid.iter_mut()))
+            .map(|(column_type, (words, valid))| {
+                let values = match column_type {
+                    ColumnType::F64 => ColumnValues::F64(words.iter().map(|word| f64::from_bits(*word)).collect()),
+                    ColumnType::I64 | ColumnType::Category | ColumnType::Bool | ColumnType::Date => {
+                        ColumnValues::I64(words.iter().map(|word| *word as i64).collect())
+                    }
+                };
+                words.zeroize();
+                words.clear();
+                Column { values, valid: std::mem::take(valid) }
+            })
+            .collect();
+        let rows = std::mem::take(&mut self.rows);
+        Some(Batch { rows, columns })
+    }
+}
+
+/// No further row in a chain.
+const END: u32 = u32::MAX;
+
+/// The right side's rows of one partition (or all of them), by key: per key its first row
+/// and how many joined rows it has given, each row linked to the next of its key (one
+/// table entry per key and no allocation per key).
+struct Build {
+    rows: Rows,
+    width: usize,
+    by_key: HashMap<u64, (u32, u32), std::hash::RandomState>,
+    next: Vec<u32>,
+}
+
+impl Build {
+    fn new(rows: Rows, width: usize) -> anyhow::Result<Self> {
+        let count = rows.words.len() / width;
+        if count >= END as usize {
+            bail!("a partition of a join holds more than {} rows: use more partitions", END - 1);
+        }
+        let mut by_key: HashMap<u64, (u32, u32), std::hash::RandomState> =
+            HashMap::with_capacity_and_hasher(count, std::hash::RandomState::new());
+        let mut next = vec![END; count];
+        // Linked from the last row back, so a key's chain runs in the rows' order.
+        for index in (0..count).rev() {
+            let row = &rows.words[index * width..(index + 1) * width];
+            if row[1] & NULL_KEY == 0 {
+                let head = by_key.entry(row[0]).or_insert((END, 0));
+                next[index] = head.0;
+                head.0 = index as u32;
+            }
+        }
+        Ok(Self { rows, width, by_key, next })
+    }
+
+    fn row(&self, index: u32) -> &[u64] {
+        let index = index as usize;
+        &self.rows.words[index * self.width..(index + 1) * self.width]
+    }
+}
+
+/// Joins every row of `probe` (left rows as stored) against `build`, bounding each key's
+/// joined rows, into `output`; hands each batch to `each` as it fills.
+fn probe_rows(
+    probe: &[u64],
+    width: usize,
+    build: &mut Build,
+    plan: &JoinPlan,
+    output: &mut Output,
+    each: &mut impl FnMut(Batch) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for left in probe.chunks_exact(width) {
+        let null_key = left[1] & NULL_KEY != 0;
+        let entry = if null_key { None } else { build.by_key.get_mut(&left[0]) };
+        match entry {
+            None if plan.kind == JoinKind::Inner => continue,
+            // A left join keeps the row. Its key's rows are the left dataset's own, bounded
+            // at its ingest by no more than the plan's bound (the caller's to ensure).
+            None => output.push(left, None),
+            Some(entry) => {
+                // Each left row of the key meets its matches from the first, and adds
+                // what is left of the key's bound.
+                let (mut right, mut count) = *entry;
+                while right != END && count < plan.max_rows_per_key {
+                    count += 1;
+                    output.push(left, Some(build.row(right)));
+                    if output.full()
+                        && let Some(batch) = output.take()
+                    {
+                        each(batch)?;
+                    }
+                    right = build.next[right as usize];
+                }
+                if let Some(entry) = build.by_key.get_mut(&left[0]) {
+                    entry.1 = count;
+                }
+            }
+        }
+        if output.full()
+            && let Some(batch) = output.take()
+        {
+            each(batch)?;
+        }
+    }
+    Ok(())
+}
+
+/// Joins `left` to `right` on their keys by `plan`, spilling sealed partitions under
+/// `spill_dir` when the right side does not fit the plan's memory. Calls `each` with every
+/// batch of joined rows (left columns, then right columns; never the key), in batches of
+/// at most [`BATCH_ROWS`] rows.
+pub fn join<L, R>(
+    left: JoinSide<L>,
+    right: JoinSide<R>,
+    plan: &JoinPlan,
+    spill_dir: &Path,
+    mut each: impl FnMut(Batch) -> anyhow::Result<()>,
+) -> anyhow::Result<()>
+where
+    L: Iterator<Item = anyhow::Result<Batch>>,
+    R: Iterator<Item = anyhow::Result<Batch>>,
+{
+    if left.types.len() > MAX_COLUMNS || right.types.len() > MAX_COLUMNS {
+        bail!("a side of a join gives the model at most {MAX_COLUMNS} columns");
+    }
+    if plan.max_rows_per_key == 0 || plan.partitions == 0 {
+        bail!("a join needs a contribution bound and at least one partition");
+    }
+    let (left_width, right_width) = (left.types.len() + 2, right.types.len() + 2);
+    let mut spill = Spill::new(spill_dir)?;
+    let partitions = plan.partitions;
+    let mut output = Output::new(&left.types, &right.types);
+
+    // The right side, by partition; spilled only if it outgrows the memory.
+    let mut build = Partitioned::new(right_width, partitions);
+    let mut right_spilled = false;
+    for batch in right.batches {
+        let batch = batch?;
+        push_rows(&batch, &right.types, "right", &mut |row| {
+            build.memory[spill.partition(row[0], partitions)].words.extend_from_slice(row);
+        })?;
+        while build.held_bytes() > plan.memory_bytes {
+            right_spilled = true;
+            let largest = (0..partitions).max_by_key(|&p| build.memory[p].words.len()).unwrap_or(0);
+            build.spill(largest, &mut spill)?;
+        }
+    }
+
+    if !right_spilled {
+        // It fits: one table, and the left side streams past it in its own order.
+        let mut all = Rows::default();
+        for partition in 0..partitions {
+            all.words.extend_from_slice(&std::mem::take(&mut build.memory[partition]).words);
+        }
+        let mut table = Build::new(all, right_width)?;
+        for batch in left.batches {
+            let batch = batch?;
+            let mut rows = Rows::default();
+            push_rows(&batch, &left.types, "left", &mut |row| rows.words.extend_from_slice(row))?;
+            probe_rows(&rows.words, left_width, &mut table, plan, &mut output, &mut each)?;
+        }
+    } else {
+        // Grace hash join: the left side partitioned the same way, every partition held
+        // within the memory (its own share spilled, sealed), then one partition at a time.
+        let mut probe = Partitioned::new(left_width, partitions);
+        for batch in left.batches {
+            let batch = batch?;
+            push_rows(&batch, &left.types, "left", &mut |row| {
+                probe.memory[spill.partition(row[0], partitions)].words.extend_from_slice(row);
+            })?;
+            while probe.held_bytes() > plan.memory_bytes {
+                let largest = (0..partitions).max_by_key(|&p| probe.memory[p].words.len()).unwrap_or(0);
+                probe.spill(largest, &mut spill)?;
+            }
+        }
+        for partition in 0..partitions {
+            let mut table = Build::new(build.take(partition, &spill)?, right_width)?;
+            let rows = probe.take(partition, &spill)?;
+            probe_rows(&rows.words, left_width, &mut table, plan, &mut output, &mut each)?;
+        }
+    }
+    if let Some(batch) = output.take() {
+        each(batch)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
