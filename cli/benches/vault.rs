@@ -143,9 +143,10 @@ fn join(criterion: &mut Criterion) {
             assert_eq!(seen, 2 * rows);
         })
     });
-    for (name, memory_bytes) in
-        [("inner join, right side in memory", 256 << 20), ("inner join, spilled (16 MiB)", 16 << 20)]
-    {
+    for (name, memory_bytes) in [
+        ("inner join, in memory (256 MiB budget)", 256 << 20),
+        ("inner join, spilled, sealed (16 MiB budget)", 16 << 20),
+    ] {
         let plan = JoinPlan { memory_bytes, ..JoinPlan::new(JoinKind::Inner, 1) };
         group.bench_function(name, |bench| {
             bench.iter(|| {
