@@ -2,7 +2,8 @@
 
 Each line of RESULTS is {"profile", "sluice": sluice-bench's object, "peer": peer.py's,
 "peer_context": peer.py --context's}. Ratios are within one sitting: Sluice's run and work
-against the native floor, the hand-tuned peer and the OpenDP Context peer.
+against the native floor, the hand-tuned peer and the OpenDP Context peer; the joined job's
+work against the same job over a table already joined.
 """
 
 import json
@@ -34,6 +35,24 @@ def main() -> None:
             f"| {s['floor_s']:.3f} | {p['peer_s']:.3f} | {c['peer_context_s']:.3f} | {s['work_s'] / s['floor_s']:.2f} "
             f"| {p['peer_s'] / s['work_s']:.2f} | {c['peer_context_s'] / s['run_s']:.2f} | {s['run_peak_mib']:.0f} "
             f"| {s['work_peak_mib']:.0f} | {p['peer_peak_mib']:.0f} | {c['peer_context_peak_mib']:.0f} |"
+        )
+    print()
+    print(
+        "Joined job (enterprise credit per industry over the tax bureau's and the social-insurance bureau's "
+        f"datasets joined on the enterprise code), {profile} build"
+    )
+    header = (
+        "| enterprises | insured accounts | joined work s | pre-joined work s (parts) | joined / pre-joined "
+        "| joined peak MiB | pre-joined peak MiB | joined run s (answered) |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for line in lines:
+        s, j = line["sluice"], line["sluice"]["joined"]
+        print(
+            f"| {s['rows']:,} | {j['insured']:,} | {j['work_s']:.3f} | {j['prejoined_work_s']:.3f} ({j['prejoined_parts']}) "
+            f"| {j['work_s'] / j['prejoined_work_s']:.2f} | {j['work_peak_mib']:.0f} | {j['prejoined_work_peak_mib']:.0f} "
+            f"| {j['run_s']:.3f} |"
         )
     rows = [line["sluice"]["rows"] for line in lines]
     figure, (times, memory) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -268,13 +268,15 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
 /// - nobody reviews their own application or model;
 /// - a run is started by the authorisation's operator, inside its window, never after a
 ///   revocation, and its charge counts whatever outcome the entry claims; neither the
-///   authorisation's nor the dataset's budget is overspent;
+///   authorisation's nor any dataset's budget is overspent (a run over two joined datasets
+///   is charged to both, and names the dataset its authorisation joins, no other);
 /// - a release follows its run's start, once;
 /// - ε is written as exact millionths (digits, at most six decimals, nothing else);
 /// - every principal belongs to an organisation the log created; separation of duties is
 ///   by organisation id: nobody reviews an application, a model or a result of their own
 ///   organisation, the second demand review and a held result's review are the providing
-///   department's, the first is the data bureau's;
+///   department's (for a scenario joining two departments' data, each department reviews
+///   once, and it is approved only when both have), the first is the data bureau's;
 /// - an operator acts only inside its licence's window;
 /// - a reviewer, an operator or an administrator created through the API acts only after a
 ///   second administrator (not its creator) approved it: the two-person rule.
@@ -290,8 +292,12 @@ struct ContentRules {
     applications: HashMap<String, (Option<i64>, String, Option<String>)>,
     /// Dataset id → the organisation of the provider that registered it.
     providers: HashMap<String, String>,
-    /// Run id → (dataset, operator).
-    runs: HashMap<String, (Option<String>, Option<i64>)>,
+    /// Application id → the dataset it joins to its first one.
+    joins: HashMap<String, String>,
+    /// Application id → the providing departments' organisations that approved it.
+    provider_approvals: HashMap<String, HashSet<String>>,
+    /// Run id → (the datasets it read, operator).
+    runs: HashMap<String, (Vec<String>, Option<i64>)>,
     authorisations: HashMap<String, Authorisation>,
     /// Dataset id → (total, spent) in millionths of ε.
     datasets: HashMap<String, (u64, u64)>,
@@ -329,6 +335,8 @@ const LICENSED_ACTIONS: [Act; 4] = [Act::ApplicationSubmit, Act::ApplicationWith
 struct Authorisation {
     operator: Option<i64>,
     dataset: Option<String>,
+    /// The dataset joined to the first, if it joins one.
+    joined: Option<String>,
     valid_until: Option<Timestamp>,
     total: u64,
     spent: u64,
@@ -495,6 +503,9 @@ impl ContentRules {
             Act::ApplicationSubmit => {
                 let id = id_of(&entry.object, "application")?.to_owned();
                 let dataset = detail(Detail::Dataset).cloned();
+                if let Some(joined) = detail(Detail::JoinedDataset) {
+                    self.joins.insert(id.clone(), joined.clone());
+                }
                 let state = self.applications.entry(id).or_insert((entry.actor_id, "submitted".into(), None));
                 state.1 = "submitted".into();
                 if dataset.is_some() {
@@ -519,15 +530,31 @@ impl ContentRules {
                     "submitted" if kind.as_deref() != Some("data_bureau") => {
                         return Err(format!("application {id}'s first review was not the data bureau's"));
                     }
-                    "bureau_approved"
-                        if kind.as_deref() != Some("providing_department")
-                            || reviewer.is_none()
-                            || reviewer
-                                != dataset.as_ref().and_then(|dataset| self.providers.get(dataset)).cloned() =>
-                    {
-                        return Err(format!(
-                            "application {id}'s second review was not by the department providing the data"
-                        ));
+                    "bureau_approved" => {
+                        let providers: HashSet<String> = dataset
+                            .iter()
+                            .chain(self.joins.get(&id))
+                            .filter_map(|dataset| self.providers.get(dataset).cloned())
+                            .collect();
+                        let approvals = self.provider_approvals.entry(id.clone()).or_default();
+                        let Some(reviewer) = reviewer.filter(|reviewer| {
+                            kind.as_deref() == Some("providing_department") && providers.contains(reviewer)
+                        }) else {
+                            return Err(format!(
+                                "application {id}'s second review was not by the department providing the data"
+                            ));
+                        };
+                        if approvals.contains(&reviewer) {
+                            return Err(format!("application {id} reviewed twice by one providing department"));
+                        }
+                        if detail(Detail::Decision).map(String::as_str) == Some("approve") {
+                            approvals.insert(reviewer);
+                        }
+                        if need(Detail::State)? == "approved" && !providers.is_subset(approvals) {
+                            return Err(format!(
+                                "application {id} approved before every department providing its data had"
+                            ));
+                        }
                     }
                     _ => {}
                 }
@@ -551,8 +578,16 @@ impl ContentRules {
                     None => None,
                 };
                 let operator = detail(Detail::Operator).and_then(|text| text.parse().ok());
+                let joined = detail(Detail::JoinedDataset).cloned();
+                if joined.as_ref() != self.joins.get(application.as_str()) {
+                    return Err(format!(
+                        "authorisation {id} joins another dataset than application {} asked for",
+                        short(application)
+                    ));
+                }
                 let authorisation = Authorisation {
                     operator,
+                    joined,
                     dataset: detail(Detail::Dataset).cloned(),
                     valid_until,
                     total,
@@ -626,14 +661,16 @@ impl ContentRules {
             }
             Act::ResultReview => {
                 let run = id_of(&entry.object, "run")?.to_owned();
-                let Some((dataset, operator)) = self.runs.get(&run).cloned() else {
+                let Some((datasets, operator)) = self.runs.get(&run).cloned() else {
                     return Err(format!("a review of run {run}'s result, which never started with a charge"));
                 };
                 let reviewer = self.organisation_of(entry.actor_id);
                 if reviewer.is_some() && reviewer == self.organisation_of(operator) {
                     return Err(format!("run {run}'s result reviewed from its operator's own organisation"));
                 }
-                if reviewer.is_none() || reviewer != dataset.and_then(|dataset| self.providers.get(&dataset).cloned()) {
+                if reviewer.is_none()
+                    || !datasets.iter().any(|dataset| self.providers.get(dataset).cloned() == reviewer)
+                {
                     return Err(format!(
                         "run {run}'s result reviewed by another than the department providing the data"
                     ));
@@ -736,11 +773,16 @@ impl ContentRules {
             return Err(format!("authorisation {id} spent more than its budget"));
         }
         let dataset = entry.details.get(Detail::Dataset.as_str()).or(authorisation.dataset.as_ref());
-        self.runs.insert(run.clone(), (dataset.cloned(), entry.actor_id));
-        if let Some(dataset) = dataset {
-            if authorisation.dataset.as_ref().is_some_and(|granted| granted != dataset) {
-                return Err(format!("a run under authorisation {id} read another dataset than it grants"));
-            }
+        let joined = entry.details.get(Detail::JoinedDataset.as_str());
+        if joined != authorisation.joined.as_ref() {
+            return Err(format!("a run under authorisation {id} joined another dataset than it grants"));
+        }
+        if authorisation.dataset.as_ref().zip(dataset).is_some_and(|(granted, dataset)| granted != dataset) {
+            return Err(format!("a run under authorisation {id} read another dataset than it grants"));
+        }
+        let datasets: Vec<String> = dataset.into_iter().chain(joined).cloned().collect();
+        self.runs.insert(run.clone(), (datasets.clone(), entry.actor_id));
+        for dataset in &datasets {
             let Some((total, spent)) = self.datasets.get_mut(dataset.as_str()) else {
                 return Err(format!("a run on dataset {}, which the log never registered", short(dataset)));
             };

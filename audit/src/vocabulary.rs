@@ -136,6 +136,10 @@ vocabulary! {
         Held = "held",
         Kind = "kind",
         HoldOutputs = "hold_outputs",
+        /// The dataset a scenario joins to its first one on their ids (issue 16).
+        JoinedColumns = "joined_columns",
+        JoinedDataset = "joined_dataset",
+        JoinedDatasetVersion = "joined_dataset_version",
         Licence = "licence",
         LicenceValidFrom = "licence_valid_from",
         LicenceValidUntil = "licence_valid_until",

@@ -32,6 +32,12 @@ pub struct Scenario {
     pub bureau: String,
     pub department: String,
     pub dataset_id: DatasetId,
+    /// The inclusive-finance scenario's two departments: the tax bureau's provider and
+    /// reviewer, then the social-insurance bureau's.
+    pub tax_provider: String,
+    pub tax_reviewer: String,
+    pub insurance_provider: String,
+    pub insurance_reviewer: String,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -42,7 +48,8 @@ impl std::fmt::Debug for Scenario {
 }
 
 /// The provider, operator, bureau reviewer and department reviewer, each in its
-/// organisation, created by one administrator and approved by another.
+/// organisation, then the two departments of the joined scenario (a provider and a
+/// reviewer each), created by one administrator and approved by another.
 async fn principals(app: &Arc<App>, api: &InProcessClient) -> anyhow::Result<Vec<String>> {
     let admin = app.bootstrap_admin("bench admin", "Bench Platform").await?.token;
     let second = app.add_host_admin("bench second admin", "Bench Platform").await?.token;
@@ -59,6 +66,16 @@ async fn principals(app: &Arc<App>, api: &InProcessClient) -> anyhow::Result<Vec
         (
             "Bench Traffic Police",
             json!({"name": "department", "role": "reviewer", "reviewer_kind": "providing_department"}),
+        ),
+        ("Bench Tax Bureau", json!({"name": "tax provider", "role": "provider"})),
+        (
+            "Bench Tax Bureau",
+            json!({"name": "tax reviewer", "role": "reviewer", "reviewer_kind": "providing_department"}),
+        ),
+        ("Bench Social Insurance Bureau", json!({"name": "si provider", "role": "provider"})),
+        (
+            "Bench Social Insurance Bureau",
+            json!({"name": "si reviewer", "role": "reviewer", "reviewer_kind": "providing_department"}),
         ),
     ] {
         let organisations = api.get("/v1/organisations", &admin).await.ok()?;
@@ -88,12 +105,22 @@ async fn principals(app: &Arc<App>, api: &InProcessClient) -> anyhow::Result<Vec
 
 pub async fn scenario(app: &Arc<App>, api: &InProcessClient) -> anyhow::Result<Scenario> {
     let tokens = principals(app, api).await?;
-    let [provider, operator, bureau, department] =
-        <[String; 4]>::try_from(tokens).map_err(|_| anyhow::anyhow!("four principals"))?;
+    let [provider, operator, bureau, department, tax_provider, tax_reviewer, insurance_provider, insurance_reviewer] =
+        <[String; 8]>::try_from(tokens).map_err(|_| anyhow::anyhow!("eight principals"))?;
     let dataset =
         api.post("/v1/datasets", &provider, &json!({"schema": VEHICLES_SCHEMA, "epsilon_total": 1000.0})).await.ok()?;
     let dataset_id = DatasetId(dataset["id"].as_i64().context("dataset id")?);
-    Ok(Scenario { provider, operator, bureau, department, dataset_id })
+    Ok(Scenario {
+        provider,
+        operator,
+        bureau,
+        department,
+        dataset_id,
+        tax_provider,
+        tax_reviewer,
+        insurance_provider,
+        insurance_reviewer,
+    })
 }
 
 /// The application, both reviews, the model and its review: the authorisation and model.

@@ -12,7 +12,12 @@
 //! - `work`: the same decryption, sandbox and release without the API, the ledger or the
 //!   visibility delay (what the run's cores spend);
 //! - `floor`: decrypting the same chunks and computing the job natively, without sandbox
-//!   or DP, on one core.
+//!   or DP, on one core;
+//! - `joined`: the inclusive-finance job (the enterprise-credit example) over as many
+//!   enterprises, the tax bureau's and the social-insurance bureau's datasets joined inside
+//!   the host (`work_s`: decrypt both, join, sandbox, release), against the same job over
+//!   one table holding the same rows already joined (`prejoined_work_s`), and the joined
+//!   run through the API (`run_s`, answered at its visibility time).
 //!
 //! It prints one JSON object. It must not be used as a test: times are measured, never
 //! asserted.
@@ -22,13 +27,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::client::InProcessClient;
-use sluice::examples::{VEHICLE_RISK_WASM, VEHICLES_SCHEMA, write_vehicles_csv};
+use sluice::examples::{
+    ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, enterprise_csvs,
+    write_vehicles_csv,
+};
 use sluice_bench::{REFERENCE_MANIFEST, approve_model, scenario};
 use sluice_gateway::api::router;
 use sluice_gateway::config::Config;
-use sluice_gateway::runner::{ReleaseFacts, run_and_release, run_parts};
+use sluice_gateway::runner::{JoinLayout, ReleaseFacts, run_and_release, run_joined_and_release, run_parts};
 use sluice_gateway::service::{App, Clock};
 use sluice_sandbox::{ColumnValues, Manifest, Runtime, RuntimeLimits};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
@@ -209,7 +218,10 @@ async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
     let floor_mib = peak_mib();
     std::hint::black_box(checksum);
 
+    let joined = joined(&app, &api, &scenario, &chunks, &master_key, args.rows).await?;
+
     Ok(json!({
+        "joined": joined,
         "rows": args.rows,
         "chunks": version.chunk_count,
         "parts": parts,
@@ -220,3 +232,213 @@ async fn measure(args: &Args, dir: &Path, csv: &Path) -> anyhow::Result<Value> {
         "released_outputs": run.outputs.len(),
     }))
 }
+
+/// The social-insurance bureau's columns, as a table already joined to the tax bureau's
+/// holds them (null where an enterprise has no account): the baseline's schema.
+const PREJOINED_COLUMNS: &str = r#"
+[[columns]]
+name = "employees"
+type = "i64"
+classification = 2
+nullable = true
+lower = 0.0
+upper = 20000.0
+
+[[columns]]
+name = "social_insurance_arrears_months"
+type = "i64"
+classification = 3
+nullable = true
+lower = 0.0
+upper = 60.0
+"#;
+
+/// The two departments' CSVs joined outside Sluice (what the platform exists to avoid):
+/// the baseline the join is measured against.
+fn prejoined_csv(tax: &str, insurance: &str) -> String {
+    let accounts: std::collections::HashMap<&str, &str> = insurance
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(','))
+        .collect();
+    let mut out = String::with_capacity(tax.len() + tax.len() / 4);
+    for (index, line) in tax.lines().enumerate() {
+        out.push_str(line);
+        if index == 0 {
+            out.push_str(",employees,social_insurance_arrears_months");
+        } else {
+            let code = line.split_once(',').map_or("", |(code, _)| code);
+            out.push(',');
+            out.push_str(accounts.get(code).copied().unwrap_or(","));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A data key unwrapped under the master key, and the reader of `columns` of `version`.
+fn reader(
+    chunks: &std::sync::Arc<dyn sluice_vault::ChunkIo>,
+    master: &sluice_vault::keys::AeadKey,
+    version: &sluice_gateway::store::VersionRow,
+    schema: &DatasetSchema,
+    columns: &[String],
+) -> anyhow::Result<VersionReader> {
+    let context =
+        ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
+    let key =
+        master.unwrap_key(&version.wrapped_key, &context.key_context()).map_err(|_| anyhow::anyhow!("data key"))?;
+    VersionReader::open(chunks.clone(), context, version.chunk_count as u64, key, schema, columns)
+}
+
+/// The joined scenario at `rows` enterprises: set up through the API (two departments'
+/// datasets and a table of the same rows already joined, their applications with every
+/// department's review, the enterprise-credit model), then the joined work against the
+/// pre-joined work, each with its peak RSS, and the joined run as the operator sees it.
+async fn joined(
+    app: &std::sync::Arc<App>,
+    api: &InProcessClient,
+    scenario: &sluice_bench::Scenario,
+    chunks: &std::sync::Arc<dyn sluice_vault::ChunkIo>,
+    master_key: &Path,
+    rows: usize,
+) -> anyhow::Result<Value> {
+    let (tax, insurance) = enterprise_csvs(rows, SEED);
+    let prejoined = prejoined_csv(&tax, &insurance);
+    let prejoined_schema = ENTERPRISE_TAX_SCHEMA.replace("zunyi-enterprise-tax", "bench-prejoined") + PREJOINED_COLUMNS;
+    let mut datasets = Vec::new();
+    for (token, schema, csv) in [
+        (&scenario.tax_provider, ENTERPRISE_TAX_SCHEMA, tax),
+        (&scenario.insurance_provider, SOCIAL_INSURANCE_SCHEMA, insurance),
+        (&scenario.tax_provider, prejoined_schema.as_str(), prejoined),
+    ] {
+        let dataset =
+            api.post("/v1/datasets", token, &json!({"schema": schema, "epsilon_total": 1000.0})).await.ok()?;
+        let id = dataset["id"].as_i64().context("dataset id")?;
+        let provider = app.authenticate(Some(token), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
+        app.ingest(&provider, sluice_gateway::ids::DatasetId(id), std::io::Cursor::new(csv.into_bytes()), false, |_| {})
+            .await
+            .map_err(|error| anyhow::anyhow!("ingest: {error}"))?;
+        datasets.push(id);
+    }
+    let model = EXAMPLE_MODELS.iter().find(|model| model.name == "enterprise-credit").context("example")?;
+    let now = OffsetDateTime::now_utc();
+    let mut authorised = Vec::new();
+    for (dataset, join, reviewers) in [
+        (
+            datasets[0],
+            Some(json!({"dataset_id": datasets[1], "columns": ["employees", "social_insurance_arrears_months"]})),
+            vec![&scenario.tax_reviewer, &scenario.insurance_reviewer],
+        ),
+        (datasets[2], None, vec![&scenario.tax_reviewer]),
+    ] {
+        let mut columns = vec!["industry", "years_operating", "annual_tax_paid_cny", "tax_violation"];
+        if join.is_none() {
+            columns.extend(["employees", "social_insurance_arrears_months"]);
+        }
+        let application = api
+            .post(
+                "/v1/applications",
+                &scenario.operator,
+                &json!({
+                    "dataset_id": dataset, "purpose": "benchmark", "use_scope": "benchmark",
+                    "security_measures": "sandbox", "epsilon": 1000.0, "columns": columns, "join": join,
+                    "valid_from": sluice_bench::time(now - time::Duration::hours(1)),
+                    "valid_until": sluice_bench::time(now + time::Duration::days(1)),
+                }),
+            )
+            .await
+            .ok()?;
+        let reviews = format!("/v1/applications/{}/reviews", application["id"]);
+        let mut outcome = api.post(&reviews, &scenario.bureau, &json!({"approve": true})).await.ok()?;
+        for reviewer in reviewers {
+            outcome = api.post(&reviews, reviewer, &json!({"approve": true})).await.ok()?;
+        }
+        let authorisation = outcome["authorisation_id"].as_i64().context("authorisation id")?;
+        let submitted = api
+            .post(
+                "/v1/models",
+                &scenario.operator,
+                &json!({
+                    "authorisation_id": authorisation,
+                    "module_base64": base64::engine::general_purpose::STANDARD.encode(model.wasm),
+                    "manifest": model.manifest,
+                }),
+            )
+            .await
+            .ok()?;
+        let model_id = submitted["id"].as_i64().context("model id")?;
+        let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
+        api.post(&format!("/v1/models/{model_id}/reviews"), &scenario.bureau, &json!({"approve": true, "checklist": checklist}))
+            .await
+            .ok()?;
+        authorised.push((authorisation, model_id));
+    }
+
+    let master = sluice_vault::keys::read_key_file(master_key)?;
+    let runtime = Runtime::new(RuntimeLimits::default())?;
+    let manifest = Manifest::from_toml(model.manifest).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let compiled = runtime.compile(model.wasm, manifest)?;
+    let schema_of = |text: &str| DatasetSchema::from_toml(text).map_err(|error| anyhow::anyhow!("{error}"));
+    let (tax_schema, insurance_schema) = (schema_of(ENTERPRISE_TAX_SCHEMA)?, schema_of(SOCIAL_INSURANCE_SCHEMA)?);
+    let view = tax_schema.joined(&insurance_schema).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let facts = app
+        .store()
+        .run_facts(sluice_gateway::ids::AuthorisationId(authorised[0].0), sluice_gateway::ids::ModelId(authorised[0].1))
+        .await?;
+    let (tax_version, insurance_version) =
+        (facts.version.context("tax version")?, facts.joined_version.context("social-insurance version")?);
+    let layout = JoinLayout::new(compiled.manifest(), &tax_schema, &insurance_schema)
+        .context("the model's columns split between the two")?;
+    let release_facts = ReleaseFacts::new(compiled.manifest(), &view, rows, 10);
+    reset_peak();
+    let started = Instant::now();
+    let first = sluice_vault::join::JoinSide {
+        batches: reader(chunks, &master, &tax_version, &tax_schema, &layout.first_columns)?,
+        types: JoinLayout::types(&layout.first_columns, &tax_schema),
+    };
+    let other = sluice_vault::join::JoinSide {
+        batches: reader(chunks, &master, &insurance_version, &insurance_schema, &layout.joined_columns)?,
+        types: JoinLayout::types(&layout.joined_columns, &insurance_schema),
+    };
+    run_joined_and_release(&runtime, &compiled, first, other, &layout, &release_facts)
+        .map_err(|error| anyhow::anyhow!("joined work: {error}"))?;
+    let work_s = started.elapsed().as_secs_f64();
+    let work_mib = peak_mib();
+
+    let prejoined = app
+        .store()
+        .run_facts(sluice_gateway::ids::AuthorisationId(authorised[1].0), sluice_gateway::ids::ModelId(authorised[1].1))
+        .await?
+        .version
+        .context("pre-joined version")?;
+    let prejoined_schema = schema_of(&prejoined_schema)?;
+    let columns: Vec<String> = compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
+    let parts = run_parts(runtime.limits().workers_per_run, prejoined.chunk_count);
+    reset_peak();
+    let started = Instant::now();
+    let prejoined_reader = reader(chunks, &master, &prejoined, &prejoined_schema, &columns)?;
+    run_and_release(&runtime, &compiled, prejoined_reader.split(parts), &release_facts)
+        .map_err(|error| anyhow::anyhow!("pre-joined work: {error}"))?;
+    let prejoined_work_s = started.elapsed().as_secs_f64();
+    let prejoined_work_mib = peak_mib();
+
+    let operator =
+        app.authenticate(Some(&scenario.operator), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let started = Instant::now();
+    let run = app
+        .run(&operator, sluice_gateway::ids::AuthorisationId(authorised[0].0), sluice_gateway::ids::ModelId(authorised[0].1))
+        .await
+        .map_err(|error| anyhow::anyhow!("joined run: {error}"))?;
+    let run_s = started.elapsed().as_secs_f64();
+    if run.rows as usize != rows {
+        bail!("the joined run mapped {} rows of {rows}", run.rows);
+    }
+    Ok(json!({
+        "insured": insurance_version.row_count,
+        "work_s": work_s, "work_peak_mib": work_mib,
+        "prejoined_work_s": prejoined_work_s, "prejoined_parts": parts, "prejoined_work_peak_mib": prejoined_work_mib,
+        "run_s": run_s,
+    }))
+}
+

@@ -317,6 +317,10 @@ enum DevCommand {
         files: ModelFiles,
         #[arg(long)]
         schema: Option<PathBuf>,
+        /// A second department's dataset schema joined to `--schema` on their ids, as an
+        /// authorisation joining the two would have it.
+        #[arg(long, requires = "schema")]
+        join: Option<PathBuf>,
     },
     /// Run a model on dummy rows made from a schema, with the server's limits and release.
     Run {
@@ -324,6 +328,10 @@ enum DevCommand {
         files: ModelFiles,
         #[arg(long)]
         schema: PathBuf,
+        /// A second department's dataset schema joined to `--schema` on their ids: the dummy
+        /// rows follow the joined schema (the joined columns are sometimes null).
+        #[arg(long)]
+        join: Option<PathBuf>,
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
         #[arg(long, default_value_t = 1)]
@@ -542,8 +550,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("next: cd {} and follow README.md", directory.join(&name).display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { command: DevCommand::Check { files, schema } } => dev_check(&files, schema.as_deref()),
-        Command::Dev { command: DevCommand::Run { files, schema, rows, seed } } => dev_run(&files, &schema, rows, seed),
+        Command::Dev { command: DevCommand::Check { files, schema, join } } => {
+            let schema = schema.map(|schema| read_joined_schema(&schema, join.as_deref())).transpose()?;
+            dev_check(&files, schema.as_ref())
+        }
+        Command::Dev { command: DevCommand::Run { files, schema, join, rows, seed } } => {
+            dev_run(&files, &read_joined_schema(&schema, join.as_deref())?, rows, seed)
+        }
         Command::Dataset { command: DatasetCommand::Dummy { schema, rows, seed, output } } => {
             let schema = read_schema(&schema)?;
             let csv = sluice_vault::dummy::dummy_csv(&schema, rows, seed);
@@ -754,6 +767,16 @@ fn read_schema(path: &std::path::Path) -> anyhow::Result<sluice_vault::schema::D
         .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
+/// A schema, or two joined as an authorisation joining them sees their rows.
+fn read_joined_schema(
+    path: &std::path::Path,
+    join: Option<&std::path::Path>,
+) -> anyhow::Result<sluice_vault::schema::DatasetSchema> {
+    let schema = read_schema(path)?;
+    let Some(join) = join else { return Ok(schema) };
+    schema.joined(&read_schema(join)?).map_err(|error| anyhow::anyhow!("{} joined with {}: {error}", path.display(), join.display()))
+}
+
 fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {
     let module = std::fs::read(&files.model).with_context(|| format!("reading {}", files.model.display()))?;
     let manifest =
@@ -794,19 +817,22 @@ fn checked_model(
     }
 }
 
-fn dev_check(files: &ModelFiles, schema: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    let schema = schema.map(read_schema).transpose()?;
+fn dev_check(files: &ModelFiles, schema: Option<&sluice_vault::schema::DatasetSchema>) -> anyhow::Result<ExitCode> {
     let runtime = sluice_sandbox::Runtime::new(sluice_sandbox::RuntimeLimits::default())?;
-    Ok(if checked_model(&runtime, files, schema.as_ref())?.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if checked_model(&runtime, files, schema)?.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn dev_run(files: &ModelFiles, schema: &std::path::Path, rows: usize, seed: u64) -> anyhow::Result<ExitCode> {
-    let schema = read_schema(schema)?;
+fn dev_run(
+    files: &ModelFiles,
+    schema: &sluice_vault::schema::DatasetSchema,
+    rows: usize,
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
     let runtime = sluice_sandbox::Runtime::new(sluice_sandbox::RuntimeLimits::default())?;
-    let Some(compiled) = checked_model(&runtime, files, Some(&schema))? else { return Ok(ExitCode::FAILURE) };
+    let Some(compiled) = checked_model(&runtime, files, Some(schema))? else { return Ok(ExitCode::FAILURE) };
     let progress = indicatif::ProgressBar::new_spinner().with_message(format!("running on {rows} dummy rows"));
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
-    let outcome = crate::dev::run(&runtime, &compiled, &schema, rows, seed);
+    let outcome = crate::dev::run(&runtime, &compiled, schema, rows, seed);
     progress.finish_and_clear();
     let crate::dev::DevRun { outputs, fallbacks } = match outcome {
         Ok(run) => run,

@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use crate::client::InProcessClient;
 use crate::examples::{
-    VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM, VEHICLES_ROWS, VEHICLES_SCHEMA, VEHICLES_SEED, vehicles_csv,
+    ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, VEHICLE_RISK_MANIFEST, VEHICLE_RISK_WASM,
+    VEHICLES_ROWS, VEHICLES_SCHEMA, VEHICLES_SEED, enterprise_csvs, vehicles_csv,
 };
 use sluice_audit::verify_export;
 use sluice_gateway::api::router;
@@ -88,6 +89,8 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         "Qianbei Data Operations Co.",
         "Zunyi Big Data Development Administration",
         "Zunyi Cyberspace Administration",
+        "Zunyi Tax Bureau",
+        "Zunyi Social Insurance Bureau",
     ] {
         let created = api.post("/v1/organisations", &admin, &json!({ "name": name })).await.ok()?;
         organisations.insert(name, created["id"].as_i64().context("organisation id")?);
@@ -289,6 +292,8 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         api.post("/v1/runs", &operator, &json!({"authorisation_id": authorisation_id, "model_id": model_id})).await;
     say.say(format!("a third run is refused: {}", expect_denial(exhausted, "budget_exhausted")?))?;
 
+    released_runs += inclusive_finance(&mut say, &api, &create, &operator, &bureau).await?;
+
     say.step("The operator fetches a result again, with its receipt")?;
     let fetched = api.get(&format!("/v1/runs/{last_run_id}"), &operator).await.ok()?;
     say.say(format!(
@@ -379,4 +384,135 @@ pub async fn run_demo(dir: &Path, out: &mut impl Write) -> anyhow::Result<DemoSu
         denied: summary.denied,
         root_hex: summary.root_hex,
     })
+}
+
+/// Enterprises the inclusive-finance step's tax bureau holds.
+const ENTERPRISES: usize = 5_000;
+
+/// Seed 002 item 16 (inclusive finance) over two departments' data: the tax bureau's and
+/// the social-insurance bureau's records of the same enterprises, joined inside Sluice on
+/// the enterprise code. Both departments approve the one application; the run charges both
+/// datasets. Returns the runs released.
+async fn inclusive_finance<W, F, Fut>(
+    say: &mut Narrator<'_, W>,
+    api: &InProcessClient,
+    create: &F,
+    operator: &str,
+    bureau: &str,
+) -> anyhow::Result<u64>
+where
+    W: Write,
+    F: Fn(Value, &str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    say.step("Inclusive finance: one scenario over two departments' data, joined inside Sluice")?;
+    let token = |principal: Value| principal["token"].as_str().unwrap_or_default().to_owned();
+    let tax = token(create(json!({"name": "tax data office", "role": "provider"}), "Zunyi Tax Bureau").await?);
+    let insurance = token(
+        create(json!({"name": "social insurance data office", "role": "provider"}), "Zunyi Social Insurance Bureau")
+            .await?,
+    );
+    let tax_reviewer = token(
+        create(
+            json!({"name": "tax data release officer", "role": "reviewer", "reviewer_kind": "providing_department"}),
+            "Zunyi Tax Bureau",
+        )
+        .await?,
+    );
+    let insurance_reviewer = token(
+        create(
+            json!({"name": "social insurance release officer", "role": "reviewer", "reviewer_kind": "providing_department"}),
+            "Zunyi Social Insurance Bureau",
+        )
+        .await?,
+    );
+    let (tax_csv, insurance_csv) = enterprise_csvs(ENTERPRISES, 2026);
+    let mut datasets = Vec::new();
+    for (provider, schema, csv) in [(&tax, ENTERPRISE_TAX_SCHEMA, tax_csv), (&insurance, SOCIAL_INSURANCE_SCHEMA, insurance_csv)] {
+        let dataset = api.post("/v1/datasets", provider, &json!({"schema": schema, "epsilon_total": 5.0})).await.ok()?;
+        let id = dataset["id"].as_i64().context("dataset id")?;
+        let ingest = api.put_csv(&format!("/v1/datasets/{id}/data"), provider, csv.into_bytes()).await.ok()?;
+        datasets.push((id, ingest["rows"].as_i64().unwrap_or_default()));
+    }
+    let ((tax_dataset, tax_rows), (insurance_dataset, insurance_rows)) = (datasets[0], datasets[1]);
+    say.say(format!(
+        "the tax bureau loads {tax_rows} enterprises, the social-insurance bureau {insurance_rows} accounts, each keyed"
+    ))?;
+    say.say("by the enterprise code, a level-4 column neither department grants and no model ever sees")?;
+    let application = api
+        .post(
+            "/v1/applications",
+            operator,
+            &json!({
+                "dataset_id": tax_dataset,
+                "purpose": "SME credit profiles for inclusive-finance lending",
+                "use_scope": "aggregate indicators per industry",
+                "security_measures": "sandboxed model, DP outputs only",
+                "columns": ["industry", "years_operating", "annual_tax_paid_cny", "tax_violation"],
+                "join": {"dataset_id": insurance_dataset, "columns": ["employees", "social_insurance_arrears_months"]},
+                "valid_from": format_time(OffsetDateTime::now_utc() - time::Duration::hours(1)),
+                "valid_until": format_time(OffsetDateTime::now_utc() + time::Duration::days(90)),
+                "epsilon": 1.6,
+            }),
+        )
+        .await
+        .ok()?;
+    let id = application["id"].as_i64().context("application id")?;
+    let review = |token: &str| {
+        let (api, token) = (api.clone(), token.to_owned());
+        async move {
+            api.post(&format!("/v1/applications/{id}/reviews"), &token, &json!({"approve": true})).await.ok()
+        }
+    };
+    review(bureau).await?;
+    let first = review(&tax_reviewer).await?;
+    say.say(format!(
+        "application {id} joins the two datasets; the data bureau approved, then the tax bureau: still {}",
+        first["state"].as_str().unwrap_or_default()
+    ))?;
+    let approved = review(&insurance_reviewer).await?;
+    let authorisation = approved["authorisation_id"].as_i64().context("authorisation id")?;
+    say.say(format!("the social-insurance bureau approved last: authorisation {authorisation}, revocable by either"))?;
+    let model = EXAMPLE_MODELS.iter().find(|model| model.name == "enterprise-credit").context("example model")?;
+    let submitted = api
+        .post(
+            "/v1/models",
+            operator,
+            &json!({
+                "authorisation_id": authorisation,
+                "module_base64": base64::engine::general_purpose::STANDARD.encode(model.wasm),
+                "manifest": model.manifest,
+            }),
+        )
+        .await
+        .ok()?;
+    let model_id = submitted["id"].as_i64().context("model id")?;
+    api.post(
+        &format!("/v1/models/{model_id}/reviews"),
+        bureau,
+        &json!({"approve": true, "checklist": {"usability": true, "consistency": true, "compliance": true, "security": true}}),
+    )
+    .await
+    .ok()?;
+    let run =
+        api.post("/v1/runs", operator, &json!({"authorisation_id": authorisation, "model_id": model_id})).await.ok()?;
+    say.say(format!(
+        "the enterprise-credit model ran on {} joined rows (one per enterprise of the tax bureau; the key removed",
+        run["rows"]
+    ))?;
+    say.say("before the sandbox); epsilon 0.8 charged to the scenario and to both departments' datasets:")?;
+    for output in run["outputs"].as_array().into_iter().flatten() {
+        let groups = output["groups"].as_array().map_or(0, Vec::len);
+        say.say(format!(
+            "   {:<30} per industry ({groups} groups, small ones suppressed), epsilon {:.2}",
+            output["name"].as_str().unwrap_or_default(),
+            output["epsilon"].as_f64().unwrap_or_default()
+        ))?;
+    }
+    let budget = api.get(&format!("/v1/authorisations/{authorisation}/budget"), operator).await.ok()?;
+    say.say(format!(
+        "lifetime budgets spent: tax bureau {}, social-insurance bureau {}",
+        budget["dataset_epsilon_spent"], budget["joined_dataset_epsilon_spent"]
+    ))?;
+    Ok(1)
 }

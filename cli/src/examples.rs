@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use sluice_vault::dummy::SplitMix64;
+use sluice_vault::schema::DatasetSchema;
 
 /// The vehicle-risk model, compiled for wasm32-unknown-unknown from this repository.
 pub const VEHICLE_RISK_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vehicle_risk.wasm"));
@@ -24,10 +25,30 @@ pub struct ExampleModel {
     /// File name of the schema under `examples/data/`.
     pub schema_file: &'static str,
     pub schema: &'static str,
+    /// Another department's dataset joined to it on their ids, for a model whose scenario
+    /// needs both (file name under `examples/data/`, and the schema).
+    pub joined: Option<(&'static str, &'static str)>,
 }
 
-/// The example models, one per seed 002 scenario: car-owner service, inclusive finance,
-/// ecological environment.
+impl ExampleModel {
+    /// The schema of the rows the model sees: its dataset's, or the two joined.
+    pub fn view_schema(&self) -> anyhow::Result<DatasetSchema> {
+        let schema = DatasetSchema::from_toml(self.schema).map_err(anyhow::Error::msg)?;
+        match self.joined {
+            Some((_, joined)) => {
+                schema.joined(&DatasetSchema::from_toml(joined).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)
+            }
+            None => Ok(schema),
+        }
+    }
+}
+
+/// The tax bureau's and the social-insurance bureau's schemas, joined for enterprise credit.
+pub const ENTERPRISE_TAX_SCHEMA: &str = include_str!("../../examples/data/enterprise-tax.schema.toml");
+pub const SOCIAL_INSURANCE_SCHEMA: &str = include_str!("../../examples/data/social-insurance.schema.toml");
+
+/// The example models, one per seed 002 scenario: car-owner service, inclusive finance (over
+/// two departments' data joined inside Sluice), ecological environment.
 pub const EXAMPLE_MODELS: [ExampleModel; 3] = [
     ExampleModel {
         name: "vehicle-risk",
@@ -35,13 +56,15 @@ pub const EXAMPLE_MODELS: [ExampleModel; 3] = [
         manifest: VEHICLE_RISK_MANIFEST,
         schema_file: "vehicles.schema.toml",
         schema: VEHICLES_SCHEMA,
+        joined: None,
     },
     ExampleModel {
         name: "enterprise-credit",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/enterprise_credit.wasm")),
         manifest: include_str!("../../examples/models/enterprise-credit/manifest.toml"),
-        schema_file: "enterprises.schema.toml",
-        schema: include_str!("../../examples/data/enterprises.schema.toml"),
+        schema_file: "enterprise-tax.schema.toml",
+        schema: ENTERPRISE_TAX_SCHEMA,
+        joined: Some(("social-insurance.schema.toml", SOCIAL_INSURANCE_SCHEMA)),
     },
     ExampleModel {
         name: "pollution-anomaly",
@@ -49,6 +72,7 @@ pub const EXAMPLE_MODELS: [ExampleModel; 3] = [
         manifest: include_str!("../../examples/models/pollution-anomaly/manifest.toml"),
         schema_file: "air-quality.schema.toml",
         schema: include_str!("../../examples/data/air-quality.schema.toml"),
+        joined: None,
     },
 ];
 
@@ -123,6 +147,57 @@ pub fn write_vehicles_csv(out: &mut impl std::io::Write, rows: usize, seed: u64)
     out.write_all(csv.as_bytes())
 }
 
+const INDUSTRIES: [(&str, u32); 9] = [
+    ("agriculture", 12),
+    ("manufacturing", 14),
+    ("construction", 9),
+    ("retail", 22),
+    ("logistics", 8),
+    ("hospitality", 11),
+    ("liquor", 6),
+    ("tourism", 7),
+    ("services", 11),
+];
+
+/// Two departments' records of the same synthetic enterprises, as CSV: the tax bureau's
+/// (`rows` enterprises) and the social-insurance bureau's (an account for about 85% of
+/// them, plus accounts of enterprises the tax bureau does not hold, about 5%), both keyed by
+/// a pseudonymised enterprise code and in different orders. Identical for the same rows and
+/// seed. A model sees them only joined inside Sluice, without the code.
+pub fn enterprise_csvs(rows: usize, seed: u64) -> (String, String) {
+    let mut random = SplitMix64(seed);
+    let mut tax = String::from("enterprise_id,industry,years_operating,annual_tax_paid_cny,tax_violation\n");
+    let mut accounts = Vec::with_capacity(rows + rows / 20);
+    for _ in 0..rows {
+        // A pseudonymised code: a 63-bit number, unique with overwhelming odds.
+        let code = (random.next_u64() >> 1) as i64;
+        let industry = random.weighted(&INDUSTRIES);
+        let years = (-(1.0 - random.unit()).ln() * 8.0).min(70.0);
+        // Sizes and taxes are heavy-tailed: most enterprises are small.
+        let employees = ((-(1.0 - random.unit()).ln() * 40.0).powf(1.3) as i64).min(20_000);
+        let tax_paid = (employees as f64 * 9_000.0 * (0.3 + random.unit()) * (1.0 + years / 10.0)).min(100_000_000.0);
+        let violation = random.unit() < 0.06;
+        let _ = writeln!(tax, "{code},{industry},{years:.1},{tax_paid:.0},{violation}");
+        if random.unit() < 0.85 {
+            let arrears = if random.unit() < 0.12 { random.poisson(4.0, 60) } else { 0 };
+            accounts.push((code, employees, arrears));
+        }
+    }
+    for _ in 0..rows / 20 {
+        let employees = (random.unit() * 50.0) as i64;
+        accounts.push(((random.next_u64() >> 1) as i64, employees, random.poisson(1.0, 60)));
+    }
+    // The other department keeps its own order.
+    for index in (1..accounts.len()).rev() {
+        accounts.swap(index, (random.next_u64() % (index as u64 + 1)) as usize);
+    }
+    let mut insurance = String::from("enterprise_id,employees,social_insurance_arrears_months\n");
+    for (code, employees, arrears) in accounts {
+        let _ = writeln!(insurance, "{code},{employees},{arrears}");
+    }
+    (tax, insurance)
+}
+
 /// Writes the example files a user needs into `dir`: the vehicles CSV, and for every
 /// example model its module, manifest and dataset schema.
 pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -133,6 +208,9 @@ pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
         files.push((format!("{}.wasm", model.name), model.wasm));
         files.push((format!("{}.manifest.toml", model.name), model.manifest.as_bytes()));
         files.push((model.schema_file.into(), model.schema.as_bytes()));
+        if let Some((file, schema)) = model.joined {
+            files.push((file.into(), schema.as_bytes()));
+        }
     }
     let mut written = Vec::new();
     for (name, bytes) in files {

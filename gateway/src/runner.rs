@@ -273,6 +273,103 @@ where
     Ok((whole.release()?, fallbacks))
 }
 
+/// How the rows of two versions joined on their keys are laid out for the model: which
+/// columns each side reads after its key, and where each of the manifest's inputs is among
+/// the joined columns (the first side's, then the joined side's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinLayout {
+    /// The first dataset's key column, then the inputs it holds, in manifest order.
+    pub first_columns: Vec<String>,
+    /// The joined dataset's key column, then the inputs it holds, in manifest order.
+    pub joined_columns: Vec<String>,
+    /// For each manifest input, its index among the joined batch's columns.
+    pub order: Vec<usize>,
+}
+
+impl JoinLayout {
+    /// Splits the manifest's inputs between the two schemas (an input is the first's if
+    /// it has the column, else the joined one's). `None` if either schema declares no key or
+    /// an input is in neither.
+    pub fn new(manifest: &Manifest, first: &DatasetSchema, joined: &DatasetSchema) -> Option<Self> {
+        let (first_key, joined_key) = (first.key_column()?, joined.key_column()?);
+        let mut first_columns = vec![first_key.to_owned()];
+        let mut joined_columns = vec![joined_key.to_owned()];
+        let mut sides = Vec::new();
+        for input in manifest.inputs() {
+            if first.column(&input.name).is_some() && input.name != first_key {
+                sides.push((true, first_columns.len() - 1));
+                first_columns.push(input.name.clone());
+            } else if joined.column(&input.name).is_some() && input.name != joined_key {
+                sides.push((false, joined_columns.len() - 1));
+                joined_columns.push(input.name.clone());
+            } else {
+                return None;
+            }
+        }
+        let first_width = first_columns.len() - 1;
+        let order =
+            sides.into_iter().map(|(first, index)| if first { index } else { first_width + index }).collect();
+        Some(Self { first_columns, joined_columns, order })
+    }
+
+    /// The types of a side's columns after its key, from `schema`.
+    pub fn types(columns: &[String], schema: &DatasetSchema) -> Vec<sluice_sandbox::ColumnType> {
+        columns[1..]
+            .iter()
+            .filter_map(|name| schema.column(name).map(|(_, column)| column.column_type))
+            .collect()
+    }
+}
+
+/// A real run over two versions left-joined on their level-4 keys inside the host
+/// ([`sluice_vault::join`]): the join runs on a thread of its own and hands its batches,
+/// reordered to the manifest's inputs, to the sandbox through a small bounded channel, so
+/// neither side's rows nor the joined rows are ever all held (beyond the join's own
+/// memory budget, past which it spills sealed partitions). Released exactly as a run over
+/// one version: [`run_and_release`], in one part.
+///
+/// The joined side holds at most one row per key and the bound is the first side's rows
+/// per key, so the joined rows are exactly the first side's rows: `facts.rows` is the first
+/// version's public row count, and a joined row count that differed is refused.
+pub fn run_joined_and_release<L, R>(
+    runtime: &Runtime,
+    compiled: &CompiledModel,
+    first: sluice_vault::join::JoinSide<L>,
+    joined: sluice_vault::join::JoinSide<R>,
+    layout: &JoinLayout,
+    facts: &ReleaseFacts,
+) -> Result<(Vec<ReleasedOutput>, sluice_sandbox::Fallbacks), RunError>
+where
+    L: Iterator<Item = anyhow::Result<Batch>> + Send,
+    R: Iterator<Item = anyhow::Result<Batch>> + Send,
+{
+    use sluice_vault::join::{JoinKind, JoinPlan, join};
+    let plan = JoinPlan::new(JoinKind::Left, facts.rows_per_person.max(1));
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<anyhow::Result<Batch>>(4);
+    let spill_dir = std::env::temp_dir();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let outcome = join(first, joined, &plan, &spill_dir, |batch| {
+                let mut taken: Vec<Option<sluice_sandbox::Column>> = batch.columns.into_iter().map(Some).collect();
+                let columns = layout
+                    .order
+                    .iter()
+                    .map(|&index| taken.get_mut(index).and_then(Option::take))
+                    .collect::<Option<Vec<_>>>()
+                    .context("a joined batch lacks a column the manifest reads")?;
+                sender
+                    .send(Ok(Batch { rows: batch.rows, columns }))
+                    .map_err(|_| anyhow::anyhow!("the sandbox stopped taking joined rows"))
+            });
+            if let Err(error) = outcome {
+                // The sandbox may have stopped already (its own failure is the run's).
+                let _ = sender.send(Err(error));
+            }
+        });
+        run_and_release(runtime, compiled, vec![receiver.into_iter()], facts)
+    })
+}
+
 /// The disclosure threshold a dummy run applies (a dataset's default).
 pub const DUMMY_MIN_GROUP_SIZE: u32 = 10;
 

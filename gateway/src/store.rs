@@ -254,6 +254,11 @@ pub struct ApplicationRow {
     #[sqlx(try_from = "String")]
     pub state: ApplicationState,
     pub bureau_reviewer_id: Option<PrincipalId>,
+    /// A second department's dataset joined to the first on their ids, and its columns.
+    #[sqlx(default)]
+    pub joined_dataset_id: Option<DatasetId>,
+    #[sqlx(default)]
+    pub joined_columns_json: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -270,6 +275,25 @@ pub struct AuthorisationRow {
     pub epsilon_spent: i64,
     pub revoked_at: Option<Timestamp>,
     pub hold_outputs: bool,
+    /// The dataset joined to the first one, and the columns of it granted.
+    pub joined_dataset_id: Option<DatasetId>,
+    pub joined_columns_json: Option<String>,
+}
+
+impl AuthorisationRow {
+    /// Every column granted: the first dataset's, then the joined one's (their names differ).
+    pub fn granted_columns(&self) -> anyhow::Result<Vec<String>> {
+        let mut columns: Vec<String> = serde_json::from_str(&self.columns_json).context("stored columns")?;
+        if let Some(joined) = &self.joined_columns_json {
+            columns.extend(serde_json::from_str::<Vec<String>>(joined).context("stored joined columns")?);
+        }
+        Ok(columns)
+    }
+
+    /// The datasets it reads: the first, and the joined one if any.
+    pub fn datasets(&self) -> Vec<DatasetId> {
+        std::iter::once(self.dataset_id).chain(self.joined_dataset_id).collect()
+    }
 }
 
 #[derive(Clone, FromRow)]
@@ -510,7 +534,7 @@ impl RunEvents {
 macro_rules! run_columns {
     () => {
         "id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
-         result_json, visible_at, node"
+         result_json, visible_at, node, joined_dataset_version"
     };
 }
 
@@ -553,6 +577,9 @@ pub struct RunRow {
     /// queued, and on rows from before nodes were recorded.
     #[sqlx(default)]
     pub node: Option<NodeId>,
+    /// The version of the authorisation's joined dataset the run read, if it joins one.
+    #[sqlx(default)]
+    pub joined_dataset_version: Option<i64>,
 }
 
 /// The facts of one run decision, read together ([`Store::run_facts`]).
@@ -562,10 +589,13 @@ pub struct RunFactsRows {
     pub model: Option<ModelRow>,
     pub dataset: Option<DatasetRow>,
     pub version: Option<VersionRow>,
-    /// The organisations of the authorisation's operator and of the dataset's provider,
-    /// for the policy set's decision.
+    /// The authorisation's joined dataset and its latest version, if it joins one.
+    pub joined_dataset: Option<DatasetRow>,
+    pub joined_version: Option<VersionRow>,
+    /// The organisations of the authorisation's operator and of the datasets' providers
+    /// (the first's, then the joined one's), for the policy set's decision.
     pub operator_organisation: Option<OrganisationId>,
-    pub provider_organisation: Option<OrganisationId>,
+    pub provider_organisations: Vec<OrganisationId>,
 }
 
 /// The facts a charge is checked against ([`Store::charge_facts`]).
@@ -577,14 +607,19 @@ pub struct ChargeFactsRow {
     pub dataset_total: i64,
     pub dataset_spent: i64,
     pub runs_since: i64,
+    /// The joined dataset's lifetime budget, when the authorisation joins one.
+    pub joined_total: Option<i64>,
+    pub joined_spent: Option<i64>,
 }
 
 /// What a charge re-reads under the write lock. The run-rate count must use the
 /// `runs_by_authorisation` index: a scan would grow every run's cost with every run made.
 const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.epsilon_total AS authorisation_total, \
      a.epsilon_spent AS authorisation_spent, d.epsilon_total AS dataset_total, d.epsilon_spent AS dataset_spent, \
-     (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
-     FROM authorisations a JOIN datasets d ON d.id = a.dataset_id WHERE a.id = $1 AND d.id = $2";
+     (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since, \
+     j.epsilon_total AS joined_total, j.epsilon_spent AS joined_spent \
+     FROM authorisations a JOIN datasets d ON d.id = a.dataset_id LEFT JOIN datasets j ON j.id = a.joined_dataset_id \
+     WHERE a.id = $1 AND d.id = $2";
 
 /// Ends an ingest's version reservation ([`Store::release_reservation`] and its
 /// in-transaction twin).
@@ -1369,8 +1404,8 @@ impl Store {
     ) -> anyhow::Result<ApplicationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO applications (operator_id, dataset_id, purpose, use_scope, security_measures, columns_json, \
-             valid_from, valid_until, epsilon_requested, state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+             valid_from, valid_until, epsilon_requested, state, created_at, joined_dataset_id, joined_columns_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(row.operator_id)
         .bind(row.dataset_id)
@@ -1383,8 +1418,31 @@ impl Store {
         .bind(row.epsilon_requested)
         .bind(row.state.as_str())
         .bind(format_time(now))
+        .bind(row.joined_dataset_id)
+        .bind(&row.joined_columns_json)
         .fetch_one(c)
         .await)?)
+    }
+
+    /// The organisations whose providing-department reviewers approved an application at
+    /// the departments' stage (`bureau_approved`), read in the reviewing transaction.
+    pub async fn provider_approvals(tx: &mut Tx, application_id: ApplicationId) -> anyhow::Result<Vec<OrganisationId>> {
+        let organisations: Vec<i64> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT DISTINCT p.organisation_id FROM application_reviews r JOIN principals p ON p.id = r.reviewer_id \
+             WHERE r.application_id = $1 AND r.stage = 'bureau_approved' AND r.approved ORDER BY p.organisation_id",
+        )
+        .bind(application_id)
+        .fetch_all(c)
+        .await)?;
+        Ok(organisations.into_iter().map(OrganisationId).collect())
+    }
+
+    /// [`Store::provider_approvals`] outside a write.
+    pub async fn provider_approvals_now(&self, application_id: ApplicationId) -> anyhow::Result<Vec<OrganisationId>> {
+        let mut tx = self.read().await.context("starting a read")?;
+        let approvals = Self::provider_approvals(&mut tx, application_id).await?;
+        tx.commit().await.context("finishing a read")?;
+        Ok(approvals)
     }
 
     /// Up to `limit` applications with ids above `after`, in id order, for one dataset if
@@ -1461,8 +1519,8 @@ impl Store {
     ) -> anyhow::Result<AuthorisationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-             valid_until, epsilon_total, hold_outputs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             RETURNING id",
+             valid_until, epsilon_total, hold_outputs, created_at, joined_dataset_id, joined_columns_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(application.id)
         .bind(application.operator_id)
@@ -1474,12 +1532,14 @@ impl Store {
         .bind(application.epsilon_requested)
         .bind(hold_outputs)
         .bind(format_time(now))
+        .bind(application.joined_dataset_id)
+        .bind(&application.joined_columns_json)
         .fetch_one(c)
         .await)?)
     }
 
     const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-         valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs";
+         valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs, joined_dataset_id, joined_columns_json";
 
     pub async fn authorisation(&self, id: AuthorisationId) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
@@ -1498,7 +1558,7 @@ impl Store {
 
     pub async fn authorisations_for_dataset(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<AuthorisationRow>> {
         let sql =
-            format!("SELECT {} FROM authorisations WHERE dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
+            format!("SELECT {} FROM authorisations WHERE dataset_id = $1 OR joined_dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?)
     }
 
@@ -1692,27 +1752,46 @@ impl Store {
         .await
         })?;
         let (dataset, version) = match &authorisation {
-            Some(authorisation) => {
-                let dataset: Option<DatasetRow> =
-                    in_tx!(tx, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
-                        .bind(authorisation.dataset_id)
-                        .fetch_optional(c)
-                        .await)?;
-                let version: Option<VersionRow> = in_tx!(tx, |c| sqlx::query_as(
-                    "SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC LIMIT 1",
-                )
-                .bind(authorisation.dataset_id)
-                .fetch_optional(c)
-                .await)?;
-                (dataset, version)
-            }
+            Some(authorisation) => Self::dataset_and_latest_version(&mut tx, authorisation.dataset_id).await?,
+            None => (None, None),
+        };
+        let (joined_dataset, joined_version) = match authorisation.as_ref().and_then(|row| row.joined_dataset_id) {
+            Some(joined) => Self::dataset_and_latest_version(&mut tx, joined).await?,
             None => (None, None),
         };
         let operator_organisation =
             Self::organisation_of(&mut tx, authorisation.as_ref().map(|row| row.operator_id)).await?;
-        let provider_organisation = Self::organisation_of(&mut tx, dataset.as_ref().map(|row| row.provider_id)).await?;
+        let mut provider_organisations = Vec::new();
+        for dataset in dataset.iter().chain(&joined_dataset) {
+            provider_organisations.extend(Self::organisation_of(&mut tx, Some(dataset.provider_id)).await?);
+        }
         tx.commit().await.context("finishing a read")?;
-        Ok(RunFactsRows { authorisation, model, dataset, version, operator_organisation, provider_organisation })
+        Ok(RunFactsRows {
+            authorisation,
+            model,
+            dataset,
+            version,
+            joined_dataset,
+            joined_version,
+            operator_organisation,
+            provider_organisations,
+        })
+    }
+
+    /// A dataset and its latest version, in a read.
+    async fn dataset_and_latest_version(
+        tx: &mut Tx,
+        dataset_id: DatasetId,
+    ) -> anyhow::Result<(Option<DatasetRow>, Option<VersionRow>)> {
+        let dataset: Option<DatasetRow> =
+            in_tx!(tx, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(dataset_id).fetch_optional(c).await)?;
+        let version: Option<VersionRow> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(dataset_id)
+        .fetch_optional(c)
+        .await)?;
+        Ok((dataset, version))
     }
 
     async fn organisation_of(tx: &mut Tx, principal: Option<PrincipalId>) -> anyhow::Result<Option<OrganisationId>> {
@@ -1741,7 +1820,8 @@ impl Store {
             .await)?)
     }
 
-    /// Writes a charge the policy allowed: both budgets' new spent totals. The caller read
+    /// Writes a charge the policy allowed: the budgets' new spent totals (the authorisation's,
+    /// its dataset's and its joined dataset's if any). The caller read
     /// them with [`Store::charge_facts`] in the same transaction.
     pub async fn apply_charge(
         tx: &mut Tx,
@@ -1749,6 +1829,7 @@ impl Store {
         authorisation_spent: i64,
         dataset_id: DatasetId,
         dataset_spent: i64,
+        joined: Option<(DatasetId, i64)>,
     ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
             .bind(authorisation_spent)
@@ -1762,6 +1843,14 @@ impl Store {
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
+        if let Some((joined_id, joined_spent)) = joined {
+            in_tx!(tx, |c| sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
+                .bind(joined_spent)
+                .bind(joined_id)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected()))?;
+        }
         Ok(())
     }
 
@@ -1771,7 +1860,7 @@ impl Store {
         let id = in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
-             visible_at, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             visible_at, node, joined_dataset_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(row.authorisation_id)
         .bind(row.model_id)
@@ -1783,6 +1872,7 @@ impl Store {
         .bind(format_time(now))
         .bind(row.visible_at)
         .bind(row.node)
+        .bind(row.joined_dataset_version)
         .fetch_one(c)
         .await
         })?;

@@ -59,12 +59,15 @@ pub enum Resource {
         organisation: OrganisationId,
         destroyed: bool,
     },
-    /// `owner` is the applicant; `provider_organisation` provides the data applied for.
+    /// `owner` is the applicant; `provider_organisations` provide the data applied for (one
+    /// department per dataset), and `pending_providers` are those of them that have not yet
+    /// approved it (all of them until the data bureau has).
     Application {
         id: i64,
         owner: i64,
         organisation: OrganisationId,
-        provider_organisation: OrganisationId,
+        provider_organisations: Vec<OrganisationId>,
+        pending_providers: Vec<OrganisationId>,
         state: ApplicationState,
         bureau_reviewer: Option<i64>,
     },
@@ -75,13 +78,14 @@ pub enum Resource {
         organisation: OrganisationId,
         state: ModelState,
     },
-    /// `owner` is the operator it was granted to; `provider` registered its dataset.
+    /// `owner` is the operator it was granted to; `providers` registered its datasets, and
+    /// `provider_organisations` are their departments.
     Authorisation {
         id: i64,
         owner: i64,
         organisation: OrganisationId,
-        provider: i64,
-        provider_organisation: OrganisationId,
+        providers: Vec<i64>,
+        provider_organisations: Vec<OrganisationId>,
         revoked: bool,
     },
     /// `owner` is the operator who ran it; `outputs_held` whether its authorisation holds
@@ -90,7 +94,7 @@ pub enum Resource {
         id: i64,
         owner: i64,
         organisation: OrganisationId,
-        provider_organisation: OrganisationId,
+        provider_organisations: Vec<OrganisationId>,
         outputs_held: bool,
         state: String,
     },
@@ -304,6 +308,15 @@ fn entity_value(kind: &str, id: i64) -> Option<RestrictedExpression> {
     Some(RestrictedExpression::new_entity_uid(uid(kind, id)?))
 }
 
+/// A set of entities of one type, as a Cedar set attribute.
+fn entity_set(kind: &str, ids: impl IntoIterator<Item = i64>) -> Option<RestrictedExpression> {
+    Some(RestrictedExpression::new_set(ids.into_iter().map(|id| entity_value(kind, id)).collect::<Option<Vec<_>>>()?))
+}
+
+fn organisations(ids: &[OrganisationId]) -> Option<RestrictedExpression> {
+    entity_set("Organisation", ids.iter().map(|id| id.0))
+}
+
 fn string(text: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(text.to_owned())
 }
@@ -331,9 +344,18 @@ fn object_attributes(resource: &Resource) -> Option<(&'static str, i64, HashMap<
             attributes.insert("destroyed".into(), RestrictedExpression::new_bool(*destroyed));
             ("Dataset", *id, attributes)
         }
-        Resource::Application { id, owner, organisation, provider_organisation, state, bureau_reviewer } => {
+        Resource::Application {
+            id,
+            owner,
+            organisation,
+            provider_organisations,
+            pending_providers,
+            state,
+            bureau_reviewer,
+        } => {
             let mut attributes = owned(*owner, *organisation)?;
-            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("provider_organisations".into(), organisations(provider_organisations)?);
+            attributes.insert("pending_providers".into(), organisations(pending_providers)?);
             attributes.insert("state".into(), string(state.as_str()));
             if let Some(reviewer) = bureau_reviewer {
                 attributes.insert("bureau_reviewer".into(), entity_value("Principal", *reviewer)?);
@@ -345,16 +367,16 @@ fn object_attributes(resource: &Resource) -> Option<(&'static str, i64, HashMap<
             attributes.insert("state".into(), string(state.as_str()));
             ("Model", *id, attributes)
         }
-        Resource::Authorisation { id, owner, organisation, provider, provider_organisation, revoked } => {
+        Resource::Authorisation { id, owner, organisation, providers, provider_organisations, revoked } => {
             let mut attributes = owned(*owner, *organisation)?;
-            attributes.insert("provider".into(), entity_value("Principal", *provider)?);
-            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("providers".into(), entity_set("Principal", providers.iter().copied())?);
+            attributes.insert("provider_organisations".into(), organisations(provider_organisations)?);
             attributes.insert("revoked".into(), RestrictedExpression::new_bool(*revoked));
             ("Authorisation", *id, attributes)
         }
-        Resource::Run { id, owner, organisation, provider_organisation, outputs_held, state } => {
+        Resource::Run { id, owner, organisation, provider_organisations, outputs_held, state } => {
             let mut attributes = owned(*owner, *organisation)?;
-            attributes.insert("provider_organisation".into(), entity_value("Organisation", provider_organisation.0)?);
+            attributes.insert("provider_organisations".into(), organisations(provider_organisations)?);
             attributes.insert("outputs_held".into(), RestrictedExpression::new_bool(*outputs_held));
             attributes.insert("state".into(), string(state));
             ("Run", *id, attributes)

@@ -88,12 +88,21 @@ impl TryFrom<String> for ApplicationState {
 }
 
 /// One demand, one review (一需求一审核): the state an application moves to after a
-/// review. Who may review at which stage (the data bureau first, then the department
-/// providing the data, two different reviewers, neither from the applying organisation)
-/// is the policy set's (`policies/cedar/default.cedar`).
-pub fn review_application(state: ApplicationState, approve: bool) -> Result<ApplicationState, Denial> {
+/// review. Who may review at which stage (the data bureau first, then every department
+/// providing data to it, each reviewer other than the bureau's, none from the applying
+/// organisation) is the policy set's (`policies/cedar/default.cedar`).
+///
+/// `others_pending` counts the providing departments other than the reviewer's that have
+/// not yet approved: a department's approval leaves the application `bureau_approved`
+/// until the last of them approves; any one's rejection rejects it.
+pub fn review_application(
+    state: ApplicationState,
+    approve: bool,
+    others_pending: usize,
+) -> Result<ApplicationState, Denial> {
     let next = match state {
         ApplicationState::Submitted => ApplicationState::BureauApproved,
+        ApplicationState::BureauApproved if others_pending > 0 => ApplicationState::BureauApproved,
         ApplicationState::BureauApproved => ApplicationState::Approved,
         ApplicationState::Draft
         | ApplicationState::Approved
@@ -317,6 +326,9 @@ pub struct RunFacts<'a> {
     pub min_epsilon: Epsilon,
     pub dataset_id: i64,
     pub dataset_budget: PrivacyBudget,
+    /// The lifetime budget of the dataset joined to it, if the authorisation joins one:
+    /// every run that reads a dataset is charged to it.
+    pub joined_dataset_budget: Option<PrivacyBudget>,
 }
 
 /// The gate's yes, carrying what was decided: which authorisation and dataset pay, and how
@@ -335,6 +347,7 @@ pub struct ChargeFacts {
     pub revoked: bool,
     pub authorisation_budget: PrivacyBudget,
     pub dataset_budget: PrivacyBudget,
+    pub joined_dataset_budget: Option<PrivacyBudget>,
     pub runs_in_last_hour: u64,
     pub max_runs_per_hour: u64,
 }
@@ -345,6 +358,7 @@ pub struct Charged {
     pub permit: RunPermit,
     pub authorisation_budget_after: PrivacyBudget,
     pub dataset_budget_after: PrivacyBudget,
+    pub joined_dataset_budget_after: Option<PrivacyBudget>,
 }
 
 impl RunPermit {
@@ -359,7 +373,11 @@ impl RunPermit {
         let authorisation_budget_after =
             facts.authorisation_budget.charge(self.epsilon, DenialReason::BudgetExhausted)?;
         let dataset_budget_after = facts.dataset_budget.charge(self.epsilon, DenialReason::DatasetBudgetExhausted)?;
-        Ok(Charged { permit: *self, authorisation_budget_after, dataset_budget_after })
+        let joined_dataset_budget_after = facts
+            .joined_dataset_budget
+            .map(|budget| budget.charge(self.epsilon, DenialReason::DatasetBudgetExhausted))
+            .transpose()?;
+        Ok(Charged { permit: *self, authorisation_budget_after, dataset_budget_after, joined_dataset_budget_after })
     }
 }
 
@@ -388,6 +406,9 @@ pub fn authorise_run(facts: &RunFacts<'_>, now: OffsetDateTime) -> Result<RunPer
     }
     authorisation.budget.charge(facts.epsilon, DenialReason::BudgetExhausted)?;
     facts.dataset_budget.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
+    if let Some(joined) = facts.joined_dataset_budget {
+        joined.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
+    }
     check_epsilon_per_run(facts.epsilon, facts.min_epsilon, authorisation.budget.remaining())?;
     Ok(RunPermit { authorisation_id: authorisation.id, dataset_id: facts.dataset_id, epsilon: facts.epsilon })
 }

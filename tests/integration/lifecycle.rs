@@ -693,7 +693,7 @@ async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
     assert_eq!(submitted["state"], "submitted");
     world.api.post(&review, &world.bureau, &json!({"approve": true})).await.ok().expect("reviewable now");
 
-    // The enterprises schema has a level-4 column (the legal representative's identity).
+    // The tax bureau's enterprises schema has a level-4 column (the enterprise code).
     let model = sluice::examples::EXAMPLE_MODELS[1];
     let dataset = world
         .api
@@ -704,7 +704,7 @@ async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
         .as_i64()
         .expect("id");
     body["dataset_id"] = json!(dataset);
-    body["columns"] = json!(["employees", "legal_representative_id"]);
+    body["columns"] = json!(["industry", "enterprise_id"]);
     body["draft"] = json!(false);
     let message =
         expect_error(&world.api.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");

@@ -6,6 +6,7 @@ mod client;
 mod console;
 mod harness;
 mod insiders;
+mod joins;
 mod lifecycle;
 mod nodes;
 mod openapi;

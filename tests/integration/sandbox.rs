@@ -488,9 +488,8 @@ fn the_same_input_and_fuel_give_the_same_output() {
 /// against its schema and runs on dummy data without a single fallback.
 #[test]
 fn example_models_pass_review_and_run_on_dummy_data() {
-    use sluice_vault::schema::DatasetSchema;
     for model in sluice::examples::EXAMPLE_MODELS {
-        let schema = DatasetSchema::from_toml(model.schema).expect("schema");
+        let schema = model.view_schema().expect("schema");
         let (compiled, report) =
             sluice_gateway::runner::check(runtime(), model.wasm, model.manifest, Some(&schema)).expect(model.name);
         assert_eq!(report.name, model.name);
@@ -529,12 +528,11 @@ fn example_models_pass_review_and_run_on_dummy_data() {
 /// a manifest that types a column differently from the model is refused by review.
 #[test]
 fn dev_check_refuses_core_columns_and_type_mismatches() {
-    use sluice_vault::schema::DatasetSchema;
     let model = sluice::examples::EXAMPLE_MODELS[1];
-    let schema = DatasetSchema::from_toml(model.schema).expect("schema");
+    let schema = model.view_schema().expect("schema");
     let core = model.manifest.replace(
         "{ name = \"industry\", type = \"category\" },",
-        "{ name = \"industry\", type = \"category\" },\n  { name = \"legal_representative_id\", type = \"i64\" },",
+        "{ name = \"industry\", type = \"category\" },\n  { name = \"enterprise_id\", type = \"i64\" },",
     );
     let refusal = sluice_gateway::runner::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
     assert_eq!(refusal.code, "column_not_grantable");

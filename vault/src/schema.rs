@@ -143,6 +143,59 @@ impl DatasetSchema {
     pub fn column(&self, name: &str) -> Option<(usize, &ColumnSchema)> {
         self.columns.iter().enumerate().find(|(_, column)| column.name == name)
     }
+
+    /// The level-4 column rows are joined on: the person (or enterprise) id, if the schema
+    /// declares one.
+    pub fn key_column(&self) -> Option<&str> {
+        match &self.privacy_unit {
+            PrivacyUnit::RowPerPerson => None,
+            PrivacyUnit::PersonId { column, .. } => Some(column),
+        }
+    }
+
+    /// The rows a model over `self` left-joined with `joined` on their keys sees, as one
+    /// schema: this schema's columns, then the joined one's except its key, made nullable
+    /// (a row whose key the joined dataset lacks has nulls there). Its privacy unit is this
+    /// one's: the joined dataset holds at most one row per key, so every row here stays one
+    /// row and one person contributes at most this schema's rows — the row count and the
+    /// contribution bound stay public facts of this dataset alone.
+    ///
+    /// Refused unless both declare a key column and the joined one at most one row per key,
+    /// and no column name is in both (the model reads columns by name).
+    pub fn joined(&self, joined: &DatasetSchema) -> Result<DatasetSchema, String> {
+        let (Some(_), Some(joined_key)) = (self.key_column(), joined.key_column()) else {
+            return Err(format!(
+                "datasets `{}` and `{}` are joined on their person or enterprise id: both must declare \
+                 privacy_unit = {{ person_id = ..., max_rows_per_person = ... }}",
+                self.name, joined.name
+            ));
+        };
+        if joined.rows_per_person() != 1 {
+            return Err(format!(
+                "the joined dataset `{}` may hold {} rows per key; a join adds a dataset with at most one row \
+                 per key (max_rows_per_person = 1), so the joined rows are exactly the first dataset's",
+                joined.name,
+                joined.rows_per_person()
+            ));
+        }
+        let mut columns = self.columns.clone();
+        for column in joined.columns.iter().filter(|column| column.name != joined_key) {
+            if self.column(&column.name).is_some() {
+                return Err(format!(
+                    "column `{}` is in both `{}` and `{}`; a model reads columns by name",
+                    column.name, self.name, joined.name
+                ));
+            }
+            columns.push(ColumnSchema { nullable: true, ..column.clone() });
+        }
+        Ok(DatasetSchema {
+            source: format!("{}\n# joined with\n{}", self.source, joined.source),
+            name: format!("{} ⋈ {}", self.name, joined.name),
+            description: format!("{} joined with {} on their ids", self.name, joined.name),
+            columns,
+            privacy_unit: self.privacy_unit.clone(),
+        })
+    }
 }
 
 fn validate_column(column: &ColumnSchema) -> Result<(), String> {
@@ -302,5 +355,39 @@ domain = ["a", "b"]
             "not declared",
         );
         check(&SCHEMA.replace("upper = 40.0", "upper = -1.0"), "lower <= upper");
+    }
+
+    fn keyed(name: &str, rows: u32, columns: &str) -> DatasetSchema {
+        DatasetSchema::from_toml(&format!(
+            "name = \"{name}\"\nprivacy_unit = {{ person_id = \"code\", max_rows_per_person = {rows} }}\n\
+             [[columns]]\nname = \"code\"\ntype = \"i64\"\nclassification = 4\n{columns}"
+        ))
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_join_adds_the_other_columns_but_its_key_made_nullable_and_keeps_the_first_privacy_unit() {
+        let tax = keyed("tax", 3, "[[columns]]\nname = \"revenue\"\ntype = \"f64\"\nclassification = 3\n");
+        let insured = keyed("insured", 1, "[[columns]]\nname = \"staff\"\ntype = \"i64\"\nclassification = 2\n");
+        let joined = tax.joined(&insured).expect("joins");
+        let names: Vec<&str> = joined.columns.iter().map(|column| column.name.as_str()).collect();
+        assert_eq!(names, ["code", "revenue", "staff"]);
+        assert!(joined.column("staff").expect("staff").1.nullable);
+        assert!(!joined.column("revenue").expect("revenue").1.nullable);
+        assert_eq!(joined.rows_per_person(), 3);
+        assert_eq!(joined.key_column(), Some("code"));
+        assert_ne!(joined.hash(), tax.hash());
+
+        // The joined side holds more than one row per key: the joined rows' count would
+        // depend on it.
+        let many = keyed("many", 2, "[[columns]]\nname = \"staff\"\ntype = \"i64\"\nclassification = 2\n");
+        assert!(tax.joined(&many).expect_err("two rows a key").contains("at most one row per key"));
+        // A name in both would be ambiguous to the model.
+        let clash = keyed("clash", 1, "[[columns]]\nname = \"revenue\"\ntype = \"f64\"\nclassification = 3\n");
+        assert!(tax.joined(&clash).expect_err("same name").contains("`revenue` is in both"));
+        // Without a key on either side there is nothing to join on.
+        let unkeyed = DatasetSchema::from_toml(SCHEMA).expect("valid");
+        assert!(unkeyed.joined(&insured).expect_err("no key").contains("person_id"));
+        assert!(tax.joined(&unkeyed).expect_err("no key").contains("person_id"));
     }
 }

@@ -42,15 +42,46 @@ impl App {
         application: &ApplicationRow,
         state: ApplicationState,
     ) -> anyhow::Result<Resource> {
-        let (_, provider_organisation) = self.provider_of(application.dataset_id).await?;
+        let approvals = self.store.provider_approvals_now(application.id).await?;
+        self.application_resource_with(application, state, &approvals).await
+    }
+
+    /// An application in `state` whose providing departments in `approvals` have approved
+    /// it (read in the caller's transaction where it must be current): the others are
+    /// pending.
+    pub(crate) async fn application_resource_with(
+        &self,
+        application: &ApplicationRow,
+        state: ApplicationState,
+        approvals: &[OrganisationId],
+    ) -> anyhow::Result<Resource> {
+        let mut provider_organisations = Vec::new();
+        for dataset in std::iter::once(application.dataset_id).chain(application.joined_dataset_id) {
+            let (_, organisation) = self.provider_of(dataset).await?;
+            if !provider_organisations.contains(&organisation) {
+                provider_organisations.push(organisation);
+            }
+        }
+        let pending_providers =
+            provider_organisations.iter().copied().filter(|organisation| !approvals.contains(organisation)).collect();
         Ok(Resource::Application {
             id: application.id.0,
             owner: application.operator_id.0,
             organisation: self.organisation_of(application.operator_id).await?,
-            provider_organisation,
+            provider_organisations,
+            pending_providers,
             state,
             bureau_reviewer: application.bureau_reviewer_id.map(i64::from),
         })
+    }
+
+    /// The providers of an authorisation's (or a run's) datasets and their organisations.
+    async fn providers_of(&self, authorisation: &AuthorisationRow) -> anyhow::Result<Vec<(PrincipalId, OrganisationId)>> {
+        let mut providers = Vec::new();
+        for dataset in authorisation.datasets() {
+            providers.push(self.provider_of(dataset).await?);
+        }
+        Ok(providers)
     }
 
     pub(crate) async fn model_resource(&self, model: &ModelRow, state: ModelState) -> anyhow::Result<Resource> {
@@ -63,9 +94,9 @@ impl App {
     }
 
     pub(crate) async fn authorisation_resource(&self, authorisation: &AuthorisationRow) -> anyhow::Result<Resource> {
-        let (provider, provider_organisation) = self.provider_of(authorisation.dataset_id).await?;
+        let providers = self.providers_of(authorisation).await?;
         let organisation = self.organisation_of(authorisation.operator_id).await?;
-        Ok(authorisation_resource(authorisation, organisation, provider, provider_organisation))
+        Ok(authorisation_resource(authorisation, organisation, &providers))
     }
 
     pub(crate) async fn run_resource(
@@ -73,12 +104,12 @@ impl App {
         run: &RunRow,
         authorisation: &AuthorisationRow,
     ) -> anyhow::Result<Resource> {
-        let (_, provider_organisation) = self.provider_of(run.dataset_id).await?;
+        let provider_organisations = self.providers_of(authorisation).await?.into_iter().map(|(_, org)| org).collect();
         Ok(Resource::Run {
             id: run.id.0,
             owner: run.operator_id.0,
             organisation: self.organisation_of(run.operator_id).await?,
-            provider_organisation,
+            provider_organisations,
             outputs_held: authorisation.hold_outputs,
             state: run.state.as_str().to_owned(),
         })
@@ -90,15 +121,14 @@ impl App {
 pub(crate) fn authorisation_resource(
     authorisation: &AuthorisationRow,
     organisation: OrganisationId,
-    provider: PrincipalId,
-    provider_organisation: OrganisationId,
+    providers: &[(PrincipalId, OrganisationId)],
 ) -> Resource {
     Resource::Authorisation {
         id: authorisation.id.0,
         owner: authorisation.operator_id.0,
         organisation,
-        provider: provider.0,
-        provider_organisation,
+        providers: providers.iter().map(|(provider, _)| provider.0).collect(),
+        provider_organisations: providers.iter().map(|(_, organisation)| *organisation).collect(),
         revoked: authorisation.revoked_at.is_some(),
     }
 }

@@ -12,7 +12,7 @@ use sluice_audit::{Act, Detail};
 use sluice_policies::{
     Action, ApplicationState, Denial, Epsilon, ModelState, check_column_grantable, check_column_granted,
     check_dummy_run, check_epsilon_per_run, check_not_revoked, model_review_outcome, review_application, review_model,
-    revoke_authorisation, revoke_model, submit_draft, withdraw_application,
+    Resource, revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -20,7 +20,7 @@ use super::lists::{PageQuery, Pager};
 use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
-use crate::store::{ApplicationRow, ModelRow, Store};
+use crate::store::{ApplicationRow, AuthorisationRow, ModelRow, Store};
 use crate::timestamp::Timestamp;
 use sluice_audit::AuditOutcome;
 use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
@@ -41,6 +41,20 @@ pub struct NewApplication {
     /// Save as a draft, to submit later with `POST /v1/applications/{id}/submit`.
     #[serde(default)]
     pub draft: bool,
+    /// Another department's dataset joined to this one on their level-4 ids, inside the
+    /// host, before the model sees a row (公共数据融合); its department reviews the
+    /// application too.
+    #[serde(default)]
+    pub join: Option<JoinRequest>,
+}
+
+/// The dataset an application joins to its first one, and the columns of it asked for.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct JoinRequest {
+    pub dataset_id: DatasetId,
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -49,6 +63,9 @@ pub struct ApplicationView {
     pub state: &'static str,
     pub dataset_id: DatasetId,
     pub columns: Vec<String>,
+    /// The dataset joined to the first on their ids, and its columns asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinRequest>,
     pub authorisation_id: Option<AuthorisationId>,
     /// What the reviewers judge it by (seed 002 §21): the purpose, the scope of use and
     /// the security measures, the window and the privacy budget asked for.
@@ -71,6 +88,13 @@ impl ApplicationView {
             state: state.as_str(),
             dataset_id: row.dataset_id,
             columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
+            join: match (row.joined_dataset_id, &row.joined_columns_json) {
+                (Some(dataset_id), Some(columns)) => Some(JoinRequest {
+                    dataset_id,
+                    columns: serde_json::from_str(columns).context("stored joined columns")?,
+                }),
+                _ => None,
+            },
             authorisation_id,
             purpose: row.purpose.clone(),
             use_scope: row.use_scope.clone(),
@@ -99,6 +123,9 @@ pub struct ApplicationListQuery {
 pub struct ApplicationSummary {
     pub id: ApplicationId,
     pub dataset_id: DatasetId,
+    /// The dataset joined to the first, if the scenario joins another department's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_dataset_id: Option<DatasetId>,
     pub state: &'static str,
     pub purpose: String,
     pub valid_from: Timestamp,
@@ -285,6 +312,9 @@ impl App {
         if epsilon.units() as i64 > dataset.epsilon_total {
             return Err(ServiceError::invalid("the requested epsilon exceeds the dataset's lifetime budget"));
         }
+        if let Some(join) = &request.join {
+            self.check_join(caller, &dataset, &schema, join, epsilon).await?;
+        }
         let row = ApplicationRow {
             id: ApplicationId(0),
             operator_id: PrincipalId(caller.principal.id),
@@ -298,6 +328,13 @@ impl App {
             epsilon_requested: epsilon.units() as i64,
             state: if request.draft { ApplicationState::Draft } else { ApplicationState::Submitted },
             bureau_reviewer_id: None,
+            joined_dataset_id: request.join.as_ref().map(|join| join.dataset_id),
+            joined_columns_json: request
+                .join
+                .as_ref()
+                .map(|join| serde_json::to_string(&join.columns))
+                .transpose()
+                .context("encoding joined columns")?,
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -307,9 +344,56 @@ impl App {
             .detail(Detail::Dataset, dataset.id)
             .detail(Detail::Columns, request.columns.join(","))
             .detail(Detail::Epsilon, epsilon);
+        let event = match &request.join {
+            Some(join) => {
+                event.detail(Detail::JoinedDataset, join.dataset_id).detail(Detail::JoinedColumns, join.columns.join(","))
+            }
+            None => event,
+        };
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the application")?;
         Ok(ApplicationView::of(&row, row.state, None)?)
+    }
+
+    /// An application's join, checked as its first dataset is: the joined dataset exists,
+    /// the caller may apply for it, the two schemas join (both keyed, at most one row per
+    /// key on the joined side, no column name in both), each column asked for is in it and
+    /// grantable, and the ε asked for fits its lifetime budget too.
+    async fn check_join(
+        &self,
+        caller: &Caller,
+        first: &crate::store::DatasetRow,
+        first_schema: &DatasetSchema,
+        join: &JoinRequest,
+        epsilon: Epsilon,
+    ) -> ServiceResult<()> {
+        let action = Action::SubmitApplication;
+        let object = format!("dataset:{}", join.dataset_id);
+        if join.dataset_id == first.id {
+            return Err(ServiceError::invalid("an application joins another dataset, not its own"));
+        }
+        let Some(joined) = self.store.dataset(join.dataset_id).await? else {
+            return Err(self.not_found(caller, action.audit(), "dataset", join.dataset_id).await);
+        };
+        self.guard(caller, action, &object, &self.dataset_resource(&joined).await?).await?;
+        let joined_schema = DatasetSchema::from_toml(&joined.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        first_schema.joined(&joined_schema).map_err(ServiceError::invalid)?;
+        if join.columns.is_empty() {
+            return Err(ServiceError::invalid("a join names at least one column of the joined dataset"));
+        }
+        for name in &join.columns {
+            let Some((_, column)) = joined_schema.column(name) else {
+                return Err(ServiceError::invalid(format!("dataset {} has no column `{name}`", joined.id)));
+            };
+            if let Err(denial) = check_column_grantable(name, column.classification, MAX_GRANTABLE_LEVEL) {
+                return Err(self.deny(caller, action.audit(), object, denial).await);
+            }
+        }
+        if epsilon.units() as i64 > joined.epsilon_total {
+            return Err(ServiceError::invalid("the requested epsilon exceeds the joined dataset's lifetime budget"));
+        }
+        Ok(())
     }
 
     pub async fn application(&self, caller: &Caller, id: ApplicationId) -> ServiceResult<ApplicationView> {
@@ -355,6 +439,7 @@ impl App {
                 applications.push(ApplicationSummary {
                     id: row.id,
                     dataset_id: row.dataset_id,
+                    joined_dataset_id: row.joined_dataset_id,
                     state: row.state.as_str(),
                     purpose: row.purpose,
                     valid_from: row.valid_from,
@@ -441,8 +526,17 @@ impl App {
             return Err(self.not_found(caller, action.audit(), "application", id).await);
         };
         let state = application.state;
-        let resource = self.application_resource(&application, state).await?;
-        let next = match self.decide(caller, action, &resource).and_then(|()| review_application(state, approve)) {
+        let approvals = Store::provider_approvals(&mut tx, id).await?;
+        let resource = self.application_resource_with(&application, state, &approvals).await?;
+        let Resource::Application { pending_providers, .. } = &resource else {
+            return Err(anyhow::anyhow!("an application's resource is an application").into());
+        };
+        let others_pending =
+            pending_providers.iter().filter(|organisation| **organisation != caller.principal.organisation).count();
+        let next = match self
+            .decide(caller, action, &resource)
+            .and_then(|()| review_application(state, approve, others_pending))
+        {
             Ok(next) => next,
             Err(denial) => {
                 tx.rollback().await.context("rolling back")?;
@@ -476,6 +570,10 @@ impl App {
                     .detail(Detail::EpsilonTotal, Epsilon::from_units(application.epsilon_requested as u64))
                     .detail(Detail::HoldOutputs, hold_outputs)
                     .detail(Detail::ValidUntil, application.valid_until);
+            let event = match application.joined_dataset_id {
+                Some(joined) => event.detail(Detail::JoinedDataset, joined),
+                None => event,
+            };
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);
         }
@@ -497,7 +595,7 @@ impl App {
             .decode(request.module_base64.trim())
             .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
         let compiled = match self
-            .review_statically(&module, &request.manifest, &authorisation.columns_json, authorisation.dataset_id)
+            .review_statically(&module, &request.manifest, &authorisation)
             .await
         {
             Ok(compiled) => compiled,
@@ -541,19 +639,18 @@ impl App {
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the model")?;
         self.runner.remember(&compiled);
-        let automated = self.automated_results(&compiled, authorisation.dataset_id).await?;
+        let automated = self.automated_results(&compiled, &authorisation).await?;
         self.store.set_automated_results(id, &automated.to_string()).await?;
         Ok(ModelView::of(&row, ModelState::Submitted, Some(automated))?)
     }
 
     /// The automated half of model review: ABI checks by the sandbox, then the manifest's
-    /// columns against the authorisation and the dataset schema.
+    /// columns against the authorisation and the dataset schema (joined, if it joins two).
     async fn review_statically(
         &self,
         module: &[u8],
         manifest: &str,
-        columns_json: &str,
-        dataset_id: DatasetId,
+        authorisation: &AuthorisationRow,
     ) -> ServiceResult<CompiledModel> {
         let manifest = Manifest::from_toml(manifest).map_err(ServiceError::ModelRejected)?;
         let runtime = self.runner.runtime().clone();
@@ -562,10 +659,8 @@ impl App {
             .await
             .context("the compile task panicked")?
             .map_err(ServiceError::ModelRejected)?;
-        let granted: Vec<String> = serde_json::from_str(columns_json).context("stored columns")?;
-        let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let granted = authorisation.granted_columns()?;
+        let schema = self.authorisation_schema(authorisation).await?;
         for input in compiled.manifest().inputs() {
             check_column_granted(&input.name, granted.contains(&input.name)).map_err(ServiceError::Denied)?;
             let declared = schema.column(&input.name).map(|(_, column)| column.column_type);
@@ -578,6 +673,18 @@ impl App {
             }
         }
         Ok(compiled)
+    }
+
+    /// The rows a model under `authorisation` sees, as one schema: its dataset's, or the
+    /// two datasets' joined ([`DatasetSchema::joined`]).
+    pub(crate) async fn authorisation_schema(&self, authorisation: &AuthorisationRow) -> anyhow::Result<DatasetSchema> {
+        let schema_of = |row: crate::store::DatasetRow| {
+            DatasetSchema::from_toml(&row.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))
+        };
+        let first = schema_of(self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?)?;
+        let Some(joined) = authorisation.joined_dataset_id else { return Ok(first) };
+        let joined = schema_of(self.store.dataset(joined).await?.context("authorisation's joined dataset")?)?;
+        first.joined(&joined).map_err(|error| anyhow::anyhow!("the authorisation's datasets no longer join: {error}"))
     }
 
     /// One model, one review: a reviewer outside the submitting organisation decides.
@@ -681,11 +788,11 @@ impl App {
     async fn automated_results(
         &self,
         compiled: &CompiledModel,
-        dataset_id: DatasetId,
+        authorisation: &AuthorisationRow,
     ) -> anyhow::Result<serde_json::Value> {
-        let dataset = self.store.dataset(dataset_id).await?.context("authorisation's dataset")?;
-        let schema = DatasetSchema::from_toml(&dataset.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        // A joined scenario's dummy rows follow the joined schema: the joined columns are
+        // sometimes null, as they are for a key the other department lacks.
+        let schema = self.authorisation_schema(authorisation).await?;
         let (runtime, compiled) = (self.runner.runtime().clone(), compiled.clone());
         let compiled_for_exact = compiled.clone();
         let outcome = tokio::task::spawn_blocking(move || {

@@ -20,13 +20,14 @@ use sluice_policies::{
 };
 use sluice_sandbox::{CompiledModel, Fallbacks, Manifest, ModelDigest, SandboxError};
 use sluice_vault::chunks::{ChunkContext, VersionReader};
+use sluice_vault::join::JoinSide;
 use sluice_vault::schema::DatasetSchema;
 
 use super::lists::{PageQuery, Pager, check_state_filter};
 use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{AuthorisationId, DatasetId, ModelId, PrincipalId, RunId};
-use crate::runner::{ReleaseFacts, RunError, run_and_release, run_parts};
+use crate::runner::{JoinLayout, ReleaseFacts, RunError, run_and_release, run_joined_and_release, run_parts};
 use crate::store::{AuthorisationRow, RunEvent, RunRow, RunState, Store, VersionRow};
 use crate::timestamp::Timestamp;
 
@@ -101,12 +102,18 @@ pub struct BudgetView {
     pub epsilon_remaining: f64,
     pub dataset_epsilon_total: f64,
     pub dataset_epsilon_spent: f64,
+    /// The joined dataset's lifetime budget, when the authorisation joins one: every run
+    /// under it is charged there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_dataset_epsilon_total: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_dataset_epsilon_spent: Option<f64>,
 }
 
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
     Ok(AuthorisationFacts {
         id: row.id.0,
-        columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
+        columns: row.granted_columns()?,
         valid_from: row.valid_from.time(),
         valid_until: row.valid_until.time(),
         revoked: row.revoked_at.is_some(),
@@ -139,7 +146,31 @@ struct RunInputs {
     min_group_size: u32,
     /// Releases under this authorisation wait for data product review.
     hold_outputs: bool,
+    /// The dataset joined to this one, when the authorisation joins one.
+    joined: Option<JoinedInputs>,
 }
+
+/// The joined side of a run: the version read (the latest at the charge), its schema and
+/// its data key, and the schema of the joined rows the model sees.
+struct JoinedInputs {
+    version: VersionRow,
+    schema: DatasetSchema,
+    key: sluice_vault::keys::AeadKey,
+    /// [`DatasetSchema::joined`] of the two: what the release is calibrated to.
+    view: DatasetSchema,
+}
+
+impl RunInputs {
+    /// The schema of the rows the model sees: the dataset's, or the two joined.
+    fn view(&self) -> &DatasetSchema {
+        self.joined.as_ref().map_or(&self.schema, |joined| &joined.view)
+    }
+}
+
+/// Assumed host cost of joining, per row of either side (reading its key, partitioning,
+/// probing): measured at about 100 ns per row on 1,000,000 rows a side in a release build
+/// (ARCHITECTURE.md), doubled as the other per-row costs are.
+const VISIBILITY_NANOS_PER_JOINED_ROW: f64 = 200.0;
 
 /// A run whose charge committed (made by [`App::charge`], or read back from a stored
 /// charged run): the only thing [`App::execute`] accepts.
@@ -241,6 +272,20 @@ impl App {
         let runtime = self.runner.runtime();
         let prepared = &prepared.inputs;
         let manifest = prepared.compiled.manifest();
+        if let Some(joined) = &prepared.joined {
+            // A joined run maps its rows in one part, after joining both sides' rows (both
+            // counts are public facts of the versions read).
+            let join_rows = (prepared.version.row_count + joined.version.row_count).max(0) as f64;
+            let join_millis = (join_rows * VISIBILITY_NANOS_PER_JOINED_ROW / 1e6).ceil() as i64;
+            let price = RowPrice {
+                worst_fuel: runtime.worst_fuel_per_row(&prepared.compiled),
+                inputs: manifest.inputs().len(),
+                outputs: manifest.outputs().len(),
+            };
+            let rows = u64::try_from(prepared.version.row_count).unwrap_or(0);
+            return visibility_delay(self.gate.visibility_base(), price, rows, 1)
+                + time::Duration::milliseconds(join_millis);
+        }
         visibility_delay(
             self.gate.visibility_base(),
             RowPrice {
@@ -269,17 +314,20 @@ impl App {
         // Who may run under this authorisation is the policy set's; a missing authorisation
         // is the run procedure's `authorisation_missing`, below.
         if let Some(authorisation) = &facts.authorisation {
-            let (Some(dataset), Some(organisation), Some(provider_organisation)) =
-                (&facts.dataset, facts.operator_organisation, facts.provider_organisation)
-            else {
-                return Err(anyhow::anyhow!("authorisation {authorisation_id}'s dataset or parties are missing").into());
+            let datasets: Vec<_> = facts.dataset.iter().chain(&facts.joined_dataset).collect();
+            let (Some(organisation), true) = (
+                facts.operator_organisation,
+                datasets.len() == authorisation.datasets().len()
+                    && facts.provider_organisations.len() == datasets.len(),
+            ) else {
+                return Err(anyhow::anyhow!("authorisation {authorisation_id}'s datasets or parties are missing").into());
             };
-            let resource = super::objects::authorisation_resource(
-                authorisation,
-                organisation,
-                dataset.provider_id,
-                provider_organisation,
-            );
+            let providers: Vec<_> = datasets
+                .iter()
+                .map(|dataset| dataset.provider_id)
+                .zip(facts.provider_organisations.iter().copied())
+                .collect();
+            let resource = super::objects::authorisation_resource(authorisation, organisation, &providers);
             self.guard(caller, Action::RunModel, &object, &resource).await?;
         }
         let Some(model) = facts.model else {
@@ -315,6 +363,11 @@ impl App {
             min_epsilon: self.gate.min_epsilon_per_run(),
             dataset_id: facts.dataset.as_ref().map_or(0, |dataset| dataset.id.0),
             dataset_budget,
+            joined_dataset_budget: facts
+                .joined_dataset
+                .as_ref()
+                .map(|joined| budget(joined.epsilon_total, joined.epsilon_spent))
+                .transpose()?,
         };
         let permit = match authorise_run(&run_facts, self.now()) {
             Ok(permit) => permit,
@@ -330,6 +383,18 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         let key = self.unwrap_data_key(&version, &schema).await?;
+        let joined = match facts.joined_dataset {
+            Some(joined) => {
+                if let Err(denial) = check_not_destroyed(joined.destroyed_at.is_some()) {
+                    return Err(self.deny(caller, action, object, denial).await);
+                }
+                let Some(joined_version) = facts.joined_version else {
+                    return Err(ServiceError::invalid("the joined dataset has no data yet"));
+                };
+                Some(self.joined_inputs(&schema, &joined, joined_version).await?)
+            }
+            None => None,
+        };
         let compiled = self.runner.compiled(&digest_to_run, &model.module, manifest).await?;
         Ok(PreparedRun {
             permit,
@@ -341,8 +406,24 @@ impl App {
                 key,
                 min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
                 hold_outputs: facts.authorisation.as_ref().is_some_and(|row| row.hold_outputs),
+                joined,
             },
         })
+    }
+
+    /// The joined side of a run: `version` of `joined`, its key unwrapped, and the schema
+    /// of the joined rows (refused if the two no longer join).
+    async fn joined_inputs(
+        &self,
+        first: &DatasetSchema,
+        joined: &crate::store::DatasetRow,
+        version: VersionRow,
+    ) -> anyhow::Result<JoinedInputs> {
+        let schema = DatasetSchema::from_toml(&joined.schema_toml)
+            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let view = first.joined(&schema).map_err(|error| anyhow::anyhow!("the datasets no longer join: {error}"))?;
+        let key = self.unwrap_data_key(&version, &schema).await?;
+        Ok(JoinedInputs { version, schema, key, view })
     }
 
     /// Unwraps a version's data key under the master key. A wrapped key read before a
@@ -395,6 +476,10 @@ impl App {
             revoked: row.revoked,
             authorisation_budget: budget(row.authorisation_total, row.authorisation_spent)?,
             dataset_budget: budget(row.dataset_total, row.dataset_spent)?,
+            joined_dataset_budget: match (row.joined_total, row.joined_spent) {
+                (Some(total), Some(spent)) => Some(budget(total, spent)?),
+                _ => None,
+            },
             runs_in_last_hour: u64::try_from(row.runs_since).unwrap_or(0),
             max_runs_per_hour: self.gate.max_runs_per_hour(),
         };
@@ -411,6 +496,9 @@ impl App {
             charged.authorisation_budget_after.spent().units() as i64,
             dataset_id,
             charged.dataset_budget_after.spent().units() as i64,
+            prepared.joined.as_ref().zip(charged.joined_dataset_budget_after).map(|(joined, after)| {
+                (joined.version.dataset_id, after.spent().units() as i64)
+            }),
         )
         .await?;
         let run = RunRow {
@@ -427,6 +515,7 @@ impl App {
             result_json: None,
             visible_at: Some(Timestamp::new(visible_at)),
             node: None,
+            joined_dataset_version: prepared.joined.as_ref().map(|joined| joined.version.version),
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
         let event = Self::event(caller, Action::RunModel.audit(), format!("run:{run_id}"), AuditOutcome::Ok)
@@ -437,6 +526,12 @@ impl App {
             .detail(Detail::DatasetVersion, prepared.version.version)
             .detail(Detail::EpsilonCharged, permit.epsilon)
             .detail(Detail::VisibleAt, crate::store::format_time(visible_at));
+        let event = match &prepared.joined {
+            Some(joined) => event
+                .detail(Detail::JoinedDataset, joined.version.dataset_id)
+                .detail(Detail::JoinedDatasetVersion, joined.version.version),
+            None => event,
+        };
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the budget charge")?;
         Ok(ChargeOutcome::Charged(Box::new(ChargedRun {
@@ -459,6 +554,9 @@ impl App {
             version: version.version,
             schema_hash: prepared.schema.hash(),
         };
+        if let Some(joined) = &prepared.joined {
+            return self.execute_joined(run, joined).await;
+        }
         let columns: Vec<String> =
             prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
         let reader = VersionReader::open(
@@ -474,7 +572,7 @@ impl App {
         let compiled = prepared.compiled.clone();
         let facts = ReleaseFacts::new(
             compiled.manifest(),
-            &prepared.schema,
+            prepared.view(),
             version.row_count as usize,
             prepared.min_group_size,
         );
@@ -483,6 +581,46 @@ impl App {
         tokio::task::spawn_blocking(move || {
             let parts = reader.split(run_parts(runtime.limits().workers_per_run, version_chunks));
             run_and_release(&runtime, &compiled, parts, &facts).map_err(|error| match error {
+                RunError::Sandbox(error) => RunFailure::Sandbox(error),
+                other => RunFailure::Host(other.into()),
+            })
+        })
+        .await
+        .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
+    }
+
+    /// A joined run: both versions decrypted chunk by chunk, each with its key column first,
+    /// joined inside the host ([`crate::runner::run_joined_and_release`]), the joined rows
+    /// (without the key) into the sandbox in one part, then released with DP.
+    async fn execute_joined(&self, run: &ChargedRun, joined: &JoinedInputs) -> Executed {
+        let prepared = &run.inputs;
+        let manifest = prepared.compiled.manifest();
+        let layout = JoinLayout::new(manifest, &prepared.schema, &joined.schema)
+            .context("the model reads a column neither joined dataset has")
+            .map_err(RunFailure::Host)?;
+        let open = |version: &VersionRow, schema: &DatasetSchema, key: &sluice_vault::keys::AeadKey, columns: &[String]| {
+            let context =
+                ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
+            VersionReader::open(
+                Arc::new(self.sealed.chunks.clone()),
+                context,
+                version.chunk_count as u64,
+                key.clone(),
+                schema,
+                columns,
+            )
+            .map(|reader| JoinSide { batches: reader, types: JoinLayout::types(columns, schema) })
+            .map_err(RunFailure::Host)
+        };
+        let first = open(&prepared.version, &prepared.schema, &prepared.key, &layout.first_columns)?;
+        let other = open(&joined.version, &joined.schema, &joined.key, &layout.joined_columns)?;
+        let runtime = self.runner.runtime().clone();
+        let compiled = prepared.compiled.clone();
+        let facts =
+            ReleaseFacts::new(manifest, &joined.view, prepared.version.row_count as usize, prepared.min_group_size);
+        tracing::info!(authorisation_id = %run.authorisation_id, digest = %compiled.digest(), "joined run started");
+        tokio::task::spawn_blocking(move || {
+            run_joined_and_release(&runtime, &compiled, first, other, &layout, &facts).map_err(|error| match error {
                 RunError::Sandbox(error) => RunFailure::Sandbox(error),
                 other => RunFailure::Host(other.into()),
             })
@@ -810,6 +948,24 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| host(anyhow::anyhow!("stored schema: {error}")))?;
         let key = self.unwrap_data_key(&version, &schema).await.map_err(host)?;
+        let joined = match (facts.joined_dataset, run.joined_dataset_version) {
+            (Some(joined), Some(joined_version)) => {
+                if joined.destroyed_at.is_some() {
+                    return Err(RunFailure::Destroyed);
+                }
+                let version = self
+                    .store
+                    .versions(joined.id)
+                    .await
+                    .map_err(host)?
+                    .into_iter()
+                    .find(|row| row.version == joined_version)
+                    .ok_or_else(|| host(anyhow::anyhow!("the run's joined dataset version is missing")))?;
+                Some(self.joined_inputs(&schema, &joined, version).await.map_err(host)?)
+            }
+            (None, None) => None,
+            _ => return Err(host(anyhow::anyhow!("the run's joined dataset does not match its authorisation"))),
+        };
         let compiled = self.runner.compiled(&digest, &model.module, manifest).await.map_err(host)?;
         let remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent).map_err(host)?.remaining();
         Ok(ChargedRun {
@@ -825,6 +981,7 @@ impl App {
                 key,
                 min_group_size: u32::try_from(dataset.min_group_size).unwrap_or(u32::MAX),
                 hold_outputs: authorisation.hold_outputs,
+                joined,
             },
         })
     }
@@ -984,6 +1141,10 @@ impl App {
         };
         self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
+        let joined = match authorisation.joined_dataset_id {
+            Some(joined) => Some(self.store.dataset(joined).await?.context("joined dataset")?),
+            None => None,
+        };
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
         let view = BudgetView {
             authorisation_id,
@@ -992,6 +1153,8 @@ impl App {
             epsilon_remaining: own.remaining().as_f64(),
             dataset_epsilon_total: stored_epsilon(dataset.epsilon_total),
             dataset_epsilon_spent: stored_epsilon(dataset.epsilon_spent),
+            joined_dataset_epsilon_total: joined.as_ref().map(|joined| stored_epsilon(joined.epsilon_total)),
+            joined_dataset_epsilon_spent: joined.as_ref().map(|joined| stored_epsilon(joined.epsilon_spent)),
         };
         self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)

@@ -61,7 +61,8 @@ fn application(state: ApplicationState, bureau_reviewer: Option<i64>) -> Resourc
         id: 1,
         owner: OPERATOR,
         organisation: QIANBEI,
-        provider_organisation: TRAFFIC_POLICE,
+        provider_organisations: vec![TRAFFIC_POLICE],
+        pending_providers: vec![TRAFFIC_POLICE],
         state,
         bureau_reviewer,
     }
@@ -72,7 +73,7 @@ fn run(outputs_held: bool) -> Resource {
         id: 1,
         owner: OPERATOR,
         organisation: QIANBEI,
-        provider_organisation: TRAFFIC_POLICE,
+        provider_organisations: vec![TRAFFIC_POLICE],
         outputs_held,
         state: if outputs_held { "held" } else { "released" }.into(),
     }
@@ -92,8 +93,8 @@ fn rows() -> Vec<(String, Action, Option<Resource>)> {
         id: 1,
         owner: OPERATOR,
         organisation: QIANBEI,
-        provider: PROVIDER,
-        provider_organisation: TRAFFIC_POLICE,
+        providers: vec![PROVIDER],
+        provider_organisations: vec![TRAFFIC_POLICE],
         revoked: false,
     };
     let mut rows = Vec::new();
@@ -268,7 +269,7 @@ fn a_looser_policy_changes_exactly_its_cells() {
     // The administrator lets regulators read results directly, and lets the data bureau
     // (from outside the operator's organisation) release held results too.
     let held_rule = "principal.role == \"reviewer\" &&\n  (principal.reviewer_kind != \"providing_department\" \
-                     || principal.organisation != resource.provider_organisation)";
+                     || !resource.provider_organisations.contains(principal.organisation))";
     assert_eq!(DEFAULT_POLICIES.matches(held_rule).count(), 1);
     let looser = DEFAULT_POLICIES
         .replace(held_rule, &format!("{held_rule} && principal.reviewer_kind != \"data_bureau\""))
@@ -372,4 +373,68 @@ fn broken_or_invalid_policy_sets_are_refused() {
     let nothing = PolicyGate::new("").expect("an empty set is valid");
     let admin = &callers()[0].1;
     assert!(Action::ALL.iter().all(|action| nothing.decide(admin, NOW, *action, &Resource::Platform).is_err()));
+}
+
+#[test]
+fn a_scenario_over_two_departments_data_is_reviewed_by_each_and_revoked_by_either() {
+    use ReviewerKind::{DataBureau, ProvidingDepartment};
+    let gate = PolicyGate::default_policies().expect("valid");
+    let police = principal(8, Role::Reviewer, TRAFFIC_POLICE, Some(ProvidingDepartment));
+    let tax = principal(9, Role::Reviewer, TAX, Some(ProvidingDepartment));
+    let bureau = principal(BUREAU, Role::Reviewer, BIG_DATA_BUREAU, Some(DataBureau));
+    let outsider = principal(12, Role::Reviewer, CYBERSPACE, Some(ProvidingDepartment));
+    let application = |pending: Vec<OrganisationId>| Resource::Application {
+        id: 2,
+        owner: OPERATOR,
+        organisation: QIANBEI,
+        provider_organisations: vec![TRAFFIC_POLICE, TAX],
+        pending_providers: pending,
+        state: ApplicationState::BureauApproved,
+        bureau_reviewer: Some(BUREAU),
+    };
+    let review = |who: &Principal, resource: &Resource| gate.decide(who, NOW, Action::ReviewApplication, resource);
+    // After the bureau, each department whose data is used may review, in either order.
+    let both = application(vec![TRAFFIC_POLICE, TAX]);
+    assert!(review(&police, &both).is_ok());
+    assert!(review(&tax, &both).is_ok());
+    // The bureau's reviewer does not review twice, and a department providing nothing
+    // to this scenario does not review it at all.
+    assert_eq!(review(&bureau, &both).expect_err("bureau").reason, DenialReason::WrongReviewer);
+    assert_eq!(review(&outsider, &both).expect_err("outsider").reason, DenialReason::WrongReviewer);
+    // Once the traffic police approved, only the tax bureau's review is pending.
+    let tax_pending = application(vec![TAX]);
+    let again = review(&police, &tax_pending).expect_err("reviewed already");
+    assert_eq!(again.reason, DenialReason::WrongReviewer);
+    assert!(again.message.contains("has not yet approved"), "{again}");
+    assert!(review(&tax, &tax_pending).is_ok());
+
+    let authorisation = Resource::Authorisation {
+        id: 2,
+        owner: OPERATOR,
+        organisation: QIANBEI,
+        providers: vec![PROVIDER, 3],
+        provider_organisations: vec![TRAFFIC_POLICE, TAX],
+        revoked: false,
+    };
+    let revoke = |who: &Principal| gate.decide(who, NOW, Action::RevokeAuthorisation, &authorisation);
+    assert!(revoke(&police).is_ok());
+    assert!(revoke(&tax).is_ok());
+    assert!(revoke(&bureau).is_ok());
+    assert_eq!(revoke(&outsider).expect_err("not a provider").reason, DenialReason::WrongRole);
+    // Both departments' providers read the scenario's budget; another provider does not.
+    let budget = |who: &Principal| gate.decide(who, NOW, Action::ReadBudget, &authorisation);
+    assert!(budget(&principal(3, Role::Provider, TAX, None)).is_ok());
+    assert!(budget(&principal(PROVIDER, Role::Provider, TRAFFIC_POLICE, None)).is_ok());
+    assert!(budget(&principal(13, Role::Provider, CYBERSPACE, None)).is_err());
+    // Held results of a joined run are reviewed by either providing department.
+    let held = Resource::Run {
+        id: 2,
+        owner: OPERATOR,
+        organisation: QIANBEI,
+        provider_organisations: vec![TRAFFIC_POLICE, TAX],
+        outputs_held: true,
+        state: "held".into(),
+    };
+    assert!(gate.decide(&tax, NOW, Action::ReviewResult, &held).is_ok());
+    assert!(gate.decide(&outsider, NOW, Action::ReviewResult, &held).is_err());
 }

@@ -43,6 +43,7 @@ struct Case {
     columns: Vec<String>,
     epsilon: f64,
     dataset_budget: PrivacyBudget,
+    joined_dataset_budget: Option<PrivacyBudget>,
 }
 
 fn baseline() -> Case {
@@ -61,6 +62,7 @@ fn baseline() -> Case {
         columns: vec!["accidents_5y".into()],
         epsilon: 0.5,
         dataset_budget: budget(10.0, 0.0),
+        joined_dataset_budget: None,
     }
 }
 
@@ -75,6 +77,7 @@ fn decide(case: &Case) -> Result<RunPermit, Denial> {
         min_epsilon: DEFAULT_MIN_EPSILON_PER_RUN,
         dataset_id: 3,
         dataset_budget: case.dataset_budget,
+        joined_dataset_budget: case.joined_dataset_budget,
     };
     authorise_run(&facts, NOW)
 }
@@ -118,6 +121,9 @@ fn run_decisions() {
     check(|case| authorisation(case).budget = budget(1.0, 0.6), Some(BudgetExhausted));
     check(|case| authorisation(case).budget = budget(1.0, 0.5), None);
     check(|case| case.dataset_budget = budget(10.0, 9.9), Some(DatasetBudgetExhausted));
+    // A joined dataset's lifetime budget refuses the run as its own does.
+    check(|case| case.joined_dataset_budget = Some(budget(10.0, 9.9)), Some(DatasetBudgetExhausted));
+    check(|case| case.joined_dataset_budget = Some(budget(10.0, 9.0)), None);
 }
 
 #[test]
@@ -128,6 +134,7 @@ fn permit_carries_the_budgets_after_the_charge() {
         revoked: false,
         authorisation_budget: case.authorisation.as_ref().expect("baseline has one").budget,
         dataset_budget: case.dataset_budget,
+        joined_dataset_budget: None,
         runs_in_last_hour: 0,
         max_runs_per_hour: 60,
     };
@@ -140,12 +147,16 @@ fn permit_carries_the_budgets_after_the_charge() {
 fn application_reviews_follow_the_two_stage_procedure() {
     use ApplicationState::*;
     // Who reviews at which stage is the policy set's (gate tests); the states are here.
-    assert_eq!(review_application(Submitted, true), Ok(BureauApproved));
-    assert_eq!(review_application(Submitted, false), Ok(Rejected));
-    assert_eq!(review_application(BureauApproved, true), Ok(Approved));
-    assert_eq!(review_application(BureauApproved, false), Ok(Rejected));
+    assert_eq!(review_application(Submitted, true, 0), Ok(BureauApproved));
+    assert_eq!(review_application(Submitted, false, 0), Ok(Rejected));
+    assert_eq!(review_application(BureauApproved, true, 0), Ok(Approved));
+    assert_eq!(review_application(BureauApproved, false, 0), Ok(Rejected));
+    // Two departments provide the data: the first approval waits for the second, and
+    // either one's rejection ends it.
+    assert_eq!(review_application(BureauApproved, true, 1), Ok(BureauApproved));
+    assert_eq!(review_application(BureauApproved, false, 1), Ok(Rejected));
     for settled in [Draft, Approved, Rejected, Withdrawn] {
-        assert_eq!(review_application(settled, true).expect_err("settled").reason, DenialReason::NotPending);
+        assert_eq!(review_application(settled, true, 0).expect_err("settled").reason, DenialReason::NotPending);
     }
 }
 
@@ -236,12 +247,18 @@ fn a_permit_carries_the_decision_and_charges_only_what_still_fits() {
         revoked: false,
         authorisation_budget: budget(1.0, 0.25),
         dataset_budget: budget(10.0, 9.0),
+        joined_dataset_budget: Some(budget(5.0, 1.0)),
         runs_in_last_hour: 0,
         max_runs_per_hour: 60,
     };
     let charged = permit.charge(&facts).expect("fits");
     assert_eq!(charged.authorisation_budget_after.spent(), Epsilon::from_f64(0.75).expect("valid"));
     assert_eq!(charged.dataset_budget_after.spent(), Epsilon::from_f64(9.5).expect("valid"));
+    // The joined dataset's lifetime budget is charged the same ε.
+    assert_eq!(
+        charged.joined_dataset_budget_after.map(|budget| budget.spent()),
+        Some(Epsilon::from_f64(1.5).expect("valid"))
+    );
     // What changed since the decision decides the refusal, each with its own reason.
     let refused = |facts: ChargeFacts| permit.charge(&facts).expect_err("refused").reason;
     assert_eq!(refused(ChargeFacts { revoked: true, ..facts }), DenialReason::AuthorisationRevoked);
@@ -252,6 +269,10 @@ fn a_permit_carries_the_decision_and_charges_only_what_still_fits() {
     );
     assert_eq!(
         refused(ChargeFacts { dataset_budget: budget(10.0, 9.75), ..facts }),
+        DenialReason::DatasetBudgetExhausted
+    );
+    assert_eq!(
+        refused(ChargeFacts { joined_dataset_budget: Some(budget(5.0, 4.75)), ..facts }),
         DenialReason::DatasetBudgetExhausted
     );
 }

@@ -85,6 +85,7 @@ messages! {
     State => "State", "状态";
     Name => "Name", "名称";
     Dataset => "Dataset", "数据集";
+    JoinedDataset => "Joined on the ids (another department's)", "按标识关联（另一部门的）";
     Purpose => "Purpose", "用途";
     UseScope => "Scope of use", "使用范围";
     SecurityMeasures => "Security measures", "安全保障措施";

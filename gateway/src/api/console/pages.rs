@@ -105,7 +105,9 @@ async fn reviewer_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
                          th { (session.t(Msg::State)) } th { (session.t(Msg::EpsilonRequested)) } th {} }
                     @for application in &applications {
                         tr {
-                            td { (application.id) } td { (application.dataset_id) } td { (application.purpose) }
+                            td { (application.id) }
+                            td { (application.dataset_id) @if let Some(joined) = application.joined_dataset_id { " ⋈ " (joined) } }
+                            td { (application.purpose) }
                             td { (application.state) } td { (number(application.epsilon_requested)) }
                             td { a href={ "/console/applications/" (application.id) } { (session.t(Msg::Open)) } }
                         }
@@ -201,7 +203,9 @@ async fn operator_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
                          th { (session.t(Msg::State)) } th { (session.t(Msg::Window)) } th {} }
                     @for application in &applications {
                         tr {
-                            td { (application.id) } td { (application.dataset_id) } td { (application.purpose) }
+                            td { (application.id) }
+                            td { (application.dataset_id) @if let Some(joined) = application.joined_dataset_id { " ⋈ " (joined) } }
+                            td { (application.purpose) }
                             td { (application.state) }
                             td { (application.valid_from) " – " (application.valid_until) }
                             td { a href={ "/console/applications/" (application.id) } { (session.t(Msg::Open)) } }
@@ -682,6 +686,10 @@ pub(super) async fn application(
             dt { (session.t(Msg::UseScope)) } dd { (view.use_scope) }
             dt { (session.t(Msg::SecurityMeasures)) } dd { (view.security_measures) }
             dt { (session.t(Msg::Columns)) } dd { (view.columns.join(", ")) }
+            @if let Some(join) = &view.join {
+                dt { (session.t(Msg::JoinedDataset)) }
+                dd #joined { (join.dataset_id) ": " (join.columns.join(", ")) }
+            }
             dt { (session.t(Msg::Window)) } dd { (view.valid_from) " – " (view.valid_until) }
             dt { (session.t(Msg::EpsilonRequested)) } dd { (number(view.epsilon_requested)) }
             @if let Some(authorisation) = view.authorisation_id { dt { (session.t(Msg::Authorisation)) } dd { (authorisation) } }

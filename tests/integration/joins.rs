@@ -1,0 +1,375 @@
+//! One scenario over two departments' data (issue 16): the tax bureau's and the
+//! social-insurance bureau's records of the same enterprises, joined inside the host on
+//! the enterprise code. Attacked from the positions that matter: an operator trying to run
+//! with one department's approval missing, or after either revoked; a department
+//! reviewing twice or a third department reviewing at all; a hostile approved model trying
+//! to learn whether one enterprise has an account at the other department; and a scan for
+//! a canary enterprise code everywhere a key could leak (responses, errors, dummy data,
+//! automated review results, the audit export).
+
+use serde_json::{Value, json};
+
+use crate::harness::{World, approve_model, expect_error, module_base64, time};
+use sluice::examples::{ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, enterprise_csvs};
+
+/// An enterprise code no generator makes: if its digits appear anywhere outside the vault,
+/// a key leaked.
+const CANARY_CODE: i64 = 7_340_012_345_678_901;
+/// The tax paid the canary enterprise declares: a value a hostile model can single out.
+const CANARY_TAX: f64 = 4_321_987.0;
+const ENTERPRISES: usize = 600;
+
+/// The two departments, their datasets and data, on top of a [`World`] (whose bureau,
+/// operator and regulator take part; its traffic police provide nothing here).
+struct Fusion {
+    world: World,
+    tax_reviewer: String,
+    insurance_reviewer: String,
+    tax_provider: String,
+    insurance_provider: String,
+    tax_dataset: i64,
+    insurance_dataset: i64,
+    /// Every response body the test saw, to scan for the canary code.
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Fusion {
+    async fn new() -> Fusion {
+        let world = World::new(200, 1.0).await;
+        let token = |principal: Value| principal["token"].as_str().expect("token").to_owned();
+        let tax_provider =
+            token(world.principal(json!({"name": "tax data", "role": "provider", "organisation": "Tax Bureau"})).await);
+        let insurance_provider = token(
+            world
+                .principal(json!({"name": "si data", "role": "provider", "organisation": "Social Insurance Bureau"}))
+                .await,
+        );
+        let tax_reviewer = token(world.principal(json!({"name": "tax review", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Tax Bureau"})).await);
+        let insurance_reviewer = token(world.principal(json!({"name": "si review", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Social Insurance Bureau"})).await);
+        let register = |token: String, schema: &'static str| {
+            let api = world.api.clone();
+            async move {
+                api.post("/v1/datasets", &token, &json!({"schema": schema, "epsilon_total": 5.0})).await.ok().expect(
+                    "dataset",
+                )["id"]
+                    .as_i64()
+                    .expect("id")
+            }
+        };
+        let tax_dataset = register(tax_provider.clone(), ENTERPRISE_TAX_SCHEMA).await;
+        let insurance_dataset = register(insurance_provider.clone(), SOCIAL_INSURANCE_SCHEMA).await;
+        let fusion = Fusion {
+            world,
+            tax_reviewer,
+            insurance_reviewer,
+            tax_provider,
+            insurance_provider,
+            tax_dataset,
+            insurance_dataset,
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let (tax, insurance) = fusion.data(true);
+        fusion.ingest(&fusion.tax_provider, fusion.tax_dataset, tax).await;
+        fusion.ingest(&fusion.insurance_provider, fusion.insurance_dataset, insurance).await;
+        fusion
+    }
+
+    /// The two departments' CSVs, with the canary enterprise in the tax bureau's and, if
+    /// `canary_insured`, with an account at the social-insurance bureau.
+    fn data(&self, canary_insured: bool) -> (String, String) {
+        let (mut tax, mut insurance) = enterprise_csvs(ENTERPRISES, 16);
+        tax.push_str(&format!("{CANARY_CODE},liquor,12.0,{CANARY_TAX},false\n"));
+        if canary_insured {
+            insurance.push_str(&format!("{CANARY_CODE},40,0\n"));
+        }
+        (tax, insurance)
+    }
+
+    async fn ingest(&self, provider: &str, dataset: i64, csv: String) -> Value {
+        let response = self.world.api.put_csv(&format!("/v1/datasets/{dataset}/data"), provider, csv.into_bytes()).await;
+        self.saw(&response.text);
+        response.ok().expect("ingest")
+    }
+
+    fn saw(&self, text: &str) {
+        self.seen.lock().expect("lock").push(text.to_owned());
+    }
+
+    async fn post(&self, path: &str, token: &str, body: &Value) -> sluice::client::ApiResponse {
+        let response = self.world.api.post(path, token, body).await;
+        self.saw(&response.text);
+        response
+    }
+
+    async fn get(&self, path: &str, token: &str) -> sluice::client::ApiResponse {
+        let response = self.world.api.get(path, token).await;
+        self.saw(&response.text);
+        response
+    }
+
+    /// The operator applies for the enterprise-credit scenario over both datasets.
+    async fn apply(&self, epsilon: f64) -> i64 {
+        let body = json!({
+            "dataset_id": self.tax_dataset,
+            "purpose": "SME credit profile for inclusive finance",
+            "use_scope": "aggregates per industry",
+            "security_measures": "sandbox, DP only",
+            "columns": ["industry", "years_operating", "annual_tax_paid_cny", "tax_violation"],
+            "join": {"dataset_id": self.insurance_dataset, "columns": ["employees", "social_insurance_arrears_months"]},
+            "valid_from": time(0),
+            "valid_until": time(90),
+            "epsilon": epsilon,
+        });
+        let application = self.post("/v1/applications", &self.world.operator, &body).await.ok().expect("application");
+        assert_eq!(application["join"]["dataset_id"], self.insurance_dataset);
+        application["id"].as_i64().expect("id")
+    }
+
+    async fn review(&self, id: i64, token: &str, approve: bool) -> sluice::client::ApiResponse {
+        self.post(&format!("/v1/applications/{id}/reviews"), token, &json!({"approve": approve})).await
+    }
+
+    /// The bureau, then both departments, approve: the authorisation.
+    async fn approved(&self, epsilon: f64) -> i64 {
+        let id = self.apply(epsilon).await;
+        self.review(id, &self.world.bureau, true).await.ok().expect("bureau");
+        self.review(id, &self.tax_reviewer, true).await.ok().expect("tax bureau");
+        self.review(id, &self.insurance_reviewer, true).await.ok().expect("social insurance")["authorisation_id"]
+            .as_i64()
+            .expect("authorised")
+    }
+
+    /// Submits `module` with `manifest` under `authorisation` and has the bureau approve it.
+    async fn approved_model(&self, authorisation: i64, module: &[u8], manifest: &str) -> i64 {
+        let body = json!({"authorisation_id": authorisation, "module_base64": module_base64(module), "manifest": manifest});
+        let model = self.post("/v1/models", &self.world.operator, &body).await.ok().expect("model submitted");
+        let id = model["id"].as_i64().expect("id");
+        self.post(&format!("/v1/models/{id}/reviews"), &self.world.bureau, &approve_model()).await.ok().expect("approved");
+        let view = self.get(&format!("/v1/models/{id}"), &self.world.operator).await.ok().expect("model view");
+        assert_eq!(view["automated_results"]["dummy_run"]["outcome"], "passed", "{view}");
+        id
+    }
+
+    async fn run(&self, authorisation: i64, model: i64) -> sluice::client::ApiResponse {
+        let response = self.world.run_as(&self.world.operator, authorisation, model).await;
+        self.saw(&response.text);
+        response
+    }
+
+    async fn dataset_spent(&self, dataset: i64) -> f64 {
+        let catalogue = self.get("/v1/catalogue", &self.world.regulator).await.ok().expect("catalogue");
+        let entry = catalogue["datasets"]
+            .as_array()
+            .expect("datasets")
+            .iter()
+            .find(|entry| entry["id"] == dataset)
+            .cloned()
+            .expect("listed");
+        entry["epsilon_spent"].as_f64().expect("spent")
+    }
+}
+
+fn enterprise_credit() -> sluice::examples::ExampleModel {
+    EXAMPLE_MODELS.into_iter().find(|model| model.name == "enterprise-credit").expect("example")
+}
+
+#[tokio::test]
+async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_and_stops_at_either_revocation() {
+    let fusion = Fusion::new().await;
+    let world = &fusion.world;
+    let id = fusion.apply(2.0).await;
+    fusion.review(id, &world.bureau, true).await.ok().expect("bureau first");
+    // A department whose data the scenario does not use does not review it.
+    let message = expect_error(&fusion.review(id, &world.department, true).await, "wrong_reviewer");
+    assert!(message.contains("provides the data"), "{message}");
+    // The tax bureau approves its part: the application waits for the other department.
+    let part = fusion.review(id, &fusion.tax_reviewer, true).await.ok().expect("tax bureau");
+    assert_eq!(part["state"], "bureau_approved");
+    assert!(part["authorisation_id"].is_null(), "{part}");
+    // ... and cannot approve twice for both.
+    expect_error(&fusion.review(id, &fusion.tax_reviewer, true).await, "wrong_reviewer");
+    let whole = fusion.review(id, &fusion.insurance_reviewer, true).await.ok().expect("social insurance");
+    assert_eq!(whole["state"], "approved");
+    let authorisation = whole["authorisation_id"].as_i64().expect("authorisation");
+
+    // The example model reads columns of both datasets by name.
+    let model = enterprise_credit();
+    let model_id = fusion.approved_model(authorisation, model.wasm, model.manifest).await;
+    let run = fusion.run(authorisation, model_id).await.ok().expect("joined run");
+    // Every enterprise of the tax bureau is one joined row: the count is the tax bureau's,
+    // a public fact, never how many matched.
+    assert_eq!(run["rows"], ENTERPRISES as i64 + 1);
+    assert_eq!(run["outputs"].as_array().expect("outputs").len(), 3);
+    assert_eq!(run["outputs"][0]["groups"].as_array().expect("per industry").len(), 9);
+    // Both datasets' lifetime budgets are charged for the run (0.8 by the manifest).
+    assert!((fusion.dataset_spent(fusion.tax_dataset).await - 0.8).abs() < 1e-9);
+    assert!((fusion.dataset_spent(fusion.insurance_dataset).await - 0.8).abs() < 1e-9);
+    let budget = fusion
+        .get(&format!("/v1/authorisations/{authorisation}/budget"), &fusion.insurance_provider)
+        .await
+        .ok()
+        .expect("either department's provider reads the budget");
+    assert!((budget["joined_dataset_epsilon_spent"].as_f64().expect("joined") - 0.8).abs() < 1e-9, "{budget}");
+
+    // Revocation by the social-insurance bureau alone stops it.
+    fusion
+        .post(&format!("/v1/authorisations/{authorisation}/revoke"), &fusion.insurance_reviewer, &json!({"reason": "t"}))
+        .await
+        .ok()
+        .expect("revoked by the second department");
+    expect_error(&fusion.run(authorisation, model_id).await, "authorisation_revoked");
+
+    // A second scenario, revoked by the tax bureau alone.
+    let second = fusion.approved(1.0).await;
+    let second_model = fusion.approved_model(second, model.wasm, model.manifest).await;
+    fusion.run(second, second_model).await.ok().expect("runs before the revocation");
+    fusion
+        .post(&format!("/v1/authorisations/{second}/revoke"), &fusion.tax_reviewer, &json!({"reason": "t"}))
+        .await
+        .ok()
+        .expect("revoked by the first department");
+    expect_error(&fusion.run(second, second_model).await, "authorisation_revoked");
+    // A department that provides nothing to it cannot revoke it.
+    let third = fusion.approved(0.8).await;
+    let refused = fusion
+        .post(&format!("/v1/authorisations/{third}/revoke"), &world.department, &json!({"reason": "t"}))
+        .await;
+    expect_error(&refused, "wrong_role");
+
+    // Either department's rejection rejects the application.
+    let rejected = fusion.apply(0.8).await;
+    fusion.review(rejected, &world.bureau, true).await.ok().expect("bureau");
+    let outcome = fusion.review(rejected, &fusion.insurance_reviewer, false).await.ok().expect("rejected");
+    assert_eq!(outcome["state"], "rejected");
+    expect_error(&fusion.review(rejected, &fusion.tax_reviewer, true).await, "not_pending");
+
+    // Joins that would make the joined row count depend on the other department, or that
+    // name a column twice, are refused at application.
+    let mut body = json!({
+        "dataset_id": fusion.tax_dataset, "purpose": "p", "use_scope": "u", "security_measures": "s",
+        "columns": ["industry"], "valid_from": time(0), "valid_until": time(90), "epsilon": 0.5,
+        "join": {"dataset_id": world.dataset_id, "columns": ["district"]},
+    });
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "invalid_request");
+    assert!(message.contains("person_id"), "the vehicles dataset has no key to join on: {message}");
+    body["join"] = json!({"dataset_id": fusion.tax_dataset, "columns": ["industry"]});
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "invalid_request");
+    assert!(message.contains("not its own"), "{message}");
+    body["join"] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["enterprise_id"]});
+    let message =
+        expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");
+    assert!(message.contains("level 4"), "the key is never granted: {message}");
+
+    // The regulator's offline verification replays the two-department procedure and both
+    // datasets' budgets.
+    world.assert_log_verifies().await;
+    let starts = world.audit_entries("run.start").await;
+    let joined_starts: Vec<&Value> =
+        starts.iter().filter(|entry| entry["details"]["joined_dataset"] == fusion.insurance_dataset.to_string()).collect();
+    assert_eq!(joined_starts.len(), 2, "each joined run names the joined dataset and its version");
+    assert!(joined_starts.iter().all(|entry| entry["details"]["joined_dataset_version"] == "1"));
+}
+
+/// A hostile model, approved, tries to learn whether one enterprise (which it can single
+/// out by a value on the tax bureau's side) has an account at the social-insurance bureau:
+/// it traps on that row when the joined columns are null. The run succeeds either way, with
+/// the same row count and the same shape; what differs is only noisy, charged values.
+#[tokio::test]
+async fn a_hostile_model_cannot_tell_whether_an_enterprise_is_on_the_other_side() {
+    let fusion = Fusion::new().await;
+    let authorisation = fusion.approved(4.0).await;
+    let manifest = r#"
+abi_version = 2
+name = "probe-join"
+version = "1"
+inputs = [{ name = "annual_tax_paid_cny", type = "f64" }, { name = "employees", type = "i64" }]
+outputs = [{ name = "insured", kind = "count", epsilon = 1.0 }]
+"#;
+    // insured = 1 when employees is present; on the canary's row, trap when it is not.
+    let module = wat::parse_str(format!(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (func (export "sluice_row_v2(annual_tax_paid_cny:f64,employees:i64,)->(insured,)")
+                (param $tax f64) (param $employees i64) (param $present i64)
+                (if (i32.and
+                        (f64.eq (local.get $tax) (f64.const {CANARY_TAX}))
+                        (i64.eqz (i64.and (local.get $present) (i64.const 2))))
+                    (then unreachable))
+                (call $emit (i32.const 0)
+                    (f64.convert_i64_u (i64.shr_u (i64.and (local.get $present) (i64.const 2)) (i64.const 1))))))"#
+    ))
+    .expect("valid WAT");
+    let model = fusion.approved_model(authorisation, &module, manifest).await;
+    let with_account = fusion.run(authorisation, model).await.ok().expect("runs with the account");
+    // The social-insurance bureau loads a version without the canary's account.
+    let (_, without) = fusion.data(false);
+    fusion.ingest(&fusion.insurance_provider, fusion.insurance_dataset, without).await;
+    let without_account = fusion.run(authorisation, model).await.ok().expect("runs without the account");
+    // Same rows (the tax bureau's), same outputs, no error: the trap became the row's
+    // default inside the sandbox, and its count went to the regulators' entry only.
+    for key in ["rows", "state", "epsilon_charged"] {
+        assert_eq!(with_account[key], without_account[key], "{key}");
+    }
+    assert_eq!(with_account["rows"], ENTERPRISES as i64 + 1);
+    let shape = |run: &Value| {
+        run["outputs"].as_array().expect("outputs").iter().map(|output| output["name"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&with_account), shape(&without_account));
+    // The count of insured enterprises is released with noise at ε = 1 per run, charged to
+    // both departments' datasets: the only channel, and a charged one.
+    let fallbacks = fusion.world.audit_entries("run.fallbacks").await;
+    let trapped: Vec<&str> =
+        fallbacks.iter().map(|entry| entry["details"]["trap"].as_str().expect("trap count")).collect();
+    assert_eq!(trapped[trapped.len() - 2..], ["0", "1"], "only the run without the account trapped");
+    assert!((fusion.dataset_spent(fusion.insurance_dataset).await - 2.0).abs() < 1e-9);
+    fusion.world.assert_log_verifies().await;
+}
+
+/// The canary enterprise's code is in both departments' data; it appears nowhere outside
+/// the vault: not in any response of the whole scenario, not in an ingest error about its
+/// own row, not in dummy data or automated review results, not in the audit export.
+#[tokio::test]
+async fn no_key_value_leaves_the_vault() {
+    let fusion = Fusion::new().await;
+    let world = &fusion.world;
+    let authorisation = fusion.approved(2.0).await;
+    let model = enterprise_credit();
+    let model_id = fusion.approved_model(authorisation, model.wasm, model.manifest).await;
+    fusion.run(authorisation, model_id).await.ok().expect("run");
+    for path in [
+        format!("/v1/authorisations/{authorisation}/budget"),
+        format!("/v1/runs?authorisation_id={authorisation}"),
+        format!("/v1/datasets/{}/dummy?rows=50", fusion.tax_dataset),
+        format!("/v1/datasets/{}/dummy?rows=50", fusion.insurance_dataset),
+        "/v1/catalogue".to_owned(),
+        "/v1/applications".to_owned(),
+    ] {
+        fusion.get(&path, &world.operator).await;
+    }
+    fusion.get("/v1/usage", &world.regulator).await;
+    fusion.get("/v1/alerts", &world.regulator).await;
+    // A bad row naming the canary code: refused, and the refusal does not echo it.
+    let bad = format!("enterprise_id,employees,social_insurance_arrears_months\n{CANARY_CODE},-5,0\n");
+    let refused = world
+        .api
+        .put_csv(&format!("/v1/datasets/{}/data", fusion.insurance_dataset), &fusion.insurance_provider, bad.into_bytes())
+        .await;
+    fusion.saw(&refused.text);
+    assert!(!refused.status.is_success());
+    // The same code twice on one side is past the one row per enterprise the join needs.
+    let twice = format!("enterprise_id,employees,social_insurance_arrears_months\n{CANARY_CODE},5,0\n{CANARY_CODE},6,0\n");
+    let refused = world
+        .api
+        .put_csv(&format!("/v1/datasets/{}/data", fusion.insurance_dataset), &fusion.insurance_provider, twice.into_bytes())
+        .await;
+    fusion.saw(&refused.text);
+    assert!(!refused.status.is_success(), "{}", refused.text);
+    fusion.saw(&world.export().await);
+
+    let canary = CANARY_CODE.to_string();
+    let seen = fusion.seen.lock().expect("lock");
+    assert!(seen.len() > 20, "the scan covered the scenario");
+    for text in seen.iter() {
+        assert!(!text.contains(&canary), "the canary enterprise code left the vault: {text:.300}");
+    }
+}
