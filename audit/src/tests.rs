@@ -265,6 +265,96 @@ fn content_rules_name_the_first_unlawful_entry() {
     check(dataset, 26, "lifetime budget");
 }
 
+const TAX_BUREAU: i64 = 6;
+const TAX_PROVIDER: i64 = 8;
+const TAX_REVIEWER: i64 = 9;
+
+/// The lawful scenario joining a second department's dataset (dataset 2, the tax bureau's)
+/// to the first: the bureau, then each department reviews once; the authorisation and
+/// every run name the joined dataset. Indices: 0–14 as in [`lawful_history`], 15–18 the
+/// tax bureau, its provider and reviewer, 19 dataset 2, 20 dataset 1, 21 application,
+/// 22–24 reviews, 25 authorisation, 26 model submit, 27 model review, 28 run 1, 29 release
+/// 1, 30 run 2.
+fn joined_history() -> Vec<AuditEvent> {
+    let mut history = lawful_history();
+    let tail = history.split_off(15);
+    history.extend([
+        by(ADMIN, "admin", "organisation.create", &format!("organisation:{TAX_BUREAU}")),
+        by(ADMIN, "admin", "principal.create", &format!("principal:{TAX_PROVIDER}"))
+            .detail(Detail::Role, "provider")
+            .detail(Detail::Organisation, TAX_BUREAU)
+            .detail(Detail::Approval, "not_required"),
+        by(ADMIN, "admin", "principal.create", &format!("principal:{TAX_REVIEWER}"))
+            .detail(Detail::Role, "reviewer")
+            .detail(Detail::Organisation, TAX_BUREAU)
+            .detail(Detail::Approval, "pending")
+            .detail(Detail::ReviewerKind, "providing_department"),
+        by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{TAX_REVIEWER}"))
+            .detail(Detail::CreatedBy, ADMIN),
+        by(TAX_PROVIDER, "provider", "dataset.register", "dataset:2").detail(Detail::EpsilonTotal, "1"),
+    ]);
+    for event in tail {
+        let joined = |event: AuditEvent| event.detail(Detail::JoinedDataset, 2);
+        match event.action.as_str() {
+            "application.submit" | "authorisation.create" | "run.start" => history.push(joined(event)),
+            "application.review" if event.actor_id == Some(DEPARTMENT) => {
+                history.push(event.detail(Detail::State, "bureau_approved"));
+                history.push(
+                    by(TAX_REVIEWER, "reviewer", "application.review", "application:1")
+                        .detail(Detail::State, "approved"),
+                );
+            }
+            _ => history.push(event),
+        }
+    }
+    history
+}
+
+/// A scenario over two departments' data: lawful as the gateway writes it; refused if it
+/// was approved before each department had, if one department reviewed twice, if a third
+/// department reviewed it, if its authorisation or a run joins another dataset than the
+/// application asked for, or if the joined dataset's budget is overspent.
+#[test]
+fn a_joined_scenario_needs_every_department_and_charges_both_datasets() {
+    let key = signing_key();
+    verify_export(&export(joined_history(), &key), KeyTrust::Pinned(&key.public_key()), None).expect("lawful");
+    let check = |history: Vec<AuditEvent>, line: usize, words: &str| {
+        let error = refused(history);
+        assert!(error.problem.contains(words), "expected `{words}`: {error}");
+        assert_eq!(error.line, line, "{error}");
+    };
+    // The department of the first dataset alone approves it.
+    let mut one = joined_history();
+    one.remove(24);
+    one[23] = one[23].clone().detail(Detail::State, "approved");
+    check(one, 25, "before every department providing its data");
+    // The tax bureau reviews twice in place of the other department.
+    let mut twice = joined_history();
+    twice[23] = by(TAX_REVIEWER, "reviewer", "application.review", "application:1")
+        .detail(Detail::State, "bureau_approved");
+    check(twice, 26, "reviewed twice by one providing department");
+    // A department providing nothing to the scenario.
+    let mut stranger = joined_history();
+    stranger.remove(24);
+    stranger[23] = by(TAX_REVIEWER, "reviewer", "application.review", "application:1")
+        .detail(Detail::State, "bureau_approved");
+    stranger.insert(24, by(DEPARTMENT, "reviewer", "application.review", "application:1").detail(Detail::State, "approved"));
+    let mut unasked = stranger.clone();
+    unasked[21].details.remove("joined_dataset");
+    check(unasked, 25, "second review was not by the department providing the data");
+    // The authorisation, or a run, joining another dataset than the application asked for.
+    let mut other = joined_history();
+    other[25].details.remove("joined_dataset");
+    check(other, 27, "joins another dataset than application");
+    let mut run_other = joined_history();
+    run_other[30].details.insert("joined_dataset".into(), "1".into());
+    check(run_other, 32, "joined another dataset than it grants");
+    // The joined dataset's lifetime budget holds.
+    let mut overspent = joined_history();
+    overspent[19] = overspent[19].clone().detail(Detail::EpsilonTotal, "0.75");
+    check(overspent, 32, "dataset 2 spent more than its lifetime budget");
+}
+
 /// The insider's forgeries the organisation and principal rules catch, each on a genuinely
 /// signed log: separation of duties by organisation id, licence windows, the two-person rule.
 #[test]

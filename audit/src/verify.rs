@@ -547,10 +547,13 @@ impl ContentRules {
                         if approvals.contains(&reviewer) {
                             return Err(format!("application {id} reviewed twice by one providing department"));
                         }
-                        if detail(Detail::Decision).map(String::as_str) == Some("approve") {
+                        // What the review left decides: `bureau_approved` (others wait) or
+                        // `approved` after an approval, `rejected` after a rejection.
+                        let next = need(Detail::State)?;
+                        if next != "rejected" {
                             approvals.insert(reviewer);
                         }
-                        if need(Detail::State)? == "approved" && !providers.is_subset(approvals) {
+                        if next == "approved" && !providers.is_subset(approvals) {
                             return Err(format!(
                                 "application {id} approved before every department providing its data had"
                             ));
