@@ -330,16 +330,22 @@ fn a_joined_scenario_needs_every_department_and_charges_both_datasets() {
     check(one, 25, "before every department providing its data");
     // The tax bureau reviews twice in place of the other department.
     let mut twice = joined_history();
-    twice[23] = by(TAX_REVIEWER, "reviewer", "application.review", "application:1")
-        .detail(Detail::State, "bureau_approved");
+    twice[23] =
+        by(TAX_REVIEWER, "reviewer", "application.review", "application:1").detail(Detail::State, "bureau_approved");
     check(twice, 26, "reviewed twice by one providing department");
-    // A department providing nothing to the scenario.
-    let mut stranger = joined_history();
-    stranger.remove(24);
-    stranger[23] = by(TAX_REVIEWER, "reviewer", "application.review", "application:1")
-        .detail(Detail::State, "bureau_approved");
-    stranger.insert(24, by(DEPARTMENT, "reviewer", "application.review", "application:1").detail(Detail::State, "approved"));
-    let mut unasked = stranger.clone();
+    // The departments review in either order.
+    let mut reordered = joined_history();
+    reordered.remove(24);
+    reordered[23] =
+        by(TAX_REVIEWER, "reviewer", "application.review", "application:1").detail(Detail::State, "bureau_approved");
+    reordered.insert(
+        24,
+        by(DEPARTMENT, "reviewer", "application.review", "application:1").detail(Detail::State, "approved"),
+    );
+    verify_export(&export(reordered.clone(), &key), KeyTrust::Pinned(&key.public_key()), None).expect("either order");
+    // A department providing nothing to the scenario: the tax bureau, had the application
+    // not joined its dataset.
+    let mut unasked = reordered;
     unasked[21].details.remove("joined_dataset");
     check(unasked, 25, "second review was not by the department providing the data");
     // The authorisation, or a run, joining another dataset than the application asked for.

@@ -31,8 +31,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::client::InProcessClient;
 use sluice::examples::{
-    ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, VEHICLE_RISK_WASM, VEHICLES_SCHEMA, enterprise_csvs,
-    write_vehicles_csv,
+    ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, VEHICLE_RISK_WASM, VEHICLES_SCHEMA,
+    enterprise_csvs, write_vehicles_csv,
 };
 use sluice_bench::{REFERENCE_MANIFEST, approve_model, scenario};
 use sluice_gateway::api::router;
@@ -256,11 +256,8 @@ upper = 60.0
 /// The two departments' CSVs joined outside Sluice (what the platform exists to avoid):
 /// the baseline the join is measured against.
 fn prejoined_csv(tax: &str, insurance: &str) -> String {
-    let accounts: std::collections::HashMap<&str, &str> = insurance
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(','))
-        .collect();
+    let accounts: std::collections::HashMap<&str, &str> =
+        insurance.lines().skip(1).filter_map(|line| line.split_once(',')).collect();
     let mut out = String::with_capacity(tax.len() + tax.len() / 4);
     for (index, line) in tax.lines().enumerate() {
         out.push_str(line);
@@ -316,9 +313,15 @@ async fn joined(
             api.post("/v1/datasets", token, &json!({"schema": schema, "epsilon_total": 1000.0})).await.ok()?;
         let id = dataset["id"].as_i64().context("dataset id")?;
         let provider = app.authenticate(Some(token), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
-        app.ingest(&provider, sluice_gateway::ids::DatasetId(id), std::io::Cursor::new(csv.into_bytes()), false, |_| {})
-            .await
-            .map_err(|error| anyhow::anyhow!("ingest: {error}"))?;
+        app.ingest(
+            &provider,
+            sluice_gateway::ids::DatasetId(id),
+            std::io::Cursor::new(csv.into_bytes()),
+            false,
+            |_| {},
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("ingest: {error}"))?;
         datasets.push(id);
     }
     let model = EXAMPLE_MODELS.iter().find(|model| model.name == "enterprise-credit").context("example")?;
@@ -369,9 +372,13 @@ async fn joined(
             .ok()?;
         let model_id = submitted["id"].as_i64().context("model id")?;
         let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
-        api.post(&format!("/v1/models/{model_id}/reviews"), &scenario.bureau, &json!({"approve": true, "checklist": checklist}))
-            .await
-            .ok()?;
+        api.post(
+            &format!("/v1/models/{model_id}/reviews"),
+            &scenario.bureau,
+            &json!({"approve": true, "checklist": checklist}),
+        )
+        .await
+        .ok()?;
         authorised.push((authorisation, model_id));
     }
 
@@ -427,7 +434,11 @@ async fn joined(
         app.authenticate(Some(&scenario.operator), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
     let started = Instant::now();
     let run = app
-        .run(&operator, sluice_gateway::ids::AuthorisationId(authorised[0].0), sluice_gateway::ids::ModelId(authorised[0].1))
+        .run(
+            &operator,
+            sluice_gateway::ids::AuthorisationId(authorised[0].0),
+            sluice_gateway::ids::ModelId(authorised[0].1),
+        )
         .await
         .map_err(|error| anyhow::anyhow!("joined run: {error}"))?;
     let run_s = started.elapsed().as_secs_f64();
@@ -441,4 +452,3 @@ async fn joined(
         "run_s": run_s,
     }))
 }
-

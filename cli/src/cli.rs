@@ -774,7 +774,9 @@ fn read_joined_schema(
 ) -> anyhow::Result<sluice_vault::schema::DatasetSchema> {
     let schema = read_schema(path)?;
     let Some(join) = join else { return Ok(schema) };
-    schema.joined(&read_schema(join)?).map_err(|error| anyhow::anyhow!("{} joined with {}: {error}", path.display(), join.display()))
+    schema
+        .joined(&read_schema(join)?)
+        .map_err(|error| anyhow::anyhow!("{} joined with {}: {error}", path.display(), join.display()))
 }
 
 fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {

@@ -428,8 +428,11 @@ where
     );
     let (tax_csv, insurance_csv) = enterprise_csvs(ENTERPRISES, 2026);
     let mut datasets = Vec::new();
-    for (provider, schema, csv) in [(&tax, ENTERPRISE_TAX_SCHEMA, tax_csv), (&insurance, SOCIAL_INSURANCE_SCHEMA, insurance_csv)] {
-        let dataset = api.post("/v1/datasets", provider, &json!({"schema": schema, "epsilon_total": 5.0})).await.ok()?;
+    for (provider, schema, csv) in
+        [(&tax, ENTERPRISE_TAX_SCHEMA, tax_csv), (&insurance, SOCIAL_INSURANCE_SCHEMA, insurance_csv)]
+    {
+        let dataset =
+            api.post("/v1/datasets", provider, &json!({"schema": schema, "epsilon_total": 5.0})).await.ok()?;
         let id = dataset["id"].as_i64().context("dataset id")?;
         let ingest = api.put_csv(&format!("/v1/datasets/{id}/data"), provider, csv.into_bytes()).await.ok()?;
         datasets.push((id, ingest["rows"].as_i64().unwrap_or_default()));
@@ -460,9 +463,7 @@ where
     let id = application["id"].as_i64().context("application id")?;
     let review = |token: &str| {
         let (api, token) = (api.clone(), token.to_owned());
-        async move {
-            api.post(&format!("/v1/applications/{id}/reviews"), &token, &json!({"approve": true})).await.ok()
-        }
+        async move { api.post(&format!("/v1/applications/{id}/reviews"), &token, &json!({"approve": true})).await.ok() }
     };
     review(bureau).await?;
     let first = review(&tax_reviewer).await?;

@@ -35,9 +35,9 @@ impl ExampleModel {
     pub fn view_schema(&self) -> anyhow::Result<DatasetSchema> {
         let schema = DatasetSchema::from_toml(self.schema).map_err(anyhow::Error::msg)?;
         match self.joined {
-            Some((_, joined)) => {
-                schema.joined(&DatasetSchema::from_toml(joined).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)
-            }
+            Some((_, joined)) => schema
+                .joined(&DatasetSchema::from_toml(joined).map_err(anyhow::Error::msg)?)
+                .map_err(anyhow::Error::msg),
             None => Ok(schema),
         }
     }

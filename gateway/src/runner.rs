@@ -307,17 +307,13 @@ impl JoinLayout {
             }
         }
         let first_width = first_columns.len() - 1;
-        let order =
-            sides.into_iter().map(|(first, index)| if first { index } else { first_width + index }).collect();
+        let order = sides.into_iter().map(|(first, index)| if first { index } else { first_width + index }).collect();
         Some(Self { first_columns, joined_columns, order })
     }
 
     /// The types of a side's columns after its key, from `schema`.
     pub fn types(columns: &[String], schema: &DatasetSchema) -> Vec<sluice_sandbox::ColumnType> {
-        columns[1..]
-            .iter()
-            .filter_map(|name| schema.column(name).map(|(_, column)| column.column_type))
-            .collect()
+        columns[1..].iter().filter_map(|name| schema.column(name).map(|(_, column)| column.column_type)).collect()
     }
 }
 

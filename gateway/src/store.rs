@@ -1427,13 +1427,15 @@ impl Store {
     /// The organisations whose providing-department reviewers approved an application at
     /// the departments' stage (`bureau_approved`), read in the reviewing transaction.
     pub async fn provider_approvals(tx: &mut Tx, application_id: ApplicationId) -> anyhow::Result<Vec<OrganisationId>> {
-        let organisations: Vec<i64> = in_tx!(tx, |c| sqlx::query_scalar(
+        let organisations: Vec<i64> = in_tx!(tx, |c| {
+            sqlx::query_scalar(
             "SELECT DISTINCT p.organisation_id FROM application_reviews r JOIN principals p ON p.id = r.reviewer_id \
              WHERE r.application_id = $1 AND r.stage = 'bureau_approved' AND r.approved ORDER BY p.organisation_id",
         )
         .bind(application_id)
         .fetch_all(c)
-        .await)?;
+        .await
+        })?;
         Ok(organisations.into_iter().map(OrganisationId).collect())
     }
 
@@ -1557,8 +1559,10 @@ impl Store {
     }
 
     pub async fn authorisations_for_dataset(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<AuthorisationRow>> {
-        let sql =
-            format!("SELECT {} FROM authorisations WHERE dataset_id = $1 OR joined_dataset_id = $1 ORDER BY id", Self::AUTHORISATION_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM authorisations WHERE dataset_id = $1 OR joined_dataset_id = $1 ORDER BY id",
+            Self::AUTHORISATION_COLUMNS
+        );
         Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?)
     }
 
@@ -1783,8 +1787,10 @@ impl Store {
         tx: &mut Tx,
         dataset_id: DatasetId,
     ) -> anyhow::Result<(Option<DatasetRow>, Option<VersionRow>)> {
-        let dataset: Option<DatasetRow> =
-            in_tx!(tx, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1").bind(dataset_id).fetch_optional(c).await)?;
+        let dataset: Option<DatasetRow> = in_tx!(tx, |c| sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+            .bind(dataset_id)
+            .fetch_optional(c)
+            .await)?;
         let version: Option<VersionRow> = in_tx!(tx, |c| sqlx::query_as(
             "SELECT * FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC LIMIT 1",
         )

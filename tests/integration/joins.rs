@@ -49,9 +49,10 @@ impl Fusion {
         let register = |token: String, schema: &'static str| {
             let api = world.api.clone();
             async move {
-                api.post("/v1/datasets", &token, &json!({"schema": schema, "epsilon_total": 5.0})).await.ok().expect(
-                    "dataset",
-                )["id"]
+                api.post("/v1/datasets", &token, &json!({"schema": schema, "epsilon_total": 5.0}))
+                    .await
+                    .ok()
+                    .expect("dataset")["id"]
                     .as_i64()
                     .expect("id")
             }
@@ -86,7 +87,8 @@ impl Fusion {
     }
 
     async fn ingest(&self, provider: &str, dataset: i64, csv: String) -> Value {
-        let response = self.world.api.put_csv(&format!("/v1/datasets/{dataset}/data"), provider, csv.into_bytes()).await;
+        let response =
+            self.world.api.put_csv(&format!("/v1/datasets/{dataset}/data"), provider, csv.into_bytes()).await;
         self.saw(&response.text);
         response.ok().expect("ingest")
     }
@@ -141,10 +143,14 @@ impl Fusion {
 
     /// Submits `module` with `manifest` under `authorisation` and has the bureau approve it.
     async fn approved_model(&self, authorisation: i64, module: &[u8], manifest: &str) -> i64 {
-        let body = json!({"authorisation_id": authorisation, "module_base64": module_base64(module), "manifest": manifest});
+        let body =
+            json!({"authorisation_id": authorisation, "module_base64": module_base64(module), "manifest": manifest});
         let model = self.post("/v1/models", &self.world.operator, &body).await.ok().expect("model submitted");
         let id = model["id"].as_i64().expect("id");
-        self.post(&format!("/v1/models/{id}/reviews"), &self.world.bureau, &approve_model()).await.ok().expect("approved");
+        self.post(&format!("/v1/models/{id}/reviews"), &self.world.bureau, &approve_model())
+            .await
+            .ok()
+            .expect("approved");
         let view = self.get(&format!("/v1/models/{id}"), &self.world.operator).await.ok().expect("model view");
         assert_eq!(view["automated_results"]["dummy_run"]["outcome"], "passed", "{view}");
         id
@@ -213,7 +219,11 @@ async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_
 
     // Revocation by the social-insurance bureau alone stops it.
     fusion
-        .post(&format!("/v1/authorisations/{authorisation}/revoke"), &fusion.insurance_reviewer, &json!({"reason": "t"}))
+        .post(
+            &format!("/v1/authorisations/{authorisation}/revoke"),
+            &fusion.insurance_reviewer,
+            &json!({"reason": "t"}),
+        )
         .await
         .ok()
         .expect("revoked by the second department");
@@ -231,9 +241,8 @@ async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_
     expect_error(&fusion.run(second, second_model).await, "authorisation_revoked");
     // A department that provides nothing to it cannot revoke it.
     let third = fusion.approved(0.8).await;
-    let refused = fusion
-        .post(&format!("/v1/authorisations/{third}/revoke"), &world.department, &json!({"reason": "t"}))
-        .await;
+    let refused =
+        fusion.post(&format!("/v1/authorisations/{third}/revoke"), &world.department, &json!({"reason": "t"})).await;
     expect_error(&refused, "wrong_role");
 
     // Either department's rejection rejects the application.
@@ -256,16 +265,17 @@ async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_
     let message = expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "invalid_request");
     assert!(message.contains("not its own"), "{message}");
     body["join"] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["enterprise_id"]});
-    let message =
-        expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");
     assert!(message.contains("level 4"), "the key is never granted: {message}");
 
     // The regulator's offline verification replays the two-department procedure and both
     // datasets' budgets.
     world.assert_log_verifies().await;
     let starts = world.audit_entries("run.start").await;
+    // Details are strings.
+    let joined = fusion.insurance_dataset.to_string();
     let joined_starts: Vec<&Value> =
-        starts.iter().filter(|entry| entry["details"]["joined_dataset"] == fusion.insurance_dataset.to_string()).collect();
+        starts.iter().filter(|entry| entry["details"]["joined_dataset"] == joined.as_str()).collect();
     assert_eq!(joined_starts.len(), 2, "each joined run names the joined dataset and its version");
     assert!(joined_starts.iter().all(|entry| entry["details"]["joined_dataset_version"] == "1"));
 }
@@ -352,15 +362,24 @@ async fn no_key_value_leaves_the_vault() {
     let bad = format!("enterprise_id,employees,social_insurance_arrears_months\n{CANARY_CODE},-5,0\n");
     let refused = world
         .api
-        .put_csv(&format!("/v1/datasets/{}/data", fusion.insurance_dataset), &fusion.insurance_provider, bad.into_bytes())
+        .put_csv(
+            &format!("/v1/datasets/{}/data", fusion.insurance_dataset),
+            &fusion.insurance_provider,
+            bad.into_bytes(),
+        )
         .await;
     fusion.saw(&refused.text);
     assert!(!refused.status.is_success());
     // The same code twice on one side is past the one row per enterprise the join needs.
-    let twice = format!("enterprise_id,employees,social_insurance_arrears_months\n{CANARY_CODE},5,0\n{CANARY_CODE},6,0\n");
+    let twice =
+        format!("enterprise_id,employees,social_insurance_arrears_months\n{CANARY_CODE},5,0\n{CANARY_CODE},6,0\n");
     let refused = world
         .api
-        .put_csv(&format!("/v1/datasets/{}/data", fusion.insurance_dataset), &fusion.insurance_provider, twice.into_bytes())
+        .put_csv(
+            &format!("/v1/datasets/{}/data", fusion.insurance_dataset),
+            &fusion.insurance_provider,
+            twice.into_bytes(),
+        )
         .await;
     fusion.saw(&refused.text);
     assert!(!refused.status.is_success(), "{}", refused.text);

@@ -76,7 +76,10 @@ impl App {
     }
 
     /// The providers of an authorisation's (or a run's) datasets and their organisations.
-    async fn providers_of(&self, authorisation: &AuthorisationRow) -> anyhow::Result<Vec<(PrincipalId, OrganisationId)>> {
+    async fn providers_of(
+        &self,
+        authorisation: &AuthorisationRow,
+    ) -> anyhow::Result<Vec<(PrincipalId, OrganisationId)>> {
         let mut providers = Vec::new();
         for dataset in authorisation.datasets() {
             providers.push(self.provider_of(dataset).await?);

@@ -10,9 +10,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sluice_audit::{Act, Detail};
 use sluice_policies::{
-    Action, ApplicationState, Denial, Epsilon, ModelState, check_column_grantable, check_column_granted,
+    Action, ApplicationState, Denial, Epsilon, ModelState, Resource, check_column_grantable, check_column_granted,
     check_dummy_run, check_epsilon_per_run, check_not_revoked, model_review_outcome, review_application, review_model,
-    Resource, revoke_authorisation, revoke_model, submit_draft, withdraw_application,
+    revoke_authorisation, revoke_model, submit_draft, withdraw_application,
 };
 use sluice_sandbox::{CompiledModel, Manifest};
 
@@ -345,9 +345,9 @@ impl App {
             .detail(Detail::Columns, request.columns.join(","))
             .detail(Detail::Epsilon, epsilon);
         let event = match &request.join {
-            Some(join) => {
-                event.detail(Detail::JoinedDataset, join.dataset_id).detail(Detail::JoinedColumns, join.columns.join(","))
-            }
+            Some(join) => event
+                .detail(Detail::JoinedDataset, join.dataset_id)
+                .detail(Detail::JoinedColumns, join.columns.join(",")),
             None => event,
         };
         Store::append_audit(&mut tx, event, now).await?;
@@ -376,8 +376,8 @@ impl App {
             return Err(self.not_found(caller, action.audit(), "dataset", join.dataset_id).await);
         };
         self.guard(caller, action, &object, &self.dataset_resource(&joined).await?).await?;
-        let joined_schema = DatasetSchema::from_toml(&joined.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let joined_schema =
+            DatasetSchema::from_toml(&joined.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         first_schema.joined(&joined_schema).map_err(ServiceError::invalid)?;
         if join.columns.is_empty() {
             return Err(ServiceError::invalid("a join names at least one column of the joined dataset"));
@@ -594,10 +594,7 @@ impl App {
         let module = base64::engine::general_purpose::STANDARD
             .decode(request.module_base64.trim())
             .map_err(|_| ServiceError::invalid("module_base64 is not base64"))?;
-        let compiled = match self
-            .review_statically(&module, &request.manifest, &authorisation)
-            .await
-        {
+        let compiled = match self.review_statically(&module, &request.manifest, &authorisation).await {
             Ok(compiled) => compiled,
             Err(error) => {
                 let reason = error.code();

@@ -320,7 +320,9 @@ impl App {
                 datasets.len() == authorisation.datasets().len()
                     && facts.provider_organisations.len() == datasets.len(),
             ) else {
-                return Err(anyhow::anyhow!("authorisation {authorisation_id}'s datasets or parties are missing").into());
+                return Err(
+                    anyhow::anyhow!("authorisation {authorisation_id}'s datasets or parties are missing").into()
+                );
             };
             let providers: Vec<_> = datasets
                 .iter()
@@ -419,8 +421,8 @@ impl App {
         joined: &crate::store::DatasetRow,
         version: VersionRow,
     ) -> anyhow::Result<JoinedInputs> {
-        let schema = DatasetSchema::from_toml(&joined.schema_toml)
-            .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+        let schema =
+            DatasetSchema::from_toml(&joined.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         let view = first.joined(&schema).map_err(|error| anyhow::anyhow!("the datasets no longer join: {error}"))?;
         let key = self.unwrap_data_key(&version, &schema).await?;
         Ok(JoinedInputs { version, schema, key, view })
@@ -496,9 +498,11 @@ impl App {
             charged.authorisation_budget_after.spent().units() as i64,
             dataset_id,
             charged.dataset_budget_after.spent().units() as i64,
-            prepared.joined.as_ref().zip(charged.joined_dataset_budget_after).map(|(joined, after)| {
-                (joined.version.dataset_id, after.spent().units() as i64)
-            }),
+            prepared
+                .joined
+                .as_ref()
+                .zip(charged.joined_dataset_budget_after)
+                .map(|(joined, after)| (joined.version.dataset_id, after.spent().units() as i64)),
         )
         .await?;
         let run = RunRow {
@@ -598,7 +602,10 @@ impl App {
         let layout = JoinLayout::new(manifest, &prepared.schema, &joined.schema)
             .context("the model reads a column neither joined dataset has")
             .map_err(RunFailure::Host)?;
-        let open = |version: &VersionRow, schema: &DatasetSchema, key: &sluice_vault::keys::AeadKey, columns: &[String]| {
+        let open = |version: &VersionRow,
+                    schema: &DatasetSchema,
+                    key: &sluice_vault::keys::AeadKey,
+                    columns: &[String]| {
             let context =
                 ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
             VersionReader::open(
