@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine as _;
 use serde_json::json;
 use sluice::client::InProcessClient;
 use sluice::examples::{VEHICLE_RISK_WASM, VEHICLES_SCHEMA};
@@ -147,26 +146,15 @@ pub async fn approve_model(
     api.post(&reviews, &scenario.bureau, &json!({"approve": true})).await.ok()?;
     let approved = api.post(&reviews, &scenario.department, &json!({"approve": true})).await.ok()?;
     let authorisation_id = AuthorisationId(approved["authorisation_id"].as_i64().context("authorisation id")?);
-    let model = api
-        .post(
-            "/v1/models",
-            &scenario.operator,
-            &json!({
-                "authorisation_id": authorisation_id,
-                "module_base64": base64::engine::general_purpose::STANDARD.encode(VEHICLE_RISK_WASM),
-                "manifest": manifest,
-            }),
-        )
-        .await
-        .ok()?;
-    let model_id = ModelId(model["id"].as_i64().context("model id")?);
-    let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
-    api.post(
-        &format!("/v1/models/{model_id}/reviews"),
+    let model = sluice::demo::submit_approved_model(
+        api,
+        &scenario.operator,
         &scenario.bureau,
-        &json!({"approve": true, "checklist": checklist}),
+        authorisation_id.0,
+        VEHICLE_RISK_WASM,
+        manifest,
     )
-    .await
-    .ok()?;
+    .await?;
+    let model_id = ModelId(model);
     Ok((authorisation_id, model_id))
 }

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::client::InProcessClient;
 use sluice::examples::{
@@ -358,27 +357,15 @@ async fn joined(
             outcome = api.post(&reviews, reviewer, &json!({"approve": true})).await.ok()?;
         }
         let authorisation = outcome["authorisation_id"].as_i64().context("authorisation id")?;
-        let submitted = api
-            .post(
-                "/v1/models",
-                &scenario.operator,
-                &json!({
-                    "authorisation_id": authorisation,
-                    "module_base64": base64::engine::general_purpose::STANDARD.encode(model.wasm),
-                    "manifest": model.manifest,
-                }),
-            )
-            .await
-            .ok()?;
-        let model_id = submitted["id"].as_i64().context("model id")?;
-        let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
-        api.post(
-            &format!("/v1/models/{model_id}/reviews"),
+        let model_id = sluice::demo::submit_approved_model(
+            api,
+            &scenario.operator,
             &scenario.bureau,
-            &json!({"approve": true, "checklist": checklist}),
+            authorisation,
+            model.wasm,
+            model.manifest,
         )
-        .await
-        .ok()?;
+        .await?;
         authorised.push((authorisation, model_id));
     }
 

@@ -475,26 +475,7 @@ where
     let authorisation = approved["authorisation_id"].as_i64().context("authorisation id")?;
     say.say(format!("the social-insurance bureau approved last: authorisation {authorisation}, revocable by either"))?;
     let model = EXAMPLE_MODELS.iter().find(|model| model.name == "enterprise-credit").context("example model")?;
-    let submitted = api
-        .post(
-            "/v1/models",
-            operator,
-            &json!({
-                "authorisation_id": authorisation,
-                "module_base64": base64::engine::general_purpose::STANDARD.encode(model.wasm),
-                "manifest": model.manifest,
-            }),
-        )
-        .await
-        .ok()?;
-    let model_id = submitted["id"].as_i64().context("model id")?;
-    api.post(
-        &format!("/v1/models/{model_id}/reviews"),
-        bureau,
-        &json!({"approve": true, "checklist": {"usability": true, "consistency": true, "compliance": true, "security": true}}),
-    )
-    .await
-    .ok()?;
+    let model_id = submit_approved_model(api, operator, bureau, authorisation, model.wasm, model.manifest).await?;
     let run =
         api.post("/v1/runs", operator, &json!({"authorisation_id": authorisation, "model_id": model_id})).await.ok()?;
     say.say(format!(
@@ -516,4 +497,27 @@ where
         budget["dataset_epsilon_spent"], budget["joined_dataset_epsilon_spent"]
     ))?;
     Ok(1)
+}
+
+/// Submits `wasm` with `manifest` as `operator` under `authorisation`, and has `reviewer`
+/// approve it with the whole seed 002 §23 checklist confirmed: the model's id.
+pub async fn submit_approved_model(
+    api: &InProcessClient,
+    operator: &str,
+    reviewer: &str,
+    authorisation: i64,
+    wasm: &[u8],
+    manifest: &str,
+) -> anyhow::Result<i64> {
+    let body = json!({
+        "authorisation_id": authorisation,
+        "module_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+        "manifest": manifest,
+    });
+    let model_id = api.post("/v1/models", operator, &body).await.ok()?["id"].as_i64().context("model id")?;
+    let checklist = json!({"usability": true, "consistency": true, "compliance": true, "security": true});
+    api.post(&format!("/v1/models/{model_id}/reviews"), reviewer, &json!({"approve": true, "checklist": checklist}))
+        .await
+        .ok()?;
+    Ok(model_id)
 }

@@ -1843,16 +1843,10 @@ impl Store {
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
-        in_tx!(tx, |c| sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
-            .bind(dataset_spent)
-            .bind(dataset_id)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected()))?;
-        if let Some((joined_id, joined_spent)) = joined {
+        for (id, spent) in std::iter::once((dataset_id, dataset_spent)).chain(joined) {
             in_tx!(tx, |c| sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
-                .bind(joined_spent)
-                .bind(joined_id)
+                .bind(spent)
+                .bind(id)
                 .execute(c)
                 .await
                 .map(|done| done.rows_affected()))?;

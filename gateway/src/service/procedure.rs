@@ -299,14 +299,7 @@ impl App {
         if request.columns.is_empty() || request.purpose.trim().is_empty() {
             return Err(ServiceError::invalid("an application names a purpose and at least one column"));
         }
-        for name in &request.columns {
-            let Some((_, column)) = schema.column(name) else {
-                return Err(ServiceError::invalid(format!("dataset {} has no column `{name}`", dataset.id)));
-            };
-            if let Err(denial) = check_column_grantable(name, column.classification, MAX_GRANTABLE_LEVEL) {
-                return Err(self.deny(caller, action.audit(), object, denial).await);
-            }
-        }
+        self.check_columns_asked(caller, &object, dataset.id, &schema, &request.columns).await?;
         let (valid_from, valid_until) = parse_window(&request.valid_from, &request.valid_until)?;
         let epsilon = Epsilon::from_f64(request.epsilon).map_err(|denial| ServiceError::invalid(denial.message))?;
         if epsilon.units() as i64 > dataset.epsilon_total {
@@ -382,16 +375,30 @@ impl App {
         if join.columns.is_empty() {
             return Err(ServiceError::invalid("a join names at least one column of the joined dataset"));
         }
-        for name in &join.columns {
-            let Some((_, column)) = joined_schema.column(name) else {
-                return Err(ServiceError::invalid(format!("dataset {} has no column `{name}`", joined.id)));
-            };
-            if let Err(denial) = check_column_grantable(name, column.classification, MAX_GRANTABLE_LEVEL) {
-                return Err(self.deny(caller, action.audit(), object, denial).await);
-            }
-        }
+        self.check_columns_asked(caller, &object, joined.id, &joined_schema, &join.columns).await?;
         if epsilon.units() as i64 > joined.epsilon_total {
             return Err(ServiceError::invalid("the requested epsilon exceeds the joined dataset's lifetime budget"));
+        }
+        Ok(())
+    }
+
+    /// Each column an application asks of dataset `dataset` is in its schema and may be
+    /// granted (a level-4 column never is: refused and audited on `object`).
+    async fn check_columns_asked(
+        &self,
+        caller: &Caller,
+        object: &str,
+        dataset: DatasetId,
+        schema: &DatasetSchema,
+        columns: &[String],
+    ) -> ServiceResult<()> {
+        for name in columns {
+            let Some((_, column)) = schema.column(name) else {
+                return Err(ServiceError::invalid(format!("dataset {dataset} has no column `{name}`")));
+            };
+            if let Err(denial) = check_column_grantable(name, column.classification, MAX_GRANTABLE_LEVEL) {
+                return Err(self.deny(caller, Action::SubmitApplication.audit(), object.to_owned(), denial).await);
+            }
         }
         Ok(())
     }
