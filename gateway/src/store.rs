@@ -280,6 +280,13 @@ pub struct AuthorisationRow {
     pub joined_columns_json: Option<String>,
 }
 
+impl ApplicationRow {
+    /// The datasets it applies for: the first, and the joined one if any.
+    pub fn datasets(&self) -> Vec<DatasetId> {
+        std::iter::once(self.dataset_id).chain(self.joined_dataset_id).collect()
+    }
+}
+
 impl AuthorisationRow {
     /// Every column granted: the first dataset's, then the joined one's (their names differ).
     pub fn granted_columns(&self) -> anyhow::Result<Vec<String>> {

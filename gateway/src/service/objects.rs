@@ -56,7 +56,7 @@ impl App {
         approvals: &[OrganisationId],
     ) -> anyhow::Result<Resource> {
         let mut provider_organisations = Vec::new();
-        for dataset in std::iter::once(application.dataset_id).chain(application.joined_dataset_id) {
+        for dataset in application.datasets() {
             let (_, organisation) = self.provider_of(dataset).await?;
             if !provider_organisations.contains(&organisation) {
                 provider_organisations.push(organisation);

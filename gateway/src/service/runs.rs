@@ -272,21 +272,18 @@ impl App {
         let runtime = self.runner.runtime();
         let prepared = &prepared.inputs;
         let manifest = prepared.compiled.manifest();
-        if let Some(joined) = &prepared.joined {
-            // A joined run maps its rows in one part, after joining both sides' rows (both
-            // counts are public facts of the versions read).
-            let join_rows = (prepared.version.row_count + joined.version.row_count).max(0) as f64;
-            let join_millis = (join_rows * VISIBILITY_NANOS_PER_JOINED_ROW / 1e6).ceil() as i64;
-            let price = RowPrice {
-                worst_fuel: runtime.worst_fuel_per_row(&prepared.compiled),
-                inputs: manifest.inputs().len(),
-                outputs: manifest.outputs().len(),
-            };
-            let rows = u64::try_from(prepared.version.row_count).unwrap_or(0);
-            return visibility_delay(self.gate.visibility_base(), price, rows, 1)
-                + time::Duration::milliseconds(join_millis);
-        }
-        visibility_delay(
+        // A joined run maps its rows in one part, after joining both sides' rows (both
+        // counts are public facts of the versions read).
+        let (parts, join) = match &prepared.joined {
+            Some(joined) => {
+                let join_rows = (prepared.version.row_count + joined.version.row_count).max(0) as f64;
+                (1, time::Duration::milliseconds((join_rows * VISIBILITY_NANOS_PER_JOINED_ROW / 1e6).ceil() as i64))
+            }
+            // The rows are mapped in parts at once, one core each: the part count follows
+            // from the (public) chunk count and the configuration, never from the data.
+            None => (run_parts(runtime.limits().workers_per_run, prepared.version.chunk_count), time::Duration::ZERO),
+        };
+        join + visibility_delay(
             self.gate.visibility_base(),
             RowPrice {
                 worst_fuel: runtime.worst_fuel_per_row(&prepared.compiled),
@@ -294,9 +291,7 @@ impl App {
                 outputs: manifest.outputs().len(),
             },
             u64::try_from(prepared.version.row_count).unwrap_or(0),
-            // The rows are mapped in parts at once, one core each: the part count follows
-            // from the (public) chunk count and the configuration, never from the data.
-            run_parts(runtime.limits().workers_per_run, prepared.version.chunk_count),
+            parts,
         )
     }
 
@@ -435,24 +430,27 @@ impl App {
         version: &VersionRow,
         schema: &DatasetSchema,
     ) -> anyhow::Result<sluice_vault::keys::AeadKey> {
-        let context =
-            ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
+        let context = chunk_context(version, schema);
         let master = self.sealed.master.read().await;
         if let Ok(key) = master.unwrap_key(&version.wrapped_key, &context.key_context()) {
             return Ok(key);
         }
         // A rotation committed between the snapshot and the lock: the key it wrapped anew is
         // in the store now, and the lock keeps another rotation out while it is read.
-        let current = self
-            .store
-            .versions(version.dataset_id)
-            .await?
-            .into_iter()
-            .find(|row| row.version == version.version)
-            .context("the dataset version disappeared")?;
+        let current = self.stored_version(version.dataset_id, version.version).await?;
         master
             .unwrap_key(&current.wrapped_key, &context.key_context())
             .map_err(|error| anyhow::anyhow!("unwrapping the data key of dataset {}: {error}", version.dataset_id))
+    }
+
+    /// Version `version` of dataset `dataset_id` as stored now.
+    async fn stored_version(&self, dataset_id: DatasetId, version: i64) -> anyhow::Result<VersionRow> {
+        self.store
+            .versions(dataset_id)
+            .await?
+            .into_iter()
+            .find(|row| row.version == version)
+            .with_context(|| format!("version {version} of dataset {dataset_id} is missing"))
     }
 
     /// Charges the permit and records the start, in one transaction, before any data is
@@ -553,25 +551,12 @@ impl App {
         let prepared = &run.inputs;
         let authorisation_id = run.authorisation_id;
         let version = &prepared.version;
-        let context = ChunkContext {
-            dataset_id: version.dataset_id.0,
-            version: version.version,
-            schema_hash: prepared.schema.hash(),
-        };
         if let Some(joined) = &prepared.joined {
             return self.execute_joined(run, joined).await;
         }
         let columns: Vec<String> =
             prepared.compiled.manifest().inputs().iter().map(|input| input.name.clone()).collect();
-        let reader = VersionReader::open(
-            Arc::new(self.sealed.chunks.clone()),
-            context,
-            version.chunk_count as u64,
-            prepared.key.clone(),
-            &prepared.schema,
-            &columns,
-        )
-        .map_err(RunFailure::Host)?;
+        let reader = self.open_version(version, &prepared.schema, &prepared.key, &columns)?;
         let runtime = self.runner.runtime().clone();
         let compiled = prepared.compiled.clone();
         let facts = ReleaseFacts::new(
@@ -582,15 +567,30 @@ impl App {
         );
         let version_chunks = version.chunk_count;
         tracing::info!(%authorisation_id, digest = %compiled.digest(), "run started");
-        tokio::task::spawn_blocking(move || {
+        release_blocking(move || {
             let parts = reader.split(run_parts(runtime.limits().workers_per_run, version_chunks));
-            run_and_release(&runtime, &compiled, parts, &facts).map_err(|error| match error {
-                RunError::Sandbox(error) => RunFailure::Sandbox(error),
-                other => RunFailure::Host(other.into()),
-            })
+            run_and_release(&runtime, &compiled, parts, &facts)
         })
         .await
-        .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
+    }
+
+    /// A reader of `columns` of `version`, decrypting chunk by chunk under `key`.
+    fn open_version(
+        &self,
+        version: &VersionRow,
+        schema: &DatasetSchema,
+        key: &sluice_vault::keys::AeadKey,
+        columns: &[String],
+    ) -> Result<VersionReader, RunFailure> {
+        VersionReader::open(
+            Arc::new(self.sealed.chunks.clone()),
+            chunk_context(version, schema),
+            version.chunk_count as u64,
+            key.clone(),
+            schema,
+            columns,
+        )
+        .map_err(RunFailure::Host)
     }
 
     /// A joined run: both versions decrypted chunk by chunk, each with its key column first,
@@ -602,23 +602,11 @@ impl App {
         let layout = JoinLayout::new(manifest, &prepared.schema, &joined.schema)
             .context("the model reads a column neither joined dataset has")
             .map_err(RunFailure::Host)?;
-        let open = |version: &VersionRow,
-                    schema: &DatasetSchema,
-                    key: &sluice_vault::keys::AeadKey,
-                    columns: &[String]| {
-            let context =
-                ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() };
-            VersionReader::open(
-                Arc::new(self.sealed.chunks.clone()),
-                context,
-                version.chunk_count as u64,
-                key.clone(),
-                schema,
-                columns,
-            )
-            .map(|reader| JoinSide { batches: reader, types: JoinLayout::types(columns, schema) })
-            .map_err(RunFailure::Host)
-        };
+        let open =
+            |version: &VersionRow, schema: &DatasetSchema, key: &sluice_vault::keys::AeadKey, columns: &[String]| {
+                let reader = self.open_version(version, schema, key, columns)?;
+                Ok::<_, RunFailure>(JoinSide { batches: reader, types: JoinLayout::types(columns, schema) })
+            };
         let first = open(&prepared.version, &prepared.schema, &prepared.key, &layout.first_columns)?;
         let other = open(&joined.version, &joined.schema, &joined.key, &layout.joined_columns)?;
         let runtime = self.runner.runtime().clone();
@@ -626,14 +614,7 @@ impl App {
         let facts =
             ReleaseFacts::new(manifest, &joined.view, prepared.version.row_count as usize, prepared.min_group_size);
         tracing::info!(authorisation_id = %run.authorisation_id, digest = %compiled.digest(), "joined run started");
-        tokio::task::spawn_blocking(move || {
-            run_joined_and_release(&runtime, &compiled, first, other, &layout, &facts).map_err(|error| match error {
-                RunError::Sandbox(error) => RunFailure::Sandbox(error),
-                other => RunFailure::Host(other.into()),
-            })
-        })
-        .await
-        .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
+        release_blocking(move || run_joined_and_release(&runtime, &compiled, first, other, &layout, &facts)).await
     }
 
     /// Stores the release (or the failure) with its audit entry, in one transaction.
@@ -944,14 +925,7 @@ impl App {
         if model.digest != digest {
             return Err(host(anyhow::anyhow!("model {} no longer hashes to its reviewed digest", model.id)));
         }
-        let version = self
-            .store
-            .versions(run.dataset_id)
-            .await
-            .map_err(host)?
-            .into_iter()
-            .find(|row| row.version == run.dataset_version)
-            .ok_or_else(|| host(anyhow::anyhow!("the run's dataset version is missing")))?;
+        let version = self.stored_version(run.dataset_id, run.dataset_version).await.map_err(host)?;
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| host(anyhow::anyhow!("stored schema: {error}")))?;
         let key = self.unwrap_data_key(&version, &schema).await.map_err(host)?;
@@ -960,14 +934,7 @@ impl App {
                 if joined.destroyed_at.is_some() {
                     return Err(RunFailure::Destroyed);
                 }
-                let version = self
-                    .store
-                    .versions(joined.id)
-                    .await
-                    .map_err(host)?
-                    .into_iter()
-                    .find(|row| row.version == joined_version)
-                    .ok_or_else(|| host(anyhow::anyhow!("the run's joined dataset version is missing")))?;
+                let version = self.stored_version(joined.id, joined_version).await.map_err(host)?;
                 Some(self.joined_inputs(&schema, &joined, version).await.map_err(host)?)
             }
             (None, None) => None,
@@ -1166,6 +1133,26 @@ impl App {
         self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)
     }
+}
+
+/// What binds a version's chunks and its wrapped key: dataset, version, schema.
+fn chunk_context(version: &VersionRow, schema: &DatasetSchema) -> ChunkContext {
+    ChunkContext { dataset_id: version.dataset_id.0, version: version.version, schema_hash: schema.hash() }
+}
+
+/// Runs a release on a blocking thread (the sandbox and the join are synchronous) and
+/// turns its failure into a run's: the sandbox's own, or the host's.
+async fn release_blocking(
+    release: impl FnOnce() -> Result<(Vec<ReleasedOutput>, Fallbacks), RunError> + Send + 'static,
+) -> Executed {
+    tokio::task::spawn_blocking(move || {
+        release().map_err(|error| match error {
+            RunError::Sandbox(error) => RunFailure::Sandbox(error),
+            other => RunFailure::Host(other.into()),
+        })
+    })
+    .await
+    .map_err(|error| RunFailure::Host(anyhow::anyhow!("the run task panicked: {error}")))?
 }
 
 /// Sleeps until `started + delay`. A run that overran its delay (the host was slower than
