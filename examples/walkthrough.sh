@@ -118,3 +118,24 @@ api "$REGULATOR" GET /v1/audit/export > "$work/audit.jsonl"
 $SLUICE audit verify "$work/audit.jsonl" --public-key "$KEY" --trusted-checkpoint "$work/kept-checkpoint.txt" \
   --witness "$WITNESS"
 SLUICE_TOKEN=$REGULATOR $SLUICE audit search --data-dir "$work/data" --action run.start --outcome denied | jq -c '{seq, reason}'
+
+# 9. A dataset keyed by enterprise codes (unified social credit codes): ingest stores only
+#    their keyed pseudonyms. A second row for the same code is refused without echoing it,
+#    and no code, in any response or in the server's log, ever leaves the vault.
+CANARY=91520302MA6H7T3K2T
+TAX=$(api "$PROVIDER" POST /v1/datasets "$(jq -n --rawfile schema "$work/examples/enterprise-tax.schema.toml" '{schema: $schema, epsilon_total: 1}')" | jq .id)
+header=enterprise_code,industry,years_operating,annual_tax_paid_cny,tax_violation
+printf '%s\n%s,liquor,3,1000,false\n%s,liquor,4,2000,true\n' "$header" "$CANARY" "$(tr A-Z a-z <<<"$CANARY")" > "$work/tax.csv"
+refused=$(curl -sS -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' \
+  --data-binary @"$work/tax.csv" "$URL/v1/datasets/$TAX/data")
+jq -c '{code, message}' <<<"$refused"
+head -2 "$work/tax.csv" > "$work/tax-one.csv"
+curl -sS --fail-with-body -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' \
+  --data-binary @"$work/tax-one.csv" "$URL/v1/datasets/$TAX/data" | jq -c '{rows, version}'
+api "$REGULATOR" GET /v1/catalogue | jq -c ".datasets[] | select(.id == $TAX) | .columns[0] | {name, pseudonym_of}"
+api "$REGULATOR" GET "/v1/datasets/$TAX/dummy?rows=2&seed=1" > "$work/tax-dummy.csv"
+api "$REGULATOR" GET /v1/audit/export > "$work/audit-after.jsonl"
+for file in "$work/server.log" "$work/audit-after.jsonl" "$work/tax-dummy.csv" <(echo "$refused"); do
+  if grep -qi "MA6H7T3K2" "$file"; then echo "an enterprise code left the vault: $file" >&2; exit 1; fi
+done
+echo "no enterprise code in the responses, the audit log or the server's log"

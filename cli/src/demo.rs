@@ -441,7 +441,10 @@ where
     say.say(format!(
         "the tax bureau loads {tax_rows} enterprises, the social-insurance bureau {insurance_rows} accounts, each keyed"
     ))?;
-    say.say("by the enterprise code, a level-4 column neither department grants and no model ever sees")?;
+    say.say(
+        "by the unified social credit code, a level-4 column neither department grants and no model ever sees: ingest",
+    )?;
+    say.say("checks each code and stores only its pseudonym under the deployment's secret, the same in both datasets")?;
     let application = api
         .post(
             "/v1/applications",

@@ -159,18 +159,40 @@ const INDUSTRIES: [(&str, u32); 9] = [
     ("services", 11),
 ];
 
+/// How many organisation parts (9 characters of the code's alphabet) there are: 31^9.
+const USCC_ORGANISATIONS: u64 = 26_439_622_160_671;
+const USCC_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+
+/// The `index`th synthetic unified social credit code of a Zunyi enterprise (91 5203 00…):
+/// a well-formed code with a correct check character, its organisation part a permutation
+/// of `index` (not a real registration: real organisation parts carry a check of their own).
+pub fn synthetic_uscc(index: u64, offset: u64) -> String {
+    let permuted =
+        (u128::from(index % USCC_ORGANISATIONS) * 2_654_435_761 + u128::from(offset)) % u128::from(USCC_ORGANISATIONS);
+    let mut organisation = permuted as u64;
+    let mut code = *b"915203000000000000";
+    for slot in code[8..17].iter_mut().rev() {
+        *slot = USCC_ALPHABET[(organisation % 31) as usize];
+        organisation /= 31;
+    }
+    code[17] = sluice_vault::pseudonym::uscc_check_character(&code[..17]).expect("the code's own alphabet");
+    String::from_utf8(code.to_vec()).expect("ascii")
+}
+
 /// Two departments' records of the same synthetic enterprises, as CSV: the tax bureau's
 /// (`rows` enterprises) and the social-insurance bureau's (an account for about 85% of
 /// them, plus accounts of enterprises the tax bureau does not hold, about 5%), both keyed by
-/// a pseudonymised enterprise code and in different orders. Identical for the same rows and
+/// the enterprise's unified social credit code and in different orders. Identical for the same rows and
 /// seed. A model sees them only joined inside Sluice, without the code.
 pub fn enterprise_csvs(rows: usize, seed: u64) -> (String, String) {
     let mut random = SplitMix64(seed);
-    let mut tax = String::from("enterprise_id,industry,years_operating,annual_tax_paid_cny,tax_violation\n");
+    let mut tax = String::from("enterprise_code,industry,years_operating,annual_tax_paid_cny,tax_violation\n");
     let mut accounts = Vec::with_capacity(rows + rows / 20);
-    for _ in 0..rows {
-        // A pseudonymised code: a 63-bit number, unique with overwhelming odds.
-        let code = (random.next_u64() >> 1) as i64;
+    // Organisation parts are a bijection of the enterprise's index (multiplying by a number
+    // prime to 31^9 permutes them), so every code is distinct.
+    let offset = random.next_u64() % USCC_ORGANISATIONS;
+    for index in 0..rows {
+        let code = synthetic_uscc(index as u64, offset);
         let industry = random.weighted(&INDUSTRIES);
         let years = (-(1.0 - random.unit()).ln() * 8.0).min(70.0);
         // Sizes and taxes are heavy-tailed: most enterprises are small.
@@ -183,15 +205,15 @@ pub fn enterprise_csvs(rows: usize, seed: u64) -> (String, String) {
             accounts.push((code, employees, arrears));
         }
     }
-    for _ in 0..rows / 20 {
+    for index in rows..rows + rows / 20 {
         let employees = (random.unit() * 50.0) as i64;
-        accounts.push(((random.next_u64() >> 1) as i64, employees, random.poisson(1.0, 60)));
+        accounts.push((synthetic_uscc(index as u64, offset), employees, random.poisson(1.0, 60)));
     }
     // The other department keeps its own order.
     for index in (1..accounts.len()).rev() {
         accounts.swap(index, (random.next_u64() % (index as u64 + 1)) as usize);
     }
-    let mut insurance = String::from("enterprise_id,employees,social_insurance_arrears_months\n");
+    let mut insurance = String::from("enterprise_code,employees,social_insurance_arrears_months\n");
     for (code, employees, arrears) in accounts {
         let _ = writeln!(insurance, "{code},{employees},{arrears}");
     }
@@ -248,5 +270,27 @@ mod tests {
                 column.parse_field(field).unwrap_or_else(|problem| panic!("{header} {problem}"));
             }
         }
+    }
+
+    /// Both departments' enterprise files parse under their schemas: every code well formed
+    /// and distinct (an enterprise is one row in each), and the two share the codes of the
+    /// enterprises both hold.
+    #[test]
+    fn enterprise_files_carry_distinct_well_formed_codes() {
+        let (tax, insurance) = enterprise_csvs(50_000, 3);
+        let pseudonyms = sluice_vault::pseudonym::PseudonymKey::for_dummy_data();
+        for (csv, schema) in [(&tax, ENTERPRISE_TAX_SCHEMA), (&insurance, SOCIAL_INSURANCE_SCHEMA)] {
+            let schema = DatasetSchema::from_toml(schema).expect("valid schema");
+            let parsed = sluice_vault::parse_chunks(csv.as_bytes(), &schema, &pseudonyms, false, |_, _, _| Ok(()))
+                .expect("every code valid, each once");
+            assert_eq!(parsed.rows as usize, csv.lines().count() - 1);
+        }
+        let codes = |csv: &str| -> std::collections::HashSet<String> {
+            csv.lines().skip(1).map(|line| line.split(',').next().expect("code").to_owned()).collect()
+        };
+        let shared = codes(&tax).intersection(&codes(&insurance)).count();
+        assert!((41_000..=44_000).contains(&shared), "about 85% of enterprises insured: {shared}");
+        assert_eq!(synthetic_uscc(7, 11), synthetic_uscc(7, 11));
+        assert_ne!(synthetic_uscc(7, 11), synthetic_uscc(8, 11));
     }
 }

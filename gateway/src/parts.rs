@@ -1,5 +1,6 @@
 //! The parts an [`crate::service::App`] is composed of, each with one job: the [`Sealed`]
-//! data at rest (the data directory, the object store of sealed chunks and the master key), the [`AuditLog`]'s signing key,
+//! data at rest (the data directory, the object store of sealed chunks, the master key and the
+//! key pseudonym secret), the [`AuditLog`]'s signing key,
 //! and the [`Gate`] (the Cedar policies and the configured limits). The fourth part, the
 //! sandbox [`crate::runner::Runner`], lives in its own module.
 //!
@@ -14,6 +15,7 @@ use anyhow::Context;
 use sluice_audit::SigningKey;
 use sluice_policies::{Epsilon, PolicyGate};
 use sluice_vault::keys::AeadKey;
+use sluice_vault::pseudonym::PseudonymKey;
 
 use crate::chunk_store::ChunkStore;
 use crate::config::Config;
@@ -34,6 +36,9 @@ pub struct Sealed {
         std::sync::Mutex<std::collections::HashMap<crate::ids::DatasetId, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The master key came from the environment, so it is rotated where it is kept.
     pub(crate) master_from_environment: bool,
+    /// The deployment's secret for pseudonymising text keys at ingest; it never changes
+    /// (only its wrapping does, when the master key rotates).
+    pub(crate) pseudonyms: PseudonymKey,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -43,8 +48,15 @@ impl std::fmt::Debug for Sealed {
 }
 
 impl Sealed {
-    pub(crate) fn new(data_dir: DataDir, chunks: ChunkStore, master: AeadKey, master_from_environment: bool) -> Self {
+    pub(crate) fn new(
+        data_dir: DataDir,
+        chunks: ChunkStore,
+        master: AeadKey,
+        pseudonyms: PseudonymKey,
+        master_from_environment: bool,
+    ) -> Self {
         Self {
+            pseudonyms,
             data_dir,
             chunks,
             master: tokio::sync::RwLock::new(master),

@@ -21,6 +21,7 @@ use sluice_sandbox::{
     SandboxError,
 };
 use sluice_vault::dummy::dummy_csv;
+use sluice_vault::pseudonym::PseudonymKey;
 use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
 use sluice_vault::{batches_of, parse_chunks};
 
@@ -446,7 +447,10 @@ pub fn dummy_run(
         .context("the manifest reads a column the schema does not have; run `sluice dev check --schema` first")?;
     let csv = dummy_csv(schema, rows, seed);
     let mut batches: Vec<Batch> = Vec::new();
-    parse_chunks(csv.as_bytes(), schema, false, |chunk, _, _| {
+    // Dummy codes are pseudonymised under a public secret: they are made up, and no real
+    // dataset's pseudonym is ever computed outside an ingest.
+    let pseudonyms = PseudonymKey::for_dummy_data();
+    parse_chunks(csv.as_bytes(), schema, &pseudonyms, false, |chunk, _, _| {
         batches.extend(batches_of(chunk, &selected));
         Ok(())
     })

@@ -556,6 +556,8 @@ pub struct RunUsageRow {
     pub epsilon_units: i64,
     /// Rows of the dataset versions the runs read.
     pub rows_read: i64,
+    /// Rows of the joined dataset's versions they read (0 for a single dataset).
+    pub joined_rows_read: i64,
 }
 
 /// A model submission and its first review, for review turnaround.
@@ -1402,6 +1404,26 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `name` unless it is set already (another node may have set it first); the
+    /// value stored afterwards is read with [`Store::meta`].
+    pub async fn insert_meta_if_absent(tx: &mut Tx, name: &str, value: &str) -> anyhow::Result<()> {
+        in_tx!(tx, |c| sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// A meta entry as this transaction sees it.
+    pub async fn meta_in(tx: &mut Tx, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(in_tx!(tx, |c| sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await)?)
+    }
+
     // ----- applications and authorisations -----
 
     pub async fn insert_application(
@@ -2064,16 +2086,21 @@ impl Store {
     /// Runs counted per authorisation, month and state, with the ε they were charged and
     /// the rows they read (what usage figures and metering are made of).
     pub async fn run_usage(&self) -> anyhow::Result<Vec<RunUsageRow>> {
-        Ok(in_pool!(self, |c| sqlx::query_as(
+        Ok(in_pool!(self, |c| {
+            sqlx::query_as(
             "SELECT r.authorisation_id, substr(r.created_at, 1, 7) AS month, r.state, \
              CAST(COUNT(*) AS BIGINT) AS runs, CAST(SUM(r.epsilon) AS BIGINT) AS epsilon_units, \
-             CAST(COALESCE(SUM(v.row_count), 0) AS BIGINT) AS rows_read \
+             CAST(COALESCE(SUM(v.row_count), 0) AS BIGINT) AS rows_read, \
+             CAST(COALESCE(SUM(j.row_count), 0) AS BIGINT) AS joined_rows_read \
              FROM runs r LEFT JOIN dataset_versions v ON v.dataset_id = r.dataset_id AND v.version = r.dataset_version \
+             LEFT JOIN authorisations a ON a.id = r.authorisation_id \
+             LEFT JOIN dataset_versions j ON j.dataset_id = a.joined_dataset_id AND j.version = r.joined_dataset_version \
              GROUP BY r.authorisation_id, substr(r.created_at, 1, 7), r.state \
              ORDER BY month, r.authorisation_id, r.state"
         )
         .fetch_all(c)
-        .await)?)
+        .await
+        })?)
     }
 
     /// Every model submission with the time of its first review, if any.

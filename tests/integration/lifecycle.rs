@@ -704,7 +704,7 @@ async fn drafts_wait_for_their_applicant_and_core_columns_are_never_granted() {
         .as_i64()
         .expect("id");
     body["dataset_id"] = json!(dataset);
-    body["columns"] = json!(["industry", "enterprise_id"]);
+    body["columns"] = json!(["industry", "enterprise_code"]);
     body["draft"] = json!(false);
     let message =
         expect_error(&world.api.post("/v1/applications", &world.operator, &body).await, "column_not_authorised");

@@ -532,7 +532,7 @@ fn dev_check_refuses_core_columns_and_type_mismatches() {
     let schema = model.view_schema().expect("schema");
     let core = model.manifest.replace(
         "{ name = \"industry\", type = \"category\" },",
-        "{ name = \"industry\", type = \"category\" },\n  { name = \"enterprise_id\", type = \"i64\" },",
+        "{ name = \"industry\", type = \"category\" },\n  { name = \"enterprise_code\", type = \"i64\" },",
     );
     let refusal = sluice_gateway::runner::check(runtime(), model.wasm, &core, Some(&schema)).expect_err("level 4");
     assert_eq!(refusal.code, "column_not_grantable");

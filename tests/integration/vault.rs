@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::json;
 use sluice_gateway::service::{App, Clock};
 use sluice_vault::keys::{AeadKey, read_key_file};
+use sluice_vault::pseudonym::PseudonymKey;
 
 use crate::harness::{World, expect_error};
 
@@ -121,6 +122,11 @@ async fn destroying_a_dataset_leaves_no_key_and_no_data_on_disk() {
 async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
     let world = World::new(200, 2.0).await;
     let old_key = read_key_file(&world.data_dir().join("master.key")).expect("old key");
+    let secret_before: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'key_pseudonym_secret'")
+        .fetch_one(&world.database.raw().await)
+        .await
+        .expect("made when the gateway first opened");
+    let before_rotation = PseudonymKey::unwrap(&old_key, &hex::decode(secret_before).expect("hex")).expect("opens");
     expect_error(&world.api.post("/v1/keys/rotate", &world.operator, &json!({})).await, "wrong_role");
     let rotated = world.api.post("/v1/keys/rotate", &world.admin, &json!({})).await.ok().expect("rotated");
     assert_eq!(rotated["data_keys_rewrapped"], 1);
@@ -135,6 +141,19 @@ async fn key_rotation_rewraps_every_data_key_and_keeps_data_readable() {
         "the old master key no longer opens anything"
     );
     new_key.unwrap_key(wrapped, &context.key_context()).expect("the new one does");
+    // The key pseudonym secret is re-wrapped, not replaced: the same secret under the new key.
+    let secret: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'key_pseudonym_secret'")
+        .fetch_one(&world.database.raw().await)
+        .await
+        .expect("the secret is stored");
+    let secret = hex::decode(secret).expect("hex");
+    assert!(PseudonymKey::unwrap(&old_key, &secret).is_err(), "the old master key no longer opens the secret");
+    let reopened = PseudonymKey::unwrap(&new_key, &secret).expect("the new one does");
+    assert_eq!(
+        reopened.pseudonym("91350100M000100Y43"),
+        before_rotation.pseudonym("91350100M000100Y43"),
+        "one code keeps one pseudonym across the rotation"
+    );
     world.run().await.ok().expect("data still readable after rotation");
     assert_eq!(world.audit_entries("keys.rotate").await.iter().filter(|entry| entry["outcome"] == "ok").count(), 1);
 

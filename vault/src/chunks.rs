@@ -17,6 +17,7 @@ use sluice_sandbox::{Batch, Column, ColumnType, ColumnValues};
 use zeroize::Zeroize;
 
 use crate::keys::AeadKey;
+use crate::pseudonym::PseudonymKey;
 use crate::schema::{DatasetSchema, Field, PrivacyUnit};
 
 /// Rows per sealed chunk: 65,536 rows of a few columns is a few MiB, small enough to
@@ -168,6 +169,14 @@ pub fn chunk_key(prefix: &str, index: u64) -> String {
     format!("{prefix}/{index:08}.chunk")
 }
 
+/// The keys an ingest uses: the master key that wraps the new version's data key, and the
+/// deployment's secret that pseudonymises text codes in a key column.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestKeys<'a> {
+    pub master: &'a AeadKey,
+    pub pseudonyms: &'a PseudonymKey,
+}
+
 /// What an ingest stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestReport {
@@ -207,7 +216,7 @@ pub fn ingest(
     csv: impl Read,
     schema: &DatasetSchema,
     context: ChunkContext,
-    master: &AeadKey,
+    keys: IngestKeys<'_>,
     store: &dyn ChunkIo,
     skip_invalid: bool,
     mut progress: impl FnMut(u64),
@@ -216,12 +225,11 @@ pub fn ingest(
     // Objects already there are what a crash left of an earlier attempt at this reserved
     // version; they hold nothing anyone has.
     store.delete_prefix(&prefix)?;
-    let outcome = seal_all(csv, schema, context, store, &prefix, skip_invalid, &mut progress).and_then(
-        |(parsed, chunks, data_key)| {
-            let wrapped_key = master.wrap(&data_key, &context.key_context())?;
+    let outcome = seal_all(csv, schema, keys.pseudonyms, context, store, &prefix, skip_invalid, &mut progress)
+        .and_then(|(parsed, chunks, data_key)| {
+            let wrapped_key = keys.master.wrap(&data_key, &context.key_context())?;
             Ok((parsed, chunks, wrapped_key))
-        },
-    );
+        });
     let (parsed, chunks, wrapped_key) = match outcome {
         Ok(done) => done,
         Err(error) => {
@@ -241,9 +249,11 @@ pub fn ingest(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn seal_all(
     csv: impl Read,
     schema: &DatasetSchema,
+    pseudonyms: &PseudonymKey,
     context: ChunkContext,
     store: &dyn ChunkIo,
     prefix: &str,
@@ -252,7 +262,7 @@ fn seal_all(
 ) -> Result<(ParsedRows, u64, AeadKey), IngestError> {
     let data_key = AeadKey::generate()?;
     let mut chunks = 0u64;
-    let parsed = parse_chunks(csv, schema, skip_invalid, |chunk, rows_so_far, last| {
+    let parsed = parse_chunks(csv, schema, pseudonyms, skip_invalid, |chunk, rows_so_far, last| {
         seal_chunk(chunk, &data_key, context, chunks, last, store, prefix)?;
         chunks += 1;
         progress(rows_so_far);
@@ -274,10 +284,12 @@ pub struct ParsedRows {
 /// The last chunk is always emitted (possibly empty), so a reader can tell a truncated
 /// dataset from a complete one. By default one invalid row fails the whole file (no
 /// further chunk is emitted and up to ten invalid rows are reported); with `skip_invalid`
-/// invalid rows are left out, counted, and the first ten kept as examples.
+/// invalid rows are left out, counted, and the first ten kept as examples. A pseudonymised
+/// key column's codes become their pseudonyms under `pseudonyms`.
 pub fn parse_chunks(
     csv: impl Read,
     schema: &DatasetSchema,
+    pseudonyms: &PseudonymKey,
     skip_invalid: bool,
     mut on_chunk: impl FnMut(&ColumnarRows, u64, bool) -> anyhow::Result<()>,
 ) -> Result<ParsedRows, IngestError> {
@@ -293,8 +305,8 @@ pub fn parse_chunks(
     let mut contributions = Contributions::new(schema);
     while reader.read_record(&mut record).map_err(|error| IngestError::Csv(csv_problem(&error)))? {
         line += 1;
-        let parsed = parse_record(&record, schema, &positions, line, &mut fields)
-            .and_then(|()| contributions.admit(&fields, line));
+        let parsed = parse_record(&record, schema, pseudonyms, &positions, line, &mut fields)
+            .and_then(|check| contributions.admit(&fields, check, line));
         if let Err(error) = parsed {
             skipped += 1;
             if errors.len() < MAX_REPORTED_ERRORS {
@@ -330,10 +342,13 @@ pub fn batches_of(chunk: &ColumnarRows, selected: &[(usize, ColumnType)]) -> Vec
 }
 
 /// Bounds each person's contribution when the schema has a person-id column: rows past
-/// `max_rows` for one person are invalid (refused, or left out with `skip_invalid`).
+/// `max_rows` for one person are invalid (refused, or left out with `skip_invalid`). For a
+/// pseudonymised key it also keeps 32 more bits of each code's hash, so two different codes
+/// sharing a 64-bit pseudonym (about 1 in 370,000 for 10 million codes) are refused
+/// rather than counted as one person.
 struct Contributions {
     person: Option<(usize, u32, String)>,
-    seen: std::collections::HashMap<i64, u32>,
+    seen: std::collections::HashMap<i64, (u32, u32)>,
 }
 
 impl Contributions {
@@ -347,10 +362,19 @@ impl Contributions {
         Self { person, seen: std::collections::HashMap::new() }
     }
 
-    fn admit(&mut self, fields: &[Field], line: u64) -> Result<(), RowError> {
+    fn admit(&mut self, fields: &[Field], check: u32, line: u64) -> Result<(), RowError> {
         let Some((index, max_rows, column)) = &self.person else { return Ok(()) };
         let Field::I64(person) = fields[*index] else { return Ok(()) };
-        let count = self.seen.entry(person).or_default();
+        let (count, seen_check) = self.seen.entry(person).or_insert((0, check));
+        if *seen_check != check {
+            return Err(RowError {
+                line,
+                column: column.clone(),
+                problem: "is a different code from an earlier line's with the same 64-bit pseudonym (a chance of \
+                          1 in 1.8 × 10^19 a pair); the two cannot be told apart in a join, so the row is refused"
+                    .into(),
+            });
+        }
         if *count >= *max_rows {
             return Err(RowError {
                 line,
@@ -394,22 +418,30 @@ fn header_positions<R: Read>(reader: &mut csv::Reader<R>, schema: &DatasetSchema
         .collect()
 }
 
+/// Parses one record into `fields`; returns the check bits of its pseudonymised key (0
+/// without one).
 fn parse_record(
     record: &csv::StringRecord,
     schema: &DatasetSchema,
+    pseudonyms: &PseudonymKey,
     positions: &[usize],
     line: u64,
     fields: &mut [Field],
-) -> Result<(), RowError> {
+) -> Result<u32, RowError> {
+    let mut check = 0;
     for ((column, position), field) in schema.columns.iter().zip(positions).zip(fields.iter_mut()) {
-        let text = record.get(*position).ok_or_else(|| RowError {
-            line,
-            column: column.name.clone(),
-            problem: "is missing".into(),
-        })?;
-        *field = column.parse_field(text).map_err(|problem| RowError { line, column: column.name.clone(), problem })?;
+        let problem = |problem| RowError { line, column: column.name.clone(), problem };
+        let text = record.get(*position).ok_or_else(|| problem("is missing".into()))?;
+        *field = match column.pseudonym_of {
+            Some(format) => {
+                let pseudonym = pseudonyms.pseudonym(&format.canonical(text).map_err(problem)?);
+                check = pseudonym.check;
+                Field::I64(pseudonym.value)
+            }
+            None => column.parse_field(text).map_err(problem)?,
+        };
     }
-    Ok(())
+    Ok(check)
 }
 
 fn seal_chunk(

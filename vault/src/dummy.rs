@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use sluice_sandbox::ColumnType;
 
+use crate::pseudonym::{KeyFormat, resident_id_check_character, uscc_check_character};
 use crate::schema::{ColumnSchema, DatasetSchema};
 
 const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
@@ -76,7 +77,7 @@ pub fn dummy_csv(schema: &DatasetSchema, rows: usize, seed: u64) -> String {
             }
             if Some(column.name.as_str()) == person_column {
                 // One row per dummy person keeps every contribution within the bound.
-                let _ = write!(csv, "{row}");
+                dummy_key(column.pseudonym_of, row, &mut csv);
                 continue;
             }
             if column.nullable && random.unit() < NULL_RATE {
@@ -87,6 +88,33 @@ pub fn dummy_csv(schema: &DatasetSchema, rows: usize, seed: u64) -> String {
         csv.push('\n');
     }
     csv
+}
+
+/// The `row`th dummy person's id: the number itself, or a well-formed code carrying it
+/// after a region part of 9s, which no real code has.
+fn dummy_key(format: Option<KeyFormat>, row: usize, out: &mut String) {
+    let (first, check) = match format {
+        None => {
+            let _ = write!(out, "{row}");
+            return;
+        }
+        Some(KeyFormat::Text) => {
+            let _ = write!(out, "dummy-{row}");
+            return;
+        }
+        Some(KeyFormat::Uscc) => {
+            let first = format!("91999999{:09}", row % 1_000_000_000);
+            let check = uscc_check_character(first.as_bytes());
+            (first, check)
+        }
+        Some(KeyFormat::ResidentId) => {
+            let first = format!("999999{:011}", row % 100_000_000_000);
+            let check = resident_id_check_character(first.as_bytes());
+            (first, check)
+        }
+    };
+    out.push_str(&first);
+    out.push(char::from(check.expect("17 digits make a code")));
 }
 
 fn dummy_field(column: &ColumnSchema, random: &mut SplitMix64, out: &mut String) {
@@ -124,10 +152,28 @@ mod tests {
         let csv = dummy_csv(&schema, 2_000, 5);
         assert_eq!(csv, dummy_csv(&schema, 2_000, 5));
         assert_ne!(csv, dummy_csv(&schema, 2_000, 6));
-        let parsed =
-            crate::chunks::parse_chunks(csv.as_bytes(), &schema, false, |_, _, _| Ok(())).expect("every row valid");
+        let pseudonyms = crate::pseudonym::PseudonymKey::for_dummy_data();
+        let parsed = crate::chunks::parse_chunks(csv.as_bytes(), &schema, &pseudonyms, false, |_, _, _| Ok(()))
+            .expect("every row valid");
         assert_eq!(parsed.rows, 2_000);
         let nulls = csv.lines().skip(1).filter(|line| line.ends_with(',')).count();
         assert!((40..=160).contains(&nulls), "about 5% nulls in the nullable column, got {nulls}");
+    }
+
+    #[test]
+    fn dummy_keys_are_well_formed_codes_of_the_declared_format() {
+        for format in ["uscc", "resident_id", "text"] {
+            let schema = DatasetSchema::from_toml(&format!(
+                "name = \"k\"\nprivacy_unit = {{ person_id = \"code\", max_rows_per_person = 1 }}\n\
+                 [[columns]]\nname = \"code\"\ntype = \"i64\"\nclassification = 4\npseudonym_of = \"{format}\"\n\
+                 [[columns]]\nname = \"v\"\ntype = \"f64\"\nclassification = 2\n"
+            ))
+            .expect("schema");
+            let csv = dummy_csv(&schema, 3_000, 1);
+            let pseudonyms = crate::pseudonym::PseudonymKey::for_dummy_data();
+            let parsed = crate::chunks::parse_chunks(csv.as_bytes(), &schema, &pseudonyms, false, |_, _, _| Ok(()))
+                .expect("every code valid and distinct");
+            assert_eq!(parsed.rows, 3_000, "{format}");
+        }
     }
 }

@@ -117,6 +117,11 @@ impl AeadKey {
         Zeroizing::new(hex::encode(self.0.as_ref()))
     }
 
+    /// The raw bytes, for keyed hashing inside the vault ([`crate::pseudonym`]).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Test support: the raw bytes, to scan a data directory for leaked key material.
     pub fn expose_for_tests(&self) -> [u8; 32] {
         *self.0

@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use sluice_sandbox::ColumnType;
 
+use crate::pseudonym::KeyFormat;
+
 /// 1970-01-01 as a Julian day: dates are stored as days since then.
 const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
 
@@ -35,6 +37,10 @@ pub struct ColumnSchema {
     pub domain: Vec<String>,
     #[serde(default)]
     pub description: String,
+    /// Only on the person (or enterprise) id column: its CSV field is a text identifier of
+    /// this format, stored as its keyed pseudonym ([`crate::pseudonym`]), never as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonym_of: Option<KeyFormat>,
 }
 
 /// A validated schema; `source` is kept because the schema hash covers its exact text.
@@ -101,6 +107,9 @@ fn privacy_unit(file: &SchemaFile) -> Result<PrivacyUnit, String> {
                     "person_id column `{person_id}` must be a non-nullable i64 of classification 4 (never granted)"
                 ));
             }
+            if column.pseudonym_of.is_some() && (column.lower.is_some() || column.upper.is_some()) {
+                return Err(format!("person_id column `{person_id}` holds pseudonyms: it takes no bounds"));
+            }
             if !(1..=1000).contains(max_rows_per_person) {
                 return Err("max_rows_per_person must be 1 to 1000".into());
             }
@@ -123,6 +132,18 @@ impl DatasetSchema {
             }
         }
         let privacy_unit = privacy_unit(&file)?;
+        let key = match &privacy_unit {
+            PrivacyUnit::PersonId { column, .. } => Some(column.as_str()),
+            PrivacyUnit::RowPerPerson => None,
+        };
+        if let Some(column) =
+            file.columns.iter().find(|column| column.pseudonym_of.is_some() && Some(column.name.as_str()) != key)
+        {
+            return Err(format!(
+                "column `{}`: only the privacy unit's person_id column can be a pseudonymised key (pseudonym_of)",
+                column.name
+            ));
+        }
         Ok(Self {
             source: source.to_owned(),
             name: file.name,
@@ -153,6 +174,12 @@ impl DatasetSchema {
         }
     }
 
+    /// What the key column's CSV field holds when it is a text identifier stored as a
+    /// pseudonym; `None` for an `i64` id taken as written (or no key column).
+    pub fn key_format(&self) -> Option<KeyFormat> {
+        self.key_column().and_then(|key| self.column(key)).and_then(|(_, column)| column.pseudonym_of)
+    }
+
     /// The rows a model over `self` left-joined with `joined` on their keys sees, as one
     /// schema: this schema's columns, then the joined one's except its key, made nullable
     /// (a row whose key the joined dataset lacks has nulls there). Its privacy unit is this
@@ -170,6 +197,17 @@ impl DatasetSchema {
                 self.name, joined.name
             ));
         };
+        if self.key_format() != joined.key_format() {
+            let describe = |schema: &DatasetSchema| match schema.key_format() {
+                Some(format) => format!("`{}` is keyed by pseudonymised {}", schema.name, format.describe()),
+                None => format!("`{}` is keyed by integer ids taken as written", schema.name),
+            };
+            return Err(format!(
+                "a join matches equal keys: {} and {}; both must declare the same key (pseudonym_of)",
+                describe(self),
+                describe(joined)
+            ));
+        }
         if joined.rows_per_person() != 1 {
             return Err(format!(
                 "the joined dataset `{}` may hold {} rows per key; a join adds a dataset with at most one row \
@@ -241,6 +279,10 @@ impl ColumnSchema {
     /// Parses one CSV field. The error says what rule failed, not what the value was.
     pub fn parse_field(&self, text: &str) -> Result<Field, String> {
         let text = text.trim();
+        if self.pseudonym_of.is_some() {
+            // Only the ingest, which holds the deployment's pseudonym secret, can parse it.
+            return Err("is a pseudonymised key, parsed only with the pseudonym secret".into());
+        }
         if text.is_empty() {
             return if self.nullable { Ok(Field::Null) } else { Err("is empty but the column is not nullable".into()) };
         }
@@ -329,6 +371,7 @@ domain = ["a", "b"]
             upper: None,
             domain: Vec::new(),
             description: String::new(),
+            pseudonym_of: None,
         };
         assert_eq!(date.parse_field("1970-01-02"), Ok(Field::I64(1)));
         assert_eq!(date.parse_field("2026-11-23"), Ok(Field::I64(20_780)));
@@ -389,5 +432,43 @@ domain = ["a", "b"]
         let unkeyed = DatasetSchema::from_toml(SCHEMA).expect("valid");
         assert!(unkeyed.joined(&insured).expect_err("no key").contains("person_id"));
         assert!(tax.joined(&unkeyed).expect_err("no key").contains("person_id"));
+    }
+
+    #[test]
+    fn a_pseudonymised_key_is_declared_on_the_person_id_alone_and_joins_only_its_own_kind() {
+        let key = |format: &str| format!("pseudonym_of = \"{format}\"\n");
+        let extra = "[[columns]]\nname = \"staff\"\ntype = \"i64\"\nclassification = 2\n";
+        let tax = keyed("tax", 1, &format!("{}{extra}", key("uscc")));
+        assert_eq!(tax.key_format(), Some(KeyFormat::Uscc));
+        let code = &tax.columns[0];
+        assert!(code.parse_field("91350100M000100Y43").expect_err("needs the secret").contains("pseudonym"));
+
+        let revenue = "[[columns]]\nname = \"revenue\"\ntype = \"f64\"\nclassification = 3\n";
+        let insured = keyed("insured", 1, &format!("{}{revenue}", key("uscc")));
+        assert!(tax.joined(&insured).is_ok());
+        assert_eq!(tax.joined(&insured).expect("joins").key_format(), Some(KeyFormat::Uscc));
+        // Codes and integer ids, or codes and resident ids, never match.
+        let plain = keyed("plain", 1, revenue);
+        let error = tax.joined(&plain).expect_err("different keys");
+        assert!(error.contains("unified social credit codes") && error.contains("integer ids"), "{error}");
+        let people = keyed("people", 1, &format!("{}{revenue}", key("resident_id")));
+        assert!(tax.joined(&people).expect_err("different keys").contains("resident identity numbers"));
+
+        // On another column, with bounds, or of an unknown format: refused.
+        let on_district = SCHEMA.replace("nullable = true\n", "nullable = true\npseudonym_of = \"text\"\n");
+        let error = DatasetSchema::from_toml(&on_district).expect_err("not the key");
+        assert!(error.contains("only the privacy unit's person_id"), "{error}");
+        let bounded = DatasetSchema::from_toml(&format!(
+            "name = \"b\"\nprivacy_unit = {{ person_id = \"code\", max_rows_per_person = 1 }}\n\
+             [[columns]]\nname = \"code\"\ntype = \"i64\"\nclassification = 4\nlower = 0.0\n{}",
+            key("uscc")
+        ));
+        assert!(bounded.expect_err("bounds").contains("takes no bounds"));
+        let unknown = DatasetSchema::from_toml(&format!(
+            "name = \"u\"\nprivacy_unit = {{ person_id = \"code\", max_rows_per_person = 1 }}\n\
+             [[columns]]\nname = \"code\"\ntype = \"i64\"\nclassification = 4\n{}",
+            key("passport")
+        ));
+        assert!(unknown.is_err());
     }
 }

@@ -63,6 +63,9 @@ pub struct CatalogueColumn {
     pub upper: Option<f64>,
     pub domain: Vec<String>,
     pub description: String,
+    /// A key column holding text codes stored as keyed pseudonyms: `uscc`, `resident_id` or
+    /// `text` (the schema's `pseudonym_of`); null for every other column.
+    pub pseudonym_of: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -185,8 +188,10 @@ impl App {
             let master = self.sealed.master.read().await.clone();
             let wrapped_under = master.clone();
             let store = self.sealed.chunks.clone();
+            let pseudonyms = self.sealed.pseudonyms.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                chunks::ingest(csv, &schema, context, &master, &store, skip_invalid, progress)
+                let keys = chunks::IngestKeys { master: &master, pseudonyms: &pseudonyms };
+                chunks::ingest(csv, &schema, context, keys, &store, skip_invalid, progress)
             })
             .await
             .context("the ingest task panicked")?;
@@ -424,5 +429,6 @@ fn catalogue_column(column: &sluice_vault::schema::ColumnSchema) -> CatalogueCol
         upper: column.upper,
         domain: column.domain.clone(),
         description: column.description.clone(),
+        pseudonym_of: column.pseudonym_of.map(|format| format.as_str()),
     }
 }

@@ -47,6 +47,7 @@ use crate::store::{NewPrincipal, OrganisationRow, PrincipalRow, Store, format_ti
 use crate::timestamp::Timestamp;
 use sluice_audit::{Act, AuditEvent, AuditOutcome, Detail};
 use sluice_vault::keys::{AeadKey, random_bytes};
+use sluice_vault::pseudonym::PseudonymKey;
 
 /// Where "now" comes from. Tests use a manual clock to step past validity windows.
 #[derive(Debug, Clone)]
@@ -263,6 +264,7 @@ impl App {
         let store = Store::open(&config.database, false).await?;
         let from_environment = config.master_key_from_environment.as_deref().map(String::as_str);
         let master = open_master_key(&data_dir, &store, from_environment).await?;
+        let pseudonyms = open_pseudonym_key(&store, &master).await?;
         let chunks = ChunkStore::open(&config.objects)?;
         sweep_unfinished_ingests(&chunks, &store).await?;
         let witnesses = config
@@ -273,7 +275,7 @@ impl App {
         let log = AuditLog::new(data_dir.load_signing_key()?, witnesses);
         let gate = Gate::new(&config)?;
         let runner = Runner::new(RuntimeLimits::default())?;
-        let sealed = Sealed::new(data_dir, chunks, master, from_environment.is_some());
+        let sealed = Sealed::new(data_dir, chunks, master, pseudonyms, from_environment.is_some());
         let audit_batch = group_commit::AuditBatcher::start(store.clone());
         let app = Self {
             store,
@@ -999,6 +1001,34 @@ pub struct RotationSummary {
     pub new_fingerprint: String,
 }
 
+/// The meta entry holding the deployment's key pseudonym secret, wrapped by the master key
+/// (hex).
+const PSEUDONYM_SECRET: &str = "key_pseudonym_secret";
+
+/// Loads the deployment's key pseudonym secret, making it on the first open. Every node and
+/// every ingest uses the one secret (two nodes opening a new deployment at once keep the
+/// first one stored), so one code has one pseudonym in every dataset.
+async fn open_pseudonym_key(store: &Store, master: &AeadKey) -> anyhow::Result<PseudonymKey> {
+    if store.meta(PSEUDONYM_SECRET).await?.is_none() {
+        let wrapped = PseudonymKey::generate()?.wrap(master)?;
+        let mut tx = store.begin().await?;
+        Store::insert_meta_if_absent(&mut tx, PSEUDONYM_SECRET, &hex::encode(wrapped)).await?;
+        tx.commit().await.context("storing the key pseudonym secret")?;
+    }
+    let wrapped = store.meta(PSEUDONYM_SECRET).await?.context("the key pseudonym secret is missing")?;
+    unwrap_pseudonym_key(master, &wrapped)
+}
+
+fn unwrap_pseudonym_key(master: &AeadKey, wrapped_hex: &str) -> anyhow::Result<PseudonymKey> {
+    let wrapped =
+        hex::decode(wrapped_hex).map_err(|_| anyhow::anyhow!("the stored key pseudonym secret is not hex"))?;
+    PseudonymKey::unwrap(master, &wrapped).map_err(|_| {
+        anyhow::anyhow!(
+            "the key pseudonym secret does not open under the master key (tampered, or another deployment's)"
+        )
+    })
+}
+
 impl App {
     /// Re-wraps every data key under a new master key, without re-encrypting any data.
     /// Crash-safe: the new key is written beside the old one first, the re-wrap and its
@@ -1052,6 +1082,12 @@ impl App {
             Store::replace_wrapped_key(&mut tx, *dataset_id, *version, &new.wrap(&data_key, &context.key_context())?)
                 .await?;
         }
+        // The pseudonym secret stays the same secret: only its wrapping changes, so versions
+        // ingested before and after the rotation still join.
+        let wrapped =
+            Store::meta_in(&mut tx, PSEUDONYM_SECRET).await?.context("the key pseudonym secret is missing")?;
+        let pseudonyms = unwrap_pseudonym_key(old, &wrapped)?;
+        Store::set_meta(&mut tx, PSEUDONYM_SECRET, &hex::encode(pseudonyms.wrap(new)?)).await?;
         Store::set_meta(&mut tx, MASTER_FINGERPRINT, &new.fingerprint()).await?;
         let event = Self::event(caller, Action::RotateKeys.audit(), "master_key", AuditOutcome::Ok)
             .detail(Detail::DataKeysRewrapped, keys.len())

@@ -34,7 +34,9 @@ pub struct UsageQuery {
     pub authorisation_id: Option<AuthorisationId>,
 }
 
-/// One scenario's use in one month.
+/// One scenario's use of one dataset in one month. A scenario over two departments' data
+/// has a row for each dataset: the runs, ε and models are the scenario's in both (each run
+/// read and was charged to both), the rows processed each dataset's own.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageRow {
     pub month: String,
@@ -45,6 +47,11 @@ pub struct UsageRow {
     pub dataset_id: DatasetId,
     pub dataset: String,
     pub provider_organisation: String,
+    /// For a scenario over two departments' data, the other dataset (in both rows).
+    pub other_dataset_id: Option<DatasetId>,
+    /// This row is the joined dataset's: its runs, ε and models are counted in the first
+    /// dataset's row as well, so per-scenario sums skip it.
+    pub joined_side: bool,
     /// Runs started (each charged).
     pub runs: i64,
     pub runs_released: i64,
@@ -85,7 +92,7 @@ impl UsageReport {
         let mut out = String::from(
             "month,authorisation_id,purpose,operator_organisation,dataset_id,dataset,provider_organisation,runs,\
              runs_released,runs_without_release,rows_processed,epsilon_spent,models_submitted,models_reviewed,\
-             review_turnaround_hours_mean,review_turnaround_hours_max\n",
+             review_turnaround_hours_mean,review_turnaround_hours_max,other_dataset_id,joined_side\n",
         );
         for row in &self.rows {
             let fields = [
@@ -105,6 +112,8 @@ impl UsageReport {
                 row.models_reviewed.to_string(),
                 csv_number(row.review_turnaround_hours_mean),
                 csv_number(row.review_turnaround_hours_max),
+                row.other_dataset_id.map_or_else(String::new, |id| id.to_string()),
+                row.joined_side.to_string(),
             ];
             out.push_str(&fields.join(","));
             out.push('\n');
@@ -202,10 +211,12 @@ impl App {
         };
         let runs = self.store.run_usage().await?;
         let models = self.store.model_usage().await?;
-        let mut rows: BTreeMap<(String, AuthorisationId), UsageRow> = BTreeMap::new();
-        // Whether the caller may see each authorisation, and what to call it; each looked up once.
-        let mut seen: HashMap<AuthorisationId, Option<UsageRow>> = HashMap::new();
-        let mut turnarounds: BTreeMap<(String, AuthorisationId), Vec<f64>> = BTreeMap::new();
+        // Keyed by month, scenario and whether the row is the joined dataset's.
+        let mut rows: BTreeMap<(String, AuthorisationId, bool), UsageRow> = BTreeMap::new();
+        // Whether the caller may see each authorisation, and its rows' templates (one per
+        // dataset); each looked up once.
+        let mut seen: HashMap<AuthorisationId, Vec<UsageRow>> = HashMap::new();
+        let mut turnarounds: BTreeMap<(String, AuthorisationId, bool), Vec<f64>> = BTreeMap::new();
         let mut keys = Vec::new();
         for run in &runs {
             keys.push((run.month.clone(), run.authorisation_id));
@@ -221,35 +232,43 @@ impl App {
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(authorisation) {
-                slot.insert(self.usage_template(caller, authorisation).await?);
+                slot.insert(self.usage_templates(caller, authorisation).await?);
             }
-            let Some(Some(template)) = seen.get(&authorisation) else { continue };
-            if query.dataset_id.is_some_and(|wanted| wanted != template.dataset_id) {
-                continue;
+            for template in seen.get(&authorisation).into_iter().flatten() {
+                if query.dataset_id.is_some_and(|wanted| wanted != template.dataset_id) {
+                    continue;
+                }
+                rows.entry((month.clone(), authorisation, template.joined_side))
+                    .or_insert_with(|| UsageRow { month: month.clone(), ..template.clone() });
             }
-            rows.entry((month.clone(), authorisation)).or_insert_with(|| UsageRow { month, ..template.clone() });
         }
         for run in &runs {
-            let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id)) else { continue };
-            row.runs += run.runs;
-            match run.state.as_str() {
-                "released" => row.runs_released += run.runs,
-                "failed" | "interrupted" | "withheld" => row.runs_without_release += run.runs,
-                _ => {}
+            for (joined_side, rows_read) in [(false, run.rows_read), (true, run.joined_rows_read)] {
+                let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id, joined_side)) else {
+                    continue;
+                };
+                row.runs += run.runs;
+                match run.state.as_str() {
+                    "released" => row.runs_released += run.runs,
+                    "failed" | "interrupted" | "withheld" => row.runs_without_release += run.runs,
+                    _ => {}
+                }
+                row.rows_processed += rows_read;
+                row.epsilon_spent += stored_epsilon(run.epsilon_units);
             }
-            row.rows_processed += run.rows_read;
-            row.epsilon_spent += stored_epsilon(run.epsilon_units);
         }
         for model in &models {
             let submitted: String = model.submitted_at.chars().take(7).collect();
-            if let Some(row) = rows.get_mut(&(submitted, model.authorisation_id)) {
-                row.models_submitted += 1;
-            }
-            if let Some(reviewed) = &model.first_review_at {
-                let key = (reviewed.chars().take(7).collect::<String>(), model.authorisation_id);
+            let reviewed: Option<String> = model.first_review_at.as_ref().map(|at| at.chars().take(7).collect());
+            for joined_side in [false, true] {
+                if let Some(row) = rows.get_mut(&(submitted.clone(), model.authorisation_id, joined_side)) {
+                    row.models_submitted += 1;
+                }
+                let (Some(month), Some(at)) = (&reviewed, &model.first_review_at) else { continue };
+                let key = (month.clone(), model.authorisation_id, joined_side);
                 if let Some(row) = rows.get_mut(&key) {
                     row.models_reviewed += 1;
-                    if let Some(hours) = hours_between(&model.submitted_at, reviewed) {
+                    if let Some(hours) = hours_between(&model.submitted_at, at) {
                         turnarounds.entry(key).or_default().push(hours);
                     }
                 }
@@ -269,37 +288,27 @@ impl App {
         Ok(report)
     }
 
-    /// An authorisation's row without figures, if the caller may read its budget.
-    async fn usage_template(&self, caller: &Caller, id: AuthorisationId) -> anyhow::Result<Option<UsageRow>> {
-        let Some(authorisation) = self.store.authorisation(id).await? else { return Ok(None) };
+    /// An authorisation's rows without figures, one per dataset it reads, if the caller may
+    /// read its budget (none otherwise).
+    async fn usage_templates(&self, caller: &Caller, id: AuthorisationId) -> anyhow::Result<Vec<UsageRow>> {
+        let Some(authorisation) = self.store.authorisation(id).await? else { return Ok(Vec::new()) };
         let resource = self.authorisation_resource(&authorisation).await?;
         if self.decide(caller, Action::ReadBudget, &resource).is_err() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let dataset = self.store.dataset(authorisation.dataset_id).await?.context("the authorisation's dataset")?;
         let organisation_name = |organisation| async move {
             anyhow::Ok(self.store.organisation(organisation).await?.map_or_else(|| "?".to_owned(), |row| row.name))
         };
         let operator = organisation_name(self.principal(authorisation.operator_id).await?.organisation).await?;
-        let provider = organisation_name(self.principal(dataset.provider_id).await?.organisation).await?;
-        Ok(Some(UsageRow {
-            month: String::new(),
-            authorisation_id: id,
-            purpose: authorisation.purpose,
-            operator_organisation: operator,
-            dataset_id: dataset.id,
-            dataset: dataset.name,
-            provider_organisation: provider,
-            runs: 0,
-            runs_released: 0,
-            runs_without_release: 0,
-            rows_processed: 0,
-            epsilon_spent: 0.0,
-            models_submitted: 0,
-            models_reviewed: 0,
-            review_turnaround_hours_mean: None,
-            review_turnaround_hours_max: None,
-        }))
+        let datasets = authorisation.datasets();
+        let mut templates = Vec::new();
+        for (index, &dataset_id) in datasets.iter().enumerate() {
+            let dataset = self.store.dataset(dataset_id).await?.context("the authorisation's dataset")?;
+            let provider = organisation_name(self.principal(dataset.provider_id).await?.organisation).await?;
+            let other_dataset_id = datasets.iter().copied().find(|other| *other != dataset_id);
+            templates.push(usage_template(&authorisation, &operator, dataset, provider, other_dataset_id, index > 0));
+        }
+        Ok(templates)
     }
 
     /// Computes the alerts over the whole log and records those not yet recorded, each as
@@ -356,6 +365,37 @@ impl App {
         )
         .await?;
         Ok(alerts)
+    }
+}
+
+/// A row without figures for one dataset of a scenario.
+fn usage_template(
+    authorisation: &crate::store::AuthorisationRow,
+    operator: &str,
+    dataset: crate::store::DatasetRow,
+    provider: String,
+    other_dataset_id: Option<DatasetId>,
+    joined_side: bool,
+) -> UsageRow {
+    UsageRow {
+        month: String::new(),
+        authorisation_id: authorisation.id,
+        purpose: authorisation.purpose.clone(),
+        operator_organisation: operator.to_owned(),
+        dataset_id: dataset.id,
+        dataset: dataset.name,
+        provider_organisation: provider,
+        other_dataset_id,
+        joined_side,
+        runs: 0,
+        runs_released: 0,
+        runs_without_release: 0,
+        rows_processed: 0,
+        epsilon_spent: 0.0,
+        models_submitted: 0,
+        models_reviewed: 0,
+        review_turnaround_hours_mean: None,
+        review_turnaround_hours_max: None,
     }
 }
 

@@ -64,6 +64,7 @@ struct Fixture {
     store: Arc<DirChunks>,
     schema: DatasetSchema,
     master: AeadKey,
+    pseudonyms: PseudonymKey,
 }
 
 fn fixture() -> Fixture {
@@ -76,6 +77,13 @@ fn fixture() -> Fixture {
         _dir: dir,
         schema: DatasetSchema::from_toml(SCHEMA).expect("valid"),
         master: AeadKey::generate().expect("key"),
+        pseudonyms: PseudonymKey::generate().expect("key"),
+    }
+}
+
+impl Fixture {
+    fn keys(&self) -> IngestKeys<'_> {
+        IngestKeys { master: &self.master, pseudonyms: &self.pseudonyms }
     }
 }
 
@@ -104,7 +112,7 @@ fn ingest_round_trips_across_chunks() {
     let context = context(1, &fixture);
     let rows = CHUNK_ROWS + 10;
     let report =
-        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+        ingest(csv(rows).as_bytes(), &fixture.schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
             .expect("ingest");
     assert_eq!((report.rows, report.chunks), (rows as u64, 2));
     let batches = read_all(&fixture, context, &report).expect("read");
@@ -124,7 +132,7 @@ fn a_split_reader_reads_the_same_batches_in_parts() {
     let context = context(1, &fixture);
     let rows = 3 * CHUNK_ROWS + 10;
     let report =
-        ingest(csv(rows).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+        ingest(csv(rows).as_bytes(), &fixture.schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
             .expect("ingest");
     assert_eq!(report.chunks, 4);
     let whole = read_all(&fixture, context, &report).expect("read");
@@ -153,7 +161,7 @@ fn tampering_is_refused() {
         csv(CHUNK_ROWS * 2 + 5).as_bytes(),
         &fixture.schema,
         context,
-        &fixture.master,
+        fixture.keys(),
         fixture.store.as_ref(),
         false,
         |_| {},
@@ -219,7 +227,7 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
         text.as_bytes(),
         &fixture.schema,
         context(1, &fixture),
-        &fixture.master,
+        fixture.keys(),
         fixture.store.as_ref(),
         false,
         |_| {},
@@ -240,7 +248,7 @@ fn invalid_rows_store_nothing_and_are_reported_by_line_and_column() {
         "value\n1\n".as_bytes(),
         &fixture.schema,
         context(1, &fixture),
-        &fixture.master,
+        fixture.keys(),
         fixture.store.as_ref(),
         false,
         |_| {},
@@ -258,7 +266,7 @@ fn plaintext_never_reaches_the_blob_directory() {
         text.as_bytes(),
         &fixture.schema,
         context(1, &fixture),
-        &fixture.master,
+        fixture.keys(),
         fixture.store.as_ref(),
         false,
         |_| {},
@@ -294,7 +302,7 @@ fn random_mutations_of_sealed_chunks_are_all_refused() {
     let fixture = fixture();
     let context = context(1, &fixture);
     let report =
-        ingest(csv(300).as_bytes(), &fixture.schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+        ingest(csv(300).as_bytes(), &fixture.schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
             .expect("ingest");
     let dir = version_dir(&fixture.root, 1, 1);
     let path = chunk_path(&dir, 0);
@@ -358,7 +366,7 @@ fn a_dataset_filling_whole_chunks_reads_back() {
         csv(CHUNK_ROWS).as_bytes(),
         &fixture.schema,
         context,
-        &fixture.master,
+        fixture.keys(),
         fixture.store.as_ref(),
         false,
         |_| {},
@@ -384,11 +392,105 @@ fn contributions_per_person_are_bounded_at_ingest() {
     assert_eq!(schema.rows_per_person(), 2);
     let csv = "person,value,count\n1,1.0,1\n1,2.0,1\n2,3.0,1\n1,4.0,1\n";
     let context = ChunkContext { dataset_id: 1, version: 1, schema_hash: schema.hash() };
-    let error = ingest(csv.as_bytes(), &schema, context, &fixture.master, fixture.store.as_ref(), false, |_| {})
+    let error = ingest(csv.as_bytes(), &schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
         .expect_err("third row");
     let IngestError::InvalidRows(rows) = error else { panic!("{error}") };
     assert_eq!((rows[0].line, rows[0].column.as_str()), (5, "person"));
     let report =
-        ingest(csv.as_bytes(), &schema, context, &fixture.master, fixture.store.as_ref(), true, |_| {}).expect("skips");
+        ingest(csv.as_bytes(), &schema, context, fixture.keys(), fixture.store.as_ref(), true, |_| {}).expect("skips");
     assert_eq!((report.rows, report.skipped), (3, 1));
+}
+
+const ENTERPRISES: &str = r#"
+name = "e"
+privacy_unit = { person_id = "code", max_rows_per_person = 1 }
+[[columns]]
+name = "code"
+type = "i64"
+classification = 4
+pseudonym_of = "uscc"
+[[columns]]
+name = "value"
+type = "f64"
+classification = 2
+"#;
+
+/// Reads the key column back: what a join compares.
+fn stored_keys(fixture: &Fixture, schema: &DatasetSchema, csv: &str, pseudonyms: &PseudonymKey) -> Vec<i64> {
+    let context = ChunkContext { dataset_id: 7, version: 1, schema_hash: schema.hash() };
+    let report = ingest(
+        csv.as_bytes(),
+        schema,
+        context,
+        IngestKeys { master: &fixture.master, pseudonyms },
+        fixture.store.as_ref(),
+        false,
+        |_| {},
+    )
+    .expect("ingest");
+    let key = fixture.master.unwrap_key(&report.wrapped_key, &context.key_context()).expect("unwrap");
+    let reader = VersionReader::open(fixture.store.clone(), context, report.chunks, key, schema, &["code".to_string()])
+        .expect("open");
+    let mut keys = Vec::new();
+    for batch in reader {
+        let ColumnValues::I64(values) = &batch.expect("reads").columns[0].values else { panic!("an i64 column") };
+        keys.extend(values);
+    }
+    keys
+}
+
+/// Codes are stored as keyed pseudonyms: two departments' copies of one code (in any
+/// spelling) store the same value under one deployment's secret and different values under
+/// another's; a malformed code is refused by line and column without its value; neither a
+/// code nor its digits reach the sealed chunks.
+#[test]
+fn text_codes_are_stored_as_pseudonyms_shared_across_datasets_and_never_as_written() {
+    let fixture = fixture();
+    let schema = DatasetSchema::from_toml(ENTERPRISES).expect("schema");
+    let tax = "code,value\n91350100M000100Y43,1.0\n91110000802100433B,2.0\n";
+    let insured = "value,code\n3.0, 91110000802100433b \n4.0,91350100M000100Y43\n";
+    let tax_keys = stored_keys(&fixture, &schema, tax, &fixture.pseudonyms);
+    for chunk in fs::read_dir(version_dir(&fixture.root, 7, 1)).expect("dir").flatten() {
+        let bytes = fs::read(chunk.path()).expect("read");
+        for needle in [&b"91350100M000100Y43"[..], b"M000100Y", &tax_keys[0].to_le_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|window| window == needle),
+                "a code or its pseudonym in the clear"
+            );
+        }
+    }
+    let mut insured_keys = stored_keys(&fixture, &schema, insured, &fixture.pseudonyms);
+    insured_keys.reverse();
+    assert_eq!(tax_keys, insured_keys, "one code, one pseudonym, whichever department holds it");
+    assert_eq!(tax_keys[0], fixture.pseudonyms.pseudonym("91350100M000100Y43").value);
+    let elsewhere = PseudonymKey::generate().expect("key");
+    let other_keys = stored_keys(&fixture, &schema, tax, &elsewhere);
+    assert!(other_keys.iter().all(|key| !tax_keys.contains(key)), "another deployment's pseudonyms differ");
+
+    let bad = "code,value\n91350100M000100Y44,1.0\n";
+    let context = ChunkContext { dataset_id: 8, version: 1, schema_hash: schema.hash() };
+    let error = ingest(bad.as_bytes(), &schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
+        .expect_err("wrong check character");
+    let IngestError::InvalidRows(rows) = &error else { panic!("{error}") };
+    assert_eq!((rows[0].line, rows[0].column.as_str()), (2, "code"));
+    assert!(rows[0].problem.contains("check character"), "{error}");
+    assert!(!error.to_string().contains("M000100Y"), "errors must not echo codes: {error}");
+
+    // The same code twice is two rows of one enterprise: past its bound.
+    let twice = "code,value\n91350100M000100Y43,1.0\n91350100m000100y43,2.0\n";
+    let error = ingest(twice.as_bytes(), &schema, context, fixture.keys(), fixture.store.as_ref(), false, |_| {})
+        .expect_err("one row per enterprise");
+    assert!(error.to_string().contains("line 3, column `code` adds a row past the 1"), "{error}");
+}
+
+/// Two different codes with one 64-bit pseudonym are refused, not merged into one person.
+#[test]
+fn a_pseudonym_collision_is_refused_rather_than_merged() {
+    let schema = DatasetSchema::from_toml(ENTERPRISES).expect("schema");
+    let mut contributions = Contributions::new(&schema);
+    let fields = [Field::I64(42), Field::F64(1.0)];
+    contributions.admit(&fields, 7, 2).expect("first code");
+    let error = contributions.admit(&fields, 8, 3).expect_err("another code, same pseudonym");
+    assert_eq!((error.line, error.column.as_str()), (3, "code"));
+    assert!(error.problem.contains("same 64-bit pseudonym"), "{}", error.problem);
 }

@@ -179,7 +179,9 @@ async fn operator_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
         .map(|budget| BudgetSeries {
             label: format!("#{}", budget.authorisation_id),
             total: budget.epsilon_total,
-            spent: monthly_spent(usage.rows.iter().filter(|row| row.authorisation_id == budget.authorisation_id)),
+            spent: monthly_spent(
+                usage.rows.iter().filter(|row| row.authorisation_id == budget.authorisation_id && !row.joined_side),
+            ),
         })
         .collect();
     Ok(html! {
@@ -324,7 +326,8 @@ fn alerts_section(session: &Session, alerts: &[AlertView]) -> Markup {
 /// Usage per scenario and month, with ε per month as bars and the CSV to download.
 fn usage_section(session: &Session, usage: &UsageReport) -> Markup {
     let mut per_month: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
-    for row in &usage.rows {
+    // Each scenario's ε once a month: a joined scenario's second row repeats its first's.
+    for row in usage.rows.iter().filter(|row| !row.joined_side) {
         *per_month.entry(row.month.as_str()).or_default() += row.epsilon_spent;
     }
     let largest = per_month.values().copied().fold(0.0, f64::max);
@@ -352,7 +355,8 @@ fn usage_section(session: &Session, usage: &UsageReport) -> Markup {
                     @for row in &usage.rows {
                         tr {
                             td { (row.month) } td { (row.authorisation_id) " · " (row.purpose) } td { (row.operator_organisation) }
-                            td { (row.dataset) " (" (row.provider_organisation) ")" }
+                            td { (row.dataset) " (" (row.provider_organisation) ")"
+                                 @if let Some(other) = row.other_dataset_id { " ⋈ #" (other) } }
                             td { (row.runs) " (" (row.runs_released) " " (session.t(Msg::Released)) ")" }
                             td { (row.rows_processed) } td { (number(row.epsilon_spent)) }
                             td { (row.models_reviewed) "/" (row.models_submitted) }
@@ -385,11 +389,14 @@ fn monthly_spent<'a>(rows: impl Iterator<Item = &'a UsageRow>) -> std::collectio
 /// ε spent per month from the usage report.
 fn budget_series(catalogue: &[CatalogueEntry], usage: &UsageReport, per_scenario: bool) -> Vec<BudgetSeries> {
     let mut series = Vec::new();
+    // A scenario over two departments' data is listed under both datasets: one line for it.
+    let mut drawn = std::collections::HashSet::new();
     for dataset in catalogue {
         if per_scenario {
-            for grant in &dataset.authorisations {
-                let spent =
-                    monthly_spent(usage.rows.iter().filter(|row| row.authorisation_id == grant.authorisation_id));
+            for grant in dataset.authorisations.iter().filter(|grant| drawn.insert(grant.authorisation_id)) {
+                let spent = monthly_spent(
+                    usage.rows.iter().filter(|row| row.authorisation_id == grant.authorisation_id && !row.joined_side),
+                );
                 let label = format!("#{} {} · {}", grant.authorisation_id, grant.operator_organisation, grant.purpose);
                 series.push(BudgetSeries { label, total: grant.epsilon_total, spent });
             }
