@@ -128,14 +128,16 @@ header=enterprise_code,industry,years_operating,annual_tax_paid_cny,tax_violatio
 printf '%s\n%s,liquor,3,1000,false\n%s,liquor,4,2000,true\n' "$header" "$CANARY" "$(tr A-Z a-z <<<"$CANARY")" > "$work/tax.csv"
 refused=$(curl -sS -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' \
   --data-binary @"$work/tax.csv" "$URL/v1/datasets/$TAX/data")
-jq -c '{code, message}' <<<"$refused"
+echo "$refused" > "$work/refused.json"
+jq -e -c '.error | {code, message}' "$work/refused.json"
 head -2 "$work/tax.csv" > "$work/tax-one.csv"
 curl -sS --fail-with-body -X PUT -H "Authorization: Bearer $PROVIDER" -H 'Content-Type: text/csv' \
   --data-binary @"$work/tax-one.csv" "$URL/v1/datasets/$TAX/data" | jq -c '{rows, version}'
 api "$REGULATOR" GET /v1/catalogue | jq -c ".datasets[] | select(.id == $TAX) | .columns[0] | {name, pseudonym_of}"
 api "$REGULATOR" GET "/v1/datasets/$TAX/dummy?rows=2&seed=1" > "$work/tax-dummy.csv"
 api "$REGULATOR" GET /v1/audit/export > "$work/audit-after.jsonl"
-for file in "$work/server.log" "$work/audit-after.jsonl" "$work/tax-dummy.csv" <(echo "$refused"); do
+for file in "$work/server.log" "$work/audit-after.jsonl" "$work/tax-dummy.csv" "$work/refused.json"; do
+  [ -s "$file" ] || { echo "nothing to scan in $file" >&2; exit 1; }
   if grep -qi "MA6H7T3K2" "$file"; then echo "an enterprise code left the vault: $file" >&2; exit 1; fi
 done
 echo "no enterprise code in the responses, the audit log or the server's log"
