@@ -7,7 +7,8 @@
 //!   an integer id taken as written;
 //! - decrypt and decode the sealed version back into sandbox batches (rows/s, GB/s);
 //! - a join of two 1,000,000-row sides on a key (公共数据融合) in memory and spilled
-//!   (sealed partitions on disk), against handing the same rows over unjoined.
+//!   (sealed partitions on disk), each with its sides read one after the other and at once,
+//!   against handing the same rows over unjoined.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -149,11 +150,13 @@ fn join(criterion: &mut Criterion) {
             assert_eq!(seen, 2 * rows);
         })
     });
-    for (name, memory_bytes) in [
-        ("inner join, in memory (256 MiB budget)", 256 << 20),
-        ("inner join, spilled, sealed (16 MiB budget)", 16 << 20),
+    for (name, memory_bytes, parallel) in [
+        ("inner join, in memory (256 MiB budget), sides one after the other", 256 << 20, false),
+        ("inner join, in memory (256 MiB budget), both sides at once", 256 << 20, true),
+        ("inner join, spilled, sealed (16 MiB budget), sides one after the other", 16 << 20, false),
+        ("inner join, spilled, sealed (16 MiB budget), both sides at once", 16 << 20, true),
     ] {
-        let plan = JoinPlan { memory_bytes, ..JoinPlan::new(JoinKind::Inner, 1) };
+        let plan = JoinPlan { memory_bytes, parallel, ..JoinPlan::new(JoinKind::Inner, 1) };
         group.bench_function(name, |bench| {
             bench.iter(|| {
                 let mut joined = 0;

@@ -48,11 +48,16 @@ pub struct JoinPlan {
     pub memory_bytes: usize,
     /// Partitions of a spilled join (each is joined in memory on its own).
     pub partitions: usize,
+    /// Reads and partitions both sides at once, the right on a thread of its own (the
+    /// default: reading a side decrypts its chunks, and sealing its spills encrypts them);
+    /// `false` reads them one after the other on the caller's thread. Either way each side
+    /// holds at most `memory_bytes` and the joined rows are the same.
+    pub parallel: bool,
 }
 
 impl JoinPlan {
     pub fn new(kind: JoinKind, max_rows_per_key: u32) -> Self {
-        Self { kind, max_rows_per_key, memory_bytes: 64 << 20, partitions: 64 }
+        Self { kind, max_rows_per_key, memory_bytes: 64 << 20, partitions: 64, parallel: true }
     }
 }
 
@@ -83,23 +88,25 @@ impl Drop for Rows {
 
 /// A side's rows split by key into partitions, each in memory, or partly sealed on disk.
 struct Partitioned {
+    /// Which side (0 right, 1 left): it names the side's spill file and is in every nonce
+    /// its segments are sealed with, so the two sides never share a nonce.
+    side: u8,
     width: usize,
     memory: Vec<Rows>,
-    /// Sealed segments on disk: (partition, offset, length, nonce counter).
+    /// Sealed segments on disk, per partition: (offset, length, nonce counter).
     spilled: Vec<Vec<(u64, usize, u64)>>,
     file: Option<File>,
     file_len: u64,
+    next_nonce: u64,
 }
 
-/// What the join holds for its own sake: the key its spills are sealed with, and the
-/// salt that assigns keys to partitions (so which keys share a partition is not the same
-/// from one join to the next).
+/// What the join holds for its own sake, shared by both sides: the key its spills are
+/// sealed with, and the salt that assigns keys to partitions (so which keys share a
+/// partition is not the same from one join to the next).
 struct Spill {
     key: AeadKey,
     salt: std::hash::RandomState,
     dir: tempfile::TempDir,
-    next_nonce: u64,
-    side_files: usize,
 }
 
 impl Spill {
@@ -108,7 +115,7 @@ impl Spill {
             .prefix("sluice-join-")
             .tempdir_in(parent)
             .context("creating the join's spill directory")?;
-        Ok(Self { key: AeadKey::generate()?, salt: std::hash::RandomState::new(), dir, next_nonce: 0, side_files: 0 })
+        Ok(Self { key: AeadKey::generate()?, salt: std::hash::RandomState::new(), dir })
     }
 
     fn partition(&self, key: u64, partitions: usize) -> usize {
@@ -116,9 +123,10 @@ impl Spill {
         (self.salt.hash_one(key) % partitions as u64) as usize
     }
 
-    fn nonce(counter: u64) -> [u8; NONCE_LEN] {
+    fn nonce(side: u8, counter: u64) -> [u8; NONCE_LEN] {
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..8].copy_from_slice(&counter.to_le_bytes());
+        nonce[8] = side;
         nonce
     }
 
@@ -130,8 +138,10 @@ impl Spill {
 }
 
 impl Partitioned {
-    fn new(width: usize, partitions: usize) -> Self {
+    fn new(side: u8, width: usize, partitions: usize) -> Self {
         Self {
+            side,
+            next_nonce: 0,
             width,
             memory: (0..partitions).map(|_| Rows::default()).collect(),
             spilled: vec![Vec::new(); partitions],
@@ -145,14 +155,13 @@ impl Partitioned {
     }
 
     /// Seals partition `partition`'s rows held in memory and appends them to this side's file.
-    fn spill(&mut self, partition: usize, spill: &mut Spill) -> anyhow::Result<()> {
+    fn spill(&mut self, partition: usize, spill: &Spill) -> anyhow::Result<()> {
         let rows = std::mem::take(&mut self.memory[partition]);
         if rows.words.is_empty() {
             return Ok(());
         }
         if self.file.is_none() {
-            spill.side_files += 1;
-            let path = spill.dir.path().join(format!("side-{}", spill.side_files));
+            let path = spill.dir.path().join(format!("side-{}", self.side));
             self.file = Some(
                 std::fs::OpenOptions::new()
                     .read(true)
@@ -166,9 +175,9 @@ impl Partitioned {
         for word in &rows.words {
             buffer.extend_from_slice(&word.to_le_bytes());
         }
-        let counter = spill.next_nonce;
-        spill.next_nonce += 1;
-        spill.key.seal(Spill::nonce(counter), &Spill::aad(partition), &mut buffer)?;
+        let counter = self.next_nonce;
+        self.next_nonce += 1;
+        spill.key.seal(Spill::nonce(self.side, counter), &Spill::aad(partition), &mut buffer)?;
         let file = self.file.as_mut().context("the spill file")?;
         file.seek(SeekFrom::End(0)).context("seeking in a spill file")?;
         file.write_all(&buffer).context("writing a spill file")?;
@@ -186,7 +195,7 @@ impl Partitioned {
         batches: impl Iterator<Item = anyhow::Result<Batch>>,
         types: &[ColumnType],
         side: &str,
-        spill: &mut Spill,
+        spill: &Spill,
         memory_bytes: usize,
     ) -> anyhow::Result<()> {
         let partitions = self.memory.len();
@@ -213,7 +222,7 @@ impl Partitioned {
             file.read_exact(&mut buffer).context("reading a spill file")?;
             spill
                 .key
-                .open(Spill::nonce(counter), &Spill::aad(partition), &mut buffer)
+                .open(Spill::nonce(self.side, counter), &Spill::aad(partition), &mut buffer)
                 .map_err(|_| anyhow::anyhow!("a spilled segment of partition {partition} failed authentication"))?;
             rows.words
                 .extend(buffer.chunks_exact(8).map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))));
@@ -422,7 +431,7 @@ pub fn join<L, R>(
 ) -> anyhow::Result<()>
 where
     L: Iterator<Item = anyhow::Result<Batch>>,
-    R: Iterator<Item = anyhow::Result<Batch>>,
+    R: Iterator<Item = anyhow::Result<Batch>> + Send,
 {
     if left.types.len() > MAX_COLUMNS || right.types.len() > MAX_COLUMNS {
         bail!("a side of a join gives the model at most {MAX_COLUMNS} columns");
@@ -431,7 +440,7 @@ where
         bail!("a join needs a contribution bound and at least one partition");
     }
     let (left_width, right_width) = (left.types.len() + 2, right.types.len() + 2);
-    let mut spill = Spill::new(spill_dir)?;
+    let spill = Spill::new(spill_dir)?;
     let partitions = plan.partitions;
     let mut output = Output::new(&left.types, &right.types);
 
@@ -440,10 +449,22 @@ where
     // the budget and sealed to disk past it; then one partition at a time, whose rows fit
     // a processor's caches far better than one table of every key (measured on 1,000,000
     // keys a side: 0.20 s against 0.76 s).
-    let mut build = Partitioned::new(right_width, partitions);
-    build.fill(right.batches, &right.types, "right", &mut spill, plan.memory_bytes)?;
-    let mut probe = Partitioned::new(left_width, partitions);
-    probe.fill(left.batches, &left.types, "left", &mut spill, plan.memory_bytes)?;
+    let mut build = Partitioned::new(0, right_width, partitions);
+    let mut probe = Partitioned::new(1, left_width, partitions);
+    let fill_right =
+        |build: &mut Partitioned| build.fill(right.batches, &right.types, "right", &spill, plan.memory_bytes);
+    if plan.parallel {
+        std::thread::scope(|scope| {
+            let right_side = scope.spawn(|| fill_right(&mut build));
+            let left_outcome = probe.fill(left.batches, &left.types, "left", &spill, plan.memory_bytes);
+            let right_outcome =
+                right_side.join().map_err(|_| anyhow::anyhow!("reading the right side of a join panicked"))?;
+            right_outcome.and(left_outcome)
+        })?;
+    } else {
+        fill_right(&mut build)?;
+        probe.fill(left.batches, &left.types, "left", &spill, plan.memory_bytes)?;
+    }
     for partition in 0..partitions {
         let mut table = Build::new(build.take(partition, &spill)?, right_width)?;
         let rows = probe.take(partition, &spill)?;

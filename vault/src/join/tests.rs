@@ -140,14 +140,20 @@ fn inner_and_left_joins_equal_a_nested_loop_in_memory_and_spilled() {
                 let mut expected = expected.clone();
                 expected.sort();
                 // In memory (one partition: the left side's own order) and spilled.
+                // Both sides read at once or one after the other.
                 for (memory_bytes, partitions) in [(1 << 20, 1), (1 << 20, 8), (200, 1), (200, 3), (200, 16)] {
-                    let plan = JoinPlan { kind, max_rows_per_key: bound, memory_bytes, partitions };
-                    let (mut got, _) = run(&left, &right, &plan);
-                    if memory_bytes > 200 && partitions == 1 {
-                        assert_eq!(got, nested_loop(&left, &right, kind, bound), "one partition keeps the order");
+                    for parallel in [false, true] {
+                        let plan = JoinPlan { kind, max_rows_per_key: bound, memory_bytes, partitions, parallel };
+                        let (mut got, _) = run(&left, &right, &plan);
+                        if memory_bytes > 200 && partitions == 1 {
+                            assert_eq!(got, nested_loop(&left, &right, kind, bound), "one partition keeps the order");
+                        }
+                        got.sort();
+                        assert_eq!(
+                            got, expected,
+                            "{memory_bytes} B in {partitions}, {kind:?}, bound {bound}, {plan:?}"
+                        );
                     }
-                    got.sort();
-                    assert_eq!(got, expected, "{memory_bytes} B in {partitions}, {kind:?}, bound {bound}");
                 }
             }
         }
@@ -161,7 +167,7 @@ fn each_key_contributes_at_most_the_bound_after_the_join() {
     let mut right: Vec<TestRow> = (0..5).map(|i| (Some(42), 100.0 + f64::from(i), Some(2))).collect();
     right.push((Some(7), 1.0, None));
     for memory_bytes in [1 << 20, 64] {
-        let plan = JoinPlan { kind: JoinKind::Inner, max_rows_per_key: 3, memory_bytes, partitions: 4 };
+        let plan = JoinPlan { kind: JoinKind::Inner, max_rows_per_key: 3, memory_bytes, partitions: 4, parallel: true };
         let (got, _) = run(&left, &right, &plan);
         assert_eq!(got.len(), 3, "{got:?}");
     }
@@ -198,7 +204,8 @@ fn no_key_reaches_a_batch_and_spills_hold_no_plaintext_and_go_with_the_join() {
     let left: Vec<TestRow> = keys.iter().map(|&key| (Some(key), 3.25, Some(CANARY_CODE))).collect();
     let right: Vec<TestRow> = keys.iter().rev().map(|&key| (Some(key), 9.75, Some(CANARY_CODE))).collect();
     let dir = tempfile::tempdir().expect("dir");
-    let plan = JoinPlan { kind: JoinKind::Inner, max_rows_per_key: 1, memory_bytes: 4_096, partitions: 8 };
+    let plan =
+        JoinPlan { kind: JoinKind::Inner, max_rows_per_key: 1, memory_bytes: 4_096, partitions: 8, parallel: true };
     let mut looked = false;
     let mut rows = 0;
     join(side(&left, 100), side(&right, 100), &plan, dir.path(), |batch| {
@@ -230,7 +237,8 @@ fn no_key_reaches_a_batch_and_spills_hold_no_plaintext_and_go_with_the_join() {
 fn a_spill_altered_on_disk_is_refused_without_saying_what_it_held() {
     let left: Vec<TestRow> = (0..40_000).map(|i| (Some(i * 31 + 77_777), 1.0, Some(1))).collect();
     let dir = tempfile::tempdir().expect("dir");
-    let plan = JoinPlan { kind: JoinKind::Left, max_rows_per_key: 1, memory_bytes: 1_024, partitions: 4 };
+    let plan =
+        JoinPlan { kind: JoinKind::Left, max_rows_per_key: 1, memory_bytes: 1_024, partitions: 4, parallel: true };
     let mut altered = false;
     let error = join(side(&left, 64), side(&left, 64), &plan, dir.path(), |_| {
         if !altered {
@@ -301,7 +309,7 @@ fn neighbouring_right_sides_change_only_one_keys_rows_and_at_most_the_bound() {
             for target in [3, 17, 39] {
                 let without: Vec<TestRow> = right.iter().copied().filter(|row| row.0 != Some(target)).collect();
                 for memory_bytes in [1 << 20, 256] {
-                    let plan = JoinPlan { kind, max_rows_per_key: 2, memory_bytes, partitions: 5 };
+                    let plan = JoinPlan { kind, max_rows_per_key: 2, memory_bytes, partitions: 5, parallel: true };
                     let (with_rows, _) = run(&left, &right, &plan);
                     let (without_rows, _) = run(&left, &without, &plan);
                     let others = |rows: &[String]| {
