@@ -86,6 +86,7 @@ messages! {
     Name => "Name", "名称";
     Dataset => "Dataset", "数据集";
     JoinedDataset => "Joined on the ids (another department's)", "按标识关联（另一部门的）";
+    PseudonymOf => "stored as keyed pseudonyms of", "以密钥化假名存储，原为";
     Purpose => "Purpose", "用途";
     UseScope => "Scope of use", "使用范围";
     SecurityMeasures => "Security measures", "安全保障措施";

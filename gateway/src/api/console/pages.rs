@@ -537,7 +537,9 @@ fn dataset_section(session: &Session, dataset: &CatalogueEntry) -> Markup {
                 tr { th { (session.t(Msg::Column)) } th { (session.t(Msg::Type)) } th { (session.t(Msg::Classification)) } th { (session.t(Msg::Details)) } }
                 @for column in &dataset.columns {
                     tr {
-                        td { (column.name) } td { (column.column_type) }
+                        td { (column.name) }
+                        td { (column.column_type)
+                             @if let Some(format) = column.pseudonym_of { " (" (session.t(Msg::PseudonymOf)) " " (format) ")" } }
                         td { span class={ "level level-" (column.classification) } { "L" (column.classification) } }
                         td { (column.description) }
                     }
