@@ -54,17 +54,20 @@ fn aead(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// Fresh keys and a local object store in a temporary directory (kept while it is held).
+fn vault_under_test() -> (AeadKey, PseudonymKey, tempfile::TempDir, std::sync::Arc<dyn sluice_vault::ChunkIo>) {
+    use sluice_gateway::chunk_store::{ChunkStore, Location};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(ChunkStore::open(&Location::Local(dir.path().to_path_buf())).expect("store"));
+    (AeadKey::generate().expect("key"), PseudonymKey::generate().expect("key"), dir, store)
+}
+
 fn ingest_and_read(criterion: &mut Criterion) {
     let schema = DatasetSchema::from_toml(VEHICLES_SCHEMA).expect("schema");
     let rows = 100_000;
     let csv = vehicles_csv(rows, 9);
-    let master = AeadKey::generate().expect("key");
-    let pseudonyms = PseudonymKey::generate().expect("key");
+    let (master, pseudonyms, _dir, store) = vault_under_test();
     let keys = IngestKeys { master: &master, pseudonyms: &pseudonyms };
-    let dir = tempfile::tempdir().expect("tempdir");
-    use sluice_gateway::chunk_store::{ChunkStore, Location};
-    let store: std::sync::Arc<dyn sluice_vault::ChunkIo> =
-        std::sync::Arc::new(ChunkStore::open(&Location::Local(dir.path().to_path_buf())).expect("store"));
     let mut version = 0;
 
     let mut group = criterion.benchmark_group("vault");
@@ -175,7 +178,6 @@ fn join(criterion: &mut Criterion) {
 /// What checking and pseudonymising text codes costs an ingest: the tax bureau's records
 /// keyed by unified social credit codes, against the same records keyed by integer ids.
 fn pseudonymised_ingest(criterion: &mut Criterion) {
-    use sluice_gateway::chunk_store::{ChunkStore, Location};
     let rows = 100_000;
     let (coded, _) = enterprise_csvs(rows, 9);
     let numbered: String = coded
@@ -190,12 +192,8 @@ fn pseudonymised_ingest(criterion: &mut Criterion) {
     let numbered_schema =
         DatasetSchema::from_toml(&ENTERPRISE_TAX_SCHEMA.replace("pseudonym_of = \"uscc\"", "")).expect("schema");
     assert!(numbered_schema.key_format().is_none());
-    let master = AeadKey::generate().expect("key");
-    let pseudonyms = PseudonymKey::generate().expect("key");
+    let (master, pseudonyms, _dir, store) = vault_under_test();
     let keys = IngestKeys { master: &master, pseudonyms: &pseudonyms };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: std::sync::Arc<dyn sluice_vault::ChunkIo> =
-        std::sync::Arc::new(ChunkStore::open(&Location::Local(dir.path().to_path_buf())).expect("store"));
     let mut version = 0;
     let mut group = criterion.benchmark_group("ingest 100,000 enterprises");
     group.measurement_time(Duration::from_secs(5)).sample_size(20).throughput(Throughput::Elements(rows as u64));
