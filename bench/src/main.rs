@@ -382,7 +382,7 @@ async fn joined(
         .await?;
     let (tax_version, insurance_version) =
         (facts.version.context("tax version")?, facts.joined_version.context("social-insurance version")?);
-    let layout = JoinLayout::new(compiled.manifest(), &tax_schema, &insurance_schema)
+    let layout = JoinLayout::new(compiled.manifest(), &tax_schema, &[&insurance_schema])
         .context("the model's columns split between the two")?;
     let release_facts = ReleaseFacts::new(compiled.manifest(), &view, rows, 10);
     reset_peak();
@@ -392,10 +392,10 @@ async fn joined(
         types: JoinLayout::types(&layout.first_columns, &tax_schema),
     };
     let other = sluice_vault::join::JoinSide {
-        batches: reader(chunks, &master, &insurance_version, &insurance_schema, &layout.joined_columns)?,
-        types: JoinLayout::types(&layout.joined_columns, &insurance_schema),
+        batches: reader(chunks, &master, &insurance_version, &insurance_schema, &layout.joined_columns[0])?,
+        types: JoinLayout::types(&layout.joined_columns[0], &insurance_schema),
     };
-    run_joined_and_release(&runtime, &compiled, first, other, &layout, &release_facts)
+    run_joined_and_release(&runtime, &compiled, first, vec![other], &layout, &release_facts)
         .map_err(|error| anyhow::anyhow!("joined work: {error}"))?;
     let work_s = started.elapsed().as_secs_f64();
     let work_mib = peak_mib();

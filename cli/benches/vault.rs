@@ -133,7 +133,7 @@ fn join_side(rows: usize, stride: usize) -> Vec<sluice_sandbox::Batch> {
 
 fn join(criterion: &mut Criterion) {
     use sluice_sandbox::ColumnType;
-    use sluice_vault::join::{JoinKind, JoinPlan, JoinSide, join};
+    use sluice_vault::join::{JoinKind, JoinPlan, JoinSide, join, join_many};
     let rows = 1_000_000;
     let left = join_side(rows, 1);
     let right = join_side(rows, 7_919);
@@ -164,6 +164,29 @@ fn join(criterion: &mut Criterion) {
             bench.iter(|| {
                 let mut joined = 0;
                 join(side(&left), side(&right), &plan, dir.path(), |batch| {
+                    joined += black_box(batch).rows;
+                    Ok(())
+                })
+                .expect("joined");
+                assert_eq!(joined, rows);
+            })
+        });
+    }
+    group.finish();
+
+    // Three departments (seed 002 item 16): the first side left-joined to two others of one
+    // row per key in one pass, against the same left join to one of them.
+    let third = join_side(rows, 104_729);
+    let mut group = criterion.benchmark_group("left join of 1,000,000 rows, in memory, both cores");
+    group.measurement_time(Duration::from_secs(10)).sample_size(10);
+    group.throughput(Throughput::Elements(rows as u64));
+    let plan = JoinPlan::new(JoinKind::Left, 1);
+    for (name, sides) in [("to one other dataset", 1), ("to two other datasets in one pass", 2)] {
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                let rights = [&right, &third][..sides].iter().map(|batches| side(batches)).collect();
+                let mut joined = 0;
+                join_many(side(&left), rights, &plan, dir.path(), |batch| {
                     joined += black_box(batch).rows;
                     Ok(())
                 })

@@ -317,10 +317,10 @@ enum DevCommand {
         files: ModelFiles,
         #[arg(long)]
         schema: Option<PathBuf>,
-        /// A second department's dataset schema joined to `--schema` on their ids, as an
-        /// authorisation joining the two would have it.
+        /// Another department's dataset schema joined to `--schema` on their ids, as an
+        /// authorisation joining them would have it; repeat it for a third department's, and so on.
         #[arg(long, requires = "schema")]
-        join: Option<PathBuf>,
+        join: Vec<PathBuf>,
     },
     /// Run a model on dummy rows made from a schema, with the server's limits and release.
     Run {
@@ -328,10 +328,11 @@ enum DevCommand {
         files: ModelFiles,
         #[arg(long)]
         schema: PathBuf,
-        /// A second department's dataset schema joined to `--schema` on their ids: the dummy
-        /// rows follow the joined schema (the joined columns are sometimes null).
+        /// Another department's dataset schema joined to `--schema` on their ids (repeat it
+        /// for more): the dummy rows follow the joined schema (the joined columns are
+        /// sometimes null).
         #[arg(long)]
-        join: Option<PathBuf>,
+        join: Vec<PathBuf>,
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
         #[arg(long, default_value_t = 1)]
@@ -551,11 +552,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev { command: DevCommand::Check { files, schema, join } } => {
-            let schema = schema.map(|schema| read_joined_schema(&schema, join.as_deref())).transpose()?;
+            let schema = schema.map(|schema| read_joined_schema(&schema, &join)).transpose()?;
             dev_check(&files, schema.as_ref())
         }
         Command::Dev { command: DevCommand::Run { files, schema, join, rows, seed } } => {
-            dev_run(&files, &read_joined_schema(&schema, join.as_deref())?, rows, seed)
+            dev_run(&files, &read_joined_schema(&schema, &join)?, rows, seed)
         }
         Command::Dataset { command: DatasetCommand::Dummy { schema, rows, seed, output } } => {
             let schema = read_schema(&schema)?;
@@ -767,16 +768,18 @@ fn read_schema(path: &std::path::Path) -> anyhow::Result<sluice_vault::schema::D
         .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
-/// A schema, or two joined as an authorisation joining them sees their rows.
+/// A schema, or it joined with others in turn as an authorisation joining them sees their
+/// rows.
 fn read_joined_schema(
     path: &std::path::Path,
-    join: Option<&std::path::Path>,
+    joins: &[PathBuf],
 ) -> anyhow::Result<sluice_vault::schema::DatasetSchema> {
     let schema = read_schema(path)?;
-    let Some(join) = join else { return Ok(schema) };
+    let joined = joins.iter().map(|join| read_schema(join)).collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<String> = joins.iter().map(|join| join.display().to_string()).collect();
     schema
-        .joined(&read_schema(join)?)
-        .map_err(|error| anyhow::anyhow!("{} joined with {}: {error}", path.display(), join.display()))
+        .joined_all(&joined)
+        .map_err(|error| anyhow::anyhow!("{} joined with {}: {error}", path.display(), names.join(" and ")))
 }
 
 fn read_model(files: &ModelFiles) -> anyhow::Result<(Vec<u8>, String)> {

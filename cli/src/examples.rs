@@ -46,6 +46,9 @@ impl ExampleModel {
 /// The tax bureau's and the social-insurance bureau's schemas, joined for enterprise credit.
 pub const ENTERPRISE_TAX_SCHEMA: &str = include_str!("../../examples/data/enterprise-tax.schema.toml");
 pub const SOCIAL_INSURANCE_SCHEMA: &str = include_str!("../../examples/data/social-insurance.schema.toml");
+/// The market regulation bureau's register: the third department of inclusive finance
+/// (seed 002 item 16), for a scenario joining all three.
+pub const MARKET_REGULATION_SCHEMA: &str = include_str!("../../examples/data/market-regulation.schema.toml");
 
 /// The example models, one per seed 002 scenario: car-owner service, inclusive finance (over
 /// two departments' data joined inside Sluice), ecological environment.
@@ -220,12 +223,16 @@ pub fn enterprise_csvs(rows: usize, seed: u64) -> (String, String) {
     (tax, insurance)
 }
 
-/// Writes the example files a user needs into `dir`: the vehicles CSV, and for every
-/// example model its module, manifest and dataset schema.
+/// Writes the example files a user needs into `dir`: the vehicles CSV, the market
+/// regulation bureau's schema (a third department to join), and for every example model
+/// its module, manifest and dataset schema.
 pub fn write_examples(dir: &Path) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let csv = vehicles_csv(VEHICLES_ROWS, VEHICLES_SEED);
-    let mut files: Vec<(String, &[u8])> = vec![("vehicles.csv".into(), csv.as_bytes())];
+    let mut files: Vec<(String, &[u8])> = vec![
+        ("vehicles.csv".into(), csv.as_bytes()),
+        ("market-regulation.schema.toml".into(), MARKET_REGULATION_SCHEMA.as_bytes()),
+    ];
     for model in &EXAMPLE_MODELS {
         files.push((format!("{}.wasm", model.name), model.wasm));
         files.push((format!("{}.manifest.toml", model.name), model.manifest.as_bytes()));

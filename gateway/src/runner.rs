@@ -274,42 +274,46 @@ where
     Ok((whole.release()?, fallbacks))
 }
 
-/// How the rows of two versions joined on their keys are laid out for the model: which
-/// columns each side reads after its key, and where each of the manifest's inputs is among
-/// the joined columns (the first side's, then the joined side's).
+/// How the rows of versions joined on their keys are laid out for the model: which columns
+/// each dataset reads after its key, and where each of the manifest's inputs is among the
+/// joined columns (the first dataset's, then each joined dataset's in the scenario's order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinLayout {
     /// The first dataset's key column, then the inputs it holds, in manifest order.
     pub first_columns: Vec<String>,
-    /// The joined dataset's key column, then the inputs it holds, in manifest order.
-    pub joined_columns: Vec<String>,
+    /// Each joined dataset's key column, then the inputs it holds, in manifest order.
+    pub joined_columns: Vec<Vec<String>>,
     /// For each manifest input, its index among the joined batch's columns.
     pub order: Vec<usize>,
 }
 
 impl JoinLayout {
-    /// Splits the manifest's inputs between the two schemas (an input is the first's if
-    /// it has the column, else the joined one's). `None` if either schema declares no key or
-    /// an input is in neither.
-    pub fn new(manifest: &Manifest, first: &DatasetSchema, joined: &DatasetSchema) -> Option<Self> {
-        let (first_key, joined_key) = (first.key_column()?, joined.key_column()?);
-        let mut first_columns = vec![first_key.to_owned()];
-        let mut joined_columns = vec![joined_key.to_owned()];
+    /// Splits the manifest's inputs between the schemas (an input is the first's if it has
+    /// the column, else the first joined one's that has it). `None` if a schema declares no
+    /// key or an input is in none.
+    pub fn new(manifest: &Manifest, first: &DatasetSchema, joined: &[&DatasetSchema]) -> Option<Self> {
+        let mut keys = Vec::with_capacity(joined.len() + 1);
+        for schema in std::iter::once(first).chain(joined.iter().copied()) {
+            keys.push(schema.key_column()?);
+        }
+        let mut columns: Vec<Vec<String>> = keys.iter().map(|key| vec![(*key).to_owned()]).collect();
         let mut sides = Vec::new();
         for input in manifest.inputs() {
-            if first.column(&input.name).is_some() && input.name != first_key {
-                sides.push((true, first_columns.len() - 1));
-                first_columns.push(input.name.clone());
-            } else if joined.column(&input.name).is_some() && input.name != joined_key {
-                sides.push((false, joined_columns.len() - 1));
-                joined_columns.push(input.name.clone());
-            } else {
-                return None;
-            }
+            let side = std::iter::once(first)
+                .chain(joined.iter().copied())
+                .zip(&keys)
+                .position(|(schema, key)| schema.column(&input.name).is_some() && input.name != *key)?;
+            sides.push((side, columns[side].len() - 1));
+            columns[side].push(input.name.clone());
         }
-        let first_width = first_columns.len() - 1;
-        let order = sides.into_iter().map(|(first, index)| if first { index } else { first_width + index }).collect();
-        Some(Self { first_columns, joined_columns, order })
+        let mut starts = vec![0];
+        for side in &columns {
+            starts.push(starts.last().copied().unwrap_or(0) + side.len() - 1);
+        }
+        let order = sides.into_iter().map(|(side, index)| starts[side] + index).collect();
+        let mut columns = columns.into_iter();
+        let first_columns = columns.next()?;
+        Some(Self { first_columns, joined_columns: columns.collect(), order })
     }
 
     /// The types of a side's columns after its key, from `schema`.
@@ -318,21 +322,21 @@ impl JoinLayout {
     }
 }
 
-/// A real run over two versions left-joined on their level-4 keys inside the host
-/// ([`sluice_vault::join`]): the join runs on a thread of its own and hands its batches,
-/// reordered to the manifest's inputs, to the sandbox through a small bounded channel, so
-/// neither side's rows nor the joined rows are ever all held (beyond the join's own
-/// memory budget, past which it spills sealed partitions). Released exactly as a run over
-/// one version: [`run_and_release`], in one part.
+/// A real run over versions left-joined on their level-4 keys inside the host
+/// ([`sluice_vault::join::join_many`]): the join runs on a thread of its own and hands its
+/// batches, reordered to the manifest's inputs, to the sandbox through a small bounded
+/// channel, so neither side's rows nor the joined rows are ever all held (beyond the join's
+/// own memory budget, past which it spills sealed partitions). Released exactly as a run
+/// over one version: [`run_and_release`], in one part.
 ///
-/// The joined side holds at most one row per key and the bound is the first side's rows
+/// Each joined side holds at most one row per key and the bound is the first side's rows
 /// per key, so the joined rows are exactly the first side's rows: `facts.rows` is the first
 /// version's public row count, and a joined row count that differed is refused.
 pub fn run_joined_and_release<L, R>(
     runtime: &Runtime,
     compiled: &CompiledModel,
     first: sluice_vault::join::JoinSide<L>,
-    joined: sluice_vault::join::JoinSide<R>,
+    joined: Vec<sluice_vault::join::JoinSide<R>>,
     layout: &JoinLayout,
     facts: &ReleaseFacts,
 ) -> Result<(Vec<ReleasedOutput>, sluice_sandbox::Fallbacks), RunError>
@@ -340,13 +344,13 @@ where
     L: Iterator<Item = anyhow::Result<Batch>> + Send,
     R: Iterator<Item = anyhow::Result<Batch>> + Send,
 {
-    use sluice_vault::join::{JoinKind, JoinPlan, join};
+    use sluice_vault::join::{JoinKind, JoinPlan, join_many};
     let plan = JoinPlan::new(JoinKind::Left, facts.rows_per_person.max(1));
     let (sender, receiver) = std::sync::mpsc::sync_channel::<anyhow::Result<Batch>>(4);
     let spill_dir = std::env::temp_dir();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let outcome = join(first, joined, &plan, &spill_dir, |batch| {
+            let outcome = join_many(first, joined, &plan, &spill_dir, |batch| {
                 let mut taken: Vec<Option<sluice_sandbox::Column>> = batch.columns.into_iter().map(Some).collect();
                 let columns = layout
                     .order
@@ -563,7 +567,71 @@ pub fn check_columns(manifest: &Manifest, schema: &DatasetSchema) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use super::run_parts;
+    use super::{JoinLayout, run_parts};
+    use sluice_sandbox::Manifest;
+    use sluice_vault::schema::DatasetSchema;
+
+    fn schema(source: &str) -> DatasetSchema {
+        DatasetSchema::from_toml(source).expect("an example schema")
+    }
+
+    /// Three departments' data (seed 002 item 16): each input is read from the dataset that
+    /// holds it, after that dataset's key, and the model's columns come in its own order.
+    #[test]
+    fn a_layout_reads_each_input_from_its_own_department_in_the_manifests_order() {
+        let tax = schema(include_str!("../../examples/data/enterprise-tax.schema.toml"));
+        let insurance = schema(include_str!("../../examples/data/social-insurance.schema.toml"));
+        let market = schema(include_str!("../../examples/data/market-regulation.schema.toml"));
+        let manifest = Manifest::from_toml(
+            r#"
+abi_version = 2
+name = "three-departments"
+version = "1.0.0"
+fuel_per_row = 1000
+inputs = [
+  { name = "abnormal_operations", type = "bool" },
+  { name = "employees", type = "i64" },
+  { name = "years_operating", type = "f64" },
+  { name = "registered_capital_cny", type = "f64" },
+  { name = "industry", type = "category" },
+]
+[[outputs]]
+name = "listed"
+kind = "count"
+epsilon = 0.5
+"#,
+        )
+        .expect("a manifest");
+        let layout = JoinLayout::new(&manifest, &tax, &[&insurance, &market]).expect("a layout");
+        assert_eq!(layout.first_columns, ["enterprise_code", "years_operating", "industry"]);
+        assert_eq!(
+            layout.joined_columns,
+            [
+                vec!["enterprise_code", "employees"],
+                vec!["enterprise_code", "abnormal_operations", "registered_capital_cny"]
+            ]
+        );
+        // Joined batches hold years_operating, industry | employees | abnormal_operations,
+        // registered_capital_cny: the manifest's order picks them out.
+        assert_eq!(layout.order, [3, 2, 0, 4, 1]);
+        // The same manifest without the third department's data: no layout.
+        assert_eq!(JoinLayout::new(&manifest, &tax, &[&insurance]), None);
+        // One joined dataset, as a two-department scenario has it.
+        let two = Manifest::from_toml(&manifest_reading(&["employees", "industry"])).expect("a manifest");
+        let layout = JoinLayout::new(&two, &tax, &[&insurance]).expect("a layout");
+        assert_eq!((layout.first_columns.len(), layout.order.as_slice()), (2, [1, 0].as_slice()));
+    }
+
+    fn manifest_reading(columns: &[&str]) -> String {
+        let types = |name: &str| if name == "industry" { "category" } else { "i64" };
+        let inputs: Vec<String> =
+            columns.iter().map(|name| format!("{{ name = \"{name}\", type = \"{}\" }}", types(name))).collect();
+        format!(
+            "abi_version = 2\nname = \"m\"\nversion = \"1.0.0\"\nfuel_per_row = 1000\ninputs = [{}]\n\
+             [[outputs]]\nname = \"n\"\nkind = \"count\"\nepsilon = 0.5\n",
+            inputs.join(", ")
+        )
+    }
 
     #[test]
     fn a_run_has_one_part_per_worker_and_never_more_than_its_chunks() {

@@ -524,6 +524,32 @@ fn example_models_pass_review_and_run_on_dummy_data() {
     }
 }
 
+/// Inclusive finance over three departments' data (seed 002 item 16: tax, social insurance,
+/// market regulation): the schema a model sees joins all three, and the enterprise-credit
+/// model passes review over it and runs on its dummy rows, whose third department's
+/// columns are sometimes null; a third schema that cannot join is refused by name.
+#[test]
+fn a_model_over_three_departments_data_passes_review_and_runs_on_dummy_rows() {
+    use sluice::examples::{ENTERPRISE_TAX_SCHEMA, MARKET_REGULATION_SCHEMA, SOCIAL_INSURANCE_SCHEMA};
+    use sluice_vault::schema::DatasetSchema;
+    let read = |source: &str| DatasetSchema::from_toml(source).expect("an example schema");
+    let (tax, insurance, market) =
+        (read(ENTERPRISE_TAX_SCHEMA), read(SOCIAL_INSURANCE_SCHEMA), read(MARKET_REGULATION_SCHEMA));
+    let view = tax.joined_all([&insurance, &market]).expect("three departments join");
+    let model = sluice::examples::EXAMPLE_MODELS[1];
+    let (compiled, _) =
+        sluice_gateway::runner::check(runtime(), model.wasm, model.manifest, Some(&view)).expect("reviewed");
+    let run = sluice::dev::run(runtime(), &compiled, &view, 2_000, 5).expect("runs");
+    assert_eq!(run.fallbacks.total(), 0);
+    let dummy = sluice_vault::dummy::dummy_csv(&view, 500, 5);
+    let capital = view.column("registered_capital_cny").expect("the third department's column").0;
+    let nulls = dummy.lines().skip(1).filter(|row| row.split(',').nth(capital) == Some("")).count();
+    assert!(nulls > 0 && nulls < 500, "{nulls} of 500 rows lack the register's columns");
+    let clash = read(&MARKET_REGULATION_SCHEMA.replace("\"abnormal_operations\"", "\"tax_violation\""));
+    let error = tax.joined_all([&insurance, &clash]).expect_err("a column twice");
+    assert!(error.contains("tax_violation"), "{error}");
+}
+
 /// A manifest reading a level-4 column is refused by the local check, as the server would;
 /// a manifest that types a column differently from the model is refused by review.
 #[test]

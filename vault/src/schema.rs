@@ -180,6 +180,14 @@ impl DatasetSchema {
         self.key_column().and_then(|key| self.column(key)).and_then(|(_, column)| column.pseudonym_of)
     }
 
+    /// The rows a model over `self` left-joined with every one of `joined` in turn sees (a
+    /// scenario over several departments' data): [`DatasetSchema::joined`] applied in order,
+    /// so each joined dataset must hold at most one row per key under the same kind of key,
+    /// and no column name may be in two of them. With none, this schema.
+    pub fn joined_all<'a>(&self, joined: impl IntoIterator<Item = &'a DatasetSchema>) -> Result<DatasetSchema, String> {
+        joined.into_iter().try_fold(self.clone(), |view, next| view.joined(next))
+    }
+
     /// The rows a model over `self` left-joined with `joined` on their keys sees, as one
     /// schema: this schema's columns, then the joined one's except its key, made nullable
     /// (a row whose key the joined dataset lacks has nulls there). Its privacy unit is this
@@ -432,6 +440,45 @@ domain = ["a", "b"]
         let unkeyed = DatasetSchema::from_toml(SCHEMA).expect("valid");
         assert!(unkeyed.joined(&insured).expect_err("no key").contains("person_id"));
         assert!(tax.joined(&unkeyed).expect_err("no key").contains("person_id"));
+    }
+
+    /// Three departments' schemas (seed 002 item 16) join in turn: the view holds every
+    /// non-key column once, nullable past the first, under the first's privacy unit; a
+    /// column in two joined datasets, a second row per key or another kind of key in the
+    /// third is refused, naming it.
+    #[test]
+    fn several_departments_schemas_join_in_turn_and_refuse_what_two_would() {
+        let read = |source: &str| DatasetSchema::from_toml(source).expect("an example schema");
+        let tax = read(include_str!("../../examples/data/enterprise-tax.schema.toml"));
+        let insurance = read(include_str!("../../examples/data/social-insurance.schema.toml"));
+        let market = read(include_str!("../../examples/data/market-regulation.schema.toml"));
+        let view = tax.joined_all([&insurance, &market]).expect("three join");
+        assert_eq!(view, tax.joined(&insurance).and_then(|view| view.joined(&market)).expect("in turn"));
+        assert_eq!(view.privacy_unit, tax.privacy_unit);
+        let names: Vec<&str> = view.columns.iter().map(|column| column.name.as_str()).collect();
+        assert_eq!(names.iter().filter(|name| **name == "enterprise_code").count(), 1);
+        for name in ["employees", "registered_capital_cny", "abnormal_operations"] {
+            assert!(view.column(name).is_some_and(|(_, column)| column.nullable), "{name}");
+        }
+        assert_eq!(tax.joined_all([]).expect("none"), tax);
+        // The market register with a column the insurance bureau already gives.
+        let clash = read(
+            &include_str!("../../examples/data/market-regulation.schema.toml")
+                .replace("name = \"abnormal_operations\"", "name = \"employees\""),
+        );
+        let error = tax.joined_all([&insurance, &clash]).expect_err("a column twice");
+        assert!(error.contains("column `employees` is in both"), "{error}");
+        let many = read(
+            &include_str!("../../examples/data/market-regulation.schema.toml")
+                .replace("max_rows_per_person = 1", "max_rows_per_person = 3"),
+        );
+        let error = tax.joined_all([&insurance, &many]).expect_err("rows per key");
+        assert!(error.contains("zunyi-market-regulation") && error.contains("3 rows per key"), "{error}");
+        let integer = read(
+            &include_str!("../../examples/data/market-regulation.schema.toml").replace("pseudonym_of = \"uscc\"", ""),
+        );
+        let error = tax.joined_all([&insurance, &integer]).expect_err("another kind of key");
+        assert!(error.contains("pseudonym_of"), "{error}");
     }
 
     #[test]

@@ -599,7 +599,7 @@ impl App {
     async fn execute_joined(&self, run: &ChargedRun, joined: &JoinedInputs) -> Executed {
         let prepared = &run.inputs;
         let manifest = prepared.compiled.manifest();
-        let layout = JoinLayout::new(manifest, &prepared.schema, &joined.schema)
+        let layout = JoinLayout::new(manifest, &prepared.schema, &[&joined.schema])
             .context("the model reads a column neither joined dataset has")
             .map_err(RunFailure::Host)?;
         let open =
@@ -608,13 +608,13 @@ impl App {
                 Ok::<_, RunFailure>(JoinSide { batches: reader, types: JoinLayout::types(columns, schema) })
             };
         let first = open(&prepared.version, &prepared.schema, &prepared.key, &layout.first_columns)?;
-        let other = open(&joined.version, &joined.schema, &joined.key, &layout.joined_columns)?;
+        let other = open(&joined.version, &joined.schema, &joined.key, &layout.joined_columns[0])?;
         let runtime = self.runner.runtime().clone();
         let compiled = prepared.compiled.clone();
         let facts =
             ReleaseFacts::new(manifest, &joined.view, prepared.version.row_count as usize, prepared.min_group_size);
         tracing::info!(authorisation_id = %run.authorisation_id, digest = %compiled.digest(), "joined run started");
-        release_blocking(move || run_joined_and_release(&runtime, &compiled, first, other, &layout, &facts)).await
+        release_blocking(move || run_joined_and_release(&runtime, &compiled, first, vec![other], &layout, &facts)).await
     }
 
     /// Stores the release (or the failure) with its audit entry, in one transaction.
