@@ -361,6 +361,110 @@ fn a_joined_scenario_needs_every_department_and_charges_both_datasets() {
     check(overspent, 32, "dataset 2 spent more than its lifetime budget");
 }
 
+const MARKET_BUREAU: i64 = 7;
+const MARKET_PROVIDER: i64 = 10;
+const MARKET_REVIEWER: i64 = 11;
+
+/// [`joined_history`] with a third department (the market regulation bureau, dataset 3)
+/// joined too: it registers its dataset, the scenario joins `2,3`, and its reviewer
+/// approves last.
+fn three_department_history() -> Vec<AuditEvent> {
+    let mut history = Vec::new();
+    for event in joined_history() {
+        let (action, object, actor) = (event.action.clone(), event.object.clone(), event.actor_id);
+        let state = event.details.get("state").cloned();
+        let mut event = event;
+        if event.details.get("joined_dataset").map(String::as_str) == Some("2") {
+            event.details.insert("joined_dataset".into(), "2,3".into());
+        }
+        if action == "application.review" && actor == Some(TAX_REVIEWER) && state.as_deref() == Some("approved") {
+            history.push(event.detail(Detail::State, "bureau_approved"));
+            history.push(
+                by(MARKET_REVIEWER, "reviewer", "application.review", "application:1")
+                    .detail(Detail::State, "approved"),
+            );
+            continue;
+        }
+        history.push(event);
+        if action == "dataset.register" && object == "dataset:2" {
+            history.extend([
+                by(ADMIN, "admin", "organisation.create", &format!("organisation:{MARKET_BUREAU}")),
+                by(ADMIN, "admin", "principal.create", &format!("principal:{MARKET_PROVIDER}"))
+                    .detail(Detail::Role, "provider")
+                    .detail(Detail::Organisation, MARKET_BUREAU)
+                    .detail(Detail::Approval, "not_required"),
+                by(ADMIN, "admin", "principal.create", &format!("principal:{MARKET_REVIEWER}"))
+                    .detail(Detail::Role, "reviewer")
+                    .detail(Detail::Organisation, MARKET_BUREAU)
+                    .detail(Detail::Approval, "pending")
+                    .detail(Detail::ReviewerKind, "providing_department"),
+                by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{MARKET_REVIEWER}"))
+                    .detail(Detail::CreatedBy, ADMIN),
+                by(MARKET_PROVIDER, "provider", "dataset.register", "dataset:3").detail(Detail::EpsilonTotal, "1"),
+            ]);
+        }
+    }
+    history
+}
+
+/// A scenario over three departments' data (seed 002 item 16): lawful as the gateway writes
+/// it; refused if approved before the third department had, if a run leaves the third
+/// dataset out or names one twice, or if the third dataset's budget is overspent.
+#[test]
+fn a_scenario_over_three_departments_needs_each_and_charges_every_dataset() {
+    let key = signing_key();
+    let lawful = three_department_history();
+    verify_export(&export(lawful.clone(), &key), KeyTrust::Pinned(&key.public_key()), None).expect("lawful");
+    let position = |history: &[AuditEvent], action: &str, actor: Option<i64>| {
+        history
+            .iter()
+            .position(|event| event.action == action && (actor.is_none() || event.actor_id == actor))
+            .expect("in the history")
+    };
+    let check = |history: Vec<AuditEvent>, words: &str| {
+        let error = refused(history);
+        assert!(error.problem.contains(words), "expected `{words}`: {error}");
+    };
+    // Approved by the tax bureau before the market regulation bureau reviewed.
+    let mut early = lawful.clone();
+    let market = position(&early, "application.review", Some(MARKET_REVIEWER));
+    early.remove(market);
+    early[market - 1] = early[market - 1].clone().detail(Detail::State, "approved");
+    check(early, "before every department providing its data");
+    // A run that reads the first two datasets only.
+    let mut fewer = lawful.clone();
+    let run = position(&fewer, "run.start", None);
+    fewer[run].details.insert("joined_dataset".into(), "2".into());
+    check(fewer, "joined another dataset than it grants");
+    // The third dataset's lifetime budget holds.
+    let mut overspent = lawful.clone();
+    let register = overspent
+        .iter()
+        .position(|event| event.action == "dataset.register" && event.object == "dataset:3")
+        .expect("registered");
+    overspent[register] = overspent[register].clone().detail(Detail::EpsilonTotal, "0.75");
+    check(overspent, "dataset 3 spent more than its lifetime budget");
+    // A scenario naming one dataset twice would charge it once per run yet read it twice.
+    let twice: Vec<AuditEvent> = lawful
+        .into_iter()
+        .map(|mut event| {
+            if event.details.get("joined_dataset").map(String::as_str) == Some("2,3") {
+                event.details.insert("joined_dataset".into(), "2,2".into());
+            }
+            event
+        })
+        .filter(|event| event.actor_id != Some(MARKET_REVIEWER) || event.action != "application.review")
+        .map(|event| {
+            if event.action == "application.review" && event.actor_id == Some(TAX_REVIEWER) {
+                event.detail(Detail::State, "approved")
+            } else {
+                event
+            }
+        })
+        .collect();
+    check(twice, "names one dataset twice");
+}
+
 /// The insider's forgeries the organisation and principal rules catch, each on a genuinely
 /// signed log: separation of duties by organisation id, licence windows, the two-person rule.
 #[test]

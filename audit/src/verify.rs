@@ -268,15 +268,15 @@ fn check_entry(text: &str, line: usize, expected_seq: u64, previous: &Hash) -> R
 /// - nobody reviews their own application or model;
 /// - a run is started by the authorisation's operator, inside its window, never after a
 ///   revocation, and its charge counts whatever outcome the entry claims; neither the
-///   authorisation's nor any dataset's budget is overspent (a run over two joined datasets
-///   is charged to both, and names the dataset its authorisation joins, no other);
+///   authorisation's nor any dataset's budget is overspent (a run over joined datasets is
+///   charged to each, and names the datasets its authorisation joins, no other);
 /// - a release follows its run's start, once;
 /// - ε is written as exact millionths (digits, at most six decimals, nothing else);
 /// - every principal belongs to an organisation the log created; separation of duties is
 ///   by organisation id: nobody reviews an application, a model or a result of their own
 ///   organisation, the second demand review and a held result's review are the providing
-///   department's (for a scenario joining two departments' data, each department reviews
-///   once, and it is approved only when both have), the first is the data bureau's;
+///   department's (for a scenario joining several departments' data, each department
+///   reviews once, and it is approved only when all have), the first is the data bureau's;
 /// - an operator acts only inside its licence's window;
 /// - a reviewer, an operator or an administrator created through the API acts only after a
 ///   second administrator (not its creator) approved it: the two-person rule.
@@ -292,7 +292,7 @@ struct ContentRules {
     applications: HashMap<String, (Option<i64>, String, Option<String>)>,
     /// Dataset id → the organisation of the provider that registered it.
     providers: HashMap<String, String>,
-    /// Application id → the dataset it joins to its first one.
+    /// Application id → the datasets it joins to its first one (ids separated by `,`).
     joins: HashMap<String, String>,
     /// Application id → the providing departments' organisations that approved it.
     provider_approvals: HashMap<String, HashSet<String>>,
@@ -335,7 +335,7 @@ const LICENSED_ACTIONS: [Act; 4] = [Act::ApplicationSubmit, Act::ApplicationWith
 struct Authorisation {
     operator: Option<i64>,
     dataset: Option<String>,
-    /// The dataset joined to the first, if it joins one.
+    /// The datasets joined to the first, if it joins any (ids separated by `,`).
     joined: Option<String>,
     valid_until: Option<Timestamp>,
     total: u64,
@@ -533,7 +533,8 @@ impl ContentRules {
                     "bureau_approved" => {
                         let providers: HashSet<String> = dataset
                             .iter()
-                            .chain(self.joins.get(&id))
+                            .map(String::as_str)
+                            .chain(self.joins.get(&id).into_iter().flat_map(|joined| joined_ids(joined)))
                             .filter_map(|dataset| self.providers.get(dataset).cloned())
                             .collect();
                         let approvals = self.provider_approvals.entry(id.clone()).or_default();
@@ -783,7 +784,15 @@ impl ContentRules {
         if authorisation.dataset.as_ref().zip(dataset).is_some_and(|(granted, dataset)| granted != dataset) {
             return Err(format!("a run under authorisation {id} read another dataset than it grants"));
         }
-        let datasets: Vec<String> = dataset.into_iter().chain(joined).cloned().collect();
+        let datasets: Vec<String> = dataset
+            .into_iter()
+            .map(String::as_str)
+            .chain(joined.into_iter().flat_map(|joined| joined_ids(joined)))
+            .map(str::to_owned)
+            .collect();
+        if datasets.iter().collect::<HashSet<_>>().len() != datasets.len() {
+            return Err(format!("a run under authorisation {id} names one dataset twice"));
+        }
         self.runs.insert(run.clone(), (datasets.clone(), entry.actor_id));
         for dataset in &datasets {
             let Some((total, spent)) = self.datasets.get_mut(dataset.as_str()) else {
@@ -827,4 +836,10 @@ pub fn verify_receipt(receipt: &Receipt, key: &PublicKey) -> Result<AuditEntry, 
     verify_inclusion(&leaf_hash(receipt.entry.as_bytes()), receipt.seq - 1, checkpoint.size, &proof, &checkpoint.root)
         .map_err(|error| format!("the entry is not in the signed log: {error}"))?;
     Ok(entry)
+}
+
+/// The ids in a `joined_dataset` detail: one, or several separated by `,` (a scenario over
+/// several departments' data).
+fn joined_ids(detail: &str) -> impl Iterator<Item = &str> {
+    detail.split(',')
 }

@@ -380,8 +380,9 @@ async fn joined(
         .store()
         .run_facts(sluice_gateway::ids::AuthorisationId(authorised[0].0), sluice_gateway::ids::ModelId(authorised[0].1))
         .await?;
+    let insurance_version = facts.joined.into_iter().next().and_then(|(_, version)| version);
     let (tax_version, insurance_version) =
-        (facts.version.context("tax version")?, facts.joined_version.context("social-insurance version")?);
+        (facts.version.context("tax version")?, insurance_version.context("social-insurance version")?);
     let layout = JoinLayout::new(compiled.manifest(), &tax_schema, &[&insurance_schema])
         .context("the model's columns split between the two")?;
     let release_facts = ReleaseFacts::new(compiled.manifest(), &view, rows, 10);

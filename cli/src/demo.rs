@@ -497,7 +497,7 @@ where
     let budget = api.get(&format!("/v1/authorisations/{authorisation}/budget"), operator).await.ok()?;
     say.say(format!(
         "lifetime budgets spent: tax bureau {}, social-insurance bureau {}",
-        budget["dataset_epsilon_spent"], budget["joined_dataset_epsilon_spent"]
+        budget["dataset_epsilon_spent"], budget["joined_datasets"][0]["epsilon_spent"]
     ))?;
     Ok(1)
 }

@@ -223,6 +223,30 @@ pub fn enterprise_csvs(rows: usize, seed: u64) -> (String, String) {
     (tax, insurance)
 }
 
+/// The market regulation bureau's register of the enterprises [`enterprise_csvs`] makes
+/// for the same `rows` and `seed` (the same codes): about 90% of them, each with its
+/// registered capital and whether it is listed for abnormal operations, in an order of the
+/// bureau's own (`enterprise_code,registered_capital_cny,abnormal_operations`).
+pub fn market_regulation_csv(rows: usize, seed: u64) -> String {
+    let offset = SplitMix64(seed).next_u64() % USCC_ORGANISATIONS;
+    let mut random = SplitMix64(seed ^ 0x6d61_726b_6574);
+    let mut entries = Vec::with_capacity(rows);
+    for index in 0..rows {
+        if random.unit() < 0.9 {
+            let capital = (-(1.0 - random.unit()).ln() * 2_000_000.0).min(100_000_000.0);
+            entries.push((synthetic_uscc(index as u64, offset), capital, random.unit() < 0.04));
+        }
+    }
+    for index in (1..entries.len()).rev() {
+        entries.swap(index, (random.next_u64() % (index as u64 + 1)) as usize);
+    }
+    let mut csv = String::from("enterprise_code,registered_capital_cny,abnormal_operations\n");
+    for (code, capital, abnormal) in entries {
+        let _ = writeln!(csv, "{code},{capital:.0},{abnormal}");
+    }
+    csv
+}
+
 /// Writes the example files a user needs into `dir`: the vehicles CSV, the market
 /// regulation bureau's schema (a third department to join), and for every example model
 /// its module, manifest and dataset schema.

@@ -254,11 +254,31 @@ pub struct ApplicationRow {
     #[sqlx(try_from = "String")]
     pub state: ApplicationState,
     pub bureau_reviewer_id: Option<PrincipalId>,
-    /// A second department's dataset joined to the first on their ids, and its columns.
+    /// Other departments' datasets joined to the first on their ids, in order, and their
+    /// columns asked for ([`JoinedColumns`] as JSON; none for one dataset).
     #[sqlx(default)]
-    pub joined_dataset_id: Option<DatasetId>,
-    #[sqlx(default)]
-    pub joined_columns_json: Option<String>,
+    pub joins_json: Option<String>,
+}
+
+/// A dataset joined to a scenario's first one, and the columns of it asked for or granted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinedColumns {
+    pub dataset_id: DatasetId,
+    pub columns: Vec<String>,
+}
+
+/// The joins stored as `joins_json` (none when absent).
+fn parse_joins(json: Option<&str>) -> anyhow::Result<Vec<JoinedColumns>> {
+    json.map_or(Ok(Vec::new()), |json| serde_json::from_str(json).context("stored joined datasets"))
+}
+
+/// `joins` as stored: `None` for none.
+pub fn encode_joins(joins: &[JoinedColumns]) -> anyhow::Result<Option<String>> {
+    if joins.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(joins).context("encoding joined datasets")?))
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -275,31 +295,40 @@ pub struct AuthorisationRow {
     pub epsilon_spent: i64,
     pub revoked_at: Option<Timestamp>,
     pub hold_outputs: bool,
-    /// The dataset joined to the first one, and the columns of it granted.
-    pub joined_dataset_id: Option<DatasetId>,
-    pub joined_columns_json: Option<String>,
+    /// The datasets joined to the first one, in order, and the columns of each granted.
+    pub joins_json: Option<String>,
 }
 
 impl ApplicationRow {
-    /// The datasets it applies for: the first, and the joined one if any.
-    pub fn datasets(&self) -> Vec<DatasetId> {
-        std::iter::once(self.dataset_id).chain(self.joined_dataset_id).collect()
+    /// The datasets joined to the first, in order, with the columns asked of each.
+    pub fn joins(&self) -> anyhow::Result<Vec<JoinedColumns>> {
+        parse_joins(self.joins_json.as_deref())
+    }
+
+    /// The datasets it applies for: the first, then the joined ones.
+    pub fn datasets(&self) -> anyhow::Result<Vec<DatasetId>> {
+        Ok(std::iter::once(self.dataset_id).chain(self.joins()?.into_iter().map(|join| join.dataset_id)).collect())
     }
 }
 
 impl AuthorisationRow {
-    /// Every column granted: the first dataset's, then the joined one's (their names differ).
+    /// The datasets joined to the first, in order, with the columns granted of each.
+    pub fn joins(&self) -> anyhow::Result<Vec<JoinedColumns>> {
+        parse_joins(self.joins_json.as_deref())
+    }
+
+    /// Every column granted: the first dataset's, then each joined one's (their names differ).
     pub fn granted_columns(&self) -> anyhow::Result<Vec<String>> {
         let mut columns: Vec<String> = serde_json::from_str(&self.columns_json).context("stored columns")?;
-        if let Some(joined) = &self.joined_columns_json {
-            columns.extend(serde_json::from_str::<Vec<String>>(joined).context("stored joined columns")?);
+        for join in self.joins()? {
+            columns.extend(join.columns);
         }
         Ok(columns)
     }
 
-    /// The datasets it reads: the first, and the joined one if any.
-    pub fn datasets(&self) -> Vec<DatasetId> {
-        std::iter::once(self.dataset_id).chain(self.joined_dataset_id).collect()
+    /// The datasets it reads: the first, then the joined ones.
+    pub fn datasets(&self) -> anyhow::Result<Vec<DatasetId>> {
+        Ok(std::iter::once(self.dataset_id).chain(self.joins()?.into_iter().map(|join| join.dataset_id)).collect())
     }
 }
 
@@ -541,7 +570,7 @@ impl RunEvents {
 macro_rules! run_columns {
     () => {
         "id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, outcome, \
-         result_json, visible_at, node, joined_dataset_version"
+         result_json, visible_at, node, joined_versions_json"
     };
 }
 
@@ -556,8 +585,9 @@ pub struct RunUsageRow {
     pub epsilon_units: i64,
     /// Rows of the dataset versions the runs read.
     pub rows_read: i64,
-    /// Rows of the joined dataset's versions they read (0 for a single dataset).
-    pub joined_rows_read: i64,
+    /// The versions of the joined datasets each of these runs read (a JSON array in the
+    /// authorisation's order; none for one dataset): runs are grouped by it too.
+    pub joined_versions_json: Option<String>,
 }
 
 /// A model submission and its first review, for review turnaround.
@@ -586,9 +616,27 @@ pub struct RunRow {
     /// queued, and on rows from before nodes were recorded.
     #[sqlx(default)]
     pub node: Option<NodeId>,
-    /// The version of the authorisation's joined dataset the run read, if it joins one.
+    /// The version of each of the authorisation's joined datasets the run read, in the
+    /// authorisation's order (a JSON array; none for one dataset).
     #[sqlx(default)]
-    pub joined_dataset_version: Option<i64>,
+    pub joined_versions_json: Option<String>,
+}
+
+impl RunRow {
+    /// The versions of the joined datasets it read, in the authorisation's order.
+    pub fn joined_versions(&self) -> anyhow::Result<Vec<i64>> {
+        self.joined_versions_json
+            .as_deref()
+            .map_or(Ok(Vec::new()), |json| serde_json::from_str(json).context("stored joined versions"))
+    }
+}
+
+/// `versions` as stored: `None` for none.
+pub fn encode_joined_versions(versions: &[i64]) -> anyhow::Result<Option<String>> {
+    if versions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(versions).context("encoding joined versions")?))
 }
 
 /// The facts of one run decision, read together ([`Store::run_facts`]).
@@ -598,11 +646,10 @@ pub struct RunFactsRows {
     pub model: Option<ModelRow>,
     pub dataset: Option<DatasetRow>,
     pub version: Option<VersionRow>,
-    /// The authorisation's joined dataset and its latest version, if it joins one.
-    pub joined_dataset: Option<DatasetRow>,
-    pub joined_version: Option<VersionRow>,
+    /// The authorisation's joined datasets and the latest version of each, in its order.
+    pub joined: Vec<(Option<DatasetRow>, Option<VersionRow>)>,
     /// The organisations of the authorisation's operator and of the datasets' providers
-    /// (the first's, then the joined one's), for the policy set's decision.
+    /// (the first's, then the joined ones'), for the policy set's decision.
     pub operator_organisation: Option<OrganisationId>,
     pub provider_organisations: Vec<OrganisationId>,
 }
@@ -616,18 +663,14 @@ pub struct ChargeFactsRow {
     pub dataset_total: i64,
     pub dataset_spent: i64,
     pub runs_since: i64,
-    /// The joined dataset's lifetime budget, when the authorisation joins one.
-    pub joined_total: Option<i64>,
-    pub joined_spent: Option<i64>,
 }
 
 /// What a charge re-reads under the write lock. The run-rate count must use the
 /// `runs_by_authorisation` index: a scan would grow every run's cost with every run made.
 const CHARGE_FACTS_SQL: &str = "SELECT a.revoked_at IS NOT NULL AS revoked, a.epsilon_total AS authorisation_total, \
      a.epsilon_spent AS authorisation_spent, d.epsilon_total AS dataset_total, d.epsilon_spent AS dataset_spent, \
-     (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since, \
-     j.epsilon_total AS joined_total, j.epsilon_spent AS joined_spent \
-     FROM authorisations a JOIN datasets d ON d.id = a.dataset_id LEFT JOIN datasets j ON j.id = a.joined_dataset_id \
+     (SELECT COUNT(*) FROM runs r WHERE r.authorisation_id = a.id AND r.created_at >= $3) AS runs_since \
+     FROM authorisations a JOIN datasets d ON d.id = a.dataset_id \
      WHERE a.id = $1 AND d.id = $2";
 
 /// Ends an ingest's version reservation ([`Store::release_reservation`] and its
@@ -1433,8 +1476,8 @@ impl Store {
     ) -> anyhow::Result<ApplicationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO applications (operator_id, dataset_id, purpose, use_scope, security_measures, columns_json, \
-             valid_from, valid_until, epsilon_requested, state, created_at, joined_dataset_id, joined_columns_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+             valid_from, valid_until, epsilon_requested, state, created_at, joins_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(row.operator_id)
         .bind(row.dataset_id)
@@ -1447,8 +1490,7 @@ impl Store {
         .bind(row.epsilon_requested)
         .bind(row.state.as_str())
         .bind(format_time(now))
-        .bind(row.joined_dataset_id)
-        .bind(&row.joined_columns_json)
+        .bind(&row.joins_json)
         .fetch_one(c)
         .await)?)
     }
@@ -1550,8 +1592,8 @@ impl Store {
     ) -> anyhow::Result<AuthorisationId> {
         Ok(in_tx!(tx, |c| sqlx::query_scalar(
             "INSERT INTO authorisations (application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-             valid_until, epsilon_total, hold_outputs, created_at, joined_dataset_id, joined_columns_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             valid_until, epsilon_total, hold_outputs, created_at, joins_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(application.id)
         .bind(application.operator_id)
@@ -1563,14 +1605,13 @@ impl Store {
         .bind(application.epsilon_requested)
         .bind(hold_outputs)
         .bind(format_time(now))
-        .bind(application.joined_dataset_id)
-        .bind(&application.joined_columns_json)
+        .bind(&application.joins_json)
         .fetch_one(c)
         .await)?)
     }
 
     const AUTHORISATION_COLUMNS: &str = "id, application_id, operator_id, dataset_id, purpose, columns_json, valid_from, \
-         valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs, joined_dataset_id, joined_columns_json";
+         valid_until, epsilon_total, epsilon_spent, revoked_at, hold_outputs, joins_json";
 
     pub async fn authorisation(&self, id: AuthorisationId) -> anyhow::Result<Option<AuthorisationRow>> {
         let sql = format!("SELECT {} FROM authorisations WHERE id = $1", Self::AUTHORISATION_COLUMNS);
@@ -1587,12 +1628,22 @@ impl Store {
             .await)?)
     }
 
+    /// Every authorisation that reads `dataset_id`, first or joined (the joined ones are
+    /// found among the authorisations that join any: a list in a column has no index, and
+    /// this is read when a dataset is destroyed, not on a request's path).
     pub async fn authorisations_for_dataset(&self, dataset_id: DatasetId) -> anyhow::Result<Vec<AuthorisationRow>> {
         let sql = format!(
-            "SELECT {} FROM authorisations WHERE dataset_id = $1 OR joined_dataset_id = $1 ORDER BY id",
+            "SELECT {} FROM authorisations WHERE dataset_id = $1 OR joins_json IS NOT NULL ORDER BY id",
             Self::AUTHORISATION_COLUMNS
         );
-        Ok(in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?)
+        let rows: Vec<AuthorisationRow> = in_pool!(self, |c| sqlx::query_as(&sql).bind(dataset_id).fetch_all(c).await)?;
+        let mut reading = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.datasets()?.contains(&dataset_id) {
+                reading.push(row);
+            }
+        }
+        Ok(reading)
     }
 
     /// Revokes an authorisation at once; false when it already was.
@@ -1788,14 +1839,14 @@ impl Store {
             Some(authorisation) => Self::dataset_and_latest_version(&mut tx, authorisation.dataset_id).await?,
             None => (None, None),
         };
-        let (joined_dataset, joined_version) = match authorisation.as_ref().and_then(|row| row.joined_dataset_id) {
-            Some(joined) => Self::dataset_and_latest_version(&mut tx, joined).await?,
-            None => (None, None),
-        };
+        let mut joined = Vec::new();
+        for join in authorisation.as_ref().map(AuthorisationRow::joins).transpose()?.unwrap_or_default() {
+            joined.push(Self::dataset_and_latest_version(&mut tx, join.dataset_id).await?);
+        }
         let operator_organisation =
             Self::organisation_of(&mut tx, authorisation.as_ref().map(|row| row.operator_id)).await?;
         let mut provider_organisations = Vec::new();
-        for dataset in dataset.iter().chain(&joined_dataset) {
+        for dataset in dataset.iter().chain(joined.iter().filter_map(|(dataset, _)| dataset.as_ref())) {
             provider_organisations.extend(Self::organisation_of(&mut tx, Some(dataset.provider_id)).await?);
         }
         tx.commit().await.context("finishing a read")?;
@@ -1804,8 +1855,7 @@ impl Store {
             model,
             dataset,
             version,
-            joined_dataset,
-            joined_version,
+            joined,
             operator_organisation,
             provider_organisations,
         })
@@ -1855,16 +1905,25 @@ impl Store {
             .await)?)
     }
 
+    /// A joined dataset's lifetime budget (total, spent), read in a charging transaction
+    /// beside [`Store::charge_facts`]; `None` if the dataset is gone.
+    pub async fn dataset_budget(tx: &mut Tx, dataset_id: DatasetId) -> anyhow::Result<Option<(i64, i64)>> {
+        Ok(in_tx!(tx, |c| sqlx::query_as("SELECT epsilon_total, epsilon_spent FROM datasets WHERE id = $1")
+            .bind(dataset_id)
+            .fetch_optional(c)
+            .await)?)
+    }
+
     /// Writes a charge the policy allowed: the budgets' new spent totals (the authorisation's,
-    /// its dataset's and its joined dataset's if any). The caller read
-    /// them with [`Store::charge_facts`] in the same transaction.
+    /// its dataset's and each joined dataset's). The caller read them with
+    /// [`Store::charge_facts`] and [`Store::dataset_budget`] in the same transaction.
     pub async fn apply_charge(
         tx: &mut Tx,
         authorisation_id: AuthorisationId,
         authorisation_spent: i64,
         dataset_id: DatasetId,
         dataset_spent: i64,
-        joined: Option<(DatasetId, i64)>,
+        joined: &[(DatasetId, i64)],
     ) -> anyhow::Result<()> {
         in_tx!(tx, |c| sqlx::query("UPDATE authorisations SET epsilon_spent = $1 WHERE id = $2")
             .bind(authorisation_spent)
@@ -1872,7 +1931,7 @@ impl Store {
             .execute(c)
             .await
             .map(|done| done.rows_affected()))?;
-        for (id, spent) in std::iter::once((dataset_id, dataset_spent)).chain(joined) {
+        for &(id, spent) in std::iter::once(&(dataset_id, dataset_spent)).chain(joined) {
             in_tx!(tx, |c| sqlx::query("UPDATE datasets SET epsilon_spent = $1 WHERE id = $2")
                 .bind(spent)
                 .bind(id)
@@ -1889,7 +1948,7 @@ impl Store {
         let id = in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO runs (authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, state, created_at, \
-             visible_at, node, joined_dataset_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+             visible_at, node, joined_versions_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(row.authorisation_id)
         .bind(row.model_id)
@@ -1901,7 +1960,7 @@ impl Store {
         .bind(format_time(now))
         .bind(row.visible_at)
         .bind(row.node)
-        .bind(row.joined_dataset_version)
+        .bind(&row.joined_versions_json)
         .fetch_one(c)
         .await
         })?;
@@ -2088,18 +2147,15 @@ impl Store {
     pub async fn run_usage(&self) -> anyhow::Result<Vec<RunUsageRow>> {
         Ok(in_pool!(self, |c| {
             sqlx::query_as(
-            "SELECT r.authorisation_id, substr(r.created_at, 1, 7) AS month, r.state, \
+                "SELECT r.authorisation_id, substr(r.created_at, 1, 7) AS month, r.state, \
              CAST(COUNT(*) AS BIGINT) AS runs, CAST(SUM(r.epsilon) AS BIGINT) AS epsilon_units, \
-             CAST(COALESCE(SUM(v.row_count), 0) AS BIGINT) AS rows_read, \
-             CAST(COALESCE(SUM(j.row_count), 0) AS BIGINT) AS joined_rows_read \
+             CAST(COALESCE(SUM(v.row_count), 0) AS BIGINT) AS rows_read, r.joined_versions_json \
              FROM runs r LEFT JOIN dataset_versions v ON v.dataset_id = r.dataset_id AND v.version = r.dataset_version \
-             LEFT JOIN authorisations a ON a.id = r.authorisation_id \
-             LEFT JOIN dataset_versions j ON j.dataset_id = a.joined_dataset_id AND j.version = r.joined_dataset_version \
-             GROUP BY r.authorisation_id, substr(r.created_at, 1, 7), r.state \
-             ORDER BY month, r.authorisation_id, r.state"
-        )
-        .fetch_all(c)
-        .await
+             GROUP BY r.authorisation_id, substr(r.created_at, 1, 7), r.state, r.joined_versions_json \
+             ORDER BY month, r.authorisation_id, r.state, r.joined_versions_json",
+            )
+            .fetch_all(c)
+            .await
         })?)
     }
 

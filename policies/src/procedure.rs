@@ -326,9 +326,9 @@ pub struct RunFacts<'a> {
     pub min_epsilon: Epsilon,
     pub dataset_id: i64,
     pub dataset_budget: PrivacyBudget,
-    /// The lifetime budget of the dataset joined to it, if the authorisation joins one:
-    /// every run that reads a dataset is charged to it.
-    pub joined_dataset_budget: Option<PrivacyBudget>,
+    /// The lifetime budgets of the datasets joined to it (none for one dataset): every run
+    /// that reads a dataset is charged to it.
+    pub joined_dataset_budgets: &'a [PrivacyBudget],
 }
 
 /// The gate's yes, carrying what was decided: which authorisation and dataset pay, and how
@@ -342,23 +342,25 @@ pub struct RunPermit {
 
 /// What may have changed between the decision and the charge, read in the charging
 /// transaction (which holds the write lock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeFacts {
     pub revoked: bool,
     pub authorisation_budget: PrivacyBudget,
     pub dataset_budget: PrivacyBudget,
-    pub joined_dataset_budget: Option<PrivacyBudget>,
+    /// Each joined dataset's lifetime budget, in the authorisation's order.
+    pub joined_dataset_budgets: Vec<PrivacyBudget>,
     pub runs_in_last_hour: u64,
     pub max_runs_per_hour: u64,
 }
 
-/// A charge that fits: both budgets after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A charge that fits: every budget after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charged {
     pub permit: RunPermit,
     pub authorisation_budget_after: PrivacyBudget,
     pub dataset_budget_after: PrivacyBudget,
-    pub joined_dataset_budget_after: Option<PrivacyBudget>,
+    /// Each joined dataset's, in the authorisation's order.
+    pub joined_dataset_budgets_after: Vec<PrivacyBudget>,
 }
 
 impl RunPermit {
@@ -373,11 +375,12 @@ impl RunPermit {
         let authorisation_budget_after =
             facts.authorisation_budget.charge(self.epsilon, DenialReason::BudgetExhausted)?;
         let dataset_budget_after = facts.dataset_budget.charge(self.epsilon, DenialReason::DatasetBudgetExhausted)?;
-        let joined_dataset_budget_after = facts
-            .joined_dataset_budget
+        let joined_dataset_budgets_after = facts
+            .joined_dataset_budgets
+            .iter()
             .map(|budget| budget.charge(self.epsilon, DenialReason::DatasetBudgetExhausted))
-            .transpose()?;
-        Ok(Charged { permit: *self, authorisation_budget_after, dataset_budget_after, joined_dataset_budget_after })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Charged { permit: *self, authorisation_budget_after, dataset_budget_after, joined_dataset_budgets_after })
     }
 }
 
@@ -406,7 +409,7 @@ pub fn authorise_run(facts: &RunFacts<'_>, now: OffsetDateTime) -> Result<RunPer
     }
     authorisation.budget.charge(facts.epsilon, DenialReason::BudgetExhausted)?;
     facts.dataset_budget.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
-    if let Some(joined) = facts.joined_dataset_budget {
+    for joined in facts.joined_dataset_budgets {
         joined.charge(facts.epsilon, DenialReason::DatasetBudgetExhausted)?;
     }
     check_epsilon_per_run(facts.epsilon, facts.min_epsilon, authorisation.budget.remaining())?;

@@ -1,6 +1,6 @@
-//! One scenario over two departments' data (issue 16): the tax bureau's and the
-//! social-insurance bureau's records of the same enterprises, joined inside the host on
-//! the enterprise code. Attacked from the positions that matter: an operator trying to run
+//! One scenario over several departments' data (issue 16): the tax bureau's, the
+//! social-insurance bureau's and the market regulation bureau's records of the same
+//! enterprises, joined inside the host on the enterprise code. Attacked from the positions that matter: an operator trying to run
 //! with one department's approval missing, or after either revoked; a department
 //! reviewing twice or a third department reviewing at all; a hostile approved model trying
 //! to learn whether one enterprise has an account at the other department; and a scan for
@@ -10,7 +10,10 @@
 use serde_json::{Value, json};
 
 use crate::harness::{World, approve_model, expect_error, module_base64, time};
-use sluice::examples::{ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, SOCIAL_INSURANCE_SCHEMA, enterprise_csvs};
+use sluice::examples::{
+    ENTERPRISE_TAX_SCHEMA, EXAMPLE_MODELS, MARKET_REGULATION_SCHEMA, SOCIAL_INSURANCE_SCHEMA, enterprise_csvs,
+    market_regulation_csv,
+};
 
 /// A well-formed unified social credit code no generator makes (the generator's codes are
 /// all 91520300…): if it appears anywhere outside the vault, in any spelling, a key leaked.
@@ -123,7 +126,7 @@ impl Fusion {
             "epsilon": epsilon,
         });
         let application = self.post("/v1/applications", &self.world.operator, &body).await.ok().expect("application");
-        assert_eq!(application["join"]["dataset_id"], self.insurance_dataset);
+        assert_eq!(application["joins"][0]["dataset_id"], self.insurance_dataset);
         application["id"].as_i64().expect("id")
     }
 
@@ -215,7 +218,9 @@ async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_
         .await
         .ok()
         .expect("either department's provider reads the budget");
-    assert!((budget["joined_dataset_epsilon_spent"].as_f64().expect("joined") - 0.8).abs() < 1e-9, "{budget}");
+    assert_eq!(budget["joined_datasets"][0]["dataset_id"], fusion.insurance_dataset);
+    let joined_spent = budget["joined_datasets"][0]["epsilon_spent"].as_f64().expect("joined");
+    assert!((joined_spent - 0.8).abs() < 1e-9, "{budget}");
     // Usage has a row for each dataset the scenario read: the same run and ε in both, each
     // dataset's own rows processed; asked for by the joined dataset, its row is there.
     let usage = fusion.get("/v1/usage", &world.regulator).await.ok().expect("usage");
@@ -227,7 +232,7 @@ async fn a_scenario_over_two_departments_data_needs_both_approvals_charges_both_
         (rows[0], fusion.tax_dataset, fusion.insurance_dataset, ENTERPRISES as i64 + 1, false),
         (rows[1], fusion.insurance_dataset, fusion.tax_dataset, insurance_rows, true),
     ] {
-        assert_eq!((row["dataset_id"].as_i64(), row["other_dataset_id"].as_i64()), (Some(dataset), Some(other)));
+        assert_eq!((row["dataset_id"].as_i64(), row["other_dataset_ids"][0].as_i64()), (Some(dataset), Some(other)));
         assert_eq!((row["runs"].as_i64(), row["rows_processed"].as_i64()), (Some(1), Some(processed)), "{row}");
         assert_eq!(row["joined_side"], joined_side);
         assert!((row["epsilon_spent"].as_f64().expect("ε") - 0.8).abs() < 1e-9);
@@ -475,6 +480,179 @@ outputs = [{ name = "matched", kind = "count", epsilon = 1.0 }]
     let insured = ENTERPRISES as f64 * 0.85;
     for run in [&before, &after] {
         assert!((matched(run) - insured).abs() < 60.0, "about 85% of enterprises match: {}", matched(run));
+    }
+    world.assert_log_verifies().await;
+}
+
+/// Inclusive finance over three departments' data (seed 002 item 16: tax, social insurance
+/// and market regulation): one application joins two datasets to the tax bureau's; it is
+/// authorised only once every department has approved (the third's approval missing, no
+/// authorisation); a model reads a column of each; the count of enterprises known to both
+/// other departments comes out as a DP count near the exact one; all three datasets'
+/// budgets are charged; usage has a row per dataset; the third department's revocation
+/// alone stops it; and the offline verifier replays it. Malformed joins are refused.
+#[tokio::test]
+async fn a_scenario_over_three_departments_data_needs_all_three_and_charges_each() {
+    let fusion = Fusion::new().await;
+    let world = &fusion.world;
+    let token = |principal: Value| principal["token"].as_str().expect("token").to_owned();
+    let market_provider = token(
+        world
+            .principal(json!({"name": "mr data", "role": "provider", "organisation": "Market Regulation Bureau"}))
+            .await,
+    );
+    let market_reviewer = token(world.principal(json!({"name": "mr review", "role": "reviewer", "reviewer_kind": "providing_department", "organisation": "Market Regulation Bureau"})).await);
+    let market_dataset = world
+        .api
+        .post("/v1/datasets", &market_provider, &json!({"schema": MARKET_REGULATION_SCHEMA, "epsilon_total": 5.0}))
+        .await
+        .ok()
+        .expect("dataset")["id"]
+        .as_i64()
+        .expect("id");
+    let mut register = market_regulation_csv(ENTERPRISES, 16);
+    register.push_str(&format!("{CANARY_CODE},5000000,false\n"));
+    fusion.ingest(&market_provider, market_dataset, register.clone()).await;
+
+    let joins = json!([
+        {"dataset_id": fusion.insurance_dataset, "columns": ["employees"]},
+        {"dataset_id": market_dataset, "columns": ["abnormal_operations", "registered_capital_cny"]},
+    ]);
+    let body = json!({
+        "dataset_id": fusion.tax_dataset,
+        "purpose": "SME credit profile over three departments' records",
+        "use_scope": "aggregates",
+        "security_measures": "sandbox, DP only",
+        "columns": ["annual_tax_paid_cny"],
+        "joins": joins,
+        "valid_from": time(0),
+        "valid_until": time(90),
+        "epsilon": 3.0,
+    });
+    // Malformed: `join` and `joins` at once, one dataset twice, a column in two datasets.
+    let mut both = body.clone();
+    both["join"] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["employees"]});
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &both).await, "invalid_request");
+    assert!(message.contains("not both"), "{message}");
+    let mut twice = body.clone();
+    twice["joins"][1] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["social_insurance_arrears_months"]});
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &twice).await, "invalid_request");
+    assert!(message.contains("joined twice"), "{message}");
+    let clash = world
+        .api
+        .post(
+            "/v1/datasets",
+            &market_provider,
+            &json!({"schema": MARKET_REGULATION_SCHEMA
+                .replace("\"abnormal_operations\"", "\"employees\"")
+                .replace("zunyi-market-regulation", "zunyi-market-clash"), "epsilon_total": 5.0}),
+        )
+        .await
+        .ok()
+        .expect("a register naming a column as the insurance bureau does")["id"]
+        .as_i64()
+        .expect("id");
+    let mut clashing = body.clone();
+    clashing["joins"][1] = json!({"dataset_id": clash, "columns": ["registered_capital_cny"]});
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &clashing).await, "invalid_request");
+    assert!(message.contains("column `employees` is in both"), "{message}");
+
+    let application = fusion.post("/v1/applications", &world.operator, &body).await.ok().expect("application");
+    assert_eq!(application["joins"].as_array().expect("joins").len(), 2, "{application}");
+    let id = application["id"].as_i64().expect("id");
+    let list = fusion.get("/v1/applications", &world.operator).await.ok().expect("list");
+    let summary = list["applications"].as_array().expect("applications").iter().find(|a| a["id"] == id).cloned();
+    assert_eq!(summary.expect("listed")["joined_dataset_ids"], json!([fusion.insurance_dataset, market_dataset]));
+    fusion.review(id, &world.bureau, true).await.ok().expect("bureau");
+    fusion.review(id, &fusion.tax_reviewer, true).await.ok().expect("tax bureau");
+    let two_of_three = fusion.review(id, &fusion.insurance_reviewer, true).await.ok().expect("social insurance");
+    assert_eq!(two_of_three["state"], "bureau_approved", "the market regulation bureau has not approved yet");
+    assert!(two_of_three["authorisation_id"].is_null(), "{two_of_three}");
+    let whole = fusion.review(id, &market_reviewer, true).await.ok().expect("market regulation");
+    assert_eq!(whole["state"], "approved");
+    let authorisation = whole["authorisation_id"].as_i64().expect("authorisation");
+
+    // A model reading a column of each department's data: 1 for an enterprise both other
+    // departments know (inputs 1 and 2 present: mask bits 1 and 2).
+    let manifest = r#"
+abi_version = 2
+name = "known-to-all"
+version = "1"
+inputs = [
+  { name = "annual_tax_paid_cny", type = "f64" },
+  { name = "employees", type = "i64" },
+  { name = "abnormal_operations", type = "bool" },
+]
+outputs = [{ name = "known_to_all", kind = "count", epsilon = 1.0 }]
+"#;
+    let module = wat::parse_str(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (func (export "sluice_row_v2(annual_tax_paid_cny:f64,employees:i64,abnormal_operations:bool,)->(known_to_all,)")
+                (param $tax f64) (param $employees i64) (param $abnormal i64) (param $present i64)
+                (call $emit (i32.const 0)
+                    (f64.convert_i32_u (i64.eq (i64.and (local.get $present) (i64.const 6)) (i64.const 6))))))"#,
+    )
+    .expect("valid WAT");
+    let model = fusion.approved_model(authorisation, &module, manifest).await;
+    let run = fusion.run(authorisation, model).await.ok().expect("a run over three datasets");
+    assert_eq!(run["rows"], ENTERPRISES as i64 + 1, "one joined row per tax record");
+    let codes = |csv: &str| -> std::collections::HashSet<String> {
+        csv.lines().skip(1).filter_map(|line| line.split(',').next()).map(str::to_owned).collect()
+    };
+    let (tax, insurance) = fusion.data(true);
+    let (insured, registered) = (codes(&insurance), codes(&register));
+    let exact = codes(&tax).iter().filter(|code| insured.contains(*code) && registered.contains(*code)).count() as f64;
+    let released = run["outputs"][0]["value"].as_f64().expect("a count");
+    assert!(exact > 300.0 && (released - exact).abs() < 30.0, "released {released}, exact {exact}");
+
+    // Every dataset read is charged (ε 1 by the manifest), and the budget shows each.
+    for dataset in [fusion.tax_dataset, fusion.insurance_dataset, market_dataset] {
+        assert!((fusion.dataset_spent(dataset).await - 1.0).abs() < 1e-9, "dataset {dataset}");
+    }
+    let budget = fusion
+        .get(&format!("/v1/authorisations/{authorisation}/budget"), &market_provider)
+        .await
+        .ok()
+        .expect("the third department's provider reads the budget");
+    let joined: Vec<i64> = budget["joined_datasets"]
+        .as_array()
+        .expect("joined budgets")
+        .iter()
+        .map(|joined| joined["dataset_id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(joined, [fusion.insurance_dataset, market_dataset]);
+    let usage = fusion.get("/v1/usage", &world.regulator).await.ok().expect("usage");
+    let rows: Vec<&Value> =
+        usage["rows"].as_array().expect("rows").iter().filter(|row| row["authorisation_id"] == authorisation).collect();
+    let processed: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|row| (row["dataset_id"].as_i64().expect("id"), row["rows_processed"].as_i64().expect("n")))
+        .collect();
+    assert_eq!(
+        processed,
+        [
+            (fusion.tax_dataset, ENTERPRISES as i64 + 1),
+            (fusion.insurance_dataset, insured.len() as i64),
+            (market_dataset, registered.len() as i64)
+        ],
+        "{usage}"
+    );
+    assert_eq!(rows[2]["other_dataset_ids"], json!([fusion.tax_dataset, fusion.insurance_dataset]));
+    let start = world.audit_entries("run.start").await.last().cloned().expect("a run started");
+    assert_eq!(start["details"]["joined_dataset"], format!("{},{}", fusion.insurance_dataset, market_dataset));
+    assert_eq!(start["details"]["joined_dataset_version"], "1,1");
+
+    // The third department alone revokes it.
+    fusion
+        .post(&format!("/v1/authorisations/{authorisation}/revoke"), &market_reviewer, &json!({"reason": "t"}))
+        .await
+        .ok()
+        .expect("revoked by the market regulation bureau");
+    expect_error(&fusion.run(authorisation, model).await, "authorisation_revoked");
+    // Nothing of the canary's code left the vault here either.
+    for text in fusion.seen.lock().expect("lock").iter() {
+        assert!(!text.contains(CANARY_CODE) && !text.contains(&CANARY_CODE[8..17]), "a key value in a response");
     }
     world.assert_log_verifies().await;
 }

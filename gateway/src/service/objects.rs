@@ -56,7 +56,7 @@ impl App {
         approvals: &[OrganisationId],
     ) -> anyhow::Result<Resource> {
         let mut provider_organisations = Vec::new();
-        for dataset in application.datasets() {
+        for dataset in application.datasets()? {
             let (_, organisation) = self.provider_of(dataset).await?;
             if !provider_organisations.contains(&organisation) {
                 provider_organisations.push(organisation);
@@ -81,7 +81,7 @@ impl App {
         authorisation: &AuthorisationRow,
     ) -> anyhow::Result<Vec<(PrincipalId, OrganisationId)>> {
         let mut providers = Vec::new();
-        for dataset in authorisation.datasets() {
+        for dataset in authorisation.datasets()? {
             providers.push(self.provider_of(dataset).await?);
         }
         Ok(providers)

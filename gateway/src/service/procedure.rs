@@ -20,7 +20,7 @@ use super::lists::{PageQuery, Pager};
 use super::{App, Caller, stored_epsilon};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{ApplicationId, AuthorisationId, DatasetId, ModelId, PrincipalId};
-use crate::store::{ApplicationRow, AuthorisationRow, ModelRow, Store};
+use crate::store::{ApplicationRow, AuthorisationRow, JoinedColumns, ModelRow, Store, encode_joins};
 use crate::timestamp::Timestamp;
 use sluice_audit::AuditOutcome;
 use sluice_vault::schema::{DatasetSchema, MAX_GRANTABLE_LEVEL};
@@ -43,12 +43,20 @@ pub struct NewApplication {
     pub draft: bool,
     /// Another department's dataset joined to this one on their level-4 ids, inside the
     /// host, before the model sees a row (公共数据融合); its department reviews the
-    /// application too.
+    /// application too. One join: `joins` names several; give one or the other.
     #[serde(default)]
     pub join: Option<JoinRequest>,
+    /// Other departments' datasets joined to this one on their level-4 ids, in order (seed
+    /// 002 item 16 joins the tax, social-insurance and market-regulation bureaus' data);
+    /// every department whose data is used reviews the application.
+    #[serde(default)]
+    pub joins: Vec<JoinRequest>,
 }
 
-/// The dataset an application joins to its first one, and the columns of it asked for.
+/// At most this many datasets joined to a scenario's first one.
+pub const MAX_JOINED_DATASETS: usize = 4;
+
+/// A dataset an application joins to its first one, and the columns of it asked for.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[derive(utoipa::ToSchema)]
@@ -57,15 +65,36 @@ pub struct JoinRequest {
     pub columns: Vec<String>,
 }
 
+impl From<JoinedColumns> for JoinRequest {
+    fn from(join: JoinedColumns) -> Self {
+        Self { dataset_id: join.dataset_id, columns: join.columns }
+    }
+}
+
+impl From<&JoinRequest> for JoinedColumns {
+    fn from(join: &JoinRequest) -> Self {
+        Self { dataset_id: join.dataset_id, columns: join.columns.clone() }
+    }
+}
+
+/// The audit details of a scenario's joins: the joined datasets' ids separated by `,`, and
+/// their columns (each dataset's separated by `,`, the datasets by `;`). One join reads as
+/// it always has.
+pub(crate) fn join_details(joins: &[JoinedColumns]) -> (String, String) {
+    let ids: Vec<String> = joins.iter().map(|join| join.dataset_id.to_string()).collect();
+    let columns: Vec<String> = joins.iter().map(|join| join.columns.join(",")).collect();
+    (ids.join(","), columns.join(";"))
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApplicationView {
     pub id: ApplicationId,
     pub state: &'static str,
     pub dataset_id: DatasetId,
     pub columns: Vec<String>,
-    /// The dataset joined to the first on their ids, and its columns asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub join: Option<JoinRequest>,
+    /// The datasets joined to the first on their ids, in order, and their columns asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<JoinRequest>,
     pub authorisation_id: Option<AuthorisationId>,
     /// What the reviewers judge it by (seed 002 §21): the purpose, the scope of use and
     /// the security measures, the window and the privacy budget asked for.
@@ -88,13 +117,7 @@ impl ApplicationView {
             state: state.as_str(),
             dataset_id: row.dataset_id,
             columns: serde_json::from_str(&row.columns_json).context("stored columns")?,
-            join: match (row.joined_dataset_id, &row.joined_columns_json) {
-                (Some(dataset_id), Some(columns)) => Some(JoinRequest {
-                    dataset_id,
-                    columns: serde_json::from_str(columns).context("stored joined columns")?,
-                }),
-                _ => None,
-            },
+            joins: row.joins()?.into_iter().map(JoinRequest::from).collect(),
             authorisation_id,
             purpose: row.purpose.clone(),
             use_scope: row.use_scope.clone(),
@@ -123,9 +146,9 @@ pub struct ApplicationListQuery {
 pub struct ApplicationSummary {
     pub id: ApplicationId,
     pub dataset_id: DatasetId,
-    /// The dataset joined to the first, if the scenario joins another department's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub joined_dataset_id: Option<DatasetId>,
+    /// The datasets joined to the first, if the scenario joins other departments'.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub joined_dataset_ids: Vec<DatasetId>,
     pub state: &'static str,
     pub purpose: String,
     pub valid_from: Timestamp,
@@ -287,7 +310,11 @@ fn parse_window(from: &str, until: &str) -> ServiceResult<(Timestamp, Timestamp)
 }
 
 impl App {
-    pub async fn submit_application(&self, caller: &Caller, request: NewApplication) -> ServiceResult<ApplicationView> {
+    pub async fn submit_application(
+        &self,
+        caller: &Caller,
+        mut request: NewApplication,
+    ) -> ServiceResult<ApplicationView> {
         let action = Action::SubmitApplication;
         let object = format!("dataset:{}", request.dataset_id);
         let Some(dataset) = self.store.dataset(request.dataset_id).await? else {
@@ -305,9 +332,26 @@ impl App {
         if epsilon.units() as i64 > dataset.epsilon_total {
             return Err(ServiceError::invalid("the requested epsilon exceeds the dataset's lifetime budget"));
         }
-        if let Some(join) = &request.join {
-            self.check_join(caller, &dataset, &schema, join, epsilon).await?;
+        let joins: Vec<JoinRequest> = match (request.join.take(), std::mem::take(&mut request.joins)) {
+            (Some(_), joins) if !joins.is_empty() => {
+                return Err(ServiceError::invalid("an application gives `join` or `joins`, not both"));
+            }
+            (Some(join), _) => vec![join],
+            (None, joins) => joins,
+        };
+        if joins.len() > MAX_JOINED_DATASETS {
+            return Err(ServiceError::invalid(format!(
+                "an application joins at most {MAX_JOINED_DATASETS} other datasets to its first"
+            )));
         }
+        let mut view = schema.clone();
+        for (index, join) in joins.iter().enumerate() {
+            if joins[..index].iter().any(|earlier| earlier.dataset_id == join.dataset_id) {
+                return Err(ServiceError::invalid(format!("dataset {} is joined twice", join.dataset_id)));
+            }
+            view = self.check_join(caller, &dataset, &view, join, epsilon).await?;
+        }
+        let joins: Vec<JoinedColumns> = joins.iter().map(JoinedColumns::from).collect();
         let row = ApplicationRow {
             id: ApplicationId(0),
             operator_id: PrincipalId(caller.principal.id),
@@ -321,13 +365,7 @@ impl App {
             epsilon_requested: epsilon.units() as i64,
             state: if request.draft { ApplicationState::Draft } else { ApplicationState::Submitted },
             bureau_reviewer_id: None,
-            joined_dataset_id: request.join.as_ref().map(|join| join.dataset_id),
-            joined_columns_json: request
-                .join
-                .as_ref()
-                .map(|join| serde_json::to_string(&join.columns))
-                .transpose()
-                .context("encoding joined columns")?,
+            joins_json: encode_joins(&joins)?,
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -337,29 +375,30 @@ impl App {
             .detail(Detail::Dataset, dataset.id)
             .detail(Detail::Columns, request.columns.join(","))
             .detail(Detail::Epsilon, epsilon);
-        let event = match &request.join {
-            Some(join) => event
-                .detail(Detail::JoinedDataset, join.dataset_id)
-                .detail(Detail::JoinedColumns, join.columns.join(",")),
-            None => event,
+        let event = if joins.is_empty() {
+            event
+        } else {
+            let (datasets, columns) = join_details(&joins);
+            event.detail(Detail::JoinedDataset, datasets).detail(Detail::JoinedColumns, columns)
         };
         Store::append_audit(&mut tx, event, now).await?;
         tx.commit().await.context("committing the application")?;
         Ok(ApplicationView::of(&row, row.state, None)?)
     }
 
-    /// An application's join, checked as its first dataset is: the joined dataset exists,
-    /// the caller may apply for it, the two schemas join (both keyed, at most one row per
-    /// key on the joined side, no column name in both), each column asked for is in it and
-    /// grantable, and the ε asked for fits its lifetime budget too.
+    /// One of an application's joins, checked as its first dataset is: the joined dataset
+    /// exists, the caller may apply for it, its schema joins what came before (`view`: both
+    /// keyed alike, at most one row per key on the joined side, no column name in both),
+    /// each column asked for is in it and grantable, and the ε asked for fits its lifetime
+    /// budget too. Returns the view with it joined.
     async fn check_join(
         &self,
         caller: &Caller,
         first: &crate::store::DatasetRow,
-        first_schema: &DatasetSchema,
+        view: &DatasetSchema,
         join: &JoinRequest,
         epsilon: Epsilon,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<DatasetSchema> {
         let action = Action::SubmitApplication;
         let object = format!("dataset:{}", join.dataset_id);
         if join.dataset_id == first.id {
@@ -371,15 +410,18 @@ impl App {
         self.guard(caller, action, &object, &self.dataset_resource(&joined).await?).await?;
         let joined_schema =
             DatasetSchema::from_toml(&joined.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        first_schema.joined(&joined_schema).map_err(ServiceError::invalid)?;
+        let joined_view = view.joined(&joined_schema).map_err(ServiceError::invalid)?;
         if join.columns.is_empty() {
             return Err(ServiceError::invalid("a join names at least one column of the joined dataset"));
         }
         self.check_columns_asked(caller, &object, joined.id, &joined_schema, &join.columns).await?;
         if epsilon.units() as i64 > joined.epsilon_total {
-            return Err(ServiceError::invalid("the requested epsilon exceeds the joined dataset's lifetime budget"));
+            return Err(ServiceError::invalid(format!(
+                "the requested epsilon exceeds joined dataset {}'s lifetime budget",
+                joined.id
+            )));
         }
-        Ok(())
+        Ok(joined_view)
     }
 
     /// Each column an application asks of dataset `dataset` is in its schema and may be
@@ -446,7 +488,7 @@ impl App {
                 applications.push(ApplicationSummary {
                     id: row.id,
                     dataset_id: row.dataset_id,
-                    joined_dataset_id: row.joined_dataset_id,
+                    joined_dataset_ids: row.joins()?.into_iter().map(|join| join.dataset_id).collect(),
                     state: row.state.as_str(),
                     purpose: row.purpose,
                     valid_from: row.valid_from,
@@ -577,10 +619,9 @@ impl App {
                     .detail(Detail::EpsilonTotal, Epsilon::from_units(application.epsilon_requested as u64))
                     .detail(Detail::HoldOutputs, hold_outputs)
                     .detail(Detail::ValidUntil, application.valid_until);
-            let event = match application.joined_dataset_id {
-                Some(joined) => event.detail(Detail::JoinedDataset, joined),
-                None => event,
-            };
+            let joins = application.joins()?;
+            let event =
+                if joins.is_empty() { event } else { event.detail(Detail::JoinedDataset, join_details(&joins).0) };
             Store::append_audit(&mut tx, event, now).await?;
             authorisation_id = Some(new_id);
         }
@@ -679,16 +720,22 @@ impl App {
         Ok(compiled)
     }
 
-    /// The rows a model under `authorisation` sees, as one schema: its dataset's, or the
-    /// two datasets' joined ([`DatasetSchema::joined`]).
+    /// The rows a model under `authorisation` sees, as one schema: its dataset's, or it
+    /// joined with each joined dataset in turn ([`DatasetSchema::joined_all`]).
     pub(crate) async fn authorisation_schema(&self, authorisation: &AuthorisationRow) -> anyhow::Result<DatasetSchema> {
         let schema_of = |row: crate::store::DatasetRow| {
             DatasetSchema::from_toml(&row.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))
         };
         let first = schema_of(self.store.dataset(authorisation.dataset_id).await?.context("authorisation's dataset")?)?;
-        let Some(joined) = authorisation.joined_dataset_id else { return Ok(first) };
-        let joined = schema_of(self.store.dataset(joined).await?.context("authorisation's joined dataset")?)?;
-        first.joined(&joined).map_err(|error| anyhow::anyhow!("the authorisation's datasets no longer join: {error}"))
+        let mut joined = Vec::new();
+        for join in authorisation.joins()? {
+            joined.push(schema_of(
+                self.store.dataset(join.dataset_id).await?.context("authorisation's joined dataset")?,
+            )?);
+        }
+        first
+            .joined_all(&joined)
+            .map_err(|error| anyhow::anyhow!("the authorisation's datasets no longer join: {error}"))
     }
 
     /// One model, one review: a reviewer outside the submitting organisation decides.

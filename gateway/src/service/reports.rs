@@ -34,9 +34,9 @@ pub struct UsageQuery {
     pub authorisation_id: Option<AuthorisationId>,
 }
 
-/// One scenario's use of one dataset in one month. A scenario over two departments' data
-/// has a row for each dataset: the runs, ε and models are the scenario's in both (each run
-/// read and was charged to both), the rows processed each dataset's own.
+/// One scenario's use of one dataset in one month. A scenario over several departments'
+/// data has a row for each dataset: the runs, ε and models are the scenario's in each (each
+/// run read and was charged to all of them), the rows processed each dataset's own.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageRow {
     pub month: String,
@@ -47,9 +47,11 @@ pub struct UsageRow {
     pub dataset_id: DatasetId,
     pub dataset: String,
     pub provider_organisation: String,
-    /// For a scenario over two departments' data, the other dataset (in both rows).
-    pub other_dataset_id: Option<DatasetId>,
-    /// This row is the joined dataset's: its runs, ε and models are counted in the first
+    /// For a scenario over several departments' data, its other datasets (the first, then
+    /// the joined ones, but this row's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_dataset_ids: Vec<DatasetId>,
+    /// This row is a joined dataset's: its runs, ε and models are counted in the first
     /// dataset's row as well, so per-scenario sums skip it.
     pub joined_side: bool,
     /// Runs started (each charged).
@@ -92,7 +94,7 @@ impl UsageReport {
         let mut out = String::from(
             "month,authorisation_id,purpose,operator_organisation,dataset_id,dataset,provider_organisation,runs,\
              runs_released,runs_without_release,rows_processed,epsilon_spent,models_submitted,models_reviewed,\
-             review_turnaround_hours_mean,review_turnaround_hours_max,other_dataset_id,joined_side\n",
+             review_turnaround_hours_mean,review_turnaround_hours_max,other_dataset_ids,joined_side\n",
         );
         for row in &self.rows {
             let fields = [
@@ -112,7 +114,7 @@ impl UsageReport {
                 row.models_reviewed.to_string(),
                 csv_number(row.review_turnaround_hours_mean),
                 csv_number(row.review_turnaround_hours_max),
-                row.other_dataset_id.map_or_else(String::new, |id| id.to_string()),
+                row.other_dataset_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
                 row.joined_side.to_string(),
             ];
             out.push_str(&fields.join(","));
@@ -211,12 +213,13 @@ impl App {
         };
         let runs = self.store.run_usage().await?;
         let models = self.store.model_usage().await?;
-        // Keyed by month, scenario and whether the row is the joined dataset's.
-        let mut rows: BTreeMap<(String, AuthorisationId, bool), UsageRow> = BTreeMap::new();
+        // Keyed by month, scenario and the row's dataset's place in the scenario (0 the
+        // first, then the joined ones in order).
+        let mut rows: BTreeMap<(String, AuthorisationId, usize), UsageRow> = BTreeMap::new();
         // Whether the caller may see each authorisation, and its rows' templates (one per
         // dataset); each looked up once.
         let mut seen: HashMap<AuthorisationId, Vec<UsageRow>> = HashMap::new();
-        let mut turnarounds: BTreeMap<(String, AuthorisationId, bool), Vec<f64>> = BTreeMap::new();
+        let mut turnarounds: BTreeMap<(String, AuthorisationId, usize), Vec<f64>> = BTreeMap::new();
         let mut keys = Vec::new();
         for run in &runs {
             keys.push((run.month.clone(), run.authorisation_id));
@@ -234,18 +237,36 @@ impl App {
             if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(authorisation) {
                 slot.insert(self.usage_templates(caller, authorisation).await?);
             }
-            for template in seen.get(&authorisation).into_iter().flatten() {
+            for (place, template) in seen.get(&authorisation).into_iter().flatten().enumerate() {
                 if query.dataset_id.is_some_and(|wanted| wanted != template.dataset_id) {
                     continue;
                 }
-                rows.entry((month.clone(), authorisation, template.joined_side))
+                rows.entry((month.clone(), authorisation, place))
                     .or_insert_with(|| UsageRow { month: month.clone(), ..template.clone() });
             }
         }
+        // Rows of each joined version read, looked up once a dataset.
+        let mut row_counts: HashMap<DatasetId, HashMap<i64, i64>> = HashMap::new();
         for run in &runs {
-            for (joined_side, rows_read) in [(false, run.rows_read), (true, run.joined_rows_read)] {
-                let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id, joined_side)) else {
+            let places = seen.get(&run.authorisation_id).map_or(0, Vec::len);
+            for place in 0..places {
+                let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id, place)) else {
                     continue;
+                };
+                let rows_read = if place == 0 {
+                    run.rows_read
+                } else {
+                    let versions: Vec<i64> = match &run.joined_versions_json {
+                        Some(json) => serde_json::from_str(json).context("stored joined versions")?,
+                        None => Vec::new(),
+                    };
+                    let Some(&version) = versions.get(place - 1) else { continue };
+                    if let std::collections::hash_map::Entry::Vacant(slot) = row_counts.entry(row.dataset_id) {
+                        let versions = self.store.versions(row.dataset_id).await?;
+                        slot.insert(versions.into_iter().map(|stored| (stored.version, stored.row_count)).collect());
+                    }
+                    run.runs
+                        * row_counts.get(&row.dataset_id).and_then(|counts| counts.get(&version)).copied().unwrap_or(0)
                 };
                 row.runs += run.runs;
                 match run.state.as_str() {
@@ -260,12 +281,12 @@ impl App {
         for model in &models {
             let submitted: String = model.submitted_at.chars().take(7).collect();
             let reviewed: Option<String> = model.first_review_at.as_ref().map(|at| at.chars().take(7).collect());
-            for joined_side in [false, true] {
-                if let Some(row) = rows.get_mut(&(submitted.clone(), model.authorisation_id, joined_side)) {
+            for place in 0..seen.get(&model.authorisation_id).map_or(0, Vec::len) {
+                if let Some(row) = rows.get_mut(&(submitted.clone(), model.authorisation_id, place)) {
                     row.models_submitted += 1;
                 }
                 let (Some(month), Some(at)) = (&reviewed, &model.first_review_at) else { continue };
-                let key = (month.clone(), model.authorisation_id, joined_side);
+                let key = (month.clone(), model.authorisation_id, place);
                 if let Some(row) = rows.get_mut(&key) {
                     row.models_reviewed += 1;
                     if let Some(hours) = hours_between(&model.submitted_at, at) {
@@ -300,13 +321,13 @@ impl App {
             anyhow::Ok(self.store.organisation(organisation).await?.map_or_else(|| "?".to_owned(), |row| row.name))
         };
         let operator = organisation_name(self.principal(authorisation.operator_id).await?.organisation).await?;
-        let datasets = authorisation.datasets();
+        let datasets = authorisation.datasets()?;
         let mut templates = Vec::new();
         for (index, &dataset_id) in datasets.iter().enumerate() {
             let dataset = self.store.dataset(dataset_id).await?.context("the authorisation's dataset")?;
             let provider = organisation_name(self.principal(dataset.provider_id).await?.organisation).await?;
-            let other_dataset_id = datasets.iter().copied().find(|other| *other != dataset_id);
-            templates.push(usage_template(&authorisation, &operator, dataset, provider, other_dataset_id, index > 0));
+            let others = datasets.iter().copied().filter(|other| *other != dataset_id).collect();
+            templates.push(usage_template(&authorisation, &operator, dataset, provider, others, index > 0));
         }
         Ok(templates)
     }
@@ -374,7 +395,7 @@ fn usage_template(
     operator: &str,
     dataset: crate::store::DatasetRow,
     provider: String,
-    other_dataset_id: Option<DatasetId>,
+    other_dataset_ids: Vec<DatasetId>,
     joined_side: bool,
 ) -> UsageRow {
     UsageRow {
@@ -385,7 +406,7 @@ fn usage_template(
         dataset_id: dataset.id,
         dataset: dataset.name,
         provider_organisation: provider,
-        other_dataset_id,
+        other_dataset_ids,
         joined_side,
         runs: 0,
         runs_released: 0,

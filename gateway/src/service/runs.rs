@@ -102,12 +102,18 @@ pub struct BudgetView {
     pub epsilon_remaining: f64,
     pub dataset_epsilon_total: f64,
     pub dataset_epsilon_spent: f64,
-    /// The joined dataset's lifetime budget, when the authorisation joins one: every run
-    /// under it is charged there too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joined_dataset_epsilon_total: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joined_dataset_epsilon_spent: Option<f64>,
+    /// The lifetime budgets of the datasets joined to the first, in the authorisation's
+    /// order: every run under it is charged to each of them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined_datasets: Vec<JoinedBudgetView>,
+}
+
+/// A joined dataset's lifetime budget, in a [`BudgetView`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JoinedBudgetView {
+    pub dataset_id: DatasetId,
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
 }
 
 fn authorisation_facts(row: &AuthorisationRow) -> anyhow::Result<AuthorisationFacts> {
@@ -150,14 +156,20 @@ struct RunInputs {
     joined: Option<JoinedInputs>,
 }
 
-/// The joined side of a run: the version read (the latest at the charge), its schema and
-/// its data key, and the schema of the joined rows the model sees.
+/// The joined datasets of a run, in the authorisation's order, and the schema of the
+/// joined rows the model sees.
 struct JoinedInputs {
+    sides: Vec<JoinedSide>,
+    /// [`DatasetSchema::joined_all`] of them: what the release is calibrated to.
+    view: DatasetSchema,
+}
+
+/// One joined dataset of a run: the version read (the latest at the charge), its schema
+/// and its data key.
+struct JoinedSide {
     version: VersionRow,
     schema: DatasetSchema,
     key: sluice_vault::keys::AeadKey,
-    /// [`DatasetSchema::joined`] of the two: what the release is calibrated to.
-    view: DatasetSchema,
 }
 
 impl RunInputs {
@@ -272,11 +284,12 @@ impl App {
         let runtime = self.runner.runtime();
         let prepared = &prepared.inputs;
         let manifest = prepared.compiled.manifest();
-        // A joined run maps its rows in one part, after joining both sides' rows (both
+        // A joined run maps its rows in one part, after joining every side's rows (their
         // counts are public facts of the versions read).
         let (parts, join) = match &prepared.joined {
             Some(joined) => {
-                let join_rows = (prepared.version.row_count + joined.version.row_count).max(0) as f64;
+                let joined_rows: i64 = joined.sides.iter().map(|side| side.version.row_count).sum();
+                let join_rows = (prepared.version.row_count + joined_rows).max(0) as f64;
                 (1, time::Duration::milliseconds((join_rows * VISIBILITY_NANOS_PER_JOINED_ROW / 1e6).ceil() as i64))
             }
             // The rows are mapped in parts at once, one core each: the part count follows
@@ -309,10 +322,11 @@ impl App {
         // Who may run under this authorisation is the policy set's; a missing authorisation
         // is the run procedure's `authorisation_missing`, below.
         if let Some(authorisation) = &facts.authorisation {
-            let datasets: Vec<_> = facts.dataset.iter().chain(&facts.joined_dataset).collect();
+            let datasets: Vec<_> =
+                facts.dataset.iter().chain(facts.joined.iter().filter_map(|(dataset, _)| dataset.as_ref())).collect();
             let (Some(organisation), true) = (
                 facts.operator_organisation,
-                datasets.len() == authorisation.datasets().len()
+                datasets.len() == authorisation.datasets()?.len()
                     && facts.provider_organisations.len() == datasets.len(),
             ) else {
                 return Err(
@@ -347,6 +361,12 @@ impl App {
                 PrivacyBudget::new(Epsilon::ZERO, Epsilon::ZERO).map_err(|denial| anyhow::anyhow!(denial.message))?
             }
         };
+        let joined_budgets = facts
+            .joined
+            .iter()
+            .filter_map(|(dataset, _)| dataset.as_ref())
+            .map(|joined| budget(joined.epsilon_total, joined.epsilon_spent))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let columns_read: Vec<String> = manifest.inputs().iter().map(|input| input.name.clone()).collect();
         let epsilon =
             Epsilon::from_f64(manifest.epsilon_per_run()).map_err(|denial| ServiceError::invalid(denial.message))?;
@@ -360,11 +380,7 @@ impl App {
             min_epsilon: self.gate.min_epsilon_per_run(),
             dataset_id: facts.dataset.as_ref().map_or(0, |dataset| dataset.id.0),
             dataset_budget,
-            joined_dataset_budget: facts
-                .joined_dataset
-                .as_ref()
-                .map(|joined| budget(joined.epsilon_total, joined.epsilon_spent))
-                .transpose()?,
+            joined_dataset_budgets: &joined_budgets,
         };
         let permit = match authorise_run(&run_facts, self.now()) {
             Ok(permit) => permit,
@@ -380,18 +396,18 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
         let key = self.unwrap_data_key(&version, &schema).await?;
-        let joined = match facts.joined_dataset {
-            Some(joined) => {
-                if let Err(denial) = check_not_destroyed(joined.destroyed_at.is_some()) {
-                    return Err(self.deny(caller, action, object, denial).await);
-                }
-                let Some(joined_version) = facts.joined_version else {
-                    return Err(ServiceError::invalid("the joined dataset has no data yet"));
-                };
-                Some(self.joined_inputs(&schema, &joined, joined_version).await?)
+        let mut sides = Vec::with_capacity(facts.joined.len());
+        for (joined, joined_version) in facts.joined {
+            let joined = joined.context("authorised joined dataset")?;
+            if let Err(denial) = check_not_destroyed(joined.destroyed_at.is_some()) {
+                return Err(self.deny(caller, action, object, denial).await);
             }
-            None => None,
-        };
+            let Some(joined_version) = joined_version else {
+                return Err(ServiceError::invalid(format!("joined dataset {} has no data yet", joined.id)));
+            };
+            sides.push((joined, joined_version));
+        }
+        let joined = self.joined_inputs(&schema, sides).await?;
         let compiled = self.runner.compiled(&digest_to_run, &model.module, manifest).await?;
         Ok(PreparedRun {
             permit,
@@ -408,19 +424,27 @@ impl App {
         })
     }
 
-    /// The joined side of a run: `version` of `joined`, its key unwrapped, and the schema
-    /// of the joined rows (refused if the two no longer join).
+    /// The joined datasets of a run: each one's version, with its key unwrapped, and the
+    /// schema of the joined rows (refused if they no longer join). `None` for none.
     async fn joined_inputs(
         &self,
         first: &DatasetSchema,
-        joined: &crate::store::DatasetRow,
-        version: VersionRow,
-    ) -> anyhow::Result<JoinedInputs> {
-        let schema =
-            DatasetSchema::from_toml(&joined.schema_toml).map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
-        let view = first.joined(&schema).map_err(|error| anyhow::anyhow!("the datasets no longer join: {error}"))?;
-        let key = self.unwrap_data_key(&version, &schema).await?;
-        Ok(JoinedInputs { version, schema, key, view })
+        joined: Vec<(crate::store::DatasetRow, VersionRow)>,
+    ) -> anyhow::Result<Option<JoinedInputs>> {
+        if joined.is_empty() {
+            return Ok(None);
+        }
+        let mut sides = Vec::with_capacity(joined.len());
+        for (dataset, version) in joined {
+            let schema = DatasetSchema::from_toml(&dataset.schema_toml)
+                .map_err(|error| anyhow::anyhow!("stored schema: {error}"))?;
+            let key = self.unwrap_data_key(&version, &schema).await?;
+            sides.push(JoinedSide { version, schema, key });
+        }
+        let view = first
+            .joined_all(sides.iter().map(|side| &side.schema))
+            .map_err(|error| anyhow::anyhow!("the datasets no longer join: {error}"))?;
+        Ok(Some(JoinedInputs { sides, view }))
     }
 
     /// Unwraps a version's data key under the master key. A wrapped key read before a
@@ -472,14 +496,18 @@ impl App {
         let row = Store::charge_facts(&mut tx, authorisation_id, dataset_id, now - time::Duration::hours(1))
             .await?
             .context("the authorisation or its dataset disappeared")?;
+        let mut joined_dataset_budgets = Vec::new();
+        for side in prepared.joined.iter().flat_map(|joined| &joined.sides) {
+            let (total, spent) = Store::dataset_budget(&mut tx, side.version.dataset_id)
+                .await?
+                .context("a joined dataset disappeared")?;
+            joined_dataset_budgets.push(budget(total, spent)?);
+        }
         let facts = ChargeFacts {
             revoked: row.revoked,
             authorisation_budget: budget(row.authorisation_total, row.authorisation_spent)?,
             dataset_budget: budget(row.dataset_total, row.dataset_spent)?,
-            joined_dataset_budget: match (row.joined_total, row.joined_spent) {
-                (Some(total), Some(spent)) => Some(budget(total, spent)?),
-                _ => None,
-            },
+            joined_dataset_budgets,
             runs_in_last_hour: u64::try_from(row.runs_since).unwrap_or(0),
             max_runs_per_hour: self.gate.max_runs_per_hour(),
         };
@@ -496,11 +524,13 @@ impl App {
             charged.authorisation_budget_after.spent().units() as i64,
             dataset_id,
             charged.dataset_budget_after.spent().units() as i64,
-            prepared
+            &prepared
                 .joined
-                .as_ref()
-                .zip(charged.joined_dataset_budget_after)
-                .map(|(joined, after)| (joined.version.dataset_id, after.spent().units() as i64)),
+                .iter()
+                .flat_map(|joined| &joined.sides)
+                .zip(&charged.joined_dataset_budgets_after)
+                .map(|(side, after)| (side.version.dataset_id, after.spent().units() as i64))
+                .collect::<Vec<_>>(),
         )
         .await?;
         let run = RunRow {
@@ -517,7 +547,14 @@ impl App {
             result_json: None,
             visible_at: Some(Timestamp::new(visible_at)),
             node: None,
-            joined_dataset_version: prepared.joined.as_ref().map(|joined| joined.version.version),
+            joined_versions_json: crate::store::encode_joined_versions(
+                &prepared
+                    .joined
+                    .iter()
+                    .flat_map(|joined| &joined.sides)
+                    .map(|side| side.version.version)
+                    .collect::<Vec<_>>(),
+            )?,
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
         let event = Self::event(caller, Action::RunModel.audit(), format!("run:{run_id}"), AuditOutcome::Ok)
@@ -529,9 +566,12 @@ impl App {
             .detail(Detail::EpsilonCharged, permit.epsilon)
             .detail(Detail::VisibleAt, crate::store::format_time(visible_at));
         let event = match &prepared.joined {
-            Some(joined) => event
-                .detail(Detail::JoinedDataset, joined.version.dataset_id)
-                .detail(Detail::JoinedDatasetVersion, joined.version.version),
+            Some(joined) => {
+                let list = |of: fn(&JoinedSide) -> String| joined.sides.iter().map(of).collect::<Vec<_>>().join(",");
+                event
+                    .detail(Detail::JoinedDataset, list(|side| side.version.dataset_id.to_string()))
+                    .detail(Detail::JoinedDatasetVersion, list(|side| side.version.version.to_string()))
+            }
             None => event,
         };
         Store::append_audit(&mut tx, event, now).await?;
@@ -593,13 +633,14 @@ impl App {
         .map_err(RunFailure::Host)
     }
 
-    /// A joined run: both versions decrypted chunk by chunk, each with its key column first,
+    /// A joined run: every version decrypted chunk by chunk, each with its key column first,
     /// joined inside the host ([`crate::runner::run_joined_and_release`]), the joined rows
     /// (without the key) into the sandbox in one part, then released with DP.
     async fn execute_joined(&self, run: &ChargedRun, joined: &JoinedInputs) -> Executed {
         let prepared = &run.inputs;
         let manifest = prepared.compiled.manifest();
-        let layout = JoinLayout::new(manifest, &prepared.schema, &[&joined.schema])
+        let schemas: Vec<&DatasetSchema> = joined.sides.iter().map(|side| &side.schema).collect();
+        let layout = JoinLayout::new(manifest, &prepared.schema, &schemas)
             .context("the model reads a column neither joined dataset has")
             .map_err(RunFailure::Host)?;
         let open =
@@ -608,13 +649,18 @@ impl App {
                 Ok::<_, RunFailure>(JoinSide { batches: reader, types: JoinLayout::types(columns, schema) })
             };
         let first = open(&prepared.version, &prepared.schema, &prepared.key, &layout.first_columns)?;
-        let other = open(&joined.version, &joined.schema, &joined.key, &layout.joined_columns[0])?;
+        let others = joined
+            .sides
+            .iter()
+            .zip(&layout.joined_columns)
+            .map(|(side, columns)| open(&side.version, &side.schema, &side.key, columns))
+            .collect::<Result<Vec<_>, _>>()?;
         let runtime = self.runner.runtime().clone();
         let compiled = prepared.compiled.clone();
         let facts =
             ReleaseFacts::new(manifest, &joined.view, prepared.version.row_count as usize, prepared.min_group_size);
         tracing::info!(authorisation_id = %run.authorisation_id, digest = %compiled.digest(), "joined run started");
-        release_blocking(move || run_joined_and_release(&runtime, &compiled, first, vec![other], &layout, &facts)).await
+        release_blocking(move || run_joined_and_release(&runtime, &compiled, first, others, &layout, &facts)).await
     }
 
     /// Stores the release (or the failure) with its audit entry, in one transaction.
@@ -929,17 +975,20 @@ impl App {
         let schema = DatasetSchema::from_toml(&dataset.schema_toml)
             .map_err(|error| host(anyhow::anyhow!("stored schema: {error}")))?;
         let key = self.unwrap_data_key(&version, &schema).await.map_err(host)?;
-        let joined = match (facts.joined_dataset, run.joined_dataset_version) {
-            (Some(joined), Some(joined_version)) => {
-                if joined.destroyed_at.is_some() {
-                    return Err(RunFailure::Destroyed);
-                }
-                let version = self.stored_version(joined.id, joined_version).await.map_err(host)?;
-                Some(self.joined_inputs(&schema, &joined, version).await.map_err(host)?)
+        let versions = run.joined_versions().map_err(host)?;
+        if versions.len() != facts.joined.len() {
+            return Err(host(anyhow::anyhow!("the run's joined datasets do not match its authorisation")));
+        }
+        let mut sides = Vec::with_capacity(versions.len());
+        for ((joined, _), joined_version) in facts.joined.into_iter().zip(versions) {
+            let joined = joined.context("the run's joined dataset").map_err(host)?;
+            if joined.destroyed_at.is_some() {
+                return Err(RunFailure::Destroyed);
             }
-            (None, None) => None,
-            _ => return Err(host(anyhow::anyhow!("the run's joined dataset does not match its authorisation"))),
-        };
+            let version = self.stored_version(joined.id, joined_version).await.map_err(host)?;
+            sides.push((joined, version));
+        }
+        let joined = self.joined_inputs(&schema, sides).await.map_err(host)?;
         let compiled = self.runner.compiled(&digest, &model.module, manifest).await.map_err(host)?;
         let remaining = budget(authorisation.epsilon_total, authorisation.epsilon_spent).map_err(host)?.remaining();
         Ok(ChargedRun {
@@ -1115,10 +1164,15 @@ impl App {
         };
         self.guard(caller, action, &object, &self.authorisation_resource(&authorisation).await?).await?;
         let dataset = self.store.dataset(authorisation.dataset_id).await?.context("dataset")?;
-        let joined = match authorisation.joined_dataset_id {
-            Some(joined) => Some(self.store.dataset(joined).await?.context("joined dataset")?),
-            None => None,
-        };
+        let mut joined_datasets = Vec::new();
+        for join in authorisation.joins()? {
+            let joined = self.store.dataset(join.dataset_id).await?.context("joined dataset")?;
+            joined_datasets.push(JoinedBudgetView {
+                dataset_id: joined.id,
+                epsilon_total: stored_epsilon(joined.epsilon_total),
+                epsilon_spent: stored_epsilon(joined.epsilon_spent),
+            });
+        }
         let own = budget(authorisation.epsilon_total, authorisation.epsilon_spent)?;
         let view = BudgetView {
             authorisation_id,
@@ -1127,8 +1181,7 @@ impl App {
             epsilon_remaining: own.remaining().as_f64(),
             dataset_epsilon_total: stored_epsilon(dataset.epsilon_total),
             dataset_epsilon_spent: stored_epsilon(dataset.epsilon_spent),
-            joined_dataset_epsilon_total: joined.as_ref().map(|joined| stored_epsilon(joined.epsilon_total)),
-            joined_dataset_epsilon_spent: joined.as_ref().map(|joined| stored_epsilon(joined.epsilon_spent)),
+            joined_datasets,
         };
         self.record(Self::event(caller, action.audit(), object, AuditOutcome::Ok)).await?;
         Ok(view)

@@ -43,7 +43,7 @@ struct Case {
     columns: Vec<String>,
     epsilon: f64,
     dataset_budget: PrivacyBudget,
-    joined_dataset_budget: Option<PrivacyBudget>,
+    joined_dataset_budgets: Vec<PrivacyBudget>,
 }
 
 fn baseline() -> Case {
@@ -62,7 +62,7 @@ fn baseline() -> Case {
         columns: vec!["accidents_5y".into()],
         epsilon: 0.5,
         dataset_budget: budget(10.0, 0.0),
-        joined_dataset_budget: None,
+        joined_dataset_budgets: Vec::new(),
     }
 }
 
@@ -77,7 +77,7 @@ fn decide(case: &Case) -> Result<RunPermit, Denial> {
         min_epsilon: DEFAULT_MIN_EPSILON_PER_RUN,
         dataset_id: 3,
         dataset_budget: case.dataset_budget,
-        joined_dataset_budget: case.joined_dataset_budget,
+        joined_dataset_budgets: &case.joined_dataset_budgets,
     };
     authorise_run(&facts, NOW)
 }
@@ -122,8 +122,11 @@ fn run_decisions() {
     check(|case| authorisation(case).budget = budget(1.0, 0.5), None);
     check(|case| case.dataset_budget = budget(10.0, 9.9), Some(DatasetBudgetExhausted));
     // A joined dataset's lifetime budget refuses the run as its own does.
-    check(|case| case.joined_dataset_budget = Some(budget(10.0, 9.9)), Some(DatasetBudgetExhausted));
-    check(|case| case.joined_dataset_budget = Some(budget(10.0, 9.0)), None);
+    check(|case| case.joined_dataset_budgets = vec![budget(10.0, 9.9)], Some(DatasetBudgetExhausted));
+    check(|case| case.joined_dataset_budgets = vec![budget(10.0, 9.0)], None);
+    // Three departments' data: any one joined dataset's spent budget refuses the run.
+    check(|case| case.joined_dataset_budgets = vec![budget(10.0, 9.0), budget(2.0, 1.0)], None);
+    check(|case| case.joined_dataset_budgets = vec![budget(10.0, 9.0), budget(2.0, 1.6)], Some(DatasetBudgetExhausted));
 }
 
 #[test]
@@ -134,7 +137,7 @@ fn permit_carries_the_budgets_after_the_charge() {
         revoked: false,
         authorisation_budget: case.authorisation.as_ref().expect("baseline has one").budget,
         dataset_budget: case.dataset_budget,
-        joined_dataset_budget: None,
+        joined_dataset_budgets: Vec::new(),
         runs_in_last_hour: 0,
         max_runs_per_hour: 60,
     };
@@ -247,32 +250,36 @@ fn a_permit_carries_the_decision_and_charges_only_what_still_fits() {
         revoked: false,
         authorisation_budget: budget(1.0, 0.25),
         dataset_budget: budget(10.0, 9.0),
-        joined_dataset_budget: Some(budget(5.0, 1.0)),
+        joined_dataset_budgets: vec![budget(5.0, 1.0), budget(2.0, 0.0)],
         runs_in_last_hour: 0,
         max_runs_per_hour: 60,
     };
     let charged = permit.charge(&facts).expect("fits");
     assert_eq!(charged.authorisation_budget_after.spent(), Epsilon::from_f64(0.75).expect("valid"));
     assert_eq!(charged.dataset_budget_after.spent(), Epsilon::from_f64(9.5).expect("valid"));
-    // The joined dataset's lifetime budget is charged the same ε.
+    // Each joined dataset's lifetime budget is charged the same ε.
     assert_eq!(
-        charged.joined_dataset_budget_after.map(|budget| budget.spent()),
-        Some(Epsilon::from_f64(1.5).expect("valid"))
+        charged.joined_dataset_budgets_after.iter().map(|budget| budget.spent()).collect::<Vec<_>>(),
+        [Epsilon::from_f64(1.5).expect("valid"), Epsilon::from_f64(0.5).expect("valid")]
     );
     // What changed since the decision decides the refusal, each with its own reason.
     let refused = |facts: ChargeFacts| permit.charge(&facts).expect_err("refused").reason;
-    assert_eq!(refused(ChargeFacts { revoked: true, ..facts }), DenialReason::AuthorisationRevoked);
-    assert_eq!(refused(ChargeFacts { runs_in_last_hour: 60, ..facts }), DenialReason::RateLimited);
+    assert_eq!(refused(ChargeFacts { revoked: true, ..facts.clone() }), DenialReason::AuthorisationRevoked);
+    assert_eq!(refused(ChargeFacts { runs_in_last_hour: 60, ..facts.clone() }), DenialReason::RateLimited);
     assert_eq!(
-        refused(ChargeFacts { authorisation_budget: budget(1.0, 0.75), ..facts }),
+        refused(ChargeFacts { authorisation_budget: budget(1.0, 0.75), ..facts.clone() }),
         DenialReason::BudgetExhausted
     );
     assert_eq!(
-        refused(ChargeFacts { dataset_budget: budget(10.0, 9.75), ..facts }),
+        refused(ChargeFacts { dataset_budget: budget(10.0, 9.75), ..facts.clone() }),
         DenialReason::DatasetBudgetExhausted
     );
     assert_eq!(
-        refused(ChargeFacts { joined_dataset_budget: Some(budget(5.0, 4.75)), ..facts }),
+        refused(ChargeFacts { joined_dataset_budgets: vec![budget(5.0, 4.75), budget(2.0, 0.0)], ..facts.clone() }),
+        DenialReason::DatasetBudgetExhausted
+    );
+    assert_eq!(
+        refused(ChargeFacts { joined_dataset_budgets: vec![budget(5.0, 1.0), budget(2.0, 1.75)], ..facts.clone() }),
         DenialReason::DatasetBudgetExhausted
     );
 }

@@ -106,7 +106,7 @@ async fn reviewer_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
                     @for application in &applications {
                         tr {
                             td { (application.id) }
-                            td { (application.dataset_id) @if let Some(joined) = application.joined_dataset_id { " ⋈ " (joined) } }
+                            td { (application.dataset_id) @for joined in &application.joined_dataset_ids { " ⋈ " (joined) } }
                             td { (application.purpose) }
                             td { (application.state) } td { (number(application.epsilon_requested)) }
                             td { a href={ "/console/applications/" (application.id) } { (session.t(Msg::Open)) } }
@@ -206,7 +206,7 @@ async fn operator_home(app: &App, session: &Session) -> Result<Markup, ConsoleEr
                     @for application in &applications {
                         tr {
                             td { (application.id) }
-                            td { (application.dataset_id) @if let Some(joined) = application.joined_dataset_id { " ⋈ " (joined) } }
+                            td { (application.dataset_id) @for joined in &application.joined_dataset_ids { " ⋈ " (joined) } }
                             td { (application.purpose) }
                             td { (application.state) }
                             td { (application.valid_from) " – " (application.valid_until) }
@@ -356,7 +356,7 @@ fn usage_section(session: &Session, usage: &UsageReport) -> Markup {
                         tr {
                             td { (row.month) } td { (row.authorisation_id) " · " (row.purpose) } td { (row.operator_organisation) }
                             td { (row.dataset) " (" (row.provider_organisation) ")"
-                                 @if let Some(other) = row.other_dataset_id { " ⋈ #" (other) } }
+                                 @for other in &row.other_dataset_ids { " ⋈ #" (other) } }
                             td { (row.runs) " (" (row.runs_released) " " (session.t(Msg::Released)) ")" }
                             td { (row.rows_processed) } td { (number(row.epsilon_spent)) }
                             td { (row.models_reviewed) "/" (row.models_submitted) }
@@ -695,9 +695,9 @@ pub(super) async fn application(
             dt { (session.t(Msg::UseScope)) } dd { (view.use_scope) }
             dt { (session.t(Msg::SecurityMeasures)) } dd { (view.security_measures) }
             dt { (session.t(Msg::Columns)) } dd { (view.columns.join(", ")) }
-            @if let Some(join) = &view.join {
+            @for join in &view.joins {
                 dt { (session.t(Msg::JoinedDataset)) }
-                dd #joined { (join.dataset_id) ": " (join.columns.join(", ")) }
+                dd.joined { (join.dataset_id) ": " (join.columns.join(", ")) }
             }
             dt { (session.t(Msg::Window)) } dd { (view.valid_from) " – " (view.valid_until) }
             dt { (session.t(Msg::EpsilonRequested)) } dd { (number(view.epsilon_requested)) }
