@@ -2560,4 +2560,99 @@ mod tests {
         assert!(steps.iter().all(|step| !step.starts_with("SCAN")), "{steps:#?}");
         assert!(steps.iter().any(|step| step.contains("runs_by_authorisation")), "{steps:#?}");
     }
+
+    /// Rows as the single-join schema held them (their parties are beside the point, and
+    /// the foreign keys are off while they are written).
+    const SINGLE_JOIN_ROWS: [&str; 4] = [
+        "INSERT INTO applications (id, operator_id, dataset_id, purpose, use_scope, security_measures, \
+         columns_json, valid_from, valid_until, epsilon_requested, state, created_at, joined_dataset_id, \
+         joined_columns_json) VALUES (1, 3, 1, 'p', 'u', 's', '[\"industry\"]', '2026-01-01T00:00:00Z', \
+         '2027-01-01T00:00:00Z', 1000000, 'approved', '2026-01-01T00:00:00Z', 2, '[\"employees\",\"arrears\"]')",
+        "INSERT INTO applications (id, operator_id, dataset_id, purpose, use_scope, security_measures, \
+         columns_json, valid_from, valid_until, epsilon_requested, state, created_at) VALUES (2, 3, 1, 'p', \
+         'u', 's', '[\"industry\"]', '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z', 1000000, 'submitted', \
+         '2026-01-01T00:00:00Z')",
+        "INSERT INTO authorisations (id, application_id, operator_id, dataset_id, purpose, columns_json, \
+         valid_from, valid_until, epsilon_total, created_at, joined_dataset_id, joined_columns_json) VALUES \
+         (1, 1, 3, 1, 'p', '[\"industry\"]', '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z', 1000000, \
+         '2026-01-01T00:00:00Z', 2, '[\"employees\",\"arrears\"]')",
+        "INSERT INTO runs (id, authorisation_id, model_id, operator_id, dataset_id, dataset_version, epsilon, \
+         state, created_at, joined_dataset_version) VALUES (1, 1, 1, 3, 1, 4, 500000, 'released', \
+         '2026-02-01T00:00:00Z', 7)",
+    ];
+
+    /// What the migration must have made of [`SINGLE_JOIN_ROWS`].
+    async fn single_join_carried_into_lists(store: &Store) {
+        let joined =
+            vec![JoinedColumns { dataset_id: DatasetId(2), columns: vec!["employees".into(), "arrears".into()] }];
+        let application = store.application(ApplicationId(1)).await.expect("reads").expect("kept");
+        assert_eq!(application.joins().expect("parses"), joined);
+        assert_eq!(application.datasets().expect("parses"), [DatasetId(1), DatasetId(2)]);
+        let single = store.application(ApplicationId(2)).await.expect("reads").expect("kept");
+        assert_eq!(single.joins().expect("parses"), []);
+        let authorisation = store.authorisation(AuthorisationId(1)).await.expect("reads").expect("kept");
+        assert_eq!(authorisation.joins().expect("parses"), joined);
+        assert_eq!(authorisation.granted_columns().expect("parses"), ["industry", "employees", "arrears"]);
+        assert_eq!(store.authorisations_for_dataset(DatasetId(2)).await.expect("reads").len(), 1);
+        let run = store.run(RunId(1)).await.expect("reads").expect("kept");
+        assert_eq!(run.joined_versions().expect("parses"), [7]);
+        let usage = store.run_usage().await.expect("reads");
+        assert_eq!(usage[0].joined_versions_json.as_deref().map(|json| json.replace(' ', "")), Some("[7]".into()));
+    }
+
+    /// A SQLite database made before several datasets could be joined keeps its
+    /// two-department scenario: the application's and the authorisation's join and the
+    /// run's joined version are carried into the lists, and the single-join columns go.
+    #[tokio::test]
+    async fn a_single_join_is_carried_into_the_lists_by_the_migration() {
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sluice.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        {
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connects");
+            let mut before = sqlx::migrate!("./migrations/sqlite");
+            before.migrations = before.migrations.iter().filter(|migration| migration.version <= 15).cloned().collect();
+            before.run(&mut connection).await.expect("migrated to the single join");
+            sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut connection).await.expect("keys off");
+            for statement in SINGLE_JOIN_ROWS {
+                sqlx::query(statement).execute(&mut connection).await.expect(statement);
+            }
+        }
+        single_join_carried_into_lists(&Store::open_sqlite(&path, false).await.expect("opens and migrates")).await;
+    }
+
+    /// The same on PostgreSQL, in a schema of its own (when `SLUICE_TEST_POSTGRES_URL` names
+    /// a server, as CI's does).
+    #[tokio::test]
+    async fn a_single_join_is_carried_into_the_lists_by_the_postgresql_migration() {
+        use sqlx::Connection as _;
+        let Some(url) = std::env::var("SLUICE_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) else { return };
+        let schema = format!("sluice_migration_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(&url).await.expect("connects");
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("a schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        let outcome = async {
+            {
+                let mut connection = sqlx::PgConnection::connect(&scoped).await.expect("connects");
+                let mut before = sqlx::migrate!("./migrations/postgres");
+                before.migrations =
+                    before.migrations.iter().filter(|migration| migration.version <= 4).cloned().collect();
+                before.run(&mut connection).await.expect("migrated to the single join");
+                sqlx::query("SET session_replication_role = replica").execute(&mut connection).await.expect("keys off");
+                for statement in SINGLE_JOIN_ROWS {
+                    sqlx::query(statement).execute(&mut connection).await.expect(statement);
+                }
+            }
+            let store = Store::open_postgres(&scoped, false).await.expect("opens and migrates");
+            single_join_carried_into_lists(&store).await;
+        };
+        // The schema goes whatever the outcome.
+        let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await.expect("dropped");
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
