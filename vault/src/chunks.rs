@@ -17,7 +17,7 @@ use sluice_sandbox::{Batch, Column, ColumnType, ColumnValues};
 use zeroize::Zeroize;
 
 use crate::keys::AeadKey;
-use crate::pseudonym::PseudonymKey;
+use crate::pseudonym::{CodeBuffer, PseudonymKey};
 use crate::schema::{DatasetSchema, Field, PrivacyUnit};
 
 /// Rows per sealed chunk: 65,536 rows of a few columns is a few MiB, small enough to
@@ -301,11 +301,12 @@ pub fn parse_chunks(
     let mut rows = 0u64;
     let mut fields = vec![Field::Null; schema.columns.len()];
     let mut record = csv::StringRecord::new();
+    let mut code = CodeBuffer::default();
     let mut line = 1u64;
     let mut contributions = Contributions::new(schema);
     while reader.read_record(&mut record).map_err(|error| IngestError::Csv(csv_problem(&error)))? {
         line += 1;
-        let parsed = parse_record(&record, schema, pseudonyms, &positions, line, &mut fields)
+        let parsed = parse_record(&record, schema, (pseudonyms, &mut code), &positions, line, &mut fields)
             .and_then(|check| contributions.admit(&fields, check, line));
         if let Err(error) = parsed {
             skipped += 1;
@@ -419,11 +420,11 @@ fn header_positions<R: Read>(reader: &mut csv::Reader<R>, schema: &DatasetSchema
 }
 
 /// Parses one record into `fields`; returns the check bits of its pseudonymised key (0
-/// without one).
+/// without one), spelt canonically in `code` on the way.
 fn parse_record(
     record: &csv::StringRecord,
     schema: &DatasetSchema,
-    pseudonyms: &PseudonymKey,
+    (pseudonyms, code): (&PseudonymKey, &mut CodeBuffer),
     positions: &[usize],
     line: u64,
     fields: &mut [Field],
@@ -434,7 +435,8 @@ fn parse_record(
         let text = record.get(*position).ok_or_else(|| problem("is missing".into()))?;
         *field = match column.pseudonym_of {
             Some(format) => {
-                let pseudonym = pseudonyms.pseudonym(&format.canonical(text).map_err(problem)?);
+                let canonical = format.canonical_in(text, code).map_err(|rule| problem(rule.into()))?;
+                let pseudonym = pseudonyms.pseudonym_of(canonical);
                 check = pseudonym.check;
                 Field::I64(pseudonym.value)
             }

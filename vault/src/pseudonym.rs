@@ -60,51 +60,104 @@ impl KeyFormat {
     /// The code in the one spelling every department's copy of it shares (upper case, no
     /// surrounding space), or which rule it breaks.
     pub fn canonical(self, text: &str) -> Result<String, String> {
-        let text = text.trim();
+        let mut buffer = CodeBuffer::default();
+        let bytes = self.canonical_in(text, &mut buffer)?;
+        // Codes are ASCII, and a text key is a trimmed slice of `text`.
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// [`KeyFormat::canonical`] written into `buffer` (which an ingest keeps for all its
+    /// rows: no allocation per code), or which rule the code breaks.
+    pub fn canonical_in<'a>(self, text: &str, buffer: &'a mut CodeBuffer) -> Result<&'a [u8], &'static str> {
+        let bytes = text.trim().as_bytes();
+        let out = &mut buffer.0;
         match self {
             KeyFormat::Uscc => {
-                let code = text.to_ascii_uppercase();
-                let values = code
-                    .bytes()
-                    .map(|byte| USCC_CHARACTERS.iter().position(|&c| c == byte).map(|value| value as u32))
-                    .collect::<Option<Vec<_>>>();
-                let Some(values) = values.filter(|values| values.len() == 18) else {
-                    return Err(
-                        "is not a unified social credit code (18 characters of 0-9 and A-Y without I, O, S, V, Z)"
-                            .into(),
-                    );
-                };
-                let sum: u32 = values.iter().zip(USCC_WEIGHTS).map(|(value, weight)| value * weight).sum();
-                if values[17] != (31 - sum % 31) % 31 {
-                    return Err("is not a unified social credit code (its check character is wrong)".into());
+                const NOT: &str =
+                    "is not a unified social credit code (18 characters of 0-9 and A-Y without I, O, S, V, Z)";
+                if bytes.len() != 18 {
+                    return Err(NOT);
                 }
-                Ok(code)
+                let mut sum = 0u32;
+                for (index, &byte) in bytes.iter().enumerate() {
+                    let value = USCC_VALUES[usize::from(byte)];
+                    if value == u8::MAX {
+                        return Err(NOT);
+                    }
+                    out[index] = USCC_CHARACTERS[usize::from(value)];
+                    if let Some(weight) = USCC_WEIGHTS.get(index) {
+                        sum += u32::from(value) * weight;
+                    } else if u32::from(value) != (31 - sum % 31) % 31 {
+                        return Err("is not a unified social credit code (its check character is wrong)");
+                    }
+                }
+                Ok(&out[..18])
             }
             KeyFormat::ResidentId => {
-                let code = text.to_ascii_uppercase();
-                let bytes = code.as_bytes();
                 if bytes.len() != 18
                     || !bytes[..17].iter().all(u8::is_ascii_digit)
-                    || !(bytes[17].is_ascii_digit() || bytes[17] == b'X')
+                    || !(bytes[17].is_ascii_digit() || bytes[17].eq_ignore_ascii_case(&b'X'))
                 {
-                    return Err("is not a resident identity number (17 digits and a check character)".into());
+                    return Err("is not a resident identity number (17 digits and a check character)");
                 }
+                out[..18].copy_from_slice(bytes);
+                out[17] = out[17].to_ascii_uppercase();
                 let sum: u32 = bytes[..17]
                     .iter()
                     .zip(RESIDENT_ID_WEIGHTS)
                     .map(|(digit, weight)| u32::from(digit - b'0') * weight)
                     .sum();
-                if bytes[17] != RESIDENT_ID_CHECK[(sum % 11) as usize] {
-                    return Err("is not a resident identity number (its check character is wrong)".into());
+                if out[17] != RESIDENT_ID_CHECK[(sum % 11) as usize] {
+                    return Err("is not a resident identity number (its check character is wrong)");
                 }
-                Ok(code)
+                Ok(&out[..18])
             }
-            KeyFormat::Text if text.is_empty() || text.len() > MAX_TEXT_KEY_BYTES => {
-                Err(format!("is not a text key (1 to {MAX_TEXT_KEY_BYTES} bytes)"))
+            KeyFormat::Text if bytes.is_empty() || bytes.len() > MAX_TEXT_KEY_BYTES => {
+                const _: () = assert!(MAX_TEXT_KEY_BYTES == 128, "the message below says 128");
+                Err("is not a text key (1 to 128 bytes)")
             }
-            KeyFormat::Text => Ok(text.to_owned()),
+            KeyFormat::Text => {
+                out[..bytes.len()].copy_from_slice(bytes);
+                Ok(&out[..bytes.len()])
+            }
         }
     }
+}
+
+/// Room for one code's canonical spelling (the longest is a text key), kept by its user
+/// across codes and wiped when dropped.
+pub struct CodeBuffer([u8; MAX_TEXT_KEY_BYTES]);
+
+impl Default for CodeBuffer {
+    fn default() -> Self {
+        Self([0; MAX_TEXT_KEY_BYTES])
+    }
+}
+
+impl fmt::Debug for CodeBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CodeBuffer(redacted)")
+    }
+}
+
+impl Drop for CodeBuffer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Each byte's value in a unified social credit code (either case), or `u8::MAX`.
+static USCC_VALUES: [u8; 256] = uscc_values();
+
+const fn uscc_values() -> [u8; 256] {
+    let mut table = [u8::MAX; 256];
+    let mut index = 0;
+    while index < USCC_CHARACTERS.len() {
+        table[USCC_CHARACTERS[index] as usize] = index as u8;
+        table[USCC_CHARACTERS[index].to_ascii_lowercase() as usize] = index as u8;
+        index += 1;
+    }
+    table
 }
 
 /// The check character completing the first 17 characters of a unified social credit code
@@ -164,8 +217,14 @@ impl PseudonymKey {
 
     /// The pseudonym of a code already in its canonical spelling.
     pub fn pseudonym(&self, canonical: &str) -> Pseudonym {
+        self.pseudonym_of(canonical.as_bytes())
+    }
+
+    /// [`PseudonymKey::pseudonym`] of a canonical spelling's bytes
+    /// ([`KeyFormat::canonical_in`]).
+    pub fn pseudonym_of(&self, canonical: &[u8]) -> Pseudonym {
         let mut hasher = blake3::Hasher::new_keyed(self.0.bytes());
-        hasher.update(b"sluice 2026 key pseudonym v1\0").update(canonical.as_bytes());
+        hasher.update(b"sluice 2026 key pseudonym v1\0").update(canonical);
         let hash = hasher.finalize();
         let bytes = hash.as_bytes();
         Pseudonym {

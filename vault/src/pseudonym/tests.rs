@@ -88,3 +88,39 @@ fn the_secret_survives_wrapping_only_under_its_master_key_and_never_prints() {
     assert!(PseudonymKey::unwrap(&master, &tampered).is_err());
     assert_eq!(format!("{key:?}"), "PseudonymKey(redacted)");
 }
+
+/// Pseudonyms never change for a code once stored (two versions, or two departments'
+/// datasets loaded years apart, must keep joining): pinned values under the public dummy
+/// secret, computed outside Sluice with the reference BLAKE3 (keyed by the secret, over
+/// the domain prefix and the canonical spelling), whatever the spelling ingested.
+#[test]
+fn pseudonyms_are_pinned_to_the_reference_hash_of_the_canonical_spelling() {
+    let key = PseudonymKey::for_dummy_data();
+    let mut buffer = CodeBuffer::default();
+    for (format, spellings, value, check) in [
+        (
+            KeyFormat::Uscc,
+            &["91520302MA6H7T3K2T", " 91520302ma6h7t3k2t\t"][..],
+            -8_437_014_464_085_113_461_i64,
+            784_333_518_u32,
+        ),
+        (
+            KeyFormat::ResidentId,
+            &["11010519491231002X", "11010519491231002x "][..],
+            -7_859_036_866_087_128_793,
+            2_435_023_153,
+        ),
+        (KeyFormat::Text, &["dummy-7", "  dummy-7"][..], 3_811_957_804_147_869_982, 1_011_065_100),
+    ] {
+        for spelling in spellings {
+            let canonical = format.canonical_in(spelling, &mut buffer).expect("a valid code");
+            assert_eq!(key.pseudonym_of(canonical), Pseudonym { value, check }, "{format:?} {spelling:?}");
+            let owned = format.canonical(spelling).expect("a valid code");
+            assert_eq!(key.pseudonym(&owned), Pseudonym { value, check });
+        }
+    }
+    // The buffer holds the longest text key, and one byte more is refused.
+    let longest = "k".repeat(128);
+    assert_eq!(KeyFormat::Text.canonical_in(&longest, &mut buffer).expect("128 bytes").len(), 128);
+    assert!(KeyFormat::Text.canonical_in(&format!("{longest}k"), &mut buffer).is_err());
+}
