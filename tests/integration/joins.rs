@@ -656,3 +656,56 @@ outputs = [{ name = "known_to_all", kind = "count", epsilon = 1.0 }]
     }
     world.assert_log_verifies().await;
 }
+
+/// What an inner join would give — an aggregate over the enterprises both departments know —
+/// comes from the left join without publishing how many matched: a model emits 0 for an
+/// unmatched row (its presence mask says which), and a mean over the matched rows is the
+/// ratio of two charged releases (a DP sum over a DP count, post-processing). The ratio
+/// lands near the exact mean over matched rows; `rows` stays the tax bureau's.
+#[tokio::test]
+async fn an_inner_joins_mean_is_a_ratio_of_two_releases_over_the_left_join() {
+    let fusion = Fusion::new().await;
+    let authorisation = fusion.approved(4.0).await;
+    let manifest = r#"
+abi_version = 2
+name = "matched-mean"
+version = "1"
+inputs = [{ name = "years_operating", type = "f64" }, { name = "employees", type = "i64" }]
+outputs = [
+  { name = "matched", kind = "count", epsilon = 1.0 },
+  { name = "matched_years", kind = "sum", lower = 0.0, upper = 70.0, epsilon = 1.0 },
+]
+"#;
+    // matched = bit 1 of the mask (employees present); matched_years = years × matched.
+    let module = wat::parse_str(
+        r#"(module
+            (import "sluice" "emit" (func $emit (param i32 f64)))
+            (func (export "sluice_row_v2(years_operating:f64,employees:i64,)->(matched,matched_years,)")
+                (param $years f64) (param $employees i64) (param $present i64)
+                (local $matched f64)
+                (local.set $matched
+                    (f64.convert_i64_u (i64.shr_u (i64.and (local.get $present) (i64.const 2)) (i64.const 1))))
+                (call $emit (i32.const 0) (local.get $matched))
+                (call $emit (i32.const 1) (f64.mul (local.get $matched) (local.get $years)))))"#,
+    )
+    .expect("valid WAT");
+    let model = fusion.approved_model(authorisation, &module, manifest).await;
+    let run = fusion.run(authorisation, model).await.ok().expect("runs");
+    assert_eq!(run["rows"], ENTERPRISES as i64 + 1, "the left join's public row count, not the matched one");
+    let (tax, insurance) = fusion.data(true);
+    let insured: std::collections::HashSet<&str> =
+        insurance.lines().skip(1).filter_map(|line| line.split(',').next()).collect();
+    let matched_years: Vec<f64> = tax
+        .lines()
+        .skip(1)
+        .filter(|line| line.split(',').next().is_some_and(|code| insured.contains(code)))
+        .map(|line| line.split(',').nth(2).and_then(|years| years.parse().ok()).expect("years"))
+        .collect();
+    let exact = matched_years.iter().sum::<f64>() / matched_years.len() as f64;
+    let value = |index: usize| run["outputs"][index]["value"].as_f64().expect("a value");
+    // The count is of the matched rows (about 85% of them), not of every row.
+    let matched = matched_years.len() as f64;
+    assert!(matched < ENTERPRISES as f64 * 0.9 && (value(0) - matched).abs() < 30.0, "{} of {matched}", value(0));
+    let ratio = value(1) / value(0);
+    assert!((ratio - exact).abs() < 2.0, "ratio {ratio} against the exact mean over matched rows {exact}");
+}
