@@ -269,6 +269,26 @@ const TAX_BUREAU: i64 = 6;
 const TAX_PROVIDER: i64 = 8;
 const TAX_REVIEWER: i64 = 9;
 
+/// A department joining the platform: its organisation, a provider, a providing-department
+/// reviewer (approved by the second administrator) and the provider's dataset (ε 1).
+fn department(organisation: i64, provider: i64, reviewer: i64, dataset: i64) -> Vec<AuditEvent> {
+    vec![
+        by(ADMIN, "admin", "organisation.create", &format!("organisation:{organisation}")),
+        by(ADMIN, "admin", "principal.create", &format!("principal:{provider}"))
+            .detail(Detail::Role, "provider")
+            .detail(Detail::Organisation, organisation)
+            .detail(Detail::Approval, "not_required"),
+        by(ADMIN, "admin", "principal.create", &format!("principal:{reviewer}"))
+            .detail(Detail::Role, "reviewer")
+            .detail(Detail::Organisation, organisation)
+            .detail(Detail::Approval, "pending")
+            .detail(Detail::ReviewerKind, "providing_department"),
+        by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{reviewer}"))
+            .detail(Detail::CreatedBy, ADMIN),
+        by(provider, "provider", "dataset.register", &format!("dataset:{dataset}")).detail(Detail::EpsilonTotal, "1"),
+    ]
+}
+
 /// The lawful scenario joining a second department's dataset (dataset 2, the tax bureau's)
 /// to the first: the bureau, then each department reviews once; the authorisation and
 /// every run name the joined dataset. Indices: 0–14 as in [`lawful_history`], 15–18 the
@@ -278,21 +298,7 @@ const TAX_REVIEWER: i64 = 9;
 fn joined_history() -> Vec<AuditEvent> {
     let mut history = lawful_history();
     let tail = history.split_off(15);
-    history.extend([
-        by(ADMIN, "admin", "organisation.create", &format!("organisation:{TAX_BUREAU}")),
-        by(ADMIN, "admin", "principal.create", &format!("principal:{TAX_PROVIDER}"))
-            .detail(Detail::Role, "provider")
-            .detail(Detail::Organisation, TAX_BUREAU)
-            .detail(Detail::Approval, "not_required"),
-        by(ADMIN, "admin", "principal.create", &format!("principal:{TAX_REVIEWER}"))
-            .detail(Detail::Role, "reviewer")
-            .detail(Detail::Organisation, TAX_BUREAU)
-            .detail(Detail::Approval, "pending")
-            .detail(Detail::ReviewerKind, "providing_department"),
-        by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{TAX_REVIEWER}"))
-            .detail(Detail::CreatedBy, ADMIN),
-        by(TAX_PROVIDER, "provider", "dataset.register", "dataset:2").detail(Detail::EpsilonTotal, "1"),
-    ]);
+    history.extend(department(TAX_BUREAU, TAX_PROVIDER, TAX_REVIEWER, 2));
     for event in tail {
         let joined = |event: AuditEvent| event.detail(Detail::JoinedDataset, 2);
         match event.action.as_str() {
@@ -387,21 +393,7 @@ fn three_department_history() -> Vec<AuditEvent> {
         }
         history.push(event);
         if action == "dataset.register" && object == "dataset:2" {
-            history.extend([
-                by(ADMIN, "admin", "organisation.create", &format!("organisation:{MARKET_BUREAU}")),
-                by(ADMIN, "admin", "principal.create", &format!("principal:{MARKET_PROVIDER}"))
-                    .detail(Detail::Role, "provider")
-                    .detail(Detail::Organisation, MARKET_BUREAU)
-                    .detail(Detail::Approval, "not_required"),
-                by(ADMIN, "admin", "principal.create", &format!("principal:{MARKET_REVIEWER}"))
-                    .detail(Detail::Role, "reviewer")
-                    .detail(Detail::Organisation, MARKET_BUREAU)
-                    .detail(Detail::Approval, "pending")
-                    .detail(Detail::ReviewerKind, "providing_department"),
-                by(SECOND_ADMIN, "admin", "principal.approve", &format!("principal:{MARKET_REVIEWER}"))
-                    .detail(Detail::CreatedBy, ADMIN),
-                by(MARKET_PROVIDER, "provider", "dataset.register", "dataset:3").detail(Detail::EpsilonTotal, "1"),
-            ]);
+            history.extend(department(MARKET_BUREAU, MARKET_PROVIDER, MARKET_REVIEWER, 3));
         }
     }
     history

@@ -283,6 +283,22 @@ fn sides_of_the_wrong_shape_are_refused() {
     assert!(join(side(&rows, 1), side(&rows, 1), &zero, dir.path(), |_| Ok(())).is_err());
 }
 
+/// A side whose rows are attributable: `rows` rows over `keys` keys, the number column
+/// naming the key (key · 1000 + row).
+fn attributable_side(rng: &mut Rng, rows: usize, keys: u64) -> Vec<TestRow> {
+    (0..rows)
+        .map(|index| {
+            let key = rng.below(keys) as i64;
+            (Some(key), (key * 1_000 + index as i64) as f64, Some(rng.below(3) as i64))
+        })
+        .collect()
+}
+
+/// The key a joined row of [`attributable_side`]s came from (its first column).
+fn key_of(row: &str) -> i64 {
+    row.split(',').next().and_then(|n| n.parse::<f64>().ok()).expect("number") as i64 / 1_000
+}
+
 /// The privacy unit across datasets: two right sides that differ in all the rows of one
 /// key (the neighbouring datasets of "one enterprise in or out of the other department's
 /// data") give joins that differ only in that key's rows, at most the bound of them on
@@ -291,18 +307,7 @@ fn sides_of_the_wrong_shape_are_refused() {
 #[test]
 fn neighbouring_right_sides_change_only_one_keys_rows_and_at_most_the_bound() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    // The number column names the key (key · 1000 + row), so rows are attributable.
-    let make = |rng: &mut Rng, rows: usize| -> Vec<TestRow> {
-        (0..rows)
-            .map(|index| {
-                let key = rng.below(40) as i64;
-                (Some(key), (key * 1_000 + index as i64) as f64, Some(rng.below(3) as i64))
-            })
-            .collect()
-    };
-    let key_of = |row: &str| -> i64 {
-        row.split(',').next().and_then(|n| n.parse::<f64>().ok()).expect("number") as i64 / 1_000
-    };
+    let make = |rng: &mut Rng, rows: usize| attributable_side(rng, rows, 40);
     for _ in 0..4 {
         let left = make(&mut rng, 300);
         let right = make(&mut rng, 200);
@@ -459,17 +464,7 @@ fn a_join_of_several_sides_equals_nested_loops_in_memory_and_spilled() {
 #[test]
 fn neighbouring_sides_of_a_join_of_several_change_only_one_keys_rows() {
     let mut rng = Rng(0xbb67_ae85_84ca_a73b);
-    let make = |rng: &mut Rng, rows: usize| -> Vec<TestRow> {
-        (0..rows)
-            .map(|index| {
-                let key = rng.below(30) as i64;
-                (Some(key), (key * 1_000 + index as i64) as f64, Some(rng.below(3) as i64))
-            })
-            .collect()
-    };
-    let key_of = |row: &str| -> i64 {
-        row.split(',').next().and_then(|n| n.parse::<f64>().ok()).expect("number") as i64 / 1_000
-    };
+    let make = |rng: &mut Rng, rows: usize| attributable_side(rng, rows, 30);
     for _ in 0..3 {
         let left = make(&mut rng, 200);
         let (first, second) = (make(&mut rng, 100), make(&mut rng, 100));
