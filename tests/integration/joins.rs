@@ -534,6 +534,10 @@ async fn a_scenario_over_three_departments_data_needs_all_three_and_charges_each
     both["join"] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["employees"]});
     let message = expect_error(&fusion.post("/v1/applications", &world.operator, &both).await, "invalid_request");
     assert!(message.contains("not both"), "{message}");
+    let mut many = body.clone();
+    many["joins"] = json!(vec![json!({"dataset_id": market_dataset, "columns": ["abnormal_operations"]}); 5]);
+    let message = expect_error(&fusion.post("/v1/applications", &world.operator, &many).await, "invalid_request");
+    assert!(message.contains("at most 4"), "{message}");
     let mut twice = body.clone();
     twice["joins"][1] = json!({"dataset_id": fusion.insurance_dataset, "columns": ["social_insurance_arrears_months"]});
     let message = expect_error(&fusion.post("/v1/applications", &world.operator, &twice).await, "invalid_request");
