@@ -42,16 +42,15 @@ def main() -> None:
         f"datasets joined on the enterprise code), {profile} build"
     )
     header = (
-        "| enterprises | insured accounts | joined work s (parts) | joined work, one part s | pre-joined work s (parts) "
-        "| joined / pre-joined | joined peak MiB | pre-joined peak MiB | joined run s (answered) |"
+        "| enterprises | insured accounts | joined work s | pre-joined work s (parts) | joined / pre-joined "
+        "| joined peak MiB | pre-joined peak MiB | joined run s (answered) |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for line in lines:
         s, j = line["sluice"], line["sluice"]["joined"]
         print(
-            f"| {s['rows']:,} | {j['insured']:,} | {j['work_s']:.3f} ({j.get('work_parts', 1)}) "
-            f"| {j.get('work_one_part_s', float('nan')):.3f} | {j['prejoined_work_s']:.3f} ({j['prejoined_parts']}) "
+            f"| {s['rows']:,} | {j['insured']:,} | {j['work_s']:.3f} | {j['prejoined_work_s']:.3f} ({j['prejoined_parts']}) "
             f"| {j['work_s'] / j['prejoined_work_s']:.2f} | {j['work_peak_mib']:.0f} | {j['prejoined_work_peak_mib']:.0f} "
             f"| {j['run_s']:.3f} |"
         )

@@ -386,27 +386,20 @@ async fn joined(
     let layout = JoinLayout::new(compiled.manifest(), &tax_schema, &[&insurance_schema])
         .context("the model's columns split between the two")?;
     let release_facts = ReleaseFacts::new(compiled.manifest(), &view, rows, 10);
-    // The joined work as a run does it (the sandbox's parts share the join's batches), then
-    // with the sandbox in one part (the baseline of that sharing).
-    let one_part = Runtime::new(RuntimeLimits { workers_per_run: 1, ..RuntimeLimits::default() })?;
-    let one_part_compiled = one_part.compile(model.wasm, compiled.manifest().clone())?;
-    let mut joined_work = Vec::new();
-    for (runtime, compiled) in [(&runtime, &compiled), (&one_part, &one_part_compiled)] {
-        reset_peak();
-        let started = Instant::now();
-        let first = sluice_vault::join::JoinSide {
-            batches: reader(chunks, &master, &tax_version, &tax_schema, &layout.first_columns)?,
-            types: JoinLayout::types(&layout.first_columns, &tax_schema),
-        };
-        let other = sluice_vault::join::JoinSide {
-            batches: reader(chunks, &master, &insurance_version, &insurance_schema, &layout.joined_columns[0])?,
-            types: JoinLayout::types(&layout.joined_columns[0], &insurance_schema),
-        };
-        run_joined_and_release(runtime, compiled, first, vec![other], &layout, &release_facts)
-            .map_err(|error| anyhow::anyhow!("joined work: {error}"))?;
-        joined_work.push((started.elapsed().as_secs_f64(), peak_mib()));
-    }
-    let ((work_s, work_mib), (one_part_work_s, _)) = (joined_work[0], joined_work[1]);
+    reset_peak();
+    let started = Instant::now();
+    let first = sluice_vault::join::JoinSide {
+        batches: reader(chunks, &master, &tax_version, &tax_schema, &layout.first_columns)?,
+        types: JoinLayout::types(&layout.first_columns, &tax_schema),
+    };
+    let other = sluice_vault::join::JoinSide {
+        batches: reader(chunks, &master, &insurance_version, &insurance_schema, &layout.joined_columns[0])?,
+        types: JoinLayout::types(&layout.joined_columns[0], &insurance_schema),
+    };
+    run_joined_and_release(&runtime, &compiled, first, vec![other], &layout, &release_facts)
+        .map_err(|error| anyhow::anyhow!("joined work: {error}"))?;
+    let work_s = started.elapsed().as_secs_f64();
+    let work_mib = peak_mib();
 
     let prejoined = app
         .store()
@@ -442,8 +435,7 @@ async fn joined(
     }
     Ok(json!({
         "insured": insurance_version.row_count,
-        "work_s": work_s, "work_peak_mib": work_mib, "work_parts": runtime.limits().workers_per_run,
-        "work_one_part_s": one_part_work_s,
+        "work_s": work_s, "work_peak_mib": work_mib,
         "prejoined_work_s": prejoined_work_s, "prejoined_parts": parts, "prejoined_work_peak_mib": prejoined_work_mib,
         "run_s": run_s,
     }))

@@ -324,12 +324,10 @@ impl JoinLayout {
 
 /// A real run over versions left-joined on their level-4 keys inside the host
 /// ([`sluice_vault::join::join_many`]): the join runs on a thread of its own and hands its
-/// batches, reordered to the manifest's inputs, through a small bounded channel to the
-/// sandbox's parts (the runtime's `workers_per_run`, each taking the next batch when it is
-/// free), so neither side's rows nor the joined rows are ever all held (beyond the join's
+/// batches, reordered to the manifest's inputs, to the sandbox through a small bounded
+/// channel, so neither side's rows nor the joined rows are ever all held (beyond the join's
 /// own memory budget, past which it spills sealed partitions). Released exactly as a run
-/// over one version: [`run_and_release`]; each row is mapped alone (ABI 2), so which part
-/// maps it changes nothing released.
+/// over one version: [`run_and_release`], in one part.
 ///
 /// Each joined side holds at most one row per key and the bound is the first side's rows
 /// per key, so the joined rows are exactly the first side's rows: `facts.rows` is the first
@@ -349,8 +347,6 @@ where
     use sluice_vault::join::{JoinKind, JoinPlan, join_many};
     let plan = JoinPlan::new(JoinKind::Left, facts.rows_per_person.max(1));
     let (sender, receiver) = std::sync::mpsc::sync_channel::<anyhow::Result<Batch>>(4);
-    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-    let parts = (0..runtime.limits().workers_per_run.max(1)).map(|_| SharedBatches(receiver.clone())).collect();
     let spill_dir = std::env::temp_dir();
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -371,22 +367,8 @@ where
                 let _ = sender.send(Err(error));
             }
         });
-        run_and_release(runtime, compiled, parts, facts)
+        run_and_release(runtime, compiled, vec![receiver.into_iter()], facts)
     })
-}
-
-/// One sandbox part's view of the joined batches: the next one any part has not taken.
-/// Ends when the join is done (its sender gone).
-struct SharedBatches(std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<anyhow::Result<Batch>>>>);
-
-impl Iterator for SharedBatches {
-    type Item = anyhow::Result<Batch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        // Held only while one batch is handed over; a poisoned lock (a part panicked) ends
-        // this part, and the row count check refuses the run.
-        self.0.lock().ok()?.recv().ok()
-    }
 }
 
 /// The disclosure threshold a dummy run applies (a dataset's default).

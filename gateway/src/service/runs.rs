@@ -284,9 +284,8 @@ impl App {
         let runtime = self.runner.runtime();
         let prepared = &prepared.inputs;
         let manifest = prepared.compiled.manifest();
-        // A joined run is priced as mapping its rows in one part, after joining every side's
-        // rows (their counts are public facts of the versions read): its parts share the
-        // join's batches as they come, so one part is the bound whatever the data.
+        // A joined run maps its rows in one part, after joining every side's rows (their
+        // counts are public facts of the versions read).
         let (parts, join) = match &prepared.joined {
             Some(joined) => {
                 let joined_rows: i64 = joined.sides.iter().map(|side| side.version.row_count).sum();
@@ -636,7 +635,7 @@ impl App {
 
     /// A joined run: every version decrypted chunk by chunk, each with its key column first,
     /// joined inside the host ([`crate::runner::run_joined_and_release`]), the joined rows
-    /// (without the key) into the sandbox's parts, then released with DP.
+    /// (without the key) into the sandbox in one part, then released with DP.
     async fn execute_joined(&self, run: &ChargedRun, joined: &JoinedInputs) -> Executed {
         let prepared = &run.inputs;
         let manifest = prepared.compiled.manifest();
