@@ -260,13 +260,16 @@ impl App {
                         Some(json) => serde_json::from_str(json).context("stored joined versions")?,
                         None => Vec::new(),
                     };
-                    let Some(&version) = versions.get(place - 1) else { continue };
                     if let std::collections::hash_map::Entry::Vacant(slot) = row_counts.entry(row.dataset_id) {
                         let versions = self.store.versions(row.dataset_id).await?;
                         slot.insert(versions.into_iter().map(|stored| (stored.version, stored.row_count)).collect());
                     }
-                    run.runs
-                        * row_counts.get(&row.dataset_id).and_then(|counts| counts.get(&version)).copied().unwrap_or(0)
+                    // A run that recorded no version of this dataset read none of its rows,
+                    // yet its start and ε are the scenario's all the same.
+                    let counts = row_counts.get(&row.dataset_id);
+                    let read =
+                        versions.get(place - 1).and_then(|version| counts.and_then(|counts| counts.get(version)));
+                    run.runs * read.copied().unwrap_or(0)
                 };
                 row.runs += run.runs;
                 match run.state.as_str() {
