@@ -78,18 +78,15 @@ impl KeyFormat {
                 if bytes.len() != 18 {
                     return Err(NOT);
                 }
-                let mut sum = 0u32;
                 for (index, &byte) in bytes.iter().enumerate() {
                     let value = USCC_VALUES[usize::from(byte)];
                     if value == u8::MAX {
                         return Err(NOT);
                     }
                     out[index] = USCC_CHARACTERS[usize::from(value)];
-                    if let Some(weight) = USCC_WEIGHTS.get(index) {
-                        sum += u32::from(value) * weight;
-                    } else if u32::from(value) != (31 - sum % 31) % 31 {
-                        return Err("is not a unified social credit code (its check character is wrong)");
-                    }
+                }
+                if uscc_check_character(&out[..17]) != Some(out[17]) {
+                    return Err("is not a unified social credit code (its check character is wrong)");
                 }
                 Ok(&out[..18])
             }
@@ -102,12 +99,7 @@ impl KeyFormat {
                 }
                 out[..18].copy_from_slice(bytes);
                 out[17] = out[17].to_ascii_uppercase();
-                let sum: u32 = bytes[..17]
-                    .iter()
-                    .zip(RESIDENT_ID_WEIGHTS)
-                    .map(|(digit, weight)| u32::from(digit - b'0') * weight)
-                    .sum();
-                if out[17] != RESIDENT_ID_CHECK[(sum % 11) as usize] {
+                if resident_id_check_character(&out[..17]) != Some(out[17]) {
                     return Err("is not a resident identity number (its check character is wrong)");
                 }
                 Ok(&out[..18])
@@ -164,8 +156,13 @@ const fn uscc_values() -> [u8; 256] {
 /// (for making example and dummy codes); `None` if a character is outside the code's alphabet.
 pub fn uscc_check_character(first_17: &[u8]) -> Option<u8> {
     let mut sum = 0u32;
-    for (byte, weight) in first_17.iter().zip(USCC_WEIGHTS) {
-        sum += USCC_CHARACTERS.iter().position(|c| c == byte)? as u32 * weight;
+    for (&byte, weight) in first_17.iter().zip(USCC_WEIGHTS) {
+        // Upper case only: a code is completed as it will be stored.
+        let value = USCC_VALUES[usize::from(byte)];
+        if value == u8::MAX || USCC_CHARACTERS[usize::from(value)] != byte {
+            return None;
+        }
+        sum += u32::from(value) * weight;
     }
     (first_17.len() == 17).then(|| USCC_CHARACTERS[((31 - sum % 31) % 31) as usize])
 }
