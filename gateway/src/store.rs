@@ -625,10 +625,20 @@ pub struct RunRow {
 impl RunRow {
     /// The versions of the joined datasets it read, in the authorisation's order.
     pub fn joined_versions(&self) -> anyhow::Result<Vec<i64>> {
-        self.joined_versions_json
-            .as_deref()
-            .map_or(Ok(Vec::new()), |json| serde_json::from_str(json).context("stored joined versions"))
+        parse_joined_versions(self.joined_versions_json.as_deref())
     }
+}
+
+impl RunUsageRow {
+    /// The versions of the joined datasets these runs read, in the authorisation's order.
+    pub fn joined_versions(&self) -> anyhow::Result<Vec<i64>> {
+        parse_joined_versions(self.joined_versions_json.as_deref())
+    }
+}
+
+/// The versions stored as `joined_versions_json` (none when absent).
+fn parse_joined_versions(json: Option<&str>) -> anyhow::Result<Vec<i64>> {
+    json.map_or(Ok(Vec::new()), |json| serde_json::from_str(json).context("stored joined versions"))
 }
 
 /// `versions` as stored: `None` for none.

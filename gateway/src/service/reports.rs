@@ -249,6 +249,7 @@ impl App {
         let mut row_counts: HashMap<DatasetId, HashMap<i64, i64>> = HashMap::new();
         for run in &runs {
             let places = seen.get(&run.authorisation_id).map_or(0, Vec::len);
+            let versions = run.joined_versions()?;
             for place in 0..places {
                 let Some(row) = rows.get_mut(&(run.month.clone(), run.authorisation_id, place)) else {
                     continue;
@@ -256,10 +257,6 @@ impl App {
                 let rows_read = if place == 0 {
                     run.rows_read
                 } else {
-                    let versions: Vec<i64> = match &run.joined_versions_json {
-                        Some(json) => serde_json::from_str(json).context("stored joined versions")?,
-                        None => Vec::new(),
-                    };
                     if let std::collections::hash_map::Entry::Vacant(slot) = row_counts.entry(row.dataset_id) {
                         let versions = self.store.versions(row.dataset_id).await?;
                         slot.insert(versions.into_iter().map(|stored| (stored.version, stored.row_count)).collect());

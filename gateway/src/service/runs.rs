@@ -173,6 +173,11 @@ struct JoinedSide {
 }
 
 impl RunInputs {
+    /// The joined datasets read, in the authorisation's order (none for one dataset).
+    fn joined_sides(&self) -> impl Iterator<Item = &JoinedSide> {
+        self.joined.iter().flat_map(|joined| &joined.sides)
+    }
+
     /// The schema of the rows the model sees: the dataset's, or the two joined.
     fn view(&self) -> &DatasetSchema {
         self.joined.as_ref().map_or(&self.schema, |joined| &joined.view)
@@ -497,7 +502,7 @@ impl App {
             .await?
             .context("the authorisation or its dataset disappeared")?;
         let mut joined_dataset_budgets = Vec::new();
-        for side in prepared.joined.iter().flat_map(|joined| &joined.sides) {
+        for side in prepared.joined_sides() {
             let (total, spent) = Store::dataset_budget(&mut tx, side.version.dataset_id)
                 .await?
                 .context("a joined dataset disappeared")?;
@@ -525,9 +530,7 @@ impl App {
             dataset_id,
             charged.dataset_budget_after.spent().units() as i64,
             &prepared
-                .joined
-                .iter()
-                .flat_map(|joined| &joined.sides)
+                .joined_sides()
                 .zip(&charged.joined_dataset_budgets_after)
                 .map(|(side, after)| (side.version.dataset_id, after.spent().units() as i64))
                 .collect::<Vec<_>>(),
@@ -548,12 +551,7 @@ impl App {
             visible_at: Some(Timestamp::new(visible_at)),
             node: None,
             joined_versions_json: crate::store::encode_joined_versions(
-                &prepared
-                    .joined
-                    .iter()
-                    .flat_map(|joined| &joined.sides)
-                    .map(|side| side.version.version)
-                    .collect::<Vec<_>>(),
+                &prepared.joined_sides().map(|side| side.version.version).collect::<Vec<_>>(),
             )?,
         };
         let run_id = Store::insert_run(&mut tx, &run, now).await?;
