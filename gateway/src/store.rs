@@ -273,6 +273,11 @@ fn parse_joins(json: Option<&str>) -> anyhow::Result<Vec<JoinedColumns>> {
     json.map_or(Ok(Vec::new()), |json| serde_json::from_str(json).context("stored joined datasets"))
 }
 
+/// A scenario's datasets: its first, then those joined to it, in order.
+fn first_and_joined(first: DatasetId, joins: Vec<JoinedColumns>) -> Vec<DatasetId> {
+    std::iter::once(first).chain(joins.into_iter().map(|join| join.dataset_id)).collect()
+}
+
 /// `joins` as stored: `None` for none.
 pub fn encode_joins(joins: &[JoinedColumns]) -> anyhow::Result<Option<String>> {
     if joins.is_empty() {
@@ -307,7 +312,7 @@ impl ApplicationRow {
 
     /// The datasets it applies for: the first, then the joined ones.
     pub fn datasets(&self) -> anyhow::Result<Vec<DatasetId>> {
-        Ok(std::iter::once(self.dataset_id).chain(self.joins()?.into_iter().map(|join| join.dataset_id)).collect())
+        Ok(first_and_joined(self.dataset_id, self.joins()?))
     }
 }
 
@@ -328,7 +333,7 @@ impl AuthorisationRow {
 
     /// The datasets it reads: the first, then the joined ones.
     pub fn datasets(&self) -> anyhow::Result<Vec<DatasetId>> {
-        Ok(std::iter::once(self.dataset_id).chain(self.joins()?.into_iter().map(|join| join.dataset_id)).collect())
+        Ok(first_and_joined(self.dataset_id, self.joins()?))
     }
 }
 

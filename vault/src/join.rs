@@ -414,11 +414,8 @@ fn probe_rows(
         let mut counted: Option<(usize, u32)> = None;
         // A null key matches nothing.
         let mut unmatched = null_key;
-        for (side, build) in builds.iter().enumerate() {
-            heads[side] = END;
-            if null_key {
-                continue;
-            }
+        heads.fill(END);
+        for (side, build) in builds.iter().enumerate().filter(|_| !null_key) {
             match build.by_key.get(&left[0]) {
                 Some(&(head, count)) => {
                     heads[side] = head;
